@@ -1,0 +1,551 @@
+"""Frozen views of the Kubernetes objects fleetgate reads.
+
+Objects are parsed once, at the edge (a YAML file or an API watch event), into these
+immutable views; everything downstream (route tables, DNS zones, controller plans) reads
+only views, never raw dicts. A malformed object raises ObjectError with a message naming
+the field, so sources can turn it into a diagnostic instead of a crash.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Union
+
+MCS_GROUP = "multicluster.x-k8s.io"
+LABEL_SERVICE_NAME = "kubernetes.io/service-name"
+LABEL_MCS_SERVICE_NAME = "multicluster.kubernetes.io/service-name"
+LABEL_MCS_SOURCE_CLUSTER = "multicluster.kubernetes.io/source-cluster"
+ANNOTATION_INGRESS_CLASS = "kubernetes.io/ingress.class"
+ANNOTATION_DEFAULT_CLASS = "ingressclass.kubernetes.io/is-default-class"
+
+
+class ObjectError(ValueError):
+    """A Kubernetes object that cannot be understood (the message names the field)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerReference:
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+    controller: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    name: str
+    namespace: str = ""
+    uid: str = ""
+    resource_version: str = ""
+    generation: int = 0
+    creation_timestamp: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    owner_references: tuple[OwnerReference, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    meta: Meta
+    kind = "Namespace"
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePort:
+    port: int
+    name: str = ""
+    protocol: str = "TCP"
+    target_port: int | str | None = None
+    app_protocol: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    meta: Meta
+    type: str = "ClusterIP"
+    cluster_ip: str | None = None
+    cluster_ips: tuple[str, ...] = ()
+    ip_families: tuple[str, ...] = ()
+    ports: tuple[ServicePort, ...] = ()
+    selector: Mapping[str, str] | None = None
+    session_affinity: str = "None"
+    session_affinity_config: Mapping[str, Any] | None = None
+    internal_traffic_policy: str | None = None
+    traffic_distribution: str | None = None
+    external_name: str | None = None
+    kind = "Service"
+
+    @property
+    def headless(self) -> bool:
+        return self.cluster_ip == "None"
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointPort:
+    port: int | None
+    name: str = ""
+    protocol: str = "TCP"
+    app_protocol: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    addresses: tuple[str, ...]
+    ready: bool | None = None
+    serving: bool | None = None
+    terminating: bool | None = None
+    hostname: str | None = None
+    zone: str | None = None
+    node_name: str | None = None
+
+    @property
+    def is_ready(self) -> bool:
+        """Absent `ready` counts as ready (EndpointSlice API semantics)."""
+        return self.ready is not False
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSlice:
+    meta: Meta
+    address_type: str = "IPv4"
+    ports: tuple[EndpointPort, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()
+    kind = "EndpointSlice"
+
+    @property
+    def service_name(self) -> str | None:
+        return self.meta.labels.get(LABEL_SERVICE_NAME)
+
+
+@dataclass(frozen=True, slots=True)
+class IngressBackend:
+    service_name: str | None = None
+    port_number: int | None = None
+    port_name: str | None = None
+    resource: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IngressPath:
+    path: str
+    path_type: str
+    backend: IngressBackend
+
+
+@dataclass(frozen=True, slots=True)
+class IngressRule:
+    host: str | None
+    paths: tuple[IngressPath, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IngressTLS:
+    hosts: tuple[str, ...] = ()
+    secret_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ingress:
+    meta: Meta
+    ingress_class_name: str | None = None
+    default_backend: IngressBackend | None = None
+    rules: tuple[IngressRule, ...] = ()
+    tls: tuple[IngressTLS, ...] = ()
+    load_balancer_ingress: tuple[Mapping[str, Any], ...] = ()
+    kind = "Ingress"
+
+    @property
+    def class_name(self) -> str | None:
+        """spec.ingressClassName, else the legacy annotation."""
+        return self.ingress_class_name or self.meta.annotations.get(ANNOTATION_INGRESS_CLASS)
+
+
+@dataclass(frozen=True, slots=True)
+class IngressClass:
+    meta: Meta
+    controller: str = ""
+    is_default: bool = False
+    kind = "IngressClass"
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    meta: Meta
+    type: str = "Opaque"
+    data: Mapping[str, bytes] = field(default_factory=dict)
+    kind = "Secret"
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    type: str
+    status: str
+    reason: str = ""
+    message: str = ""
+    observed_generation: int = 0
+    last_transition_time: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceExport:
+    meta: Meta
+    api_version: str = f"{MCS_GROUP}/v1alpha1"
+    conditions: tuple[Condition, ...] = ()
+    kind = "ServiceExport"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceImport:
+    meta: Meta
+    api_version: str = f"{MCS_GROUP}/v1alpha1"
+    type: str = "ClusterSetIP"
+    ports: tuple[ServicePort, ...] = ()
+    ips: tuple[str, ...] = ()
+    ip_families: tuple[str, ...] = ()
+    session_affinity: str = "None"
+    session_affinity_config: Mapping[str, Any] | None = None
+    internal_traffic_policy: str | None = None
+    traffic_distribution: str | None = None
+    clusters: tuple[str, ...] = ()
+    kind = "ServiceImport"
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    meta: Meta
+    holder_identity: str | None = None
+    lease_duration_seconds: int | None = None
+    acquire_time: str | None = None
+    renew_time: str | None = None
+    lease_transitions: int = 0
+    kind = "Lease"
+
+
+KubeObject = Union[Namespace, Service, EndpointSlice, Ingress, IngressClass, Secret,
+                   ServiceExport, ServiceImport, Lease]
+
+# --- parsing ------------------------------------------------------------------------
+
+
+def _map(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ObjectError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ObjectError(f"{where}: expected a list, got {type(value).__name__}")
+    return value
+
+
+def _str(value: Any, where: str, *, required: bool = False) -> str | None:
+    if value is None:
+        if required:
+            raise ObjectError(f"{where}: required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ObjectError(f"{where}: expected a string, got {type(value).__name__}")
+    return str(value)
+
+
+def _int(value: Any, where: str, *, required: bool = False, lo: int = 0,
+         hi: int = 65535) -> int | None:
+    if value is None:
+        if required:
+            raise ObjectError(f"{where}: required")
+        return None
+    if isinstance(value, bool):
+        raise ObjectError(f"{where}: expected an integer, got a boolean")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ObjectError(f"{where}: expected an integer, got {value!r}") from None
+    if isinstance(value, float) and value != number:
+        raise ObjectError(f"{where}: expected an integer, got {value!r}")
+    if not lo <= number <= hi:
+        raise ObjectError(f"{where}: {number} is out of range {lo}..{hi}")
+    return number
+
+
+def _bool(value: Any, where: str) -> bool | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ObjectError(f"{where}: expected a boolean, got {value!r}")
+
+
+def _str_map(value: Any, where: str) -> dict[str, str]:
+    return {str(k): "" if v is None else str(v) for k, v in _map(value, where).items()}
+
+
+def parse_meta(raw: Mapping[str, Any], *, namespaced: bool = True) -> Meta:
+    md = _map(raw.get("metadata"), "metadata")
+    name = _str(md.get("name"), "metadata.name", required=True)
+    assert name is not None
+    if not name:
+        raise ObjectError("metadata.name: must not be empty")
+    namespace = _str(md.get("namespace"), "metadata.namespace") or ("default" if namespaced else "")
+    owners = tuple(
+        OwnerReference(api_version=str(o.get("apiVersion", "")), kind=str(o.get("kind", "")),
+                       name=str(o.get("name", "")), uid=str(o.get("uid", "")),
+                       controller=bool(o.get("controller", False)))
+        for o in _list(md.get("ownerReferences"), "metadata.ownerReferences") if isinstance(o, dict))
+    return Meta(
+        name=name,
+        namespace=namespace if namespaced else "",
+        uid=str(md.get("uid") or ""),
+        resource_version=str(md.get("resourceVersion") or ""),
+        generation=int(md.get("generation") or 0),
+        creation_timestamp=str(md.get("creationTimestamp") or ""),
+        labels=_str_map(md.get("labels"), "metadata.labels"),
+        annotations=_str_map(md.get("annotations"), "metadata.annotations"),
+        owner_references=owners,
+    )
+
+
+def _service_port(raw: Any, where: str) -> ServicePort:
+    p = _map(raw, where)
+    port = _int(p.get("port"), f"{where}.port", required=True, lo=1)
+    assert port is not None
+    target = p.get("targetPort")
+    if target is not None and not isinstance(target, (int, str)):
+        raise ObjectError(f"{where}.targetPort: expected a number or a name")
+    return ServicePort(port=port, name=_str(p.get("name"), f"{where}.name") or "",
+                       protocol=_str(p.get("protocol"), f"{where}.protocol") or "TCP",
+                       target_port=target, app_protocol=_str(p.get("appProtocol"), f"{where}.appProtocol"))
+
+
+def parse_namespace(raw: Mapping[str, Any]) -> Namespace:
+    return Namespace(meta=parse_meta(raw, namespaced=False))
+
+
+def parse_service(raw: Mapping[str, Any]) -> Service:
+    spec = _map(raw.get("spec"), "spec")
+    ports = tuple(_service_port(p, f"spec.ports[{i}]") for i, p in enumerate(_list(spec.get("ports"), "spec.ports")))
+    selector = spec.get("selector")
+    stype = _str(spec.get("type"), "spec.type") or "ClusterIP"
+    if stype not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
+        raise ObjectError(f"spec.type: unknown Service type {stype!r}")
+    cluster_ip = _str(spec.get("clusterIP"), "spec.clusterIP")
+    cluster_ips = tuple(str(x) for x in _list(spec.get("clusterIPs"), "spec.clusterIPs"))
+    if cluster_ip and not cluster_ips:
+        cluster_ips = (cluster_ip,)
+    return Service(
+        meta=parse_meta(raw), type=stype, cluster_ip=cluster_ip, cluster_ips=cluster_ips,
+        ip_families=tuple(str(x) for x in _list(spec.get("ipFamilies"), "spec.ipFamilies")),
+        ports=ports,
+        selector=None if selector is None else _str_map(selector, "spec.selector"),
+        session_affinity=_str(spec.get("sessionAffinity"), "spec.sessionAffinity") or "None",
+        session_affinity_config=_map(spec.get("sessionAffinityConfig"), "spec.sessionAffinityConfig") or None,
+        internal_traffic_policy=_str(spec.get("internalTrafficPolicy"), "spec.internalTrafficPolicy"),
+        traffic_distribution=_str(spec.get("trafficDistribution"), "spec.trafficDistribution"),
+        external_name=_str(spec.get("externalName"), "spec.externalName"),
+    )
+
+
+def parse_endpoint_slice(raw: Mapping[str, Any]) -> EndpointSlice:
+    ports = []
+    for i, p in enumerate(_list(raw.get("ports"), "ports")):
+        p = _map(p, f"ports[{i}]")
+        ports.append(EndpointPort(port=_int(p.get("port"), f"ports[{i}].port", lo=1),
+                                  name=_str(p.get("name"), f"ports[{i}].name") or "",
+                                  protocol=_str(p.get("protocol"), f"ports[{i}].protocol") or "TCP",
+                                  app_protocol=_str(p.get("appProtocol"), f"ports[{i}].appProtocol")))
+    endpoints = []
+    for i, e in enumerate(_list(raw.get("endpoints"), "endpoints")):
+        e = _map(e, f"endpoints[{i}]")
+        addresses = tuple(str(a) for a in _list(e.get("addresses"), f"endpoints[{i}].addresses"))
+        if not addresses:
+            raise ObjectError(f"endpoints[{i}].addresses: at least one address is required")
+        cond = _map(e.get("conditions"), f"endpoints[{i}].conditions")
+        endpoints.append(Endpoint(
+            addresses=addresses,
+            ready=_bool(cond.get("ready"), f"endpoints[{i}].conditions.ready"),
+            serving=_bool(cond.get("serving"), f"endpoints[{i}].conditions.serving"),
+            terminating=_bool(cond.get("terminating"), f"endpoints[{i}].conditions.terminating"),
+            hostname=_str(e.get("hostname"), f"endpoints[{i}].hostname"),
+            zone=_str(e.get("zone"), f"endpoints[{i}].zone"),
+            node_name=_str(e.get("nodeName"), f"endpoints[{i}].nodeName"),
+        ))
+    address_type = _str(raw.get("addressType"), "addressType") or "IPv4"
+    if address_type not in ("IPv4", "IPv6", "FQDN"):
+        raise ObjectError(f"addressType: unknown address type {address_type!r}")
+    return EndpointSlice(meta=parse_meta(raw), address_type=address_type, ports=tuple(ports),
+                         endpoints=tuple(endpoints))
+
+
+def _ingress_backend(raw: Any, where: str) -> IngressBackend:
+    b = _map(raw, where)
+    if "resource" in b:
+        return IngressBackend(resource=_map(b["resource"], f"{where}.resource"))
+    svc = _map(b.get("service"), f"{where}.service")
+    if not svc:
+        raise ObjectError(f"{where}: needs service or resource")
+    name = _str(svc.get("name"), f"{where}.service.name", required=True)
+    port = _map(svc.get("port"), f"{where}.service.port")
+    number = _int(port.get("number"), f"{where}.service.port.number", lo=1)
+    pname = _str(port.get("name"), f"{where}.service.port.name")
+    if number is None and not pname:
+        raise ObjectError(f"{where}.service.port: needs number or name")
+    return IngressBackend(service_name=name, port_number=number, port_name=pname)
+
+
+_PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
+
+
+def parse_ingress(raw: Mapping[str, Any]) -> Ingress:
+    spec = _map(raw.get("spec"), "spec")
+    rules = []
+    for i, r in enumerate(_list(spec.get("rules"), "spec.rules")):
+        r = _map(r, f"spec.rules[{i}]")
+        host = _str(r.get("host"), f"spec.rules[{i}].host")
+        http = _map(r.get("http"), f"spec.rules[{i}].http")
+        paths = []
+        for j, p in enumerate(_list(http.get("paths"), f"spec.rules[{i}].http.paths")):
+            where = f"spec.rules[{i}].http.paths[{j}]"
+            p = _map(p, where)
+            path = _str(p.get("path"), f"{where}.path") or "/"
+            path_type = _str(p.get("pathType"), f"{where}.pathType") or "ImplementationSpecific"
+            if path_type not in _PATH_TYPES:
+                raise ObjectError(f"{where}.pathType: {path_type!r} is not one of {', '.join(_PATH_TYPES)}")
+            paths.append(IngressPath(path=path, path_type=path_type,
+                                     backend=_ingress_backend(p.get("backend"), f"{where}.backend")))
+        rules.append(IngressRule(host=host.lower() if host else None, paths=tuple(paths)))
+    tls = tuple(
+        IngressTLS(hosts=tuple(str(h).lower() for h in _list(_map(t, f"spec.tls[{i}]").get("hosts"), f"spec.tls[{i}].hosts")),
+                   secret_name=_str(_map(t, f"spec.tls[{i}]").get("secretName"), f"spec.tls[{i}].secretName"))
+        for i, t in enumerate(_list(spec.get("tls"), "spec.tls")))
+    default = spec.get("defaultBackend") or spec.get("backend")
+    status = _map(_map(raw.get("status"), "status").get("loadBalancer"), "status.loadBalancer")
+    return Ingress(
+        meta=parse_meta(raw),
+        ingress_class_name=_str(spec.get("ingressClassName"), "spec.ingressClassName"),
+        default_backend=_ingress_backend(default, "spec.defaultBackend") if default else None,
+        rules=tuple(rules), tls=tls,
+        load_balancer_ingress=tuple(x for x in _list(status.get("ingress"), "status.loadBalancer.ingress")
+                                    if isinstance(x, dict)),
+    )
+
+
+def parse_ingress_class(raw: Mapping[str, Any]) -> IngressClass:
+    meta = parse_meta(raw, namespaced=False)
+    spec = _map(raw.get("spec"), "spec")
+    return IngressClass(meta=meta, controller=_str(spec.get("controller"), "spec.controller") or "",
+                        is_default=meta.annotations.get(ANNOTATION_DEFAULT_CLASS, "").lower() == "true")
+
+
+def parse_secret(raw: Mapping[str, Any]) -> Secret:
+    data: dict[str, bytes] = {}
+    for key, value in _map(raw.get("data"), "data").items():
+        try:
+            data[str(key)] = base64.b64decode(str(value or ""), validate=True)
+        except (binascii.Error, ValueError):
+            raise ObjectError(f"data.{key}: not valid base64") from None
+    for key, value in _map(raw.get("stringData"), "stringData").items():
+        data[str(key)] = str(value).encode()
+    return Secret(meta=parse_meta(raw), type=_str(raw.get("type"), "type") or "Opaque", data=data)
+
+
+def _conditions(raw: Any, where: str) -> tuple[Condition, ...]:
+    out = []
+    for i, c in enumerate(_list(raw, where)):
+        c = _map(c, f"{where}[{i}]")
+        out.append(Condition(type=str(c.get("type", "")), status=str(c.get("status", "")),
+                             reason=str(c.get("reason") or ""), message=str(c.get("message") or ""),
+                             observed_generation=int(c.get("observedGeneration") or 0),
+                             last_transition_time=str(c.get("lastTransitionTime") or "")))
+    return tuple(out)
+
+
+def parse_service_export(raw: Mapping[str, Any]) -> ServiceExport:
+    status = _map(raw.get("status"), "status")
+    return ServiceExport(meta=parse_meta(raw), api_version=str(raw.get("apiVersion")),
+                         conditions=_conditions(status.get("conditions"), "status.conditions"))
+
+
+def parse_service_import(raw: Mapping[str, Any]) -> ServiceImport:
+    spec = _map(raw.get("spec"), "spec")
+    status = _map(raw.get("status"), "status")
+    itype = _str(spec.get("type"), "spec.type") or "ClusterSetIP"
+    if itype not in ("ClusterSetIP", "Headless"):
+        raise ObjectError(f"spec.type: {itype!r} is not ClusterSetIP or Headless")
+    ips = tuple(str(x) for x in _list(spec.get("ips"), "spec.ips"))
+    if len(ips) > 2:
+        raise ObjectError("spec.ips: at most 2 addresses")
+    return ServiceImport(
+        meta=parse_meta(raw), api_version=str(raw.get("apiVersion")), type=itype,
+        ports=tuple(_service_port(p, f"spec.ports[{i}]") for i, p in enumerate(_list(spec.get("ports"), "spec.ports"))),
+        ips=ips,
+        ip_families=tuple(str(x) for x in _list(spec.get("ipFamilies"), "spec.ipFamilies")),
+        session_affinity=_str(spec.get("sessionAffinity"), "spec.sessionAffinity") or "None",
+        session_affinity_config=_map(spec.get("sessionAffinityConfig"), "spec.sessionAffinityConfig") or None,
+        internal_traffic_policy=_str(spec.get("internalTrafficPolicy"), "spec.internalTrafficPolicy"),
+        traffic_distribution=_str(spec.get("trafficDistribution"), "spec.trafficDistribution"),
+        clusters=tuple(str(_map(c, "status.clusters[]").get("cluster", ""))
+                       for c in _list(status.get("clusters"), "status.clusters")),
+    )
+
+
+def parse_lease(raw: Mapping[str, Any]) -> Lease:
+    spec = _map(raw.get("spec"), "spec")
+    return Lease(meta=parse_meta(raw), holder_identity=_str(spec.get("holderIdentity"), "spec.holderIdentity"),
+                 lease_duration_seconds=_int(spec.get("leaseDurationSeconds"), "spec.leaseDurationSeconds",
+                                             hi=2**31),
+                 acquire_time=_str(spec.get("acquireTime"), "spec.acquireTime"),
+                 renew_time=_str(spec.get("renewTime"), "spec.renewTime"),
+                 lease_transitions=int(spec.get("leaseTransitions") or 0))
+
+
+# (group, kind) -> parser; group "" is the core group.
+PARSERS: dict[tuple[str, str], Callable[[Mapping[str, Any]], KubeObject]] = {
+    ("", "Namespace"): parse_namespace,
+    ("", "Service"): parse_service,
+    ("", "Secret"): parse_secret,
+    ("discovery.k8s.io", "EndpointSlice"): parse_endpoint_slice,
+    ("networking.k8s.io", "Ingress"): parse_ingress,
+    ("networking.k8s.io", "IngressClass"): parse_ingress_class,
+    (MCS_GROUP, "ServiceExport"): parse_service_export,
+    (MCS_GROUP, "ServiceImport"): parse_service_import,
+    ("coordination.k8s.io", "Lease"): parse_lease,
+}
+
+
+def api_group(api_version: str) -> str:
+    return api_version.split("/", 1)[0] if "/" in api_version else ""
+
+
+def is_known(raw: Mapping[str, Any]) -> bool:
+    return (api_group(str(raw.get("apiVersion", ""))), str(raw.get("kind", ""))) in PARSERS
+
+
+def parse_object(raw: Mapping[str, Any]) -> KubeObject:
+    """Parse one raw object; raises ObjectError for a known kind that is malformed.
+
+    Unknown kinds raise ObjectError too; callers that read whole folders skip them first
+    with `is_known` so that Deployments etc. beside our objects are not errors.
+    """
+    if not isinstance(raw, Mapping):
+        raise ObjectError(f"expected a mapping, got {type(raw).__name__}")
+    key = (api_group(str(raw.get("apiVersion", ""))), str(raw.get("kind", "")))
+    parser = PARSERS.get(key)
+    if parser is None:
+        raise ObjectError(f"unsupported kind {raw.get('apiVersion')}/{raw.get('kind')}")
+    return parser(raw)
+
+
+def describe(raw: Mapping[str, Any]) -> str:
+    """`kind/namespace/name` of a raw object, as diagnostics print it (best effort)."""
+    md = raw.get("metadata") if isinstance(raw, Mapping) else None
+    md = md if isinstance(md, Mapping) else {}
+    kind = raw.get("kind", "?") if isinstance(raw, Mapping) else "?"
+    return f"{kind}/{md.get('namespace') or ''}/{md.get('name') or '?'}"
