@@ -39,16 +39,26 @@ class ClusterObjects:
     """One cluster's objects, indexed by kind name and (namespace, name)."""
     by_kind: Mapping[str, Mapping[ObjKey, KubeObject]] = field(default_factory=dict)
     namespace_names: frozenset[str] = frozenset()
+    # (kind, namespace, name) -> where the object came from (a file path, or an API URL);
+    # lets builders report diagnostics against the file a user must edit.
+    origins: Mapping[tuple[str, str, str], str] = field(default_factory=dict)
+    source: str = ""
 
     @staticmethod
-    def build(objects: Iterable[KubeObject]) -> "ClusterObjects":
+    def build(objects: Iterable[KubeObject], *, origins: Mapping[tuple[str, str, str], str] | None = None,
+              source: str = "") -> "ClusterObjects":
         """Index objects; a later object with the same kind and key replaces an earlier one."""
         index: dict[str, dict[ObjKey, KubeObject]] = {}
         for obj in objects:
             index.setdefault(obj.kind, {})[(obj.meta.namespace, obj.meta.name)] = obj
         names = {ns for objs in index.values() for (ns, _) in objs if ns}
         names.update(name for (_, name) in index.get("Namespace", {}))
-        return ClusterObjects({k: MappingProxyType(v) for k, v in index.items()}, frozenset(names))
+        return ClusterObjects({k: MappingProxyType(v) for k, v in index.items()}, frozenset(names),
+                              dict(origins or {}), source)
+
+    def origin(self, obj: KubeObject) -> str:
+        """The file (or API) an object came from, for diagnostics."""
+        return self.origins.get((obj.kind, obj.meta.namespace, obj.meta.name)) or self.source or "?"
 
     def of(self, kind: str) -> Mapping[ObjKey, KubeObject]:
         return self.by_kind.get(kind, _EMPTY)  # type: ignore[return-value]

@@ -1,0 +1,465 @@
+"""fleetgate gateway vs nginx `proxy_pass`, in front of the same nginx backend.
+
+Servers share CPU 0, wrk runs on CPU 1; targets are measured in rotation and the
+medians compared (issue 2 targets: req/s >= 0.7x nginx, p99 <= 1.5x nginx).
+`--rss-scale` instead loads 1,000 Ingress rules and 10,000 endpoints and reports RSS.
+
+    /work/venv/bin/python bench/proxy_vs_nginx.py [--rounds 3] [--duration 10] \
+        [--connections 50,200] [--fleetgate CMD] [--only nginx|fleetgate] [--json FILE]
+    /work/venv/bin/python bench/proxy_vs_nginx.py --rss-scale
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import math
+import shlex
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import (LOOPBACK, Proc, Processes, WrkResult, cpus, ensure_tools,  # noqa: E402
+                   find_binary, free_port, http_get, log, median, pinned, run_wrk,
+                   tree_rss_kb, wait_http)
+
+REPO = Path(__file__).resolve().parent.parent
+HOST = "bench.local"
+TOOLS = {"nginx": "nginx-light", "wrk": "wrk"}
+WARMUP_S = 2.0
+
+# ---------------------------------------------------------------- nginx configs
+
+_NGINX_COMMON = """\
+worker_processes 1;
+worker_rlimit_nofile 16384;
+daemon off;
+pid {dir}/{name}.pid;
+error_log {dir}/{name}.error.log warn;
+events {{ worker_connections 8192; multi_accept on; }}
+http {{
+    access_log off;
+    default_type text/plain;
+    client_body_temp_path {dir}/{name}-tmp/body;
+    proxy_temp_path {dir}/{name}-tmp/proxy;
+    fastcgi_temp_path {dir}/{name}-tmp/fastcgi;
+    uwsgi_temp_path {dir}/{name}-tmp/uwsgi;
+    scgi_temp_path {dir}/{name}-tmp/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+{body}
+}}
+"""
+
+_BACKEND = """\
+    server {{
+        listen {host}:{port} backlog=4096;
+        location / {{
+            add_header X-Bench backend;
+            return 200 "hello\\n";
+        }}
+    }}"""
+
+_PROXY = """\
+    upstream backend {{
+        server {host}:{backend_port};
+        keepalive 1024;
+        keepalive_requests 10000000;
+        keepalive_timeout 300s;
+    }}
+    server {{
+        listen {host}:{port} backlog=4096;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+        }}
+    }}"""
+
+
+def nginx_conf(tmp: Path, name: str, body: str) -> Path:
+    (tmp / ("%s-tmp" % name)).mkdir(exist_ok=True)
+    path = tmp / ("%s.conf" % name)
+    path.write_text(_NGINX_COMMON.format(dir=tmp, name=name, body=body))
+    return path
+
+
+def start_nginx(procs: Processes, tmp: Path, name: str, body: str, port: int, cpu: int | None,
+                deadline_s: float) -> Proc:
+    conf = nginx_conf(tmp, name, body)
+    nginx = find_binary("nginx") or "nginx"
+    proc = procs.start(name, pinned([nginx, "-p", str(tmp), "-c", str(conf)], cpu),
+                       log_path=tmp / ("%s.log" % name))
+    wait_http(proc, LOOPBACK, port, host_header=HOST, deadline_s=deadline_s)
+    return proc
+
+
+# ---------------------------------------------------------------- fleet generation
+
+def _ingress(name: str, rules: list[tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"ingressClassName": "fleetgate", "rules": [
+            {"host": host, "http": {"paths": [{
+                "path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": svc, "port": {"number": 80}}}}]}}
+            for host, svc in rules]},
+    }
+
+
+def _ingress_class() -> dict[str, Any]:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+            "metadata": {"name": "fleetgate"}, "spec": {"controller": "fleetgate.io/gateway"}}
+
+
+def _service(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"selector": {"app": name},
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}}
+
+
+def _slice(name: str, service: str, addresses: Sequence[str], port: int) -> dict[str, Any]:
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in addresses]}
+
+
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml: the 10,000-endpoint fleet in well under 1 s
+
+
+def _dump(objs: list[dict[str, Any]]) -> str:
+    return yaml.dump_all(objs, Dumper=_Dumper, sort_keys=False)
+
+
+def _write_fleet(root: Path, hub: list[dict[str, Any]], clusters: dict[str, list[dict[str, Any]]]) -> Path:
+    (root / "hub").mkdir(parents=True)
+    (root / "hub" / "ingresses.yaml").write_text(_dump(hub))
+    for name, objs in clusters.items():
+        (root / name).mkdir()
+        (root / name / "services.yaml").write_text(_dump(objs))
+    fleet = {"hub": {"manifests": "hub/"},
+             "clusters": [{"name": name, "manifests": "%s/" % name} for name in clusters]}
+    path = root / "fleet.yaml"
+    path.write_text(yaml.safe_dump(fleet, sort_keys=False))
+    return path
+
+
+def bench_fleet(root: Path, backend_port: int) -> Path:
+    """One Ingress for bench.local -> Service `backend` -> the nginx backend."""
+    return _write_fleet(
+        root,
+        hub=[_ingress_class(), _ingress("bench", [(HOST, "backend")])],
+        clusters={"bench": [_service("backend"),
+                            _slice("backend-1", "backend", [LOOPBACK], backend_port)]})
+
+
+def scale_fleet(root: Path, *, rules: int, services: int, endpoints: int, clusters: int) -> Path:
+    """`rules` host rules over `services` Services, `endpoints` endpoints spread over member clusters.
+
+    Endpoints sit on 127.x addresses nobody listens on; only the loaded size matters here.
+    """
+    per_ingress = 10
+    hub: list[dict[str, Any]] = [_ingress_class()]
+    for i in range(0, rules, per_ingress):
+        hub.append(_ingress("scale-%04d" % (i // per_ingress),
+                            [("h%05d.%s" % (r, HOST), "svc-%04d" % (r % services))
+                             for r in range(i, min(i + per_ingress, rules))]))
+    per_cluster = [endpoints // clusters + (1 if c < endpoints % clusters else 0) for c in range(clusters)]
+    members: dict[str, list[dict[str, Any]]] = {}
+    for c, count in enumerate(per_cluster):
+        objs: list[dict[str, Any]] = []
+        addrs = ["127.%d.%d.%d" % (20 + c, n // 250, n % 250 + 1) for n in range(count)]
+        for s in range(services):
+            svc = "svc-%04d" % s
+            objs.append(_service(svc))
+            mine = addrs[s::services]
+            for k in range(0, len(mine), 100):  # Kubernetes caps a slice at 100 endpoints
+                objs.append(_slice("%s-%d" % (svc, k // 100), svc, mine[k:k + 100], 8080))
+        members["member-%d" % c] = objs
+    return _write_fleet(root, hub, members)
+
+
+# ---------------------------------------------------------------- fleetgate
+
+def fleetgate_cmd(override: str | None) -> tuple[list[str], Path | None]:
+    """The command that runs `fleetgate`, and the working directory it needs."""
+    if override:
+        return shlex.split(override), None
+    venv_script = Path(sys.executable).parent / "fleetgate"
+    if venv_script.exists():
+        return [str(venv_script)], None
+    if not (REPO / "fleet" / "cli.py").exists():
+        raise SystemExit("no fleetgate command (neither %s nor %s); pass --fleetgate CMD or --only nginx"
+                         % (venv_script, REPO / "fleet" / "cli.py"))
+    return [sys.executable, "-m", "fleet.cli"], REPO
+
+
+def start_fleetgate(procs: Processes, args: argparse.Namespace, fleet: Path, tmp: Path, cpu: int | None,
+                    *, probe_host: str | None) -> tuple[Proc, int, int]:
+    base, cwd = fleetgate_cmd(args.fleetgate)
+    http_port, admin_port = free_port(), free_port()
+    cmd = base + ["gateway", "--fleet", str(fleet),
+                  "--http", "%s:%d" % (LOOPBACK, http_port), "--admin", "%s:%d" % (LOOPBACK, admin_port),
+                  "--workers", "1", "--log-level", args.gateway_log_level] + shlex.split(args.gateway_args)
+    proc = procs.start("fleetgate", pinned(cmd, cpu), log_path=tmp / "fleetgate.log", cwd=cwd)
+    wait_http(proc, LOOPBACK, admin_port, "/readyz", deadline_s=args.start_timeout)
+    if probe_host is not None:
+        wait_http(proc, LOOPBACK, http_port, host_header=probe_host, deadline_s=args.start_timeout)
+    return proc, http_port, admin_port
+
+
+def rss_report(proc: Proc) -> dict[str, Any]:
+    per_pid = tree_rss_kb(proc.pid)
+    return {"pid": proc.pid, "rss_kb": per_pid.get(proc.pid, 0), "tree_rss_kb": sum(per_pid.values()),
+            "processes": len(per_pid), "hwm_kb": _hwm_kb(proc.pid)}
+
+
+def _hwm_kb(pid: int) -> int:
+    try:
+        for line in Path("/proc/%d/status" % pid).read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+# ---------------------------------------------------------------- the comparison
+
+def choose_cpus(args: argparse.Namespace) -> tuple[int | None, int | None]:
+    if args.no_pin:
+        return None, None
+    have = cpus()
+    if len(have) < 2:
+        log("only %d CPU available: not pinning", len(have))
+        return None, None
+    server = args.server_cpu if args.server_cpu is not None else have[0]
+    client = args.client_cpu if args.client_cpu is not None else have[1]
+    return server, client
+
+
+def rotation(rounds: int, connections: Sequence[int], targets: Sequence[str]) -> Iterator[tuple[int, int, str]]:
+    for rnd in range(rounds):
+        for conns in connections:
+            for target in targets:
+                yield rnd, conns, target
+
+
+def compare(args: argparse.Namespace) -> dict[str, Any]:
+    ensure_tools(TOOLS)
+    server_cpu, client_cpu = choose_cpus(args)
+    targets = ["nginx", "fleetgate"]
+    if args.only:
+        targets = [args.only]
+    if args.direct:
+        targets.insert(0, "backend")
+    if "fleetgate" in targets:
+        fleetgate_cmd(args.fleetgate)  # fail before starting anything when there is none
+    keep = tempfile.mkdtemp(prefix="fleetgate-bench-") if args.keep_tmp else None
+    with tempfile.TemporaryDirectory(prefix="fleetgate-bench-") as auto, Processes() as procs:
+        tmp = Path(keep or auto)
+        log("working folder %s; servers on CPU %s, wrk on CPU %s", tmp, server_cpu, client_cpu)
+        ports: dict[str, int] = {"backend": free_port()}
+        start_nginx(procs, tmp, "backend", _BACKEND.format(host=LOOPBACK, port=ports["backend"]),
+                    ports["backend"], server_cpu, args.start_timeout)
+        if "nginx" in targets:
+            ports["nginx"] = free_port()
+            start_nginx(procs, tmp, "nginx", _PROXY.format(host=LOOPBACK, port=ports["nginx"],
+                                                           backend_port=ports["backend"]),
+                        ports["nginx"], server_cpu, args.start_timeout)
+        gateway: Proc | None = None
+        if "fleetgate" in targets:
+            fleet = bench_fleet(tmp / "fleet", ports["backend"])
+            gateway, ports["fleetgate"], _ = start_fleetgate(procs, args, fleet, tmp, server_cpu,
+                                                             probe_host=HOST)
+        headers = ["Host: %s" % HOST]
+
+        def url(target: str) -> str:
+            return "http://%s:%d/" % (LOOPBACK, ports[target])
+
+        for target in targets:
+            log("warm-up %s (%.0f s, %d connections)", target, WARMUP_S, max(args.connections))
+            run_wrk(url(target), connections=max(args.connections), duration_s=WARMUP_S, cpu=client_cpu,
+                    headers=headers)
+        runs: dict[int, dict[str, list[WrkResult]]] = {c: {t: [] for t in targets} for c in args.connections}
+        for rnd, conns, target in rotation(args.rounds, args.connections, targets):
+            res = run_wrk(url(target), connections=conns, duration_s=args.duration, cpu=client_cpu,
+                          headers=headers)
+            log("round %d c=%d %-9s %9.0f req/s  p50 %.2f ms  p99 %.2f ms  errors %d",
+                rnd + 1, conns, target, res.rps, res.p50_ms, res.p99_ms, res.errors)
+            runs[conns][target].append(res)
+        rss = rss_report(gateway) if gateway is not None else None
+    return summarize(args, targets, runs, rss, server_cpu, client_cpu)
+
+
+def summarize(args: argparse.Namespace, targets: Sequence[str], runs: dict[int, dict[str, list[WrkResult]]],
+              rss: dict[str, Any] | None, server_cpu: int | None, client_cpu: int | None) -> dict[str, Any]:
+    levels: dict[str, Any] = {}
+    for conns, by_target in runs.items():
+        level: dict[str, Any] = {}
+        for target, results in by_target.items():
+            level[target] = {
+                "rps": median([r.rps for r in results]),
+                "p50_ms": median([r.p50_ms for r in results]),
+                "p99_ms": median([r.p99_ms for r in results]),
+                "errors": sum(r.errors for r in results),
+                "runs": [r.__dict__ for r in results],
+            }
+        if "nginx" in level and "fleetgate" in level:
+            level["ratio"] = {"rps": level["fleetgate"]["rps"] / level["nginx"]["rps"],
+                              "p99": level["fleetgate"]["p99_ms"] / level["nginx"]["p99_ms"]}
+        levels[str(conns)] = level
+    return {"rounds": args.rounds, "duration_s": args.duration, "connections": list(args.connections),
+            "targets": list(targets), "server_cpu": server_cpu, "client_cpu": client_cpu,
+            "levels": levels, "gateway_rss": rss}
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    print("wrk -t1 -d%ds, medians of %d rotated rounds; servers on CPU %s, wrk on CPU %s"
+          % (summary["duration_s"], summary["rounds"], summary["server_cpu"], summary["client_cpu"]))
+    print("%6s  %-10s %10s %9s %9s %7s" % ("conns", "target", "req/s", "p50 ms", "p99 ms", "errors"))
+    for conns, level in summary["levels"].items():
+        for target in summary["targets"]:
+            r = level[target]
+            print("%6s  %-10s %10.0f %9.2f %9.2f %7d" % (conns, target, r["rps"], r["p50_ms"], r["p99_ms"],
+                                                        r["errors"]))
+        if "ratio" in level:
+            print("%6s  %-10s %9.2fx %9s %8.2fx   (targets: req/s >= 0.70x, p99 <= 1.50x)"
+                  % (conns, "fg/nginx", level["ratio"]["rps"], "", level["ratio"]["p99"]))
+    rss = summary.get("gateway_rss")
+    if rss:
+        print("fleetgate RSS at end: %.1f MB (process tree %.1f MB over %d processes, peak %.1f MB)"
+              % (rss["rss_kb"] / 1024, rss["tree_rss_kb"] / 1024, rss["processes"], rss["hwm_kb"] / 1024))
+
+
+# ---------------------------------------------------------------- RSS at scale
+
+def rss_scale(args: argparse.Namespace) -> dict[str, Any]:
+    keep = tempfile.mkdtemp(prefix="fleetgate-rss-") if args.keep_tmp else None
+    with tempfile.TemporaryDirectory(prefix="fleetgate-rss-") as auto, Processes() as procs:
+        tmp = Path(keep or auto)
+        t0 = time.monotonic()
+        fleet = scale_fleet(tmp / "fleet", rules=args.rss_rules, services=args.rss_services,
+                            endpoints=args.rss_endpoints, clusters=args.rss_clusters)
+        log("generated %d rules, %d services, %d endpoints over %d member clusters in %.1f s (%s)",
+            args.rss_rules, args.rss_services, args.rss_endpoints, args.rss_clusters, time.monotonic() - t0, tmp)
+        t0 = time.monotonic()
+        proc, http_port, admin_port = start_fleetgate(procs, args, fleet, tmp, None, probe_host=None)
+        ready_s = time.monotonic() - t0
+        at_ready = rss_report(proc)
+        time.sleep(args.rss_settle)  # let startup garbage and first health rounds settle
+        settled = rss_report(proc)
+        # A request through the gateway proves the table is live (the endpoint refuses: 502/503).
+        probe = http_get(LOOPBACK, http_port, host_header="h00000.%s" % HOST, timeout=5.0)
+        routes = _count_routes(admin_port)
+    out = {"rules": args.rss_rules, "services": args.rss_services, "endpoints": args.rss_endpoints,
+           "clusters": args.rss_clusters, "ready_s": ready_s, "at_ready": at_ready, "settled": settled,
+           "settle_s": args.rss_settle, "probe_status": probe, "debug_routes": routes}
+    print("fleetgate with %d Ingress rules, %d endpoints (%d Services, %d member clusters): ready in %.1f s"
+          % (out["rules"], out["endpoints"], out["services"], out["clusters"], ready_s))
+    print("RSS at ready %.1f MB; after %.0f s %.1f MB (tree %.1f MB, peak %.1f MB); target <= 80 MB"
+          % (at_ready["rss_kb"] / 1024, args.rss_settle, settled["rss_kb"] / 1024,
+             settled["tree_rss_kb"] / 1024, settled["hwm_kb"] / 1024))
+    print("probe through the gateway: %s; /debug/routes entries: %s" % (probe or "no answer", routes))
+    return out
+
+
+def _count_routes(admin_port: int) -> int | None:
+    """Best effort: how many routes /debug/routes lists (its exact shape is the gateway's)."""
+    conn = http.client.HTTPConnection(LOOPBACK, admin_port, timeout=10)
+    try:
+        conn.request("GET", "/debug/routes")
+        body = json.loads(conn.getresponse().read())
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+    if isinstance(body, dict):
+        body = body.get("routes", body)
+    return len(body) if isinstance(body, (list, dict)) else None
+
+
+# ---------------------------------------------------------------- entry
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    p.add_argument("--connections", default="50,200", help="comma-separated wrk -c levels")
+    p.add_argument("--fleetgate", help="command that runs fleetgate (default: the venv's fleetgate, "
+                                       "else python -m fleet.cli)")
+    p.add_argument("--gateway-args", default="", help="extra arguments for `fleetgate gateway`")
+    p.add_argument("--gateway-log-level", default="warning")
+    p.add_argument("--only", choices=["nginx", "fleetgate"], help="measure only this proxy")
+    p.add_argument("--skip-fleetgate", action="store_true", help="same as --only nginx")
+    p.add_argument("--direct", action="store_true", help="also measure the backend without a proxy")
+    p.add_argument("--server-cpu", type=int)
+    p.add_argument("--client-cpu", type=int)
+    p.add_argument("--no-pin", action="store_true", help="do not use taskset")
+    p.add_argument("--start-timeout", type=float, default=30.0, help="seconds to wait for each server")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--keep-tmp", action="store_true", help="keep configs and logs in a temp folder")
+    p.add_argument("--rss-scale", action="store_true", help="measure gateway RSS with a large fleet instead")
+    p.add_argument("--rss-rules", type=int, default=1000)
+    p.add_argument("--rss-endpoints", type=int, default=10000)
+    p.add_argument("--rss-services", type=int, default=500)
+    p.add_argument("--rss-clusters", type=int, default=2)
+    p.add_argument("--rss-settle", type=float, default=3.0, help="seconds between ready and the RSS reading")
+    args = p.parse_args(argv)
+    args.connections = [int(c) for c in str(args.connections).split(",") if c.strip()]
+    if args.skip_fleetgate:
+        if args.only == "fleetgate":
+            p.error("--skip-fleetgate contradicts --only fleetgate")
+        args.only = "nginx"
+    if args.rounds < 1 or args.duration < 1 or not args.connections or min(args.connections) < 1:
+        p.error("need --rounds >= 1, --duration >= 1 and positive --connections")
+    return args
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Both signals unwind through the `with Processes()` blocks, which stop every server
+    # (SIGINT explicitly too: a shell starts background jobs with SIGINT ignored).
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    try:
+        if args.rss_scale:
+            result = rss_scale(args)
+        else:
+            result = compare(args)
+            print_table(result)
+    except KeyboardInterrupt:
+        log("interrupted; servers stopped")
+        return 130
+    except RuntimeError as exc:
+        log("failed: %s", exc)
+        return 1
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
+    return 0
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

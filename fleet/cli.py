@@ -1,0 +1,301 @@
+"""The `fleetgate` command: one console script, one subcommand per way of running.
+
+Each component (gateway, dns, controller) brings its own flags and a start function; this
+module loads the fleet, starts what the subcommand asks for on one event loop, and turns
+SIGTERM/SIGINT into a graceful drain.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Sequence
+
+from .config import FleetConfigError, load_fleet_config
+
+log = logging.getLogger("fleetgate")
+
+DEFAULT_FLEET = Path(__file__).parent / "examples" / "demo" / "fleet.yaml"
+
+
+class StartupError(Exception):
+    """A problem that stops a command at start: printed as one line, exit 2."""
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT")
+    return (host.strip("[]") or "0.0.0.0"), int(port)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fleet", default=str(DEFAULT_FLEET), metavar="PATH",
+                        help="fleet.yaml (default: the bundled example fleet)")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"], help="(default %(default)s)")
+
+
+def _drain(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--drain-timeout", type=float, default=10.0,
+                        help="seconds to let in-flight requests finish on SIGTERM (default %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gateway import cli as gateway_cli
+
+    parser = argparse.ArgumentParser(prog="fleetgate", description="Multi-cluster traffic layer for Kubernetes fleets")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("gateway", help="run the multi-cluster ingress gateway")
+    _common(p)
+    _drain(p)
+    gateway_cli.add_arguments(p)
+    p.add_argument("--admin", default="127.0.0.1:9901", type=parse_address, metavar="HOST:PORT")
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the port via SO_REUSEPORT")
+
+    p = sub.add_parser("controller", help="run the Multi-Cluster Services controller")
+    _common(p)
+    _drain(p)
+    p.add_argument("--admin", default="127.0.0.1:9902", type=parse_address, metavar="HOST:PORT")
+    p.add_argument("--leader-elect", action="store_true", help="hold a Lease on the hub (live fleets)")
+
+    p = sub.add_parser("dns", help="run the clusterset.local DNS responder for one cluster")
+    _common(p)
+    _drain(p)
+    _dns_arguments(p, listen_flag="--listen")
+    p.add_argument("--admin", default="127.0.0.1:9903", type=parse_address, metavar="HOST:PORT")
+
+    for name, text in (("up", "run gateway + controller + DNS in one process"),
+                       ("demo", "start demo backends for two member clusters, then `up` on the demo fleet")):
+        p = sub.add_parser(name, help=text)
+        _common(p)
+        _drain(p)
+        gateway_cli.add_arguments(p)
+        _dns_arguments(p, listen_flag="--dns")
+        p.add_argument("--admin", default="127.0.0.1:9901", type=parse_address, metavar="HOST:PORT")
+
+    p = sub.add_parser("validate", help="load the fleet and print every problem; exit 1 if any")
+    _common(p)
+    p.add_argument("--ingress-class", action="append", metavar="NAME")
+    return parser
+
+
+def _dns_arguments(p: argparse.ArgumentParser, *, listen_flag: str) -> None:
+    p.add_argument(listen_flag, dest="dns_listen", default="127.0.0.1:1053", metavar="HOST:PORT",
+                   help="DNS listener, UDP and TCP (default %(default)s)")
+    p.add_argument("--cluster", default=None, help="member cluster whose view the DNS serves (default: the first)")
+    p.add_argument("--upstream", default=None, metavar="HOST:PORT",
+                   help="forward names outside the zone here (default: REFUSED)")
+    p.add_argument("--ttl", type=int, default=5, help="DNS TTL seconds (default %(default)s)")
+
+
+# --- running -----------------------------------------------------------------------------
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+        return uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return asyncio.new_event_loop()
+
+
+def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+    """Run main(stop_event) on a fresh uvloop; SIGTERM/SIGINT set the event."""
+    loop = _new_loop()
+    asyncio.set_event_loop(loop)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        loop.run_until_complete(main(stop))
+        return 0
+    except StartupError as exc:
+        print(f"fleetgate: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+async def _start_fleet(path: str) -> Any:
+    from .fleet import Fleet
+    try:
+        config = load_fleet_config(path)
+        fleet = Fleet.from_config(config, live_factory=_live_factory())
+    except FleetConfigError as exc:
+        raise StartupError(str(exc)) from None
+    await fleet.start()
+    for d in fleet.diagnostics():
+        log.error("fleet: %s", d)
+    return fleet
+
+
+def _live_factory() -> Any:
+    try:
+        from .live import LiveSource  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return LiveSource.factory if hasattr(LiveSource, "factory") else None
+
+
+async def _bind(what: str, start: Callable[[], Awaitable[Any]]) -> Any:
+    try:
+        return await start()
+    except OSError as exc:
+        raise StartupError(f"cannot listen for {what}: {exc.strerror or exc}") from None
+
+
+async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gateway: bool, dns: bool,
+                         controller: bool, worker: int = 0, reuse_port: bool = False,
+                         on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
+    from .admin import AdminServer
+
+    fleet = await _start_fleet(args.fleet)
+    admin = AdminServer(fleet) if worker == 0 else None
+    closers: list[Callable[[], Awaitable[None]]] = []
+    drainers: list[Callable[[], Awaitable[None]]] = []
+    bound: dict[str, Any] = {}
+    try:
+        if gateway:
+            from gateway import cli as gateway_cli
+            http = parse_address(args.http)
+            options = gateway_cli.options_from(args, http, reuse_port=reuse_port)
+            gw = await _bind(f"http on {args.http}", lambda: gateway_cli.start_gateway(fleet, options, admin))
+            bound["http"] = gw.servers[0].sockets[0].getsockname()[:2]
+            drainers.append(gw.drain)
+        if controller or dns:
+            from controller import cli as controller_cli
+            ctl = controller_cli.start_file_controller(fleet, admin)
+            closers.append(ctl.close)
+        if dns:
+            from dnsplugin import cli as dns_cli
+            listen = parse_address(args.dns_listen)
+            svc = await _bind(f"dns on {args.dns_listen}", lambda: dns_cli.serve(
+                fleet, listen=listen, cluster=args.cluster, upstream=args.upstream, ttl=args.ttl,
+                zone_name=fleet.config.zone, admin=admin))
+            bound["dns"] = listen
+            closers.append(svc.close)
+        if admin is not None:
+            bound["admin"] = await _bind(f"admin on {args.admin[0]}:{args.admin[1]}",
+                                         lambda: admin.start(*args.admin))
+            closers.append(admin.close)
+        log.info("fleetgate %s ready: %s", args.command, ", ".join(f"{k} {v[0]}:{v[1]}" for k, v in bound.items()))
+        if on_ready is not None:
+            on_ready(bound)
+        await stop.wait()
+        log.info("shutting down: draining for up to %.1fs", args.drain_timeout)
+    finally:
+        for drain in drainers:
+            await drain()
+        for close in reversed(closers):
+            await close()
+        await fleet.stop()
+
+
+def _check_bind(address: str) -> None:
+    host, port = parse_address(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise StartupError(f"cannot listen for http on {address}: {exc.strerror or exc}") from None
+
+
+def _run_workers(args: argparse.Namespace) -> int:
+    """--workers N: N forked processes, each a full gateway on a SO_REUSEPORT socket;
+    worker 0 also serves the admin API (its metrics cover its own traffic)."""
+    try:
+        _check_bind(args.http)
+    except StartupError as exc:
+        print(f"fleetgate: {exc}", file=sys.stderr)
+        return 2
+    children: list[int] = []
+    for index in range(args.workers):
+        pid = os.fork()
+        if pid == 0:
+            code = run_until_signal(lambda stop, i=index: run_components(
+                args, stop, gateway=True, dns=False, controller=False, worker=i, reuse_port=True))
+            os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            try:
+                os.kill(child, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    worst = 0
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        worst = max(worst, os.waitstatus_to_exitcode(status))
+    return worst
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from gateway.cli import ingress_classes
+    from gateway.routing.build import build
+
+    from .fleet import load_fleet_once
+    try:
+        snapshot = load_fleet_once(load_fleet_config(args.fleet))
+    except FleetConfigError as exc:
+        print(str(exc))
+        return 1
+    problems = list(snapshot.diagnostics)
+    _, route_diags = build(snapshot, ingress_classes=ingress_classes(args))
+    problems += route_diags
+    try:
+        from controller.imports import derive_imports
+        problems += list(derive_imports(snapshot).diagnostics)
+    except ImportError:
+        pass
+    errors = [p for p in problems if getattr(p, "severity", "error") == "error"]
+    for p in problems:
+        print(f"{p}" + (" (warning)" if getattr(p, "severity", "error") == "warning" else ""))
+    n_ing = len(snapshot.hub.ingresses)
+    print(f"{args.fleet}: {len(snapshot.members)} member clusters, {n_ing} Ingresses on the hub, "
+          f"{len(errors)} errors, {len(problems) - len(errors)} warnings")
+    return 1 if errors else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    if args.command == "validate":
+        return cmd_validate(args)
+    if args.command == "gateway":
+        if args.workers > 1:
+            return _run_workers(args)
+        return run_until_signal(lambda stop: run_components(args, stop, gateway=True, dns=False, controller=False))
+    if args.command == "controller":
+        return run_until_signal(lambda stop: run_components(args, stop, gateway=False, dns=False, controller=True))
+    if args.command == "dns":
+        return run_until_signal(lambda stop: run_components(args, stop, gateway=False, dns=True, controller=False))
+    if args.command == "up":
+        return run_until_signal(lambda stop: run_components(args, stop, gateway=True, dns=True, controller=True))
+    if args.command == "demo":
+        from .demo import run_demo
+        return run_until_signal(lambda stop: run_demo(args, stop))
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

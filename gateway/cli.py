@@ -1,0 +1,58 @@
+"""`fleetgate gateway` flags and wiring (the CLI in fleet/cli.py composes components)."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from fleet.admin import AdminServer
+
+from .context import Limits
+from .server import Gateway, GatewayOptions
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, with_listeners: bool = True) -> None:
+    if with_listeners:
+        parser.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT",
+                            help="plain HTTP listener (default %(default)s)")
+        parser.add_argument("--https", default="127.0.0.1:8443", metavar="HOST:PORT",
+                            help="TLS listener, opened only when some Ingress has tls (default %(default)s)")
+    parser.add_argument("--ingress-class", action="append", metavar="NAME",
+                        help="IngressClass names to serve (repeatable or comma-separated; default fleetgate)")
+    parser.add_argument("--no-cluster-header", action="store_true",
+                        help="do not add x-fleetgate-cluster to responses")
+    parser.add_argument("--zone", default=None, help="this gateway's topology zone (locality preference)")
+    parser.add_argument("--header-timeout", type=float, default=10.0,
+                        help="seconds to receive a request head (default %(default)s)")
+    parser.add_argument("--idle-timeout", type=float, default=60.0,
+                        help="seconds a keep-alive client connection may stay idle (default %(default)s)")
+    parser.add_argument("--max-body-size", type=int, default=None,
+                        help="default request body limit in bytes (413 past it; default unlimited)")
+
+
+def ingress_classes(args: argparse.Namespace) -> tuple[str, ...]:
+    names: list[str] = []
+    for value in args.ingress_class or ["fleetgate"]:
+        names += [v.strip() for v in value.split(",") if v.strip()]
+    return tuple(names)
+
+
+def options_from(args: argparse.Namespace, http: tuple[str, int], *, reuse_port: bool = False) -> GatewayOptions:
+    return GatewayOptions(
+        http=http,
+        ingress_classes=ingress_classes(args),
+        limits=Limits(header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
+                      max_body_size=args.max_body_size),
+        cluster_header=not args.no_cluster_header,
+        reuse_port=reuse_port,
+        drain_timeout=args.drain_timeout,
+    )
+
+
+async def start_gateway(fleet: Any, options: GatewayOptions, admin: AdminServer | None) -> Gateway:
+    gateway = Gateway(options)
+    gateway.follow(fleet)
+    await gateway.start()
+    if admin is not None:
+        admin.add_collector(gateway.ctx.metrics)
+        admin.add_json("/debug/routes", lambda request: gateway.debug_routes())
+    return gateway

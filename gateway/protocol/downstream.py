@@ -1,0 +1,548 @@
+"""The downstream HTTP/1.1 connection: parse, route, forward, relay — no task per request.
+
+httptools (llhttp) parses; callbacks build the upstream request head as a list of byte
+pieces joined once; the response side appends to `out` and the connection flushes once
+per upstream read. Pipelined requests queue behind the active one. Everything that can be
+decided before the request (routes, endpoints, policy) was decided when the route table
+was built.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from ..routing.table import Route, normalize_host, route as find_route
+from ..upstream.connect import connect
+from .http1 import (CONNECTION_KEYWORDS, CONTINUE_100, DATE, H_CONNECTION, H_CONTENT_LENGTH,
+                    H_EXPECT, H_HOST, H_REQUEST_ID, H_TRANSFER_ENCODING, H_UPGRADE, H_VIA,
+                    H_XFF, IDEMPOTENT_METHODS, REQUEST_SPECIAL, error_response)
+
+if TYPE_CHECKING:
+    from ..context import GatewayContext
+    from ..routing.table import UpstreamEndpoint
+    from ..upstream.connection import UpstreamH1
+
+log = logging.getLogger("fleetgate.gateway")
+
+
+class Reject(Exception):
+    """A request the gateway answers itself and then closes (limits, malformed input)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class Exchange:
+    """One request/response pair."""
+
+    __slots__ = ("ds", "method", "target", "url_parts", "url_len", "hlines", "header_bytes",
+                 "host", "content_length", "chunked_request", "conn_tokens", "xff", "request_id",
+                 "via", "expect", "upgrade", "head_done", "request_done", "keep_alive", "route",
+                 "head", "body", "body_size", "replayable", "upstream", "endpoint", "tried",
+                 "response_started", "chunked_response", "status", "cluster", "is_head",
+                 "start", "deadline", "tunnel_buf", "finished", "attempt")
+
+    def __init__(self, ds: "DownstreamH1") -> None:
+        self.ds = ds
+        self.method = b""
+        self.target = b""
+        self.url_parts: list[bytes] = []
+        self.url_len = 0
+        self.hlines: list[bytes] = []
+        self.header_bytes = 0
+        self.host: bytes | None = None
+        self.content_length: int | None = None
+        self.chunked_request = False
+        self.conn_tokens: list[bytes] | None = None
+        self.xff: bytes | None = None
+        self.request_id: bytes | None = None
+        self.via: bytes | None = None
+        self.expect = False
+        self.upgrade: bytes | None = None
+        self.head_done = False
+        self.request_done = False
+        self.keep_alive = True
+        self.route: Route = None  # type: ignore[assignment]
+        self.head = b""
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.replayable = True
+        self.upstream: UpstreamH1 | None = None
+        self.endpoint: UpstreamEndpoint | None = None
+        self.tried: list[str] | None = None
+        self.response_started = False
+        self.chunked_response = False
+        self.status = 0
+        self.cluster = ""
+        self.is_head = False
+        self.start = 0.0
+        self.deadline = 0.0
+        self.tunnel_buf: bytes | None = None
+        self.finished = False
+        self.attempt = 0
+
+
+class DownstreamH1(asyncio.Protocol):
+    def __init__(self, ctx: "GatewayContext") -> None:
+        self.ctx = ctx
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer = b""
+        self.cur: Exchange | None = None  # being parsed
+        self.active: Exchange | None = None  # being proxied
+        self.queue: deque[Exchange] | None = None
+        self.out: list[bytes] = []
+        self.deadline = 0.0
+        self.http11 = True
+        self.tunnel: UpstreamH1 | None = None
+        self.close_after = False
+        self.now = asyncio.get_event_loop().time
+
+    # --- connection lifecycle --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]).encode() if peer else b""
+        self.ctx.downstreams.add(self)
+        self.deadline = self.now() + self.ctx.limits.header_timeout
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.ctx.downstreams.discard(self)
+        if self.tunnel is not None:
+            up, self.tunnel = self.tunnel, None
+            up.tunnel = None
+            up.close()
+        ex = self.active
+        if ex is not None:
+            self.active = None
+            ex.finished = True
+            if ex.upstream is not None:
+                ex.upstream.abort()  # the rest of the response has nowhere to go
+
+    def pause_writing(self) -> None:
+        up = self.tunnel or (self.active.upstream if self.active is not None else None)
+        if up is not None and up.transport is not None:
+            up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        up = self.tunnel or (self.active.upstream if self.active is not None else None)
+        if up is not None and up.transport is not None:
+            up.transport.resume_reading()
+
+    def flush(self) -> None:
+        out = self.out
+        if out:
+            t = self.transport
+            if t is not None:
+                t.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+        if self.close_after and self.active is None and self.transport is not None:
+            self.transport.close()
+
+    # --- reading ---------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            t = self.tunnel.transport
+            if t is not None:
+                t.write(data)
+            return
+        if self.close_after and self.active is None:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._upgrade_requested(data[upgrade.args[0]:])
+        except httptools.HttpParserCallbackError as err:
+            cause = err.__context__
+            if isinstance(cause, Reject):
+                self._reject(cause.code, cause.reason)
+            else:
+                log.exception("gateway bug while handling a request", exc_info=cause)
+                self._reject(500, "internal-error")
+        except httptools.HttpParserError as err:
+            log.debug("malformed request from %s: %s", self.peer, err)
+            self._reject(400, "bad-request")
+        self.flush()
+
+    def _reject(self, code: int, reason: str) -> None:
+        """Answer a request we cannot proceed with, then close; an in-flight response is
+        finished first."""
+        self.close_after = True
+        self.cur = None
+        if self.queue:
+            self.queue.clear()
+        if self.transport is not None:
+            self.transport.pause_reading()
+        if self.active is None:
+            self.out.append(error_response(code, reason, close=True))
+            self.ctx.metrics.observe("", "", code, 0.0)
+
+    def on_message_begin(self) -> None:
+        ex = self.cur = Exchange(self)
+        ex.start = self.now()
+        if self.active is None:
+            self.deadline = ex.start + self.ctx.limits.header_timeout
+
+    def on_url(self, url: bytes) -> None:
+        ex = self.cur
+        ex.url_parts.append(url)
+        ex.url_len += len(url)
+        if ex.url_len > self.ctx.limits.max_request_line:
+            raise Reject(414, "uri-too-long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        ex = self.cur
+        ex.header_bytes += len(name) + len(value) + 4
+        if ex.header_bytes > self.ctx.limits.max_header_bytes:
+            raise Reject(431, "headers-too-large")
+        kind = REQUEST_SPECIAL.get(name.lower())
+        if kind is None:
+            ex.hlines += (name, b": ", value, b"\r\n")
+        elif kind == H_HOST:
+            if ex.host is not None and ex.host != value:
+                raise Reject(400, "duplicate-host")
+            ex.host = value
+        elif kind == H_CONTENT_LENGTH:
+            try:
+                n = int(value)
+            except ValueError:
+                raise Reject(400, "bad-content-length") from None
+            if ex.content_length is not None and ex.content_length != n:
+                raise Reject(400, "conflicting-content-length")
+            ex.content_length = n
+        elif kind == H_TRANSFER_ENCODING:
+            ex.chunked_request = True
+            if value.strip().lower() != b"chunked":
+                raise Reject(501 if b"chunked" not in value.lower() else 400, "unsupported-transfer-encoding")
+        elif kind == H_CONNECTION:
+            for token in value.lower().split(b","):
+                token = token.strip()
+                if token and token not in CONNECTION_KEYWORDS:
+                    if ex.conn_tokens is None:
+                        ex.conn_tokens = []
+                    ex.conn_tokens.append(token)
+        elif kind == H_XFF:
+            ex.xff = value if ex.xff is None else ex.xff + b", " + value
+        elif kind == H_REQUEST_ID:
+            ex.request_id = value
+        elif kind == H_VIA:
+            ex.via = value if ex.via is None else ex.via + b", " + value
+        elif kind == H_EXPECT:
+            if value.lower() != b"100-continue":
+                raise Reject(417, "expectation-failed")
+            ex.expect = True
+        elif kind == H_UPGRADE:
+            ex.upgrade = value
+        # H_HOP, H_XFP, H_XFH: dropped (hop-by-hop, or set by us)
+
+    def on_headers_complete(self) -> None:
+        ex = self.cur
+        ctx = self.ctx
+        parser = self.parser
+        ex.head_done = True
+        method = ex.method = parser.get_method()
+        self.http11 = parser.get_http_version() == "1.1"
+        ex.keep_alive = parser.should_keep_alive() and not ctx.draining
+        ex.is_head = method == b"HEAD"
+        if method == b"CONNECT":
+            raise Reject(405, "connect-not-allowed")
+        if ex.chunked_request and ex.content_length is not None:
+            raise Reject(400, "content-length-with-transfer-encoding")
+        url = ex.url_parts[0] if len(ex.url_parts) == 1 else b"".join(ex.url_parts)
+        ex.url_parts = None  # type: ignore[assignment]
+        if url[:1] == b"/" or url == b"*":
+            target = url
+        elif url[:7].lower() == b"http://" or url[:8].lower() == b"https://":
+            rest = url[url.index(b"//") + 2:]
+            slash = rest.find(b"/")
+            ex.host = rest if slash < 0 else rest[:slash]
+            target = b"/" if slash < 0 else rest[slash:]
+        else:
+            raise Reject(400, "bad-request-target")
+        if ex.host is None:
+            if self.http11:
+                raise Reject(400, "missing-host")
+            ex.host = b""
+        ex.target = target
+        if ex.conn_tokens:
+            drop = set(ex.conn_tokens)
+            lines = ex.hlines
+            kept: list[bytes] = []
+            for i in range(0, len(lines), 4):
+                if lines[i].lower() not in drop:
+                    kept += lines[i:i + 4]
+            ex.hlines = kept
+        q = target.find(b"?")
+        path = target if q < 0 else target[:q]
+        if ex.request_id is None:
+            ex.request_id = ctx.request_id()
+        has_body = ex.chunked_request or bool(ex.content_length)
+        if not has_body:
+            ex.request_done = True
+        r = find_route(ctx.table, normalize_host(ex.host.decode("latin-1")), path.decode("latin-1"))
+        if r is not None:
+            ex.route = r
+            limit = r.policy.max_body_size or ctx.limits.max_body_size
+            if limit is not None and ex.content_length is not None and ex.content_length > limit:
+                raise Reject(413, "request-too-large")
+            # the upstream request head, joined once
+            parts = [method, b" ", target, b" HTTP/1.1\r\nhost: ", ex.host, b"\r\n"]
+            parts += ex.hlines
+            parts += (b"x-forwarded-for: ", ex.xff + b", " + self.peer if ex.xff else self.peer,
+                      b"\r\nx-forwarded-proto: ", ctx.scheme, b"\r\nx-forwarded-host: ", ex.host,
+                      b"\r\nx-request-id: ", ex.request_id,
+                      b"\r\nvia: ", ex.via + b", 1.1 fleetgate\r\n" if ex.via else b"1.1 fleetgate\r\n")
+            if ex.chunked_request:
+                parts.append(b"transfer-encoding: chunked\r\n")
+            elif ex.content_length is not None:
+                parts.append(b"content-length: %d\r\n" % ex.content_length)
+            if ex.upgrade is not None:
+                parts += (b"connection: upgrade\r\nupgrade: ", ex.upgrade, b"\r\n")
+                ex.keep_alive = False
+            parts.append(b"\r\n")
+            ex.head = b"".join(parts)
+        ex.hlines = None  # type: ignore[assignment]
+        if self.active is None:
+            if ex.expect and has_body and r is not None:
+                self.out.append(CONTINUE_100)
+            self._start(ex)
+        else:
+            if self.queue is None:
+                self.queue = deque()
+            self.queue.append(ex)
+            if self.transport is not None:
+                self.transport.pause_reading()  # pipelining: bound what we buffer
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.cur
+        if ex is None or ex.finished:
+            return
+        if ex.chunked_request:
+            piece = b"%x\r\n%s\r\n" % (len(body), body)
+        else:
+            piece = body
+        ex.body_size += len(body)
+        limit = ex.route.policy.max_body_size or self.ctx.limits.max_body_size
+        if limit is not None and ex.body_size > limit:
+            raise Reject(413, "request-too-large")
+        up = ex.upstream
+        if up is not None and up.ex is ex and up.transport is not None:
+            up.transport.write(piece)
+            if ex.replayable:
+                if ex.body_size <= self.ctx.limits.retry_buffer and not ex.response_started:
+                    ex.body.append(piece)
+                else:
+                    ex.replayable = False
+                    ex.body = []
+        else:
+            ex.body.append(piece)
+            if ex.body_size > self.ctx.limits.retry_buffer:
+                ex.replayable = False
+
+    def on_message_complete(self) -> None:
+        ex = self.cur
+        self.cur = None
+        if ex is None:
+            return
+        ex.request_done = True
+        if ex.finished:
+            return
+        if ex.chunked_request:
+            up = ex.upstream
+            if up is not None and up.ex is ex and up.transport is not None:
+                up.transport.write(b"0\r\n\r\n")
+            if ex.replayable or up is None:
+                ex.body.append(b"0\r\n\r\n")
+
+    # --- proxying ---------------------------------------------------------------------
+
+    def _start(self, ex: Exchange) -> None:
+        self.active = ex
+        self.deadline = 0.0
+        if ex.route is None:
+            self._generated(ex, 404, "no-route")
+            return
+        backend = ex.route.backend
+        now = self.now()
+        ep = self.ctx.pick(backend, ex.tried, now) if backend is not None else None
+        if ep is None:
+            self._generated(ex, 503, "no-healthy-upstream")
+            return
+        self._send(ex, ep, now)
+
+    def _send(self, ex: Exchange, ep: "UpstreamEndpoint", now: float) -> None:
+        ex.endpoint = ep
+        ex.attempt += 1
+        ex.deadline = now + ex.route.policy.connect_timeout
+        pool = self.ctx.pools.get(ep.key)
+        conn = pool.acquire()
+        if conn is not None:
+            ex.deadline = now + ex.route.policy.read_timeout
+            body = ex.body
+            conn.send(ex, ex.head + b"".join(body) if body else ex.head)
+            return
+        connect(self, ex, ep, pool)  # slow path: a task per new connection
+
+    def connected(self, ex: Exchange, conn: "UpstreamH1") -> None:
+        """A new upstream connection for ex is ready (called by upstream.connect)."""
+        ex.deadline = self.now() + ex.route.policy.read_timeout
+        conn.reused = False
+        body = ex.body
+        conn.send(ex, ex.head + b"".join(body) if body else ex.head)
+        if ex.tunnel_buf:
+            conn.transport.write(ex.tunnel_buf)  # type: ignore[union-attr]
+            ex.tunnel_buf = None
+
+    def upstream_failed(self, ex: Exchange, kind: str, *, reused: bool, got_bytes: bool) -> None:
+        """The upstream of ex failed: connect error, reset, timeout or protocol error.
+        Retry on another endpoint when nothing reached the client and it is safe."""
+        if ex.finished or self.active is not ex:
+            return
+        ex.upstream = None
+        ctx = self.ctx
+        now = self.now()
+        ep = ex.endpoint
+        if ep is not None and kind in ("connect", "connect-timeout"):
+            ctx.eject(ep, now)
+        if not ex.response_started:
+            safe = kind in ("connect", "connect-timeout") or (
+                not got_bytes and reused and ex.method in IDEMPOTENT_METHODS)
+            if safe and ex.replayable and ep is not None:
+                tried = ex.tried
+                if tried is None:
+                    tried = ex.tried = []
+                if not (reused and kind not in ("connect", "connect-timeout")):
+                    tried.append(ep.key)  # a stale pooled connection does not spend the endpoint
+                if len(tried) < ex.route.policy.next_upstream_tries:
+                    nxt = ctx.pick(ex.route.backend, tried, now) if ex.route.backend else None
+                    if nxt is not None:
+                        ctx.metrics.retry(nxt.cluster)
+                        self._send(ex, nxt, now)
+                        return
+            if kind == "timeout":
+                self._generated(ex, 504, "upstream-timeout")
+            elif kind == "connect-timeout":
+                self._generated(ex, 504, "upstream-connect-timeout")
+            elif kind == "connect":
+                self._generated(ex, 502, "upstream-connect-error")
+            else:
+                self._generated(ex, 502, "upstream-error")
+            return
+        # The response already started: all we can do is cut the connection so the
+        # client sees an incomplete response rather than a wrong one.
+        ex.finished = True
+        self.active = None
+        ctx.metrics.observe(ex.route.ingress, ex.cluster, ex.status, now - ex.start)
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def response_complete(self, ex: Exchange, *, reusable: bool, upstream: "UpstreamH1 | None") -> None:
+        ex.finished = True
+        ctx = self.ctx
+        now = self.now()
+        if upstream is not None:
+            ex.upstream = None
+            if reusable:
+                upstream.pool.release(upstream, now)
+            else:
+                upstream.close()
+        ctx.metrics.observe(ex.route.ingress, ex.cluster, ex.status, now - ex.start)
+        self._next(ex, now)
+
+    def _generated(self, ex: Exchange, code: int, reason: str) -> None:
+        """Answer ex ourselves (404/502/503/504), in order with pipelined responses."""
+        ex.finished = True
+        ex.status = code
+        if not ex.request_done and ex.head_done:
+            ex.keep_alive = False  # the unread body would be taken for the next request
+        self.out.append(error_response(code, reason, close=not ex.keep_alive or self.ctx.draining,
+                                       request_id=ex.request_id or b""))
+        now = self.now()
+        self.ctx.metrics.observe(ex.route.ingress if ex.route else "", "", code, now - ex.start)
+        self._next(ex, now)
+
+    def _next(self, ex: Exchange, now: float) -> None:
+        self.active = None
+        if not ex.keep_alive or self.ctx.draining:
+            self.close_after = True
+            if self.transport is not None:
+                self.transport.pause_reading()
+            return
+        q = self.queue
+        if q:
+            nxt = q.popleft()
+            if not q and self.transport is not None:
+                self.transport.resume_reading()
+            self._start(nxt)
+            return
+        self.deadline = now + (self.ctx.limits.header_timeout if self.cur is not None
+                               else self.ctx.limits.idle_timeout)
+
+    # --- upgrades (WebSocket and other tunnels) ------------------------------------------
+
+    def _upgrade_requested(self, rest: bytes) -> None:
+        ex = self.active
+        if ex is None or ex.upgrade is None:
+            return
+        if rest:
+            up = ex.upstream
+            if up is not None and up.transport is not None:
+                up.transport.write(rest)
+            else:
+                ex.tunnel_buf = (ex.tunnel_buf or b"") + rest
+
+    def start_tunnel(self, ex: Exchange, up: "UpstreamH1", rest: bytes) -> None:
+        ex.finished = True
+        self.active = None
+        self.tunnel = up
+        self.deadline = 0.0
+        self.ctx.metrics.observe(ex.route.ingress, ex.cluster, 101, self.now() - ex.start)
+        if rest:
+            self.out.append(rest)
+
+    def tunnel_closed(self) -> None:
+        self.tunnel = None
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    # --- timeouts (driven by the server's sweeper) ------------------------------------
+
+    def check_timeouts(self, now: float) -> None:
+        ex = self.active
+        if ex is not None:
+            if ex.deadline and now > ex.deadline:
+                kind = "timeout" if ex.upstream is not None else "connect-timeout"
+                up = ex.upstream
+                if up is not None:
+                    up.abort()
+                self.upstream_failed(ex, kind, reused=False, got_bytes=True)
+                self.flush()
+            return
+        if self.tunnel is None and self.deadline and now > self.deadline:
+            if self.cur is not None and not self.cur.head_done:
+                self.out.append(error_response(408, "request-timeout", close=True))
+                self.flush()
+            if self.transport is not None:
+                self.transport.close()
+
+    def drain(self) -> None:
+        """Graceful shutdown: close now if idle, else after the current response."""
+        if self.active is None and self.cur is None and self.tunnel is None:
+            if self.transport is not None:
+                self.transport.close()
+        else:
+            self.close_after = True
+
+
+__all__ = ["DownstreamH1", "Exchange", "Reject", "DATE"]

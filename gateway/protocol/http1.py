@@ -1,0 +1,125 @@
+"""HTTP/1.1 constants and the responses the gateway generates itself.
+
+Precomputed so the request path only concatenates bytes: status lines, header names that
+need attention, and the short plain-text error responses every generated answer uses.
+"""
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+
+# Request header names (lowercase) the proxy handles itself instead of copying through.
+H_HOST = 1
+H_CONTENT_LENGTH = 2
+H_TRANSFER_ENCODING = 3
+H_CONNECTION = 4
+H_HOP = 5  # dropped: hop-by-hop
+H_XFF = 6
+H_XFP = 7  # dropped: we set our own
+H_XFH = 8  # dropped: we set our own
+H_REQUEST_ID = 9
+H_VIA = 10
+H_EXPECT = 11
+H_UPGRADE = 12
+
+REQUEST_SPECIAL: dict[bytes, int] = {
+    b"host": H_HOST,
+    b"content-length": H_CONTENT_LENGTH,
+    b"transfer-encoding": H_TRANSFER_ENCODING,
+    b"connection": H_CONNECTION,
+    b"keep-alive": H_HOP,
+    b"proxy-connection": H_HOP,
+    b"te": H_HOP,
+    b"trailer": H_HOP,
+    b"proxy-authorization": H_HOP,
+    b"proxy-authenticate": H_HOP,
+    b"upgrade": H_UPGRADE,
+    b"x-forwarded-for": H_XFF,
+    b"x-forwarded-proto": H_XFP,
+    b"x-forwarded-host": H_XFH,
+    b"x-request-id": H_REQUEST_ID,
+    b"via": H_VIA,
+    b"expect": H_EXPECT,
+}
+
+# Response header names handled by the proxy (framing and hop-by-hop).
+R_CONTENT_LENGTH = 1
+R_TRANSFER_ENCODING = 2
+R_CONNECTION = 3
+R_HOP = 4
+R_UPGRADE = 5
+
+RESPONSE_SPECIAL: dict[bytes, int] = {
+    b"content-length": R_CONTENT_LENGTH,
+    b"transfer-encoding": R_TRANSFER_ENCODING,
+    b"connection": R_CONNECTION,
+    b"keep-alive": R_HOP,
+    b"proxy-connection": R_HOP,
+    b"te": R_HOP,
+    b"trailer": R_HOP,
+    b"proxy-authenticate": R_HOP,
+    b"upgrade": R_UPGRADE,
+}
+
+# Connection-header tokens that are not header names to strip.
+CONNECTION_KEYWORDS = frozenset((b"close", b"keep-alive", b"upgrade"))
+
+IDEMPOTENT_METHODS = frozenset((b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"))
+
+STATUS_LINES: dict[int, bytes] = {
+    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus
+}
+
+
+def status_line(code: int, reason: bytes = b"") -> bytes:
+    """`HTTP/1.1 <code> <reason>`; the upstream's reason phrase is kept when it has one."""
+    if not reason:
+        line = STATUS_LINES.get(code)
+        if line is not None:
+            return line
+    return b"HTTP/1.1 %d %s\r\n" % (code, reason)
+
+
+class DateHeader:
+    """`date: ...` header line rebuilt at most once a second (RFC 9110 asks for one)."""
+
+    __slots__ = ("_second", "line")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self.line = b""
+        self.refresh()
+
+    def refresh(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self.line = b"date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+        return self.line
+
+
+DATE = DateHeader()
+
+
+def error_response(code: int, reason: str, *, close: bool = False, request_id: bytes = b"",
+                   extra: bytes = b"") -> bytes:
+    """A short plain-text response the gateway generates, always carrying
+    x-fleetgate-reason so clients and tests can tell it from an upstream's."""
+    body = f"{code} {HTTPStatus(code).phrase}: {reason}\n".encode()
+    head = [status_line(code), DATE.line,
+            b"content-type: text/plain; charset=utf-8\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"x-fleetgate-reason: ", reason.encode(), b"\r\n"]
+    if request_id:
+        head += [b"x-request-id: ", request_id, b"\r\n"]
+    if extra:
+        head.append(extra)
+    if close:
+        head.append(b"connection: close\r\n")
+    head.append(b"\r\n")
+    head.append(body)
+    return b"".join(head)
+
+
+CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"

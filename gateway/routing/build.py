@@ -1,0 +1,213 @@
+"""build(snapshot) -> (RouteTable, diagnostics): Ingress semantics as a pure function.
+
+Everything the data plane must not think about at request time happens here: class
+selection, host/path indexing, merging Ingresses, duplicate resolution, and resolving each
+backend's Service port to ready endpoints in every member cluster.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from fleet.objects import Ingress, IngressBackend
+from fleet.snapshot import ClusterObjects, Diagnostic, FleetSnapshot
+
+from . import annotations
+from .policy import RoutePolicy
+from .table import (Backend, ClusterShare, Route, RouteTable, UpstreamEndpoint, VirtualHost,
+                    make_endpoint)
+
+DEFAULT_CLASSES = ("fleetgate",)
+
+
+def _ingress_id(ing: Ingress) -> str:
+    return f"{ing.meta.namespace}/{ing.meta.name}"
+
+
+def _age_key(ing: Ingress) -> tuple[str, str, str]:
+    """Oldest first; objects without a timestamp (plain files) order by namespace/name."""
+    return (ing.meta.creation_timestamp or "~", ing.meta.namespace, ing.meta.name)
+
+
+def selected_ingresses(hub: ClusterObjects, classes: Sequence[str]) -> list[Ingress]:
+    """Ingresses whose class is ours; class-less ones too when one of our IngressClasses is
+    marked default."""
+    default_is_ours = any(ic.is_default and ic.meta.name in classes
+                          for ic in hub.ingress_classes.values())
+    out = []
+    for ing in hub.ingresses.values():
+        cls = ing.class_name
+        if (cls in classes) if cls else default_is_ours:
+            out.append(ing)
+    out.sort(key=_age_key)
+    return out
+
+
+class _Resolver:
+    """Resolves (namespace, service, port) to a Backend once per build (memoized)."""
+
+    def __init__(self, snapshot: FleetSnapshot) -> None:
+        self.snapshot = snapshot
+        self.cache: dict[tuple[str, str, str], tuple[Backend, list[str]]] = {}
+        # EndpointSlices grouped once per cluster by (namespace, service) so resolving
+        # 10,000 endpoints stays linear.
+        self.slices = []
+        for member in snapshot.members:
+            grouped: dict[tuple[str, str], list] = {}
+            for (ns, _), sl in member.objects.endpoint_slices.items():
+                svc = sl.service_name
+                if svc:
+                    grouped.setdefault((ns, svc), []).append(sl)
+            self.slices.append(grouped)
+
+    def resolve(self, namespace: str, b: IngressBackend) -> tuple[Backend, list[str]]:
+        port_label = str(b.port_number) if b.port_number is not None else str(b.port_name)
+        key = (namespace, str(b.service_name), port_label)
+        hit = self.cache.get(key)
+        if hit is None:
+            hit = self._resolve(namespace, str(b.service_name), b.port_number, b.port_name, port_label)
+            self.cache[key] = hit
+        return hit
+
+    def _resolve(self, ns: str, name: str, number: int | None, pname: str | None,
+                 port_label: str) -> tuple[Backend, list[str]]:
+        problems: list[str] = []
+        shares: list[ClusterShare] = []
+        found_service = False
+        for member, grouped in zip(self.snapshot.members, self.slices):
+            svc = member.objects.services.get((ns, name))
+            if svc is None:
+                continue
+            found_service = True
+            sport = next((p for p in svc.ports
+                          if (number is not None and p.port == number) or (pname and p.name == pname)), None)
+            if sport is None:
+                problems.append(f"service {ns}/{name} in cluster {member.name} has no port {port_label}")
+                continue
+            seen: set[str] = set()
+            eps: list[UpstreamEndpoint] = []
+            for sl in sorted(grouped.get((ns, name), ()), key=lambda s: s.meta.name):
+                if sl.address_type == "FQDN":
+                    continue
+                eport = next((p for p in sl.ports if p.name == sport.name), None)
+                if eport is None or eport.port is None:
+                    continue
+                for ep in sl.endpoints:
+                    if not ep.is_ready:
+                        continue
+                    for addr in ep.addresses:
+                        e = make_endpoint(addr, eport.port, member.name, ep.zone or member.zone)
+                        if e.key not in seen:
+                            seen.add(e.key)
+                            eps.append(e)
+            shares.append(ClusterShare(member.name, member.zone, tuple(eps)))
+        if not found_service:
+            problems.append(f"service {ns}/{name} not found in any member cluster")
+        backend = Backend(key=f"{ns}/{name}:{port_label}", namespace=ns, service=name, port=port_label,
+                          clusters=tuple(shares),
+                          endpoints=tuple(e for s in shares for e in s.endpoints))
+        return backend, problems
+
+
+@dataclass
+class _HostBuilder:
+    exact: dict[str, Route] = field(default_factory=dict)
+    prefix: dict[str, Route] = field(default_factory=dict)
+    regex: dict[str, Route] = field(default_factory=dict)
+
+    def freeze(self) -> VirtualHost:
+        patterns = []
+        for path, r in self.regex.items():
+            patterns.append((re.compile(path, re.IGNORECASE), len(path), r))
+        patterns.sort(key=lambda t: -t[1])
+        return VirtualHost(exact=dict(self.exact), prefix=dict(self.prefix), regex=tuple(patterns))
+
+
+def _prefix_key(path: str) -> str:
+    return path.rstrip("/") or "/"
+
+
+def build(snapshot: FleetSnapshot, *, ingress_classes: Sequence[str] = DEFAULT_CLASSES,
+          version: int = 0) -> tuple[RouteTable, list[Diagnostic]]:
+    hub = snapshot.hub
+    diags: list[Diagnostic] = []
+    resolver = _Resolver(snapshot)
+    hosts: dict[str | None, _HostBuilder] = {}
+    routes: list[Route] = []
+    default: Route | None = None
+    default_owner = ""
+
+    def diag(ing: Ingress, message: str, severity: str = "error") -> None:
+        diags.append(Diagnostic(hub.origin(ing), f"Ingress/{ing.meta.namespace}/{ing.meta.name}",
+                                message, severity))
+
+    def backend_for(ing: Ingress, b: IngressBackend, where: str) -> Backend | None:
+        if b.resource is not None:
+            diag(ing, f"{where}: resource backends are unsupported")
+            return None
+        backend, problems = resolver.resolve(ing.meta.namespace, b)
+        for p in problems:
+            diag(ing, f"{where}: {p}", "warning")
+        return backend
+
+    for ing in selected_ingresses(hub, ingress_classes):
+        policy, problems = annotations.parse_policy(ing.meta.annotations)
+        for p in problems:
+            diag(ing, f"annotation {p.annotation}: {p.message}", p.severity)
+        regex = annotations.use_regex(ing.meta.annotations)
+        ident = _ingress_id(ing)
+        if ing.default_backend is not None:
+            backend = backend_for(ing, ing.default_backend, "spec.defaultBackend")
+            if default is None:
+                default = Route(None, "", "Default", ident, backend, policy, ing.meta.creation_timestamp)
+                default_owner = ident
+            else:
+                diag(ing, f"spec.defaultBackend: ignored, Ingress {default_owner} (older) already "
+                          "defines the default backend")
+        for i, rule in enumerate(ing.rules):
+            hb = hosts.setdefault(rule.host, _HostBuilder())
+            for j, p in enumerate(rule.paths):
+                where = f"spec.rules[{i}].http.paths[{j}]"
+                path = p.path if p.path else "/"
+                if not regex and not path.startswith("/"):
+                    diag(ing, f"{where}.path: {path!r} must start with '/'")
+                    continue
+                if regex and p.path_type != "Exact":
+                    try:
+                        re.compile(path)
+                    except re.error as exc:
+                        diag(ing, f"{where}.path: invalid regular expression {path!r}: {exc}")
+                        continue
+                    table, key, kind = hb.regex, path, "Regex"
+                elif p.path_type == "Exact":
+                    table, key, kind = hb.exact, path, "Exact"
+                else:
+                    table, key, kind = hb.prefix, _prefix_key(path), p.path_type
+                if key in table:
+                    diag(ing, f"{where}: host {rule.host or '*'} path {path} ({kind}) is already routed "
+                              f"by older Ingress {table[key].ingress}; ignored")
+                    continue
+                backend = backend_for(ing, p.backend, f"{where}.backend")
+                r = Route(rule.host, path, kind, ident, backend, policy, ing.meta.creation_timestamp)
+                table[key] = r
+                routes.append(r)
+
+    frozen = {h: hb.freeze() for h, hb in hosts.items()}
+    exact_hosts = {h: vh for h, vh in frozen.items() if h and not h.startswith("*.")}
+    wildcards = {h[2:]: vh for h, vh in frozen.items() if h and h.startswith("*.")}
+    table = RouteTable(hosts=exact_hosts, wildcards=wildcards, any_host=frozen.get(None),
+                       default=default, routes=tuple(routes), version=version)
+    return table, diags
+
+
+def all_backends(table: RouteTable) -> Iterable[Backend]:
+    """Each distinct backend of a table once (for health checks and pool warm-up)."""
+    seen: set[str] = set()
+    for r in (*table.routes, *( [table.default] if table.default else [])):
+        if r.backend is not None and r.backend.key not in seen:
+            seen.add(r.backend.key)
+            yield r.backend
+
+
+__all__ = ["build", "all_backends", "selected_ingresses", "RoutePolicy"]
