@@ -48,6 +48,9 @@ class DerivedFleet:
     diagnostics: tuple[Diagnostic, ...] = ()
     # (namespace, name) -> the ClusterSetIPs allocated for it (empty for Headless)
     clusterset_ips: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    # memo for the next derive_imports(previous=...); not part of the result's meaning
+    _memo: Mapping[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
+    _alloc_key: Any = field(default=None, repr=False, compare=False)
 
 
 # --- names -------------------------------------------------------------------------
@@ -475,84 +478,135 @@ def _allocate(resolved: list[_Resolved], ip_range: str,
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class _Memo:
+    """One exported name's inputs and results, kept so the next derivation can reuse them."""
+    key: tuple[Any, ...]
+    resolved: _Resolved
+    n_consumers: int
+    conditions: tuple[tuple[tuple[str, str, str], tuple[Condition, ...]], ...]
+    ips: tuple[str, ...]
+    shared: _Shared | None
+
+
+def _group_key(exports: list[tuple[str, ServiceExport, Service]],
+               sources: Mapping[str, dict[tuple[str, str], list[EndpointSlice]]],
+               ns: str, name: str) -> tuple[Any, ...]:
+    return tuple((cl, ex, svc, tuple(sources[cl].get((ns, name), ()))) for cl, ex, svc in exports)
+
+
 def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None = None,
-                   allocate: bool = True) -> DerivedFleet:
+                   allocate: bool = True, previous: DerivedFleet | None = None) -> DerivedFleet:
     """Everything the MCS controller should make true, as values.
 
     `clusters` limits the per-cluster objects to those consumers (the DNS responder needs
     one); export conditions always cover the whole fleet. With `allocate=False` (live mode,
     where each cluster's API server assigns the `amcs-` Service's ClusterIPs) ClusterSetIPs
-    come only from existing `amcs-` Services.
+    come only from existing `amcs-` Services. `previous` (the last result) lets names whose
+    inputs are unchanged reuse their objects, so a change at 10,000 services stays cheap;
+    the result is the same with or without it.
     """
+    memo_in: Mapping[tuple[str, str], _Memo] = previous._memo if previous is not None else {}
     diagnostics: list[Diagnostic] = []
     conditions: dict[tuple[str, str, str], tuple[Condition, ...]] = {}
-    groups: dict[tuple[str, str], list[_Export]] = {}
+    groups: dict[tuple[str, str], list[tuple[str, ServiceExport, Service]]] = {}
     sources: dict[str, dict[tuple[str, str], list[EndpointSlice]]] = {}
     for member in snapshot.members:
         objs = member.objects
-        if objs.service_exports:
-            sources[member.name] = _slices_index(objs)
+        sources[member.name] = _slices_index(objs) if objs.service_exports else {}
+        services = objs.services
         for (ns, name), export in objs.service_exports.items():
-            svc = objs.services.get((ns, name))
-            key = (member.name, ns, name)
-            where = f"ServiceExport/{ns}/{name}"
-            if svc is None:
-                msg = f"spec: no Service {ns}/{name} in {member.name} to export (it takes effect when the Service appears)"
-                conditions[key] = _invalid_conditions(export, "NoService", msg)
+            svc = services.get((ns, name))
+            if svc is None or svc.type == "ExternalName":
+                key = (member.name, ns, name)
+                where = f"ServiceExport/{ns}/{name}"
+                if svc is None:
+                    msg = (f"spec: no Service {ns}/{name} in {member.name} to export "
+                           "(it takes effect when the Service appears)")
+                    conditions[key] = _invalid_conditions(export, "NoService", msg)
+                else:
+                    msg = (f"spec.type: Service {ns}/{name} in {member.name} is ExternalName, "
+                           "which cannot be exported")
+                    conditions[key] = _invalid_conditions(export, "InvalidServiceType", msg)
                 diagnostics.append(Diagnostic(member.name, where, msg, "warning"))
                 continue
-            if svc.type == "ExternalName":
-                msg = f"spec.type: Service {ns}/{name} in {member.name} is ExternalName, which cannot be exported"
-                conditions[key] = _invalid_conditions(export, "InvalidServiceType", msg)
-                diagnostics.append(Diagnostic(member.name, where, msg, "warning"))
-                continue
-            groups.setdefault((ns, name), []).append(
-                _Export(member.name, export, svc, _timestamp(export.meta.creation_timestamp)))
+            groups.setdefault((ns, name), []).append((member.name, export, svc))
 
-    resolved = [_resolve(ns, name, exps) for (ns, name), exps in sorted(groups.items())]
-    ips = _allocate(resolved, snapshot.clusterset_ip_range, diagnostics) if allocate else {}
+    keys: dict[tuple[str, str], tuple[Any, ...]] = {}
+    resolved: list[_Resolved] = []
+    reused: dict[tuple[str, str], _Memo] = {}
+    for gkey in sorted(groups):
+        ns, name = gkey
+        key = keys[gkey] = _group_key(groups[gkey], sources, ns, name)
+        prev = memo_in.get(gkey)
+        if prev is not None and prev.key == key:
+            reused[gkey] = prev
+            resolved.append(prev.resolved)
+        else:
+            exps = [_Export(cl, ex, svc, _timestamp(ex.meta.creation_timestamp))
+                    for cl, ex, svc in groups[gkey]]
+            resolved.append(_resolve(ns, name, exps))
+
+    ips: Mapping[tuple[str, str], tuple[str, ...]] = {}
+    alloc_key = tuple((r.namespace, r.name, r.families) for r in resolved if r.type == "ClusterSetIP")
+    if allocate:
+        if previous is not None and previous._alloc_key == (snapshot.clusterset_ip_range, alloc_key):
+            ips = previous.clusterset_ips
+        else:
+            ips = _allocate(resolved, snapshot.clusterset_ip_range, diagnostics)
 
     consumers = [m for m in snapshot.members if clusters is None or m.name in clusters]
-    per_cluster: dict[str, DerivedCluster] = {}
-    shared: dict[tuple[str, str], _Shared] = {}
     acc: dict[str, tuple[list[ServiceImport], list[Service], list[EndpointSlice]]] = {
         m.name: ([], [], []) for m in consumers}
+    # (name, namespaces, imports, services, accumulator or None), hoisted out of the hot loop
+    views = [(m.name, m.objects.namespace_names, m.objects.service_imports, m.objects.services,
+              acc.get(m.name)) for m in snapshot.members]
+    memo_out: dict[tuple[str, str], _Memo] = {}
     for res in resolved:
-        key = (res.namespace, res.name)
+        gkey = (res.namespace, res.name)
+        prev = reused.get(gkey)
+        res_ips = ips.get(gkey, ())
+        shared = prev.shared if prev is not None and prev.ips == res_ips else None
+        derived_name = amcs_name(res.name)
         n_consumers = 0
-        for member in snapshot.members:
-            if not member.objects.has_namespace(res.namespace):
+        for cname, namespaces, imports_map, services_map, into in views:
+            if res.namespace not in namespaces:
                 continue
             n_consumers += 1
-            if member.name not in acc:
+            if into is None:
                 continue
-            objs = member.objects
-            existing = objs.service_imports.get(key)
-            derived_svc = objs.services.get((res.namespace, amcs_name(res.name)))
-            own_ips = ips.get(key, ())
-            if res.type == "ClusterSetIP" and derived_svc is not None and derived_svc.cluster_ips \
-                    and not derived_svc.headless:
-                own_ips = tuple(derived_svc.cluster_ips)  # live mode: the API server's ClusterIPs
-            if derived_svc is not None and derived_svc.meta.labels.get(LABEL_MANAGED_BY) != MANAGED_BY:
-                diagnostics.append(Diagnostic(member.name, f"Service/{res.namespace}/{derived_svc.meta.name}",
-                                              "exists without app.kubernetes.io/managed-by=fleetgate; "
-                                              "fleetgate will not take it over", "warning"))
-            if existing is None and own_ips == ips.get(key, ()):
-                objects = shared.get(key)
-                if objects is None:
-                    objects = shared[key] = _build_objects(res, own_ips, None, sources)
+            existing = imports_map.get(gkey)
+            derived_svc = services_map.get((res.namespace, derived_name))
+            own_ips = res_ips
+            if derived_svc is not None:
+                if res.type == "ClusterSetIP" and derived_svc.cluster_ips and not derived_svc.headless:
+                    own_ips = tuple(derived_svc.cluster_ips)  # live mode: the API server's ClusterIPs
+                if derived_svc.meta.labels.get(LABEL_MANAGED_BY) != MANAGED_BY:
+                    diagnostics.append(Diagnostic(
+                        cname, f"Service/{res.namespace}/{derived_name}",
+                        "exists without app.kubernetes.io/managed-by=fleetgate; "
+                        "fleetgate will not take it over", "warning"))
+            if existing is None and own_ips == res_ips:
+                if shared is None:
+                    shared = _build_objects(res, res_ips, None, sources)
+                objects = shared
             else:
                 objects = _build_objects(res, own_ips, existing, sources)
-            imports, services, slices = acc[member.name]
-            imports.append(objects.service_import)
-            services.append(objects.service)
-            slices.extend(objects.slices)
-        for ex in res.exports:
-            conditions[(ex.cluster, res.namespace, res.name)] = _export_conditions(res, ex, n_consumers)
-    for m in consumers:
-        imports, services, slices = acc[m.name]
-        per_cluster[m.name] = DerivedCluster(tuple(imports), tuple(services), tuple(slices))
+            into[0].append(objects.service_import)
+            into[1].append(objects.service)
+            into[2].extend(objects.slices)
+        if prev is not None and prev.n_consumers == n_consumers:
+            conds = prev.conditions
+        else:
+            conds = tuple(((ex.cluster, res.namespace, res.name), _export_conditions(res, ex, n_consumers))
+                          for ex in res.exports)
+        conditions.update(conds)
+        memo_out[gkey] = _Memo(keys[gkey], res, n_consumers, conds, res_ips, shared)
+    per_cluster = {m.name: DerivedCluster(tuple(acc[m.name][0]), tuple(acc[m.name][1]), tuple(acc[m.name][2]))
+                   for m in consumers}
     return DerivedFleet(per_cluster=MappingProxyType(per_cluster),
                         export_conditions=MappingProxyType(conditions),
                         diagnostics=tuple(diagnostics),
-                        clusterset_ips=MappingProxyType(ips))
+                        clusterset_ips=MappingProxyType(dict(ips)),
+                        _memo=MappingProxyType(memo_out),
+                        _alloc_key=(snapshot.clusterset_ip_range, alloc_key))

@@ -254,7 +254,7 @@ class FileSource:
             if state.reachable:
                 log.info("source %s: folder %s is back", self.name, self.folder)
             else:
-                log.warning("source %s: folder %s is missing; keeping the last good objects",
+                log.warning("source %s: folder %s is missing or unreadable; keeping the last good objects",
                             self.name, self.folder)
         self._objects, self._diagnostics = state.objects, state.diagnostics
         self._loaded, self._reachable = state.loaded, state.reachable

@@ -151,6 +151,10 @@ class ObjectStore:
     def namespace_exists(self, name: str) -> bool:
         return ("", name) in self._objects.get(NAMESPACE_KEY, {})
 
+    def namespace_terminating(self, name: str) -> bool:
+        ns = self._objects.get(NAMESPACE_KEY, {}).get(("", name))
+        return ns is not None and bool(ns["metadata"].get("deletionTimestamp"))
+
     # --- writing -------------------------------------------------------------------
 
     def create(self, rt: ResourceType, obj: Obj, *, dry_run: bool = False, seed: bool = False) -> Obj:
@@ -168,6 +172,10 @@ class ObjectStore:
             raise ApiError(400, "the server could not find the requested resource: namespace is required")
         if not rt.namespaced:
             meta.pop("namespace", None)
+        if namespace and self.namespace_terminating(namespace):
+            raise ApiError(403, "%s \"%s\" is forbidden: unable to create new content in namespace "
+                           "%s because it is being terminated" % (rt.plural, meta["name"], namespace),
+                           details={"name": meta["name"], "kind": rt.plural})
         if namespace and not self.namespace_exists(namespace):
             if not seed:
                 raise not_found("namespaces", "", namespace)
@@ -253,8 +261,13 @@ class ObjectStore:
         return copy.deepcopy(self._commit("MODIFIED", rt, namespace, new, old))
 
     def delete(self, rt: ResourceType, namespace: str, name: str, *, propagation: str = "Background",
-               dry_run: bool = False, uid: str | None = None, resource_version: str | None = None) -> Obj:
-        """Delete now, or mark for deletion while finalizers remain; then cascade."""
+               dry_run: bool = False, uid: str | None = None, resource_version: str | None = None,
+               terminate: bool = False) -> Obj:
+        """Delete now, or mark for deletion while finalizers remain; then cascade.
+
+        `terminate` (Namespaces only) marks the namespace Terminating like the real
+        namespace lifecycle; finalize_namespace() later removes it with its contents.
+        """
         namespace = namespace if rt.namespaced else ""
         old = self._objects.get(rt.key, {}).get((namespace, name))
         if old is None:
@@ -268,6 +281,13 @@ class ObjectStore:
                            % (resource_version, old["metadata"]["resourceVersion"]), reason="Conflict")
         if dry_run:
             return copy.deepcopy(old)
+        if terminate and rt.key == NAMESPACE_KEY:
+            if old["metadata"].get("deletionTimestamp"):
+                return copy.deepcopy(old)
+            new = copy.deepcopy(old)
+            new["metadata"]["deletionTimestamp"] = timestamp(self._clock())
+            new.setdefault("status", {})["phase"] = "Terminating"
+            return copy.deepcopy(self._commit("MODIFIED", rt, namespace, new, old))
         if old["metadata"].get("finalizers"):
             if old["metadata"].get("deletionTimestamp"):
                 return copy.deepcopy(old)
@@ -276,6 +296,12 @@ class ObjectStore:
             new["metadata"]["deletionGracePeriodSeconds"] = 0
             return copy.deepcopy(self._commit("MODIFIED", rt, namespace, new, old))
         return copy.deepcopy(self._remove(rt, namespace, name, propagation))
+
+    def finalize_namespace(self, name: str) -> None:
+        """Remove a Terminating namespace and everything in it (the namespace controller)."""
+        ns = self._objects.get(NAMESPACE_KEY, {}).get(("", name))
+        if ns is not None and ns["metadata"].get("deletionTimestamp"):
+            self._remove(self.registry.types[NAMESPACE_KEY], "", name, "Background")
 
     def compact(self) -> None:
         """Forget all history: watching from any older resourceVersion is now 410 Gone."""

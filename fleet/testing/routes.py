@@ -1,0 +1,458 @@
+"""HTTP handlers of the test API server: paths → store operations → JSON or streams.
+
+Every handler raises ApiError for failures; the server turns it into a Status response.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from . import discovery, render
+from .errors import ApiError, bad_request, gone
+from .patch import json_patch, merge_patch, strategic_merge_patch
+from .resources import CRD_KEY, NAMESPACE_KEY, Registry, ResourceType
+from .selectors import Matcher, matcher, parse_field_selector, parse_label_selector
+from .store import ObjectStore, Obj
+from .strategy import check_kind
+
+log = logging.getLogger(__name__)
+
+# real registries answer DELETE with the object for these, with a Status for the rest
+_DELETE_RETURNS_OBJECT = {("", "services"), ("", "pods"), NAMESPACE_KEY, CRD_KEY}
+_TRUE = ("1", "true", "True")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    rt: ResourceType
+    version: str
+    namespace: str | None  # None: cluster-scoped, or every namespace
+    name: str | None
+    subresource: str | None
+    watch_path: bool  # the deprecated /watch/ prefix
+
+
+def parse_target(registry: Registry, group: str, version: str, rest: list[str]) -> Target:
+    """Resolve the part of a path after /api/v1 or /apis/g/v."""
+    missing = ApiError(404, "the server could not find the requested resource")
+    watch_path = bool(rest) and rest[0] == "watch"
+    if watch_path:
+        rest = rest[1:]
+    if not rest:
+        raise missing
+    namespace: str | None = None
+    if rest[0] == "namespaces" and len(rest) >= 3:
+        inner = registry.by_path(group, version, rest[2])
+        if group == "" and len(rest) == 3 and (inner is None or not inner.namespaced):
+            rest = ["namespaces", rest[1], rest[2]]  # a Namespace's own subresource
+        else:
+            namespace, rest = rest[1], rest[2:]
+    if len(rest) > 3:
+        raise missing
+    plural, name, sub = rest[0], rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else None
+    rt = registry.by_path(group, version, plural)
+    if rt is None or (namespace is not None and not rt.namespaced):
+        raise missing
+    if rt.namespaced and namespace is None and name is not None:
+        raise missing
+    if sub is not None and not (sub == "status" and rt.status):
+        raise missing
+    return Target(rt, version, namespace, name, sub, watch_path)
+
+
+def _json(obj: Any, status: int = 200, media: str = "application/json") -> web.Response:
+    return web.Response(body=json.dumps(obj).encode(), status=status, headers={"Content-Type": media})
+
+
+def _accepts(request: web.Request, marker: str) -> bool:
+    return marker in request.headers.get("Accept", "")
+
+
+async def _read_body(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        raise bad_request("the request body is empty")
+    try:
+        if "yaml" in request.content_type:
+            return yaml.safe_load(raw)
+        return json.loads(raw)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise bad_request("couldn't decode the request body: %s" % exc)
+
+
+def _object_body(body: Any) -> Obj:
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object")
+    meta = body.setdefault("metadata", {})
+    if not isinstance(meta, dict):
+        raise bad_request("metadata must be an object")
+    return body
+
+
+def _int_param(query: Any, name: str) -> int | None:
+    value = query.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise bad_request("invalid %s %r" % (name, value))
+
+
+class _Close:
+    def __init__(self, abort: bool) -> None:
+        self.abort = abort
+
+
+class WatchStream:
+    """One open watch response; closing it ends the response (or drops the connection)."""
+
+    def __init__(self, request: web.Request) -> None:
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.request = request
+
+    def close(self, *, abort: bool) -> None:
+        self.queue.put_nowait(_Close(abort))
+
+
+class ApiHandlers:
+    def __init__(self, store: ObjectStore, *, bookmark_interval: float,
+                 namespace_grace: float) -> None:
+        self.store = store
+        self.namespace_grace = namespace_grace
+        self.registry = store.registry
+        self.bookmark_interval = bookmark_interval
+        self.streams: set[WatchStream] = set()
+
+    # --- entry ---------------------------------------------------------------------
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        segs = [s for s in request.path.split("/") if s]
+        if segs in (["version"],):
+            return _json(discovery.VERSION_INFO)
+        if segs and segs[0] in ("healthz", "livez", "readyz"):
+            return web.Response(text="ok")
+        if segs == ["api"]:
+            return self._discovery(request, core=True)
+        if segs == ["apis"]:
+            return self._discovery(request, core=False)
+        if len(segs) >= 2 and segs[0] == "api":
+            group, version, rest = "", segs[1], segs[2:]
+        elif len(segs) >= 3 and segs[0] == "apis":
+            group, version, rest = segs[1], segs[2], segs[3:]
+        elif len(segs) == 2 and segs[0] == "apis":
+            doc = discovery.api_group(self.registry, segs[1])
+            if doc is None:
+                raise ApiError(404, "the server could not find the requested resource")
+            return _json(doc)
+        else:
+            return web.Response(status=404, text="404 page not found\n")
+        if not rest:
+            doc = discovery.resource_list(self.registry, group, version)
+            if doc is None:
+                raise ApiError(404, "the server could not find the requested resource")
+            return _json(doc)
+        target = parse_target(self.registry, group, version, rest)
+        return await self._resource(request, target)
+
+    def _discovery(self, request: web.Request, *, core: bool) -> web.Response:
+        accept = request.headers.get("Accept", "")
+        for media_version in ("v2", "v2beta1"):
+            if discovery.AGGREGATED_MEDIA % media_version in accept.replace(" ", ""):
+                doc = discovery.aggregated(self.registry, core=core, media_version=media_version)
+                return _json(doc, media=discovery.AGGREGATED_MEDIA % media_version)
+        if core:
+            return _json(discovery.api_versions(request.host))
+        return _json(discovery.api_group_list(self.registry))
+
+    async def _resource(self, request: web.Request, t: Target) -> web.StreamResponse:
+        method = request.method
+        if method == "GET" and t.name is None:
+            if t.watch_path or request.query.get("watch") in _TRUE:
+                return await self.watch(request, t)
+            return self.list(request, t)
+        if method == "GET" and t.watch_path:
+            return await self.watch(request, t)
+        if method == "GET":
+            return self.get(request, t)
+        if method == "POST" and t.name is None and (t.namespace is not None or not t.rt.namespaced):
+            return await self.create(request, t)
+        if method == "PUT" and t.name is not None:
+            return await self.replace(request, t)
+        if method == "PATCH" and t.name is not None:
+            return await self.patch(request, t)
+        if method == "DELETE" and t.name is not None:
+            return await self.delete(request, t)
+        if method == "DELETE" and t.subresource is None:
+            return await self.delete_collection(request, t)
+        raise ApiError(405, "the server does not allow this method on the requested resource")
+
+    # --- reads ---------------------------------------------------------------------
+
+    def _matcher(self, request: web.Request, t: Target) -> Matcher:
+        labels = parse_label_selector(request.query.get("labelSelector"))
+        fields = parse_field_selector(request.query.get("fieldSelector"), t.rt.field_labels)
+        match = matcher(labels, fields)
+        if t.name is not None:
+            inner, name = match, t.name
+            return lambda obj: obj["metadata"]["name"] == name and inner(obj)
+        return match
+
+    def _shown(self, request: web.Request, t: Target, obj: Obj, status: int = 200) -> web.Response:
+        if _accepts(request, "as=Table"):
+            table = render.table(t.rt, t.version, [obj], self.store.resource_version,
+                                 include=request.query.get("includeObject", "Metadata"))
+            return _json(table, status, render.TABLE_MEDIA)
+        return _json(render.as_version(obj, t.rt, t.version), status)
+
+    def get(self, request: web.Request, t: Target) -> web.Response:
+        assert t.name is not None
+        return self._shown(request, t, self.store.get(t.rt, t.namespace or "", t.name))
+
+    def list(self, request: web.Request, t: Target) -> web.Response:
+        match = self._matcher(request, t)
+        rv = _int_param(request.query, "resourceVersion")
+        if rv and request.query.get("resourceVersionMatch") == "Exact":
+            self.store.check_fresh(rv)
+        items, list_rv = self.store.list(t.rt, t.namespace, match)
+        token = request.query.get("continue")
+        if token:
+            try:
+                state = json.loads(base64.urlsafe_b64decode(token.encode()))
+                list_rv, start = int(state["rv"]), tuple(state["start"])
+            except (ValueError, KeyError, TypeError, binascii.Error):
+                raise bad_request("invalid continue token")
+            if list_rv < self.store.compacted:
+                raise gone("The provided continue parameter is too old to display a consistent "
+                           "list result. You can start a new list without the continue parameter.")
+            items = [o for o in items if (o["metadata"].get("namespace", ""), o["metadata"]["name"]) > start]
+        limit = _int_param(request.query, "limit")
+        next_token, remaining = None, None
+        if limit and limit > 0 and len(items) > limit:
+            items, rest = items[:limit], items[limit:]
+            last = items[-1]["metadata"]
+            state = {"rv": list_rv, "start": [last.get("namespace", ""), last["name"]]}
+            next_token = base64.urlsafe_b64encode(json.dumps(state).encode()).decode()
+            remaining = len(rest)
+        if _accepts(request, "as=Table"):
+            table = render.table(t.rt, t.version, items, list_rv,
+                                 include=request.query.get("includeObject", "Metadata"))
+            if next_token:
+                table["metadata"]["continue"] = next_token
+            return _json(table, media=render.TABLE_MEDIA)
+        return _json(render.list_body(t.rt, t.version, items, list_rv, next_token, remaining))
+
+    async def watch(self, request: web.Request, t: Target) -> web.StreamResponse:
+        match = self._matcher(request, t)
+        q = request.query
+        rv = _int_param(q, "resourceVersion")
+        send_initial = q.get("sendInitialEvents") in _TRUE
+        since = None if (not rv or send_initial) else rv
+        bookmarks = q.get("allowWatchBookmarks") in _TRUE
+        timeout = _int_param(q, "timeoutSeconds")
+        as_table = _accepts(request, "as=Table")
+        stream = WatchStream(request)
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
+                                                        "Cache-Control": "no-cache, private"})
+        resp.enable_chunked_encoding()
+
+        def line(kind: str, obj: Obj) -> bytes:
+            if kind in ("ERROR", "BOOKMARK"):
+                return render.event_line(kind, obj)
+            if as_table:
+                return render.event_line(kind, render.table(t.rt, t.version, [obj],
+                                                            int(obj["metadata"]["resourceVersion"])))
+            return render.event_line(kind, render.as_version(obj, t.rt, t.version))
+
+        try:
+            sub, first = self.store.watch(t.rt, t.namespace, match, since,
+                                          lambda kind, obj: stream.queue.put_nowait((kind, obj)))
+        except ApiError as exc:
+            if exc.code != 410:
+                raise
+            await resp.prepare(request)
+            await resp.write(line("ERROR", exc.status()))
+            await resp.write_eof()
+            return resp
+        self.streams.add(stream)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout if timeout else None
+        next_bookmark = loop.time() + self.bookmark_interval
+        try:
+            await resp.prepare(request)
+            if first:
+                await resp.write(b"".join(line(kind, obj) for kind, obj in first))
+            if send_initial and bookmarks:
+                mark = render.bookmark(t.rt, t.version, self.store.resource_version, initial_end=True)
+                await resp.write(line("BOOKMARK", mark))
+            while True:
+                now = loop.time()
+                if deadline is not None and now >= deadline:
+                    break
+                if bookmarks and now >= next_bookmark and stream.queue.empty():
+                    mark = render.bookmark(t.rt, t.version, self.store.resource_version)
+                    await resp.write(line("BOOKMARK", mark))
+                    next_bookmark = now + self.bookmark_interval
+                waits = [w - now for w in (deadline, next_bookmark if bookmarks else None) if w is not None]
+                try:
+                    item = await asyncio.wait_for(stream.queue.get(), max(min(waits), 0.001) if waits else None)
+                except asyncio.TimeoutError:
+                    continue
+                if isinstance(item, _Close):
+                    if item.abort:
+                        if request.transport is not None:
+                            request.transport.abort()
+                        return resp
+                    break
+                batch = [item]
+                while not stream.queue.empty() and not isinstance(stream.queue._queue[0], _Close):  # type: ignore[attr-defined]
+                    batch.append(stream.queue.get_nowait())
+                await resp.write(b"".join(line(kind, obj) for kind, obj in batch))
+            await resp.write_eof()
+        except (ConnectionResetError, ConnectionError):
+            log.debug("watch client went away: %s", request.path_qs)
+        finally:
+            self.store.unwatch(sub)
+            self.streams.discard(stream)
+        return resp
+
+    # --- writes --------------------------------------------------------------------
+
+    def _place(self, t: Target, obj: Obj) -> None:
+        """Fill or check the object's namespace and name against the URL."""
+        meta = obj["metadata"]
+        if t.rt.namespaced:
+            if meta.get("namespace") and meta["namespace"] != t.namespace:
+                raise bad_request("the namespace of the provided object does not match the "
+                                  "namespace sent on the request")
+            meta["namespace"] = t.namespace
+        if t.name is not None:
+            if meta.get("name") and meta["name"] != t.name:
+                raise bad_request("the name of the object (%s) does not match the name on the "
+                                  "URL (%s)" % (meta["name"], t.name))
+            meta["name"] = t.name
+
+    async def create(self, request: web.Request, t: Target) -> web.Response:
+        obj = _object_body(await _read_body(request))
+        check_kind(t.rt, t.version, obj)
+        self._place(t, obj)
+        created = self.store.create(t.rt, obj, dry_run="dryRun" in request.query)
+        return self._shown(request, t, created, 201)
+
+    async def replace(self, request: web.Request, t: Target) -> web.Response:
+        obj = _object_body(await _read_body(request))
+        check_kind(t.rt, t.version, obj)
+        self._place(t, obj)
+        updated = self.store.update(t.rt, obj, status_only=t.subresource == "status",
+                                    dry_run="dryRun" in request.query)
+        return self._shown(request, t, updated)
+
+    async def patch(self, request: web.Request, t: Target) -> web.Response:
+        assert t.name is not None
+        media = request.content_type
+        body = await _read_body(request)
+        dry_run = "dryRun" in request.query
+        if media == "application/apply-patch+yaml":
+            return self._apply(request, t, _object_body(body), dry_run)
+        current = render.as_version(self.store.get(t.rt, t.namespace or "", t.name), t.rt, t.version)
+        if media == "application/json-patch+json":
+            patched = json_patch(current, body)
+        elif media == "application/merge-patch+json":
+            patched = merge_patch(current, body)
+        elif media == "application/strategic-merge-patch+json":
+            if t.rt.custom:
+                raise ApiError(415, "the body of the request was in an unknown format - accepted "
+                               "media types include: application/json-patch+json, "
+                               "application/merge-patch+json, application/apply-patch+yaml")
+            patched = strategic_merge_patch(current, body)
+        else:
+            raise ApiError(415, "the body of the request was in an unknown format - accepted media "
+                           "types include: application/json-patch+json, application/merge-patch+json, "
+                           "application/apply-patch+yaml, application/strategic-merge-patch+json")
+        patched = _object_body(patched)
+        check_kind(t.rt, t.version, patched)
+        self._place(t, patched)
+        updated = self.store.update(t.rt, patched, status_only=t.subresource == "status", dry_run=dry_run)
+        return self._shown(request, t, updated)
+
+    def _apply(self, request: web.Request, t: Target, obj: Obj, dry_run: bool) -> web.Response:
+        """Server-side apply, approximated: create, or merge the applied fields in."""
+        if not request.query.get("fieldManager"):
+            raise ApiError(422, "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required "
+                           "value: is required for apply patch", reason="Invalid")
+        check_kind(t.rt, t.version, obj)
+        self._place(t, obj)
+        assert t.name is not None
+        try:
+            current = render.as_version(self.store.get(t.rt, t.namespace or "", t.name), t.rt, t.version)
+        except ApiError as exc:
+            if exc.code != 404 or t.subresource:
+                raise
+            obj["metadata"].pop("resourceVersion", None)
+            return self._shown(request, t, self.store.create(t.rt, obj, dry_run=dry_run), 201)
+        patched = merge_patch(current, obj)
+        updated = self.store.update(t.rt, patched, status_only=t.subresource == "status", dry_run=dry_run)
+        return self._shown(request, t, updated)
+
+    async def _delete_options(self, request: web.Request) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        if request.can_read_body:
+            raw = await request.read()
+            if raw.strip():
+                try:
+                    options = json.loads(raw)
+                except ValueError:
+                    raise bad_request("invalid DeleteOptions body")
+        for key in ("propagationPolicy", "dryRun", "gracePeriodSeconds"):
+            if key in request.query:
+                options[key] = request.query[key]
+        if options.get("orphanDependents") in (True, "true"):
+            options.setdefault("propagationPolicy", "Orphan")
+        policy = options.get("propagationPolicy") or "Background"
+        if policy not in ("Background", "Foreground", "Orphan"):
+            raise bad_request("unsupported propagationPolicy %r" % policy)
+        options["propagationPolicy"] = policy
+        return options
+
+    async def delete(self, request: web.Request, t: Target) -> web.Response:
+        assert t.name is not None
+        options = await self._delete_options(request)
+        pre = options.get("preconditions") or {}
+        terminate = t.rt.key == NAMESPACE_KEY
+        obj = self.store.delete(t.rt, t.namespace or "", t.name, propagation=options["propagationPolicy"],
+                                dry_run=bool(options.get("dryRun")), uid=pre.get("uid"),
+                                resource_version=pre.get("resourceVersion"), terminate=terminate)
+        if terminate and not options.get("dryRun"):
+            asyncio.get_running_loop().call_later(self.namespace_grace, self.store.finalize_namespace, t.name)
+        still_there = obj["metadata"].get("deletionTimestamp") is not None and not options.get("dryRun")
+        status = 202 if still_there else 200
+        if t.rt.custom or t.rt.key in _DELETE_RETURNS_OBJECT or still_there:
+            return self._shown(request, t, obj, status)
+        details: dict[str, Any] = {"name": t.name, "kind": t.rt.plural, "uid": obj["metadata"]["uid"]}
+        if t.rt.group:
+            details["group"] = t.rt.group
+        return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                      "details": details}, status)
+
+    async def delete_collection(self, request: web.Request, t: Target) -> web.Response:
+        options = await self._delete_options(request)
+        items, _ = self.store.list(t.rt, t.namespace, self._matcher(request, t))
+        deleted = []
+        for obj in items:
+            meta = obj["metadata"]
+            try:
+                deleted.append(self.store.delete(t.rt, meta.get("namespace", ""), meta["name"],
+                                                 propagation=options["propagationPolicy"],
+                                                 dry_run=bool(options.get("dryRun"))))
+            except ApiError as exc:
+                if exc.code != 404:  # already collected by a cascade
+                    raise
+        return _json(render.list_body(t.rt, t.version, deleted, self.store.resource_version))
