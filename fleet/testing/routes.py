@@ -432,8 +432,9 @@ class ApiHandlers:
                                 resource_version=pre.get("resourceVersion"), terminate=terminate)
         if terminate and not options.get("dryRun"):
             asyncio.get_running_loop().call_later(self.namespace_grace, self.store.finalize_namespace, t.name)
+        # a real server answers 200 even while finalizers hold the object (see delete.go)
+        status = 200
         still_there = obj["metadata"].get("deletionTimestamp") is not None and not options.get("dryRun")
-        status = 202 if still_there else 200
         if t.rt.custom or t.rt.key in _DELETE_RETURNS_OBJECT or still_there:
             return self._shown(request, t, obj, status)
         details: dict[str, Any] = {"name": t.name, "kind": t.rt.plural, "uid": obj["metadata"]["uid"]}

@@ -1,0 +1,199 @@
+"""The `fleetgate` command as users run it: real processes, real signals, real sockets."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+FLEETGATE = [sys.executable, "-m", "fleet.cli"]
+DEMO = Path(__file__).resolve().parents[2] / "fleet" / "examples" / "demo"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+async def wait_ready(admin: str, proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "exited"
+            try:
+                async with s.get(f"http://{admin}/readyz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError("gateway not ready in time")
+
+
+def write_fleet(root: Path, backend_port: int) -> Path:
+    (root / "hub").mkdir(parents=True)
+    (root / "a").mkdir()
+    (root / "fleet.yaml").write_text("hub: {manifests: hub/}\nclusters:\n  - name: a\n    manifests: a/\n")
+    (root / "hub" / "ing.yaml").write_text("""
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: demo}
+spec:
+  ingressClassName: fleetgate
+  rules:
+  - host: web.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+""")
+    (root / "a" / "web.yaml").write_text(f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: demo}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: web-1, namespace: demo, labels: {{kubernetes.io/service-name: web}}}}
+addressType: IPv4
+ports: [{{name: http, port: {backend_port}}}]
+endpoints: [{{addresses: ["127.0.7.1"]}}]
+""")
+    return root / "fleet.yaml"
+
+
+@pytest.fixture
+async def slow_backend():
+    """A backend whose answers take 0.5 s, so a SIGTERM lands mid-request."""
+    async def handle(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.5)
+        return web.Response(text="finished")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.7.1", 0)
+    await site.start()
+    yield site._server.sockets[0].getsockname()[1]
+    await runner.cleanup()
+
+
+def start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(FLEETGATE + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parents[2])
+
+
+async def test_sigterm_drains_in_flight_requests_then_exits_zero(tmp_path, slow_backend):
+    fleet = write_fleet(tmp_path / "fleet", slow_backend)
+    http, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    proc = start(["gateway", "--fleet", str(fleet), "--http", http, "--admin", admin, "--log-level", "warning"])
+    try:
+        await wait_ready(admin, proc)
+        async with aiohttp.ClientSession() as s:
+            requests = [asyncio.create_task(s.get(f"http://{http}/", headers={"Host": "web.example.com"}))
+                        for _ in range(5)]
+            await asyncio.sleep(0.2)  # the requests are now waiting on the backend
+            proc.send_signal(signal.SIGTERM)
+            responses = await asyncio.gather(*requests)
+            assert [r.status for r in responses] == [200] * 5
+            assert [await r.text() for r in responses] == ["finished"] * 5
+        assert await asyncio.to_thread(proc.wait, 10) == 0
+        # no longer accepting
+        with pytest.raises(OSError):
+            socket.create_connection(tuple(http.rsplit(":", 1)), timeout=1).close()  # type: ignore[arg-type]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+async def test_admin_endpoints_answer_per_the_contract(tmp_path, slow_backend):
+    fleet = write_fleet(tmp_path / "fleet", slow_backend)
+    http, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    proc = start(["gateway", "--fleet", str(fleet), "--http", http, "--admin", admin])
+    try:
+        await wait_ready(admin, proc)
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://{http}/x", headers={"Host": "web.example.com"}) as r:
+                assert r.status == 200
+            async with s.get(f"http://{admin}/healthz") as r:
+                assert r.status == 200 and (await r.text()).strip() == "ok"
+            async with s.get(f"http://{admin}/debug/routes") as r:
+                routes = await r.json()
+            route = routes["routes"][0]
+            assert (route["host"], route["path"], route["pathType"], route["ingress"]) == \
+                ("web.example.com", "/", "Prefix", "demo/web")
+            cluster = route["backend"]["clusters"][0]
+            assert cluster["cluster"] == "a" and cluster["service"] == "web"
+            assert cluster["endpoints"] == [{"address": "127.0.7.1", "port": slow_backend, "healthy": True}]
+            async with s.get(f"http://{admin}/metrics") as r:
+                text = await r.text()
+            assert 'fleetgate_http_requests_total{cluster="a",code="200",ingress="demo/web"} 1.0' in text
+            assert 'fleetgate_http_request_duration_seconds_count{ingress="demo/web"} 1.0' in text
+            assert "fleetgate_config_reload_total" in text
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_listener_that_cannot_bind_fails_with_exit_2(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(FLEETGATE + ["gateway", "--http", f"127.0.0.1:{port}", "--admin",
+                                           f"127.0.0.1:{free_port()}"], capture_output=True, timeout=30)
+    assert proc.returncode == 2
+    err = proc.stderr.decode().strip().splitlines()
+    assert err[-1].startswith("fleetgate: cannot listen for http on 127.0.0.1:"), err
+
+
+def test_validate_passes_the_bundled_fleet_and_reports_problems_with_file_and_object(tmp_path):
+    ok = subprocess.run(FLEETGATE + ["validate"], capture_output=True, timeout=30)
+    assert ok.returncode == 0, ok.stdout.decode() + ok.stderr.decode()
+    broken = tmp_path / "demo"
+    shutil.copytree(DEMO, broken)
+    ing = broken / "hub" / "ingresses.yaml"
+    ing.write_text(ing.read_text().replace("pathType: Prefix", "pathType: Sideways", 1))
+    bad = subprocess.run(FLEETGATE + ["validate", "--fleet", str(broken / "fleet.yaml")],
+                         capture_output=True, timeout=30)
+    assert bad.returncode == 1
+    lines = bad.stdout.decode().splitlines()
+    assert any(line.startswith(str(ing)) and ": Ingress/demo/" in line and "pathType" in line
+               for line in lines), lines
+
+
+async def test_workers_share_the_port(tmp_path, slow_backend):
+    fleet = write_fleet(tmp_path / "fleet", slow_backend)
+    http, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    proc = start(["gateway", "--fleet", str(fleet), "--http", http, "--admin", admin, "--workers", "2",
+                  "--log-level", "warning"])
+    try:
+        await wait_ready(admin, proc)
+        async with aiohttp.ClientSession() as s:
+            # wait until both workers have loaded their routes
+            deadline = time.monotonic() + 10
+            statuses: list[int] = []
+            while time.monotonic() < deadline:
+                rs = await asyncio.gather(*[s.get(f"http://{http}/", headers={"Host": "web.example.com"})
+                                            for _ in range(10)])
+                statuses = [r.status for r in rs]
+                if statuses == [200] * 10:
+                    break
+            assert statuses == [200] * 10
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True).stdout.split()
+        assert len(children) == 2
+    finally:
+        proc.terminate()
+        assert await asyncio.to_thread(proc.wait, 15) == 0
