@@ -294,7 +294,7 @@ class KubeAPIServer:
         rt = self.resource(kind, api_version)
         match = matcher(parse_label_selector(label_selector),
                         parse_field_selector(field_selector, rt.field_labels))
-        items, _ = self.store.list(rt, namespace if rt.namespaced else None, match)
+        items, _ = self.store.list_objects(rt, namespace if rt.namespaced else None, match)
         return [self._present(rt, o, api_version) for o in items]
 
     def delete(self, kind: str, name: str, namespace: str | None = None, *,

@@ -178,7 +178,7 @@ class ApiHandlers:
         if method == "GET" and t.name is None:
             if t.watch_path or request.query.get("watch") in _TRUE:
                 return await self.watch(request, t)
-            return self.list(request, t)
+            return self.list_objects(request, t)
         if method == "GET" and t.watch_path:
             return await self.watch(request, t)
         if method == "GET":
@@ -217,12 +217,12 @@ class ApiHandlers:
         assert t.name is not None
         return self._shown(request, t, self.store.get(t.rt, t.namespace or "", t.name))
 
-    def list(self, request: web.Request, t: Target) -> web.Response:
+    def list_objects(self, request: web.Request, t: Target) -> web.Response:
         match = self._matcher(request, t)
         rv = _int_param(request.query, "resourceVersion")
         if rv and request.query.get("resourceVersionMatch") == "Exact":
             self.store.check_fresh(rv)
-        items, list_rv = self.store.list(t.rt, t.namespace, match)
+        items, list_rv = self.store.list_objects(t.rt, t.namespace, match)
         token = request.query.get("continue")
         if token:
             try:
@@ -445,7 +445,7 @@ class ApiHandlers:
 
     async def delete_collection(self, request: web.Request, t: Target) -> web.Response:
         options = await self._delete_options(request)
-        items, _ = self.store.list(t.rt, t.namespace, self._matcher(request, t))
+        items, _ = self.store.list_objects(t.rt, t.namespace, self._matcher(request, t))
         deleted = []
         for obj in items:
             meta = obj["metadata"]

@@ -144,7 +144,7 @@ class ObjectStore:
             raise not_found(rt.plural, rt.group, name)
         return copy.deepcopy(obj)
 
-    def list(self, rt: ResourceType, namespace: str | None, match: Matcher) -> tuple[list[Obj], int]:
+    def list_objects(self, rt: ResourceType, namespace: str | None, match: Matcher) -> tuple[list[Obj], int]:
         items = [copy.deepcopy(o) for o in self.iter_objects(rt.key, namespace) if match(o)]
         return items, self._rv
 
@@ -336,7 +336,7 @@ class ObjectStore:
         namespace = meta.get("namespace") or "" if rt.namespaced else ""
         for _ in range(100):
             suffix = "".join(self._rng.choice(_SUFFIX_ALPHABET) for _ in range(5))
-            name = meta["generateName"][:58] + suffix
+            name = str(meta["generateName"])[:58] + suffix
             if (namespace, name) not in self._objects.get(rt.key, {}):
                 return name
         raise ApiError(409, "could not generate a unique name", reason="AlreadyExists")

@@ -74,7 +74,7 @@ def validate(rt: ResourceType, obj: dict[str, Any]) -> None:
     if annotations is not None and (not isinstance(annotations, dict) or
                                     not all(isinstance(v, str) for v in annotations.values())):
         causes.append(("metadata.annotations", "FieldValueInvalid", "must be a map of strings"))
-    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    spec: dict[str, Any] = obj["spec"] if isinstance(obj.get("spec"), dict) else {}
     if rt.key == ("", "services"):
         causes += _service_causes(spec)
     elif rt.key == ("discovery.k8s.io", "endpointslices"):

@@ -257,6 +257,8 @@ class DownstreamH1(asyncio.Protocol):
             raise Reject(405, "connect-not-allowed")
         if ex.chunked_request and ex.content_length is not None:
             raise Reject(400, "content-length-with-transfer-encoding")
+        if ex.upgrade is not None and not parser.should_upgrade():
+            ex.upgrade = None  # Upgrade without `Connection: upgrade` is no upgrade: drop it
         url = ex.url_parts[0] if len(ex.url_parts) == 1 else b"".join(ex.url_parts)
         ex.url_parts = None  # type: ignore[assignment]
         if url[:1] == b"/" or url == b"*":

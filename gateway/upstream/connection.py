@@ -151,9 +151,9 @@ class UpstreamH1(asyncio.Protocol):
                     if self.conn_tokens is None:
                         self.conn_tokens = []
                     self.conn_tokens.append(token)
-        elif kind == R_UPGRADE:
+        elif kind == R_UPGRADE and self.parser.get_status_code() == 101:
             self.hlines += (name, b": ", value, b"\r\n")
-        # R_HOP: dropped
+        # R_HOP, and Upgrade outside a 101: dropped (hop-by-hop)
 
     def on_headers_complete(self) -> None:
         ex = self.ex

@@ -49,7 +49,8 @@ async def test_delay_holds_responses_until_lifted(server: KubeAPIServer) -> None
         resp.release()
 
 
-async def test_restart_keeps_port_and_data_and_drops_watches(server: KubeAPIServer, tmp_path: Path) -> None:
+async def test_restart_keeps_port_and_data_and_drops_watches(server: KubeAPIServer, tmp_path: Path,
+                                                              unused_ca: str) -> None:
     server.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kept", "namespace": "default"}})
     port, rv = server.port, server.store.resource_version
     async with aiohttp.ClientSession() as http:
@@ -62,6 +63,7 @@ async def test_restart_keeps_port_and_data_and_drops_watches(server: KubeAPIServ
     assert server.port == port
     cfg = client.Configuration()
     await config.load_kube_config(config_file=str(server.kubeconfig(tmp_path / "kc")), client_configuration=cfg)
+    cfg.ssl_ca_cert = unused_ca
     async with client.ApiClient(configuration=cfg) as api:
         listed = await client.CoreV1Api(api).list_namespaced_config_map("default")
     assert [c.metadata.name for c in listed.items] == ["kept"]

@@ -1,0 +1,89 @@
+"""Shared pieces of the HTTP/1.1 protocol tests: a one-service fleet behind a real gateway,
+and a raw-socket response reader for what aiohttp hides (framing, pipelining, closes)."""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from gwharness import endpoint_slice, ingress, rule, service
+
+HOST = "h1.example"
+
+
+async def one_service(fleet_dir: Any, echo_backends: Any, start_gateway: Any, pods: dict[str, str], *,
+                      handler: Any = None, **gateway_options: Any) -> tuple[Any, list[Any]]:
+    """Service `svc` with one pod per member cluster ({cluster: address}), routed from
+    http://h1.example/ by a gateway started with gateway_options (limits, cluster_header)."""
+    fd = fleet_dir(*pods)
+    backends = []
+    for cluster, addr in pods.items():
+        b = await echo_backends(cluster, host=addr, handler=handler)
+        backends.append(b)
+        fd.member(cluster, [service("svc"), endpoint_slice("svc", [(b.host, b.port)])])
+    fd.hub([ingress("h1", [rule(HOST, ("/", "Prefix", "svc"))])])
+    gw = await start_gateway(fd, **gateway_options)
+    return gw, backends
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]  # lowercase names; repeated fields joined with ", "
+    names: list[str]  # every header name as sent, lowercase, in order
+    body: bytes
+
+
+async def read_response(reader: asyncio.StreamReader, *, head_request: bool = False,
+                        timeout: float = 5.0) -> RawResponse:
+    """One HTTP/1.x response off a raw stream, honouring its framing (interim 1xx skipped)."""
+    while True:
+        raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        lines = raw.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        if status >= 200 or status == 101:
+            break
+    headers: dict[str, str] = {}
+    names = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, _, value = line.partition(":")
+        name = name.strip().lower()
+        names.append(name)
+        value = value.strip()
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    if head_request or status in (101, 204, 304):
+        body = b""
+    elif "content-length" in headers:
+        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), timeout)
+    elif "chunked" in headers.get("transfer-encoding", ""):
+        pieces = []
+        while True:
+            size_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout)
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout)  # no trailers expected
+                break
+            pieces.append(await asyncio.wait_for(reader.readexactly(size), timeout))
+            assert await asyncio.wait_for(reader.readexactly(2), timeout) == b"\r\n"
+        body = b"".join(pieces)
+    else:
+        body = await asyncio.wait_for(reader.read(), timeout)  # close-delimited
+    return RawResponse(status, headers, names, body)
+
+
+async def closed_by_server(reader: asyncio.StreamReader, timeout: float = 5.0) -> bool:
+    """True when the server closes the connection (EOF or reset) with nothing more sent."""
+    try:
+        rest = await asyncio.wait_for(reader.read(), timeout)
+    except ConnectionResetError:
+        return True
+    except asyncio.TimeoutError:
+        return False
+    assert rest == b"", rest[:200]
+    return True
+
+
+def get(path: str = "/", *, host: str = HOST, extra: str = "", version: str = "1.1") -> bytes:
+    return f"GET {path} HTTP/{version}\r\nHost: {host}\r\n{extra}\r\n".encode()
