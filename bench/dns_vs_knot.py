@@ -187,7 +187,7 @@ def serve_ours(port: int, n: int) -> None:
 
     class Fleet:
         def __init__(self) -> None:
-            self.snapshot = snapshot(n)
+            self.snapshot: FleetSnapshot | None = snapshot(n)
 
         def subscribe(self, callback):  # type: ignore[no-untyped-def]
             return lambda: None

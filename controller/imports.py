@@ -473,7 +473,7 @@ def _allocate(resolved: list[_Resolved], ip_range: str,
         ips = got.get((r.namespace, r.name), [])
         if len(ips) > 1:
             order = list(r.families) or [first_family]
-            ips.sort(key=lambda ip: order.index(_family(ip)) if _family(ip) in order else 9)
+            ips.sort(key=lambda ip: order.index(_family(ip) or "") if _family(ip) in order else 9)
         out[(r.namespace, r.name)] = tuple(ips)
     return out
 
@@ -601,8 +601,11 @@ def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None 
             conds = tuple(((ex.cluster, res.namespace, res.name), _export_conditions(res, ex, n_consumers))
                           for ex in res.exports)
         conditions.update(conds)
-        memo_out[gkey] = _Memo(keys[gkey], res, n_consumers, conds, res_ips, shared)
-    per_cluster = {m.name: DerivedCluster(tuple(acc[m.name][0]), tuple(acc[m.name][1]), tuple(acc[m.name][2]))
+        if prev is not None and prev.conditions is conds and prev.shared is shared:
+            memo_out[gkey] = prev
+        else:
+            memo_out[gkey] = _Memo(keys[gkey], res, n_consumers, conds, res_ips, shared)
+    per_cluster: dict[str, DerivedCluster] = {m.name: DerivedCluster(tuple(acc[m.name][0]), tuple(acc[m.name][1]), tuple(acc[m.name][2]))
                    for m in consumers}
     return DerivedFleet(per_cluster=MappingProxyType(per_cluster),
                         export_conditions=MappingProxyType(conditions),

@@ -41,8 +41,8 @@ class DnsQueryCollector(Collector):
         for (qtype, rcode), value in list(self.counts.items()):
             key = (qtype_name(qtype), rcode_name(rcode))
             merged[key] = merged.get(key, 0) + value
-        for (qtype, rcode), value in sorted(merged.items()):
-            family.add_metric([qtype, rcode], value)
+        for (qtype_label, rcode_label), value in sorted(merged.items()):
+            family.add_metric([qtype_label, rcode_label], value)
         yield family
 
     def describe(self) -> Iterator[CounterMetricFamily]:

@@ -112,6 +112,7 @@ def resolve(zone: Zone | None, data: bytes, *, tcp: bool = False, forward: bool 
                 _count(stats, (data[i + 1] << 8) | data[i + 2], REFUSED)
                 return _refused(data, qend, opt)
             entry = found  # type: ignore[assignment]
+        assert entry is not None
         _count(stats, (data[i + 1] << 8) | data[i + 2], NOERROR)
         if opt:
             resp = data[:2] + _AA_NOERROR[data[2] & 1] + entry[2] + data[12:qend] + entry[1] + OPT_RR
@@ -205,8 +206,7 @@ def _unusual(zone: Zone | None, data: bytes, tcp: bool, forward: bool, stats: St
     if opt:
         udp = opts[0].rclass
         canon += b"\x00\x00\x29" + struct.pack("!H", max(0, min(udp, 65535))) + b"\x00\x00\x00\x00\x00\x00"
-    resp = resolve(zone, canon, tcp=tcp, forward=forward, stats=stats)
-    if isinstance(resp, bytes):
-        # restore the request's flags byte bits we echo (RD) and its question bytes (class)
-        return resp[:12] + data[12:qend] + resp[qend:]
-    return resp
+    answer = resolve(zone, canon, tcp=tcp, forward=forward, stats=stats)
+    if isinstance(answer, bytes):
+        return answer[:12] + data[12:qend] + answer[qend:]  # the request's own question (class)
+    return answer

@@ -225,6 +225,15 @@ class TcpProtocol(asyncio.Protocol):
         finally:
             self.pending -= 1
 
+    # A client that pipelines queries but does not read its answers stops being read from.
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         if self.timer is not None:

@@ -329,11 +329,12 @@ def build_zone(imports: Iterable[ServiceImport], slices: Iterable[EndpointSlice]
     old = previous._fragments if previous is not None and previous.origin_wire == origin_wire \
         and previous.ttl == ttl else {}
     fragments: dict[tuple[str, str], _Fragment] = {}
-    nodes: dict[Name, dict[int, tuple[int, tuple[Any, ...]]]] = {}
+    nodes: dict[Name, Mapping[int, tuple[int, tuple[Any, ...]]]] = {}
     for si in imports:
         skey = (si.meta.namespace, si.meta.name)
-        mine = tuple(sorted(by_service.get(skey, ()),
-                            key=lambda s: (s.meta.labels.get(LABEL_MCS_SOURCE_CLUSTER, ""), s.meta.name)))
+        found = by_service.get(skey, ())
+        mine = tuple(found) if len(found) < 2 else tuple(sorted(
+            found, key=lambda s: (s.meta.labels.get(LABEL_MCS_SOURCE_CLUSTER, ""), s.meta.name)))
         fkey = (si, mine)
         frag = old.get(skey)
         if frag is None or frag.key != fkey:
@@ -341,13 +342,17 @@ def build_zone(imports: Iterable[ServiceImport], slices: Iterable[EndpointSlice]
         fragments[skey] = frag
         nodes.update(frag.nodes)  # ENT overlaps (ns.svc.<zone>) are empty either way
     # empty non-terminals above every service: svc.<zone>, <ns>.svc.<zone>
+    ents: dict[str, Name | None] = {}
     for (ns, _name), frag in fragments.items():
-        if frag.nodes:
+        if frag.nodes and ns not in ents:
             try:
-                nodes.setdefault(to_wire((ns, "svc") + origin), {})
+                ents[ns] = to_wire((ns, "svc") + origin)
             except ValueError:
-                continue
-    if fragments and any(f.nodes for f in fragments.values()):
+                ents[ns] = None
+    for ent in ents.values():
+        if ent is not None:
+            nodes.setdefault(ent, {})
+    if ents:
         nodes.setdefault(to_wire(("svc",) + origin), {})
     soa = Soa(ns_wire, rname, serial & 0xFFFFFFFF, 7200, 1800, 86400, ttl)
     nodes[origin_wire] = {T_SOA: (ttl, (soa,)), T_NS: (ttl, (ns_wire,))}
@@ -356,7 +361,7 @@ def build_zone(imports: Iterable[ServiceImport], slices: Iterable[EndpointSlice]
         ns_node: dict[int, tuple[int, tuple[Any, ...]]] = {}
         if ns_address and _valid_ip(ns_address):
             ns_node[T_AAAA if _is_v6(ns_address) else T_A] = (ttl, (ns_address,))
-        nodes.setdefault(ns_wire, {}).update(ns_node)
+        nodes[ns_wire] = {**nodes.get(ns_wire, {}), **ns_node}
         parent = ns_wire[ns_wire[0] + 1:]
         while parent != origin_wire and parent:
             nodes.setdefault(parent, {})

@@ -181,12 +181,16 @@ async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gatew
             closers.append(ctl.close)
         if dns:
             from dnsplugin import cli as dns_cli
-            listen = parse_address(args.dns_listen)
-            svc = await _bind(f"dns on {args.dns_listen}", lambda: dns_cli.serve(
-                fleet, listen=listen, cluster=args.cluster, upstream=args.upstream, ttl=args.ttl,
-                zone_name=fleet.config.zone, admin=admin))
-            bound["dns"] = listen
+            try:
+                svc = await _bind(f"dns on {args.dns_listen}", lambda: dns_cli.serve(
+                    fleet, listen=args.dns_listen, cluster=args.cluster, upstream=args.upstream, ttl=args.ttl,
+                    zone_name=fleet.config.zone))
+            except ValueError as exc:
+                raise StartupError(str(exc)) from None
+            bound["dns"] = svc.udp_address
             closers.append(svc.close)
+            if admin is not None:
+                admin.add_json("/debug/zone", lambda request: _zone_or_404(svc, request.query.get("cluster")))
         if admin is not None:
             bound["admin"] = await _bind(f"admin on {args.admin[0]}:{args.admin[1]}",
                                          lambda: admin.start(*args.admin))
@@ -202,6 +206,13 @@ async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gatew
         for close in reversed(closers):
             await close()
         await fleet.stop()
+
+
+def _zone_or_404(svc: Any, cluster: str | None) -> Any:
+    body = svc.debug_zone(cluster)
+    if body is None:
+        raise LookupError(f"no member cluster {cluster!r}")
+    return body
 
 
 def _check_bind(address: str) -> None:

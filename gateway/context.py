@@ -50,10 +50,9 @@ class GatewayContext:
         self._rid = 0
 
     def swap_table(self, table: RouteTable) -> None:
+        from .routing.build import all_backends
         self.table = table
-        keys = {e.key for r in table.routes for e in (r.backend.endpoints if r.backend else ())}
-        if table.default is not None and table.default.backend is not None:
-            keys.update(e.key for e in table.default.backend.endpoints)
+        keys = {e.key for b in all_backends(table) for e in b.endpoints}
         self.pools.retain(keys)
         for key in [k for k in self.ejected if k not in keys]:
             del self.ejected[key]

@@ -5,6 +5,12 @@ to it over loopback exactly as to a real server (discovery, CRUD, selectors, pat
 status subresources, resourceVersion conflicts, watch with bookmarks and 410 Gone,
 ownerReference garbage collection); tests seed state directly with `create()` and
 inject faults with `fail_next()`, `delay()`, `drop_watches()`, `compact()`, `restart()`.
+
+    async with KubeAPIServer() as zone_a:
+        zone_a.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web",
+                       "namespace": "shop"}, "spec": {"ports": [{"port": 80}]}})
+        zone_a.kubeconfig(tmp_path / "zone-a.yaml", context="zone-a")
+        ...  # point the code under test at the kubeconfig; assert on zone_a.objects("svcim")
 """
 from __future__ import annotations
 
@@ -96,11 +102,11 @@ class KubeAPIServer:
     def __init__(self, *, install_crds: bool = True, bookmark_interval: float = 1.0,
                  namespace_grace: float = 0.2,
                  history_limit: int = 10000, service_cidr: str = "10.96.0.0/16",
-                 clock: Callable[[], datetime] | None = None, seed: int | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None, random_seed: int | None = None) -> None:
         self.registry = Registry.builtin()
         self.store = ObjectStore(self.registry, clock=clock or (lambda: datetime.now(timezone.utc)),
                                  history_limit=history_limit, service_cidr=service_cidr,
-                                 rng=random.Random(seed))
+                                 rng=random.Random(random_seed))
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
         if install_crds:

@@ -306,16 +306,19 @@ class ApiHandlers:
                     item = await asyncio.wait_for(stream.queue.get(), max(min(waits), 0.001) if waits else None)
                 except asyncio.TimeoutError:
                     continue
-                if isinstance(item, _Close):
-                    if item.abort:
+                batch = [item]
+                while not stream.queue.empty():
+                    batch.append(stream.queue.get_nowait())
+                closing = next((i for i, x in enumerate(batch) if isinstance(x, _Close)), None)
+                events = batch if closing is None else batch[:closing]
+                if events:
+                    await resp.write(b"".join(line(kind, obj) for kind, obj in events))
+                if closing is not None:
+                    if batch[closing].abort:
                         if request.transport is not None:
                             request.transport.abort()
                         return resp
                     break
-                batch = [item]
-                while not stream.queue.empty() and not isinstance(stream.queue._queue[0], _Close):  # type: ignore[attr-defined]
-                    batch.append(stream.queue.get_nowait())
-                await resp.write(b"".join(line(kind, obj) for kind, obj in batch))
             await resp.write_eof()
         except (ConnectionResetError, ConnectionError):
             log.debug("watch client went away: %s", request.path_qs)

@@ -115,6 +115,7 @@ class ObjectStore:
         self._rng = rng or random.Random()
         self._objects: dict[ResourceKey, dict[tuple[str, str], Obj]] = {}
         self._uids: dict[str, tuple[ResourceKey, str, str]] = {}
+        self._dependents: dict[str, set[tuple[ResourceKey, str, str]]] = {}  # owner uid → objects
         self._rv = 1
         self._compacted = 1
         self._history: deque[Event] = deque()
@@ -345,13 +346,18 @@ class ObjectStore:
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
         key = (namespace, obj["metadata"]["name"])
+        where = (rt.key, namespace, key[1])
         bucket = self._objects.setdefault(rt.key, {})
+        for ref in (old or {}).get("metadata", {}).get("ownerReferences") or ():
+            self._dependents.get(ref.get("uid"), set()).discard(where)
         if kind == "DELETED":
             bucket.pop(key, None)
             self._uids.pop(obj["metadata"]["uid"], None)
         else:
             bucket[key] = obj
-            self._uids[obj["metadata"]["uid"]] = (rt.key, namespace, key[1])
+            self._uids[obj["metadata"]["uid"]] = where
+            for ref in obj["metadata"].get("ownerReferences") or ():
+                self._dependents.setdefault(ref.get("uid"), set()).add(where)
         ev = Event(kind, self._rv, rt.key, namespace, obj, old)
         self._history.append(ev)
         while len(self._history) > self._history_limit:
@@ -396,13 +402,7 @@ class ObjectStore:
 
     def _collect_dependents(self, uid: str, propagation: str) -> None:
         """Garbage-collect (or orphan) objects whose owners are all gone."""
-        dependents = [
-            (key, ns, name)
-            for key, bucket in self._objects.items()
-            for (ns, name), obj in bucket.items()
-            if any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or ())
-        ]
-        for key, ns, name in dependents:
+        for key, ns, name in sorted(self._dependents.pop(uid, set())):
             rt = self.registry.types.get(key)
             obj = self._objects.get(key, {}).get((ns, name))
             if rt is None or obj is None:

@@ -46,7 +46,7 @@ class Exchange:
                  "via", "expect", "upgrade", "head_done", "request_done", "keep_alive", "route",
                  "head", "body", "body_size", "replayable", "upstream", "endpoint", "tried",
                  "response_started", "chunked_response", "status", "cluster", "is_head",
-                 "start", "deadline", "tunnel_buf", "finished", "attempt")
+                 "start", "deadline", "tunnel_buf", "finished", "attempt", "head_raw")
 
     def __init__(self, ds: "DownstreamH1") -> None:
         self.ds = ds
@@ -86,6 +86,7 @@ class Exchange:
         self.tunnel_buf: bytes | None = None
         self.finished = False
         self.attempt = 0
+        self.head_raw = 0  # head bytes read after the read that began it
 
 
 class DownstreamH1(asyncio.Protocol):
@@ -157,6 +158,7 @@ class DownstreamH1(asyncio.Protocol):
             return
         if self.close_after and self.active is None:
             return
+        cur = self.cur
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -171,6 +173,13 @@ class DownstreamH1(asyncio.Protocol):
         except httptools.HttpParserError as err:
             log.debug("malformed request from %s: %s", self.peer, err)
             self._reject(400, "bad-request")
+        else:
+            if cur is not None and cur is self.cur and not cur.head_done:
+                # httptools buffers a header line until it ends: bound a head that never does
+                cur.head_raw += len(data)
+                limits = self.ctx.limits
+                if cur.head_raw > limits.max_header_bytes + limits.max_request_line:
+                    self._reject(431, "headers-too-large")
         self.flush()
 
     def _reject(self, code: int, reason: str) -> None:
@@ -182,9 +191,22 @@ class DownstreamH1(asyncio.Protocol):
             self.queue.clear()
         if self.transport is not None:
             self.transport.pause_reading()
-        if self.active is None:
+        ex = self.active
+        if ex is None:
             self.out.append(error_response(code, reason, close=True))
             self.ctx.metrics.observe("", "", code, 0.0)
+        elif not ex.request_done:
+            # The bad bytes are the in-flight request's own body: the upstream would wait
+            # for the rest forever. Drop it and answer now, or cut a response under way.
+            up = ex.upstream
+            if up is not None:
+                ex.upstream = None
+                up.abort()
+            if ex.response_started:
+                ex.finished = True
+                self.active = None
+            else:
+                self._generated(ex, code, reason)
 
     def on_message_begin(self) -> None:
         ex = self.cur = Exchange(self)
@@ -424,7 +446,7 @@ class DownstreamH1(asyncio.Protocol):
                     tried = ex.tried = []
                 if not (reused and kind not in ("connect", "connect-timeout")):
                     tried.append(ep.key)  # a stale pooled connection does not spend the endpoint
-                if len(tried) < ex.route.policy.next_upstream_tries:
+                if len(tried) < ex.route.policy.retry.tries:
                     nxt = ctx.pick(ex.route.backend, tried, now) if ex.route.backend else None
                     if nxt is not None:
                         ctx.metrics.retry(nxt.cluster)
@@ -467,8 +489,9 @@ class DownstreamH1(asyncio.Protocol):
         ex.status = code
         if not ex.request_done and ex.head_done:
             ex.keep_alive = False  # the unread body would be taken for the next request
-        self.out.append(error_response(code, reason, close=not ex.keep_alive or self.ctx.draining,
-                                       request_id=ex.request_id or b""))
+        close = not ex.keep_alive or self.ctx.draining
+        self.out.append(error_response(code, reason, close=close, request_id=ex.request_id or b"",
+                                       extra=b"" if close or self.http11 else b"connection: keep-alive\r\n"))
         now = self.now()
         self.ctx.metrics.observe(ex.route.ingress if ex.route else "", "", code, now - ex.start)
         self._next(ex, now)

@@ -7,14 +7,14 @@ backend's Service port to ready endpoints in every member cluster.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
 from fleet.objects import Ingress, IngressBackend
 from fleet.snapshot import ClusterObjects, Diagnostic, FleetSnapshot
 
-from . import annotations
-from .policy import RoutePolicy
+from .annotations import parse_annotations
+from .policy import CanaryRule, RoutePolicy, ServiceRef
 from .table import (Backend, ClusterShare, Route, RouteTable, UpstreamEndpoint, VirtualHost,
                     make_endpoint)
 
@@ -69,6 +69,19 @@ class _Resolver:
             hit = self._resolve(namespace, str(b.service_name), b.port_number, b.port_name, port_label)
             self.cache[key] = hit
         return hit
+
+    def resolve_ref(self, namespace: str, service: str, port: str) -> tuple[Backend, list[str]]:
+        """A backend named by annotation: port is a number, a name, or "" (first port)."""
+        if port.isdigit():
+            return self.resolve(namespace, IngressBackend(service, port_number=int(port)))
+        if port:
+            return self.resolve(namespace, IngressBackend(service, port_name=port))
+        for member in self.snapshot.members:
+            svc = member.objects.services.get((namespace, service))
+            if svc is not None and svc.ports:
+                p = svc.ports[0]
+                return self.resolve(namespace, IngressBackend(service, port_number=p.port))
+        return self.resolve(namespace, IngressBackend(service, port_name="(first)"))
 
     def _resolve(self, ns: str, name: str, number: int | None, pname: str | None,
                  port_label: str) -> tuple[Backend, list[str]]:
@@ -129,12 +142,11 @@ def _prefix_key(path: str) -> str:
 
 
 def build(snapshot: FleetSnapshot, *, ingress_classes: Sequence[str] = DEFAULT_CLASSES,
-          version: int = 0) -> tuple[RouteTable, list[Diagnostic]]:
+          version: int = 0, zone: str | None = None) -> tuple[RouteTable, list[Diagnostic]]:
     hub = snapshot.hub
     diags: list[Diagnostic] = []
     resolver = _Resolver(snapshot)
     hosts: dict[str | None, _HostBuilder] = {}
-    routes: list[Route] = []
     default: Route | None = None
     default_owner = ""
 
@@ -151,12 +163,78 @@ def build(snapshot: FleetSnapshot, *, ingress_classes: Sequence[str] = DEFAULT_C
             diag(ing, f"{where}: {p}", "warning")
         return backend
 
-    for ing in selected_ingresses(hub, ingress_classes):
-        policy, problems = annotations.parse_policy(ing.meta.annotations)
-        for p in problems:
+    def resolve_policy(ing: Ingress, policy: RoutePolicy) -> RoutePolicy:
+        """Fill in the backends the policy's annotations name."""
+        changes: dict = {}
+
+        def ref(r: ServiceRef, what: str) -> ServiceRef:
+            backend, problems = resolver.resolve_ref(r.namespace, r.service, r.port)
+            for p in problems:
+                diag(ing, f"annotation {what}: {p}", "warning")
+            return replace(r, backend=backend)
+
+        if policy.destinations:
+            changes["destinations"] = tuple(
+                replace(d, backend=resolver.resolve_ref(d.namespace, d.service, d.port)[0])
+                for d in policy.destinations)
+        if policy.default_backend is not None:
+            changes["default_backend"] = ref(policy.default_backend, "default-backend")
+        if policy.mirror is not None and policy.mirror.service is not None:
+            changes["mirror"] = replace(policy.mirror, service=ref(policy.mirror.service, "mirror-target-service"))
+        unknown = [c for c in (policy.cluster_weights or {}) if c not in snapshot.member_names]
+        unknown += [c for c in (policy.cluster_priority or ()) if c not in snapshot.member_names]
+        if unknown:
+            diag(ing, f"annotation cluster-weights/cluster-priority: unknown member cluster(s) "
+                      f"{', '.join(sorted(set(unknown)))}", "warning")
+        return replace(policy, **changes) if changes else policy
+
+    selected = selected_ingresses(hub, ingress_classes)
+    parsed = {}
+    for ing in selected:
+        pa = parse_annotations(ing.meta.annotations, namespace=ing.meta.namespace,
+                               ingress=_ingress_id(ing), zone=zone)
+        for p in pa.problems:
             diag(ing, f"annotation {p.annotation}: {p.message}", p.severity)
-        regex = annotations.use_regex(ing.meta.annotations)
+        parsed[_ingress_id(ing)] = pa
+
+    def path_key(ing: Ingress, regex: bool, hb: _HostBuilder, path: str, path_type: str,
+                 where: str) -> tuple[dict[str, Route], str, str] | None:
+        if not regex and not path.startswith("/"):
+            diag(ing, f"{where}.path: {path!r} must start with '/'")
+            return None
+        if regex and path_type != "Exact":
+            try:
+                re.compile(path)
+            except re.error as exc:
+                diag(ing, f"{where}.path: invalid regular expression {path!r}: {exc}")
+                return None
+            return hb.regex, path, "Regex"
+        if path_type == "Exact":
+            return hb.exact, path, "Exact"
+        return hb.prefix, _prefix_key(path), path_type
+
+    # main Ingresses first (oldest first), then canaries attach to the routes they shadow
+    for ing in sorted(selected, key=lambda i: parsed[_ingress_id(i)].canary is not None):
+        pa = parsed[_ingress_id(ing)]
         ident = _ingress_id(ing)
+        policy = resolve_policy(ing, pa.policy)
+        if pa.canary is not None:
+            for i, rule in enumerate(ing.rules):
+                hb = hosts.get(rule.host)
+                for j, p in enumerate(rule.paths):
+                    where = f"spec.rules[{i}].http.paths[{j}]"
+                    found = path_key(ing, pa.use_regex, hb, p.path or "/", p.path_type, where) if hb else None
+                    main = found[0].get(found[1]) if found else None
+                    if main is None:
+                        diag(ing, f"{where}: canary for host {rule.host or '*'} path {p.path or '/'} has no "
+                                  "main Ingress to shadow; ignored", "warning")
+                        continue
+                    backend = backend_for(ing, p.backend, f"{where}.backend")
+                    canary = replace(pa.canary, service=str(p.backend.service_name),
+                                     port=str(p.backend.port_number or p.backend.port_name), backend=backend)
+                    found[0][found[1]] = replace(main, policy=replace(main.policy,
+                                                                      canaries=main.policy.canaries + (canary,)))
+            continue
         if ing.default_backend is not None:
             backend = backend_for(ing, ing.default_backend, "spec.defaultBackend")
             if default is None:
@@ -170,44 +248,51 @@ def build(snapshot: FleetSnapshot, *, ingress_classes: Sequence[str] = DEFAULT_C
             for j, p in enumerate(rule.paths):
                 where = f"spec.rules[{i}].http.paths[{j}]"
                 path = p.path if p.path else "/"
-                if not regex and not path.startswith("/"):
-                    diag(ing, f"{where}.path: {path!r} must start with '/'")
+                found = path_key(ing, pa.use_regex, hb, path, p.path_type, where)
+                if found is None:
                     continue
-                if regex and p.path_type != "Exact":
-                    try:
-                        re.compile(path)
-                    except re.error as exc:
-                        diag(ing, f"{where}.path: invalid regular expression {path!r}: {exc}")
-                        continue
-                    table, key, kind = hb.regex, path, "Regex"
-                elif p.path_type == "Exact":
-                    table, key, kind = hb.exact, path, "Exact"
-                else:
-                    table, key, kind = hb.prefix, _prefix_key(path), p.path_type
+                table, key, kind = found
                 if key in table:
                     diag(ing, f"{where}: host {rule.host or '*'} path {path} ({kind}) is already routed "
                               f"by older Ingress {table[key].ingress}; ignored")
                     continue
                 backend = backend_for(ing, p.backend, f"{where}.backend")
-                r = Route(rule.host, path, kind, ident, backend, policy, ing.meta.creation_timestamp)
-                table[key] = r
-                routes.append(r)
+                table[key] = Route(rule.host, path, kind, ident, backend, policy, ing.meta.creation_timestamp)
 
     frozen = {h: hb.freeze() for h, hb in hosts.items()}
+    routes = tuple(r for hb in hosts.values() for t in (hb.exact, hb.prefix, hb.regex) for r in t.values())
     exact_hosts = {h: vh for h, vh in frozen.items() if h and not h.startswith("*.")}
     wildcards = {h[2:]: vh for h, vh in frozen.items() if h and h.startswith("*.")}
     table = RouteTable(hosts=exact_hosts, wildcards=wildcards, any_host=frozen.get(None),
-                       default=default, routes=tuple(routes), version=version)
+                       default=default, routes=routes, version=version)
     return table, diags
 
 
+def route_backends(r: Route) -> Iterable[Backend]:
+    """Every backend a route may send to: main, canaries, destinations, fallback, mirror."""
+    if r.backend is not None:
+        yield r.backend
+    pol = r.policy
+    for c in pol.canaries:
+        if c.backend is not None:
+            yield c.backend
+    for d in pol.destinations:
+        if d.backend is not None:
+            yield d.backend
+    if pol.default_backend is not None and pol.default_backend.backend is not None:
+        yield pol.default_backend.backend
+    if pol.mirror is not None and pol.mirror.service is not None and pol.mirror.service.backend is not None:
+        yield pol.mirror.service.backend
+
+
 def all_backends(table: RouteTable) -> Iterable[Backend]:
-    """Each distinct backend of a table once (for health checks and pool warm-up)."""
+    """Each distinct backend of a table once (pools, health checks, metrics)."""
     seen: set[str] = set()
-    for r in (*table.routes, *( [table.default] if table.default else [])):
-        if r.backend is not None and r.backend.key not in seen:
-            seen.add(r.backend.key)
-            yield r.backend
+    for r in (*table.routes, *([table.default] if table.default else [])):
+        for b in route_backends(r):
+            if b.key not in seen:
+                seen.add(b.key)
+                yield b
 
 
-__all__ = ["build", "all_backends", "selected_ingresses", "RoutePolicy"]
+__all__ = ["build", "all_backends", "selected_ingresses", "RoutePolicy", "CanaryRule"]

@@ -36,7 +36,7 @@ def unused_ca(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture
 async def server() -> AsyncIterator[KubeAPIServer]:
-    async with KubeAPIServer(bookmark_interval=0.05, seed=7) as srv:
+    async with KubeAPIServer(bookmark_interval=0.05, random_seed=7) as srv:
         yield srv
 
 

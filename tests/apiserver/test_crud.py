@@ -277,3 +277,10 @@ async def test_generic_kinds_accept_manifests(server: KubeAPIServer, api: client
     assert [r["metadata"]["name"] for r in server.objects("clusterroles")] == ["fleetgate:controller"]
     assert server.get("deploy", "fleetgate", "kube-system")["spec"]["template"]["spec"]["containers"][0]["name"] == "fg"
     assert server.get("pdb", "fleetgate", "kube-system") is not None
+
+
+async def test_delete_collection_by_label(server: KubeAPIServer, api: client.ApiClient) -> None:
+    for name, labels in [("a", {"app": "web"}), ("b", {"app": "web"}), ("c", {"app": "db"})]:
+        server.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels}})
+    await client.CoreV1Api(api).delete_collection_namespaced_config_map("default", label_selector="app=web")
+    assert [c["metadata"]["name"] for c in server.objects("configmaps")] == ["c"]

@@ -70,7 +70,7 @@ async def test_restart_keeps_port_and_data_and_drops_watches(server: KubeAPIServ
     assert int(listed.metadata.resource_version) == rv
 
 
-async def test_watch_client_resumes_after_a_restart(server: KubeAPIServer, api: client.ApiClient) -> None:
+async def test_watch_client_resumes_after_drop_watches(server: KubeAPIServer, api: client.ApiClient) -> None:
     """kubernetes_asyncio's endless watch reconnects from its last resourceVersion."""
     core = client.CoreV1Api(api)
     server.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "default"}})

@@ -118,3 +118,26 @@ async def test_cluster_header_can_be_turned_off(fleet_dir, echo_backends, start_
             assert r.status == 200
             assert "x-fleetgate-cluster" not in r.headers
             assert (await r.json())["backend"] == "zone-a"
+
+
+async def closing_response(request: web.Request) -> web.StreamResponse:
+    resp = web.json_response({"port": request.transport.get_extra_info("peername")[1]})
+    resp.force_close()  # `Connection: close` from the upstream: about its own hop only
+    return resp
+
+
+async def test_upstream_connection_close_does_not_close_the_client_connection(
+        fleet_dir, echo_backends, start_gateway):
+    gw, (b,) = await one_service(fleet_dir, echo_backends, start_gateway, {"zone-a": "127.0.50.8"},
+                                 handler=closing_response)
+    reader, writer = await asyncio.open_connection(gw.host, gw.port)
+    try:
+        answers = []
+        for _ in range(3):
+            writer.write(get("/"))
+            answers.append(await read_response(reader))
+    finally:
+        writer.close()
+    assert [r.status for r in answers] == [200, 200, 200]
+    assert all("connection" not in r.headers for r in answers)
+    assert b.hits == 3
