@@ -45,6 +45,7 @@ def options_from(args: argparse.Namespace, http: tuple[str, int], *, reuse_port:
         cluster_header=not args.no_cluster_header,
         reuse_port=reuse_port,
         drain_timeout=args.drain_timeout,
+        zone=args.zone,
     )
 
 

@@ -1,5 +1,5 @@
 """Per-worker gateway state shared by every connection: the current route table (swapped
-whole), upstream pools, endpoint health, metrics and limits.
+whole), upstream pools, endpoint health, balancer cursors, mirrors, metrics and limits.
 
 Connections read `ctx.table` once per request; `swap_table` replaces the reference, so a
 request keeps the table it started with and no lock is needed on the event loop.
@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 from .metrics import GatewayMetrics
+from .routing.build import all_backends
 from .routing.table import EMPTY_TABLE, Backend, RouteTable, UpstreamEndpoint
+from .upstream.balancer import BalancerState
+from .upstream.health import HealthState
+from .upstream.mirror import Mirrors
 from .upstream.pool import PoolRegistry
 
 if TYPE_CHECKING:
@@ -32,30 +36,31 @@ class Limits:
 
 class GatewayContext:
     def __init__(self, *, limits: Limits = Limits(), cluster_header: bool = True,
-                 scheme: bytes = b"http", max_idle_per_endpoint: int = 1024) -> None:
+                 scheme: bytes = b"http", max_idle_per_endpoint: int = 1024, zone: str | None = None) -> None:
         self.table: RouteTable = EMPTY_TABLE
         self.limits = limits
         self.cluster_header = cluster_header
         self.scheme = scheme
+        self.zone = zone
         self.pools = PoolRegistry(max_idle_per_endpoint)
         self.metrics = GatewayMetrics()
+        self.health = HealthState()
+        self.balancer = BalancerState()
+        self.mirrors = Mirrors()
         self.downstreams: set[DownstreamH1] = set()
         self.draining = False
         self.loop: asyncio.AbstractEventLoop | None = None
-        # passive health: endpoint key -> time until which it is ejected
-        self.ejected: dict[str, float] = {}
-        self._rr: dict[str, int] = {}
+        self.metrics.health_rows = self.health_rows
+        self.metrics.mirror_counts = self.mirrors.counts
         self._cluster_lines: dict[str, bytes] = {}
         self._rid_prefix = os.urandom(6).hex().encode()
         self._rid = 0
 
     def swap_table(self, table: RouteTable) -> None:
-        from .routing.build import all_backends
         self.table = table
         keys = {e.key for b in all_backends(table) for e in b.endpoints}
         self.pools.retain(keys)
-        for key in [k for k in self.ejected if k not in keys]:
-            del self.ejected[key]
+        self.health.retain(keys)
 
     def request_id(self) -> bytes:
         self._rid += 1
@@ -68,43 +73,28 @@ class GatewayContext:
                 b"x-fleetgate-cluster: " + cluster.encode() + b"\r\n" if self.cluster_header else b"")
         return line
 
-    def pick(self, backend: Backend, tried: list[str] | None, now: float) -> UpstreamEndpoint | None:
-        """Round robin over the backend's endpoints (replica-proportional across member
-        clusters), skipping ejected endpoints and ones this request already tried, and
-        preferring a member cluster not yet tried. Panic: when every endpoint is ejected,
-        use them anyway rather than fail."""
-        eps = backend.endpoints
-        n = len(eps)
-        if n == 0:
-            return None
-        start = self._rr.get(backend.key, 0)
-        self._rr[backend.key] = start + 1
-        ejected = self.ejected
-        if not tried and not ejected:
-            return eps[start % n]
-        tried_clusters = {e.cluster for e in eps if e.key in tried} if tried else ()
-        fallback = None
-        for i in range(n):
-            e = eps[(start + i) % n]
-            if tried and e.key in tried:
-                continue
-            until = ejected.get(e.key)
-            if until is not None and until > now:
-                fallback = fallback or e
-                continue
-            if e.cluster in tried_clusters:
-                fallback = fallback or e
-                continue
-            return e
-        if fallback is not None:
-            return fallback
-        if tried:
-            return None
-        return eps[start % n]  # panic: every endpoint ejected
+    def usable(self, backend: Backend) -> bool:
+        """Has at least one endpoint that is up (canary and destination fallback)."""
+        if not backend.endpoints:
+            return False
+        down = self.health.down
+        if not down:
+            return True
+        now = self.loop.time() if self.loop else 0.0
+        return any(self.health.is_up(e.key, now) for e in backend.endpoints)
 
-    def eject(self, endpoint: UpstreamEndpoint, now: float, seconds: float = 30.0) -> None:
-        self.ejected[endpoint.key] = now + seconds
+    def eject(self, endpoint: UpstreamEndpoint, backend: Backend | None, now: float) -> None:
+        peers: Iterable[str] = (e.key for e in backend.endpoints) if backend is not None else ()
+        self.health.eject(endpoint.key, peers, now)
 
     def healthy(self, key: str, now: float) -> bool:
-        until = self.ejected.get(key)
-        return until is None or until <= now
+        return self.health.is_up(key, now)
+
+    def health_rows(self) -> dict[tuple[str, str, str], int]:
+        """fleetgate_upstream_endpoint_healthy rows for the current table."""
+        now = self.loop.time() if self.loop else 0.0
+        rows = {}
+        for b in all_backends(self.table):
+            for e in b.endpoints:
+                rows[(e.cluster, f"{b.namespace}/{b.service}", e.key)] = int(self.health.is_up(e.key, now))
+        return rows

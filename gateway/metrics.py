@@ -8,7 +8,7 @@ when /metrics is scraped.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Iterator
+from typing import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -22,8 +22,8 @@ class GatewayMetrics(Collector):
         # ingress -> [bucket counts..., +Inf count, sum]
         self.durations: dict[str, list[float]] = {}
         self.retries: dict[str, int] = {}
-        self.endpoint_health: dict[tuple[str, str, str], int] = {}
-        self.generated: dict[str, int] = {}
+        self.health_rows: Callable[[], dict[tuple[str, str, str], int]] = dict
+        self.mirror_counts: dict[tuple[str, str], int] = {}
 
     def observe(self, ingress: str, cluster: str, code: int, seconds: float) -> None:
         key = (ingress, cluster, code)
@@ -60,6 +60,11 @@ class GatewayMetrics(Collector):
         yield r
         g = GaugeMetricFamily("fleetgate_upstream_endpoint_healthy", "1 when the endpoint receives traffic",
                               labels=["cluster", "service", "address"])
-        for (cluster, service, address), v in sorted(self.endpoint_health.items()):
+        for (cluster, service, address), v in sorted(self.health_rows().items()):
             g.add_metric([cluster, service, address], v)
         yield g
+        m = CounterMetricFamily("fleetgate_mirror_requests", "Mirrored request copies by result",
+                                labels=["cluster", "result"])
+        for (cluster, result), n in sorted(self.mirror_counts.items()):
+            m.add_metric([cluster, result], n)
+        yield m

@@ -17,7 +17,8 @@ from fleet.snapshot import Diagnostic, FleetSnapshot
 from .context import GatewayContext, Limits
 from .protocol.downstream import DownstreamH1
 from .protocol.http1 import DATE
-from .routing.build import DEFAULT_CLASSES, build
+from .routing.build import DEFAULT_CLASSES, build, route_backends
+from .upstream.checker import ActiveChecker
 from .routing.table import RouteTable, describe_table
 
 log = logging.getLogger("fleetgate.gateway")
@@ -33,6 +34,7 @@ class GatewayOptions:
     cluster_header: bool = True
     reuse_port: bool = False
     drain_timeout: float = 10.0
+    zone: str | None = None  # this gateway's topology zone: prefer member clusters in it
 
 
 class Gateway:
@@ -40,7 +42,9 @@ class Gateway:
 
     def __init__(self, options: GatewayOptions) -> None:
         self.options = options
-        self.ctx = GatewayContext(limits=options.limits, cluster_header=options.cluster_header)
+        self.ctx = GatewayContext(limits=options.limits, cluster_header=options.cluster_header,
+                                  zone=options.zone)
+        self.checker = ActiveChecker(self.ctx.health)
         self.diagnostics: list[Diagnostic] = []
         self.servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.Task[None] | None = None
@@ -54,7 +58,7 @@ class Gateway:
     def apply(self, snapshot: FleetSnapshot) -> None:
         """Build a new table from a snapshot and swap it in (requests in flight keep theirs)."""
         table, diags = build(snapshot, ingress_classes=self.options.ingress_classes,
-                             version=snapshot.version)
+                             version=snapshot.version, zone=self.options.zone)
         old = {str(d) for d in self.diagnostics}
         for d in diags:
             if str(d) not in old:
@@ -62,7 +66,21 @@ class Gateway:
         self.diagnostics = diags
         self.ctx.swap_table(table)
         self.table_ready = True
+        if self.ctx.loop is not None:
+            self._update_checks(table)
         log.info("route table v%d: %d routes", table.version, len(table.routes))
+
+    def _update_checks(self, table: RouteTable) -> None:
+        """Active checks for the endpoints of routes that ask for them (first route wins)."""
+        targets = {}
+        for r in (*table.routes, *([table.default] if table.default else [])):
+            check = r.policy.health_check
+            if check is None:
+                continue
+            for b in route_backends(r):
+                for e in b.endpoints:
+                    targets.setdefault(e.key, (e, check))
+        self.checker.update(targets)
 
     def follow(self, fleet: Any) -> None:
         """Apply the fleet's current snapshot and every later one."""
@@ -78,6 +96,7 @@ class Gateway:
         server = await loop.create_server(lambda: DownstreamH1(self.ctx), sock=sock, backlog=2048)
         self.servers.append(server)
         self._sweeper = loop.create_task(self._sweep())
+        self._update_checks(self.ctx.table)
         return [s.getsockname()[:2] for srv in self.servers for s in srv.sockets]
 
     async def _sweep(self) -> None:
@@ -90,6 +109,7 @@ class Gateway:
             DATE.refresh()
             for ds in list(ctx.downstreams):
                 ds.check_timeouts(now)
+            ctx.mirrors.expire(now)
             reap_every += 1
             if reap_every >= 10:
                 reap_every = 0
@@ -127,6 +147,8 @@ class Gateway:
                 pass
             self._sweeper = None
         self.ctx.pools.close_all()
+        self.checker.close()
+        self.ctx.mirrors.close()
 
     def debug_routes(self) -> dict[str, Any]:
         now = asyncio.get_running_loop().time()

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections import deque
 from typing import TYPE_CHECKING
 
 import httptools
 
-from ..routing.table import Route, normalize_host, route as find_route
+from ..routing.table import Backend, Route, normalize_host, route as find_route
+from ..upstream.balancer import affinity_id, choose_endpoint, hash_key
 from ..upstream.connect import connect
+from . import policy_hooks
 from .http1 import (CONNECTION_KEYWORDS, CONTINUE_100, DATE, H_CONNECTION, H_CONTENT_LENGTH,
                     H_EXPECT, H_HOST, H_REQUEST_ID, H_TRANSFER_ENCODING, H_UPGRADE, H_VIA,
                     H_XFF, IDEMPOTENT_METHODS, REQUEST_SPECIAL, error_response)
@@ -46,7 +49,9 @@ class Exchange:
                  "via", "expect", "upgrade", "head_done", "request_done", "keep_alive", "route",
                  "head", "body", "body_size", "replayable", "upstream", "endpoint", "tried",
                  "response_started", "chunked_response", "status", "cluster", "is_head",
-                 "start", "deadline", "tunnel_buf", "finished", "attempt", "head_raw")
+                 "start", "deadline", "tunnel_buf", "finished", "attempt", "head_raw",
+                 "backend", "label", "answer", "extra_resp", "view", "mirror", "mirror_head", "headers",
+                 "hard_deadline", "counted")
 
     def __init__(self, ds: "DownstreamH1") -> None:
         self.ds = ds
@@ -87,6 +92,16 @@ class Exchange:
         self.finished = False
         self.attempt = 0
         self.head_raw = 0  # head bytes read after the read that began it
+        self.backend: Backend | None = None  # chosen by policy (canary...); None: the route's
+        self.label = ""  # metrics label: the route's Ingress, or the canary's
+        self.answer: tuple[int, str, bytes] | None = None  # a response the gateway gives itself
+        self.extra_resp = b""  # response header lines a policy adds (CORS, affinity cookie)
+        self.view = None  # RequestView, for routes with per-request policy
+        self.mirror = None  # MirrorPolicy when this request is mirrored
+        self.mirror_head = b""
+        self.headers: dict[str, str] | None = None  # request headers some policy reads
+        self.hard_deadline = 0.0  # mse `timeout`: total time including retries
+        self.counted: str | None = None  # endpoint key counted in-flight (least_conn)
 
 
 class DownstreamH1(asyncio.Protocol):
@@ -184,7 +199,7 @@ class DownstreamH1(asyncio.Protocol):
 
     def _reject(self, code: int, reason: str) -> None:
         """Answer a request we cannot proceed with, then close; an in-flight response is
-        finished first."""
+        finished first unless the bad bytes are its own request's body."""
         self.close_after = True
         self.cur = None
         if self.queue:
@@ -226,9 +241,15 @@ class DownstreamH1(asyncio.Protocol):
         ex.header_bytes += len(name) + len(value) + 4
         if ex.header_bytes > self.ctx.limits.max_header_bytes:
             raise Reject(431, "headers-too-large")
-        kind = REQUEST_SPECIAL.get(name.lower())
+        lname = name.lower()
+        kind = REQUEST_SPECIAL.get(lname)
         if kind is None:
             ex.hlines += (name, b": ", value, b"\r\n")
+            want = self.ctx.table.request_headers
+            if want and lname in want:
+                if ex.headers is None:
+                    ex.headers = {}
+                ex.headers[lname.decode("latin-1")] = value.decode("latin-1")
         elif kind == H_HOST:
             if ex.host is not None and ex.host != value:
                 raise Reject(400, "duplicate-host")
@@ -315,11 +336,24 @@ class DownstreamH1(asyncio.Protocol):
         r = find_route(ctx.table, normalize_host(ex.host.decode("latin-1")), path.decode("latin-1"))
         if r is not None:
             ex.route = r
-            limit = r.policy.max_body_size or ctx.limits.max_body_size
+            ex.label = r.ingress
+            policy = r.policy
+            limit = policy.max_body_size or ctx.limits.max_body_size
             if limit is not None and ex.content_length is not None and ex.content_length > limit:
                 raise Reject(413, "request-too-large")
+            if policy.total_timeout is not None:
+                ex.hard_deadline = ex.start + policy.total_timeout
+            upstream_target, upstream_host = target, ex.host
+            if policy.per_request:
+                q_str = "" if q < 0 else target[q + 1:].decode("latin-1")
+                prepared = policy_hooks.prepare(self, ex, r, path.decode("latin-1"), q_str)
+                if prepared is None:
+                    r = None  # answered by the gateway (ex.answer)
+                else:
+                    upstream_target, upstream_host = prepared
+        if r is not None:
             # the upstream request head, joined once
-            parts = [method, b" ", target, b" HTTP/1.1\r\nhost: ", ex.host, b"\r\n"]
+            parts = [method, b" ", upstream_target, b" HTTP/1.1\r\nhost: ", upstream_host, b"\r\n"]
             parts += ex.hlines
             parts += (b"x-forwarded-for: ", ex.xff + b", " + self.peer if ex.xff else self.peer,
                       b"\r\nx-forwarded-proto: ", ctx.scheme, b"\r\nx-forwarded-host: ", ex.host,
@@ -334,6 +368,8 @@ class DownstreamH1(asyncio.Protocol):
                 ex.keep_alive = False
             parts.append(b"\r\n")
             ex.head = b"".join(parts)
+            if ex.mirror is not None:
+                ex.mirror_head = policy_hooks.mirror_head(ex, b"".join(parts[6:]), upstream_target)
         ex.hlines = None  # type: ignore[assignment]
         if self.active is None:
             if ex.expect and has_body and r is not None:
@@ -378,6 +414,8 @@ class DownstreamH1(asyncio.Protocol):
         if ex is None:
             return
         ex.request_done = True
+        if ex.mirror is not None:
+            self._submit_mirror(ex)
         if ex.finished:
             return
         if ex.chunked_request:
@@ -392,20 +430,68 @@ class DownstreamH1(asyncio.Protocol):
     def _start(self, ex: Exchange) -> None:
         self.active = ex
         self.deadline = 0.0
+        if ex.answer is not None:
+            code, reason, extra = ex.answer
+            self._generated(ex, code, reason, extra)
+            return
         if ex.route is None:
             self._generated(ex, 404, "no-route")
             return
-        backend = ex.route.backend
         now = self.now()
-        ep = self.ctx.pick(backend, ex.tried, now) if backend is not None else None
+        ep = self._pick(ex, now)
         if ep is None:
             self._generated(ex, 503, "no-healthy-upstream")
             return
         self._send(ex, ep, now)
 
+    def _pick(self, ex: Exchange, now: float) -> "UpstreamEndpoint | None":
+        """The endpoint for ex's next attempt: plain round robin on the fast path, else the
+        balancer with member-cluster policy, health and retries; the `default-backend`
+        annotation when the backend has no endpoint at all."""
+        route = ex.route
+        policy = route.policy
+        backend = ex.backend or route.backend
+        ctx = self.ctx
+        health = ctx.health
+        if backend is not None and not policy.per_request and not health.down and not ex.tried:
+            eps = backend.endpoints
+            if eps:
+                return eps[ctx.balancer.next_rr(backend.key) % len(eps)]
+        if backend is None or not backend.endpoints or not ctx.usable(backend):
+            fallback = policy.default_backend.backend if policy.default_backend is not None else None
+            if fallback is not None and fallback.endpoints and (backend is None or not backend.endpoints
+                                                                or ctx.usable(fallback)):
+                backend = ex.backend = fallback
+        if backend is None:
+            return None
+        view = ex.view
+        header_cluster = hash_value = affinity = None
+        if view is not None:
+            if policy.cluster_by_header:
+                header_cluster = view.header(policy.cluster_by_header)
+            if policy.hash_by:
+                hash_value = hash_key(policy, view.uri, view.host, view.remote_addr, view.header, view.arg)
+            if policy.affinity is not None:
+                affinity = view.cookie(policy.affinity.name)
+        ep = choose_endpoint(backend, policy, ctx.balancer, lambda k: health.is_up(k, now), ex.tried or (),
+                             random.random(), random.random(), header_cluster=header_cluster,
+                             hash_value=hash_value, affinity=affinity)
+        if ep is not None and policy.affinity is not None:
+            cookie = affinity_id(ep.key)
+            if cookie != affinity:
+                a = policy.affinity
+                ex.extra_resp += (f"set-cookie: {a.name}={cookie}; Path={a.path or '/'}; HttpOnly"
+                                  + (f"; Max-Age={a.max_age}" if a.max_age else "") + "\r\n").encode()
+        return ep
+
     def _send(self, ex: Exchange, ep: "UpstreamEndpoint", now: float) -> None:
         ex.endpoint = ep
         ex.attempt += 1
+        if ex.route.policy.load_balance != "round_robin":
+            active = self.ctx.balancer.active
+            self._uncount(ex)
+            active[ep.key] = active.get(ep.key, 0) + 1
+            ex.counted = ep.key
         ex.deadline = now + ex.route.policy.connect_timeout
         pool = self.ctx.pools.get(ep.key)
         conn = pool.acquire()
@@ -428,30 +514,22 @@ class DownstreamH1(asyncio.Protocol):
 
     def upstream_failed(self, ex: Exchange, kind: str, *, reused: bool, got_bytes: bool) -> None:
         """The upstream of ex failed: connect error, reset, timeout or protocol error.
-        Retry on another endpoint when nothing reached the client and it is safe."""
+        Retry on another endpoint (preferring another member cluster) when nothing reached
+        the client and the retry policy allows it; eject the endpoint for the others."""
         if ex.finished or self.active is not ex:
             return
         ex.upstream = None
         ctx = self.ctx
         now = self.now()
         ep = ex.endpoint
-        if ep is not None and kind in ("connect", "connect-timeout"):
-            ctx.eject(ep, now)
+        connect_failed = kind in ("connect", "connect-timeout")
+        stale = reused and not got_bytes and not connect_failed  # a pooled connection the server closed
+        if ep is not None and not stale and kind != "protocol":
+            ctx.eject(ep, ex.backend or ex.route.backend, now)
         if not ex.response_started:
-            safe = kind in ("connect", "connect-timeout") or (
-                not got_bytes and reused and ex.method in IDEMPOTENT_METHODS)
-            if safe and ex.replayable and ep is not None:
-                tried = ex.tried
-                if tried is None:
-                    tried = ex.tried = []
-                if not (reused and kind not in ("connect", "connect-timeout")):
-                    tried.append(ep.key)  # a stale pooled connection does not spend the endpoint
-                if len(tried) < ex.route.policy.retry.tries:
-                    nxt = ctx.pick(ex.route.backend, tried, now) if ex.route.backend else None
-                    if nxt is not None:
-                        ctx.metrics.retry(nxt.cluster)
-                        self._send(ex, nxt, now)
-                        return
+            if self._retry(ex, ep, now, connect_failed=connect_failed, stale=stale,
+                           timeout=kind == "timeout"):
+                return
             if kind == "timeout":
                 self._generated(ex, 504, "upstream-timeout")
             elif kind == "connect-timeout":
@@ -465,10 +543,86 @@ class DownstreamH1(asyncio.Protocol):
         # client sees an incomplete response rather than a wrong one.
         ex.finished = True
         self.active = None
-        ctx.metrics.observe(ex.route.ingress, ex.cluster, ex.status, now - ex.start)
+        self._uncount(ex)
+        ctx.metrics.observe(ex.label, ex.cluster, ex.status, now - ex.start)
         self.flush()
         if self.transport is not None:
             self.transport.close()
+
+    def _retry(self, ex: Exchange, ep: "UpstreamEndpoint | None", now: float, *, connect_failed: bool,
+               stale: bool, timeout: bool = False, status: int = 0) -> bool:
+        """Send ex again to another endpoint if the policy allows; True when it did.
+        Connect failures are retried whatever the method (nothing reached the upstream);
+        other failures only for idempotent methods unless `non_idempotent`."""
+        retry = ex.route.policy.retry
+        if ep is None or not ex.replayable or (retry.off and not stale):
+            return False
+        if stale and ex.method not in IDEMPOTENT_METHODS:
+            return False  # the server may have seen it before it closed
+        if not (connect_failed or stale):
+            if not (retry.non_idempotent or ex.method in IDEMPOTENT_METHODS):
+                return False
+            if timeout and not retry.on_timeout:
+                return False
+            if status and status not in retry.on_status:
+                return False
+            if not timeout and not status and not retry.on_error:
+                return False
+        if retry.timeout is not None and now - ex.start > retry.timeout:
+            return False
+        if ex.hard_deadline and now >= ex.hard_deadline:
+            return False
+        tried = ex.tried
+        if tried is None:
+            tried = ex.tried = []
+        if not stale:
+            tried.append(ep.key)  # a stale pooled connection does not spend the endpoint
+        if len(tried) >= retry.tries:
+            return False
+        nxt = self._pick(ex, now)
+        if nxt is None:
+            return False
+        self.ctx.metrics.retry(nxt.cluster)
+        self._send(ex, nxt, now)
+        return True
+
+    def response_head(self, ex: Exchange, code: int) -> bool:
+        """The upstream answered `code`: feed outlier detection; False when the response is
+        to be dropped and the request retried instead (proxy-next-upstream http_5xx)."""
+        ep = ex.endpoint
+        ctx = self.ctx
+        if ep is None:
+            return True
+        if code >= 500 or ep.key in ctx.health.endpoints:
+            backend = ex.backend or ex.route.backend
+            ctx.health.record_status(ep.key, code, (e.key for e in backend.endpoints) if backend else (),
+                                     ex.route.policy.consecutive_5xx, self.now())
+            if code in ex.route.policy.retry.on_status and ex.request_done:
+                return not self._can_retry_status(ex, code)
+        return True
+
+    def _can_retry_status(self, ex: Exchange, code: int) -> bool:
+        retry = ex.route.policy.retry
+        if retry.off or not ex.replayable or not (retry.non_idempotent or ex.method in IDEMPOTENT_METHODS):
+            return False
+        return len(ex.tried or ()) + 1 < retry.tries
+
+    def retry_after_status(self, ex: Exchange, code: int, upstream: "UpstreamH1", reusable: bool) -> None:
+        """The dropped response has been read to its end: release the connection, retry."""
+        now = self.now()
+        ex.upstream = None
+        if reusable:
+            upstream.pool.release(upstream, now)
+        else:
+            upstream.close()
+        if not self._retry(ex, ex.endpoint, now, connect_failed=False, stale=False, status=code):
+            self._generated(ex, 502, "upstream-error")
+
+    def _uncount(self, ex: Exchange) -> None:
+        if ex.counted is not None:
+            active = self.ctx.balancer.active
+            active[ex.counted] = active.get(ex.counted, 1) - 1
+            ex.counted = None
 
     def response_complete(self, ex: Exchange, *, reusable: bool, upstream: "UpstreamH1 | None") -> None:
         ex.finished = True
@@ -480,20 +634,25 @@ class DownstreamH1(asyncio.Protocol):
                 upstream.pool.release(upstream, now)
             else:
                 upstream.close()
-        ctx.metrics.observe(ex.route.ingress, ex.cluster, ex.status, now - ex.start)
+        if ex.counted is not None:
+            self._uncount(ex)
+        ctx.metrics.observe(ex.label, ex.cluster, ex.status, now - ex.start)
         self._next(ex, now)
 
-    def _generated(self, ex: Exchange, code: int, reason: str) -> None:
-        """Answer ex ourselves (404/502/503/504), in order with pipelined responses."""
+    def _generated(self, ex: Exchange, code: int, reason: str, extra: bytes = b"") -> None:
+        """Answer ex ourselves (404/502/503/504...), in order with pipelined responses."""
         ex.finished = True
         ex.status = code
+        self._uncount(ex)
         if not ex.request_done and ex.head_done:
             ex.keep_alive = False  # the unread body would be taken for the next request
         close = not ex.keep_alive or self.ctx.draining
+        if not close and not self.http11:
+            extra += b"connection: keep-alive\r\n"
         self.out.append(error_response(code, reason, close=close, request_id=ex.request_id or b"",
-                                       extra=b"" if close or self.http11 else b"connection: keep-alive\r\n"))
+                                       extra=extra + ex.extra_resp))
         now = self.now()
-        self.ctx.metrics.observe(ex.route.ingress if ex.route else "", "", code, now - ex.start)
+        self.ctx.metrics.observe(ex.label, "", code, now - ex.start)
         self._next(ex, now)
 
     def _next(self, ex: Exchange, now: float) -> None:
@@ -513,6 +672,25 @@ class DownstreamH1(asyncio.Protocol):
         self.deadline = now + (self.ctx.limits.header_timeout if self.cur is not None
                                else self.ctx.limits.idle_timeout)
 
+    def _submit_mirror(self, ex: Exchange) -> None:
+        """Fire and forget a copy (a body larger than the retry buffer is not mirrored)."""
+        m = ex.mirror
+        ex.mirror = None
+        if m is None or (m.request_body and not ex.replayable):
+            return
+        body = b"".join(ex.body) if m.request_body and ex.body else b""
+        loop = self.ctx.loop or asyncio.get_running_loop()
+        if m.url_host is not None:
+            self.ctx.mirrors.submit(m.url_host, m.url_port, "external", ex.mirror_head + body, loop)
+            return
+        backend = m.service.backend if m.service is not None else None
+        if backend is None or not backend.endpoints:
+            self.ctx.mirrors._count("", "no-endpoint")
+            return
+        eps = backend.endpoints
+        ep = eps[self.ctx.balancer.next_rr(backend.key) % len(eps)]
+        self.ctx.mirrors.submit(ep.address, ep.port, ep.cluster, ex.mirror_head + body, loop)
+
     # --- upgrades (WebSocket and other tunnels) ------------------------------------------
 
     def _upgrade_requested(self, rest: bytes) -> None:
@@ -531,7 +709,7 @@ class DownstreamH1(asyncio.Protocol):
         self.active = None
         self.tunnel = up
         self.deadline = 0.0
-        self.ctx.metrics.observe(ex.route.ingress, ex.cluster, 101, self.now() - ex.start)
+        self.ctx.metrics.observe(ex.label, ex.cluster, 101, self.now() - ex.start)
         if rest:
             self.out.append(rest)
 
@@ -546,6 +724,14 @@ class DownstreamH1(asyncio.Protocol):
     def check_timeouts(self, now: float) -> None:
         ex = self.active
         if ex is not None:
+            if ex.hard_deadline and now > ex.hard_deadline and not ex.response_started and not ex.finished:
+                up = ex.upstream
+                if up is not None:
+                    up.abort()
+                ex.upstream = None
+                self._generated(ex, 504, "upstream-timeout")
+                self.flush()
+                return
             if ex.deadline and now > ex.deadline:
                 kind = "timeout" if ex.upstream is not None else "connect-timeout"
                 up = ex.upstream

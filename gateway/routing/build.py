@@ -264,8 +264,29 @@ def build(snapshot: FleetSnapshot, *, ingress_classes: Sequence[str] = DEFAULT_C
     exact_hosts = {h: vh for h, vh in frozen.items() if h and not h.startswith("*.")}
     wildcards = {h[2:]: vh for h, vh in frozen.items() if h and h.startswith("*.")}
     table = RouteTable(hosts=exact_hosts, wildcards=wildcards, any_host=frozen.get(None),
-                       default=default, routes=routes, version=version)
+                       default=default, routes=routes, version=version,
+                       request_headers=frozenset(h.encode() for r in (*routes, *([default] if default else ()))
+                                               for h in headers_read(r.policy)))
     return table, diags
+
+
+def headers_read(policy: RoutePolicy) -> set[str]:
+    """Request headers a policy needs at request time."""
+    names: set[str] = set()
+    for c in policy.canaries:
+        if c.header:
+            names.add(c.header)
+        if c.cookie:
+            names.add("cookie")
+    if policy.cluster_by_header:
+        names.add(policy.cluster_by_header)
+    if policy.hash_by and policy.hash_by.startswith("$http_"):
+        names.add(policy.hash_by[6:].replace("_", "-"))
+    if policy.affinity:
+        names.add("cookie")
+    if policy.cors:
+        names.update(("origin", "access-control-request-method"))
+    return names
 
 
 def route_backends(r: Route) -> Iterable[Backend]:

@@ -78,6 +78,9 @@ class RouteTable:
     default: Route | None
     routes: tuple[Route, ...] = ()
     version: int = 0
+    # lowercase names of request headers some route's policy reads (canary, cluster-by-header,
+    # hashing, cookies, CORS); the parser keeps only these, and only when there are any
+    request_headers: frozenset[bytes] = frozenset()
 
 
 EMPTY_TABLE = RouteTable(hosts={}, wildcards={}, any_host=None, default=None)

@@ -24,7 +24,7 @@ _VIA = b"via: 1.1 fleetgate\r\n"
 class UpstreamH1(asyncio.Protocol):
     __slots__ = ("pool", "transport", "parser", "ex", "ds", "idle_since", "got_bytes", "reason",
                  "hlines", "chunked", "has_length", "keep_alive", "interim", "upgraded", "tunnel",
-                 "conn_tokens", "close_delimited", "reused")
+                 "conn_tokens", "close_delimited", "reused", "discard")
 
     def __init__(self, pool: "Pool") -> None:
         self.pool = pool
@@ -45,6 +45,7 @@ class UpstreamH1(asyncio.Protocol):
         self.conn_tokens: list[bytes] | None = None
         self.close_delimited = False
         self.reused = False
+        self.discard = 0  # status of a response being dropped for a retry
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -93,6 +94,7 @@ class UpstreamH1(asyncio.Protocol):
         self.keep_alive = True
         self.interim = self.upgraded = self.close_delimited = False
         self.conn_tokens = None
+        self.discard = 0
         self.transport.write(data)  # type: ignore[union-attr]
 
     # --- flow control: the downstream's reading follows our write buffer -------------
@@ -174,12 +176,17 @@ class UpstreamH1(asyncio.Protocol):
                 if lines[i].lower() not in drop:
                     kept += lines[i:i + 4]
             lines = kept
+        if not ds.response_head(ex, code):
+            self.discard = code  # read it to its end, then retry elsewhere
+            return
         ex.status = code
         ex.response_started = True
         ex.cluster = self.ds_cluster(ex)
         head = [status_line(code, self.reason)]
         head += lines
         head.append(ds.ctx.cluster_line(ex.cluster))
+        if ex.extra_resp:
+            head.append(ex.extra_resp)
         if code == 101:
             self.upgraded = True
             head.append(b"connection: upgrade\r\n\r\n")
@@ -212,7 +219,7 @@ class UpstreamH1(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         ex = self.ex
-        if ex is None:
+        if ex is None or self.discard:
             return
         if ex.chunked_response:
             ex.ds.out += (b"%x\r\n" % len(body), body, b"\r\n")
@@ -225,6 +232,10 @@ class UpstreamH1(asyncio.Protocol):
             return
         ex = self.ex
         if ex is None or self.upgraded:
+            return
+        if self.discard:
+            self.ex = None
+            ex.ds.retry_after_status(ex, self.discard, self, self.keep_alive and ex.request_done)
             return
         if ex.chunked_response:
             ex.ds.out.append(b"0\r\n\r\n")

@@ -1,0 +1,287 @@
+"""The Kubernetes API as fleetgate uses it: which resources it reads, and a thin client
+that lists, watches and patches them as raw JSON.
+
+Raw JSON on purpose: objects become frozen views once, at the edge (fleet/objects.py), so
+building kubernetes_asyncio's models first would only cost time (10,000 endpoints) and
+hide fields. Every request goes through ApiClient.call_api, so kubeconfig auth (tokens,
+exec plugins, client certificates) is kubernetes_asyncio's. This module and fleet/live.py
+are the only importers of kubernetes_asyncio.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Mapping, Sequence
+
+import aiohttp
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+
+from .objects import MCS_GROUP
+
+log = logging.getLogger(__name__)
+
+Raw = dict[str, Any]
+
+LIST_PAGE = 500  # items per list page, like client-go's reflector
+CONNECT_TIMEOUT = 5.0
+LIST_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """One resource type fleetgate watches; `versions` are tried in order (MCS CRDs are
+    served as v1beta1 by newer installs, v1alpha1 by older ones)."""
+    kind: str
+    group: str
+    plural: str
+    versions: tuple[str, ...] = ("v1",)
+    namespaced: bool = True
+
+    def api_version(self, version: str) -> str:
+        return f"{self.group}/{version}" if self.group else version
+
+    def path(self, version: str, *, namespace: str | None = None, name: str | None = None,
+             subresource: str | None = None) -> str:
+        base = f"/apis/{self.group}/{version}" if self.group else f"/api/{version}"
+        parts = [base]
+        if namespace is not None and self.namespaced:
+            parts.append(f"namespaces/{namespace}")
+        parts.append(self.plural)
+        if name is not None:
+            parts.append(name)
+            if subresource is not None:
+                parts.append(subresource)
+        return "/".join(parts)
+
+
+NAMESPACES = Resource("Namespace", "", "namespaces", namespaced=False)
+SERVICES = Resource("Service", "", "services")
+SECRETS = Resource("Secret", "", "secrets")
+ENDPOINT_SLICES = Resource("EndpointSlice", "discovery.k8s.io", "endpointslices")
+INGRESSES = Resource("Ingress", "networking.k8s.io", "ingresses")
+INGRESS_CLASSES = Resource("IngressClass", "networking.k8s.io", "ingressclasses", namespaced=False)
+SERVICE_EXPORTS = Resource("ServiceExport", MCS_GROUP, "serviceexports", ("v1beta1", "v1alpha1"))
+SERVICE_IMPORTS = Resource("ServiceImport", MCS_GROUP, "serviceimports", ("v1beta1", "v1alpha1"))
+
+# The hub needs Ingresses, IngressClasses and Secrets; members need the rest. Every source
+# watches all of them: a hub that is also a member needs both sets anyway.
+RESOURCES: Mapping[str, Resource] = {r.kind: r for r in (
+    NAMESPACES, SERVICES, ENDPOINT_SLICES, SERVICE_EXPORTS, SERVICE_IMPORTS,
+    INGRESSES, INGRESS_CLASSES, SECRETS)}
+
+
+class KubeError(Exception):
+    """The API server answered with a failure (or not at all: status 0)."""
+
+    def __init__(self, status: int, message: str, *, reason: str = "",
+                 retry_after: float | None = None) -> None:
+        super().__init__(f"{status} {reason}: {message}" if reason else f"{status}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def gone(self) -> bool:
+        """The resourceVersion (or continue token) is too old: list again."""
+        return self.status == 410 or self.reason in ("Expired", "Gone")
+
+    @property
+    def not_served(self) -> bool:
+        """This resource is not there for us (no such API, or RBAC forbids reading it)."""
+        return self.status in (403, 404)
+
+
+class Unreachable(Exception):
+    """No answer from the API server (connection refused, reset, timed out, bad kubeconfig)."""
+
+
+def _status_error(status: int, body: bytes | str, headers: Mapping[str, str] | None = None) -> KubeError:
+    message, reason = "", ""
+    try:
+        doc = json.loads(body)
+        if isinstance(doc, dict):
+            message, reason = str(doc.get("message", "")), str(doc.get("reason", ""))
+    except ValueError:
+        message = (body.decode("utf-8", "replace") if isinstance(body, bytes) else body)[:200]
+    retry_after = None
+    if headers is not None and headers.get("Retry-After", "").isdigit():
+        retry_after = float(headers["Retry-After"])
+    return KubeError(status, message or "request failed", reason=reason, retry_after=retry_after)
+
+
+def with_kind(raw: Raw, resource: Resource, version: str) -> Raw:
+    """List items of built-in kinds come without apiVersion/kind; parse_object needs them."""
+    if raw.get("kind") and raw.get("apiVersion"):
+        return raw
+    return {**raw, "apiVersion": raw.get("apiVersion") or resource.api_version(version),
+            "kind": raw.get("kind") or resource.kind}
+
+
+class WatchStream:
+    """One open watch: iterate (type, object) events; ERROR events raise KubeError.
+
+    A stream that ends (server timeout, dropped connection) just stops iterating; the
+    caller decides whether that was a failure."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    def __aiter__(self) -> "WatchStream":
+        return self
+
+    async def __anext__(self) -> tuple[str, Raw]:
+        while True:
+            try:
+                line = await self._response.content.readline()
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+                log.debug("watch stream ended: %r", exc)
+                raise StopAsyncIteration from None
+            if not line:
+                raise StopAsyncIteration
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            kind, obj = str(event.get("type", "")), event.get("object")
+            if kind == "ERROR":
+                status = obj if isinstance(obj, dict) else {}
+                raise KubeError(int(status.get("code") or 500), str(status.get("message", "")),
+                                reason=str(status.get("reason", "")))
+            if isinstance(obj, dict):
+                return kind, obj
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class KubeClient:
+    """One cluster's API server, reached through a kubeconfig (+ context).
+
+    The ApiClient is made on first use, so a kubeconfig whose credentials cannot be loaded
+    yet (an exec plugin failing) is an unreachable cluster that is retried, not a crash."""
+
+    def __init__(self, kubeconfig: Path, context: str | None = None) -> None:
+        self.kubeconfig = Path(kubeconfig)
+        self.context = context
+        self._api: k8s_client.ApiClient | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self.server = ""  # the API server URL, once the kubeconfig is loaded
+
+    async def _client(self) -> k8s_client.ApiClient:
+        if self._api is not None:
+            return self._api
+        async with self._lock:
+            if self._closed:
+                raise Unreachable("client closed")
+            if self._api is None:
+                try:
+                    api = await k8s_config.new_client_from_config(
+                        config_file=str(self.kubeconfig), context=self.context, persist_config=False)
+                except Exception as exc:  # any kubeconfig/credential problem
+                    raise Unreachable(f"cannot load kubeconfig {self.kubeconfig}: {exc}") from exc
+                self.server = api.configuration.host
+                self._api = api
+        return self._api
+
+    async def close(self) -> None:
+        self._closed = True
+        api, self._api = self._api, None
+        if api is not None:
+            await api.close()
+
+    async def _request(self, method: str, path: str, query: Sequence[tuple[str, str]] = (), *,
+                       body: Any = None, content_type: str | None = None,
+                       timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+        api = await self._client()
+        headers = {"Accept": "application/json"}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        try:
+            response = await api.call_api(
+                path, method, query_params=list(query), header_params=headers, body=body,
+                auth_settings=["BearerToken"], _preload_content=False, _request_timeout=timeout)
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise Unreachable(f"{method} {path}: {exc!r}") from exc
+        if response.status >= 300:
+            try:
+                data = await response.read()
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                data = b""
+            finally:
+                response.release()
+            raise _status_error(response.status, data, response.headers)
+        return response
+
+    async def _json(self, method: str, path: str, query: Sequence[tuple[str, str]] = (), **kw: Any) -> Raw:
+        response = await self._request(method, path, query, **kw)
+        try:
+            data = await response.read()
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise Unreachable(f"{method} {path}: {exc!r}") from exc
+        finally:
+            response.release()
+        doc = json.loads(data)
+        if not isinstance(doc, dict):
+            raise KubeError(500, "expected a JSON object")
+        return doc
+
+    async def list(self, resource: Resource, version: str) -> tuple[list[Raw], str]:
+        """Every object (paged), each with apiVersion/kind, and the list's resourceVersion."""
+        timeout = aiohttp.ClientTimeout(total=LIST_TIMEOUT, sock_connect=CONNECT_TIMEOUT)
+        items: list[Raw] = []
+        token = ""
+        while True:
+            query = [("limit", str(LIST_PAGE))] + ([("continue", token)] if token else [])
+            doc = await self._json("GET", resource.path(version), query, timeout=timeout)
+            meta = doc.get("metadata") or {}
+            items += [with_kind(i, resource, version) for i in doc.get("items") or () if isinstance(i, dict)]
+            token = str(meta.get("continue") or "")
+            if not token:
+                return items, str(meta.get("resourceVersion") or "")
+
+    async def watch(self, resource: Resource, version: str, resource_version: str, *,
+                    timeout_seconds: int) -> WatchStream:
+        """Open a watch from resource_version, with bookmarks; the server ends it after
+        timeout_seconds (a few minutes), and the caller watches again."""
+        query = [("watch", "true"), ("allowWatchBookmarks", "true"),
+                 ("timeoutSeconds", str(timeout_seconds))]
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT,
+                                        sock_read=timeout_seconds + 60)
+        response = await self._request("GET", resource.path(version), query, timeout=timeout)
+        return WatchStream(response)
+
+    async def merge_patch_status(self, resource: Resource, version: str, namespace: str, name: str,
+                                 patch: Raw) -> Raw:
+        """JSON merge patch on the status subresource; returns the updated object."""
+        timeout = aiohttp.ClientTimeout(total=LIST_TIMEOUT, sock_connect=CONNECT_TIMEOUT)
+        return await self._json("PATCH", resource.path(version, namespace=namespace, name=name,
+                                                       subresource="status"),
+                                body=patch, content_type="application/merge-patch+json", timeout=timeout)
+
+
+def kubeconfig_contexts(path: Path) -> tuple[list[str], str | None]:
+    """(context names, current-context) of a kubeconfig, for checking fleet.yaml early."""
+    import yaml
+
+    doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(doc, dict):
+        raise ValueError("not a kubeconfig (expected a mapping)")
+    names = [str(c.get("name")) for c in doc.get("contexts") or () if isinstance(c, dict)]
+    current = doc.get("current-context")
+    return names, str(current) if current else None
+
+
+async def iterate(stream: WatchStream) -> AsyncIterator[tuple[str, Raw]]:
+    """`async for` over a stream that is always closed afterwards."""
+    try:
+        async for event in stream:
+            yield event
+    finally:
+        stream.close()
