@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         gateway_cli.add_arguments(p)
         _dns_arguments(p, listen_flag="--dns")
         p.add_argument("--admin", default="127.0.0.1:9901", type=parse_address, metavar="HOST:PORT")
+        if name == "demo":
+            p.add_argument("--live", action="store_true", help="serve each cluster from a test API server (kubectl-able)")
 
     p = sub.add_parser("validate", help="load the fleet and print every problem; exit 1 if any")
     _common(p)

@@ -206,7 +206,7 @@ class KubeClient:
                 path, method, query_params=list(query), header_params=headers, body=body,
                 auth_settings=["BearerToken"], _preload_content=False, _request_timeout=timeout)
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-            raise Unreachable(f"{method} {path}: {exc!r}") from exc
+            raise Unreachable(f"{method} {path}: {exc or type(exc).__name__}") from exc
         if response.status >= 300:
             try:
                 data = await response.read()
@@ -222,7 +222,7 @@ class KubeClient:
         try:
             data = await response.read()
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-            raise Unreachable(f"{method} {path}: {exc!r}") from exc
+            raise Unreachable(f"{method} {path}: {exc or type(exc).__name__}") from exc
         finally:
             response.release()
         doc = json.loads(data)

@@ -15,7 +15,7 @@ import logging
 import random
 from typing import Callable, Protocol
 
-from .kube import KubeClient, KubeError, Raw, Resource, Unreachable
+from .kube import KubeClient, KubeError, Raw, Resource, Unreachable, with_kind
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class Reflector:
             async for kind, raw in stream:
                 rv = str((raw.get("metadata") or {}).get("resourceVersion") or "")
                 if kind != "BOOKMARK":
-                    self.sink.event(self.resource, kind, raw)
+                    self.sink.event(self.resource, kind, with_kind(raw, self.resource, self.version))
                 if rv:
                     self.resource_version = rv
         finally:
@@ -165,10 +165,8 @@ class Reflector:
             self.sink.state(self.resource)
 
     def _failed(self, error: str) -> None:
-        if not self.failing:
-            log.warning("source %s: %s: %s; retrying with backoff", self.source, self.resource.plural, error)
-        else:
-            log.debug("source %s: %s: still failing: %s", self.source, self.resource.plural, error)
+        # the LiveSource logs the cluster going away once; per-resource detail is debug
+        log.debug("source %s: %s: %s; retrying with backoff", self.source, self.resource.plural, error)
         changed = not self.failing
         self.failing, self.error = True, error
         self.attempted.set()

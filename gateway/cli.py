@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, with_listeners: bool = Tru
                         help="seconds a keep-alive client connection may stay idle (default %(default)s)")
     parser.add_argument("--max-body-size", type=int, default=None,
                         help="default request body limit in bytes (413 past it; default unlimited)")
+    parser.add_argument("--publish-address", default=None, metavar="ADDRESS",
+                        help="IP or hostname written to status.loadBalancer of the Ingresses served "
+                             "(live hubs; default: none, status is not written)")
 
 
 def ingress_classes(args: argparse.Namespace) -> tuple[str, ...]:
@@ -46,6 +49,7 @@ def options_from(args: argparse.Namespace, http: tuple[str, int], *, reuse_port:
         reuse_port=reuse_port,
         drain_timeout=args.drain_timeout,
         zone=args.zone,
+        publish_address=args.publish_address,
     )
 
 
@@ -53,6 +57,9 @@ async def start_gateway(fleet: Any, options: GatewayOptions, admin: AdminServer 
     gateway = Gateway(options)
     gateway.follow(fleet)
     await gateway.start()
+    if options.publish_address:
+        from .status import start_status_writer
+        start_status_writer(fleet, address=options.publish_address, classes=options.ingress_classes)
     if admin is not None:
         admin.add_collector(gateway.ctx.metrics)
         admin.add_json("/debug/routes", lambda request: gateway.debug_routes())

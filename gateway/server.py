@@ -35,6 +35,7 @@ class GatewayOptions:
     reuse_port: bool = False
     drain_timeout: float = 10.0
     zone: str | None = None  # this gateway's topology zone: prefer member clusters in it
+    publish_address: str | None = None  # written to served Ingresses' status (live hubs)
 
 
 class Gateway:

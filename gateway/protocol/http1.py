@@ -106,11 +106,14 @@ def error_response(code: int, reason: str, *, close: bool = False, request_id: b
                    extra: bytes = b"") -> bytes:
     """A short plain-text response the gateway generates, always carrying
     x-fleetgate-reason so clients and tests can tell it from an upstream's."""
-    body = f"{code} {HTTPStatus(code).phrase}: {reason}\n".encode()
-    head = [status_line(code), DATE.line,
-            b"content-type: text/plain; charset=utf-8\r\n",
-            b"content-length: %d\r\n" % len(body),
-            b"x-fleetgate-reason: ", reason.encode(), b"\r\n"]
+    if code in (204, 304):  # no body allowed
+        body = b""
+        head = [status_line(code), DATE.line]
+    else:
+        body = f"{code} {HTTPStatus(code).phrase}: {reason}\n".encode()
+        head = [status_line(code), DATE.line, b"content-type: text/plain; charset=utf-8\r\n",
+                b"content-length: %d\r\n" % len(body)]
+    head += [b"x-fleetgate-reason: ", reason.encode(), b"\r\n"]
     if request_id:
         head += [b"x-request-id: ", request_id, b"\r\n"]
     if extra:

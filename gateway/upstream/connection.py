@@ -69,6 +69,7 @@ class UpstreamH1(asyncio.Protocol):
             ex.ds.flush()
             return
         ex.ds.upstream_failed(ex, "reset" if exc else "closed", reused=self.reused, got_bytes=self.got_bytes)
+        ex.ds.flush()
 
     def close(self) -> None:
         t = self.transport

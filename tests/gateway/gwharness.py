@@ -134,6 +134,15 @@ class EchoBackend:
     port: int
     hits: int = 0
     requests: list[dict] = field(default_factory=list)
+    runner: Any = None
+
+    async def stop(self) -> None:
+        """Kill the pod: stop listening and reset every open connection at once."""
+        for site in list(self.runner.sites):
+            await site.stop()
+        for handler in list(self.runner.server.connections):
+            if handler.transport is not None:
+                handler.transport.abort()
 
 
 @pytest.fixture
@@ -163,6 +172,7 @@ async def echo_backends() -> Any:
         site = web.TCPSite(runner, host, port)
         await site.start()
         backend.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        backend.runner = runner
         runners.append(runner)
         return backend
 

@@ -1,0 +1,150 @@
+"""One live cluster's objects, kept from list and watch results (pure: no I/O, no asyncio).
+
+Raw objects are parsed into frozen views once, when their resourceVersion changes; a
+relist that returns what we already hold keeps every view (and so the snapshot) as it
+was. A malformed object keeps its last good view and becomes a diagnostic. ClusterObjects
+are built on demand and only for kinds that changed, so a burst of events costs one build.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping
+
+from .objects import KubeObject, ObjectError, describe, parse_object
+from .snapshot import ClusterObjects, Diagnostic, ObjKey
+
+Raw = Mapping[str, Any]
+
+
+@dataclass
+class _Kind:
+    objects: dict[ObjKey, KubeObject] = field(default_factory=dict)
+    problems: dict[ObjKey, Diagnostic] = field(default_factory=dict)
+    view: Mapping[ObjKey, KubeObject] | None = None  # frozen copy, None after a change
+    namespaces: frozenset[str] = frozenset()
+
+
+def _key(raw: Raw, namespaced: bool) -> ObjKey | None:
+    meta = raw.get("metadata")
+    if not isinstance(meta, Mapping) or not meta.get("name"):
+        return None
+    return (str(meta.get("namespace") or "default") if namespaced else "", str(meta["name"]))
+
+
+def _rv(raw: Raw) -> str:
+    meta = raw.get("metadata")
+    return str(meta.get("resourceVersion") or "") if isinstance(meta, Mapping) else ""
+
+
+class ObjectStore:
+    """Views by kind and (namespace, name). `replace` and `apply` say whether anything
+    (objects or diagnostics) changed; `snapshot()` builds only what did."""
+
+    def __init__(self, origin: str = "") -> None:
+        self.origin = origin  # the API server (or kubeconfig) diagnostics point at
+        self._kinds: dict[str, _Kind] = {}
+        self._objects: ClusterObjects = ClusterObjects(source=origin)
+        self._stale = False  # some kind's objects (or the origin) moved since the last build
+
+    def set_origin(self, origin: str) -> None:
+        """Name the API server once it is known (diagnostics and ClusterObjects.source)."""
+        if origin != self.origin:
+            self.origin = origin
+            self._stale = True
+
+    def _kind(self, kind: str) -> _Kind:
+        k = self._kinds.get(kind)
+        if k is None:
+            k = self._kinds[kind] = _Kind()
+        return k
+
+    def _parse(self, k: _Kind, key: ObjKey, raw: Raw) -> KubeObject | None:
+        """The new view, or None (a diagnostic is recorded and the old view stays)."""
+        try:
+            obj = parse_object(raw)
+        except ObjectError as exc:
+            where = f"{self.origin} ({raw.get('apiVersion')})" if self.origin else str(raw.get("apiVersion"))
+            k.problems[key] = Diagnostic(where, describe(raw), str(exc))
+            return None
+        k.problems.pop(key, None)
+        return obj
+
+    def replace(self, kind: str, items: Iterable[Raw], *, namespaced: bool = True) -> bool:
+        """A fresh list of one kind: its objects become exactly these. True if anything changed."""
+        k = self._kind(kind)
+        before_problems = dict(k.problems)
+        k.problems.clear()
+        fresh: dict[ObjKey, KubeObject] = {}
+        for raw in items:
+            key = _key(raw, namespaced)
+            if key is None:
+                continue
+            old = k.objects.get(key)
+            if old is not None and old.meta.resource_version and old.meta.resource_version == _rv(raw):
+                fresh[key] = old
+                continue
+            obj = self._parse(k, key, raw)
+            if obj is not None:
+                fresh[key] = old if old is not None and old == obj else obj
+            elif old is not None:
+                fresh[key] = old
+        moved = fresh.keys() != k.objects.keys() or any(fresh[key] is not k.objects[key] for key in fresh)
+        k.objects = fresh
+        return self._mark(k, moved, before_problems != k.problems)
+
+    def apply(self, kind: str, event: str, raw: Raw, *, namespaced: bool = True) -> bool:
+        """One watch event (ADDED, MODIFIED, DELETED). True if anything changed."""
+        k = self._kind(kind)
+        key = _key(raw, namespaced)
+        if key is None:
+            return False
+        old = k.objects.get(key)
+        if event == "DELETED":
+            problem = k.problems.pop(key, None)
+            if old is not None:
+                del k.objects[key]
+            return self._mark(k, old is not None, problem is not None)
+        if event not in ("ADDED", "MODIFIED"):
+            return False
+        if old is not None and old.meta.resource_version and old.meta.resource_version == _rv(raw):
+            return False  # a replay of what we hold
+        before = k.problems.get(key)
+        obj = self._parse(k, key, raw)
+        moved = obj is not None and obj != old
+        if moved:
+            assert obj is not None
+            k.objects[key] = obj
+        return self._mark(k, moved, k.problems.get(key) != before)
+
+    def _mark(self, k: _Kind, moved: bool, problems_moved: bool) -> bool:
+        if moved:
+            k.view = None
+            self._stale = True
+        return moved or problems_moved
+
+    def diagnostics(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for kind in sorted(self._kinds) for _, d in sorted(self._kinds[kind].problems.items()))
+
+    def snapshot(self) -> ClusterObjects:
+        """The current objects; the same ClusterObjects as last time if nothing moved."""
+        if not self._stale:
+            return self._objects
+        by_kind: dict[str, Mapping[ObjKey, KubeObject]] = {}
+        names: set[str] = set()
+        for kind, k in self._kinds.items():
+            if k.view is None:
+                k.view = MappingProxyType(dict(k.objects))
+                spaces = {ns for ns, _ in k.objects if ns}
+                if kind == "Namespace":
+                    spaces |= {name for _, name in k.objects}
+                k.namespaces = frozenset(spaces)
+            if k.view:
+                by_kind[kind] = k.view
+            names |= k.namespaces
+        self._objects = ClusterObjects(by_kind, frozenset(names), {}, self.origin)
+        self._stale = False
+        return self._objects
+
+    def __len__(self) -> int:
+        return sum(len(k.objects) for k in self._kinds.values())
