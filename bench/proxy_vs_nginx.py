@@ -103,10 +103,14 @@ def start_nginx(procs: Processes, tmp: Path, name: str, body: str, port: int, cp
 
 # ---------------------------------------------------------------- fleet generation
 
-def _ingress(name: str, rules: list[tuple[str, str]]) -> dict[str, Any]:
+def _ingress(name: str, rules: list[tuple[str, str]], *,
+             annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": "default"}
+    if annotations:
+        meta["annotations"] = dict(annotations)
     return {
         "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-        "metadata": {"name": name, "namespace": "default"},
+        "metadata": meta,
         "spec": {"ingressClassName": "fleetgate", "rules": [
             {"host": host, "http": {"paths": [{
                 "path": "/", "pathType": "Prefix",

@@ -53,18 +53,14 @@ class GatewayContext:
         self.metrics.health_rows = self.health_rows
         self.metrics.mirror_counts = self.mirrors.counts
         self._cluster_lines: dict[str, bytes] = {}
-        self._rid_prefix = os.urandom(6).hex().encode()
-        self._rid = 0
+        self.rid_prefix = os.urandom(6).hex().encode()  # x-request-id: <prefix>-<counter>
+        self.rid = 0
 
     def swap_table(self, table: RouteTable) -> None:
         self.table = table
         keys = {e.key for b in all_backends(table) for e in b.endpoints}
         self.pools.retain(keys)
         self.health.retain(keys)
-
-    def request_id(self) -> bytes:
-        self._rid += 1
-        return b"%s-%x" % (self._rid_prefix, self._rid)
 
     def cluster_line(self, cluster: str) -> bytes:
         line = self._cluster_lines.get(cluster)

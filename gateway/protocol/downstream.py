@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from ..routing.table import Backend, Route, normalize_host, route as find_route
+from ..routing.table import Backend, Route, route as find_route
 from ..upstream.balancer import affinity_id, choose_endpoint, hash_key
 from ..upstream.connect import connect
 from . import policy_hooks
@@ -42,66 +42,61 @@ class Reject(Exception):
 
 
 class Exchange:
-    """One request/response pair."""
+    """One request/response pair.
 
-    __slots__ = ("ds", "method", "target", "url_parts", "url_len", "hlines", "header_bytes",
-                 "host", "content_length", "chunked_request", "conn_tokens", "xff", "request_id",
-                 "via", "expect", "upgrade", "head_done", "request_done", "keep_alive", "route",
-                 "head", "body", "body_size", "replayable", "upstream", "endpoint", "tried",
-                 "response_started", "chunked_response", "status", "cluster", "is_head",
-                 "start", "deadline", "tunnel_buf", "finished", "attempt", "head_raw",
-                 "backend", "label", "answer", "extra_resp", "view", "mirror", "mirror_head", "headers",
-                 "hard_deadline", "counted")
+    Defaults live on the class so creating one per request sets only what differs;
+    the three lists are per instance."""
+
+    method = b""
+    target = b""
+    url_len = 0
+    header_bytes = 0
+    host: bytes | None = None
+    content_length: int | None = None
+    chunked_request = False
+    conn_tokens: list[bytes] | None = None
+    xff: bytes | None = None
+    request_id: bytes | None = None
+    via: bytes | None = None
+    expect = False
+    upgrade: bytes | None = None
+    head_done = False
+    request_done = False
+    keep_alive = True
+    route: Route = None
+    head = b""
+    body_size = 0
+    replayable = True
+    upstream: UpstreamH1 | None = None
+    endpoint: UpstreamEndpoint | None = None
+    tried: list[str] | None = None
+    response_started = False
+    chunked_response = False
+    status = 0
+    cluster = ""
+    is_head = False
+    start = 0.0
+    deadline = 0.0
+    tunnel_buf: bytes | None = None
+    finished = False
+    attempt = 0
+    head_raw = 0  # head bytes read after the read that began it
+    backend: Backend | None = None  # chosen by policy (canary...); None: the route's
+    label = ""  # metrics label: the route's Ingress, or the canary's
+    answer: tuple[int, str, bytes] | None = None  # a response the gateway gives itself
+    extra_resp = b""  # response header lines a policy adds (CORS, affinity cookie)
+    view = None  # RequestView, for routes with per-request policy
+    mirror = None  # MirrorPolicy when this request is mirrored
+    mirror_head = b""
+    headers: dict[str, str] | None = None  # request headers some policy reads
+    hard_deadline = 0.0  # mse `timeout`: total time including retries
+    counted: str | None = None  # endpoint key counted in-flight (least_conn)
 
     def __init__(self, ds: "DownstreamH1") -> None:
         self.ds = ds
-        self.method = b""
-        self.target = b""
         self.url_parts: list[bytes] = []
-        self.url_len = 0
         self.hlines: list[bytes] = []
-        self.header_bytes = 0
-        self.host: bytes | None = None
-        self.content_length: int | None = None
-        self.chunked_request = False
-        self.conn_tokens: list[bytes] | None = None
-        self.xff: bytes | None = None
-        self.request_id: bytes | None = None
-        self.via: bytes | None = None
-        self.expect = False
-        self.upgrade: bytes | None = None
-        self.head_done = False
-        self.request_done = False
-        self.keep_alive = True
-        self.route: Route = None  # type: ignore[assignment]
-        self.head = b""
         self.body: list[bytes] = []
-        self.body_size = 0
-        self.replayable = True
-        self.upstream: UpstreamH1 | None = None
-        self.endpoint: UpstreamEndpoint | None = None
-        self.tried: list[str] | None = None
-        self.response_started = False
-        self.chunked_response = False
-        self.status = 0
-        self.cluster = ""
-        self.is_head = False
-        self.start = 0.0
-        self.deadline = 0.0
-        self.tunnel_buf: bytes | None = None
-        self.finished = False
-        self.attempt = 0
-        self.head_raw = 0  # head bytes read after the read that began it
-        self.backend: Backend | None = None  # chosen by policy (canary...); None: the route's
-        self.label = ""  # metrics label: the route's Ingress, or the canary's
-        self.answer: tuple[int, str, bytes] | None = None  # a response the gateway gives itself
-        self.extra_resp = b""  # response header lines a policy adds (CORS, affinity cookie)
-        self.view = None  # RequestView, for routes with per-request policy
-        self.mirror = None  # MirrorPolicy when this request is mirrored
-        self.mirror_head = b""
-        self.headers: dict[str, str] | None = None  # request headers some policy reads
-        self.hard_deadline = 0.0  # mse `timeout`: total time including retries
-        self.counted: str | None = None  # endpoint key counted in-flight (least_conn)
 
 
 class DownstreamH1(asyncio.Protocol):
@@ -195,7 +190,8 @@ class DownstreamH1(asyncio.Protocol):
                 limits = self.ctx.limits
                 if cur.head_raw > limits.max_header_bytes + limits.max_request_line:
                     self._reject(431, "headers-too-large")
-        self.flush()
+        if self.out or self.close_after:
+            self.flush()
 
     def _reject(self, code: int, reason: str) -> None:
         """Answer a request we cannot proceed with, then close; an in-flight response is
@@ -223,14 +219,14 @@ class DownstreamH1(asyncio.Protocol):
             else:
                 self._generated(ex, code, reason)
 
-    def on_message_begin(self) -> None:
-        ex = self.cur = Exchange(self)
-        ex.start = self.now()
-        if self.active is None:
-            self.deadline = ex.start + self.ctx.limits.header_timeout
-
     def on_url(self, url: bytes) -> None:
+        # The first callback of every request (no on_message_begin: one call less each)
         ex = self.cur
+        if ex is None:
+            ex = self.cur = Exchange(self)
+            ex.start = self.now()
+            if self.active is None:
+                self.deadline = ex.start + self.ctx.limits.header_timeout
         ex.url_parts.append(url)
         ex.url_len += len(url)
         if ex.url_len > self.ctx.limits.max_request_line:
@@ -329,11 +325,19 @@ class DownstreamH1(asyncio.Protocol):
         q = target.find(b"?")
         path = target if q < 0 else target[:q]
         if ex.request_id is None:
-            ex.request_id = ctx.request_id()
+            ctx.rid += 1
+            ex.request_id = b"%s-%x" % (ctx.rid_prefix, ctx.rid)
         has_body = ex.chunked_request or bool(ex.content_length)
         if not has_body:
             ex.request_done = True
-        r = find_route(ctx.table, normalize_host(ex.host.decode("latin-1")), path.decode("latin-1"))
+        host = ex.host  # normalised inline: lowercase, port stripped
+        if host[:1] == b"[":
+            host = host[:host.find(b"]") + 1]
+        else:
+            colon = host.find(b":")
+            if colon >= 0:
+                host = host[:colon]
+        r = find_route(ctx.table, host.lower().decode("latin-1"), path.decode("latin-1"))
         if r is not None:
             ex.route = r
             ex.label = r.ingress
@@ -597,8 +601,8 @@ class DownstreamH1(asyncio.Protocol):
             backend = ex.backend or ex.route.backend
             ctx.health.record_status(ep.key, code, (e.key for e in backend.endpoints) if backend else (),
                                      ex.route.policy.consecutive_5xx, self.now())
-            if code in ex.route.policy.retry.on_status and ex.request_done:
-                return not self._can_retry_status(ex, code)
+        if code in ex.route.policy.retry.on_status and ex.request_done:
+            return not self._can_retry_status(ex, code)
         return True
 
     def _can_retry_status(self, ex: Exchange, code: int) -> bool:

@@ -147,22 +147,25 @@ class RoutePolicy:
     cors: CorsPolicy | None = None
     whitelist: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = None
 
-    @property
-    def per_request(self) -> bool:
-        """True when the data plane must look at the request beyond host and path (canary,
-        cluster choice, hashing, rewriting...); False keeps the plain round-robin fast path."""
-        return bool(self.canaries or self.destinations or self.cluster_weights or self.cluster_by_header
-                    or self.cluster_priority or self.local_zone or self.load_balance != "round_robin"
-                    or self.hash_by or self.affinity or self.mirror or self.rewrite_target
-                    or self.upstream_vhost or self.app_root or self.ssl_redirect or self.force_ssl_redirect
-                    or self.cors or self.whitelist is not None)
+    # True when the data plane must look at the request beyond host and path (canary,
+    # cluster choice, hashing, rewriting...); False keeps the plain round-robin fast path.
+    # Computed once here, read per request.
+    per_request: bool = field(init=False, default=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "per_request", bool(
+            self.canaries or self.destinations or self.cluster_weights or self.cluster_by_header
+            or self.cluster_priority or self.local_zone or self.load_balance != "round_robin"
+            or self.hash_by or self.affinity or self.mirror or self.rewrite_target
+            or self.upstream_vhost or self.app_root or self.ssl_redirect or self.force_ssl_redirect
+            or self.cors or self.whitelist is not None))
 
     def describe(self) -> dict[str, Any]:
         """Only the fields that differ from the defaults, for /debug/routes."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value == getattr(DEFAULT_POLICY, f.name):
+            if f.name == "per_request" or value == getattr(DEFAULT_POLICY, f.name):
                 continue
             if f.name == "canaries":
                 out[f.name] = [c.describe() for c in value]

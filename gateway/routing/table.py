@@ -136,7 +136,9 @@ def match_path(vh: VirtualHost, path: str) -> Route | None:
 def route(table: RouteTable, host: str, path: str) -> Route | None:
     """The route for a request (host already normalized, path without query), else the
     table's default route, else None (404)."""
-    vh = find_vhost(table, host)
+    vh = table.hosts.get(host)
+    if vh is None:
+        vh = find_vhost(table, host)
     if vh is not None:
         r = match_path(vh, path)
         if r is not None:

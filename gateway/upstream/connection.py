@@ -177,15 +177,20 @@ class UpstreamH1(asyncio.Protocol):
                 if lines[i].lower() not in drop:
                     kept += lines[i:i + 4]
             lines = kept
-        if not ds.response_head(ex, code):
+        if (code >= 400 or ds.ctx.health.endpoints) and not ds.response_head(ex, code):
             self.discard = code  # read it to its end, then retry elsewhere
             return
         ex.status = code
         ex.response_started = True
-        ex.cluster = self.ds_cluster(ex)
-        head = [status_line(code, self.reason)]
+        ep = ex.endpoint
+        cluster = ex.cluster = ep.cluster if ep is not None else ""
+        ctx = ds.ctx
+        cline = ctx._cluster_lines.get(cluster)
+        if cline is None:
+            cline = ctx.cluster_line(cluster)
+        head = [b"HTTP/1.1 %d %s\r\n" % (code, self.reason) if self.reason else status_line(code)]
         head += lines
-        head.append(ds.ctx.cluster_line(ex.cluster))
+        head.append(cline)
         if ex.extra_resp:
             head.append(ex.extra_resp)
         if code == 101:
@@ -213,10 +218,6 @@ class UpstreamH1(asyncio.Protocol):
             # llhttp cannot be told this answers a HEAD; finish here and do not reuse.
             self.keep_alive = False
             self._complete(ex)
-
-    @staticmethod
-    def ds_cluster(ex: "Exchange") -> str:
-        return ex.endpoint.cluster if ex.endpoint is not None else ""
 
     def on_body(self, body: bytes) -> None:
         ex = self.ex
