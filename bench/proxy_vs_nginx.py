@@ -3,9 +3,12 @@
 Servers share CPU 0, wrk runs on CPU 1; targets are measured in rotation and the
 medians compared (issue 2 targets: req/s >= 0.7x nginx, p99 <= 1.5x nginx).
 `--rss-scale` instead loads 1,000 Ingress rules and 10,000 endpoints and reports RSS.
+`--policies` gives the gateway's route canary + cluster-weights + 10 % mirroring (issue 3
+target: req/s >= 0.6x plain nginx).
 
     /work/venv/bin/python bench/proxy_vs_nginx.py [--rounds 3] [--duration 10] \
         [--connections 50,200] [--fleetgate CMD] [--only nginx|fleetgate] [--json FILE]
+    /work/venv/bin/python bench/proxy_vs_nginx.py --policies
     /work/venv/bin/python bench/proxy_vs_nginx.py --rss-scale
 """
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import http.client
 import json
 import math
+import re
 import shlex
 import signal
 import sys
@@ -60,6 +64,16 @@ http {{
 _BACKEND = """\
     server {{
         listen {host}:{port} backlog=4096;
+        location / {{
+            add_header X-Bench backend;
+            return 200 "hello\\n";
+        }}
+    }}"""
+
+_BACKEND_TWO = """\
+    server {{
+        listen {host}:{port} backlog=4096;
+        listen {host2}:{port} backlog=4096;
         location / {{
             add_header X-Bench backend;
             return 200 "hello\\n";
@@ -169,6 +183,95 @@ def bench_fleet(root: Path, backend_port: int) -> Path:
                             _slice("backend-1", "backend", [LOOPBACK], backend_port)]})
 
 
+POLICY_HOST2 = "127.0.0.2"  # the backend's second address: member cluster zone-b's endpoint
+POLICY_CLUSTER_WEIGHTS = "zone-a=70,zone-b=30"
+
+
+POLICIES = ("canary", "weights", "mirror")
+
+
+def policies_fleet(root: Path, backend_port: int, shadow_port: int | None,
+                   policies: Sequence[str] = POLICIES) -> Path:
+    """bench.local / -> `backend` in two member clusters (the same nginx backend on
+    127.0.0.1 in zone-a and 127.0.0.2 in zone-b), with the chosen policies: `weights`
+    (cluster-weights 70/30), `mirror` (10 % to `shadow`), `canary` (a canary Ingress by
+    header x-canary, else weight 10 %, -> `backend-canary`, backed by the same nginx)."""
+    annotations = {}
+    if "weights" in policies:
+        annotations["fleetgate.io/cluster-weights"] = POLICY_CLUSTER_WEIGHTS
+    if "mirror" in policies:
+        annotations["higress.io/mirror-target-service"] = "default/shadow:80"
+        annotations["higress.io/mirror-percentage"] = "10"
+    hub = [_ingress_class(), _ingress("bench", [(HOST, "backend")], annotations=annotations)]
+    if "canary" in policies:
+        hub.append(_ingress("bench-canary", [(HOST, "backend-canary")], annotations={
+            "nginx.ingress.kubernetes.io/canary": "true",
+            "nginx.ingress.kubernetes.io/canary-by-header": "x-canary",
+            "nginx.ingress.kubernetes.io/canary-weight": "10",
+        }))
+    members: dict[str, list[dict[str, Any]]] = {}
+    for cluster, address in (("zone-a", LOOPBACK), ("zone-b", POLICY_HOST2)):
+        members[cluster] = [_service("backend"), _service("backend-canary"),
+                            _slice("backend-%s" % cluster, "backend", [address], backend_port),
+                            _slice("backend-canary-%s" % cluster, "backend-canary", [address], backend_port)]
+    if shadow_port is not None:
+        members["zone-a"] += [_service("shadow"), _slice("shadow-zone-a", "shadow", [LOOPBACK], shadow_port)]
+    return _write_fleet(root, hub, members)
+
+
+_POLICY_FIELDS = {"canary": "canaries", "weights": "cluster_weights", "mirror": "mirror"}
+
+
+def check_policies(admin_port: int, policies: Sequence[str]) -> dict[str, Any]:
+    """Fail the run unless /debug/routes shows the policies on bench.local: a typo in an
+    annotation would otherwise measure the plain fast path."""
+    conn = http.client.HTTPConnection(LOOPBACK, admin_port, timeout=10)
+    try:
+        conn.request("GET", "/debug/routes")
+        body = json.loads(conn.getresponse().read())
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        raise RuntimeError("cannot read /debug/routes: %s" % exc) from None
+    finally:
+        conn.close()
+    for r in body.get("routes", []):
+        if r.get("host") == HOST:
+            policy = r.get("policy") or {}
+            missing = [_POLICY_FIELDS[k] for k in policies if not policy.get(_POLICY_FIELDS[k])]
+            clusters = [c["cluster"] for c in (r.get("backend") or {}).get("clusters", [])]
+            if missing or sorted(clusters) != ["zone-a", "zone-b"]:
+                raise RuntimeError("policies not in force on %s: missing %s, member clusters %s; diagnostics: %s"
+                                   % (HOST, missing, clusters, body.get("diagnostics")))
+            return policy
+    raise RuntimeError("no route for %s in /debug/routes: %s" % (HOST, body))
+
+
+_SAMPLE = re.compile(r"^(fleetgate_http_requests_total|fleetgate_mirror_requests_total)\{([^}]*)\}\s+(\S+)$", re.M)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def policy_counts(admin_port: int) -> dict[str, dict[str, float]]:
+    """Requests by Ingress, by member cluster, and mirror copies by result, from /metrics."""
+    conn = http.client.HTTPConnection(LOOPBACK, admin_port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    except (OSError, http.client.HTTPException) as exc:
+        log("cannot read /metrics: %s", exc)
+        return {}
+    finally:
+        conn.close()
+    out: dict[str, dict[str, float]] = {"ingress": {}, "cluster": {}, "mirror": {}}
+    for name, labels, value in _SAMPLE.findall(text):
+        lab = dict(_LABEL.findall(labels))
+        n = float(value)
+        if name == "fleetgate_mirror_requests_total":
+            out["mirror"][lab.get("result", "")] = out["mirror"].get(lab.get("result", ""), 0.0) + n
+        elif lab.get("code", "").startswith("2"):
+            for key in ("ingress", "cluster"):
+                out[key][lab.get(key, "")] = out[key].get(lab.get(key, ""), 0.0) + n
+    return out
+
+
 def scale_fleet(root: Path, *, rules: int, services: int, endpoints: int, clusters: int) -> Path:
     """`rules` host rules over `services` Services, `endpoints` endpoints spread over member clusters.
 
@@ -276,18 +379,33 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         tmp = Path(keep or auto)
         log("working folder %s; servers on CPU %s, wrk on CPU %s", tmp, server_cpu, client_cpu)
         ports: dict[str, int] = {"backend": free_port()}
-        start_nginx(procs, tmp, "backend", _BACKEND.format(host=LOOPBACK, port=ports["backend"]),
-                    ports["backend"], server_cpu, args.start_timeout)
+        if args.policies:
+            backend_body = _BACKEND_TWO.format(host=LOOPBACK, host2=POLICY_HOST2, port=ports["backend"])
+        else:
+            backend_body = _BACKEND.format(host=LOOPBACK, port=ports["backend"])
+        start_nginx(procs, tmp, "backend", backend_body, ports["backend"], server_cpu, args.start_timeout)
+        if "mirror" in args.policies and "fleetgate" in targets:
+            # the mirror's destination, on the servers' CPU like the backend
+            ports["shadow"] = free_port()
+            start_nginx(procs, tmp, "shadow", _BACKEND.format(host=LOOPBACK, port=ports["shadow"]),
+                        ports["shadow"], server_cpu, args.start_timeout)
         if "nginx" in targets:
             ports["nginx"] = free_port()
             start_nginx(procs, tmp, "nginx", _PROXY.format(host=LOOPBACK, port=ports["nginx"],
                                                            backend_port=ports["backend"]),
                         ports["nginx"], server_cpu, args.start_timeout)
         gateway: Proc | None = None
+        policy: dict[str, Any] | None = None
         if "fleetgate" in targets:
-            fleet = bench_fleet(tmp / "fleet", ports["backend"])
-            gateway, ports["fleetgate"], _ = start_fleetgate(procs, args, fleet, tmp, server_cpu,
-                                                             probe_host=HOST)
+            if args.policies:
+                fleet = policies_fleet(tmp / "fleet", ports["backend"], ports.get("shadow"), args.policies)
+            else:
+                fleet = bench_fleet(tmp / "fleet", ports["backend"])
+            gateway, ports["fleetgate"], admin_port = start_fleetgate(procs, args, fleet, tmp, server_cpu,
+                                                                      probe_host=HOST)
+            if args.policies:
+                policy = check_policies(admin_port, args.policies)
+                log("policies in force: %s", json.dumps(policy, sort_keys=True))
         headers = ["Host: %s" % HOST]
 
         def url(target: str) -> str:
@@ -305,7 +423,11 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                 rnd + 1, conns, target, res.rps, res.p50_ms, res.p99_ms, res.errors)
             runs[conns][target].append(res)
         rss = rss_report(gateway) if gateway is not None else None
-    return summarize(args, targets, runs, rss, server_cpu, client_cpu)
+        counts = policy_counts(admin_port) if policy is not None else None
+    summary = summarize(args, targets, runs, rss, server_cpu, client_cpu)
+    if policy is not None:
+        summary["policies"] = {"enabled": list(args.policies), "policy": policy, "counts": counts}
+    return summary
 
 
 def summarize(args: argparse.Namespace, targets: Sequence[str], runs: dict[int, dict[str, list[WrkResult]]],
@@ -340,8 +462,25 @@ def print_table(summary: dict[str, Any]) -> None:
             print("%6s  %-10s %10.0f %9.2f %9.2f %7d" % (conns, target, r["rps"], r["p50_ms"], r["p99_ms"],
                                                         r["errors"]))
         if "ratio" in level:
-            print("%6s  %-10s %9.2fx %9s %8.2fx   (targets: req/s >= 0.70x, p99 <= 1.50x)"
-                  % (conns, "fg/nginx", level["ratio"]["rps"], "", level["ratio"]["p99"]))
+            targets = "req/s >= 0.60x (policies)" if summary.get("policies") else "req/s >= 0.70x, p99 <= 1.50x"
+            print("%6s  %-10s %9.2fx %9s %8.2fx   (targets: %s)"
+                  % (conns, "fg/nginx", level["ratio"]["rps"], "", level["ratio"]["p99"], targets))
+    pol = summary.get("policies")
+    if pol:
+        what = {"canary": "canary by header x-canary else 10% weight",
+                "weights": "cluster-weights %s" % POLICY_CLUSTER_WEIGHTS, "mirror": "mirror 10% to `shadow`"}
+        print("fleetgate route policies over member clusters zone-a + zone-b: %s (nginx: plain proxy_pass)"
+              % ", ".join(what[p] for p in pol["enabled"]))
+        counts = pol.get("counts") or {}
+        for key in ("ingress", "cluster"):
+            total = sum(counts.get(key, {}).values()) or 1.0
+            print("  2xx by %-7s %s" % (key, ", ".join("%s %.1f%%" % (k or "-", 100 * v / total)
+                                                    for k, v in sorted(counts.get(key, {}).items()))))
+        mirror = counts.get("mirror", {})
+        served = sum(counts.get("ingress", {}).values()) or 1.0
+        print("  mirror copies: %s (%.1f%% of 2xx answers)"
+              % (", ".join("%s %d" % (k, v) for k, v in sorted(mirror.items())) or "none",
+                 100 * sum(mirror.values()) / served))
     rss = summary.get("gateway_rss")
     if rss:
         print("fleetgate RSS at end: %.1f MB (process tree %.1f MB over %d processes, peak %.1f MB)"
@@ -409,6 +548,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", choices=["nginx", "fleetgate"], help="measure only this proxy")
     p.add_argument("--skip-fleetgate", action="store_true", help="same as --only nginx")
     p.add_argument("--direct", action="store_true", help="also measure the backend without a proxy")
+    p.add_argument("--policies", nargs="?", const=",".join(POLICIES), default="",
+                   help="give the gateway's route canary (10%% weight), cluster-weights over two member "
+                        "clusters and 10%% mirroring (issue 3 target: req/s >= 0.6x nginx); optionally a "
+                        "comma-separated subset of %s" % ",".join(POLICIES))
     p.add_argument("--server-cpu", type=int)
     p.add_argument("--client-cpu", type=int)
     p.add_argument("--no-pin", action="store_true", help="do not use taskset")
@@ -423,6 +566,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rss-settle", type=float, default=3.0, help="seconds between ready and the RSS reading")
     args = p.parse_args(argv)
     args.connections = [int(c) for c in str(args.connections).split(",") if c.strip()]
+    args.policies = [x.strip() for x in args.policies.split(",") if x.strip()]
+    if set(args.policies) - set(POLICIES):
+        p.error("--policies takes a comma-separated subset of %s" % ",".join(POLICIES))
     if args.skip_fleetgate:
         if args.only == "fleetgate":
             p.error("--skip-fleetgate contradicts --only fleetgate")

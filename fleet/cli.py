@@ -145,11 +145,15 @@ async def _start_fleet(path: str) -> Any:
 
 
 def _live_factory() -> Any:
-    try:
-        from .live import LiveSource  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return LiveSource.factory if hasattr(LiveSource, "factory") else None
+    """A factory that imports the live provider (and kubernetes_asyncio, ~30 MB) only when
+    the fleet has a kubeconfig source."""
+    def make(name: str, spec: Any) -> Any:
+        try:
+            from .live import LiveSource  # type: ignore[attr-defined]
+        except ImportError as exc:
+            raise FleetConfigError(f"{name}: live (kubeconfig) sources are unavailable: {exc}") from None
+        return LiveSource.factory(name, spec)
+    return make
 
 
 async def _bind(what: str, start: Callable[[], Awaitable[Any]]) -> Any:
