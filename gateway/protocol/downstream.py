@@ -378,6 +378,8 @@ class DownstreamH1(asyncio.Protocol):
         if self.active is None:
             if ex.expect and has_body and r is not None:
                 self.out.append(CONTINUE_100)
+            if r is not None and not r.policy.per_request and not ctx.health.down and self._fast_send(ex, r):
+                return
             self._start(ex)
         else:
             if self.queue is None:
@@ -447,6 +449,33 @@ class DownstreamH1(asyncio.Protocol):
             self._generated(ex, 503, "no-healthy-upstream")
             return
         self._send(ex, ep, now)
+
+    def _fast_send(self, ex: Exchange, r: Route) -> bool:
+        """The common case in one call: plain round robin, every endpoint up, a warm pooled
+        connection. False (nothing done) when the route has no endpoint."""
+        backend = r.backend
+        if backend is None:
+            return False
+        eps = backend.endpoints
+        if not eps:
+            return False
+        rr = self.ctx.balancer.rr
+        n = rr.get(backend.key, 0)
+        rr[backend.key] = n + 1
+        ep = eps[n % len(eps)]
+        self.active = ex
+        self.deadline = 0.0
+        pool = self.ctx.pools.pools.get(ep.key)
+        conn = pool.idle.pop() if pool is not None and pool.idle else None
+        t = conn.transport if conn is not None else None
+        if t is None or t.is_closing():
+            self._send(ex, ep, self.now())  # no warm connection: the general send
+            return True
+        ex.endpoint = ep
+        ex.attempt = 1
+        ex.deadline = ex.start + r.policy.read_timeout
+        conn.send(ex, ex.head)
+        return True
 
     def _pick(self, ex: Exchange, now: float) -> "UpstreamEndpoint | None":
         """The endpoint for ex's next attempt: plain round robin on the fast path, else the
@@ -641,6 +670,10 @@ class DownstreamH1(asyncio.Protocol):
         if ex.counted is not None:
             self._uncount(ex)
         ctx.metrics.observe(ex.label, ex.cluster, ex.status, now - ex.start)
+        if ex.keep_alive and not self.queue and not ctx.draining:
+            self.active = None  # the common end of a keep-alive exchange: wait for the next
+            self.deadline = now + (ctx.limits.header_timeout if self.cur is not None else ctx.limits.idle_timeout)
+            return
         self._next(ex, now)
 
     def _generated(self, ex: Exchange, code: int, reason: str, extra: bytes = b"") -> None:
