@@ -156,9 +156,14 @@ class LoadClient:
     """Open-loop HTTP/1.1 client: request i is due at t0 + i/rate whatever happened before,
     on an idle keep-alive connection or a new one (at most `max_conns`)."""
 
-    def __init__(self, host: str, port: int, host_header: str, *, max_conns: int, timeout: float) -> None:
+    def __init__(self, host: str, port: int, host_header: str, *, max_conns: int, timeout: float,
+                 method: str = "GET") -> None:
         self.host, self.port = host, port
-        self.request = ("GET / HTTP/1.1\r\nHost: %s\r\nUser-Agent: fleetgate-drill\r\n\r\n" % host_header).encode()
+        body = b'{"drill": true}' if method in ("POST", "PUT", "PATCH") else b""
+        self.request = ("%s / HTTP/1.1\r\nHost: %s\r\nUser-Agent: fleetgate-drill\r\n%s\r\n"
+                        % (method, host_header, "Content-Length: %d\r\n" % len(body) if body else "")
+                        ).encode() + body
+        self.head_only = method == "HEAD"
         self.slots = asyncio.Semaphore(max_conns)
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self.timeout = timeout
@@ -217,7 +222,7 @@ class LoadClient:
                     keep = False
                 elif name in _WANTED:
                     setattr(s, _WANTED[name], value.decode("latin-1"))
-            if length:
+            if length and not self.head_only:
                 await reader.readexactly(length)
             s.status, s.done = status, time.monotonic()
         finally:
@@ -298,7 +303,8 @@ class Run:
 async def drive(port: int, pods: list[Proc], scenario: str, args: argparse.Namespace,
                 admin_port: int | None) -> tuple[float, float, list[Sample], GatewayWatch | None]:
     """Load for warmup+before+after seconds; fail every pod of zone-a after warmup+before."""
-    client = LoadClient(LOOPBACK, port, HOST, max_conns=args.max_conns, timeout=args.client_timeout)
+    client = LoadClient(LOOPBACK, port, HOST, max_conns=args.max_conns, timeout=args.client_timeout,
+                        method=args.method)
     stop = asyncio.Event()
     start = time.monotonic()
     fail_at = start + args.warmup + args.before
@@ -438,9 +444,9 @@ def _fmt(value: float | None, unit: str = "") -> str:
 
 
 def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    print("failover drill: %d pods per member cluster, %g req/s open-loop GETs; every %s pod %s; "
+    print("failover drill: %d pods per member cluster, %g req/s open-loop %ss; every %s pod %s; "
           "connect/read/send timeouts %g s, tries %d; p99 window +-%g s"
-          % (args.pods, args.rate, DEAD, "SIGKILLed (kill) / SIGSTOPped (hang)", args.timeout, args.tries,
+          % (args.pods, args.rate, args.method, DEAD, "SIGKILLed (kill) / SIGSTOPped (hang)", args.timeout, args.tries,
              args.window))
     head = ("scenario", "proxy", "requests", "failed", "p99 before", "p99 window", "max window",
             "dead attempts", "moved after", "all dead down", "targets")
@@ -480,6 +486,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scenarios", default="kill,hang", help="comma-separated: kill, hang")
     p.add_argument("--proxies", default="fleetgate,nginx", help="comma-separated: fleetgate, nginx")
     p.add_argument("--pods", type=int, default=3, help="pods per member cluster")
+    p.add_argument("--method", default="GET", choices=["GET", "HEAD", "POST", "PUT"],
+                   help="request method (POST/PUT carry a small body; a request already sent to a pod that "
+                        "dies is not retried for them, by both proxies' rules)")
     p.add_argument("--rate", type=float, default=300.0, help="requests per second")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of load not counted")
     p.add_argument("--before", type=float, default=3.0, help="counted seconds of load before the failure")

@@ -20,9 +20,10 @@ from ..routing.table import Backend, Route, route as find_route
 from ..upstream.balancer import affinity_id, choose_endpoint, hash_key
 from ..upstream.connect import connect
 from . import policy_hooks
-from .http1 import (CONNECTION_KEYWORDS, CONTINUE_100, DATE, H_CONNECTION, H_CONTENT_LENGTH,
+from .http1 import (CONTINUE_100, DATE, H_CONNECTION, H_CONTENT_LENGTH,
                     H_EXPECT, H_HOST, H_REQUEST_ID, H_TRANSFER_ENCODING, H_UPGRADE, H_VIA,
-                    H_XFF, IDEMPOTENT_METHODS, REQUEST_SPECIAL, error_response)
+                    H_XFF, IDEMPOTENT_METHODS, REQUEST_SPECIAL, connection_tokens, drop_named,
+                    error_response)
 
 if TYPE_CHECKING:
     from ..context import GatewayContext
@@ -263,12 +264,7 @@ class DownstreamH1(asyncio.Protocol):
             if value.strip().lower() != b"chunked":
                 raise Reject(501 if b"chunked" not in value.lower() else 400, "unsupported-transfer-encoding")
         elif kind == H_CONNECTION:
-            for token in value.lower().split(b","):
-                token = token.strip()
-                if token and token not in CONNECTION_KEYWORDS:
-                    if ex.conn_tokens is None:
-                        ex.conn_tokens = []
-                    ex.conn_tokens.append(token)
+            ex.conn_tokens = connection_tokens(value, ex.conn_tokens)
         elif kind == H_XFF:
             ex.xff = value if ex.xff is None else ex.xff + b", " + value
         elif kind == H_REQUEST_ID:
@@ -315,13 +311,7 @@ class DownstreamH1(asyncio.Protocol):
             ex.host = b""
         ex.target = target
         if ex.conn_tokens:
-            drop = set(ex.conn_tokens)
-            lines = ex.hlines
-            kept: list[bytes] = []
-            for i in range(0, len(lines), 4):
-                if lines[i].lower() not in drop:
-                    kept += lines[i:i + 4]
-            ex.hlines = kept
+            ex.hlines = drop_named(ex.hlines, ex.conn_tokens)
         q = target.find(b"?")
         path = target if q < 0 else target[:q]
         if ex.request_id is None:

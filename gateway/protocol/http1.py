@@ -65,6 +65,29 @@ RESPONSE_SPECIAL: dict[bytes, int] = {
 # Connection-header tokens that are not header names to strip.
 CONNECTION_KEYWORDS = frozenset((b"close", b"keep-alive", b"upgrade"))
 
+
+
+def connection_tokens(value: bytes, into: list[bytes] | None) -> list[bytes] | None:
+    """Header names a Connection header lists (they are hop-by-hop too), added to `into`."""
+    for token in value.lower().split(b","):
+        token = token.strip()
+        if token and token not in CONNECTION_KEYWORDS:
+            if into is None:
+                into = []
+            into.append(token)
+    return into
+
+
+def drop_named(lines: list[bytes], names: list[bytes]) -> list[bytes]:
+    """Header lines (kept as groups of 4 pieces: name, ": ", value, CRLF) minus `names`."""
+    drop = set(names)
+    kept: list[bytes] = []
+    for i in range(0, len(lines), 4):
+        if lines[i].lower() not in drop:
+            kept += lines[i:i + 4]
+    return kept
+
+
 IDEMPOTENT_METHODS = frozenset((b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"))
 
 STATUS_LINES: dict[int, bytes] = {

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from ..protocol.http1 import (CONNECTION_KEYWORDS, R_CONNECTION, R_CONTENT_LENGTH, R_HOP,
-                              R_TRANSFER_ENCODING, R_UPGRADE, RESPONSE_SPECIAL, status_line)
+from ..protocol.http1 import (R_CONNECTION, R_CONTENT_LENGTH, R_HOP,
+                              R_TRANSFER_ENCODING, R_UPGRADE, RESPONSE_SPECIAL, connection_tokens, drop_named,
+                              status_line)
 
 if TYPE_CHECKING:
     from ..protocol.downstream import DownstreamH1, Exchange
@@ -148,12 +149,7 @@ class UpstreamH1(asyncio.Protocol):
         elif kind == R_TRANSFER_ENCODING:
             self.chunked = b"chunked" in value.lower()
         elif kind == R_CONNECTION:
-            for token in value.lower().split(b","):
-                token = token.strip()
-                if token and token not in CONNECTION_KEYWORDS:
-                    if self.conn_tokens is None:
-                        self.conn_tokens = []
-                    self.conn_tokens.append(token)
+            self.conn_tokens = connection_tokens(value, self.conn_tokens)
         elif kind == R_UPGRADE and self.parser.get_status_code() == 101:
             self.hlines += (name, b": ", value, b"\r\n")
         # R_HOP, and Upgrade outside a 101: dropped (hop-by-hop)
@@ -171,12 +167,7 @@ class UpstreamH1(asyncio.Protocol):
         ds = ex.ds
         lines = self.hlines
         if self.conn_tokens:
-            drop = set(self.conn_tokens)
-            kept: list[bytes] = []
-            for i in range(0, len(lines), 4):
-                if lines[i].lower() not in drop:
-                    kept += lines[i:i + 4]
-            lines = kept
+            lines = drop_named(lines, self.conn_tokens)
         if (code >= 400 or ds.ctx.health.endpoints) and not ds.response_head(ex, code):
             self.discard = code  # read it to its end, then retry elsewhere
             return
