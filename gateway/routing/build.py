@@ -181,6 +181,12 @@ def build(snapshot: FleetSnapshot, *, ingress_classes: Sequence[str] = DEFAULT_C
             changes["default_backend"] = ref(policy.default_backend, "default-backend")
         if policy.mirror is not None and policy.mirror.service is not None:
             changes["mirror"] = replace(policy.mirror, service=ref(policy.mirror.service, "mirror-target-service"))
+        if policy.backend_protocol != "HTTP":
+            diag(ing, f"annotation backend-protocol: {policy.backend_protocol} upstreams are not supported "
+                      "yet; HTTP/1.1 is used", "warning")
+        if policy.ssl_redirect:
+            diag(ing, "annotation ssl-redirect: the gateway has no TLS listener yet; use "
+                      "force-ssl-redirect to redirect every plain-HTTP request", "warning")
         unknown = [c for c in (policy.cluster_weights or {}) if c not in snapshot.member_names]
         unknown += [c for c in (policy.cluster_priority or ()) if c not in snapshot.member_names]
         if unknown:

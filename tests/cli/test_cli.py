@@ -197,3 +197,33 @@ async def test_workers_share_the_port(tmp_path, slow_backend):
     finally:
         proc.terminate()
         assert await asyncio.to_thread(proc.wait, 15) == 0
+
+
+async def test_up_serves_gateway_dns_and_derived_imports_from_one_process(tmp_path):
+    from dnslib import QTYPE, DNSRecord
+    http, admin, dns = (f"127.0.0.1:{free_port()}" for _ in range(3))
+    proc = start(["up", "--http", http, "--admin", admin, "--dns", dns, "--cluster", "zone-b",
+                  "--log-level", "warning"])
+    try:
+        await wait_ready(admin, proc)
+        host, port = dns.rsplit(":", 1)
+        answer = await asyncio.to_thread(
+            lambda: DNSRecord.parse(DNSRecord.question("echo.demo.svc.clusterset.local", "A").send(
+                host, int(port), timeout=5)))
+        ips = [str(rr.rdata) for rr in answer.rr if rr.rtype == QTYPE.A]
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://{admin}/debug/imports?cluster=zone-b") as r:
+                imports = await r.json()
+            async with s.get(f"http://{admin}/debug/zone?cluster=zone-b") as r:
+                assert r.status == 200
+            async with s.get(f"http://{admin}/debug/imports?cluster=nowhere") as r:
+                assert r.status == 404
+            async with s.get(f"http://{http}/", headers={"Host": "nope.example"}) as r:
+                assert r.status == 404 and r.headers["x-fleetgate-reason"] == "no-route"
+        echo = [si for si in imports["serviceImports"] if si["metadata"]["name"] == "echo"]
+        assert len(echo) == 1 and echo[0]["spec"]["type"] == "ClusterSetIP"
+        assert ips == echo[0]["spec"]["ips"]
+        assert any(s["metadata"]["name"] == "amcs-echo" for s in imports["services"])
+    finally:
+        proc.terminate()
+        assert await asyncio.to_thread(proc.wait, 15) == 0
