@@ -109,7 +109,7 @@ class Gateway:
             now = loop.time()
             DATE.refresh()
             for ds in list(ctx.downstreams):
-                ds.check_timeouts(now)
+                ds.check_timeouts(now, SWEEP_INTERVAL * 1.5)
             ctx.mirrors.expire(now)
             reap_every += 1
             if reap_every >= 10:

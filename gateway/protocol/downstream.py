@@ -92,6 +92,8 @@ class Exchange:
     headers: dict[str, str] | None = None  # request headers some policy reads
     hard_deadline = 0.0  # mse `timeout`: total time including retries
     counted: str | None = None  # endpoint key counted in-flight (least_conn)
+    free_tries = 0  # attempts that failed on stale pooled connections (not counted)
+    timer_attempt = 0  # the attempt a precise deadline timer was set for
 
     def __init__(self, ds: "DownstreamH1") -> None:
         self.ds = ds
@@ -368,7 +370,8 @@ class DownstreamH1(asyncio.Protocol):
         if self.active is None:
             if ex.expect and has_body and r is not None:
                 self.out.append(CONTINUE_100)
-            if r is not None and not r.policy.per_request and not ctx.health.down and self._fast_send(ex, r):
+            if (r is not None and ex.answer is None and r.policy.plain_pick and not ctx.health.down
+                    and method in IDEMPOTENT_METHODS and self._fast_send(ex, r)):
                 return
             self._start(ex)
         else:
@@ -442,8 +445,8 @@ class DownstreamH1(asyncio.Protocol):
 
     def _fast_send(self, ex: Exchange, r: Route) -> bool:
         """The common case in one call: plain round robin, every endpoint up, a warm pooled
-        connection. False (nothing done) when the route has no endpoint."""
-        backend = r.backend
+        connection. False (nothing done) when the backend has no endpoint."""
+        backend = ex.backend or r.backend
         if backend is None:
             return False
         eps = backend.endpoints
@@ -476,7 +479,7 @@ class DownstreamH1(asyncio.Protocol):
         backend = ex.backend or route.backend
         ctx = self.ctx
         health = ctx.health
-        if backend is not None and not policy.per_request and not health.down and not ex.tried:
+        if backend is not None and policy.plain_pick and not health.down and not ex.tried:
             eps = backend.endpoints
             if eps:
                 return eps[ctx.balancer.next_rr(backend.key) % len(eps)]
@@ -517,7 +520,7 @@ class DownstreamH1(asyncio.Protocol):
             ex.counted = ep.key
         ex.deadline = now + ex.route.policy.connect_timeout
         pool = self.ctx.pools.get(ep.key)
-        conn = pool.acquire()
+        conn = pool.acquire(verify=ex.method not in IDEMPOTENT_METHODS)
         if conn is not None:
             ex.deadline = now + ex.route.policy.read_timeout
             body = ex.body
@@ -598,11 +601,15 @@ class DownstreamH1(asyncio.Protocol):
         tried = ex.tried
         if tried is None:
             tried = ex.tried = []
-        if not stale:
-            tried.append(ep.key)  # a stale pooled connection does not spend the endpoint
-        if len(tried) >= retry.tries:
+        tried.append(ep.key)  # the retry goes elsewhere, preferring another member cluster
+        if stale:
+            ex.free_tries += 1  # a pooled connection the server had closed costs no try
+        if len(tried) >= retry.tries + ex.free_tries:
             return False
         nxt = self._pick(ex, now)
+        if nxt is None and stale:
+            tried.remove(ep.key)  # no other endpoint: a fresh connection to the same one
+            nxt = self._pick(ex, now)
         if nxt is None:
             return False
         self.ctx.metrics.retry(nxt.cluster)
@@ -628,7 +635,7 @@ class DownstreamH1(asyncio.Protocol):
         retry = ex.route.policy.retry
         if retry.off or not ex.replayable or not (retry.non_idempotent or ex.method in IDEMPOTENT_METHODS):
             return False
-        return len(ex.tried or ()) + 1 < retry.tries
+        return len(ex.tried or ()) + 1 < retry.tries + ex.free_tries
 
     def retry_after_status(self, ex: Exchange, code: int, upstream: "UpstreamH1", reusable: bool) -> None:
         """The dropped response has been read to its end: release the connection, retry."""
@@ -748,24 +755,21 @@ class DownstreamH1(asyncio.Protocol):
 
     # --- timeouts (driven by the server's sweeper) ------------------------------------
 
-    def check_timeouts(self, now: float) -> None:
+    def check_timeouts(self, now: float, horizon: float = 0.0) -> None:
+        """Called by the server's sweeper every interval; an upstream deadline that falls
+        before the next sweep (now + horizon) gets a precise one-off timer, so timeouts
+        are exact while the request path schedules no timer of its own."""
         ex = self.active
         if ex is not None:
-            if ex.hard_deadline and now > ex.hard_deadline and not ex.response_started and not ex.finished:
-                up = ex.upstream
-                if up is not None:
-                    up.abort()
-                ex.upstream = None
-                self._generated(ex, 504, "upstream-timeout")
-                self.flush()
-                return
-            if ex.deadline and now > ex.deadline:
-                kind = "timeout" if ex.upstream is not None else "connect-timeout"
-                up = ex.upstream
-                if up is not None:
-                    up.abort()
-                self.upstream_failed(ex, kind, reused=False, got_bytes=True)
-                self.flush()
+            due = ex.deadline
+            if ex.hard_deadline and not ex.response_started and (not due or ex.hard_deadline < due):
+                due = ex.hard_deadline
+            if due and now >= due:
+                self._upstream_timeout(ex)
+            elif due and due < now + horizon and ex.timer_attempt != ex.attempt:
+                ex.timer_attempt = ex.attempt
+                loop = self.ctx.loop or asyncio.get_running_loop()
+                loop.call_at(due, self._timer_fired, ex, ex.attempt)
             return
         if self.tunnel is None and self.deadline and now > self.deadline:
             if self.cur is not None and not self.cur.head_done:
@@ -773,6 +777,33 @@ class DownstreamH1(asyncio.Protocol):
                 self.flush()
             if self.transport is not None:
                 self.transport.close()
+
+    def _timer_fired(self, ex: Exchange, attempt: int) -> None:
+        if self.active is not ex or ex.attempt != attempt or ex.finished:
+            return
+        ex.timer_attempt = 0
+        now = self.now()
+        due = ex.deadline
+        if ex.hard_deadline and not ex.response_started and (not due or ex.hard_deadline < due):
+            due = ex.hard_deadline
+        if due and now >= due:
+            self._upstream_timeout(ex)
+        # else: a read moved the deadline on; the sweeper keeps watching
+
+    def _upstream_timeout(self, ex: Exchange) -> None:
+        now = self.now()
+        up = ex.upstream
+        if ex.hard_deadline and now >= ex.hard_deadline and not ex.response_started:
+            if up is not None:
+                up.abort()
+            ex.upstream = None
+            self._generated(ex, 504, "upstream-timeout")
+        else:
+            kind = "timeout" if up is not None else "connect-timeout"
+            if up is not None:
+                up.abort()
+            self.upstream_failed(ex, kind, reused=False, got_bytes=True)
+        self.flush()
 
     def drain(self) -> None:
         """Graceful shutdown: close now if idle, else after the current response."""

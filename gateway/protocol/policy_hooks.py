@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .downstream import DownstreamH1, Exchange
 
 _GROUP = re.compile(r"\$(\d)")
+_NO_VIEW = RequestView()  # for policies that read nothing of the request
 
 
 def _origin_allowed(cors: CorsPolicy, origin: str | None) -> str | None:
@@ -65,13 +66,16 @@ def prepare(ds: "DownstreamH1", ex: "Exchange", route: Route, path: str, query: 
     """Apply the route's per-request policy. Returns (upstream target, upstream host), or
     None when the gateway answers itself (ex.answer is set)."""
     policy: RoutePolicy = route.policy
-    host = ex.host.decode("latin-1") if ex.host else ""
     headers = ex.headers or {}
-    view = ex.view = RequestView(headers=headers, query_string=query, remote_addr=ds.peer.decode(),
-                                 host=host, uri=ex.target.decode("latin-1"))
+    if policy.needs_view:
+        view = ex.view = RequestView(headers=headers, query_string=query, remote_addr=ds.peer.decode(),
+                                     host=ex.host.decode("latin-1") if ex.host else "",
+                                     uri=ex.target.decode("latin-1"))
+    else:
+        view = _NO_VIEW
     if policy.whitelist is not None:
         try:
-            addr = ipaddress.ip_address(view.remote_addr)
+            addr = ipaddress.ip_address(ds.peer.decode())
         except ValueError:
             addr = None
         if addr is None or not any(addr in net for net in policy.whitelist):
@@ -91,9 +95,10 @@ def prepare(ds: "DownstreamH1", ex: "Exchange", route: Route, path: str, query: 
                 ex.answer = (204, "cors-preflight", cors_headers(policy.cors, origin, preflight=True))
                 return None
             ex.extra_resp += cors_headers(policy.cors, origin, preflight=False)
-    backend, label = choose_backend(route, view, random.random(), ds.ctx.usable)
-    ex.backend = backend
-    ex.label = label
+    if policy.canaries or policy.destinations:
+        backend, label = choose_backend(route, view, random.random(), ds.ctx.usable)
+        ex.backend = backend
+        ex.label = label
     target = ex.target
     if policy.rewrite_target is not None:
         target = rewrite_path(route, policy.rewrite_target, path, query).encode("latin-1")

@@ -151,8 +151,18 @@ class RoutePolicy:
     # cluster choice, hashing, rewriting...); False keeps the plain round-robin fast path.
     # Computed once here, read per request.
     per_request: bool = field(init=False, default=False, compare=False)
+    # endpoint choice is plain round robin (no cluster policy, hashing or affinity)
+    plain_pick: bool = field(init=False, default=True, compare=False)
+    # some rule reads request headers, cookies or the query
+    needs_view: bool = field(init=False, default=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "plain_pick", not (
+            self.cluster_weights or self.cluster_by_header or self.cluster_priority or self.local_zone
+            or self.load_balance != "round_robin" or self.hash_by or self.affinity))
+        object.__setattr__(self, "needs_view", bool(
+            self.cluster_by_header or self.hash_by or self.affinity
+            or any(c.header or c.cookie or c.query for c in self.canaries)))
         object.__setattr__(self, "per_request", bool(
             self.canaries or self.destinations or self.cluster_weights or self.cluster_by_header
             or self.cluster_priority or self.local_zone or self.load_balance != "round_robin"
@@ -165,7 +175,7 @@ class RoutePolicy:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "per_request" or value == getattr(DEFAULT_POLICY, f.name):
+            if f.name in ("per_request", "plain_pick", "needs_view") or value == getattr(DEFAULT_POLICY, f.name):
                 continue
             if f.name == "canaries":
                 out[f.name] = [c.describe() for c in value]

@@ -25,7 +25,7 @@ _VIA = b"via: 1.1 fleetgate\r\n"
 class UpstreamH1(asyncio.Protocol):
     __slots__ = ("pool", "transport", "parser", "ex", "ds", "idle_since", "got_bytes", "reason",
                  "hlines", "chunked", "has_length", "keep_alive", "interim", "upgraded", "tunnel",
-                 "conn_tokens", "close_delimited", "reused", "discard")
+                 "conn_tokens", "close_delimited", "reused", "discard", "fileno")
 
     def __init__(self, pool: "Pool") -> None:
         self.pool = pool
@@ -47,11 +47,14 @@ class UpstreamH1(asyncio.Protocol):
         self.close_delimited = False
         self.reused = False
         self.discard = 0  # status of a response being dropped for a retry
+        self.fileno = -1
 
     # --- lifecycle -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        self.fileno = sock.fileno() if sock is not None else -1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

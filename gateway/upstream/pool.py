@@ -6,6 +6,7 @@ clients halved throughput). So idle connections are capped high and reaped by ag
 """
 from __future__ import annotations
 
+import select
 from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:
@@ -23,12 +24,24 @@ class Pool:
         self.idle: list[UpstreamH1] = []
         self.max_idle = max_idle
 
-    def acquire(self) -> "UpstreamH1 | None":
+    def acquire(self, *, verify: bool = False) -> "UpstreamH1 | None":
+        """The most recently used idle connection. With verify (for requests that must not
+        be sent twice), skip connections whose peer already closed or reset them but whose
+        event the loop has not processed yet: an idle keep-alive socket is never readable."""
         idle = self.idle
         while idle:
             conn = idle.pop()
-            if conn.transport is not None and not conn.transport.is_closing():
-                return conn
+            if conn.transport is None or conn.transport.is_closing():
+                continue
+            if verify and conn.fileno >= 0:
+                try:
+                    readable, _, _ = select.select((conn.fileno,), (), (), 0)
+                except (OSError, ValueError):
+                    readable = [conn.fileno]
+                if readable:
+                    conn.close()
+                    continue
+            return conn
         return None
 
     def release(self, conn: "UpstreamH1", now: float) -> None:
