@@ -551,7 +551,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--policies", nargs="?", const=",".join(POLICIES), default="",
                    help="give the gateway's route canary (10%% weight), cluster-weights over two member "
                         "clusters and 10%% mirroring (issue 3 target: req/s >= 0.6x nginx); optionally a "
-                        "comma-separated subset of %s" % ",".join(POLICIES))
+                        "comma-separated subset of " + ",".join(POLICIES))
     p.add_argument("--server-cpu", type=int)
     p.add_argument("--client-cpu", type=int)
     p.add_argument("--no-pin", action="store_true", help="do not use taskset")

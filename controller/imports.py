@@ -11,6 +11,8 @@ import hashlib
 import ipaddress
 import socket
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import attrgetter
 from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any, Collection, Iterable, Mapping
@@ -39,6 +41,8 @@ class DerivedCluster:
     service_imports: tuple[ServiceImport, ...] = ()
     services: tuple[Service, ...] = ()
     endpoint_slices: tuple[EndpointSlice, ...] = ()
+    # the same objects by exported name, in the tuples' order: (namespace, name) -> them
+    by_service: Mapping[tuple[str, str], "ImportObjects"] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +52,8 @@ class DerivedFleet:
     diagnostics: tuple[Diagnostic, ...] = ()
     # (namespace, name) -> the ClusterSetIPs allocated for it (empty for Headless)
     clusterset_ips: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
-    # memo for the next derive_imports(previous=...); not part of the result's meaning
-    _memo: Mapping[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
-    _alloc_key: Any = field(default=None, repr=False, compare=False)
+    # working state for the next derive_imports(previous=...); not part of the result's meaning
+    _state: Any = field(default=None, repr=False, compare=False)
 
 
 # --- names -------------------------------------------------------------------------
@@ -325,13 +328,23 @@ def _managed_labels(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return labels
 
 
-def _slices_index(objects: ClusterObjects) -> dict[tuple[str, str], list[EndpointSlice]]:
-    index: dict[tuple[str, str], list[EndpointSlice]] = {}
-    for (ns, _), s in objects.endpoint_slices.items():
-        svc = s.service_name
-        if svc is None or s.meta.labels.get(LABEL_SLICE_MANAGED_BY) == SLICE_MANAGED_BY:
-            continue  # our own derived slices are never a source
-        index.setdefault((ns, svc), []).append(s)
+def _is_source_slice(s: EndpointSlice) -> str | None:
+    """The Service a slice feeds, or None (no service-name label, or one of our derived slices)."""
+    svc = s.service_name
+    if svc is None or s.meta.labels.get(LABEL_SLICE_MANAGED_BY) == SLICE_MANAGED_BY:
+        return None  # our own derived slices are never a source
+    return svc
+
+
+Sources = Mapping[tuple[str, str], Mapping[tuple[str, str], EndpointSlice]]  # (ns, svc) -> slices by key
+
+
+def _slices_index(slices: Mapping[tuple[str, str], EndpointSlice]) -> dict[tuple[str, str], dict[tuple[str, str], EndpointSlice]]:
+    index: dict[tuple[str, str], dict[tuple[str, str], EndpointSlice]] = {}
+    for key, s in slices.items():
+        svc = _is_source_slice(s)
+        if svc is not None:
+            index.setdefault((key[0], svc), {})[key] = s
     return index
 
 
@@ -355,11 +368,10 @@ def _slice_ports(res: _Resolved, ex: _Export, sources: list[EndpointSlice]) -> t
 
 
 def _derived_slices(res: _Resolved, owner: OwnerReference, derived_name: str,
-                    sources_by_cluster: Mapping[str, dict[tuple[str, str], list[EndpointSlice]]]
-                    ) -> tuple[EndpointSlice, ...]:
+                    sources_by_cluster: Mapping[str, Sources]) -> tuple[EndpointSlice, ...]:
     out = []
     for ex in sorted(res.exports, key=lambda e: e.cluster):
-        sources = sources_by_cluster[ex.cluster].get((res.namespace, res.name), [])
+        sources = sources_by_cluster[ex.cluster].get((res.namespace, res.name), {}).values()
         by_family: dict[str, list[Endpoint]] = {}
         fam_sources: dict[str, list[EndpointSlice]] = {}
         for s in sorted(sources, key=lambda s: s.meta.name):
@@ -385,16 +397,15 @@ def _derived_slices(res: _Resolved, owner: OwnerReference, derived_name: str,
 
 
 @dataclass(frozen=True, slots=True)
-class _Shared:
-    """The objects of one import, identical in every consumer that does not adopt one."""
+class ImportObjects:
+    """The objects of one import in one consumer (shared by every consumer that adopts none)."""
     service_import: ServiceImport
     service: Service
     slices: tuple[EndpointSlice, ...]
 
 
 def _build_objects(res: _Resolved, ips: tuple[str, ...], existing: ServiceImport | None,
-                   sources_by_cluster: Mapping[str, dict[tuple[str, str], list[EndpointSlice]]]
-                   ) -> _Shared:
+                   sources_by_cluster: Mapping[str, Sources]) -> ImportObjects:
     ws = res.exports[0].service
     derived = amcs_name(res.name)
     if existing is not None:  # adopt: keep its identity and the user's labels/annotations
@@ -439,25 +450,28 @@ def _build_objects(res: _Resolved, ips: tuple[str, ...], existing: ServiceImport
         session_affinity_config=ws.session_affinity_config,
         internal_traffic_policy=ws.internal_traffic_policy,
         traffic_distribution=ws.traffic_distribution)
-    return _Shared(si, svc, _derived_slices(res, owner, derived, sources_by_cluster))
+    return ImportObjects(si, svc, _derived_slices(res, owner, derived, sources_by_cluster))
 
 
-def _allocate(resolved: list[_Resolved], ip_range: str,
-              diagnostics: list[Diagnostic]) -> dict[tuple[str, str], tuple[str, ...]]:
+def _allocate(wants: Mapping[tuple[str, str], tuple[str, ...]], ip_range: str,
+              diagnostics: list[Diagnostic]) -> dict[tuple[str, str], tuple[str, ...]] | None:
+    """ClusterSetIPs for the ClusterSetIP names in `wants` (name -> its ipFamilies).
+
+    None when the range itself is unusable. Depends only on the set of (name, families),
+    so an unchanged set keeps every address without running again.
+    """
     try:
         nets = parse_ranges(ip_range)
     except ValueError as exc:
         diagnostics.append(Diagnostic("fleet.yaml", "clustersetIPRange", str(exc)))
-        return {}
+        return None
     nets_by_family = {("IPv6" if n.version == 6 else "IPv4"): n for n in reversed(nets)}
     first_family = "IPv6" if nets[0].version == 6 else "IPv4"
     wanted: dict[str, list[tuple[str, str]]] = {}
-    for r in resolved:
-        if r.type != "ClusterSetIP":
-            continue
-        fams = [f for f in r.families if f in nets_by_family] or [first_family]
+    for key, families in wants.items():
+        fams = [f for f in families if f in nets_by_family] or [first_family]
         for fam in fams:
-            wanted.setdefault(fam, []).append((r.namespace, r.name))
+            wanted.setdefault(fam, []).append(key)
     got: dict[tuple[str, str], list[str]] = {}
     for fam, names in sorted(wanted.items()):
         try:
@@ -469,30 +483,126 @@ def _allocate(resolved: list[_Resolved], ip_range: str,
             got.setdefault(key, []).append(ip)
     # order ips as the winner's ipFamilies (first family first)
     out = {}
-    for r in resolved:
-        ips = got.get((r.namespace, r.name), [])
+    for key, ips in got.items():
         if len(ips) > 1:
-            order = list(r.families) or [first_family]
+            order = list(wants[key]) or [first_family]
             ips.sort(key=lambda ip: order.index(_family(ip) or "") if _family(ip) in order else 9)
-        out[(r.namespace, r.name)] = tuple(ips)
+        out[key] = tuple(ips)
     return out
 
 
+# --- incremental derivation ----------------------------------------------------------
+#
+# derive_imports keeps its working state in the DerivedFleet it returns. Given that
+# result back (`previous`), it finds what moved by object identity (sources keep the
+# same frozen view for an unchanged object across snapshots), marks the exported names
+# those objects feed as dirty, and recomputes only them. A from-scratch derivation is
+# the same code run from an empty state with every name dirty, so both give the same
+# result by construction (tests/controller/test_imports_incremental.py checks it).
+
+GroupKey = tuple[str, str]  # (namespace, name) of an exported Service / its ServiceImport
+
+
 @dataclass(frozen=True, slots=True)
-class _Memo:
-    """One exported name's inputs and results, kept so the next derivation can reuse them."""
-    key: tuple[Any, ...]
-    resolved: _Resolved
-    n_consumers: int
-    conditions: tuple[tuple[tuple[str, str, str], tuple[Condition, ...]], ...]
-    ips: tuple[str, ...]
-    shared: _Shared | None
+class _Inputs:
+    """The maps of one member cluster that the derivation reads."""
+    exports: Mapping[tuple[str, str], ServiceExport]
+    services: Mapping[tuple[str, str], Service]
+    slices: Mapping[tuple[str, str], EndpointSlice]
+    imports: Mapping[tuple[str, str], ServiceImport]
+    namespaces: frozenset[str]
 
 
-def _group_key(exports: list[tuple[str, ServiceExport, Service]],
-               sources: Mapping[str, dict[tuple[str, str], list[EndpointSlice]]],
-               ns: str, name: str) -> tuple[Any, ...]:
-    return tuple((cl, ex, svc, tuple(sources[cl].get((ns, name), ()))) for cl, ex, svc in exports)
+_NO_INPUTS = _Inputs(MappingProxyType({}), MappingProxyType({}), MappingProxyType({}),
+                     MappingProxyType({}), frozenset())
+
+
+def _inputs(objs: ClusterObjects) -> _Inputs:
+    return _Inputs(objs.service_exports, objs.services, objs.endpoint_slices, objs.service_imports,
+                   objs.namespace_names)
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """Everything one exported name contributes to the result."""
+    resolved: _Resolved | None                   # None: no valid export anywhere
+    invalid: tuple[tuple[int, Diagnostic], ...]  # (member index, diagnostic) of invalid exports
+    invalid_conditions: tuple[tuple[tuple[str, str, str], tuple[Condition, ...]], ...]
+    conditions: tuple[tuple[tuple[str, str, str], tuple[Condition, ...]], ...]  # all of its exports
+    diagnostics: tuple[Diagnostic, ...]          # about consumers' `amcs-` Services
+    want: tuple[str, ...] | None                 # ipFamilies to allocate for, None: no allocation
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    settings: tuple[Any, ...]
+    inputs: tuple[_Inputs, ...]
+    sources: tuple[Mapping[GroupKey, Mapping[tuple[str, str], EndpointSlice]], ...]  # per member
+    groups: Mapping[GroupKey, _Group]
+    wants: Mapping[GroupKey, tuple[str, ...]]
+    allocation: Mapping[GroupKey, tuple[str, ...]] | None
+    alloc_diagnostics: tuple[Diagnostic, ...]
+    ips: Mapping[GroupKey, tuple[str, ...]]      # the result's clusterset_ips
+    per_consumer: Mapping[str, Mapping[GroupKey, "ImportObjects"]]  # in sorted GroupKey order
+    conditions: Mapping[tuple[str, str, str], tuple[Condition, ...]]
+    invalid_diagnostics: Mapping[tuple[int, str, str], Diagnostic]
+    group_diagnostics: Mapping[GroupKey, tuple[Diagnostic, ...]]
+
+
+def _changed_keys(old: Mapping[Any, Any], new: Mapping[Any, Any]) -> list[Any]:
+    """Keys added, removed or bound to another object (identity, not equality)."""
+    if old is new:
+        return []
+    changed = [k for k, v in new.items() if old.get(k, _MISSING) is not v]
+    added = sum(1 for k in changed if k not in old) if changed else 0
+    if len(new) - added != len(old):  # something was removed
+        changed += [k for k in old if k not in new]
+    return changed
+
+
+_MISSING = object()
+
+
+def _amcs_owners(ns: str, derived: str, groups: Mapping[GroupKey, Any], exported: set[GroupKey]) -> list[GroupKey]:
+    """The exported names whose `amcs-` Service is `ns/derived`."""
+    if not derived.startswith("amcs-"):
+        return []
+    if len(derived) < 63:
+        return [(ns, derived[5:])]
+    return [g for g in (*groups, *exported) if g[0] == ns and amcs_name(g[1]) == derived]
+
+
+def _derive_group(gkey: GroupKey, members: tuple[str, ...], inputs: tuple[_Inputs, ...]
+                  ) -> tuple[_Resolved | None, tuple[tuple[int, Diagnostic], ...],
+                             tuple[tuple[tuple[str, str, str], tuple[Condition, ...]], ...]]:
+    """Conflict resolution of one exported name across the members that export it."""
+    ns, name = gkey
+    exps: list[_Export] = []
+    invalid: list[tuple[int, Diagnostic]] = []
+    conds: list[tuple[tuple[str, str, str], tuple[Condition, ...]]] = []
+    for i, (member, inp) in enumerate(zip(members, inputs)):
+        export = inp.exports.get(gkey)
+        if export is None:
+            continue
+        svc = inp.services.get(gkey)
+        if svc is None or svc.type == "ExternalName":
+            if svc is None:
+                msg = (f"spec: no Service {ns}/{name} in {member} to export "
+                       "(it takes effect when the Service appears)")
+                conds.append(((member, ns, name), _invalid_conditions(export, "NoService", msg)))
+            else:
+                msg = (f"spec.type: Service {ns}/{name} in {member} is ExternalName, "
+                       "which cannot be exported")
+                conds.append(((member, ns, name), _invalid_conditions(export, "InvalidServiceType", msg)))
+            invalid.append((i, Diagnostic(member, f"ServiceExport/{ns}/{name}", msg, "warning")))
+            continue
+        exps.append(_Export(member, export, svc, _timestamp(export.meta.creation_timestamp)))
+    return (_resolve(ns, name, exps) if exps else None), tuple(invalid), tuple(conds)
+
+
+def _empty_state(settings: tuple[Any, ...], n_members: int, consumers: Iterable[str]) -> _State:
+    return _State(settings, (_NO_INPUTS,) * n_members, ({},) * n_members, {}, {}, None, (), {},
+                  {c: {} for c in consumers}, {}, {}, {})
 
 
 def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None = None,
@@ -502,114 +612,199 @@ def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None 
     `clusters` limits the per-cluster objects to those consumers (the DNS responder needs
     one); export conditions always cover the whole fleet. With `allocate=False` (live mode,
     where each cluster's API server assigns the `amcs-` Service's ClusterIPs) ClusterSetIPs
-    come only from existing `amcs-` Services. `previous` (the last result) lets names whose
-    inputs are unchanged reuse their objects, so a change at 10,000 services stays cheap;
-    the result is the same with or without it.
+    come only from existing `amcs-` Services. `previous` (the last result) makes the cost
+    proportional to what changed (objects compared by identity), so a change at 10,000
+    services stays cheap; the result is the same with or without it.
     """
-    memo_in: Mapping[tuple[str, str], _Memo] = previous._memo if previous is not None else {}
-    diagnostics: list[Diagnostic] = []
-    conditions: dict[tuple[str, str, str], tuple[Condition, ...]] = {}
-    groups: dict[tuple[str, str], list[tuple[str, ServiceExport, Service]]] = {}
-    sources: dict[str, dict[tuple[str, str], list[EndpointSlice]]] = {}
-    for member in snapshot.members:
-        objs = member.objects
-        sources[member.name] = _slices_index(objs) if objs.service_exports else {}
-        services = objs.services
-        for (ns, name), export in objs.service_exports.items():
-            svc = services.get((ns, name))
-            if svc is None or svc.type == "ExternalName":
-                key = (member.name, ns, name)
-                where = f"ServiceExport/{ns}/{name}"
-                if svc is None:
-                    msg = (f"spec: no Service {ns}/{name} in {member.name} to export "
-                           "(it takes effect when the Service appears)")
-                    conditions[key] = _invalid_conditions(export, "NoService", msg)
-                else:
-                    msg = (f"spec.type: Service {ns}/{name} in {member.name} is ExternalName, "
-                           "which cannot be exported")
-                    conditions[key] = _invalid_conditions(export, "InvalidServiceType", msg)
-                diagnostics.append(Diagnostic(member.name, where, msg, "warning"))
-                continue
-            groups.setdefault((ns, name), []).append((member.name, export, svc))
+    members = tuple(m.name for m in snapshot.members)
+    consumers = tuple(m.name for m in snapshot.members if clusters is None or m.name in clusters)
+    settings = (members, consumers, allocate, snapshot.clusterset_ip_range if allocate else None)
+    state: _State | None = previous._state if previous is not None else None
+    if state is None or state.settings != settings:
+        state = _empty_state(settings, len(members), consumers)
+        previous = None
+    new_inputs = tuple(_inputs(m.objects) for m in snapshot.members)
 
-    keys: dict[tuple[str, str], tuple[Any, ...]] = {}
-    resolved: list[_Resolved] = []
-    reused: dict[tuple[str, str], _Memo] = {}
-    for gkey in sorted(groups):
-        ns, name = gkey
-        key = keys[gkey] = _group_key(groups[gkey], sources, ns, name)
-        prev = memo_in.get(gkey)
-        if prev is not None and prev.key == key:
-            reused[gkey] = prev
-            resolved.append(prev.resolved)
+    # 1. what moved, by identity: the exported names it feeds are dirty
+    dirty: set[GroupKey] = set()
+    sources = list(state.sources)
+    groups = state.groups
+    for i, (old, new) in enumerate(zip(state.inputs, new_inputs)):
+        dirty.update(_changed_keys(old.exports, new.exports))
+        dirty.update(_changed_keys(old.imports, new.imports))
+        for key in _changed_keys(old.services, new.services):
+            dirty.add(key)
+            dirty.update(_amcs_owners(key[0], key[1], groups, dirty))
+        moved = _changed_keys(old.slices, new.slices)
+        if moved:
+            index = dict(sources[i])
+            touched: set[GroupKey] = set()
+            for key in moved:
+                for s, add in ((old.slices.get(key), False), (new.slices.get(key), True)):
+                    svc = _is_source_slice(s) if s is not None else None
+                    if svc is None:
+                        continue
+                    gkey = (key[0], svc)
+                    if gkey not in touched:
+                        touched.add(gkey)
+                        index[gkey] = dict(index.get(gkey, {}))
+                    if add:
+                        index[gkey][key] = s  # type: ignore[assignment]
+                    else:
+                        index[gkey].pop(key, None)
+            for gkey in touched:
+                if not index[gkey]:
+                    del index[gkey]
+            sources[i] = index
+            dirty.update(touched)
+        if old.namespaces != new.namespaces:
+            spaces = old.namespaces ^ new.namespaces
+            dirty.update(g for g in groups if g[0] in spaces)
+    by_member = dict(zip(members, sources))
+
+    # 2. conflict resolution of the dirty names
+    groups = dict(groups)
+    wants = dict(state.wants)
+    resolved: dict[GroupKey, tuple[_Resolved | None, tuple[tuple[int, Diagnostic], ...], tuple[Any, ...]]] = {}
+    for gkey in dirty:
+        res, invalid, conds = _derive_group(gkey, members, new_inputs)
+        resolved[gkey] = (res, invalid, conds)
+        if res is not None and res.type == "ClusterSetIP":
+            wants[gkey] = res.families
         else:
-            exps = [_Export(cl, ex, svc, _timestamp(ex.meta.creation_timestamp))
-                    for cl, ex, svc in groups[gkey]]
-            resolved.append(_resolve(ns, name, exps))
+            wants.pop(gkey, None)
 
-    ips: Mapping[tuple[str, str], tuple[str, ...]] = {}
-    alloc_key = tuple((r.namespace, r.name, r.families) for r in resolved if r.type == "ClusterSetIP")
-    if allocate:
-        if previous is not None and previous._alloc_key == (snapshot.clusterset_ip_range, alloc_key):
-            ips = previous.clusterset_ips
-        else:
-            ips = _allocate(resolved, snapshot.clusterset_ip_range, diagnostics)
+    # 3. ClusterSetIPs: reallocated only when the set of ClusterSetIP names changes
+    allocation = state.allocation
+    alloc_diagnostics = state.alloc_diagnostics
+    ips = state.ips
+    redo = set(dirty)
+    if allocate and (previous is None or wants != state.wants):
+        alloc_list: list[Diagnostic] = []
+        allocation = _allocate(wants, snapshot.clusterset_ip_range, alloc_list)
+        alloc_diagnostics = tuple(alloc_list)
+        old_alloc = state.allocation or {}
+        new_alloc = allocation or {}
+        redo.update(g for g in groups if old_alloc.get(g, ()) != new_alloc.get(g, ()))
+    if redo:
+        ips = dict(ips)
 
-    consumers = [m for m in snapshot.members if clusters is None or m.name in clusters]
-    acc: dict[str, tuple[list[ServiceImport], list[Service], list[EndpointSlice]]] = {
-        m.name: ([], [], []) for m in consumers}
-    # (name, namespaces, imports, services, accumulator or None), hoisted out of the hot loop
+    # 4. per dirty name: objects in every consumer, conditions, diagnostics
+    per_consumer = {c: state.per_consumer[c] for c in consumers}
+    copied: set[str] = set()
+    resort: set[str] = set()
+    conditions = dict(state.conditions) if redo else state.conditions
+    invalid_diags = dict(state.invalid_diagnostics) if redo else state.invalid_diagnostics
+    group_diags = dict(state.group_diagnostics) if redo else state.group_diagnostics
     views = [(m.name, m.objects.namespace_names, m.objects.service_imports, m.objects.services,
-              acc.get(m.name)) for m in snapshot.members]
-    memo_out: dict[tuple[str, str], _Memo] = {}
-    for res in resolved:
-        gkey = (res.namespace, res.name)
-        prev = reused.get(gkey)
-        res_ips = ips.get(gkey, ())
-        shared = prev.shared if prev is not None and prev.ips == res_ips else None
-        derived_name = amcs_name(res.name)
-        n_consumers = 0
-        for cname, namespaces, imports_map, services_map, into in views:
-            if res.namespace not in namespaces:
+              m.name in per_consumer) for m in snapshot.members]
+    for gkey in redo:
+        old_group = groups.get(gkey)
+        if gkey in resolved:
+            res, invalid, invalid_conds = resolved[gkey]
+        elif old_group is not None:
+            res, invalid, invalid_conds = old_group.resolved, old_group.invalid, old_group.invalid_conditions
+        else:
+            continue
+        if old_group is not None:
+            for key, _ in old_group.conditions:
+                conditions.pop(key, None)  # type: ignore[attr-defined]
+            for i, _ in old_group.invalid:
+                invalid_diags.pop((i, *gkey), None)  # type: ignore[attr-defined]
+            group_diags.pop(gkey, None)  # type: ignore[attr-defined]
+        for i, diag in invalid:
+            invalid_diags[(i, *gkey)] = diag  # type: ignore[index]
+        objects: dict[str, ImportObjects] = {}
+        diags: list[Diagnostic] = []
+        conds = invalid_conds
+        if res is None:
+            if allocate and allocation is not None:
+                ips.pop(gkey, None)  # type: ignore[attr-defined]
+        else:
+            res_ips = (allocation or {}).get(gkey, ())
+            if allocate and allocation is not None:
+                ips[gkey] = res_ips  # type: ignore[index]
+            shared: ImportObjects | None = None
+            derived_name = amcs_name(res.name)
+            n_consumers = 0
+            for cname, namespaces, imports_map, services_map, is_consumer in views:
+                if res.namespace not in namespaces:
+                    continue
+                n_consumers += 1
+                if not is_consumer:
+                    continue
+                existing = imports_map.get(gkey)
+                derived_svc = services_map.get((res.namespace, derived_name))
+                own_ips = res_ips
+                if derived_svc is not None:
+                    if res.type == "ClusterSetIP" and derived_svc.cluster_ips and not derived_svc.headless:
+                        own_ips = tuple(derived_svc.cluster_ips)  # live mode: the API server's ClusterIPs
+                    if derived_svc.meta.labels.get(LABEL_MANAGED_BY) != MANAGED_BY:
+                        diags.append(Diagnostic(
+                            cname, f"Service/{res.namespace}/{derived_name}",
+                            "exists without app.kubernetes.io/managed-by=fleetgate; "
+                            "fleetgate will not take it over", "warning"))
+                if existing is None and own_ips == res_ips:
+                    if shared is None:
+                        shared = _build_objects(res, res_ips, None, by_member)
+                    objects[cname] = shared
+                else:
+                    objects[cname] = _build_objects(res, own_ips, existing, by_member)
+            conds = conds + tuple(((ex.cluster, res.namespace, res.name),
+                                    _export_conditions(res, ex, n_consumers)) for ex in res.exports)
+        for cname, mine in per_consumer.items():
+            had = gkey in mine
+            now = objects.get(cname)
+            if not had and now is None:
                 continue
-            n_consumers += 1
-            if into is None:
-                continue
-            existing = imports_map.get(gkey)
-            derived_svc = services_map.get((res.namespace, derived_name))
-            own_ips = res_ips
-            if derived_svc is not None:
-                if res.type == "ClusterSetIP" and derived_svc.cluster_ips and not derived_svc.headless:
-                    own_ips = tuple(derived_svc.cluster_ips)  # live mode: the API server's ClusterIPs
-                if derived_svc.meta.labels.get(LABEL_MANAGED_BY) != MANAGED_BY:
-                    diagnostics.append(Diagnostic(
-                        cname, f"Service/{res.namespace}/{derived_name}",
-                        "exists without app.kubernetes.io/managed-by=fleetgate; "
-                        "fleetgate will not take it over", "warning"))
-            if existing is None and own_ips == res_ips:
-                if shared is None:
-                    shared = _build_objects(res, res_ips, None, sources)
-                objects = shared
+            if cname not in copied:
+                copied.add(cname)
+                mine = per_consumer[cname] = dict(mine)
+            if now is None:
+                del mine[gkey]  # type: ignore[attr-defined]
             else:
-                objects = _build_objects(res, own_ips, existing, sources)
-            into[0].append(objects.service_import)
-            into[1].append(objects.service)
-            into[2].extend(objects.slices)
-        if prev is not None and prev.n_consumers == n_consumers:
-            conds = prev.conditions
+                mine[gkey] = now  # type: ignore[index]
+                if not had:
+                    resort.add(cname)
+        conditions.update(conds)  # type: ignore[attr-defined]
+        if diags:
+            group_diags[gkey] = tuple(diags)  # type: ignore[index]
+        if res is None and not invalid:
+            groups.pop(gkey, None)
         else:
-            conds = tuple(((ex.cluster, res.namespace, res.name), _export_conditions(res, ex, n_consumers))
-                          for ex in res.exports)
-        conditions.update(conds)
-        if prev is not None and prev.conditions is conds and prev.shared is shared:
-            memo_out[gkey] = prev
+            groups[gkey] = _Group(res, invalid, invalid_conds, conds, tuple(diags), wants.get(gkey))
+    for cname in resort:
+        mine = per_consumer[cname]
+        per_consumer[cname] = {k: mine[k] for k in sorted(mine)}
+
+    new_state = _State(settings, new_inputs, tuple(sources), groups, wants, allocation, alloc_diagnostics,
+                       ips if allocate and allocation is not None else {}, per_consumer, conditions,
+                       invalid_diags, group_diags)
+    old_per_cluster = previous.per_cluster if previous is not None else {}
+    per_cluster = {}
+    for cname in consumers:
+        mine = per_consumer[cname]
+        before = old_per_cluster.get(cname)
+        if before is not None and cname not in copied:
+            per_cluster[cname] = before
         else:
-            memo_out[gkey] = _Memo(keys[gkey], res, n_consumers, conds, res_ips, shared)
-    per_cluster: dict[str, DerivedCluster] = {m.name: DerivedCluster(tuple(acc[m.name][0]), tuple(acc[m.name][1]), tuple(acc[m.name][2]))
-                   for m in consumers}
+            per_cluster[cname] = DerivedCluster(
+                tuple(map(_SERVICE_IMPORT, mine.values())), tuple(map(_SERVICE, mine.values())),
+                tuple(chain.from_iterable(map(_SLICES, mine.values()))),
+                by_service=MappingProxyType(mine))  # type: ignore[arg-type]
+    diagnostics = (tuple(invalid_diags[k] for k in sorted(invalid_diags)) + alloc_diagnostics
+                   + tuple(d for k in sorted(group_diags) for d in group_diags[k]))
+    if previous is not None and not redo and alloc_diagnostics is state.alloc_diagnostics:
+        return DerivedFleet(per_cluster=MappingProxyType(per_cluster),
+                            export_conditions=previous.export_conditions, diagnostics=previous.diagnostics,
+                            clusterset_ips=previous.clusterset_ips, _state=new_state)
     return DerivedFleet(per_cluster=MappingProxyType(per_cluster),
                         export_conditions=MappingProxyType(conditions),
-                        diagnostics=tuple(diagnostics),
-                        clusterset_ips=MappingProxyType(dict(ips)),
-                        _memo=MappingProxyType(memo_out),
-                        _alloc_key=(snapshot.clusterset_ip_range, alloc_key))
+                        diagnostics=diagnostics,
+                        clusterset_ips=MappingProxyType(new_state.ips),
+                        _state=new_state)
+
+
+_SERVICE_IMPORT = attrgetter("service_import")
+_SERVICE = attrgetter("service")
+_SLICES = attrgetter("slices")

@@ -6,20 +6,30 @@ serve() listens, then rebuilds the zone from every new FleetSnapshot: the MCS de
 from __future__ import annotations
 
 import argparse
+import gc
 import ipaddress
 import logging
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
-from controller.imports import DerivedFleet, derive_imports
+from controller.imports import DerivedFleet, ImportObjects, derive_imports
 from fleet.snapshot import FleetSnapshot
 
 from .server import Address, DnsListener, ZoneHolder
-from .zone import Zone, build_zone, zone_to_json
+from .zone import ServiceInput, Zone, build_zone, update_zone, zone_to_json
+
+ServiceKey = tuple[str, str]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:1053"
+
+# After each swap, move every object alive (the zone, the derivation state, the fleet's
+# views: ~700k objects at 10,000 services) out of the cyclic GC's reach. A full collection
+# over them takes 0.3-0.6 s and would stall answers and the next zone change; they are
+# acyclic and freed by reference counting when replaced. Process-wide; bench/ turns it off
+# to measure the difference.
+FREEZE_GC = True
 
 
 class FleetLike(Protocol):
@@ -55,14 +65,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def zone_for(snapshot: FleetSnapshot, cluster: str, *, ttl: int = 5, zone_name: str | None = None,
              ns_address: str | None = None, previous_zone: Zone | None = None,
              previous_derived: DerivedFleet | None = None) -> tuple[Zone, DerivedFleet]:
-    """The zone served for `cluster` (also what `/debug/zone?cluster=` shows for any cluster)."""
+    """The zone served for `cluster` (also what `/debug/zone?cluster=` shows for any cluster).
+
+    With the previous zone and derivation (built together for the same cluster), only the
+    services whose imported objects changed (by identity) are rebuilt.
+    """
     derived = derive_imports(snapshot, clusters=[cluster], previous=previous_derived)
     view = derived.per_cluster.get(cluster)
+    before = previous_derived.per_cluster.get(cluster) if previous_derived is not None else None
+    name = zone_name or snapshot.zone
+    if (view is not None and before is not None and previous_zone is not None
+            and previous_zone.built_with(zone=name, ttl=ttl, ns_address=ns_address)):
+        changes = service_changes(before.by_service, view.by_service)
+        return update_zone(previous_zone, changes, serial=snapshot.version), derived
     imports = view.service_imports if view is not None else ()
     slices = view.endpoint_slices if view is not None else ()
-    zone = build_zone(imports, slices, zone=zone_name or snapshot.zone, ttl=ttl,
-                      serial=snapshot.version, ns_address=ns_address, previous=previous_zone)
+    zone = build_zone(imports, slices, zone=name, ttl=ttl, serial=snapshot.version,
+                      ns_address=ns_address, previous=previous_zone)
     return zone, derived
+
+
+def service_changes(before: Mapping[ServiceKey, ImportObjects], after: Mapping[ServiceKey, ImportObjects]
+                    ) -> dict[ServiceKey, ServiceInput | None]:
+    """The services whose objects are not the same ones any more (None: gone), for update_zone."""
+    if before is after:
+        return {}
+    out: dict[ServiceKey, ServiceInput | None] = {
+        k: (v.service_import, v.slices) for k, v in after.items() if before.get(k) is not v}
+    if len(after) - sum(1 for k in out if k not in before) != len(before):
+        out.update((k, None) for k in before if k not in after)
+    return out
 
 
 class DnsService:
@@ -115,9 +147,11 @@ class DnsService:
             log.exception("dns: zone rebuild for cluster %s failed; keeping the last zone", cluster)
             return
         self.zone_holder.swap(zone)
+        if FREEZE_GC:
+            gc.freeze()
         self.last_build_seconds = time.perf_counter() - started
         log.debug("dns: zone for %s serial %d with %d names built in %.1f ms", cluster, zone.serial,
-                  len(zone.nodes), self.last_build_seconds * 1000)
+                  zone.name_count, self.last_build_seconds * 1000)
 
     def debug_zone(self, cluster: str | None = None) -> dict[str, Any] | None:
         """`/debug/zone?cluster=` body; None when that cluster is unknown or nothing is loaded."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from dnslib import AAAA, NS, QTYPE, RR, SOA, SRV, TXT, A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 
@@ -197,36 +197,140 @@ def _service_fragment(si: ServiceImport, slices: tuple[EndpointSlice, ...], orig
     return b.freeze(ttl)
 
 
+Node = Mapping[int, tuple[int, tuple[Any, ...]]]  # qtype -> (ttl, rdatas); {} for an ENT
+ServiceInput = tuple[ServiceImport, Sequence[EndpointSlice]]  # an import and its MCS slices
+
+
 @dataclass(frozen=True, slots=True)
 class _Fragment:
-    key: tuple[Any, ...]
-    nodes: Mapping[Name, Mapping[int, tuple[int, tuple[Any, ...]]]]
+    """The names one ServiceImport contributes, all under its `<svc>.<ns>.svc.<zone>` base."""
+    key: tuple[Any, ...]                # (ServiceImport, slices) it was built from
+    base: Name | None                   # None when the import's names are not valid DNS
+    nodes: Mapping[Name, Node]
+
+
+@dataclass(frozen=True, slots=True)
+class _Params:
+    """What every answer of a zone depends on besides its services (and the serial)."""
+    origin: tuple[str, ...]
+    origin_wire: Name
+    ttl: int
+    ns_wire: Name
+    rname: Name
+    ns_address: str | None
+
+
+def _params(zone: str, ttl: int, ns_name: str | None, ns_address: str | None,
+            hostmaster: str | None) -> _Params:
+    try:
+        origin = tuple(label.lower() for label in zone.strip(".").split("."))
+        origin_wire = to_wire(origin)
+        ns_wire = to_wire(ns_name.strip(".").split(".")) if ns_name else to_wire(("ns", "dns") + origin)
+        rname = to_wire(hostmaster.strip(".").split(".")) if hostmaster else to_wire(("hostmaster",) + origin)
+    except ValueError as exc:
+        raise ZoneError(f"zone {zone!r}: {exc}") from None
+    return _Params(origin, origin_wire, ttl, ns_wire, rname, ns_address)
+
+
+def _sorted_slices(found: Sequence[EndpointSlice]) -> tuple[EndpointSlice, ...]:
+    if len(found) < 2:
+        return tuple(found)
+    return tuple(sorted(found, key=lambda s: (s.meta.labels.get(LABEL_MCS_SOURCE_CLUSTER, ""), s.meta.name)))
+
+
+def _fragment(si: ServiceImport, slices: tuple[EndpointSlice, ...], p: _Params) -> _Fragment:
+    nodes = _service_fragment(si, slices, p.origin, p.ttl)
+    base = None
+    if nodes:
+        base = to_wire((si.meta.name, si.meta.namespace, "svc") + p.origin)
+    return _Fragment((si, slices), base, nodes)
+
+
+def _static_nodes(p: _Params, soa: Soa, ns_ents: Iterable[Name]) -> dict[Name, Node]:
+    """The zone's own names: apex, dns-version, the NS name, and the ENTs above services."""
+    nodes: dict[Name, Node] = {}
+    any_ent = False
+    for ent in ns_ents:
+        nodes[ent] = {}
+        any_ent = True
+    if any_ent:
+        nodes[to_wire(("svc",) + p.origin)] = {}
+    ttl = p.ttl
+    nodes[p.origin_wire] = {T_SOA: (ttl, (soa,)), T_NS: (ttl, (p.ns_wire,))}
+    nodes[to_wire(("dns-version",) + p.origin)] = {T_TXT: (VERSION_TTL, (SCHEMA_VERSION,))}
+    ns_wire = p.ns_wire
+    if ns_wire.endswith(p.origin_wire) and ns_wire != p.origin_wire:
+        ns_node: dict[int, tuple[int, tuple[Any, ...]]] = {}
+        if p.ns_address and _valid_ip(p.ns_address):
+            ns_node[T_AAAA if _is_v6(p.ns_address) else T_A] = (ttl, (p.ns_address,))
+        nodes[ns_wire] = {**nodes.get(ns_wire, {}), **ns_node}
+        parent = ns_wire[ns_wire[0] + 1:]
+        while parent != p.origin_wire and parent:
+            nodes.setdefault(parent, {})
+            parent = parent[parent[0] + 1:]
+    return nodes
+
+
+def _ns_ent(base: Name) -> Name:
+    """`<ns>.svc.<zone>` from a service's `<svc>.<ns>.svc.<zone>`."""
+    return base[base[0] + 1:]
 
 
 class Zone:
-    """An immutable zone of one consumer cluster, with a memo of encoded answers."""
+    """An immutable zone of one consumer cluster, with a memo of encoded answers.
 
-    __slots__ = ("origin", "origin_wire", "ttl", "serial", "nodes", "wire", "soa_rr",
-                 "soa", "_fragments")
+    Names live in per-service fragments (found from a query name by its last three labels
+    above the origin) plus a few static names, so `update_zone` replaces only the services
+    that changed and keeps the memo of every other service's answers.
+    """
 
-    def __init__(self, origin: str, ttl: int, serial: int,
-                 nodes: Mapping[Name, Mapping[int, tuple[int, tuple[Any, ...]]]],
-                 soa: Soa, fragments: Mapping[tuple[str, str], _Fragment]) -> None:
-        self.origin = origin
-        self.origin_wire = to_wire(origin.strip(".").split("."))
-        self.ttl = ttl
+    __slots__ = ("origin", "origin_wire", "ttl", "serial", "soa", "soa_rr", "wire", "name_count",
+                 "_params", "_fragments", "_by_base", "_ns_counts", "_static", "_volatile", "_nodes")
+
+    def __init__(self, params: _Params, serial: int, fragments: dict[tuple[str, str], _Fragment],
+                 by_base: dict[Name, _Fragment], ns_counts: dict[Name, int],
+                 static: dict[Name, Node] | None = None, wire: dict[bytes, Entry] | None = None) -> None:
+        self._params = params
+        self.origin = ".".join(params.origin)
+        self.origin_wire = params.origin_wire
+        self.ttl = params.ttl
         self.serial = serial
-        self.nodes = nodes
-        self.soa = soa
-        # key: lowercased qname wire + qtype + qclass(IN) -> Entry; filled on first ask
-        self.wire: dict[bytes, Entry] = {}
-        self.soa_rr = self._soa_rr()
+        self.soa = Soa(params.ns_wire, params.rname, serial & 0xFFFFFFFF, 7200, 1800, 86400, params.ttl)
         self._fragments = fragments
+        self._by_base = by_base
+        self._ns_counts = ns_counts
+        self._static = static if static is not None else _static_nodes(params, self.soa, ns_counts)
+        # key: lowercased qname wire + qtype + qclass(IN) -> Entry; filled on first ask
+        self.wire: dict[bytes, Entry] = wire if wire is not None else {}
+        # memo keys that depend on the serial (SOA in them) or on static names: not carried over
+        self._volatile: list[bytes] = []
+        self._nodes: dict[Name, Node] | None = None
+        self.soa_rr = self._soa_rr()
+        self.name_count = len(self._static) + sum(len(f.nodes) for f in by_base.values())
+
+    @property
+    def nodes(self) -> Mapping[Name, Node]:
+        """Every name of the zone (for /debug/zone and tests; the resolver does not use it)."""
+        if self._nodes is None:
+            merged: dict[Name, Node] = {}
+            for frag in self._by_base.values():
+                merged.update(frag.nodes)
+            merged.update(self._static)
+            self._nodes = merged
+        return self._nodes
 
     def _soa_rr(self) -> bytes:
         s = self.soa
         rdata = s.mname + s.rname + struct.pack("!IIIII", s.serial, s.refresh, s.retry, s.expire, s.minimum)
         return self.origin_wire + struct.pack("!HHIH", T_SOA, 1, self.ttl, len(rdata)) + rdata
+
+    def built_with(self, *, zone: str = "clusterset.local", ttl: int = 5, ns_name: str | None = None,
+                   ns_address: str | None = None, hostmaster: str | None = None) -> bool:
+        """True when build_zone with these options would give this zone's origin, TTL and NS."""
+        try:
+            return _params(zone, ttl, ns_name, ns_address, hostmaster) == self._params
+        except ZoneError:
+            return False
 
     def contains(self, qname: Name) -> bool:
         """True when qname is the origin or below it (label-boundary suffix match)."""
@@ -239,18 +343,39 @@ class Zone:
             i += qname[i] + 1
         return i == start
 
+    def node(self, qname: Name) -> Node | None:
+        """The records of one name ({} for an empty non-terminal), None when it does not exist."""
+        node = self._static.get(qname)
+        if node is not None:
+            return node
+        end = len(qname) - len(self.origin_wire)
+        if end <= 0 or not qname.endswith(self.origin_wire):
+            return None
+        starts = []
+        i = 0
+        while i < end:
+            starts.append(i)
+            i += qname[i] + 1
+        if i != end or len(starts) < 3:
+            return None
+        frag = self._by_base.get(qname[starts[-3]:])
+        return frag.nodes.get(qname) if frag is not None else None
+
     def lookup(self, key: bytes) -> Entry | int:
         """The entry for `key` (qname wire + qtype + class IN), or an rcode: 3 NXDOMAIN, -1 outside."""
         entry = self.wire.get(key)
         if entry is not None:
             return entry
         qname, qtype = key[:-4], (key[-4] << 8) | key[-3]
-        node = self.nodes.get(qname)
+        node = self.node(qname)
         if node is None:
             return 3 if self.contains(qname) else -1
         entry = self._encode(qname, qtype, node)
-        if node and (qtype in node or qtype == T_ANY) or qtype in _CACHED_NODATA:
+        positive = bool(node) and (qtype in node or qtype == T_ANY)
+        if positive or qtype in _CACHED_NODATA:
             self.wire[key] = entry
+            if not positive or qname in self._static:
+                self._volatile.append(key)
         return entry
 
     def _rr(self, label: DNSLabel, qtype: int, ttl: int, rd: Any) -> RR:
@@ -271,7 +396,7 @@ class Zone:
             raise ValueError(qtype)
         return RR(label, qtype, ttl=ttl, rdata=data)
 
-    def _encode(self, qname: Name, qtype: int, node: Mapping[int, tuple[int, tuple[Any, ...]]]) -> Entry:
+    def _encode(self, qname: Name, qtype: int, node: Node) -> Entry:
         label = DNSLabel(wire_labels(qname))
         rec = DNSRecord(DNSHeader(id=0, qr=1, aa=1, ra=0), q=DNSQuestion(label, qtype))
         types = sorted(node) if qtype == T_ANY else ([qtype] if qtype in node else [])
@@ -289,7 +414,7 @@ class Zone:
         head = 12 + len(qname) + 4
         noadd = rec.pack()
         for target in targets:
-            tnode = self.nodes.get(target, {})
+            tnode = self.node(target) or {}
             tlabel = DNSLabel(wire_labels(target))
             for t in (T_A, T_AAAA):
                 if t in tnode:
@@ -313,60 +438,86 @@ def build_zone(imports: Iterable[ServiceImport], slices: Iterable[EndpointSlice]
 
     `previous` lets services whose ServiceImport and slices are unchanged reuse their
     records (compared by value, which is cheap when the views are the same objects).
+    For a change that is known service by service, update_zone is cheaper.
     """
-    try:
-        origin = tuple(label.lower() for label in zone.strip(".").split("."))
-        origin_wire = to_wire(origin)
-        ns_wire = to_wire(ns_name.strip(".").split(".")) if ns_name else to_wire(("ns", "dns") + origin)
-        rname = to_wire(hostmaster.strip(".").split(".")) if hostmaster else to_wire(("hostmaster",) + origin)
-    except ValueError as exc:
-        raise ZoneError(f"zone {zone!r}: {exc}") from None
+    p = _params(zone, ttl, ns_name, ns_address, hostmaster)
     by_service: dict[tuple[str, str], list[EndpointSlice]] = {}
     for es in slices:
         svc = es.meta.labels.get(LABEL_MCS_SERVICE_NAME)
         if svc:
             by_service.setdefault((es.meta.namespace, svc), []).append(es)
-    old = previous._fragments if previous is not None and previous.origin_wire == origin_wire \
-        and previous.ttl == ttl else {}
+    old = previous._fragments if previous is not None and previous._params == p else {}
     fragments: dict[tuple[str, str], _Fragment] = {}
-    nodes: dict[Name, Mapping[int, tuple[int, tuple[Any, ...]]]] = {}
     for si in imports:
         skey = (si.meta.namespace, si.meta.name)
-        found = by_service.get(skey, ())
-        mine = tuple(found) if len(found) < 2 else tuple(sorted(
-            found, key=lambda s: (s.meta.labels.get(LABEL_MCS_SOURCE_CLUSTER, ""), s.meta.name)))
-        fkey = (si, mine)
+        mine = _sorted_slices(by_service.get(skey, ()))
         frag = old.get(skey)
-        if frag is None or frag.key != fkey:
-            frag = _Fragment(fkey, _service_fragment(si, mine, origin, ttl))
+        if frag is None or frag.key != (si, mine):
+            frag = _fragment(si, mine, p)
         fragments[skey] = frag
-        nodes.update(frag.nodes)  # ENT overlaps (ns.svc.<zone>) are empty either way
-    # empty non-terminals above every service: svc.<zone>, <ns>.svc.<zone>
-    ents: dict[str, Name | None] = {}
-    for (ns, _name), frag in fragments.items():
-        if frag.nodes and ns not in ents:
-            try:
-                ents[ns] = to_wire((ns, "svc") + origin)
-            except ValueError:
-                ents[ns] = None
-    for ent in ents.values():
-        if ent is not None:
-            nodes.setdefault(ent, {})
-    if ents:
-        nodes.setdefault(to_wire(("svc",) + origin), {})
-    soa = Soa(ns_wire, rname, serial & 0xFFFFFFFF, 7200, 1800, 86400, ttl)
-    nodes[origin_wire] = {T_SOA: (ttl, (soa,)), T_NS: (ttl, (ns_wire,))}
-    nodes[to_wire(("dns-version",) + origin)] = {T_TXT: (VERSION_TTL, (SCHEMA_VERSION,))}
-    if ns_wire.endswith(origin_wire) and ns_wire != origin_wire:
-        ns_node: dict[int, tuple[int, tuple[Any, ...]]] = {}
-        if ns_address and _valid_ip(ns_address):
-            ns_node[T_AAAA if _is_v6(ns_address) else T_A] = (ttl, (ns_address,))
-        nodes[ns_wire] = {**nodes.get(ns_wire, {}), **ns_node}
-        parent = ns_wire[ns_wire[0] + 1:]
-        while parent != origin_wire and parent:
-            nodes.setdefault(parent, {})
-            parent = parent[parent[0] + 1:]
-    return Zone(".".join(origin), ttl, serial, nodes, soa, fragments)
+    by_base: dict[Name, _Fragment] = {}
+    ns_counts: dict[Name, int] = {}
+    for frag in fragments.values():
+        if frag.base is not None:
+            by_base[frag.base] = frag
+    for base in by_base:
+        ent = _ns_ent(base)
+        ns_counts[ent] = ns_counts.get(ent, 0) + 1
+    return Zone(p, serial, fragments, by_base, ns_counts)
+
+
+def update_zone(previous: Zone, changes: Mapping[tuple[str, str], ServiceInput | None], *,
+                serial: int) -> Zone:
+    """`previous` with the services in `changes` replaced (None: removed), at `serial`.
+
+    Costs what changed: unchanged services keep their fragments and their encoded
+    answers; answers that carry the serial (SOA) or touch a changed service are dropped
+    from the memo. Gives the same answers as build_zone over the whole new set.
+    """
+    p = previous._params
+    fragments = dict(previous._fragments)
+    by_base = dict(previous._by_base)
+    ns_counts = dict(previous._ns_counts)
+    wire = dict(previous.wire)
+    for key in previous._volatile:
+        wire.pop(key, None)
+    for skey, new in changes.items():
+        old = fragments.get(skey)
+        frag = None
+        if new is not None:
+            si, slices = new
+            mine = _sorted_slices(slices)
+            frag = old if old is not None and old.key == (si, mine) else _fragment(si, mine, p)
+            if frag is old:
+                continue
+        if old is not None:
+            del fragments[skey]
+        if old is not None and old.base is not None:
+            for name in old.nodes:
+                for t in _CACHED_NODATA:
+                    wire.pop(name + _QTYPE_IN[t], None)
+            if by_base.get(old.base) is old:  # (two imports differing only in case share a base)
+                del by_base[old.base]
+                ent = _ns_ent(old.base)
+                ns_counts[ent] -= 1
+                if not ns_counts[ent]:
+                    del ns_counts[ent]
+        if frag is None:
+            continue
+        fragments[skey] = frag
+        if frag.base is not None:
+            displaced = by_base.get(frag.base)
+            by_base[frag.base] = frag
+            if displaced is None:
+                ent = _ns_ent(frag.base)
+                ns_counts[ent] = ns_counts.get(ent, 0) + 1
+    static = None
+    if ns_counts.keys() == previous._ns_counts.keys() and serial == previous.serial:
+        static = previous._static
+    return Zone(p, serial, fragments, by_base, ns_counts, static, wire)
+
+
+_QTYPE_IN = {t: struct.pack("!H", t) + b"\x00\x01" for t in _CACHED_NODATA}
 
 
 def zone_to_json(zone: Zone) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import aiohttp
 from kubernetes_asyncio import client as k8s_client
@@ -141,11 +141,14 @@ class WatchStream:
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
                 log.debug("watch stream ended: %r", exc)
                 raise StopAsyncIteration from None
-            if not line:
+            if not line.endswith(b"\n"):  # end of stream, or a line cut off by a dropped connection
                 raise StopAsyncIteration
             if not line.strip():
                 continue
-            event = json.loads(line)
+            try:
+                event = json.loads(line)
+            except ValueError:
+                raise KubeError(500, "undecodable watch event: %r" % line[:100]) from None
             kind, obj = str(event.get("type", "")), event.get("object")
             if kind == "ERROR":
                 status = obj if isinstance(obj, dict) else {}
@@ -184,7 +187,7 @@ class KubeClient:
                         config_file=str(self.kubeconfig), context=self.context, persist_config=False)
                 except Exception as exc:  # any kubeconfig/credential problem
                     raise Unreachable(f"cannot load kubeconfig {self.kubeconfig}: {exc}") from exc
-                self.server = api.configuration.host
+                self.server = str(api.configuration.host or "")
                 self._api = api
         return self._api
 
@@ -202,7 +205,7 @@ class KubeClient:
         if content_type is not None:
             headers["Content-Type"] = content_type
         try:
-            response = await api.call_api(
+            response: aiohttp.ClientResponse = await api.call_api(
                 path, method, query_params=list(query), header_params=headers, body=body,
                 auth_settings=["BearerToken"], _preload_content=False, _request_timeout=timeout)
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
@@ -276,12 +279,3 @@ def kubeconfig_contexts(path: Path) -> tuple[list[str], str | None]:
     names = [str(c.get("name")) for c in doc.get("contexts") or () if isinstance(c, dict)]
     current = doc.get("current-context")
     return names, str(current) if current else None
-
-
-async def iterate(stream: WatchStream) -> AsyncIterator[tuple[str, Raw]]:
-    """`async for` over a stream that is always closed afterwards."""
-    try:
-        async for event in stream:
-            yield event
-    finally:
-        stream.close()

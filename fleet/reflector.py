@@ -36,7 +36,7 @@ class Backoff:
         self.attempt = 0
 
     def next(self) -> float:
-        delay = min(self.cap, self.base * (2 ** self.attempt))
+        delay = min(self.cap, self.base * float(2 ** self.attempt))
         self.attempt = min(self.attempt + 1, 32)
         return delay * (0.5 + 0.5 * self.rand())
 

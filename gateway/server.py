@@ -17,7 +17,7 @@ from fleet.snapshot import Diagnostic, FleetSnapshot
 from .context import GatewayContext, Limits
 from .protocol.downstream import DownstreamH1
 from .protocol.http1 import DATE
-from .routing.build import DEFAULT_CLASSES, build, route_backends
+from .routing.build import DEFAULT_CLASSES, BuildMemo, build, route_backends
 from .upstream.checker import ActiveChecker
 from .routing.table import RouteTable, describe_table
 
@@ -46,6 +46,7 @@ class Gateway:
         self.ctx = GatewayContext(limits=options.limits, cluster_header=options.cluster_header,
                                   zone=options.zone)
         self.checker = ActiveChecker(self.ctx.health)
+        self._memo = BuildMemo()
         self.diagnostics: list[Diagnostic] = []
         self.servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.Task[None] | None = None
@@ -59,7 +60,7 @@ class Gateway:
     def apply(self, snapshot: FleetSnapshot) -> None:
         """Build a new table from a snapshot and swap it in (requests in flight keep theirs)."""
         table, diags = build(snapshot, ingress_classes=self.options.ingress_classes,
-                             version=snapshot.version, zone=self.options.zone)
+                             version=snapshot.version, zone=self.options.zone, memo=self._memo)
         old = {str(d) for d in self.diagnostics}
         for d in diags:
             if str(d) not in old:

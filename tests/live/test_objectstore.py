@@ -1,0 +1,64 @@
+"""The live object store and the reflector's backoff, without any server (pure)."""
+from __future__ import annotations
+
+import copy
+
+from fleet.objectstore import ObjectStore
+from fleet.reflector import Backoff
+from livekit import endpoint_slice, service
+
+
+def at(raw: dict, rv: str) -> dict:
+    raw = copy.deepcopy(raw)
+    raw["metadata"]["resourceVersion"] = rv
+    return raw
+
+
+def test_a_relist_of_what_is_held_keeps_every_view_and_the_snapshot() -> None:
+    store = ObjectStore("http://api")
+    assert store.replace("Service", [at(service("a"), "1"), at(service("b"), "2")])
+    first = store.snapshot()
+    assert not store.replace("Service", [at(service("a"), "1"), at(service("b"), "2")])
+    assert store.snapshot() is first
+    assert store.replace("Service", [at(service("a"), "1")])  # b went away while we were not looking
+    assert set(store.snapshot().services) == {("demo", "a")}
+    assert store.snapshot().services[("demo", "a")] is first.services[("demo", "a")]
+
+
+def test_events_replays_and_deletes() -> None:
+    store = ObjectStore()
+    store.replace("EndpointSlice", [])
+    assert store.apply("EndpointSlice", "ADDED", at(endpoint_slice("a", [("127.0.65.1", 80)]), "5"))
+    before = store.snapshot()
+    assert not store.apply("EndpointSlice", "MODIFIED", at(endpoint_slice("a", [("127.0.65.1", 80)]), "5"))
+    assert store.snapshot() is before  # a replay of the same resourceVersion
+    assert store.apply("EndpointSlice", "MODIFIED", at(endpoint_slice("a", [("127.0.65.2", 80)]), "6"))
+    assert store.snapshot().endpoint_slices[("demo", "a-1")].endpoints[0].addresses == ("127.0.65.2",)
+    assert store.apply("EndpointSlice", "DELETED", at(endpoint_slice("a", []), "7"))
+    assert not store.apply("EndpointSlice", "DELETED", at(endpoint_slice("a", []), "7"))
+    assert len(store.snapshot().endpoint_slices) == 0
+    # namespaces exist by their objects, as in file mode
+    assert not store.snapshot().has_namespace("demo")
+
+
+def test_a_malformed_update_keeps_the_last_good_view_and_reports_it() -> None:
+    store = ObjectStore("http://api")
+    store.replace("Service", [at(service("a"), "1")])
+    good = store.snapshot().services[("demo", "a")]
+    bad = at(service("a"), "2")
+    bad["spec"]["type"] = "Teleport"
+    assert store.apply("Service", "MODIFIED", bad)
+    assert store.snapshot().services[("demo", "a")] is good
+    (diag,) = store.diagnostics()
+    assert diag.object == "Service/demo/a" and "Teleport" in diag.message and diag.path.startswith("http://api")
+    assert store.apply("Service", "MODIFIED", at(service("a"), "3"))
+    assert store.diagnostics() == ()
+
+
+def test_backoff_grows_with_jitter_to_a_cap_and_resets() -> None:
+    top = Backoff(base=0.1, cap=3.0, rand=lambda: 1.0)
+    assert [round(top.next(), 2) for _ in range(7)] == [0.1, 0.2, 0.4, 0.8, 1.6, 3.0, 3.0]
+    bottom = Backoff(base=0.1, cap=3.0, rand=lambda: 0.0)
+    assert [round(bottom.next(), 2) for _ in range(3)] == [0.05, 0.1, 0.2]  # jitter: half to full
+    top.reset()
+    assert top.next() == 0.1
