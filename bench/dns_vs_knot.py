@@ -5,8 +5,8 @@
 Generates 1,000 exported ClusterSetIP services (a fleet snapshot for us, the same records
 as a zone file for knot), pins each server to core 0 (knot with one UDP worker) and dnsperf
 to core 1, runs them in rotation and prints qps, average latency and our/knot ratio. Then
-times a zone rebuild at 10,000 services: from scratch, and after one service changes
-(the path a snapshot change takes). Installs knot and dnsperf with apt-get when missing.
+times a zone build at 10,000 services from scratch, and the change-to-answer latency of
+the running responder when one EndpointSlice changes (`--rebuild-only` runs just that). Installs knot and dnsperf with apt-get when missing.
 Every run is bounded (dnsperf -l, process timeouts). Numbers are noisy on a shared machine.
 """
 from __future__ import annotations
@@ -36,23 +36,33 @@ from fleet.snapshot import ClusterName, ClusterObjects, FleetSnapshot, MemberClu
 ZONE = "clusterset.local"
 
 
-def raw_objects(n: int, *, changed: int | None = None) -> list[dict]:
-    """n exported ClusterIP services with two named ports each and a two-endpoint slice."""
+def slice_raw(i: int, last: int = 1) -> dict:
+    """Service i's EndpointSlice; `last` varies its first endpoint's address (a change)."""
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"svc-{i}-a", "namespace": "bench",
+                         "labels": {"kubernetes.io/service-name": f"svc-{i}"}},
+            "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}, {"name": "grpc", "port": 9090}],
+            "endpoints": [{"addresses": [f"10.{i // 250 % 250}.{i % 250}.{last}"]},
+                          {"addresses": [f"10.{i // 250 % 250}.{i % 250}.2"]}]}
+
+
+def raw_objects(n: int, *, headless_every: int = 0) -> list[dict]:
+    """n exported services with two named ports each and a two-endpoint slice.
+
+    Object 3*i+3 is service i's slice (after the Namespace, its Service and ServiceExport).
+    With headless_every=k, services 0, k, 2k... are headless (their A answers list endpoints).
+    """
     objs: list[dict] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}]
     for i in range(n):
         name = f"svc-{i}"
-        last = 9 if i == changed else 1
+        spec: dict = {"ports": [{"name": "http", "port": 80}, {"name": "grpc", "port": 9000}]}
+        if headless_every and i % headless_every == 0:
+            spec["clusterIP"] = "None"
         objs += [
-            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "bench"},
-             "spec": {"ports": [{"name": "http", "port": 80}, {"name": "grpc", "port": 9000}]}},
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "bench"}, "spec": spec},
             {"apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceExport",
              "metadata": {"name": name, "namespace": "bench"}},
-            {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-             "metadata": {"name": f"{name}-a", "namespace": "bench",
-                          "labels": {"kubernetes.io/service-name": name}},
-             "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}, {"name": "grpc", "port": 9090}],
-             "endpoints": [{"addresses": [f"10.{i // 250 % 250}.{i % 250}.{last}"]},
-                           {"addresses": [f"10.{i // 250 % 250}.{i % 250}.2"]}]},
+            slice_raw(i),
         ]
     return objs
 
@@ -203,23 +213,93 @@ def serve_ours(port: int, n: int) -> None:
     uvloop.run(main())
 
 
-def rebuild_costs(n: int) -> None:
-    from dnsplugin.cli import zone_for
-    parsed = [parse_object(o) for o in raw_objects(n)]
-    snap = snapshot(n, objects=parsed)
+def rebuild_costs(n: int, changes: int) -> None:
+    """From-scratch build time, then change-to-answer latency through the running responder.
+
+    Every 10th service is headless. Each step changes one headless service's EndpointSlice
+    (a new snapshot sharing every other object view, as the sources produce) and times from
+    handing the snapshot to the subscribers until a UDP answer for that service's A records
+    shows the new address. Runs with gc.freeze() after each swap off, then on.
+    """
+    import gc
+
+    import uvloop
+    from dnslib import DNSRecord
+
+    from dnsplugin import cli as dns_cli
+    from dnsplugin.cli import serve, zone_for
+
+    parsed = [parse_object(o) for o in raw_objects(n, headless_every=10)]
+    gc.collect()
     t0 = time.perf_counter()
-    zone, derived = zone_for(snap, "zone-b")
+    zone, _ = zone_for(snapshot(n, objects=parsed), "zone-b")
     t1 = time.perf_counter()
-    # one service's endpoint changes: a new snapshot sharing every other object view
-    changed = list(parsed)
-    changed[3 * 7 + 3] = parse_object(raw_objects(8, changed=7)[3 * 7 + 3])
-    snap2 = snapshot(n, version=2, objects=changed)
-    t2 = time.perf_counter()
-    zone2, _ = zone_for(snap2, "zone-b", previous_zone=zone, previous_derived=derived)
-    t3 = time.perf_counter()
-    print(f"zone rebuild at {n} services ({len(zone.nodes)} names): from scratch {1000 * (t1 - t0):.0f} ms, "
-          f"after one service changes {1000 * (t3 - t2):.0f} ms (serial {zone2.serial})")
-    assert len(zone_to_json(zone2)["records"]) == len(zone_to_json(zone)["records"])
+    print(f"zone build at {n} services ({zone.name_count} names): from scratch {1000 * (t1 - t0):.0f} ms",
+          flush=True)
+    del zone
+
+    class Fleet:
+        def __init__(self, snap: FleetSnapshot) -> None:
+            self.snapshot: FleetSnapshot | None = snap
+            self.callbacks: list = []
+
+        def subscribe(self, callback):  # type: ignore[no-untyped-def]
+            self.callbacks.append(callback)
+            return lambda: None
+
+        def publish(self, snap: FleetSnapshot) -> None:
+            self.snapshot = snap
+            for callback in self.callbacks:
+                callback(snap)
+
+    async def run(freeze: bool) -> None:
+        dns_cli.FREEZE_GC = freeze
+        objects = list(parsed)
+        fleet = Fleet(snapshot(n, objects=objects))
+        t0 = time.perf_counter()
+        service = await serve(fleet, listen="127.0.0.1:0", cluster="zone-b")
+        first = time.perf_counter() - t0
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.connect(service.udp_address)
+        latencies, builds, sources = [], [], []
+        try:
+            for step in range(changes):
+                i = (step * 10 * 97) % n  # a headless service, a different one each step
+                last = 10 + step
+                objects[3 * i + 3] = parse_object(slice_raw(i, last=last))
+                s0 = time.perf_counter()
+                snap = snapshot(n, version=step + 2, objects=objects)  # the source's work, not ours
+                sources.append(time.perf_counter() - s0)
+                query = DNSRecord.question(f"svc-{i}.bench.svc.{ZONE}", "A").pack()
+                want = f"10.{i // 250 % 250}.{i % 250}.{last}"
+                c0 = time.perf_counter()
+                fleet.publish(snap)
+                builds.append(service.last_build_seconds or 0.0)
+                for _ in range(100):
+                    await loop.sock_sendall(sock, query)
+                    reply = DNSRecord.parse(await loop.sock_recv(sock, 4096))
+                    if any(str(rr.rdata) == want for rr in reply.rr):
+                        break
+                else:
+                    raise RuntimeError(f"svc-{i} never answered {want}")
+                latencies.append(time.perf_counter() - c0)
+        finally:
+            sock.close()
+            await service.close()
+        ms = sorted(1000 * x for x in latencies)
+        print(f"gc.freeze() {'on ' if freeze else 'off'}: first zone {1000 * first:.0f} ms; change-to-answer over "
+              f"{changes} one-slice changes: median {statistics.median(ms):.1f} ms, max {ms[-1]:.1f} ms "
+              f"(rebuild+swap median {1000 * statistics.median(builds):.1f} ms); not counted: the "
+              f"source's ClusterObjects.build, median {1000 * statistics.median(sources):.0f} ms", flush=True)
+
+    for freeze in (False, True):
+        gc.unfreeze()
+        gc.collect()
+        uvloop.run(run(freeze))
+    gc.unfreeze()
+
 
 
 def main() -> None:
@@ -228,6 +308,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rebuild-services", type=int, default=10000)
+    parser.add_argument("--changes", type=int, default=30, help="zone changes timed (default %(default)s)")
+    parser.add_argument("--rebuild-only", action="store_true", help="skip the knot comparison")
     parser.add_argument("--serve-ours", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_ours is not None:
@@ -235,6 +317,9 @@ def main() -> None:
         return
     if not 1 <= args.seconds <= 10:
         parser.error("--seconds must be within 1..10")
+    if args.rebuild_only:
+        rebuild_costs(args.rebuild_services, args.changes)
+        return
     ensure_tools()
     d = derive_imports(snapshot(args.services), clusters=["zone-b"]).per_cluster["zone-b"]
     records = zone_to_json(build_zone(d.service_imports, d.endpoint_slices))["records"]
@@ -258,7 +343,7 @@ def main() -> None:
     print(f"knot      median {med['knot'][0]:10.0f} qps  avg latency {med['knot'][1] * 1000:.3f} ms")
     print(f"fleetgate median {med['fleetgate'][0]:10.0f} qps  avg latency {med['fleetgate'][1] * 1000:.3f} ms")
     print(f"ratio fleetgate/knot: {med['fleetgate'][0] / med['knot'][0]:.2f}x (target >= 0.80x)")
-    rebuild_costs(args.rebuild_services)
+    rebuild_costs(args.rebuild_services, args.changes)
 
 
 if __name__ == "__main__":
