@@ -13,6 +13,16 @@ if TYPE_CHECKING:
     from .connection import UpstreamH1
 
 
+def _readable(fd: int) -> bool:
+    """True when an idle socket has something to read: EOF, a reset, or stray bytes."""
+    poller = select.poll()  # poll, not select: file descriptors past 1024 are common here
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    try:
+        return bool(poller.poll(0))
+    except OSError:
+        return True
+
+
 class Pool:
     """Idle connections to one endpoint, most recently used first (warm caches, fewer
     stale-connection races)."""
@@ -33,14 +43,9 @@ class Pool:
             conn = idle.pop()
             if conn.transport is None or conn.transport.is_closing():
                 continue
-            if verify and conn.fileno >= 0:
-                try:
-                    readable, _, _ = select.select((conn.fileno,), (), (), 0)
-                except (OSError, ValueError):
-                    readable = [conn.fileno]
-                if readable:
-                    conn.close()
-                    continue
+            if verify and conn.fileno >= 0 and _readable(conn.fileno):
+                conn.close()
+                continue
             return conn
         return None
 
