@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="load the fleet and print every problem; exit 1 if any")
     _common(p)
     p.add_argument("--ingress-class", action="append", metavar="NAME")
+    p.add_argument("--wait", type=float, default=15.0, metavar="SECONDS",
+                   help="how long to wait for live (kubeconfig) clusters to list (default %(default)s)")
     return parser
 
 
@@ -266,13 +268,36 @@ def _run_workers(args: argparse.Namespace) -> int:
     return worst
 
 
+async def _load_live_once(config: Any, timeout: float = 15.0) -> tuple[Any, list[str]]:
+    """A fleet with kubeconfig sources: connect, wait for every source's first list (up to
+    timeout), and return its snapshot plus one line per source that did not load."""
+    from .fleet import Fleet
+    fleet = Fleet.from_config(config, live_factory=_live_factory())
+    await fleet.start()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not fleet.ready and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    missing = [f"{config.path}: source {name}: not loaded within {timeout:.0f}s (unreachable?)"
+               for name in fleet.missing()]
+    snapshot = fleet.snapshot
+    await fleet.stop()
+    return snapshot, missing
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from gateway.cli import ingress_classes
     from gateway.routing.build import build
 
     from .fleet import load_fleet_once
+    extra: list[str] = []
     try:
-        snapshot = load_fleet_once(load_fleet_config(args.fleet))
+        config = load_fleet_config(args.fleet)
+        live = any(c.source.kubeconfig for c in config.clusters) or bool(config.hub and config.hub.kubeconfig)
+        if live:
+            snapshot, extra = asyncio.run(_load_live_once(config, args.wait))
+        else:
+            snapshot = load_fleet_once(config)
     except FleetConfigError as exc:
         print(str(exc))
         return 1
@@ -284,7 +309,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         problems += list(derive_imports(snapshot).diagnostics)
     except ImportError:
         pass
-    errors = [p for p in problems if getattr(p, "severity", "error") == "error"]
+    errors = [p for p in problems if getattr(p, "severity", "error") == "error"] + extra
+    for line in extra:
+        print(line)
     for p in problems:
         print(f"{p}" + (" (warning)" if getattr(p, "severity", "error") == "warning" else ""))
     n_ing = len(snapshot.hub.ingresses)
