@@ -79,7 +79,7 @@ class AdminServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr,attr-defined]
         self.address = sockets[0].getsockname()[:2] if sockets else (host, port)
         return self.address
 

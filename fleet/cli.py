@@ -247,9 +247,10 @@ def _run_workers(args: argparse.Namespace) -> int:
     for index in range(args.workers):
         pid = os.fork()
         if pid == 0:
-            code = run_until_signal(lambda stop, i=index: run_components(
-                args, stop, gateway=True, dns=False, controller=False, worker=i, reuse_port=True))
-            os._exit(code)
+            def worker(stop: asyncio.Event, i: int = index) -> Awaitable[None]:
+                return run_components(args, stop, gateway=True, dns=False, controller=False, worker=i,
+                                      reuse_port=True)
+            os._exit(run_until_signal(worker))
         children.append(pid)
 
     def forward(signum: int, _frame: Any) -> None:

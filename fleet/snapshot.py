@@ -61,7 +61,7 @@ class ClusterObjects:
         return self.origins.get((obj.kind, obj.meta.namespace, obj.meta.name)) or self.source or "?"
 
     def of(self, kind: str) -> Mapping[ObjKey, KubeObject]:
-        return self.by_kind.get(kind, _EMPTY)  # type: ignore[return-value]
+        return self.by_kind.get(kind, _EMPTY)  # type: ignore[return-value,arg-type]
 
     def all(self) -> Iterable[KubeObject]:
         for objs in self.by_kind.values():

@@ -47,9 +47,10 @@ class GatewayMetrics(Collector):
         h = HistogramMetricFamily("fleetgate_http_request_duration_seconds",
                                   "Time from request head to the end of the response", labels=["ingress"])
         for ingress, counts in sorted(self.durations.items()):
-            cumulative, running = [], 0.0
-            for bound, n in zip((*map(str, BUCKETS), "+Inf"), counts[:-1]):
-                running += n
+            cumulative: list[tuple[str, float]] = []
+            running = 0.0
+            for bound, count in zip((*map(str, BUCKETS), "+Inf"), counts[:-1]):
+                running += count
                 cumulative.append((bound, running))
             h.add_metric([ingress], cumulative, sum_value=counts[-1])
         yield h

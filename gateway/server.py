@@ -74,7 +74,7 @@ class Gateway:
 
     def _update_checks(self, table: RouteTable) -> None:
         """Active checks for the endpoints of routes that ask for them (first route wins)."""
-        targets = {}
+        targets: dict[str, Any] = {}
         for r in (*table.routes, *([table.default] if table.default else [])):
             check = r.policy.health_check
             if check is None:
@@ -99,7 +99,7 @@ class Gateway:
         self.servers.append(server)
         self._sweeper = loop.create_task(self._sweep())
         self._update_checks(self.ctx.table)
-        return [s.getsockname()[:2] for srv in self.servers for s in srv.sockets]
+        return [s.getsockname()[:2] for srv in self.servers for s in srv.sockets]  # type: ignore[attr-defined]
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()

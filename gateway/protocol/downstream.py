@@ -27,6 +27,8 @@ from .http1 import (CONTINUE_100, DATE, H_CONNECTION, H_CONTENT_LENGTH,
 
 if TYPE_CHECKING:
     from ..context import GatewayContext
+    from ..routing.policy import MirrorPolicy
+    from ..routing.select import RequestView
     from ..routing.table import UpstreamEndpoint
     from ..upstream.connection import UpstreamH1
 
@@ -64,7 +66,7 @@ class Exchange:
     head_done = False
     request_done = False
     keep_alive = True
-    route: Route = None
+    route: Route = None  # type: ignore[assignment]  # set once routed; None only for a 404
     head = b""
     body_size = 0
     replayable = True
@@ -86,8 +88,8 @@ class Exchange:
     label = ""  # metrics label: the route's Ingress, or the canary's
     answer: tuple[int, str, bytes] | None = None  # a response the gateway gives itself
     extra_resp = b""  # response header lines a policy adds (CORS, affinity cookie)
-    view = None  # RequestView, for routes with per-request policy
-    mirror = None  # MirrorPolicy when this request is mirrored
+    view: RequestView | None = None  # for routes whose policy reads the request
+    mirror: MirrorPolicy | None = None  # set when this request is mirrored
     mirror_head = b""
     headers: dict[str, str] | None = None  # request headers some policy reads
     hard_deadline = 0.0  # mse `timeout`: total time including retries
@@ -236,7 +238,7 @@ class DownstreamH1(asyncio.Protocol):
             raise Reject(414, "uri-too-long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        ex = self.cur
+        ex: Exchange = self.cur  # type: ignore[assignment]  # set by on_url
         ex.header_bytes += len(name) + len(value) + 4
         if ex.header_bytes > self.ctx.limits.max_header_bytes:
             raise Reject(431, "headers-too-large")
@@ -282,7 +284,7 @@ class DownstreamH1(asyncio.Protocol):
         # H_HOP, H_XFP, H_XFH: dropped (hop-by-hop, or set by us)
 
     def on_headers_complete(self) -> None:
-        ex = self.cur
+        ex: Exchange = self.cur  # type: ignore[assignment]  # set by on_url
         ctx = self.ctx
         parser = self.parser
         ex.head_done = True
@@ -461,7 +463,7 @@ class DownstreamH1(asyncio.Protocol):
         pool = self.ctx.pools.pools.get(ep.key)
         conn = pool.idle.pop() if pool is not None and pool.idle else None
         t = conn.transport if conn is not None else None
-        if t is None or t.is_closing():
+        if conn is None or t is None or t.is_closing():
             self._send(ex, ep, self.now())  # no warm connection: the general send
             return True
         ex.endpoint = ep

@@ -82,7 +82,7 @@ def prepare(ds: "DownstreamH1", ex: "Exchange", route: Route, path: str, query: 
             ex.answer = (403, "source-not-allowed", b"")
             return None
     if policy.force_ssl_redirect and ds.ctx.scheme == b"http":
-        ex.answer = (308, "ssl-redirect", b"location: https://" + ex.host + ex.target + b"\r\n")
+        ex.answer = (308, "ssl-redirect", b"location: https://" + (ex.host or b"") + ex.target + b"\r\n")
         return None
     if policy.app_root and path == "/":
         ex.answer = (302, "app-root", b"location: " + policy.app_root.encode() + b"\r\n")
@@ -102,7 +102,7 @@ def prepare(ds: "DownstreamH1", ex: "Exchange", route: Route, path: str, query: 
     target = ex.target
     if policy.rewrite_target is not None:
         target = rewrite_path(route, policy.rewrite_target, path, query).encode("latin-1")
-    upstream_host = policy.upstream_vhost.encode() if policy.upstream_vhost else ex.host
+    upstream_host = policy.upstream_vhost.encode() if policy.upstream_vhost else (ex.host or b"")
     if policy.mirror is not None and random.random() * 100 < policy.mirror.percentage:
         ex.mirror = policy.mirror
     return target, upstream_host

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from fleet.objects import Ingress, IngressBackend
 from fleet.snapshot import ClusterObjects, Diagnostic, FleetSnapshot
@@ -52,8 +52,8 @@ class BuildMemo:
     the result is the same as without it."""
 
     def __init__(self) -> None:
-        self.shares: dict[tuple, tuple] = {}
-        self.next: dict[tuple, tuple] = {}
+        self.shares: dict[tuple[Any, ...], Any] = {}
+        self.next: dict[tuple[Any, ...], Any] = {}
 
     def rotate(self) -> None:
         """Keep only what the last build used."""
@@ -235,8 +235,8 @@ def build(snapshot: FleetSnapshot, *, ingress_classes: Sequence[str] = DEFAULT_C
     for ing in selected:
         pa = parse_annotations(ing.meta.annotations, namespace=ing.meta.namespace,
                                ingress=_ingress_id(ing), zone=zone)
-        for p in pa.problems:
-            diag(ing, f"annotation {p.annotation}: {p.message}", p.severity)
+        for prob in pa.problems:
+            diag(ing, f"annotation {prob.annotation}: {prob.message}", prob.severity)
         parsed[_ingress_id(ing)] = pa
 
     def path_key(ing: Ingress, regex: bool, hb: _HostBuilder, path: str, path_type: str,
@@ -267,7 +267,7 @@ def build(snapshot: FleetSnapshot, *, ingress_classes: Sequence[str] = DEFAULT_C
                     where = f"spec.rules[{i}].http.paths[{j}]"
                     found = path_key(ing, pa.use_regex, hb, p.path or "/", p.path_type, where) if hb else None
                     main = found[0].get(found[1]) if found else None
-                    if main is None:
+                    if main is None or found is None:
                         diag(ing, f"{where}: canary for host {rule.host or '*'} path {p.path or '/'} has no "
                                   "main Ingress to shadow; ignored", "warning")
                         continue
@@ -293,13 +293,13 @@ def build(snapshot: FleetSnapshot, *, ingress_classes: Sequence[str] = DEFAULT_C
                 found = path_key(ing, pa.use_regex, hb, path, p.path_type, where)
                 if found is None:
                     continue
-                table, key, kind = found
-                if key in table:
+                slot, key, kind = found
+                if key in slot:
                     diag(ing, f"{where}: host {rule.host or '*'} path {path} ({kind}) is already routed "
-                              f"by older Ingress {table[key].ingress}; ignored")
+                              f"by older Ingress {slot[key].ingress}; ignored")
                     continue
                 backend = backend_for(ing, p.backend, f"{where}.backend")
-                table[key] = Route(rule.host, path, kind, ident, backend, policy, ing.meta.creation_timestamp)
+                slot[key] = Route(rule.host, path, kind, ident, backend, policy, ing.meta.creation_timestamp)
 
     frozen = {h: hb.freeze() for h, hb in hosts.items()}
     routes = tuple(r for hb in hosts.values() for t in (hb.exact, hb.prefix, hb.regex) for r in t.values())

@@ -87,7 +87,7 @@ def candidate_endpoints(backend: Backend, policy: RoutePolicy, is_up: IsUp, trie
         weighted = fresh or weighted
         total = sum(w for _, w, _ in weighted)
         if total > 0:
-            target, acc = rand * total, 0
+            target, acc = rand * total, 0.0
             for _, weight, eps in weighted:
                 acc += weight
                 if target < acc:
