@@ -29,10 +29,25 @@ if TYPE_CHECKING:
     from ..context import GatewayContext
     from ..routing.policy import MirrorPolicy
     from ..routing.select import RequestView
-    from ..routing.table import UpstreamEndpoint
+    from ..routing.table import RouteTable, UpstreamEndpoint
     from ..upstream.connection import UpstreamH1
 
 log = logging.getLogger("fleetgate.gateway")
+
+
+_MISS = object()
+ROUTE_CACHE_SIZE = 4096
+
+
+def _route(table: "RouteTable", host: bytes, path: bytes) -> Route | None:
+    """route() on raw bytes: Host lowercased with its port stripped."""
+    if host[:1] == b"[":
+        host = host[:host.find(b"]") + 1]
+    else:
+        colon = host.find(b":")
+        if colon >= 0:
+            host = host[:colon]
+    return find_route(table, host.lower().decode("latin-1"), path.decode("latin-1"))
 
 
 class Reject(Exception):
@@ -48,11 +63,11 @@ class Exchange:
     """One request/response pair.
 
     Defaults live on the class so creating one per request sets only what differs;
-    the three lists are per instance."""
+    the two lists are per instance."""
 
     method = b""
     target = b""
-    url_len = 0
+    url = b""  # the request target as received (httptools may hand it over in pieces)
     header_bytes = 0
     host: bytes | None = None
     content_length: int | None = None
@@ -99,7 +114,6 @@ class Exchange:
 
     def __init__(self, ds: "DownstreamH1") -> None:
         self.ds = ds
-        self.url_parts: list[bytes] = []
         self.hlines: list[bytes] = []
         self.body: list[bytes] = []
 
@@ -118,6 +132,7 @@ class DownstreamH1(asyncio.Protocol):
         self.http11 = True
         self.tunnel: UpstreamH1 | None = None
         self.close_after = False
+        self.want: frozenset[bytes] = frozenset()  # request headers the table's policies read
         self.now = asyncio.get_event_loop().time
 
     # --- connection lifecycle --------------------------------------------------------
@@ -230,11 +245,11 @@ class DownstreamH1(asyncio.Protocol):
         if ex is None:
             ex = self.cur = Exchange(self)
             ex.start = self.now()
+            self.want = self.ctx.table.request_headers
             if self.active is None:
                 self.deadline = ex.start + self.ctx.limits.header_timeout
-        ex.url_parts.append(url)
-        ex.url_len += len(url)
-        if ex.url_len > self.ctx.limits.max_request_line:
+        ex.url = ex.url + url if ex.url else url
+        if len(ex.url) > self.ctx.limits.max_request_line:
             raise Reject(414, "uri-too-long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -246,7 +261,7 @@ class DownstreamH1(asyncio.Protocol):
         kind = REQUEST_SPECIAL.get(lname)
         if kind is None:
             ex.hlines += (name, b": ", value, b"\r\n")
-            want = self.ctx.table.request_headers
+            want = self.want
             if want and lname in want:
                 if ex.headers is None:
                     ex.headers = {}
@@ -298,8 +313,7 @@ class DownstreamH1(asyncio.Protocol):
             raise Reject(400, "content-length-with-transfer-encoding")
         if ex.upgrade is not None and not parser.should_upgrade():
             ex.upgrade = None  # Upgrade without `Connection: upgrade` is no upgrade: drop it
-        url = ex.url_parts[0] if len(ex.url_parts) == 1 else b"".join(ex.url_parts)
-        ex.url_parts = None  # type: ignore[assignment]
+        url = ex.url
         if url[:1] == b"/" or url == b"*":
             target = url
         elif url[:7].lower() == b"http://" or url[:8].lower() == b"https://":
@@ -324,14 +338,14 @@ class DownstreamH1(asyncio.Protocol):
         has_body = ex.chunked_request or bool(ex.content_length)
         if not has_body:
             ex.request_done = True
-        host = ex.host  # normalised inline: lowercase, port stripped
-        if host[:1] == b"[":
-            host = host[:host.find(b"]") + 1]
-        else:
-            colon = host.find(b":")
-            if colon >= 0:
-                host = host[:colon]
-        r = find_route(ctx.table, host.lower().decode("latin-1"), path.decode("latin-1"))
+        table = ctx.table
+        key = (ex.host, path)
+        r = table.cache.get(key, _MISS)
+        if r is _MISS:
+            r = _route(table, ex.host, path)
+            if len(table.cache) >= ROUTE_CACHE_SIZE:
+                table.cache.clear()
+            table.cache[key] = r
         if r is not None:
             ex.route = r
             ex.label = r.ingress

@@ -81,6 +81,9 @@ class RouteTable:
     # lowercase names of request headers some route's policy reads (canary, cluster-by-header,
     # hashing, cookies, CORS); the parser keeps only these, and only when there are any
     request_headers: frozenset[bytes] = frozenset()
+    # (raw Host bytes, raw path bytes) -> route: a memo of route(), which depends on
+    # nothing else; bounded, and gone with the table
+    cache: dict[tuple[bytes, bytes], "Route | None"] = field(default_factory=dict, compare=False, repr=False)
 
 
 EMPTY_TABLE = RouteTable(hosts={}, wildcards={}, any_host=None, default=None)
