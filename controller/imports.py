@@ -11,8 +11,8 @@ import hashlib
 import ipaddress
 import socket
 from dataclasses import dataclass, field
-from itertools import chain
-from operator import attrgetter
+from itertools import compress
+from operator import is_not
 from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any, Collection, Iterable, Mapping
@@ -35,14 +35,55 @@ CONFLICT_REASONS = ("PortConflict", "TypeConflict", "SessionAffinityConflict",
                     "TrafficDistributionConflict", "IPFamilyConflict")
 
 
-@dataclass(frozen=True, slots=True)
 class DerivedCluster:
-    """What one consumer cluster should hold: imports, their `amcs-` Services and slices."""
-    service_imports: tuple[ServiceImport, ...] = ()
-    services: tuple[Service, ...] = ()
-    endpoint_slices: tuple[EndpointSlice, ...] = ()
-    # the same objects by exported name, in the tuples' order: (namespace, name) -> them
-    by_service: Mapping[tuple[str, str], "ImportObjects"] = field(default_factory=dict, repr=False, compare=False)
+    """What one consumer cluster should hold: imports, their `amcs-` Services and slices.
+
+    An immutable value. derive_imports makes it from `by_service` (exported name -> its
+    objects, in name order) and the flat tuples are made on first use: a reader of
+    by_service alone (the DNS responder) does not pay for three 10,000-element tuples on
+    every change.
+    """
+
+    __slots__ = ("by_service", "_tuples")
+
+    def __init__(self, service_imports: tuple[ServiceImport, ...] = (), services: tuple[Service, ...] = (),
+                 endpoint_slices: tuple[EndpointSlice, ...] = (), *,
+                 by_service: Mapping[tuple[str, str], "ImportObjects"] | None = None) -> None:
+        self.by_service: Mapping[tuple[str, str], ImportObjects] = by_service if by_service is not None else {}
+        self._tuples: tuple[tuple[ServiceImport, ...], tuple[Service, ...], tuple[EndpointSlice, ...]] | None = \
+            None if by_service is not None else (tuple(service_imports), tuple(services), tuple(endpoint_slices))
+
+    def _flat(self) -> tuple[tuple[ServiceImport, ...], tuple[Service, ...], tuple[EndpointSlice, ...]]:
+        if self._tuples is None:
+            objs = self.by_service.values()
+            self._tuples = (tuple([o.service_import for o in objs]), tuple([o.service for o in objs]),
+                            tuple([s for o in objs for s in o.slices]))
+        return self._tuples
+
+    @property
+    def service_imports(self) -> tuple[ServiceImport, ...]:
+        return self._flat()[0]
+
+    @property
+    def services(self) -> tuple[Service, ...]:
+        return self._flat()[1]
+
+    @property
+    def endpoint_slices(self) -> tuple[EndpointSlice, ...]:
+        return self._flat()[2]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DerivedCluster):
+            return NotImplemented
+        return self is other or self._flat() == other._flat()
+
+    def __hash__(self) -> int:
+        return hash(self._flat())
+
+    def __repr__(self) -> str:
+        imports, services, slices = self._flat()
+        return (f"DerivedCluster(service_imports={imports!r}, services={services!r}, "
+                f"endpoint_slices={slices!r})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -549,10 +590,20 @@ class _State:
     group_diagnostics: Mapping[GroupKey, tuple[Diagnostic, ...]]
 
 
-def _changed_keys(old: Mapping[Any, Any], new: Mapping[Any, Any]) -> list[Any]:
-    """Keys added, removed or bound to another object (identity, not equality)."""
+def changed_keys(old: Mapping[Any, Any], new: Mapping[Any, Any]) -> list[Any]:
+    """Keys added, removed or bound to another object (identity, not equality).
+
+    For maps whose keys are derived from their values, like ClusterObjects' indexes and
+    DerivedCluster.by_service: the same object at the same position has the same key.
+    Sources keep an unchanged object's view and its position, so this is usually one
+    pairwise pass in C; when keys were added, removed or reordered it costs one lookup per key.
+    """
     if old is new:
         return []
+    if len(old) == len(new):
+        pairs = list(compress(zip(new.keys(), old.keys()), map(is_not, new.values(), old.values())))
+        if all(k1 == k2 for k1, k2 in pairs):
+            return [k for k, _ in pairs]
     changed = [k for k, v in new.items() if old.get(k, _MISSING) is not v]
     added = sum(1 for k in changed if k not in old) if changed else 0
     if len(new) - added != len(old):  # something was removed
@@ -630,12 +681,12 @@ def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None 
     sources = list(state.sources)
     groups = state.groups
     for i, (old, new) in enumerate(zip(state.inputs, new_inputs)):
-        dirty.update(_changed_keys(old.exports, new.exports))
-        dirty.update(_changed_keys(old.imports, new.imports))
-        for key in _changed_keys(old.services, new.services):
+        dirty.update(changed_keys(old.exports, new.exports))
+        dirty.update(changed_keys(old.imports, new.imports))
+        for key in changed_keys(old.services, new.services):
             dirty.add(key)
             dirty.update(_amcs_owners(key[0], key[1], groups, dirty))
-        moved = _changed_keys(old.slices, new.slices)
+        moved = changed_keys(old.slices, new.slices)
         if moved:
             index = dict(sources[i])
             touched: set[GroupKey] = set()
@@ -788,10 +839,7 @@ def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None 
         if before is not None and cname not in copied:
             per_cluster[cname] = before
         else:
-            per_cluster[cname] = DerivedCluster(
-                tuple(map(_SERVICE_IMPORT, mine.values())), tuple(map(_SERVICE, mine.values())),
-                tuple(chain.from_iterable(map(_SLICES, mine.values()))),
-                by_service=MappingProxyType(mine))  # type: ignore[arg-type]
+            per_cluster[cname] = DerivedCluster(by_service=MappingProxyType(mine))  # type: ignore[arg-type]
     diagnostics = (tuple(invalid_diags[k] for k in sorted(invalid_diags)) + alloc_diagnostics
                    + tuple(d for k in sorted(group_diags) for d in group_diags[k]))
     if previous is not None and not redo and alloc_diagnostics is state.alloc_diagnostics:
@@ -804,7 +852,3 @@ def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None 
                         clusterset_ips=MappingProxyType(new_state.ips),
                         _state=new_state)
 
-
-_SERVICE_IMPORT = attrgetter("service_import")
-_SERVICE = attrgetter("service")
-_SLICES = attrgetter("slices")

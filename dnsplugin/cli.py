@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any, Callable, Mapping, Protocol
 
-from controller.imports import DerivedFleet, ImportObjects, derive_imports
+from controller.imports import DerivedFleet, ImportObjects, changed_keys, derive_imports
 from fleet.snapshot import FleetSnapshot
 
 from .server import Address, DnsListener, ZoneHolder
@@ -88,12 +88,10 @@ def zone_for(snapshot: FleetSnapshot, cluster: str, *, ttl: int = 5, zone_name: 
 def service_changes(before: Mapping[ServiceKey, ImportObjects], after: Mapping[ServiceKey, ImportObjects]
                     ) -> dict[ServiceKey, ServiceInput | None]:
     """The services whose objects are not the same ones any more (None: gone), for update_zone."""
-    if before is after:
-        return {}
-    out: dict[ServiceKey, ServiceInput | None] = {
-        k: (v.service_import, v.slices) for k, v in after.items() if before.get(k) is not v}
-    if len(after) - sum(1 for k in out if k not in before) != len(before):
-        out.update((k, None) for k in before if k not in after)
+    out: dict[ServiceKey, ServiceInput | None] = {}
+    for key in changed_keys(before, after):
+        objs = after.get(key)
+        out[key] = (objs.service_import, objs.slices) if objs is not None else None
     return out
 
 

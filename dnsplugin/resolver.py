@@ -5,6 +5,10 @@ qtype, qclass) and an optional trailing OPT record, looks the lowercased questio
 the zone's prebuilt answers, and splices the request's ID, RD bit and question (so the
 answer echoes the question's case) around the prebuilt tail. Anything unusual goes to the
 cold path, which uses dnslib to decide between an answer and FORMERR. Pure: no I/O.
+
+With `learn`, an answer served from the zone's memo is also recorded in `zone.fast`,
+keyed by the whole query from byte 2 on, lowercased: the UDP listener's fast path then
+answers the next such query with one lookup and three concatenations (server.py).
 """
 from __future__ import annotations
 
@@ -63,7 +67,7 @@ def error_reply(data: bytes, rcode: int, *, question_end: int = 0) -> bytes | No
 
 
 def resolve(zone: Zone | None, data: bytes, *, tcp: bool = False, forward: bool = False,
-            stats: Stats | None = None) -> bytes | _Forward | None:
+            stats: Stats | None = None, learn: bool = False) -> bytes | _Forward | None:
     """The response to `data`, FORWARD for an outside name when forwarding, or None to drop."""
     if type(data) is not bytes:
         data = bytes(data)
@@ -113,21 +117,50 @@ def resolve(zone: Zone | None, data: bytes, *, tcp: bool = False, forward: bool 
                 return _refused(data, qend, opt)
             entry = found  # type: ignore[assignment]
         assert entry is not None
-        _count(stats, (data[i + 1] << 8) | data[i + 2], NOERROR)
+        qtype = (data[i + 1] << 8) | data[i + 2]
+        _count(stats, qtype, NOERROR)
         if opt:
             resp = data[:2] + _AA_NOERROR[data[2] & 1] + entry[2] + data[12:qend] + entry[1] + OPT_RR
-            if len(resp) <= limit:
-                return resp
-            resp = data[:2] + _AA_NOERROR[data[2] & 1] + entry[5] + data[12:qend] + entry[4] + OPT_RR
+            if len(resp) > limit:
+                resp = data[:2] + _AA_NOERROR[data[2] & 1] + entry[5] + data[12:qend] + entry[4] + OPT_RR
         else:
             resp = data[:2] + _AA_NOERROR[data[2] & 1] + entry[0] + data[12:qend] + entry[1]
-            if len(resp) <= limit:
-                return resp
-            resp = data[:2] + _AA_NOERROR[data[2] & 1] + entry[3] + data[12:qend] + entry[4]
+            if len(resp) > limit:
+                resp = data[:2] + _AA_NOERROR[data[2] & 1] + entry[3] + data[12:qend] + entry[4]
         # Dropping Additional is allowed without TC; beyond that the client must retry over TCP.
-        return resp if len(resp) <= limit else _truncated(data, qend, NOERROR, opt)
+        if len(resp) > limit:
+            return _truncated(data, qend, NOERROR, opt)
+        if learn and zone.wire.get(key) is entry:
+            _learn(zone, data, resp, i, qend, qtype)
+        return resp
     except IndexError:
         return _unusual(zone, data, tcp, forward, stats)
+
+
+# Bytes 2..12 of a query the UDP fast path may take: QUERY, RD off or on, no other flag,
+# QD=1, AN=NS=0, and AR=0 or 1 (one OPT without options).
+_PLAIN = frozenset({b"\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00", b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00",
+                    b"\x00\x00\x00\x01\x00\x00\x00\x00\x00\x01", b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x01"})
+FAST_LIMIT = 65536  # learned answers per zone; past it, queries keep taking the resolver
+
+
+def _learn(zone: Zone, data: bytes, resp: bytes, name_end: int, qend: int, qtype: int) -> None:
+    """Record `resp` as the answer to every query equal to `data` but for ID and name case.
+
+    The key is data[2:] lowercased, so only the qname may differ in case: every other
+    byte (header, qtype, class, OPT) must be free of ASCII letters, or two different
+    queries could fold to one key. Only memoised answers are learned (NXDOMAIN names are
+    unbounded), only OPT records without options (cookies differ per client), and at
+    most FAST_LIMIT per zone.
+    """
+    if data[2:12] not in _PLAIN or qtype > 255 or len(zone.fast) >= FAST_LIMIT:
+        return  # (qtype > 255: the metrics keep fast-path counts in a 256-slot list)
+    if qend != len(data) and (qend + 11 != len(data) or data[-2:] != b"\x00\x00"):
+        return  # an OPT with options
+    rest = data[2:12] + data[name_end:]
+    if rest.lower() != rest or rest.upper() != rest:
+        return
+    zone.fast[data[2:].lower()] = (resp[2:12], resp[qend:], None if qend == len(data) else qend - len(data), qtype)
 
 
 def _truncated(data: bytes, qend: int, rcode: int, opt: bool) -> bytes:

@@ -3,6 +3,11 @@
 The protocols are thin: each datagram or TCP frame goes through resolver.resolve against
 the zone the holder points at when it arrives (the pointer is swapped whole, so an answer
 never mixes two snapshots). Names outside the zone are forwarded to `upstream` when set.
+
+UDP has a fast path in front of resolve: one lookup of the query (from byte 2 on,
+lowercased) in the answers resolve learned for this zone (resolver._learn), then the ID,
+flags+counts, the question as asked (its case) and the learned body: exactly the bytes
+resolve returned for the same query. Everything else takes resolve, which learns.
 """
 from __future__ import annotations
 
@@ -11,9 +16,9 @@ import logging
 import struct
 from typing import Any, Callable
 
-from .metrics import QUERY_COUNTS, count
+from .metrics import FAST_NOERROR, QUERY_COUNTS, count
 from .resolver import FORWARD, SERVFAIL, Stats, error_reply, resolve
-from .zone import Zone
+from .zone import FastEntry, Zone
 
 log = logging.getLogger(__name__)
 
@@ -21,15 +26,21 @@ Address = tuple[str, int]
 
 
 class ZoneHolder:
-    """The zone currently served; `zone` is replaced, never mutated."""
+    """The zone currently served; `zone` is replaced, never mutated.
 
-    __slots__ = ("zone",)
+    `fast` is that zone's learned UDP answers (empty before the first zone), held here so
+    the fast path reaches it in two attribute loads; swap changes both in one callback.
+    """
+
+    __slots__ = ("zone", "fast")
 
     def __init__(self, zone: Zone | None = None) -> None:
         self.zone: Zone | None = zone
+        self.fast: dict[bytes, FastEntry] = zone.fast if zone is not None else {}
 
     def swap(self, zone: Zone | None) -> None:
         self.zone = zone
+        self.fast = zone.fast if zone is not None else {}
 
 
 def _question_type(data: bytes) -> int:
@@ -111,20 +122,32 @@ class _Tasks:
 
 class UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, holder: ZoneHolder, forwarder: Forwarder | None, tasks: _Tasks,
-                 stats: Stats = QUERY_COUNTS) -> None:
+                 stats: Stats = QUERY_COUNTS, fast_counts: list[int] = FAST_NOERROR) -> None:
         self.holder = holder
         self.forwarder = forwarder
         self.forward = forwarder is not None
         self.tasks = tasks
         self.stats = stats
+        self.fast_counts = fast_counts
         self.transport: asyncio.DatagramTransport | None = None
+        self.sendto: Callable[[bytes, Any], None] = lambda data, addr: None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.sendto = transport.sendto  # type: ignore[attr-defined]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        entry = self.holder.fast.get(data[2:].lower())
+        if entry is not None:  # the same query as one resolve answered, but for ID and name case
+            self.fast_counts[entry[3]] += 1
+            self.sendto(data[:2] + entry[0] + data[12:entry[2]] + entry[1], addr)
+            return
+        self._answer(data, addr)
+
+    def _answer(self, data: bytes, addr: Any) -> None:
+        """Everything the fast path does not take: the full resolver, forwarding, errors."""
         try:
-            resp = resolve(self.holder.zone, data, forward=self.forward, stats=self.stats)
+            resp = resolve(self.holder.zone, data, forward=self.forward, stats=self.stats, learn=True)
         except Exception:  # the resolver's own bug: never take the listener down
             log.exception("resolver failed on a %d-byte query from %s", len(data), addr)
             resp = error_reply(data, SERVFAIL)

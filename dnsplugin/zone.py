@@ -58,6 +58,9 @@ class Soa:
 # body without Additional, counts without Additional with OPT). `counts` are the 8 bytes
 # after the ID and flags (QD=1, AN, NS, AR); `body` follows the question.
 Entry = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
+# A learned UDP answer (see resolver.learn): (flags+counts, body, end of the question
+# relative to the end of the query or None for the end, qtype for the metrics).
+FastEntry = tuple[bytes, bytes, int | None, int]
 
 
 def to_wire(labels: Iterable[str | bytes]) -> Name:
@@ -284,12 +287,14 @@ class Zone:
     that changed and keeps the memo of every other service's answers.
     """
 
-    __slots__ = ("origin", "origin_wire", "ttl", "serial", "soa", "soa_rr", "wire", "name_count",
-                 "_params", "_fragments", "_by_base", "_ns_counts", "_static", "_volatile", "_nodes")
+    __slots__ = ("origin", "origin_wire", "ttl", "serial", "soa", "soa_rr", "wire", "fast", "name_count",
+                 "_params", "_fragments", "_by_base", "_ns_counts", "_static", "_volatile", "_nodes",
+                 "_service_names")
 
     def __init__(self, params: _Params, serial: int, fragments: dict[tuple[str, str], _Fragment],
                  by_base: dict[Name, _Fragment], ns_counts: dict[Name, int],
-                 static: dict[Name, Node] | None = None, wire: dict[bytes, Entry] | None = None) -> None:
+                 static: dict[Name, Node] | None = None, wire: dict[bytes, Entry] | None = None,
+                 service_names: int | None = None) -> None:
         self._params = params
         self.origin = ".".join(params.origin)
         self.origin_wire = params.origin_wire
@@ -302,11 +307,16 @@ class Zone:
         self._static = static if static is not None else _static_nodes(params, self.soa, ns_counts)
         # key: lowercased qname wire + qtype + qclass(IN) -> Entry; filled on first ask
         self.wire: dict[bytes, Entry] = wire if wire is not None else {}
+        # key: lowercased query from byte 2 on -> FastEntry; learned by the UDP listener
+        self.fast: dict[bytes, FastEntry] = {}
         # memo keys that depend on the serial (SOA in them) or on static names: not carried over
         self._volatile: list[bytes] = []
         self._nodes: dict[Name, Node] | None = None
         self.soa_rr = self._soa_rr()
-        self.name_count = len(self._static) + sum(len(f.nodes) for f in by_base.values())
+        if service_names is None:
+            service_names = sum(len(f.nodes) for f in by_base.values())
+        self._service_names = service_names
+        self.name_count = len(self._static) + service_names
 
     @property
     def nodes(self) -> Mapping[Name, Node]:
@@ -479,6 +489,7 @@ def update_zone(previous: Zone, changes: Mapping[tuple[str, str], ServiceInput |
     by_base = dict(previous._by_base)
     ns_counts = dict(previous._ns_counts)
     wire = dict(previous.wire)
+    service_names = previous._service_names
     for key in previous._volatile:
         wire.pop(key, None)
     for skey, new in changes.items():
@@ -498,6 +509,7 @@ def update_zone(previous: Zone, changes: Mapping[tuple[str, str], ServiceInput |
                     wire.pop(name + _QTYPE_IN[t], None)
             if by_base.get(old.base) is old:  # (two imports differing only in case share a base)
                 del by_base[old.base]
+                service_names -= len(old.nodes)
                 ent = _ns_ent(old.base)
                 ns_counts[ent] -= 1
                 if not ns_counts[ent]:
@@ -508,13 +520,14 @@ def update_zone(previous: Zone, changes: Mapping[tuple[str, str], ServiceInput |
         if frag.base is not None:
             displaced = by_base.get(frag.base)
             by_base[frag.base] = frag
+            service_names += len(frag.nodes) - (len(displaced.nodes) if displaced is not None else 0)
             if displaced is None:
                 ent = _ns_ent(frag.base)
                 ns_counts[ent] = ns_counts.get(ent, 0) + 1
     static = None
     if ns_counts.keys() == previous._ns_counts.keys() and serial == previous.serial:
         static = previous._static
-    return Zone(p, serial, fragments, by_base, ns_counts, static, wire)
+    return Zone(p, serial, fragments, by_base, ns_counts, static, wire, service_names)
 
 
 _QTYPE_IN = {t: struct.pack("!H", t) + b"\x00\x01" for t in _CACHED_NODATA}

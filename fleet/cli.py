@@ -183,6 +183,9 @@ async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gatew
             gw = await _bind(f"http on {args.http}", lambda: gateway_cli.start_gateway(fleet, options, admin))
             bound["http"] = gw.servers[0].sockets[0].getsockname()[:2]
             drainers.append(gw.drain)
+        if controller and getattr(args, "leader_elect", False):
+            log.warning("--leader-elect: the controller keeps its derived objects in memory and writes "
+                        "nothing yet, so there is nothing to elect a leader for; ignored")
         if controller or dns:
             from controller import cli as controller_cli
             ctl = controller_cli.start_file_controller(fleet, admin)

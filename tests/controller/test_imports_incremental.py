@@ -1,7 +1,7 @@
 """derive_imports(previous=...) against a fresh derivation, over random changes."""
 from __future__ import annotations
 
-from controller.imports import DerivedFleet, derive_imports
+from controller.imports import DerivedFleet, changed_keys, derive_imports
 from tests.controller.mcs_fixtures import endpoint, endpoint_slice
 from tests.controller.mcs_random import RandomFleet
 
@@ -57,3 +57,15 @@ def test_a_slice_change_rebuilds_only_its_service() -> None:
     assert after[("demo", "api")] is before[("demo", "api")]
     assert after[("demo", "web")] is not before[("demo", "web")]
     assert any(ep.addresses == ("10.9.9.9",) for s in after[("demo", "web")].slices for ep in s.endpoints)
+
+
+def test_changed_keys_by_identity_in_and_out_of_order() -> None:
+    a, b, c, b2 = object(), object(), object(), object()
+    old = {"a": a, "b": b, "c": c}
+    assert changed_keys(old, old) == []
+    assert changed_keys(old, dict(old)) == []
+    assert changed_keys(old, {"a": a, "b": b2, "c": c}) == ["b"]
+    assert sorted(changed_keys(old, {"c": c, "a": a, "b": b2})) == ["b"]  # reordered
+    assert sorted(changed_keys(old, {"a": a, "c": c, "d": b})) == ["b", "d"]  # same size, b gone, d new
+    assert sorted(changed_keys(old, {"a": a})) == ["b", "c"]
+    assert sorted(changed_keys({}, old)) == ["a", "b", "c"]
