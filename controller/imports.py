@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import compress
 from operator import is_not
 from datetime import datetime, timezone
@@ -656,27 +656,9 @@ def _empty_state(settings: tuple[Any, ...], n_members: int, consumers: Iterable[
                   {c: {} for c in consumers}, {}, {}, {})
 
 
-def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None = None,
-                   allocate: bool = True, previous: DerivedFleet | None = None) -> DerivedFleet:
-    """Everything the MCS controller should make true, as values.
-
-    `clusters` limits the per-cluster objects to those consumers (the DNS responder needs
-    one); export conditions always cover the whole fleet. With `allocate=False` (live mode,
-    where each cluster's API server assigns the `amcs-` Service's ClusterIPs) ClusterSetIPs
-    come only from existing `amcs-` Services. `previous` (the last result) makes the cost
-    proportional to what changed (objects compared by identity), so a change at 10,000
-    services stays cheap; the result is the same with or without it.
-    """
-    members = tuple(m.name for m in snapshot.members)
-    consumers = tuple(m.name for m in snapshot.members if clusters is None or m.name in clusters)
-    settings = (members, consumers, allocate, snapshot.clusterset_ip_range if allocate else None)
-    state: _State | None = previous._state if previous is not None else None
-    if state is None or state.settings != settings:
-        state = _empty_state(settings, len(members), consumers)
-        previous = None
-    new_inputs = tuple(_inputs(m.objects) for m in snapshot.members)
-
-    # 1. what moved, by identity: the exported names it feeds are dirty
+def _find_dirty(state: _State, new_inputs: tuple[_Inputs, ...]
+                ) -> tuple[set[GroupKey], list[Mapping[GroupKey, Mapping[tuple[str, str], EndpointSlice]]]]:
+    """The exported names fed by an object that moved (by identity), and the slice indexes."""
     dirty: set[GroupKey] = set()
     sources = list(state.sources)
     groups = state.groups
@@ -689,166 +671,221 @@ def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None 
         moved = changed_keys(old.slices, new.slices)
         if moved:
             index = dict(sources[i])
-            touched: set[GroupKey] = set()
+            copied: dict[GroupKey, dict[tuple[str, str], EndpointSlice]] = {}
             for key in moved:
                 for s, add in ((old.slices.get(key), False), (new.slices.get(key), True)):
                     svc = _is_source_slice(s) if s is not None else None
-                    if svc is None:
+                    if s is None or svc is None:
                         continue
                     gkey = (key[0], svc)
-                    if gkey not in touched:
-                        touched.add(gkey)
-                        index[gkey] = dict(index.get(gkey, {}))
+                    mine = copied.get(gkey)
+                    if mine is None:
+                        mine = copied[gkey] = dict(index.get(gkey, {}))
                     if add:
-                        index[gkey][key] = s  # type: ignore[assignment]
+                        mine[key] = s
                     else:
-                        index[gkey].pop(key, None)
-            for gkey in touched:
-                if not index[gkey]:
-                    del index[gkey]
+                        mine.pop(key, None)
+            for gkey, mine in copied.items():
+                if mine:
+                    index[gkey] = mine
+                else:
+                    index.pop(gkey, None)
             sources[i] = index
-            dirty.update(touched)
+            dirty.update(copied)
         if old.namespaces != new.namespaces:
             spaces = old.namespaces ^ new.namespaces
             dirty.update(g for g in groups if g[0] in spaces)
-    by_member = dict(zip(members, sources))
+    return dirty, sources
+
+
+_View = tuple[str, frozenset[str], Mapping[tuple[str, str], ServiceImport], Mapping[tuple[str, str], Service], bool]
+
+
+def _consumer_objects(res: _Resolved, res_ips: tuple[str, ...], views: list[_View],
+                      by_member: Mapping[str, Sources]
+                      ) -> tuple[dict[str, ImportObjects], list[Diagnostic], int]:
+    """One exported name's objects in each consumer, diagnostics, and how many members import it."""
+    gkey = (res.namespace, res.name)
+    objects: dict[str, ImportObjects] = {}
+    diags: list[Diagnostic] = []
+    shared: ImportObjects | None = None
+    derived_name = amcs_name(res.name)
+    n_consumers = 0
+    for cname, namespaces, imports_map, services_map, is_consumer in views:
+        if res.namespace not in namespaces:
+            continue
+        n_consumers += 1
+        if not is_consumer:
+            continue
+        existing = imports_map.get(gkey)
+        derived_svc = services_map.get((res.namespace, derived_name))
+        own_ips = res_ips
+        if derived_svc is not None:
+            if res.type == "ClusterSetIP" and derived_svc.cluster_ips and not derived_svc.headless:
+                own_ips = tuple(derived_svc.cluster_ips)  # live mode: the API server's ClusterIPs
+            if derived_svc.meta.labels.get(LABEL_MANAGED_BY) != MANAGED_BY:
+                diags.append(Diagnostic(
+                    cname, f"Service/{res.namespace}/{derived_name}",
+                    "exists without app.kubernetes.io/managed-by=fleetgate; "
+                    "fleetgate will not take it over", "warning"))
+        if existing is None and own_ips == res_ips:
+            if shared is None:
+                shared = _build_objects(res, res_ips, None, by_member)
+            objects[cname] = shared
+        else:
+            objects[cname] = _build_objects(res, own_ips, existing, by_member)
+    return objects, diags, n_consumers
+
+
+class _Step:
+    """The maps of the next _State, copied from the last one on first write."""
+
+    def __init__(self, state: _State, consumers: tuple[str, ...]) -> None:
+        self.state = state
+        self.groups = dict(state.groups)
+        self.ips = dict(state.ips)
+        self.conditions = dict(state.conditions)
+        self.invalid_diagnostics = dict(state.invalid_diagnostics)
+        self.group_diagnostics = dict(state.group_diagnostics)
+        self.per_consumer: dict[str, Mapping[GroupKey, ImportObjects]] = {
+            c: state.per_consumer[c] for c in consumers}
+        self.copied: dict[str, dict[GroupKey, ImportObjects]] = {}  # consumers written to
+        self.added: set[str] = set()  # consumers with a new name: their order needs sorting
+
+    def forget(self, gkey: GroupKey, old: _Group) -> None:
+        for key, _ in old.conditions:
+            self.conditions.pop(key, None)
+        for i, _ in old.invalid:
+            self.invalid_diagnostics.pop((i, *gkey), None)
+        self.group_diagnostics.pop(gkey, None)
+
+    def place(self, gkey: GroupKey, objects: Mapping[str, ImportObjects]) -> None:
+        """Set (or remove, when absent from `objects`) one name's objects in every consumer."""
+        for cname, mine in self.per_consumer.items():
+            now = objects.get(cname)
+            had = gkey in mine
+            if not had and now is None:
+                continue
+            writable = self.copied.get(cname)
+            if writable is None:
+                writable = self.copied[cname] = dict(mine)
+                self.per_consumer[cname] = writable
+            if now is None:
+                del writable[gkey]
+            else:
+                writable[gkey] = now
+                if not had:
+                    self.added.add(cname)
+
+    def sorted_consumers(self) -> dict[str, Mapping[GroupKey, ImportObjects]]:
+        for cname in self.added:
+            mine = self.per_consumer[cname]
+            self.per_consumer[cname] = {k: mine[k] for k in sorted(mine)}
+        return self.per_consumer
+
+
+def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None = None,
+                   allocate: bool = True, previous: DerivedFleet | None = None) -> DerivedFleet:
+    """Everything the MCS controller should make true, as values.
+
+    `clusters` limits the per-cluster objects to those consumers (the DNS responder needs
+    one); export conditions always cover the whole fleet. With `allocate=False` (live mode,
+    where each cluster's API server assigns the `amcs-` Service's ClusterIPs) ClusterSetIPs
+    come only from existing `amcs-` Services. `previous` (the last result) makes the cost
+    proportional to what changed (objects compared by identity), so a change at 10,000
+    services stays cheap; the result is the same with or without it.
+    """
+    members: tuple[str, ...] = tuple(m.name for m in snapshot.members)
+    consumers: tuple[str, ...] = tuple(m.name for m in snapshot.members if clusters is None or m.name in clusters)
+    settings = (members, consumers, allocate, snapshot.clusterset_ip_range if allocate else None)
+    state: _State | None = previous._state if previous is not None else None
+    if state is None or state.settings != settings:
+        state = _empty_state(settings, len(members), consumers)
+        previous = None
+    new_inputs = tuple(_inputs(m.objects) for m in snapshot.members)
+
+    # 1. what moved, by identity: the exported names it feeds are dirty
+    dirty, sources = _find_dirty(state, new_inputs)
+    by_member: dict[str, Sources] = dict(zip(members, sources))
 
     # 2. conflict resolution of the dirty names
-    groups = dict(groups)
     wants = dict(state.wants)
     resolved: dict[GroupKey, tuple[_Resolved | None, tuple[tuple[int, Diagnostic], ...], tuple[Any, ...]]] = {}
     for gkey in dirty:
-        res, invalid, conds = _derive_group(gkey, members, new_inputs)
-        resolved[gkey] = (res, invalid, conds)
+        res, invalid, conds = resolved[gkey] = _derive_group(gkey, members, new_inputs)
         if res is not None and res.type == "ClusterSetIP":
             wants[gkey] = res.families
         else:
             wants.pop(gkey, None)
 
     # 3. ClusterSetIPs: reallocated only when the set of ClusterSetIP names changes
-    allocation = state.allocation
-    alloc_diagnostics = state.alloc_diagnostics
-    ips = state.ips
+    allocation, alloc_diagnostics = state.allocation, state.alloc_diagnostics
     redo = set(dirty)
     if allocate and (previous is None or wants != state.wants):
         alloc_list: list[Diagnostic] = []
         allocation = _allocate(wants, snapshot.clusterset_ip_range, alloc_list)
         alloc_diagnostics = tuple(alloc_list)
-        old_alloc = state.allocation or {}
-        new_alloc = allocation or {}
-        redo.update(g for g in groups if old_alloc.get(g, ()) != new_alloc.get(g, ()))
-    if redo:
-        ips = dict(ips)
+        old_alloc, new_alloc = state.allocation or {}, allocation or {}
+        redo.update(g for g in state.groups if old_alloc.get(g, ()) != new_alloc.get(g, ()))
+    if previous is not None and not redo:
+        new_state = replace(state, inputs=new_inputs, sources=tuple(sources))
+        return replace(previous, _state=new_state)
+    allocated = allocate and allocation is not None
 
     # 4. per dirty name: objects in every consumer, conditions, diagnostics
-    per_consumer = {c: state.per_consumer[c] for c in consumers}
-    copied: set[str] = set()
-    resort: set[str] = set()
-    conditions = dict(state.conditions) if redo else state.conditions
-    invalid_diags = dict(state.invalid_diagnostics) if redo else state.invalid_diagnostics
-    group_diags = dict(state.group_diagnostics) if redo else state.group_diagnostics
-    views = [(m.name, m.objects.namespace_names, m.objects.service_imports, m.objects.services,
-              m.name in per_consumer) for m in snapshot.members]
+    step = _Step(state, consumers)
+    views: list[_View] = [(m.name, m.objects.namespace_names, m.objects.service_imports, m.objects.services,
+                           m.name in step.per_consumer) for m in snapshot.members]
     for gkey in redo:
-        old_group = groups.get(gkey)
+        old_group = step.groups.get(gkey)
         if gkey in resolved:
             res, invalid, invalid_conds = resolved[gkey]
-        elif old_group is not None:
+        elif old_group is not None:  # only its ClusterSetIPs moved
             res, invalid, invalid_conds = old_group.resolved, old_group.invalid, old_group.invalid_conditions
         else:
             continue
         if old_group is not None:
-            for key, _ in old_group.conditions:
-                conditions.pop(key, None)  # type: ignore[attr-defined]
-            for i, _ in old_group.invalid:
-                invalid_diags.pop((i, *gkey), None)  # type: ignore[attr-defined]
-            group_diags.pop(gkey, None)  # type: ignore[attr-defined]
+            step.forget(gkey, old_group)
         for i, diag in invalid:
-            invalid_diags[(i, *gkey)] = diag  # type: ignore[index]
+            step.invalid_diagnostics[(i, *gkey)] = diag
         objects: dict[str, ImportObjects] = {}
         diags: list[Diagnostic] = []
         conds = invalid_conds
         if res is None:
-            if allocate and allocation is not None:
-                ips.pop(gkey, None)  # type: ignore[attr-defined]
+            step.ips.pop(gkey, None)
         else:
             res_ips = (allocation or {}).get(gkey, ())
-            if allocate and allocation is not None:
-                ips[gkey] = res_ips  # type: ignore[index]
-            shared: ImportObjects | None = None
-            derived_name = amcs_name(res.name)
-            n_consumers = 0
-            for cname, namespaces, imports_map, services_map, is_consumer in views:
-                if res.namespace not in namespaces:
-                    continue
-                n_consumers += 1
-                if not is_consumer:
-                    continue
-                existing = imports_map.get(gkey)
-                derived_svc = services_map.get((res.namespace, derived_name))
-                own_ips = res_ips
-                if derived_svc is not None:
-                    if res.type == "ClusterSetIP" and derived_svc.cluster_ips and not derived_svc.headless:
-                        own_ips = tuple(derived_svc.cluster_ips)  # live mode: the API server's ClusterIPs
-                    if derived_svc.meta.labels.get(LABEL_MANAGED_BY) != MANAGED_BY:
-                        diags.append(Diagnostic(
-                            cname, f"Service/{res.namespace}/{derived_name}",
-                            "exists without app.kubernetes.io/managed-by=fleetgate; "
-                            "fleetgate will not take it over", "warning"))
-                if existing is None and own_ips == res_ips:
-                    if shared is None:
-                        shared = _build_objects(res, res_ips, None, by_member)
-                    objects[cname] = shared
-                else:
-                    objects[cname] = _build_objects(res, own_ips, existing, by_member)
+            if allocated:
+                step.ips[gkey] = res_ips
+            objects, diags, n_consumers = _consumer_objects(res, res_ips, views, by_member)
             conds = conds + tuple(((ex.cluster, res.namespace, res.name),
-                                    _export_conditions(res, ex, n_consumers)) for ex in res.exports)
-        for cname, mine in per_consumer.items():
-            had = gkey in mine
-            now = objects.get(cname)
-            if not had and now is None:
-                continue
-            if cname not in copied:
-                copied.add(cname)
-                mine = per_consumer[cname] = dict(mine)
-            if now is None:
-                del mine[gkey]  # type: ignore[attr-defined]
-            else:
-                mine[gkey] = now  # type: ignore[index]
-                if not had:
-                    resort.add(cname)
-        conditions.update(conds)  # type: ignore[attr-defined]
+                                   _export_conditions(res, ex, n_consumers)) for ex in res.exports)
+        step.place(gkey, objects)
+        step.conditions.update(conds)
         if diags:
-            group_diags[gkey] = tuple(diags)  # type: ignore[index]
+            step.group_diagnostics[gkey] = tuple(diags)
         if res is None and not invalid:
-            groups.pop(gkey, None)
+            step.groups.pop(gkey, None)
         else:
-            groups[gkey] = _Group(res, invalid, invalid_conds, conds, tuple(diags), wants.get(gkey))
-    for cname in resort:
-        mine = per_consumer[cname]
-        per_consumer[cname] = {k: mine[k] for k in sorted(mine)}
+            step.groups[gkey] = _Group(res, invalid, invalid_conds, conds, tuple(diags), wants.get(gkey))
 
-    new_state = _State(settings, new_inputs, tuple(sources), groups, wants, allocation, alloc_diagnostics,
-                       ips if allocate and allocation is not None else {}, per_consumer, conditions,
-                       invalid_diags, group_diags)
+    per_consumer = step.sorted_consumers()
+    new_state = _State(settings, new_inputs, tuple(sources), step.groups, wants, allocation, alloc_diagnostics,
+                       step.ips if allocated else {}, per_consumer, step.conditions,
+                       step.invalid_diagnostics, step.group_diagnostics)
     old_per_cluster = previous.per_cluster if previous is not None else {}
-    per_cluster = {}
+    per_cluster: dict[str, DerivedCluster] = {}
     for cname in consumers:
-        mine = per_consumer[cname]
         before = old_per_cluster.get(cname)
-        if before is not None and cname not in copied:
+        if before is not None and cname not in step.copied:
             per_cluster[cname] = before
         else:
-            per_cluster[cname] = DerivedCluster(by_service=MappingProxyType(mine))  # type: ignore[arg-type]
+            per_cluster[cname] = DerivedCluster(by_service=MappingProxyType(per_consumer[cname]))
+    invalid_diags, group_diags = step.invalid_diagnostics, step.group_diagnostics
     diagnostics = (tuple(invalid_diags[k] for k in sorted(invalid_diags)) + alloc_diagnostics
                    + tuple(d for k in sorted(group_diags) for d in group_diags[k]))
-    if previous is not None and not redo and alloc_diagnostics is state.alloc_diagnostics:
-        return DerivedFleet(per_cluster=MappingProxyType(per_cluster),
-                            export_conditions=previous.export_conditions, diagnostics=previous.diagnostics,
-                            clusterset_ips=previous.clusterset_ips, _state=new_state)
     return DerivedFleet(per_cluster=MappingProxyType(per_cluster),
-                        export_conditions=MappingProxyType(conditions),
+                        export_conditions=MappingProxyType(step.conditions),
                         diagnostics=diagnostics,
                         clusterset_ips=MappingProxyType(new_state.ips),
                         _state=new_state)
-

@@ -26,9 +26,11 @@ DEFAULT_LISTEN = "127.0.0.1:1053"
 
 # After each swap, move every object alive (the zone, the derivation state, the fleet's
 # views: ~700k objects at 10,000 services) out of the cyclic GC's reach. A full collection
-# over them takes 0.3-0.6 s and would stall answers and the next zone change; they are
-# acyclic and freed by reference counting when replaced. Process-wide; bench/ turns it off
-# to measure the difference.
+# over them took 0.4-0.8 s here (bench/dns_vs_knot.py) and would stall answers and the next
+# zone change whenever allocation counts trigger one; frozen, it takes ~0. They are acyclic
+# and freed by reference counting when replaced (600 swaps: no growth). The collector is
+# also paused during a rebuild (collections there scan the growing heap: about half of a
+# from-scratch build). Process-wide; bench/ turns it off to measure the difference.
 FREEZE_GC = True
 
 
@@ -137,16 +139,24 @@ class DnsService:
             log.warning("dns: the fleet has no member cluster; serving SERVFAIL")
             return
         started = time.perf_counter()
+        paused = FREEZE_GC and gc.isenabled()
+        if paused:
+            gc.disable()  # collections during a full build would scan its ever-growing heap
         try:
-            zone, self._derived = zone_for(snapshot, cluster, ttl=self.ttl, zone_name=self.zone_name,
-                                           ns_address=self.ns_address, previous_zone=self.zone_holder.zone,
-                                           previous_derived=self._derived)
+            zone, derived = zone_for(snapshot, cluster, ttl=self.ttl, zone_name=self.zone_name,
+                                     ns_address=self.ns_address, previous_zone=self.zone_holder.zone,
+                                     previous_derived=self._derived)
         except Exception:
+            if paused:
+                gc.enable()
             log.exception("dns: zone rebuild for cluster %s failed; keeping the last zone", cluster)
             return
+        self._derived = derived
         self.zone_holder.swap(zone)
         if FREEZE_GC:
-            gc.freeze()
+            gc.freeze()  # before enable: the build's objects leave the young generation unscanned
+        if paused:
+            gc.enable()
         self.last_build_seconds = time.perf_counter() - started
         log.debug("dns: zone for %s serial %d with %d names built in %.1f ms", cluster, zone.serial,
                   zone.name_count, self.last_build_seconds * 1000)

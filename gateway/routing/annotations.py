@@ -275,7 +275,6 @@ _SPEC: dict[str, tuple[str, str, Callable[[str], _Parser]]] = {
     "canary-weight-total": ("canary", "weight_total", lambda ns: _int(1, 1_000_000)),
 }
 
-KNOWN = frozenset(_SPEC)
 
 
 def ours(annotations: Mapping[str, str]) -> dict[str, tuple[str, str]]:

@@ -89,15 +89,6 @@ class RouteTable:
 EMPTY_TABLE = RouteTable(hosts={}, wildcards={}, any_host=None, default=None)
 
 
-def normalize_host(host: str) -> str:
-    """Lowercase, port stripped (IPv6 literals keep their brackets)."""
-    if host.startswith("["):
-        end = host.find("]")
-        return host[: end + 1].lower() if end > 0 else host.lower()
-    colon = host.find(":")
-    return (host[:colon] if colon >= 0 else host).lower()
-
-
 def find_vhost(table: RouteTable, host: str) -> VirtualHost | None:
     vh = table.hosts.get(host)
     if vh is not None:
