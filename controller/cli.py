@@ -24,7 +24,8 @@ class FileController:
         self._unsubscribe: Callable[[], None] | None = None
 
     def apply(self, snapshot: FleetSnapshot) -> None:
-        self.derived = derive_imports(snapshot)
+        # incremental: only services whose objects changed are derived again
+        self.derived = derive_imports(snapshot, previous=self.derived)
         for d in self.derived.diagnostics:
             log.warning("controller: %s", d)
 
