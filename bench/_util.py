@@ -285,3 +285,14 @@ def tree_rss_kb(pid: int) -> dict[int, int]:
     """VmRSS per live process of pid's tree (taskset execs, so pid is the server itself)."""
     sizes = {p: rss_kb(p) for p in descendants(pid)}
     return {p: kb for p, kb in sizes.items() if kb > 0}
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def interrupt_on_signals() -> None:
+    """SIGTERM and SIGINT unwind through `with Processes()` blocks, which stop every server
+    (SIGINT explicitly too: a shell starts background jobs with SIGINT ignored)."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)

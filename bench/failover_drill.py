@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import (LOOPBACK, Proc, Processes, cpus, ensure_tools, find_binary, free_port,  # noqa: E402
+from _util import (LOOPBACK, interrupt_on_signals, Proc, Processes, cpus, ensure_tools, find_binary, free_port,  # noqa: E402
                    log, pinned, wait_http)
 from proxy_vs_nginx import (_ingress, _ingress_class, _service, _slice,  # noqa: E402
                             _write_fleet, fleetgate_cmd, nginx_conf, start_fleetgate)
@@ -523,14 +523,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGINT, _raise_interrupt)
+    interrupt_on_signals()
     ensure_tools(TOOLS)
     if "fleetgate" in args.proxies:
         fleetgate_cmd(args.fleetgate)

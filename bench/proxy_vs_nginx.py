@@ -19,7 +19,6 @@ import json
 import math
 import re
 import shlex
-import signal
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from typing import Any, Iterator, Sequence
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import (LOOPBACK, Proc, Processes, WrkResult, cpus, ensure_tools,  # noqa: E402
+from _util import (LOOPBACK, interrupt_on_signals, Proc, Processes, WrkResult, cpus, ensure_tools,  # noqa: E402
                    find_binary, free_port, http_get, log, median, pinned, run_wrk,
                    tree_rss_kb, wait_http)
 
@@ -578,16 +577,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    # Both signals unwind through the `with Processes()` blocks, which stop every server
-    # (SIGINT explicitly too: a shell starts background jobs with SIGINT ignored).
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGINT, _raise_interrupt)
+    interrupt_on_signals()
     try:
         if args.rss_scale:
             result = rss_scale(args)
