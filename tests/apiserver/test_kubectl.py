@@ -1,16 +1,14 @@
 """kubectl against the test server: apply, get, patch, delete (a handful of invocations)."""
 from __future__ import annotations
 
-import asyncio
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from fleet.testing import KubeAPIServer
+from fleet.testing.kubectl import kubectl as run_kubectl
 
-KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 
 MANIFEST = """\
 apiVersion: v1
@@ -51,17 +49,7 @@ ports:
 
 
 async def kubectl(kubeconfig: Path, *args: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        KUBECTL, "--kubeconfig", str(kubeconfig), "--cache-dir", str(kubeconfig.parent / "cache"), *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), 20)
-    except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode == 0, err.decode()
-    return out.decode()
+    return await run_kubectl(*args, kubeconfig=kubeconfig, cache_dir=kubeconfig.parent / "cache")
 
 
 @pytest.fixture

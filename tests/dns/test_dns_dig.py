@@ -2,24 +2,10 @@
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
-
-import pytest
-
 from dnsplugin.cli import DnsService, serve
 from tests.dns.dnsclient import StubFleet
-from tests.dns.fixtures import two_cluster_fleet
 
 Z = "svc.clusterset.local"
-
-
-@pytest.fixture
-async def dns() -> AsyncIterator[DnsService]:
-    service = await serve(StubFleet(two_cluster_fleet()), listen="127.0.0.1:0", cluster="zone-a")
-    try:
-        yield service
-    finally:
-        await service.close()
 
 
 async def dig(service: DnsService, *args: str) -> str:

@@ -1,8 +1,6 @@
 """Every row of dns.md's record and response-code tables, asked over real UDP and TCP."""
 from __future__ import annotations
 
-from typing import AsyncIterator
-
 import pytest
 from dnslib import QTYPE, DNSRecord
 
@@ -12,15 +10,6 @@ from tests.dns.dnsclient import StubFleet, ask, question, rcode, rdatas, tcp_exc
 from tests.dns.fixtures import two_cluster_fleet
 
 Z = "svc.clusterset.local"
-
-
-@pytest.fixture
-async def dns() -> AsyncIterator[DnsService]:
-    service = await serve(StubFleet(two_cluster_fleet()), listen="127.0.0.1:0", cluster="zone-a")
-    try:
-        yield service
-    finally:
-        await service.close()
 
 
 @pytest.fixture(params=[False, True], ids=["udp", "tcp"])

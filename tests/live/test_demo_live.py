@@ -2,9 +2,7 @@
 kubectl lines it prints actually change what the gateway routes."""
 from __future__ import annotations
 
-import asyncio
 import shlex
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +11,9 @@ from fleet.config import load_fleet_config
 from fleet.demo import kubectl_lines, start_live_clusters
 from fleet.fleet import Fleet, load_fleet_once
 from fleet.live import LiveSource
+from fleet.testing.kubectl import kubectl
 from livekit import eventually
 
-KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 
 
 def test_demo_takes_a_live_flag() -> None:
@@ -26,17 +24,7 @@ def test_demo_takes_a_live_flag() -> None:
 async def run_kubectl(line: str, home: Path) -> str:
     argv = shlex.split(line.split("   #")[0])
     assert argv[0] == "kubectl"
-    proc = await asyncio.create_subprocess_exec(
-        KUBECTL, *argv[1:], "--cache-dir", str(home / "cache"), env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), 20)
-    except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode == 0, err.decode()
-    return out.decode()
+    return await kubectl(*argv[1:], cache_dir=home / "cache", env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
 
 
 async def test_the_live_demo_serves_the_demo_objects_and_follows_its_kubectl_lines(tmp_path: Path) -> None:
