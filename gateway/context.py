@@ -53,7 +53,7 @@ class GatewayContext:
         self.metrics.health_rows = self.health_rows
         self.metrics.mirror_counts = self.mirrors.counts
         self._cluster_lines: dict[str, bytes] = {}
-        self.rid_prefix = os.urandom(6).hex().encode()  # x-request-id: <prefix>-<counter>
+        self.rid_prefix = os.urandom(6).hex().encode() + b"-"  # x-request-id: <prefix>-<counter>
         self.rid = 0
 
     def swap_table(self, table: RouteTable) -> None:

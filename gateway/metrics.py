@@ -1,8 +1,8 @@
 """Gateway metrics: plain dict counters on the request path, exported at scrape time.
 
 prometheus_client's labelled counters take a lock and a label lookup per increment; on a
-path that runs 30k times a second that is measurable. Here a request costs two dict
-updates and a bisect; a custom Collector turns them into the CONTRACT's metric families
+path that runs 30k times a second that is measurable. Here a request costs one dict
+lookup and a bisect; a custom Collector turns them into the CONTRACT's metric families
 when /metrics is scraped.
 """
 from __future__ import annotations
@@ -18,20 +18,18 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 class GatewayMetrics(Collector):
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, int], int] = {}
-        # ingress -> [bucket counts..., +Inf count, sum]
-        self.durations: dict[str, list[float]] = {}
+        # (ingress, cluster, code) -> [count per bucket..., +Inf bucket, sum of seconds]:
+        # one dict lookup per request; request counts are the bucket sums
+        self.rows: dict[tuple[str, str, int], list[float]] = {}
         self.retries: dict[str, int] = {}
         self.health_rows: Callable[[], dict[tuple[str, str, str], int]] = dict
         self.mirror_counts: dict[tuple[str, str], int] = {}
 
     def observe(self, ingress: str, cluster: str, code: int, seconds: float) -> None:
         key = (ingress, cluster, code)
-        req = self.requests
-        req[key] = req.get(key, 0) + 1
-        h = self.durations.get(ingress)
+        h = self.rows.get(key)
         if h is None:
-            h = self.durations[ingress] = [0.0] * (len(BUCKETS) + 2)
+            h = self.rows[key] = [0.0] * (len(BUCKETS) + 2)
         h[bisect_left(BUCKETS, seconds)] += 1
         h[-1] += seconds
 
@@ -41,12 +39,16 @@ class GatewayMetrics(Collector):
     def collect(self) -> Iterator:
         c = CounterMetricFamily("fleetgate_http_requests", "HTTP requests by ingress, member cluster and status",
                                 labels=["ingress", "cluster", "code"])
-        for (ingress, cluster, code), n in sorted(self.requests.items()):
-            c.add_metric([ingress, cluster, str(code)], n)
+        durations: dict[str, list[float]] = {}
+        for (ingress, cluster, code), row in sorted(self.rows.items()):
+            c.add_metric([ingress, cluster, str(code)], int(sum(row[:-1])))
+            d = durations.setdefault(ingress, [0.0] * len(row))
+            for i, v in enumerate(row):
+                d[i] += v
         yield c
         h = HistogramMetricFamily("fleetgate_http_request_duration_seconds",
                                   "Time from request head to the end of the response", labels=["ingress"])
-        for ingress, counts in sorted(self.durations.items()):
+        for ingress, counts in sorted(durations.items()):
             cumulative: list[tuple[str, float]] = []
             running = 0.0
             for bound, count in zip((*map(str, BUCKETS), "+Inf"), counts[:-1]):

@@ -39,8 +39,10 @@ _MISS = object()
 ROUTE_CACHE_SIZE = 4096
 
 
-def _route(table: "RouteTable", host: bytes, path: bytes) -> Route | None:
-    """route() on raw bytes: Host lowercased with its port stripped."""
+def _route(table: "RouteTable", host: bytes, target: bytes) -> Route | None:
+    """route() on raw bytes: Host lowercased with its port stripped, the query dropped."""
+    q = target.find(b"?")
+    path = target if q < 0 else target[:q]
     if host[:1] == b"[":
         host = host[:host.find(b"]") + 1]
     else:
@@ -62,13 +64,13 @@ class Reject(Exception):
 class Exchange:
     """One request/response pair.
 
-    Defaults live on the class so creating one per request sets only what differs;
-    the two lists are per instance."""
+    Defaults live on the class so creating one per request sets only what differs (no
+    __init__: on_url sets `ds` and `hlines`; `body` becomes a list only for requests that
+    have one)."""
 
     method = b""
     target = b""
     url = b""  # the request target as received (httptools may hand it over in pieces)
-    header_bytes = 0
     host: bytes | None = None
     content_length: int | None = None
     chunked_request = False
@@ -77,6 +79,7 @@ class Exchange:
     request_id: bytes | None = None
     via: bytes | None = None
     expect = False
+    special = False  # a request header beyond Host needs handling (framing, hop-by-hop, forwarding)
     upgrade: bytes | None = None
     head_done = False
     request_done = False
@@ -92,7 +95,6 @@ class Exchange:
     chunked_response = False
     status = 0
     cluster = ""
-    is_head = False
     start = 0.0
     deadline = 0.0
     tunnel_buf: bytes | None = None
@@ -111,11 +113,9 @@ class Exchange:
     counted: str | None = None  # endpoint key counted in-flight (least_conn)
     free_tries = 0  # attempts that failed on stale pooled connections (not counted)
     timer_attempt = 0  # the attempt a precise deadline timer was set for
-
-    def __init__(self, ds: "DownstreamH1") -> None:
-        self.ds = ds
-        self.hlines: list[bytes] = []
-        self.body: list[bytes] = []
+    body: list[bytes] = ()  # type: ignore[assignment]  # a list once the request has a body
+    ds: "DownstreamH1"
+    hlines: list[bytes]  # header lines to forward, as (name, ": ", value, CRLF) pieces
 
 
 class DownstreamH1(asyncio.Protocol):
@@ -132,8 +132,9 @@ class DownstreamH1(asyncio.Protocol):
         self.http11 = True
         self.tunnel: UpstreamH1 | None = None
         self.close_after = False
-        self.want: frozenset[bytes] = frozenset()  # request headers the table's policies read
         self.now = asyncio.get_event_loop().time
+        self.header_timeout = ctx.limits.header_timeout
+        self.forwarded = b""  # x-forwarded-for/-proto lines for requests that bring none
 
     # --- connection lifecycle --------------------------------------------------------
 
@@ -141,6 +142,7 @@ class DownstreamH1(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]).encode() if peer else b""
+        self.forwarded = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (self.peer, self.ctx.scheme)
         self.ctx.downstreams.add(self)
         self.deadline = self.now() + self.ctx.limits.header_timeout
 
@@ -243,34 +245,33 @@ class DownstreamH1(asyncio.Protocol):
         # The first callback of every request (no on_message_begin: one call less each)
         ex = self.cur
         if ex is None:
-            ex = self.cur = Exchange(self)
+            ex = self.cur = Exchange()
+            ex.ds = self
+            ex.hlines = []
+            ex.url = url
             ex.start = self.now()
-            self.want = self.ctx.table.request_headers
             if self.active is None:
-                self.deadline = ex.start + self.ctx.limits.header_timeout
-        ex.url = ex.url + url if ex.url else url
-        if len(ex.url) > self.ctx.limits.max_request_line:
-            raise Reject(414, "uri-too-long")
+                self.deadline = ex.start + self.header_timeout
+        else:
+            ex.url += url  # the target came in pieces
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Sizes are checked once the head is complete (and for heads that span reads, in
+        # data_received); here only what must be looked at: Host, and the rare names.
+        kind = REQUEST_SPECIAL.get(name.lower())
         ex: Exchange = self.cur  # type: ignore[assignment]  # set by on_url
-        ex.header_bytes += len(name) + len(value) + 4
-        if ex.header_bytes > self.ctx.limits.max_header_bytes:
-            raise Reject(431, "headers-too-large")
-        lname = name.lower()
-        kind = REQUEST_SPECIAL.get(lname)
         if kind is None:
             ex.hlines += (name, b": ", value, b"\r\n")
-            want = self.want
-            if want and lname in want:
-                if ex.headers is None:
-                    ex.headers = {}
-                ex.headers[lname.decode("latin-1")] = value.decode("latin-1")
         elif kind == H_HOST:
             if ex.host is not None and ex.host != value:
                 raise Reject(400, "duplicate-host")
             ex.host = value
-        elif kind == H_CONTENT_LENGTH:
+        else:
+            self._special_header(ex, kind, value)
+
+    def _special_header(self, ex: Exchange, kind: int, value: bytes) -> None:
+        ex.special = True
+        if kind == H_CONTENT_LENGTH:
             try:
                 n = int(value)
             except ValueError:
@@ -304,45 +305,46 @@ class DownstreamH1(asyncio.Protocol):
         parser = self.parser
         ex.head_done = True
         method = ex.method = parser.get_method()
-        self.http11 = parser.get_http_version() == "1.1"
+        http11 = self.http11 = parser.get_http_version() == "1.1"
         ex.keep_alive = parser.should_keep_alive() and not ctx.draining
-        ex.is_head = method == b"HEAD"
+        url = target = ex.url
+        hlines = ex.hlines
+        limits = ctx.limits
+        if len(url) > limits.max_request_line:
+            raise Reject(414, "uri-too-long")
+        if sum(map(len, hlines)) > limits.max_header_bytes:
+            raise Reject(431, "headers-too-large")
         if method == b"CONNECT":
             raise Reject(405, "connect-not-allowed")
-        if ex.chunked_request and ex.content_length is not None:
-            raise Reject(400, "content-length-with-transfer-encoding")
-        if ex.upgrade is not None and not parser.should_upgrade():
-            ex.upgrade = None  # Upgrade without `Connection: upgrade` is no upgrade: drop it
-        url = ex.url
-        if url[:1] == b"/" or url == b"*":
-            target = url
-        elif url[:7].lower() == b"http://" or url[:8].lower() == b"https://":
-            rest = url[url.index(b"//") + 2:]
-            slash = rest.find(b"/")
-            ex.host = rest if slash < 0 else rest[:slash]
-            target = b"/" if slash < 0 else rest[slash:]
-        else:
-            raise Reject(400, "bad-request-target")
-        if ex.host is None:
-            if self.http11:
+        if url[:1] != b"/":
+            target = self._other_target(ex, url)
+        host = ex.host
+        if host is None:
+            if http11:
                 raise Reject(400, "missing-host")
-            ex.host = b""
+            host = ex.host = b""
         ex.target = target
-        if ex.conn_tokens:
-            ex.hlines = drop_named(ex.hlines, ex.conn_tokens)
-        q = target.find(b"?")
-        path = target if q < 0 else target[:q]
-        if ex.request_id is None:
-            ctx.rid += 1
-            ex.request_id = b"%s-%x" % (ctx.rid_prefix, ctx.rid)
-        has_body = ex.chunked_request or bool(ex.content_length)
-        if not has_body:
+        special = ex.special
+        if special:
+            if ex.chunked_request and ex.content_length is not None:
+                raise Reject(400, "content-length-with-transfer-encoding")
+            if ex.upgrade is not None and not parser.should_upgrade():
+                ex.upgrade = None  # Upgrade without `Connection: upgrade` is no upgrade: drop it
+            if ex.conn_tokens:
+                hlines = ex.hlines = drop_named(hlines, ex.conn_tokens)
+            has_body = ex.chunked_request or bool(ex.content_length)
+            if has_body:
+                ex.body = []
+            else:
+                ex.request_done = True
+        else:
+            has_body = False
             ex.request_done = True
         table = ctx.table
-        key = (ex.host, path)
+        key = (host, target)
         r = table.cache.get(key, _MISS)
         if r is _MISS:
-            r = _route(table, ex.host, path)
+            r = _route(table, host, target)
             if len(table.cache) >= ROUTE_CACHE_SIZE:
                 table.cache.clear()
             table.cache[key] = r
@@ -350,25 +352,35 @@ class DownstreamH1(asyncio.Protocol):
             ex.route = r
             ex.label = r.ingress
             policy = r.policy
-            limit = policy.max_body_size or ctx.limits.max_body_size
-            if limit is not None and ex.content_length is not None and ex.content_length > limit:
-                raise Reject(413, "request-too-large")
-            if policy.total_timeout is not None:
-                ex.hard_deadline = ex.start + policy.total_timeout
-            upstream_target, upstream_host = target, ex.host
-            if policy.per_request:
-                q_str = "" if q < 0 else target[q + 1:].decode("latin-1")
-                prepared = policy_hooks.prepare(self, ex, r, path.decode("latin-1"), q_str)
-                if prepared is None:
-                    r = None  # answered by the gateway (ex.answer)
+            if policy.fast and not special:
+                # the common request: no body, nothing to rewrite; its upstream head in one format
+                ctx.rid += 1
+                rid = ex.request_id = b"%s%x" % (ctx.rid_prefix, ctx.rid)
+                ex.head = (b"%s %s HTTP/1.1\r\nhost: %s\r\n%s%sx-forwarded-host: %s\r\nx-request-id: %s\r\n"
+                           b"via: 1.1 fleetgate\r\n\r\n") % (method, target, host, b"".join(hlines),
+                                                             self.forwarded, host, rid)
+                ex.hlines = None  # type: ignore[assignment]
+                if self.active is None:
+                    if not ctx.health.down and method in IDEMPOTENT_METHODS and self._fast_send(ex, r):
+                        return
+                    self._start(ex)
                 else:
-                    upstream_target, upstream_host = prepared
+                    self._enqueue(ex)
+                return
+            prepared = self._prepare(ex, r, table, target, host)
+            if prepared is None:
+                r = None  # answered by the gateway (ex.answer)
+            else:
+                upstream_target, upstream_host = prepared
+        if ex.request_id is None:
+            ctx.rid += 1
+            ex.request_id = b"%s%x" % (ctx.rid_prefix, ctx.rid)
         if r is not None:
             # the upstream request head, joined once
             parts = [method, b" ", upstream_target, b" HTTP/1.1\r\nhost: ", upstream_host, b"\r\n"]
             parts += ex.hlines
             parts += (b"x-forwarded-for: ", ex.xff + b", " + self.peer if ex.xff else self.peer,
-                      b"\r\nx-forwarded-proto: ", ctx.scheme, b"\r\nx-forwarded-host: ", ex.host,
+                      b"\r\nx-forwarded-proto: ", ctx.scheme, b"\r\nx-forwarded-host: ", host,
                       b"\r\nx-request-id: ", ex.request_id,
                       b"\r\nvia: ", ex.via + b", 1.1 fleetgate\r\n" if ex.via else b"1.1 fleetgate\r\n")
             if ex.chunked_request:
@@ -391,11 +403,52 @@ class DownstreamH1(asyncio.Protocol):
                 return
             self._start(ex)
         else:
-            if self.queue is None:
-                self.queue = deque()
-            self.queue.append(ex)
-            if self.transport is not None:
-                self.transport.pause_reading()  # pipelining: bound what we buffer
+            self._enqueue(ex)
+
+    def _enqueue(self, ex: Exchange) -> None:
+        """A pipelined request waits for the responses before it."""
+        if self.queue is None:
+            self.queue = deque()
+        self.queue.append(ex)
+        if self.transport is not None:
+            self.transport.pause_reading()  # pipelining: bound what we buffer
+
+    def _other_target(self, ex: Exchange, url: bytes) -> bytes:
+        """A request target not in origin form: `*`, or absolute form (its authority
+        becomes the host)."""
+        if url == b"*":
+            return url
+        if url[:7].lower() == b"http://" or url[:8].lower() == b"https://":
+            rest = url[url.index(b"//") + 2:]
+            slash = rest.find(b"/")
+            ex.host = rest if slash < 0 else rest[:slash]
+            return b"/" if slash < 0 else rest[slash:]
+        raise Reject(400, "bad-request-target")
+
+    def _prepare(self, ex: Exchange, r: Route, table: "RouteTable", target: bytes,
+                 host: bytes) -> tuple[bytes, bytes] | None:
+        """Route-level checks and per-request policy for requests off the fast path.
+        Returns (upstream target, upstream host), or None when the gateway answers itself."""
+        policy = r.policy
+        limit = policy.max_body_size or self.ctx.limits.max_body_size
+        if limit is not None and ex.content_length is not None and ex.content_length > limit:
+            raise Reject(413, "request-too-large")
+        if policy.total_timeout is not None:
+            ex.hard_deadline = ex.start + policy.total_timeout
+        if not policy.per_request:
+            return target, host
+        want = table.request_headers
+        if want:
+            hl = ex.hlines
+            headers = ex.headers = {}
+            for i in range(0, len(hl), 4):
+                name = hl[i].lower()
+                if name in want:
+                    headers[name.decode("latin-1")] = hl[i + 2].decode("latin-1")
+        q = target.find(b"?")
+        path = target if q < 0 else target[:q]
+        q_str = "" if q < 0 else target[q + 1:].decode("latin-1")
+        return policy_hooks.prepare(self, ex, r, path.decode("latin-1"), q_str)
 
     def on_body(self, body: bytes) -> None:
         ex = self.cur
@@ -469,21 +522,23 @@ class DownstreamH1(asyncio.Protocol):
         if not eps:
             return False
         rr = self.ctx.balancer.rr
-        n = rr.get(backend.key, 0)
-        rr[backend.key] = n + 1
+        key = backend.key
+        n = rr.get(key, 0)
+        rr[key] = n + 1
         ep = eps[n % len(eps)]
         self.active = ex
         self.deadline = 0.0
         pool = self.ctx.pools.pools.get(ep.key)
-        conn = pool.idle.pop() if pool is not None and pool.idle else None
-        t = conn.transport if conn is not None else None
-        if conn is None or t is None or t.is_closing():
-            self._send(ex, ep, self.now())  # no warm connection: the general send
-            return True
-        ex.endpoint = ep
-        ex.attempt = 1
-        ex.deadline = ex.start + r.policy.read_timeout
-        conn.send(ex, ex.head)
+        if pool is not None and pool.idle:
+            conn = pool.idle.pop()
+            t = conn.transport
+            if t is not None and not t.is_closing():
+                ex.endpoint = ep
+                ex.attempt = 1
+                ex.deadline = ex.start + r.policy.read_timeout
+                conn.send(ex, ex.head)
+                return True
+        self._send(ex, ep, self.now())  # no warm connection: the general send
         return True
 
     def _pick(self, ex: Exchange, now: float) -> "UpstreamEndpoint | None":
@@ -670,14 +725,19 @@ class DownstreamH1(asyncio.Protocol):
             active[ex.counted] = active.get(ex.counted, 1) - 1
             ex.counted = None
 
-    def response_complete(self, ex: Exchange, *, reusable: bool, upstream: "UpstreamH1 | None") -> None:
+    def response_complete(self, ex: Exchange, reusable: bool, upstream: "UpstreamH1 | None") -> None:
         ex.finished = True
         ctx = self.ctx
         now = self.now()
         if upstream is not None:
             ex.upstream = None
             if reusable:
-                upstream.pool.release(upstream, now)
+                pool = upstream.pool
+                if len(pool.idle) < pool.max_idle and upstream.transport is not None:
+                    upstream.idle_since = now
+                    pool.idle.append(upstream)
+                else:
+                    upstream.close()
             else:
                 upstream.close()
         if ex.counted is not None:
@@ -685,7 +745,7 @@ class DownstreamH1(asyncio.Protocol):
         ctx.metrics.observe(ex.label, ex.cluster, ex.status, now - ex.start)
         if ex.keep_alive and not self.queue and not ctx.draining:
             self.active = None  # the common end of a keep-alive exchange: wait for the next
-            self.deadline = now + (ctx.limits.header_timeout if self.cur is not None else ctx.limits.idle_timeout)
+            self.deadline = now + (self.header_timeout if self.cur is not None else ctx.limits.idle_timeout)
             return
         self._next(ex, now)
 

@@ -5,6 +5,7 @@ need attention, and the short plain-text error responses every generated answer 
 """
 from __future__ import annotations
 
+import re
 import time
 from email.utils import formatdate
 from http import HTTPStatus
@@ -43,24 +44,11 @@ REQUEST_SPECIAL: dict[bytes, int] = {
     b"expect": H_EXPECT,
 }
 
-# Response header names handled by the proxy (framing and hop-by-hop).
-R_CONTENT_LENGTH = 1
-R_TRANSFER_ENCODING = 2
-R_CONNECTION = 3
-R_HOP = 4
-R_UPGRADE = 5
-
-RESPONSE_SPECIAL: dict[bytes, int] = {
-    b"content-length": R_CONTENT_LENGTH,
-    b"transfer-encoding": R_TRANSFER_ENCODING,
-    b"connection": R_CONNECTION,
-    b"keep-alive": R_HOP,
-    b"proxy-connection": R_HOP,
-    b"te": R_HOP,
-    b"trailer": R_HOP,
-    b"proxy-authenticate": R_HOP,
-    b"upgrade": R_UPGRADE,
-}
+# Response header lines the proxy removes (hop-by-hop, RFC 9110 7.6.1) or frames itself,
+# searched for in the lowercased header block: one C-level scan per response head.
+RESPONSE_HOP = re.compile(
+    rb"\n(connection|keep-alive|proxy-connection|te|trailer|proxy-authenticate|transfer-encoding|upgrade):")
+MAX_RESPONSE_HEAD = 64 * 1024
 
 # Connection-header tokens that are not header names to strip.
 CONNECTION_KEYWORDS = frozenset((b"close", b"keep-alive", b"upgrade"))
@@ -86,6 +74,37 @@ def drop_named(lines: list[bytes], names: list[bytes]) -> list[bytes]:
         if lines[i].lower() not in drop:
             kept += lines[i:i + 4]
     return kept
+
+
+def strip_response_hop(fields: bytes, low: bytes, code: int) -> tuple[bytes, bool]:
+    """The response header block minus hop-by-hop lines and the ones its Connection header
+    names, and whether the body is chunked. `fields` runs from the status line's CRLF to the
+    last header's CRLF; `low` is it lowercased. Upgrade stays in a 101; a Content-Length
+    next to Transfer-Encoding goes (RFC 9112 6.3: the transfer coding wins)."""
+    kept: list[bytes] = []
+    pos = 0
+    chunked = False
+    listed: list[bytes] | None = None
+    for m in RESPONSE_HOP.finditer(low):
+        name = m.group(1)
+        if name == b"upgrade" and code == 101:
+            continue
+        eol = low.index(b"\r\n", m.end())
+        if name == b"transfer-encoding":
+            chunked = b"chunked" in low[m.end():eol]
+        elif name == b"connection":
+            listed = connection_tokens(low[m.end():eol], listed)
+        kept.append(fields[pos:m.start() + 1])
+        pos = eol + 2
+    kept.append(fields[pos:])
+    fields = b"".join(kept)
+    if chunked and b"\ncontent-length:" in low:
+        listed = (listed or []) + [b"content-length"]
+    if listed:
+        drop = set(listed)
+        fields = b"\r\n".join(line for line in fields.split(b"\r\n")
+                               if not line or line.split(b":", 1)[0].strip().lower() not in drop)
+    return fields, chunked
 
 
 IDEMPOTENT_METHODS = frozenset((b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"))

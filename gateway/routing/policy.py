@@ -155,6 +155,8 @@ class RoutePolicy:
     plain_pick: bool = field(init=False, default=True, compare=False)
     # some rule reads request headers, cookies or the query
     needs_view: bool = field(init=False, default=False, compare=False)
+    # nothing per request at all: plain round robin, no policy, no total deadline
+    fast: bool = field(init=False, default=True, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "plain_pick", not (
@@ -169,13 +171,14 @@ class RoutePolicy:
             or self.hash_by or self.affinity or self.mirror or self.rewrite_target
             or self.upstream_vhost or self.app_root or self.ssl_redirect or self.force_ssl_redirect
             or self.cors or self.whitelist is not None))
+        object.__setattr__(self, "fast", self.plain_pick and not self.per_request and self.total_timeout is None)
 
     def describe(self) -> dict[str, Any]:
         """Only the fields that differ from the defaults, for /debug/routes."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("per_request", "plain_pick", "needs_view") or value == getattr(DEFAULT_POLICY, f.name):
+            if f.name in ("per_request", "plain_pick", "needs_view", "fast") or value == getattr(DEFAULT_POLICY, f.name):
                 continue
             if f.name == "canaries":
                 out[f.name] = [c.describe() for c in value]

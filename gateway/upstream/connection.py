@@ -11,43 +11,38 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from ..protocol.http1 import (R_CONNECTION, R_CONTENT_LENGTH, R_HOP,
-                              R_TRANSFER_ENCODING, R_UPGRADE, RESPONSE_SPECIAL, connection_tokens, drop_named,
-                              status_line)
+from ..protocol.http1 import MAX_RESPONSE_HEAD, RESPONSE_HOP, strip_response_hop
 
 if TYPE_CHECKING:
     from ..protocol.downstream import DownstreamH1, Exchange
     from .pool import Pool
 
-_VIA = b"via: 1.1 fleetgate\r\n"
-
 
 class UpstreamH1(asyncio.Protocol):
-    __slots__ = ("pool", "transport", "parser", "ex", "ds", "idle_since", "got_bytes", "reason",
-                 "hlines", "chunked", "has_length", "keep_alive", "interim", "upgraded", "tunnel",
-                 "conn_tokens", "close_delimited", "reused", "discard", "fileno")
+    __slots__ = ("pool", "transport", "parser", "ex", "idle_since", "head", "head_at", "in_head",
+                 "chunked", "keep_alive", "interim", "upgraded", "tunnel", "close_delimited", "reused",
+                 "discard", "fileno", "cluster", "cline")
 
     def __init__(self, pool: "Pool") -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.ex: Exchange | None = None
-        self.ds: DownstreamH1 | None = None
         self.idle_since = 0.0
-        self.got_bytes = False
-        self.reason = b""
-        self.hlines: list[bytes] = []
+        self.head = b""  # the bytes of the response head read so far (the head is rewritten whole)
+        self.head_at = 0  # where the current head starts in `head` (after 1xx interim heads)
+        self.in_head = False  # a request was sent and its final response head is not complete yet
         self.chunked = False
-        self.has_length = False
         self.keep_alive = True
         self.interim = False
         self.upgraded = False
         self.tunnel: DownstreamH1 | None = None
-        self.conn_tokens: list[bytes] | None = None
         self.close_delimited = False
         self.reused = False
         self.discard = 0  # status of a response being dropped for a retry
         self.fileno = -1
+        self.cluster = ""
+        self.cline: bytes | None = None  # x-fleetgate-cluster line, set by the first response
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -69,10 +64,11 @@ class UpstreamH1(asyncio.Protocol):
         self.ex = None
         if self.close_delimited and ex.response_started:
             # The end of a close-delimited body is the end of the connection.
-            ex.ds.response_complete(ex, reusable=False, upstream=None)
+            ex.ds.response_complete(ex, False, None)
             ex.ds.flush()
             return
-        ex.ds.upstream_failed(ex, "reset" if exc else "closed", reused=self.reused, got_bytes=self.got_bytes)
+        ex.ds.upstream_failed(ex, "reset" if exc else "closed", reused=self.reused,
+                             got_bytes=bool(self.head) or not self.in_head)
         ex.ds.flush()
 
     def close(self) -> None:
@@ -90,16 +86,10 @@ class UpstreamH1(asyncio.Protocol):
     # --- sending -------------------------------------------------------------------
 
     def send(self, ex: "Exchange", data: bytes) -> None:
+        # Per-response state is set when the head arrives; only these need resetting here.
         self.ex = ex
-        self.ds = ex.ds
         ex.upstream = self
-        self.got_bytes = False
-        self.hlines = []
-        self.chunked = self.has_length = False
-        self.keep_alive = True
-        self.interim = self.upgraded = self.close_delimited = False
-        self.conn_tokens = None
-        self.discard = 0
+        self.in_head = True
         self.transport.write(data)  # type: ignore[union-attr]
 
     # --- flow control: the downstream's reading follows our write buffer -------------
@@ -126,9 +116,16 @@ class UpstreamH1(asyncio.Protocol):
         if ex is None:  # bytes on an idle connection: the server broke the protocol
             self.close()
             return
-        self.got_bytes = True
         ds = ex.ds
         ex.deadline = ds.now() + ex.route.policy.read_timeout
+        if self.in_head:
+            # Keep the head's bytes: on_headers_complete rewrites it whole (no per-header callbacks)
+            head = self.head = self.head + data if self.head else data
+            if len(head) - self.head_at > MAX_RESPONSE_HEAD and head.find(b"\r\n\r\n", self.head_at) < 0:
+                self.abort()
+                ds.upstream_failed(ex, "protocol", reused=False, got_bytes=True)
+                ds.flush()
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -139,79 +136,80 @@ class UpstreamH1(asyncio.Protocol):
                 ds.upstream_failed(ex, "protocol", reused=False, got_bytes=True)
         ds.flush()
 
-    def on_status(self, reason: bytes) -> None:
-        self.reason = reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        kind = RESPONSE_SPECIAL.get(name.lower())
-        if kind is None:
-            self.hlines += (name, b": ", value, b"\r\n")
-        elif kind == R_CONTENT_LENGTH:
-            self.has_length = True
-            self.hlines += (name, b": ", value, b"\r\n")
-        elif kind == R_TRANSFER_ENCODING:
-            self.chunked = b"chunked" in value.lower()
-        elif kind == R_CONNECTION:
-            self.conn_tokens = connection_tokens(value, self.conn_tokens)
-        elif kind == R_UPGRADE and self.parser.get_status_code() == 101:
-            self.hlines += (name, b": ", value, b"\r\n")
-        # R_HOP, and Upgrade outside a 101: dropped (hop-by-hop)
-
     def on_headers_complete(self) -> None:
         ex = self.ex
         assert ex is not None
         parser = self.parser
         code = parser.get_status_code()
+        buf = self.head
+        start = self.head_at
+        end = buf.find(b"\r\n\r\n", start) + 2  # llhttp accepts CRLF line ends only
         if code < 200 and code != 101:
             self.interim = True  # 100/103: swallowed; the real response follows
-            self.hlines = []
+            self.head_at = end + 2
             return
+        self.head = b""
+        if start:
+            self.head_at = 0
+        self.in_head = False
         self.keep_alive = parser.should_keep_alive()
+        self.close_delimited = False
         ds = ex.ds
-        lines = self.hlines
-        if self.conn_tokens:
-            lines = drop_named(lines, self.conn_tokens)
         if (code >= 400 or ds.ctx.health.endpoints) and not ds.response_head(ex, code):
             self.discard = code  # read it to its end, then retry elsewhere
             return
+        self.discard = 0
+        eol = buf.find(b"\r\n", start)
+        status = buf[start:eol] if buf.startswith(b"HTTP/1.1 ", start) else b"HTTP/1.1" + buf[start + 8:eol]
+        fields = buf[eol:end]  # "\r\nName: value\r\n..." (from the status line's CRLF)
+        low = fields.lower()
+        chunked = False
+        m = RESPONSE_HOP.search(low)
+        if m is not None:
+            at = m.start() + 1
+            if low.startswith(b"connection: keep-alive\r\n", at) and RESPONSE_HOP.search(low, at) is None:
+                fields = fields[:at] + fields[at + 24:]  # the usual one, alone
+            else:
+                fields, chunked = strip_response_hop(fields, low, code)
         ex.status = code
         ex.response_started = True
-        ep = ex.endpoint
-        cluster = ex.cluster = ep.cluster if ep is not None else ""
-        ctx = ds.ctx
-        cline = ctx._cluster_lines.get(cluster)
+        cline = self.cline
         if cline is None:
-            cline = ctx.cluster_line(cluster)
-        head = [b"HTTP/1.1 %d %s\r\n" % (code, self.reason) if self.reason else status_line(code)]
-        head += lines
-        head.append(cline)
-        if ex.extra_resp:
-            head.append(ex.extra_resp)
+            cline = self._cluster_line(ex)
+        ex.cluster = self.cluster
         if code == 101:
             self.upgraded = True
-            head.append(b"connection: upgrade\r\n\r\n")
-            ds.out.append(b"".join(head))
+            ds.out.append(b"".join((status, fields, cline, ex.extra_resp, b"connection: upgrade\r\n\r\n")))
             return
-        no_body = ex.is_head or code == 204 or code == 304
-        if not no_body and not self.has_length:
-            if self.chunked and ds.http11:
-                head.append(b"transfer-encoding: chunked\r\n")
+        is_head = ex.method == b"HEAD"
+        if chunked and not (is_head or code == 204 or code == 304):
+            if ds.http11:
+                tail = b"transfer-encoding: chunked\r\n\r\n"
                 ex.chunked_response = True
-            elif not self.chunked:
+            else:  # chunked upstream, HTTP/1.0 client: close-delimited downstream
+                tail = b"\r\n"
+                ex.keep_alive = False
+        else:
+            tail = b"\r\n"
+            if b"\ncontent-length:" not in low and not (chunked or is_head or code == 204 or code == 304):
                 self.close_delimited = True
                 ex.keep_alive = False
-            else:  # chunked upstream, HTTP/1.0 client: close-delimited downstream
-                ex.keep_alive = False
         if not ex.keep_alive:
-            head.append(b"connection: close\r\n")
+            tail = b"connection: close\r\n" + tail
         elif not ds.http11:
-            head.append(b"connection: keep-alive\r\n")
-        head.append(b"\r\n")
-        ds.out.append(b"".join(head))
-        if ex.is_head:
+            tail = b"connection: keep-alive\r\n" + tail
+        ds.out.append(b"".join((status, fields, cline, ex.extra_resp, tail)))
+        if is_head:
             # llhttp cannot be told this answers a HEAD; finish here and do not reuse.
             self.keep_alive = False
             self._complete(ex)
+
+    def _cluster_line(self, ex: "Exchange") -> bytes:
+        """The x-fleetgate-cluster line, fixed per connection (a connection has one endpoint)."""
+        ep = ex.endpoint
+        self.cluster = ep.cluster if ep is not None else ""
+        cline = self.cline = ex.ds.ctx.cluster_line(self.cluster)
+        return cline
 
     def on_body(self, body: bytes) -> None:
         ex = self.ex
@@ -239,10 +237,11 @@ class UpstreamH1(asyncio.Protocol):
 
     def _complete(self, ex: "Exchange") -> None:
         self.ex = None
-        reusable = self.keep_alive and ex.request_done and not self.close_delimited
-        if reusable:
+        if self.keep_alive and ex.request_done and not self.close_delimited:
             self.reused = True
-        ex.ds.response_complete(ex, reusable=reusable, upstream=self)
+            ex.ds.response_complete(ex, True, self)
+        else:
+            ex.ds.response_complete(ex, False, self)
 
     def _start_tunnel(self, ex: "Exchange", rest: bytes) -> None:
         if not self.upgraded:
