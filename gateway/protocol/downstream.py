@@ -134,6 +134,10 @@ class DownstreamH1(asyncio.Protocol):
         self.close_after = False
         self.now = asyncio.get_event_loop().time
         self.header_timeout = ctx.limits.header_timeout
+        self.max_line = ctx.limits.max_request_line
+        self.max_headers = ctx.limits.max_header_bytes
+        self.pools = ctx.pools.pools  # endpoint key -> Pool (the registry keeps this dict)
+        self.rr = ctx.balancer.rr  # round-robin cursors by backend key
         self.forwarded = b""  # x-forwarded-for/-proto lines for requests that bring none
 
     # --- connection lifecycle --------------------------------------------------------
@@ -309,14 +313,13 @@ class DownstreamH1(asyncio.Protocol):
         ex.keep_alive = parser.should_keep_alive() and not ctx.draining
         url = target = ex.url
         hlines = ex.hlines
-        limits = ctx.limits
-        if len(url) > limits.max_request_line:
+        if len(url) > self.max_line:
             raise Reject(414, "uri-too-long")
-        if sum(map(len, hlines)) > limits.max_header_bytes:
+        if sum(map(len, hlines)) > self.max_headers:
             raise Reject(431, "headers-too-large")
         if method == b"CONNECT":
             raise Reject(405, "connect-not-allowed")
-        if url[:1] != b"/":
+        if url[0] != 47:  # not origin form ("/...")
             target = self._other_target(ex, url)
         host = ex.host
         if host is None:
@@ -356,16 +359,40 @@ class DownstreamH1(asyncio.Protocol):
                 # the common request: no body, nothing to rewrite; its upstream head in one format
                 ctx.rid += 1
                 rid = ex.request_id = b"%s%x" % (ctx.rid_prefix, ctx.rid)
-                ex.head = (b"%s %s HTTP/1.1\r\nhost: %s\r\n%s%sx-forwarded-host: %s\r\nx-request-id: %s\r\n"
-                           b"via: 1.1 fleetgate\r\n\r\n") % (method, target, host, b"".join(hlines),
-                                                             self.forwarded, host, rid)
-                ex.hlines = None  # type: ignore[assignment]
-                if self.active is None:
-                    if not ctx.health.down and method in IDEMPOTENT_METHODS and self._fast_send(ex, r):
-                        return
-                    self._start(ex)
-                else:
+                head = ex.head = (b"%s %s HTTP/1.1\r\nhost: %s\r\n%s%sx-forwarded-host: %s\r\n"
+                                  b"x-request-id: %s\r\nvia: 1.1 fleetgate\r\n\r\n") % (
+                    method, target, host, b"".join(hlines), self.forwarded, host, rid)
+                if self.active is not None:
                     self._enqueue(ex)
+                    return
+                backend = r.backend
+                if backend is not None and not ctx.health.down and method in IDEMPOTENT_METHODS:
+                    eps = backend.endpoints
+                    if eps:
+                        # plain round robin onto a warm pooled connection: the whole send, inline
+                        rr = self.rr
+                        key = backend.key
+                        n = rr.get(key, 0)
+                        rr[key] = n + 1
+                        ep = eps[n % len(eps)]
+                        self.active = ex
+                        self.deadline = 0.0
+                        pool = self.pools.get(ep.key)
+                        if pool is not None and pool.idle:
+                            conn = pool.idle.pop()
+                            t = conn.transport
+                            if t is not None and not t.is_closing():
+                                ex.endpoint = ep
+                                ex.attempt = 1
+                                ex.deadline = ex.start + policy.read_timeout
+                                conn.ex = ex
+                                ex.upstream = conn
+                                conn.in_head = True  # (what UpstreamH1.send does)
+                                t.write(head)
+                                return
+                        self._send(ex, ep, self.now())  # no warm connection: the general send
+                        return
+                self._start(ex)
                 return
             prepared = self._prepare(ex, r, table, target, host)
             if prepared is None:

@@ -120,12 +120,7 @@ class UpstreamH1(asyncio.Protocol):
         ex.deadline = ds.now() + ex.route.policy.read_timeout
         if self.in_head:
             # Keep the head's bytes: on_headers_complete rewrites it whole (no per-header callbacks)
-            head = self.head = self.head + data if self.head else data
-            if len(head) - self.head_at > MAX_RESPONSE_HEAD and head.find(b"\r\n\r\n", self.head_at) < 0:
-                self.abort()
-                ds.upstream_failed(ex, "protocol", reused=False, got_bytes=True)
-                ds.flush()
-                return
+            self.head = self.head + data if self.head else data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -133,6 +128,10 @@ class UpstreamH1(asyncio.Protocol):
         except httptools.HttpParserError:
             if self.ex is ex:
                 self.abort()
+                ds.upstream_failed(ex, "protocol", reused=False, got_bytes=True)
+        else:
+            if self.in_head and len(self.head) - self.head_at > MAX_RESPONSE_HEAD and self.ex is ex:
+                self.abort()  # a head that never ends
                 ds.upstream_failed(ex, "protocol", reused=False, got_bytes=True)
         ds.flush()
 
@@ -231,9 +230,15 @@ class UpstreamH1(asyncio.Protocol):
             self.ex = None
             ex.ds.retry_after_status(ex, self.discard, self, self.keep_alive and ex.request_done)
             return
+        ds = ex.ds
         if ex.chunked_response:
-            ex.ds.out.append(b"0\r\n\r\n")
-        self._complete(ex)
+            ds.out.append(b"0\r\n\r\n")
+        self.ex = None
+        if self.keep_alive and ex.request_done and not self.close_delimited:
+            self.reused = True
+            ds.response_complete(ex, True, self)
+        else:
+            ds.response_complete(ex, False, self)
 
     def _complete(self, ex: "Exchange") -> None:
         self.ex = None
