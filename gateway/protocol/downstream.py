@@ -76,7 +76,8 @@ class Exchange:
     chunked_request = False
     conn_tokens: list[bytes] | None = None
     xff: bytes | None = None
-    request_id: bytes | None = None
+    request_id: bytes | None = None  # the client's x-request-id, or ours once generated
+    rid = 0  # our x-request-id's counter on the fast path (its bytes only go into the head)
     via: bytes | None = None
     expect = False
     special = False  # a request header beyond Host needs handling (framing, hop-by-hop, forwarding)
@@ -116,6 +117,25 @@ class Exchange:
     body: list[bytes] = ()  # type: ignore[assignment]  # a list once the request has a body
     ds: "DownstreamH1"
     hlines: list[bytes]  # header lines to forward, as (name, ": ", value, CRLF) pieces
+
+
+# Set on every request, in request-path order. CPython lets a class's instances share one
+# key table of at most 30 attribute names, taken by the first names any instance sets;
+# an instance that sets a name outside it pays for a private dict. Claim the table for
+# these at import, before rarer paths (bodies, retries, policies) can take the places.
+HOT_ATTRIBUTES = ("ds", "hlines", "url", "special", "counted", "extra_resp", "start", "host",
+                  "head_done", "method", "keep_alive", "target", "request_done", "route", "label",
+                  "rid", "head", "endpoint", "attempt", "deadline", "upstream", "status",
+                  "response_started", "chunked_response", "cluster", "finished")
+
+
+def _claim_shared_keys() -> None:
+    seed = Exchange()
+    for name in HOT_ATTRIBUTES:
+        setattr(seed, name, None)
+
+
+_claim_shared_keys()
 
 
 class DownstreamH1(asyncio.Protocol):
@@ -253,6 +273,10 @@ class DownstreamH1(asyncio.Protocol):
             ex.ds = self
             ex.hlines = []
             ex.url = url
+            # read on every request: set here so the reads never fall back to the class
+            ex.special = False
+            ex.counted = None
+            ex.extra_resp = b""
             ex.start = self.now()
             if self.active is None:
                 self.deadline = ex.start + self.header_timeout
@@ -309,13 +333,17 @@ class DownstreamH1(asyncio.Protocol):
         parser = self.parser
         ex.head_done = True
         method = ex.method = parser.get_method()
-        http11 = self.http11 = parser.get_http_version() == "1.1"
-        ex.keep_alive = parser.should_keep_alive() and not ctx.draining
+        keep_alive = parser.should_keep_alive()
+        special = ex.special
+        # Without a Connection header (that would make the request special), llhttp keeps
+        # an HTTP/1.1 connection alive and an HTTP/1.0 one not: the version, for free.
+        http11 = self.http11 = parser.get_http_version() == "1.1" if special else keep_alive
+        ex.keep_alive = keep_alive and not ctx.draining
         url = target = ex.url
-        hlines = ex.hlines
+        fields = b"".join(ex.hlines)
         if len(url) > self.max_line:
             raise Reject(414, "uri-too-long")
-        if sum(map(len, hlines)) > self.max_headers:
+        if len(fields) > self.max_headers:
             raise Reject(431, "headers-too-large")
         if method == b"CONNECT":
             raise Reject(405, "connect-not-allowed")
@@ -327,14 +355,14 @@ class DownstreamH1(asyncio.Protocol):
                 raise Reject(400, "missing-host")
             host = ex.host = b""
         ex.target = target
-        special = ex.special
         if special:
             if ex.chunked_request and ex.content_length is not None:
                 raise Reject(400, "content-length-with-transfer-encoding")
             if ex.upgrade is not None and not parser.should_upgrade():
                 ex.upgrade = None  # Upgrade without `Connection: upgrade` is no upgrade: drop it
             if ex.conn_tokens:
-                hlines = ex.hlines = drop_named(hlines, ex.conn_tokens)
+                ex.hlines = drop_named(ex.hlines, ex.conn_tokens)
+                fields = b"".join(ex.hlines)
             has_body = ex.chunked_request or bool(ex.content_length)
             if has_body:
                 ex.body = []
@@ -357,11 +385,11 @@ class DownstreamH1(asyncio.Protocol):
             policy = r.policy
             if policy.fast and not special:
                 # the common request: no body, nothing to rewrite; its upstream head in one format
-                ctx.rid += 1
-                rid = ex.request_id = b"%s%x" % (ctx.rid_prefix, ctx.rid)
+                rid = ex.rid = ctx.rid = ctx.rid + 1
                 head = ex.head = (b"%s %s HTTP/1.1\r\nhost: %s\r\n%s%sx-forwarded-host: %s\r\n"
-                                  b"x-request-id: %s\r\nvia: 1.1 fleetgate\r\n\r\n") % (
-                    method, target, host, b"".join(hlines), self.forwarded, host, rid)
+                                  b"x-request-id: %s%x\r\nvia: 1.1 fleetgate\r\n\r\n") % (
+                    method, target, host, fields, self.forwarded, host, ctx.rid_prefix, rid)
+                self.cur = None  # no body: the request is complete (on_message_complete has nothing to do)
                 if self.active is not None:
                     self._enqueue(ex)
                     return
@@ -405,7 +433,7 @@ class DownstreamH1(asyncio.Protocol):
         if r is not None:
             # the upstream request head, joined once
             parts = [method, b" ", upstream_target, b" HTTP/1.1\r\nhost: ", upstream_host, b"\r\n"]
-            parts += ex.hlines
+            parts.append(fields)
             parts += (b"x-forwarded-for: ", ex.xff + b", " + self.peer if ex.xff else self.peer,
                       b"\r\nx-forwarded-proto: ", ctx.scheme, b"\r\nx-forwarded-host: ", host,
                       b"\r\nx-request-id: ", ex.request_id,
@@ -786,7 +814,8 @@ class DownstreamH1(asyncio.Protocol):
         close = not ex.keep_alive or self.ctx.draining
         if not close and not self.http11:
             extra += b"connection: keep-alive\r\n"
-        self.out.append(error_response(code, reason, close=close, request_id=ex.request_id or b"",
+        rid = ex.request_id or (self.ctx.rid_prefix + b"%x" % ex.rid if ex.rid else b"")
+        self.out.append(error_response(code, reason, close=close, request_id=rid,
                                        extra=extra + ex.extra_resp))
         now = self.now()
         self.ctx.metrics.observe(ex.label, "", code, now - ex.start)

@@ -77,8 +77,8 @@ def drop_named(lines: list[bytes], names: list[bytes]) -> list[bytes]:
 
 
 def strip_response_hop(fields: bytes, low: bytes, code: int) -> tuple[bytes, bool]:
-    """The response header block minus hop-by-hop lines and the ones its Connection header
-    names, and whether the body is chunked. `fields` runs from the status line's CRLF to the
+    """The response head minus hop-by-hop lines and the ones its Connection header names,
+    and whether the body is chunked. `fields` runs from the status line (or its CRLF) to the
     last header's CRLF; `low` is it lowercased. Upgrade stays in a 101; a Content-Length
     next to Transfer-Encoding goes (RFC 9112 6.3: the transfer coding wins)."""
     kept: list[bytes] = []
@@ -103,7 +103,7 @@ def strip_response_hop(fields: bytes, low: bytes, code: int) -> tuple[bytes, boo
     if listed:
         drop = set(listed)
         fields = b"\r\n".join(line for line in fields.split(b"\r\n")
-                               if not line or line.split(b":", 1)[0].strip().lower() not in drop)
+                               if b":" not in line or line.split(b":", 1)[0].strip().lower() not in drop)
     return fields, chunked
 
 

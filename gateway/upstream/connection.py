@@ -158,18 +158,18 @@ class UpstreamH1(asyncio.Protocol):
             self.discard = code  # read it to its end, then retry elsewhere
             return
         self.discard = 0
-        eol = buf.find(b"\r\n", start)
-        status = buf[start:eol] if buf.startswith(b"HTTP/1.1 ", start) else b"HTTP/1.1" + buf[start + 8:eol]
-        fields = buf[eol:end]  # "\r\nName: value\r\n..." (from the status line's CRLF)
-        low = fields.lower()
+        head = buf[start:end]  # status line and header lines, each with its CRLF
+        if not head.startswith(b"HTTP/1.1 "):
+            head = b"HTTP/1.1" + head[8:]  # we answer as HTTP/1.1 whatever the upstream spoke
+        low = head.lower()
         chunked = False
-        m = RESPONSE_HOP.search(low)
-        if m is not None:
-            at = m.start() + 1
-            if low.startswith(b"connection: keep-alive\r\n", at) and RESPONSE_HOP.search(low, at) is None:
-                fields = fields[:at] + fields[at + 24:]  # the usual one, alone
+        hop = RESPONSE_HOP.findall(low)
+        if hop:
+            at = low.find(b"\nconnection: keep-alive\r\n") + 1
+            if at and len(hop) == 1:
+                head = head[:at] + head[at + 24:]  # the usual one, alone
             else:
-                fields, chunked = strip_response_hop(fields, low, code)
+                head, chunked = strip_response_hop(head, low, code)
         ex.status = code
         ex.response_started = True
         cline = self.cline
@@ -178,7 +178,7 @@ class UpstreamH1(asyncio.Protocol):
         ex.cluster = self.cluster
         if code == 101:
             self.upgraded = True
-            ds.out.append(b"".join((status, fields, cline, ex.extra_resp, b"connection: upgrade\r\n\r\n")))
+            ds.out.append(b"".join((head, cline, ex.extra_resp, b"connection: upgrade\r\n\r\n")))
             return
         is_head = ex.method == b"HEAD"
         if chunked and not (is_head or code == 204 or code == 304):
@@ -188,8 +188,10 @@ class UpstreamH1(asyncio.Protocol):
             else:  # chunked upstream, HTTP/1.0 client: close-delimited downstream
                 tail = b"\r\n"
                 ex.keep_alive = False
+                ex.chunked_response = False
         else:
             tail = b"\r\n"
+            ex.chunked_response = False
             if b"\ncontent-length:" not in low and not (chunked or is_head or code == 204 or code == 304):
                 self.close_delimited = True
                 ex.keep_alive = False
@@ -197,7 +199,7 @@ class UpstreamH1(asyncio.Protocol):
             tail = b"connection: close\r\n" + tail
         elif not ds.http11:
             tail = b"connection: keep-alive\r\n" + tail
-        ds.out.append(b"".join((status, fields, cline, ex.extra_resp, tail)))
+        ds.out.append(b"".join((head, cline, ex.extra_resp, tail)))
         if is_head:
             # llhttp cannot be told this answers a HEAD; finish here and do not reuse.
             self.keep_alive = False
