@@ -192,7 +192,10 @@ class UpstreamH1(asyncio.Protocol):
         else:
             tail = b"\r\n"
             ex.chunked_response = False
-            if b"\ncontent-length:" not in low and not (chunked or is_head or code == 204 or code == 304):
+            # llhttp keeps a connection alive only when the body is delimited: not chunked
+            # and alive means a Content-Length (or no body at all); look only otherwise
+            if not (self.keep_alive or chunked or is_head or code == 204 or code == 304
+                    or b"\ncontent-length:" in low):
                 self.close_delimited = True
                 ex.keep_alive = False
         if not ex.keep_alive:

@@ -39,8 +39,9 @@ def test_strip_does_not_touch_names_that_only_start_like_hop_headers() -> None:
     assert strip(block)[0] == b"\r\nTE-Info: 1\r\nTrailer-Ish: 2\r\nConnection-Id: 3\r\n"
 
 
-async def scripted_backend(host: str, pieces: list[bytes], *, pause: float = 0.0):
-    """Answers every request on a connection with `pieces`, written one by one."""
+async def scripted_backend(host: str, pieces: list[bytes], *, pause: float = 0.0, close: bool = False):
+    """Answers every request on a connection with `pieces`, written one by one (and with
+    `close`, then closes the connection)."""
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
@@ -50,6 +51,8 @@ async def scripted_backend(host: str, pieces: list[bytes], *, pause: float = 0.0
                     await writer.drain()
                     if pause:
                         await asyncio.sleep(pause)
+                if close:
+                    break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -108,3 +111,30 @@ async def test_a_response_head_that_never_ends_is_a_502(fleet_dir, start_gateway
                          timeout=aiohttp.ClientTimeout(total=10)) as r:
             assert r.status == 502
             assert r.headers["x-fleetgate-reason"] == "upstream-error"
+
+
+async def test_close_delimited_and_connection_close_responses(fleet_dir, start_gateway) -> None:
+    """No Content-Length and no chunking: the body ends with the connection, so the client's
+    connection closes too; `Connection: close` with a length closes only the upstream."""
+    server, port = await scripted_backend(
+        "127.0.61.4", [b"HTTP/1.1 200 OK\r\nX-App: eof\r\n\r\nuntil ", b"the end"], close=True)
+    gw = await gateway_for(fleet_dir, start_gateway, "127.0.61.4", port)
+    async with server:
+        reader, writer = await asyncio.open_connection(gw.host, gw.port)
+        try:
+            writer.write(b"GET / HTTP/1.1\r\nHost: web.example.com\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            body = await asyncio.wait_for(reader.read(), 5)  # to the close
+        finally:
+            writer.close()
+    assert head.startswith(b"HTTP/1.1 200") and b"\r\nconnection: close\r\n" in head.lower()
+    assert body == b"until the end"
+
+    server, port = await scripted_backend(
+        "127.0.61.5", [b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"], close=True)
+    gw2 = await gateway_for(fleet_dir, start_gateway, "127.0.61.5", port)
+    async with server, aiohttp.ClientSession() as s:
+        for _ in range(3):  # each on a new upstream connection; the client's stays open
+            async with s.get(gw2.url + "/", headers={"Host": "web.example.com"}) as r:
+                assert r.status == 200 and await r.read() == b"ok"
+                assert "connection" not in r.headers
