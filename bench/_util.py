@@ -199,6 +199,7 @@ class WrkResult:
     requests: int
     non_2xx: int
     socket_errors: int
+    cpu_us: float = 0.0  # CPU microseconds per request of the server under test, when measured
 
     @property
     def errors(self) -> int:
@@ -285,6 +286,19 @@ def tree_rss_kb(pid: int) -> dict[int, int]:
     """VmRSS per live process of pid's tree (taskset execs, so pid is the server itself)."""
     sizes = {p: rss_kb(p) for p in descendants(pid)}
     return {p: kb for p, kb in sizes.items() if kb > 0}
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by pid's live process tree."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in descendants(pid):
+        try:
+            fields = Path("/proc/%d/stat" % p).read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / tick
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

@@ -22,6 +22,7 @@ import shlex
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -30,7 +31,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import (LOOPBACK, interrupt_on_signals, Proc, Processes, WrkResult, cpus, ensure_tools,  # noqa: E402
                    find_binary, free_port, http_get, log, median, pinned, run_wrk,
-                   tree_rss_kb, wait_http)
+                   tree_cpu_seconds, tree_rss_kb, wait_http)
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "bench.local"
@@ -378,6 +379,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         tmp = Path(keep or auto)
         log("working folder %s; servers on CPU %s, wrk on CPU %s", tmp, server_cpu, client_cpu)
         ports: dict[str, int] = {"backend": free_port()}
+        servers: dict[str, Proc] = {}  # the proxies under test
         if args.policies:
             backend_body = _BACKEND_TWO.format(host=LOOPBACK, host2=POLICY_HOST2, port=ports["backend"])
         else:
@@ -390,9 +392,9 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                         ports["shadow"], server_cpu, args.start_timeout)
         if "nginx" in targets:
             ports["nginx"] = free_port()
-            start_nginx(procs, tmp, "nginx", _PROXY.format(host=LOOPBACK, port=ports["nginx"],
-                                                           backend_port=ports["backend"]),
-                        ports["nginx"], server_cpu, args.start_timeout)
+            servers["nginx"] = start_nginx(procs, tmp, "nginx", _PROXY.format(
+                host=LOOPBACK, port=ports["nginx"], backend_port=ports["backend"]),
+                ports["nginx"], server_cpu, args.start_timeout)
         gateway: Proc | None = None
         policy: dict[str, Any] | None = None
         if "fleetgate" in targets:
@@ -402,6 +404,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                 fleet = bench_fleet(tmp / "fleet", ports["backend"])
             gateway, ports["fleetgate"], admin_port = start_fleetgate(procs, args, fleet, tmp, server_cpu,
                                                                       probe_host=HOST)
+            servers["fleetgate"] = gateway
             if args.policies:
                 policy = check_policies(admin_port, args.policies)
                 log("policies in force: %s", json.dumps(policy, sort_keys=True))
@@ -416,10 +419,15 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                     headers=headers)
         runs: dict[int, dict[str, list[WrkResult]]] = {c: {t: [] for t in targets} for c in args.connections}
         for rnd, conns, target in rotation(args.rounds, args.connections, targets):
+            cpu_before = tree_cpu_seconds(servers[target].pid)
             res = run_wrk(url(target), connections=conns, duration_s=args.duration, cpu=client_cpu,
                           headers=headers)
-            log("round %d c=%d %-9s %9.0f req/s  p50 %.2f ms  p99 %.2f ms  errors %d",
-                rnd + 1, conns, target, res.rps, res.p50_ms, res.p99_ms, res.errors)
+            # CPU per request of the proxy alone: what the ratio is made of, less sensitive
+            # than req/s to a shared machine's speed changing between runs
+            res = replace(res, cpu_us=(tree_cpu_seconds(servers[target].pid) - cpu_before) * 1e6
+                          / max(res.requests, 1))
+            log("round %d c=%d %-9s %9.0f req/s  p50 %.2f ms  p99 %.2f ms  errors %d  proxy CPU %.1f us/req",
+                rnd + 1, conns, target, res.rps, res.p50_ms, res.p99_ms, res.errors, res.cpu_us)
             runs[conns][target].append(res)
         rss = rss_report(gateway) if gateway is not None else None
         counts = policy_counts(admin_port) if policy is not None else None
@@ -445,6 +453,11 @@ def summarize(args: argparse.Namespace, targets: Sequence[str], runs: dict[int, 
         if "nginx" in level and "fleetgate" in level:
             level["ratio"] = {"rps": level["fleetgate"]["rps"] / level["nginx"]["rps"],
                               "p99": level["fleetgate"]["p99_ms"] / level["nginx"]["p99_ms"]}
+            # each round's fleetgate run against the nginx run next to it: robust to drift
+            pairs = list(zip(by_target["nginx"], by_target["fleetgate"]))
+            level["paired"] = {"rps": median([f.rps / n.rps for n, f in pairs]),
+                               "p99": median([f.p99_ms / n.p99_ms for n, f in pairs])}
+            level["cpu_us"] = {t: median([r.cpu_us for r in by_target[t]]) for t in ("nginx", "fleetgate")}
         levels[str(conns)] = level
     return {"rounds": args.rounds, "duration_s": args.duration, "connections": list(args.connections),
             "targets": list(targets), "server_cpu": server_cpu, "client_cpu": client_cpu,
@@ -464,6 +477,10 @@ def print_table(summary: dict[str, Any]) -> None:
             targets = "req/s >= 0.60x (policies)" if summary.get("policies") else "req/s >= 0.70x, p99 <= 1.50x"
             print("%6s  %-10s %9.2fx %9s %8.2fx   (targets: %s)"
                   % (conns, "fg/nginx", level["ratio"]["rps"], "", level["ratio"]["p99"], targets))
+            print("%6s  %-10s %9.2fx %9s %8.2fx   (median of per-round ratios)"
+                  % (conns, "  paired", level["paired"]["rps"], "", level["paired"]["p99"]))
+            print("%6s  %-10s %s" % (conns, "  CPU/req", "nginx %.1f us, fleetgate %.1f us (proxy process, user+sys)"
+                                     % (level["cpu_us"]["nginx"], level["cpu_us"]["fleetgate"])))
     pol = summary.get("policies")
     if pol:
         what = {"canary": "canary by header x-canary else 10% weight",

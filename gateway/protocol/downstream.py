@@ -331,7 +331,6 @@ class DownstreamH1(asyncio.Protocol):
         ex: Exchange = self.cur  # type: ignore[assignment]  # set by on_url
         ctx = self.ctx
         parser = self.parser
-        ex.head_done = True
         method = ex.method = parser.get_method()
         keep_alive = parser.should_keep_alive()
         special = ex.special
@@ -354,7 +353,6 @@ class DownstreamH1(asyncio.Protocol):
             if http11:
                 raise Reject(400, "missing-host")
             host = ex.host = b""
-        ex.target = target
         if special:
             if ex.chunked_request and ex.content_length is not None:
                 raise Reject(400, "content-length-with-transfer-encoding")
@@ -379,7 +377,10 @@ class DownstreamH1(asyncio.Protocol):
             if len(table.cache) >= ROUTE_CACHE_SIZE:
                 table.cache.clear()
             table.cache[key] = r
-        if r is not None:
+        if r is None:
+            ex.head_done = True
+            ex.target = target
+        else:
             ex.route = r
             ex.label = r.ingress
             policy = r.policy
@@ -422,6 +423,8 @@ class DownstreamH1(asyncio.Protocol):
                         return
                 self._start(ex)
                 return
+            ex.head_done = True  # (the fast path above needs neither: it is done with the request)
+            ex.target = target
             prepared = self._prepare(ex, r, table, target, host)
             if prepared is None:
                 r = None  # answered by the gateway (ex.answer)
@@ -785,7 +788,6 @@ class DownstreamH1(asyncio.Protocol):
         ctx = self.ctx
         now = self.now()
         if upstream is not None:
-            ex.upstream = None
             if reusable:
                 pool = upstream.pool
                 if len(pool.idle) < pool.max_idle and upstream.transport is not None:

@@ -117,7 +117,6 @@ class UpstreamH1(asyncio.Protocol):
             self.close()
             return
         ds = ex.ds
-        ex.deadline = ds.now() + ex.route.policy.read_timeout
         if self.in_head:
             # Keep the head's bytes: on_headers_complete rewrites it whole (no per-header callbacks)
             self.head = self.head + data if self.head else data
@@ -130,14 +129,15 @@ class UpstreamH1(asyncio.Protocol):
                 self.abort()
                 ds.upstream_failed(ex, "protocol", reused=False, got_bytes=True)
         else:
-            if self.in_head and len(self.head) - self.head_at > MAX_RESPONSE_HEAD and self.ex is ex:
-                self.abort()  # a head that never ends
-                ds.upstream_failed(ex, "protocol", reused=False, got_bytes=True)
+            if self.ex is ex:  # the response goes on: the read timeout restarts
+                ex.deadline = ds.now() + ex.route.policy.read_timeout
+                if self.in_head and len(self.head) - self.head_at > MAX_RESPONSE_HEAD:
+                    self.abort()  # a head that never ends
+                    ds.upstream_failed(ex, "protocol", reused=False, got_bytes=True)
         ds.flush()
 
     def on_headers_complete(self) -> None:
-        ex = self.ex
-        assert ex is not None
+        ex: Exchange = self.ex  # type: ignore[assignment]  # set by send
         parser = self.parser
         code = parser.get_status_code()
         buf = self.head
@@ -151,13 +151,11 @@ class UpstreamH1(asyncio.Protocol):
         if start:
             self.head_at = 0
         self.in_head = False
-        self.keep_alive = parser.should_keep_alive()
-        self.close_delimited = False
+        keep_alive = self.keep_alive = parser.should_keep_alive()
         ds = ex.ds
         if (code >= 400 or ds.ctx.health.endpoints) and not ds.response_head(ex, code):
-            self.discard = code  # read it to its end, then retry elsewhere
+            self.discard = code  # read it to its end, then retry elsewhere (reset there)
             return
-        self.discard = 0
         head = buf[start:end]  # status line and header lines, each with its CRLF
         if not head.startswith(b"HTTP/1.1 "):
             head = b"HTTP/1.1" + head[8:]  # we answer as HTTP/1.1 whatever the upstream spoke
@@ -176,6 +174,18 @@ class UpstreamH1(asyncio.Protocol):
         if cline is None:
             cline = self._cluster_line(ex)
         ex.cluster = self.cluster
+        if keep_alive and not chunked and ex.keep_alive and ds.http11 and ex.method != b"HEAD":
+            # the common answer: delimited by Content-Length (or bodiless by status) and both
+            # connections stay open
+            ex.chunked_response = False
+            ds.out.append(b"".join((head, cline, ex.extra_resp, b"\r\n")))
+            return
+        self._framed_head(ex, ds, code, head, low, cline, chunked)
+
+    def _framed_head(self, ex: "Exchange", ds: "DownstreamH1", code: int, head: bytes, low: bytes,
+                     cline: bytes, chunked: bool) -> None:
+        """The rest of the response head: upgrades, chunked or close-delimited bodies, HEAD,
+        HTTP/1.0 clients, connections that close."""
         if code == 101:
             self.upgraded = True
             ds.out.append(b"".join((head, cline, ex.extra_resp, b"connection: upgrade\r\n\r\n")))
@@ -233,7 +243,8 @@ class UpstreamH1(asyncio.Protocol):
             return
         if self.discard:
             self.ex = None
-            ex.ds.retry_after_status(ex, self.discard, self, self.keep_alive and ex.request_done)
+            code, self.discard = self.discard, 0
+            ex.ds.retry_after_status(ex, code, self, self.keep_alive and ex.request_done)
             return
         ds = ex.ds
         if ex.chunked_response:
