@@ -628,7 +628,8 @@ class DownstreamH1(asyncio.Protocol):
                 hash_value = hash_key(policy, view.uri, view.host, view.remote_addr, view.header, view.arg)
             if policy.affinity is not None:
                 affinity = view.cookie(policy.affinity.name)
-        ep = choose_endpoint(backend, policy, ctx.balancer, lambda k: health.is_up(k, now), ex.tried or (),
+        is_up = (lambda k: health.is_up(k, now)) if health.down else None  # None: all up, skip the checks
+        ep = choose_endpoint(backend, policy, ctx.balancer, is_up, ex.tried or (),
                              random.random(), random.random(), header_cluster=header_cluster,
                              hash_value=hash_value, affinity=affinity)
         if ep is not None and policy.affinity is not None:

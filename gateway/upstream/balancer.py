@@ -22,7 +22,7 @@ from ..routing.table import Backend, UpstreamEndpoint
 
 OVERPROVISIONING = 1.4
 
-IsUp = Callable[[str], bool]
+IsUp = Callable[[str], bool] | None  # None: every endpoint is up (no check per endpoint)
 
 
 @dataclass
@@ -36,7 +36,9 @@ class BalancerState:
         return n
 
 
-def _healthy(eps: Sequence[UpstreamEndpoint], is_up: IsUp, tried: Sequence[str]) -> list[UpstreamEndpoint]:
+def _healthy(eps: Sequence[UpstreamEndpoint], is_up: IsUp, tried: Sequence[str]) -> Sequence[UpstreamEndpoint]:
+    if is_up is None:
+        return [e for e in eps if e.key not in tried] if tried else eps
     return [e for e in eps if is_up(e.key) and e.key not in tried]
 
 
@@ -68,7 +70,7 @@ def level_loads(healthy_share: Sequence[float]) -> list[float]:
 
 
 def candidate_endpoints(backend: Backend, policy: RoutePolicy, is_up: IsUp, tried: Sequence[str],
-                        rand: float, header_cluster: str | None) -> list[UpstreamEndpoint]:
+                        rand: float, header_cluster: str | None) -> Sequence[UpstreamEndpoint]:
     """The endpoints this request may use after member-cluster choice (healthy ones, not
     yet tried); empty when none is healthy (the caller then panics or fails)."""
     by_cluster = {c.cluster: c.endpoints for c in backend.clusters}

@@ -1,6 +1,7 @@
 """Deterministic checks of the pure selection functions, with the random value injected."""
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
@@ -198,3 +199,16 @@ def test_active_check_thresholds_and_success_unejects():
     h.eject("a", ["a", "b"], now=10.0)
     h.check_result("a", True, now=11.0, **kw)
     assert h.is_up("a", 11.0)
+
+
+@pytest.mark.parametrize("policy", [RoutePolicy(), RoutePolicy(cluster_weights={"a": 80, "b": 20}),
+                                    RoutePolicy(cluster_priority=("b", "a")), RoutePolicy(local_zone="az-1")])
+def test_no_health_callback_means_every_endpoint_is_up(policy: RoutePolicy) -> None:
+    """`is_up=None` (nothing is ejected) must choose exactly as a callback that says yes."""
+    b = backend("svc", a=2, b=3)
+    rng = random.Random(7)
+    for _ in range(200):
+        rand = rng.random()
+        tried = rng.choice([(), ("127.0.0.1:80",), ("127.0.0.1:80", "127.0.1.2:80")])
+        assert (list(candidate_endpoints(b, policy, None, tried, rand, None))
+                == list(candidate_endpoints(b, policy, lambda k: True, tried, rand, None)))
