@@ -4,13 +4,21 @@ Feeds a request into a DownstreamH1 and the upstream's response into its pooled
 UpstreamH1, with in-memory transports, N times; prints microseconds per proxied request.
 This isolates our Python from kernel loopback cost, so a change to the hot path can be
 measured in a second, repeatably, before running the side-by-side wrk benchmark.
+`--instructions` runs it twice under callgrind and prints instructions per request (the
+difference between a short and a long run, so start-up cancels out): slower, but the
+same figure on a busy or a quiet machine.
 
     python bench/h1_path_cpu.py [--requests 100000]
+    python bench/h1_path_cpu.py --instructions      # needs valgrind (apt-get install valgrind)
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
+import shutil
+import subprocess
+import sys
 import time
 
 import uvloop
@@ -88,10 +96,29 @@ async def run(n: int) -> float:
     return elapsed * 1e6 / n
 
 
+def instructions(requests: int) -> int:
+    """Instructions callgrind counts for a whole run of `requests` requests."""
+    out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                          sys.executable, __file__, "--requests", str(requests)],
+                         capture_output=True, text=True, timeout=900, check=True)
+    m = re.search(r"Collected : (\d+)", out.stderr)
+    if m is None:
+        raise SystemExit("no instruction count in valgrind's output:\n" + out.stderr[-2000:])
+    return int(m.group(1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=100_000)
+    ap.add_argument("--instructions", action="store_true",
+                    help="instructions per request under callgrind (runs 1,000 and 6,000 requests)")
     args = ap.parse_args()
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            raise SystemExit("valgrind is not installed (apt-get install -y valgrind)")
+        short, long = instructions(1000), instructions(6000)
+        print(f"{(long - short) / 5000:.0f} instructions per proxied request (callgrind, Python request path)")
+        return
     us = uvloop.run(run(args.requests))
     print(f"{us:.2f} us CPU per proxied request (Python request path, no sockets)")
 

@@ -384,7 +384,8 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             backend_body = _BACKEND_TWO.format(host=LOOPBACK, host2=POLICY_HOST2, port=ports["backend"])
         else:
             backend_body = _BACKEND.format(host=LOOPBACK, port=ports["backend"])
-        start_nginx(procs, tmp, "backend", backend_body, ports["backend"], server_cpu, args.start_timeout)
+        servers["backend"] = start_nginx(procs, tmp, "backend", backend_body, ports["backend"], server_cpu,
+                                         args.start_timeout)
         if "mirror" in args.policies and "fleetgate" in targets:
             # the mirror's destination, on the servers' CPU like the backend
             ports["shadow"] = free_port()

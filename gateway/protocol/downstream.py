@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("fleetgate.gateway")
 
 
-_MISS = object()
 ROUTE_CACHE_SIZE = 4096
 
 
@@ -371,8 +370,9 @@ class DownstreamH1(asyncio.Protocol):
             ex.request_done = True
         table = ctx.table
         key = (host, target)
-        r = table.cache.get(key, _MISS)
-        if r is _MISS:
+        try:
+            r = table.cache[key]
+        except KeyError:
             r = _route(table, host, target)
             if len(table.cache) >= ROUTE_CACHE_SIZE:
                 table.cache.clear()
@@ -400,9 +400,9 @@ class DownstreamH1(asyncio.Protocol):
                     if eps:
                         # plain round robin onto a warm pooled connection: the whole send, inline
                         rr = self.rr
-                        key = backend.key
-                        n = rr.get(key, 0)
-                        rr[key] = n + 1
+                        bkey = backend.key
+                        n = rr.get(bkey, 0)
+                        rr[bkey] = n + 1
                         ep = eps[n % len(eps)]
                         self.active = ex
                         self.deadline = 0.0
