@@ -137,7 +137,10 @@ class UpstreamH1(asyncio.Protocol):
         ds.flush()
 
     def on_headers_complete(self) -> None:
-        ex: Exchange = self.ex  # type: ignore[assignment]  # set by send
+        ex = self.ex
+        if ex is None:  # a response nobody asked for, after the one we read: drop the connection
+            self.close()
+            return
         parser = self.parser
         code = parser.get_status_code()
         buf = self.head

@@ -138,3 +138,16 @@ async def test_close_delimited_and_connection_close_responses(fleet_dir, start_g
             async with s.get(gw2.url + "/", headers={"Host": "web.example.com"}) as r:
                 assert r.status == 200 and await r.read() == b"ok"
                 assert "connection" not in r.headers
+
+
+async def test_bytes_after_a_complete_response_retire_the_connection(fleet_dir, start_gateway) -> None:
+    """An upstream that sends a second, unasked-for response behind the first: the client
+    gets the first, the connection is not reused, and the endpoint is not taken for broken."""
+    server, port = await scripted_backend(
+        "127.0.61.6", [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                       b"HTTP/1.1 500 Unasked\r\nContent-Length: 0\r\n\r\n"])
+    gw = await gateway_for(fleet_dir, start_gateway, "127.0.61.6", port)
+    async with server, aiohttp.ClientSession() as s:
+        for _ in range(4):
+            async with s.get(gw.url + "/", headers={"Host": "web.example.com"}) as r:
+                assert r.status == 200 and await r.read() == b"ok"
