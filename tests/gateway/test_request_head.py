@@ -1,0 +1,81 @@
+"""The upstream request head as bytes on the wire: request headers are collected raw and
+classified once the head is complete, so order, duplicates and the handled names are
+checked here against what a raw backend receives."""
+from __future__ import annotations
+
+import asyncio
+
+from gwharness import endpoint_slice, ingress, rule, service
+
+
+async def capturing_backend(host: str, heads: list[bytes]):
+    """Records every request head it reads and answers each with a 2-byte body."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                heads.append(await reader.readuntil(b"\r\n\r\n"))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, host, 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def header_lines(head: bytes) -> list[tuple[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    return [(n.strip().lower(), v.strip()) for n, v in (line.split(":", 1) for line in lines if line)]
+
+
+async def test_ordinary_headers_keep_order_and_duplicates_handled_ones_do_not_pass(fleet_dir, start_gateway) -> None:
+    heads: list[bytes] = []
+    server, port = await capturing_backend("127.0.62.1", heads)
+    fd = fleet_dir("zone-a")
+    fd.member("zone-a", [service("svc"), endpoint_slice("svc", [("127.0.62.1", port)])])
+    fd.hub([ingress("web", [rule("web.example.com", ("/", "Prefix", "svc"))])])
+    gw = await start_gateway(fd)
+    reader, writer = await asyncio.open_connection(gw.host, gw.port)
+    async with server:
+        try:
+            writer.write(b"GET /a HTTP/1.1\r\nX-A: 1\r\nHost: web.example.com\r\nX-Dup: one\r\n"
+                         b"Via: 1.0 edge\r\nX-Forwarded-For: 10.0.0.1\r\nx-dup: two\r\n"
+                         b"Connection: keep-alive, X-Drop\r\nX-Drop: secret\r\nTE: trailers\r\nX-B: 2\r\n\r\n")
+            first = await reader.readuntil(b"\r\n\r\n") + await reader.readexactly(2)
+            writer.write(b"GET /b HTTP/1.1\r\nhOsT: web.example.com\r\n\r\n")  # Host alone, odd case
+            second = await reader.readuntil(b"\r\n\r\n") + await reader.readexactly(2)
+        finally:
+            writer.close()
+    assert first.startswith(b"HTTP/1.1 200") and second.startswith(b"HTTP/1.1 200")
+    assert len(heads) == 2
+    one = header_lines(heads[0])
+    names = [n for n, _ in one]
+    ordinary = [(n, v) for n, v in one if n.startswith("x-") and not n.startswith("x-forwarded")
+                and n not in ("x-request-id",)]
+    assert ordinary == [("x-a", "1"), ("x-dup", "one"), ("x-dup", "two"), ("x-b", "2")]
+    assert names.count("host") == 1 and dict(one)["host"] == "web.example.com"
+    assert "x-drop" not in names and "te" not in names and "connection" not in names
+    assert dict(one)["x-forwarded-for"] == "10.0.0.1, 127.0.0.1"
+    assert dict(one)["via"] == "1.0 edge, 1.1 fleetgate"
+    two = header_lines(heads[1])
+    assert [n for n, _ in two].count("host") == 1 and dict(two)["host"] == "web.example.com"
+    assert dict(two)["x-forwarded-for"] == "127.0.0.1"
+    assert heads[1].startswith(b"GET /b HTTP/1.1\r\n")
+
+
+async def test_two_different_hosts_anywhere_in_the_head_are_a_400(fleet_dir, start_gateway) -> None:
+    fd = fleet_dir("zone-a")
+    fd.member("zone-a", [service("svc"), endpoint_slice("svc", [("127.0.62.2", 9)])])
+    fd.hub([ingress("web", [rule("web.example.com", ("/", "Prefix", "svc"))])])
+    gw = await start_gateway(fd)
+    for head in (b"Host: web.example.com\r\nX-A: 1\r\nHOST: other.example\r\n",
+                 b"X-A: 1\r\nHost: web.example.com\r\nHost: other.example\r\n"):
+        reader, writer = await asyncio.open_connection(gw.host, gw.port)
+        try:
+            writer.write(b"GET / HTTP/1.1\r\n" + head + b"\r\n")
+            status = await reader.readuntil(b"\r\n")
+        finally:
+            writer.close()
+        assert status.startswith(b"HTTP/1.1 400"), (head, status)
