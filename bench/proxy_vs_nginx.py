@@ -184,6 +184,16 @@ def bench_fleet(root: Path, backend_port: int) -> Path:
 
 
 POLICY_HOST2 = "127.0.0.2"  # the backend's second address: member cluster zone-b's endpoint
+# What a browser sends besides Host (`--browser-headers`): wrk's requests carry Host only,
+# and every request header costs the gateway a parser callback and its handling.
+BROWSER_HEADERS = [
+    "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
+    "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    "Accept-Language: en-US,en;q=0.5", "Accept-Encoding: gzip, deflate, br",
+    "Referer: http://bench.local/", "Cookie: session=3f9a1c2b7d; theme=dark",
+    "Upgrade-Insecure-Requests: 1", "Sec-Fetch-Dest: document", "Sec-Fetch-Mode: navigate",
+    "Sec-Fetch-Site: same-origin", "DNT: 1",
+]
 POLICY_CLUSTER_WEIGHTS = "zone-a=70,zone-b=30"
 
 
@@ -409,7 +419,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             if args.policies:
                 policy = check_policies(admin_port, args.policies)
                 log("policies in force: %s", json.dumps(policy, sort_keys=True))
-        headers = ["Host: %s" % HOST]
+        headers = ["Host: %s" % HOST] + (BROWSER_HEADERS if args.browser_headers else [])
 
         def url(target: str) -> str:
             return "http://%s:%d/" % (LOOPBACK, ports[target])
@@ -558,6 +568,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     p.add_argument("--connections", default="50,200", help="comma-separated wrk -c levels")
+    p.add_argument("--browser-headers", action="store_true",
+                   help="send 11 typical browser request headers besides Host (wrk sends Host only)")
     p.add_argument("--fleetgate", help="command that runs fleetgate (default: the venv's fleetgate, "
                                        "else python -m fleet.cli)")
     p.add_argument("--gateway-args", default="", help="extra arguments for `fleetgate gateway`")
