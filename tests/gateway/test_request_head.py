@@ -79,3 +79,45 @@ async def test_two_different_hosts_anywhere_in_the_head_are_a_400(fleet_dir, sta
         finally:
             writer.close()
         assert status.startswith(b"HTTP/1.1 400"), (head, status)
+
+
+async def test_a_head_in_one_read_and_in_pieces_reach_the_upstream_alike(fleet_dir, start_gateway) -> None:
+    """A whole, long head in one read takes the plain parser (header lines as one block), a
+    head in pieces the full one (a callback per header): the upstream must see the same."""
+    heads: list[bytes] = []
+    server, port = await capturing_backend("127.0.62.3", heads)
+    fd = fleet_dir("zone-a")
+    fd.member("zone-a", [service("svc"), endpoint_slice("svc", [("127.0.62.3", port)])])
+    fd.hub([ingress("web", [rule("web.example.com", ("/", "Prefix", "svc"))])])
+    gw = await start_gateway(fd)
+    browser = b"".join(b"X-Browser-%d: %s\r\n" % (i, b"v" * 20) for i in range(8))  # past PLAIN_HEAD_MIN
+    requests = [
+        b"GET /p?q=1 HTTP/1.1\r\nhOsT:   web.example.com\r\nX-Tab:\tv\t\r\nX-Empty:\r\n" + browser
+        + b"Accept: */*\r\n\r\n",
+        b"GET / HTTP/1.1\r\nUser-Agent: t\r\n" + browser + b"Cookie: a=1; b=2\r\nHost: web.example.com:80\r\n"
+        b"X-Last: z\r\n\r\n",
+        b"HEAD /h HTTP/1.1\r\nHost: web.example.com\r\n\r\n",
+        b"GET /v HTTP/1.1\r\nHost: web.example.com\r\n" + browser + b"Via: 1.0 edge\r\n\r\n",
+    ]
+    async with server:
+        for request in requests:
+            for pieces in ([request], [request[:7], request[7:-3], request[-3:]]):
+                reader, writer = await asyncio.open_connection(gw.host, gw.port)
+                try:
+                    for piece in pieces:
+                        writer.write(piece)
+                        await writer.drain()
+                        await asyncio.sleep(0.02)  # separate reads
+                    status = await reader.readuntil(b"\r\n")
+                finally:
+                    writer.close()
+                assert status.startswith(b"HTTP/1.1 200"), (request, status)
+    assert len(heads) == 2 * len(requests)
+
+    def comparable(head: bytes) -> list[tuple[str, str]]:
+        return [(n, v) for n, v in header_lines(head) if n != "x-request-id"]
+
+    for i in range(len(requests)):
+        whole, split = heads[2 * i], heads[2 * i + 1]
+        assert whole.split(b"\r\n", 1)[0] == split.split(b"\r\n", 1)[0]
+        assert comparable(whole) == comparable(split), (whole, split)
