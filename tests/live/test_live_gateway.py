@@ -208,6 +208,10 @@ async def test_readyz_and_metrics_report_an_unreachable_member_that_never_blocks
 
         await zone_b.start(zone_b.host, zone_b.port)
         await eventually(lambda: gw.fleet.ready, timeout=10, what="zone-b loaded")
+        # ready means every source has listed; the snapshot with zone-b's objects may
+        # still be on its way (bursts are coalesced): wait for it before taking zone-b down
+        await eventually(lambda: ("demo", "web") in gw.fleet.snapshot.member("zone-b").objects.services,
+                         timeout=10, what="zone-b's objects in the snapshot")
         async with http.get(gw.admin_url + "/readyz") as resp:
             assert (resp.status, await resp.json()) == (200, {"ready": True, "missing": []})
 
