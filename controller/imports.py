@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import socket
 from dataclasses import dataclass, field, replace
 from itertools import compress
 from operator import is_not
@@ -104,22 +103,23 @@ def _short_hash(text: str, n: int = 8) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
+def _fit(full: str, limit: int, hashed: str) -> str:
+    """full, or when longer than limit its start and a stable hash of `hashed`."""
+    if len(full) <= limit:
+        return full
+    suffix = _short_hash(hashed)
+    return f"{full[:limit - len(suffix) - 1].rstrip('-')}-{suffix}"
+
+
 def amcs_name(name: str) -> str:
     """`amcs-<name>`, shortened with a stable hash suffix when it would pass 63 characters."""
-    full = f"amcs-{name}"
-    if len(full) <= 63:
-        return full
-    suffix = _short_hash(name)
-    return f"{full[:63 - len(suffix) - 1].rstrip('-')}-{suffix}"
+    return _fit(f"amcs-{name}", 63, name)
 
 
 def slice_name(service: str, cluster: str, family: str) -> str:
     """Stable name of the slice carrying `cluster`'s endpoints of one address family."""
     full = f"{service}-{cluster}-{family.lower()}"
-    if len(full) <= 253:
-        return full
-    suffix = _short_hash(full)
-    return f"{full[:253 - len(suffix) - 1].rstrip('-')}-{suffix}"
+    return _fit(full, 253, full)
 
 
 def synthetic_uid(kind: str, namespace: str, name: str) -> str:
@@ -171,7 +171,7 @@ def allocate_ips(names: Iterable[tuple[str, str]],
         while slot in taken:
             slot = (slot + 1) % size
         taken.add(slot)
-        out[(ns, n)] = str(ipaddress.ip_address(base + slot)) if v6 else socket.inet_ntoa((base + slot).to_bytes(4, "big"))
+        out[(ns, n)] = str(ipaddress.IPv6Address(base + slot) if v6 else ipaddress.IPv4Address(base + slot))
     return out
 
 

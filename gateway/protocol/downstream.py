@@ -71,7 +71,7 @@ def _route(table: "RouteTable", host: bytes, target: bytes) -> Route | None:
 def header_pairs(ex: "Exchange") -> list[tuple[bytes, bytes]]:
     """The forwarded request headers as (name, value), from either form of ex.hlines."""
     hl = ex.hlines
-    if ex.raw_fields:
+    if len(hl) == 1:  # one block of lines as received (the plain parser); else 4 pieces a header
         pairs = []
         for line in hl[0].split(b"\r\n"):
             name, _, value = line.partition(b":")
@@ -110,7 +110,6 @@ class Exchange:
     via: bytes | None = None
     expect = False
     special = False  # a request header beyond Host needs handling (framing, hop-by-hop, forwarding)
-    raw_fields = False  # hlines is one block of header lines as received (the plain parser)
     upgrade: bytes | None = None
     head_done = False
     request_done = False
@@ -156,7 +155,7 @@ class Exchange:
 HOT_ATTRIBUTES = ("ds", "hlines", "url", "special", "counted", "extra_resp", "start", "host",
                   "head_done", "method", "keep_alive", "target", "request_done", "route", "label",
                   "rid", "head", "endpoint", "attempt", "deadline", "upstream", "status",
-                  "response_started", "chunked_response", "cluster", "finished", "raw_fields")
+                  "response_started", "chunked_response", "cluster", "finished")
 
 
 def _claim_shared_keys() -> None:
@@ -303,7 +302,6 @@ class DownstreamH1(asyncio.Protocol):
         ex: Exchange = self.cur  # type: ignore[assignment]  # set by on_url
         ex.host = self.plain_host
         ex.hlines = [self.plain_fields]  # the header lines as one block
-        ex.raw_fields = True
         self.on_headers_complete()
 
     def on_message_begin(self) -> None:
@@ -459,40 +457,15 @@ class DownstreamH1(asyncio.Protocol):
             if policy.fast and not special:
                 # the common request: no body, nothing to rewrite; its upstream head in one format
                 rid = ex.rid = ctx.rid = ctx.rid + 1
-                head = ex.head = (b"%s %s HTTP/1.1\r\nhost: %s\r\n%s%sx-forwarded-host: %s\r\n"
-                                  b"x-request-id: %s%x\r\nvia: 1.1 fleetgate\r\n\r\n") % (
+                ex.head = (b"%s %s HTTP/1.1\r\nhost: %s\r\n%s%sx-forwarded-host: %s\r\n"
+                           b"x-request-id: %s%x\r\nvia: 1.1 fleetgate\r\n\r\n") % (
                     method, target, host, fields, self.forwarded, host, ctx.rid_prefix, rid)
                 self.cur = None  # no body: the request is complete (on_message_complete has nothing to do)
                 if self.active is not None:
                     self._enqueue(ex)
                     return
-                backend = r.backend
-                if backend is not None and not ctx.health.down and method in IDEMPOTENT_METHODS:
-                    eps = backend.endpoints
-                    if eps:
-                        # plain round robin onto a warm pooled connection: the whole send, inline
-                        rr = self.rr
-                        bkey = backend.key
-                        n = rr.get(bkey, 0)
-                        rr[bkey] = n + 1
-                        ep = eps[n % len(eps)]
-                        self.active = ex
-                        self.deadline = 0.0
-                        pool = self.pools.get(ep.key)
-                        if pool is not None and pool.idle:
-                            conn = pool.idle.pop()
-                            t = conn.transport
-                            if t is not None and not t.is_closing():
-                                ex.endpoint = ep
-                                ex.attempt = 1
-                                ex.deadline = ex.start + policy.read_timeout
-                                conn.ex = ex
-                                ex.upstream = conn
-                                conn.in_head = True  # (what UpstreamH1.send does)
-                                t.write(head)
-                                return
-                        self._send(ex, ep, self.now())  # no warm connection: the general send
-                        return
+                if not ctx.health.down and method in IDEMPOTENT_METHODS and self._fast_send(ex, r):
+                    return
                 self._start(ex)
                 return
             ex.head_done = True  # (the fast path above needs neither: it is done with the request)
@@ -651,14 +624,14 @@ class DownstreamH1(asyncio.Protocol):
         eps = backend.endpoints
         if not eps:
             return False
-        rr = self.ctx.balancer.rr
+        rr = self.rr
         key = backend.key
         n = rr.get(key, 0)
         rr[key] = n + 1
         ep = eps[n % len(eps)]
         self.active = ex
         self.deadline = 0.0
-        pool = self.ctx.pools.pools.get(ep.key)
+        pool = self.pools.get(ep.key)
         if pool is not None and pool.idle:
             conn = pool.idle.pop()
             t = conn.transport
@@ -862,12 +835,7 @@ class DownstreamH1(asyncio.Protocol):
         now = self.now()
         if upstream is not None:
             if reusable:
-                pool = upstream.pool
-                if len(pool.idle) < pool.max_idle and upstream.transport is not None:
-                    upstream.idle_since = now
-                    pool.idle.append(upstream)
-                else:
-                    upstream.close()
+                upstream.pool.release(upstream, now)
             else:
                 upstream.close()
         if ex.counted is not None:

@@ -249,15 +249,9 @@ class UpstreamH1(asyncio.Protocol):
             code, self.discard = self.discard, 0
             ex.ds.retry_after_status(ex, code, self, self.keep_alive and ex.request_done)
             return
-        ds = ex.ds
         if ex.chunked_response:
-            ds.out.append(b"0\r\n\r\n")
-        self.ex = None
-        if self.keep_alive and ex.request_done and not self.close_delimited:
-            self.reused = True
-            ds.response_complete(ex, True, self)
-        else:
-            ds.response_complete(ex, False, self)
+            ex.ds.out.append(b"0\r\n\r\n")
+        self._complete(ex)
 
     def _complete(self, ex: "Exchange") -> None:
         self.ex = None

@@ -1,5 +1,6 @@
 """Shared pieces of the HTTP/1.1 protocol tests: a one-service fleet behind a real gateway,
-and a raw-socket response reader for what aiohttp hides (framing, pipelining, closes)."""
+a raw-socket response reader for what aiohttp hides (framing, pipelining, closes), and a
+raw upstream that answers with scripted bytes and records the request heads it reads."""
 from __future__ import annotations
 
 import asyncio
@@ -87,3 +88,37 @@ async def closed_by_server(reader: asyncio.StreamReader, timeout: float = 5.0) -
 
 def get(path: str = "/", *, host: str = HOST, extra: str = "", version: str = "1.1") -> bytes:
     return f"GET {path} HTTP/{version}\r\nHost: {host}\r\n{extra}\r\n".encode()
+
+
+async def scripted_backend(host: str, pieces: list[bytes], *, pause: float = 0.0, close: bool = False,
+                           heads: list[bytes] | None = None) -> tuple[asyncio.AbstractServer, int]:
+    """Answers every request on a connection with `pieces`, written one by one (and with
+    `close`, then closes the connection); appends each request head it reads to `heads`."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if heads is not None:
+                    heads.append(head)
+                for piece in pieces:
+                    writer.write(piece)
+                    await writer.drain()
+                    if pause:
+                        await asyncio.sleep(pause)
+                if close:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, host, 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def gateway_for(fleet_dir: Any, start_gateway: Any, host: str, port: int) -> Any:
+    """A gateway routing web.example.com/ to the one pod host:port of Service `svc`."""
+    fd = fleet_dir("zone-a")
+    fd.member("zone-a", [service("svc"), endpoint_slice("svc", [(host, port)])])
+    fd.hub([ingress("web", [rule("web.example.com", ("/", "Prefix", "svc"))])])
+    return await start_gateway(fd)

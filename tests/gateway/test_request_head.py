@@ -1,28 +1,14 @@
-"""The upstream request head as bytes on the wire: request headers are collected raw and
-classified once the head is complete, so order, duplicates and the handled names are
-checked here against what a raw backend receives."""
+"""The upstream request head as bytes on the wire: order, duplicates and the handled
+names as a raw backend receives them, along both the per-header path and the plain-head
+path (a long head that arrives whole)."""
 from __future__ import annotations
 
 import asyncio
 
-from gwharness import endpoint_slice, ingress, rule, service
+from h1support import gateway_for, scripted_backend
 
 
-async def capturing_backend(host: str, heads: list[bytes]):
-    """Records every request head it reads and answers each with a 2-byte body."""
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                heads.append(await reader.readuntil(b"\r\n\r\n"))
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, host, 0)
-    return server, server.sockets[0].getsockname()[1]
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
 def header_lines(head: bytes) -> list[tuple[str, str]]:
@@ -32,11 +18,8 @@ def header_lines(head: bytes) -> list[tuple[str, str]]:
 
 async def test_ordinary_headers_keep_order_and_duplicates_handled_ones_do_not_pass(fleet_dir, start_gateway) -> None:
     heads: list[bytes] = []
-    server, port = await capturing_backend("127.0.62.1", heads)
-    fd = fleet_dir("zone-a")
-    fd.member("zone-a", [service("svc"), endpoint_slice("svc", [("127.0.62.1", port)])])
-    fd.hub([ingress("web", [rule("web.example.com", ("/", "Prefix", "svc"))])])
-    gw = await start_gateway(fd)
+    server, port = await scripted_backend("127.0.62.1", [OK], heads=heads)
+    gw = await gateway_for(fleet_dir, start_gateway, "127.0.62.1", port)
     reader, writer = await asyncio.open_connection(gw.host, gw.port)
     async with server:
         try:
@@ -66,10 +49,7 @@ async def test_ordinary_headers_keep_order_and_duplicates_handled_ones_do_not_pa
 
 
 async def test_two_different_hosts_anywhere_in_the_head_are_a_400(fleet_dir, start_gateway) -> None:
-    fd = fleet_dir("zone-a")
-    fd.member("zone-a", [service("svc"), endpoint_slice("svc", [("127.0.62.2", 9)])])
-    fd.hub([ingress("web", [rule("web.example.com", ("/", "Prefix", "svc"))])])
-    gw = await start_gateway(fd)
+    gw = await gateway_for(fleet_dir, start_gateway, "127.0.62.2", 9)
     for head in (b"Host: web.example.com\r\nX-A: 1\r\nHOST: other.example\r\n",
                  b"X-A: 1\r\nHost: web.example.com\r\nHost: other.example\r\n"):
         reader, writer = await asyncio.open_connection(gw.host, gw.port)
@@ -85,11 +65,8 @@ async def test_a_head_in_one_read_and_in_pieces_reach_the_upstream_alike(fleet_d
     """A whole, long head in one read takes the plain parser (header lines as one block), a
     head in pieces the full one (a callback per header): the upstream must see the same."""
     heads: list[bytes] = []
-    server, port = await capturing_backend("127.0.62.3", heads)
-    fd = fleet_dir("zone-a")
-    fd.member("zone-a", [service("svc"), endpoint_slice("svc", [("127.0.62.3", port)])])
-    fd.hub([ingress("web", [rule("web.example.com", ("/", "Prefix", "svc"))])])
-    gw = await start_gateway(fd)
+    server, port = await scripted_backend("127.0.62.3", [OK], heads=heads)
+    gw = await gateway_for(fleet_dir, start_gateway, "127.0.62.3", port)
     browser = b"".join(b"X-Browser-%d: %s\r\n" % (i, b"v" * 20) for i in range(8))  # past PLAIN_HEAD_MIN
     requests = [
         b"GET /p?q=1 HTTP/1.1\r\nhOsT:   web.example.com\r\nX-Tab:\tv\t\r\nX-Empty:\r\n" + browser

@@ -8,7 +8,7 @@ import asyncio
 import aiohttp
 
 from gateway.protocol.http1 import strip_response_hop
-from gwharness import endpoint_slice, ingress, rule, service
+from h1support import gateway_for, scripted_backend
 
 
 def strip(block: bytes, code: int = 200) -> tuple[bytes, bool]:
@@ -37,36 +37,6 @@ def test_strip_keeps_upgrade_only_in_a_101() -> None:
 def test_strip_does_not_touch_names_that_only_start_like_hop_headers() -> None:
     block = b"\r\nTE-Info: 1\r\nTrailer-Ish: 2\r\nConnection-Id: 3\r\nTE: trailers\r\n"
     assert strip(block)[0] == b"\r\nTE-Info: 1\r\nTrailer-Ish: 2\r\nConnection-Id: 3\r\n"
-
-
-async def scripted_backend(host: str, pieces: list[bytes], *, pause: float = 0.0, close: bool = False):
-    """Answers every request on a connection with `pieces`, written one by one (and with
-    `close`, then closes the connection)."""
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                await reader.readuntil(b"\r\n\r\n")
-                for piece in pieces:
-                    writer.write(piece)
-                    await writer.drain()
-                    if pause:
-                        await asyncio.sleep(pause)
-                if close:
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, host, 0)
-    return server, server.sockets[0].getsockname()[1]
-
-
-async def gateway_for(fleet_dir, start_gateway, host: str, port: int):
-    fd = fleet_dir("zone-a")
-    fd.member("zone-a", [service("svc"), endpoint_slice("svc", [(host, port)])])
-    fd.hub([ingress("web", [rule("web.example.com", ("/", "Prefix", "svc"))])])
-    return await start_gateway(fd)
 
 
 async def test_head_in_many_reads_after_an_interim_response(fleet_dir, start_gateway) -> None:
