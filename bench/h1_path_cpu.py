@@ -10,6 +10,7 @@ same figure on a busy or a quiet machine.
 
     python bench/h1_path_cpu.py [--requests 100000]
     python bench/h1_path_cpu.py --instructions      # needs valgrind (apt-get install valgrind)
+    python bench/h1_path_cpu.py --floor [--instructions]   # bench/floor_proxy.py instead
 """
 from __future__ import annotations
 
@@ -76,6 +77,17 @@ def snapshot() -> FleetSnapshot:
     return FleetSnapshot(hub=hub, members=(MemberCluster("a", None, member),))  # type: ignore[arg-type]
 
 
+def _loop(ds: asyncio.Protocol, up: asyncio.Protocol, n: int) -> float:
+    """CPU microseconds per request for n requests through ds and responses through up."""
+    start = time.process_time()
+    for _ in range(n):
+        ds.data_received(REQUEST)  # type: ignore[attr-defined]
+        up.data_received(RESPONSE)  # type: ignore[attr-defined]
+    elapsed = time.process_time() - start
+    assert ds.transport.written > 0 and up.transport.written > 0  # type: ignore[attr-defined]
+    return elapsed * 1e6 / n
+
+
 async def run(n: int) -> float:
     ctx = GatewayContext()
     table, _ = build(snapshot())
@@ -87,19 +99,25 @@ async def run(n: int) -> float:
     up = UpstreamH1(pool)
     up.connection_made(MemoryTransport())
     pool.release(up, 0.0)
-    start = time.process_time()
-    for _ in range(n):
-        ds.data_received(REQUEST)
-        up.data_received(RESPONSE)
-    elapsed = time.process_time() - start
-    assert ds.transport.written > 0 and up.transport.written > 0  # type: ignore[union-attr]
-    return elapsed * 1e6 / n
+    return _loop(ds, up, n)
 
 
-def instructions(requests: int) -> int:
+async def run_floor(n: int) -> float:
+    """The same loop through bench/floor_proxy.py: the contract's per-request work, bare."""
+    from floor_proxy import FloorDownstream, FloorUpstream
+    pool: list[FloorUpstream] = []
+    ds = FloorDownstream(pool, route=object())
+    ds.connection_made(MemoryTransport())
+    up = FloorUpstream(pool, rows={})
+    up.connection_made(MemoryTransport())
+    pool.append(up)
+    return _loop(ds, up, n)
+
+
+def instructions(requests: int, floor: bool) -> int:
     """Instructions callgrind counts for a whole run of `requests` requests."""
     out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-                          sys.executable, __file__, "--requests", str(requests)],
+                          sys.executable, __file__, "--requests", str(requests)] + (["--floor"] if floor else []),
                          capture_output=True, text=True, timeout=900, check=True)
     m = re.search(r"Collected : (\d+)", out.stderr)
     if m is None:
@@ -112,15 +130,18 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=100_000)
     ap.add_argument("--instructions", action="store_true",
                     help="instructions per request under callgrind (runs 1,000 and 6,000 requests)")
+    ap.add_argument("--floor", action="store_true",
+                    help="run bench/floor_proxy.py (the contract's per-request work, bare) instead")
     args = ap.parse_args()
+    what = "floor_proxy.py" if args.floor else "Python request path"
     if args.instructions:
         if shutil.which("valgrind") is None:
             raise SystemExit("valgrind is not installed (apt-get install -y valgrind)")
-        short, long = instructions(1000), instructions(6000)
-        print(f"{(long - short) / 5000:.0f} instructions per proxied request (callgrind, Python request path)")
+        short, long = instructions(1000, args.floor), instructions(6000, args.floor)
+        print(f"{(long - short) / 5000:.0f} instructions per proxied request (callgrind, {what})")
         return
-    us = uvloop.run(run(args.requests))
-    print(f"{us:.2f} us CPU per proxied request (Python request path, no sockets)")
+    us = uvloop.run(run_floor(args.requests) if args.floor else run(args.requests))
+    print(f"{us:.2f} us CPU per proxied request ({what}, no sockets)")
 
 
 if __name__ == "__main__":

@@ -382,6 +382,8 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         targets = [args.only]
     if args.direct:
         targets.insert(0, "backend")
+    if args.floor:
+        targets.append("floor")
     if "fleetgate" in targets:
         fleetgate_cmd(args.fleetgate)  # fail before starting anything when there is none
     keep = tempfile.mkdtemp(prefix="fleetgate-bench-") if args.keep_tmp else None
@@ -419,6 +421,13 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             if args.policies:
                 policy = check_policies(admin_port, args.policies)
                 log("policies in force: %s", json.dumps(policy, sort_keys=True))
+        if "floor" in targets:
+            ports["floor"] = free_port()
+            servers["floor"] = procs.start("floor", pinned(
+                [sys.executable, str(Path(__file__).with_name("floor_proxy.py")), "--port", str(ports["floor"]),
+                 "--backend-port", str(ports["backend"]), "--connections", str(max(args.connections) + 16)],
+                server_cpu), log_path=tmp / "floor.log")
+            wait_http(servers["floor"], LOOPBACK, ports["floor"], host_header=HOST, deadline_s=args.start_timeout)
         headers = ["Host: %s" % HOST] + (BROWSER_HEADERS if args.browser_headers else [])
 
         def url(target: str) -> str:
@@ -469,6 +478,10 @@ def summarize(args: argparse.Namespace, targets: Sequence[str], runs: dict[int, 
             level["paired"] = {"rps": median([f.rps / n.rps for n, f in pairs]),
                                "p99": median([f.p99_ms / n.p99_ms for n, f in pairs])}
             level["cpu_us"] = {t: median([r.cpu_us for r in by_target[t]]) for t in ("nginx", "fleetgate")}
+        if "nginx" in level and "floor" in level:
+            pairs = list(zip(by_target["nginx"], by_target["floor"]))
+            level["floor_paired"] = {"rps": median([f.rps / n.rps for n, f in pairs]),
+                                     "cpu_us": median([r.cpu_us for r in by_target["floor"]])}
         levels[str(conns)] = level
     return {"rounds": args.rounds, "duration_s": args.duration, "connections": list(args.connections),
             "targets": list(targets), "server_cpu": server_cpu, "client_cpu": client_cpu,
@@ -492,6 +505,9 @@ def print_table(summary: dict[str, Any]) -> None:
                   % (conns, "  paired", level["paired"]["rps"], "", level["paired"]["p99"]))
             print("%6s  %-10s %s" % (conns, "  CPU/req", "nginx %.1f us, fleetgate %.1f us (proxy process, user+sys)"
                                      % (level["cpu_us"]["nginx"], level["cpu_us"]["fleetgate"])))
+        if "floor_paired" in level:
+            print("%6s  %-10s %9.2fx %9s %9s   (bench/floor_proxy.py: the contract's work, bare; %.1f us CPU/req)"
+                  % (conns, "floor/ngx", level["floor_paired"]["rps"], "", "", level["floor_paired"]["cpu_us"]))
     pol = summary.get("policies")
     if pol:
         what = {"canary": "canary by header x-canary else 10% weight",
@@ -577,6 +593,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", choices=["nginx", "fleetgate"], help="measure only this proxy")
     p.add_argument("--skip-fleetgate", action="store_true", help="same as --only nginx")
     p.add_argument("--direct", action="store_true", help="also measure the backend without a proxy")
+    p.add_argument("--floor", action="store_true",
+                   help="also measure bench/floor_proxy.py: the contract's per-request work with nothing else")
     p.add_argument("--policies", nargs="?", const=",".join(POLICIES), default="",
                    help="give the gateway's route canary (10%% weight), cluster-weights over two member "
                         "clusters and 10%% mirroring (issue 3 target: req/s >= 0.6x nginx); optionally a "
