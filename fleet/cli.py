@@ -179,9 +179,12 @@ async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gatew
         if gateway:
             from gateway import cli as gateway_cli
             http = parse_address(args.http)
-            options = gateway_cli.options_from(args, http, reuse_port=reuse_port)
-            gw = await _bind(f"http on {args.http}", lambda: gateway_cli.start_gateway(fleet, options, admin))
+            options = gateway_cli.options_from(args, http, reuse_port=reuse_port, https=parse_address(args.https))
+            gw = await _bind(f"http on {args.http} / https on {args.https}",
+                             lambda: gateway_cli.start_gateway(fleet, options, admin))
             bound["http"] = gw.servers[0].sockets[0].getsockname()[:2]
+            if gw.https_address is not None:
+                bound["https"] = gw.https_address
             drainers.append(gw.drain)
         if controller and getattr(args, "leader_elect", False):
             log.warning("--leader-elect: the controller keeps its derived objects in memory and writes "

@@ -39,9 +39,11 @@ def ingress_classes(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(names)
 
 
-def options_from(args: argparse.Namespace, http: tuple[str, int], *, reuse_port: bool = False) -> GatewayOptions:
+def options_from(args: argparse.Namespace, http: tuple[str, int], *, reuse_port: bool = False,
+                 https: tuple[str, int] | None = None) -> GatewayOptions:
     return GatewayOptions(
         http=http,
+        https=https,
         ingress_classes=ingress_classes(args),
         limits=Limits(header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
                       max_body_size=args.max_body_size),

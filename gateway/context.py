@@ -36,11 +36,11 @@ class Limits:
 
 class GatewayContext:
     def __init__(self, *, limits: Limits = Limits(), cluster_header: bool = True,
-                 scheme: bytes = b"http", max_idle_per_endpoint: int = 1024, zone: str | None = None) -> None:
+                 max_idle_per_endpoint: int = 1024, zone: str | None = None) -> None:
         self.table: RouteTable = EMPTY_TABLE
         self.limits = limits
         self.cluster_header = cluster_header
-        self.scheme = scheme
+        self.https_port = 443  # the TLS listener's port, for HTTPS redirects (set when it opens)
         self.zone = zone
         self.pools = PoolRegistry(max_idle_per_endpoint)
         self.metrics = GatewayMetrics()

@@ -20,6 +20,7 @@ from .protocol.http1 import DATE
 from .routing.build import DEFAULT_CLASSES, BuildMemo, build, route_backends
 from .upstream.checker import ActiveChecker
 from .routing.table import RouteTable, describe_table
+from .tls import CertStore
 
 log = logging.getLogger("fleetgate.gateway")
 
@@ -29,6 +30,7 @@ SWEEP_INTERVAL = 0.1
 @dataclass(frozen=True)
 class GatewayOptions:
     http: tuple[str, int] = ("127.0.0.1", 8080)
+    https: tuple[str, int] | None = None  # opened once some Ingress has tls; None: never
     ingress_classes: Sequence[str] = DEFAULT_CLASSES
     limits: Limits = Limits()
     cluster_header: bool = True
@@ -52,6 +54,9 @@ class Gateway:
         self._sweeper: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self.table_ready = False
+        self.certs: CertStore | None = None  # made when the first Ingress with tls appears
+        self.https_server: asyncio.AbstractServer | None = None
+        self.tls_diagnostics: list[Diagnostic] = []
 
     @property
     def table(self) -> RouteTable:
@@ -61,6 +66,11 @@ class Gateway:
         """Build a new table from a snapshot and swap it in (requests in flight keep theirs)."""
         table, diags = build(snapshot, ingress_classes=self.options.ingress_classes,
                              version=snapshot.version, zone=self.options.zone, memo=self._memo)
+        if table.tls or self.certs is not None:
+            if self.certs is None:
+                self.certs = CertStore()
+            self.tls_diagnostics = self.certs.update(table.tls)
+            diags = diags + self.tls_diagnostics
         old = {str(d) for d in self.diagnostics}
         for d in diags:
             if str(d) not in old:
@@ -70,6 +80,8 @@ class Gateway:
         self.table_ready = True
         if self.ctx.loop is not None:
             self._update_checks(table)
+            if table.tls and self.https_server is None and self.options.https is not None and not self.ctx.draining:
+                self.ctx.loop.create_task(self._open_https_later())
         log.info("route table v%d: %d routes", table.version, len(table.routes))
 
     def _update_checks(self, table: RouteTable) -> None:
@@ -97,9 +109,41 @@ class Gateway:
         sock = _listen_socket(host, port, reuse_port=self.options.reuse_port)
         server = await loop.create_server(lambda: DownstreamH1(self.ctx), sock=sock, backlog=2048)
         self.servers.append(server)
+        if self.ctx.table.tls and self.options.https is not None:
+            await self.open_https()
         self._sweeper = loop.create_task(self._sweep())
         self._update_checks(self.ctx.table)
         return [s.getsockname()[:2] for srv in self.servers for s in srv.sockets]  # type: ignore[attr-defined]
+
+    async def open_https(self) -> tuple[str, int]:
+        """The TLS listener (once: later certificate changes only swap the SNI map)."""
+        if self.https_server is None:
+            if self.certs is None:
+                self.certs = CertStore()
+            assert self.options.https is not None
+            host, port = self.options.https
+            sock = _listen_socket(host, port, reuse_port=self.options.reuse_port)
+            context = self.certs.context
+            self.https_server = await asyncio.get_running_loop().create_server(
+                lambda: DownstreamH1(self.ctx, b"https"), sock=sock, backlog=2048, ssl=context,
+                ssl_handshake_timeout=self.ctx.limits.header_timeout)
+            self.servers.append(self.https_server)
+            self.ctx.https_port = self.https_address[1]  # type: ignore[index]
+            log.info("https listener on %s:%d", *self.https_address)  # type: ignore[misc]
+        return self.https_address  # type: ignore[return-value]
+
+    @property
+    def https_address(self) -> tuple[str, int] | None:
+        if self.https_server is None:
+            return None
+        return self.https_server.sockets[0].getsockname()[:2]  # type: ignore[attr-defined,no-any-return]
+
+    async def _open_https_later(self) -> None:
+        """The first Ingress with tls arrived after start: open the listener now."""
+        try:
+            await self.open_https()
+        except OSError as exc:
+            log.error("cannot open the https listener on %s:%d: %s", *self.options.https, exc)  # type: ignore[misc]
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -158,6 +202,9 @@ class Gateway:
         health = {e.key: self.ctx.healthy(e.key, now)
                   for r in table.routes if r.backend for e in r.backend.endpoints}
         out = describe_table(table, health)
+        loaded = self.certs.by_host if self.certs is not None else {}
+        out["tls"] = {host: {"secret": c.secret, "loaded": host in loaded} for host, c in sorted(table.tls.items())}
+        out["https"] = "%s:%d" % self.https_address if self.https_address else None
         out["diagnostics"] = [str(d) for d in self.diagnostics]
         return out
 

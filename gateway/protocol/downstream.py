@@ -168,8 +168,10 @@ _claim_shared_keys()
 
 
 class DownstreamH1(asyncio.Protocol):
-    def __init__(self, ctx: "GatewayContext") -> None:
+    def __init__(self, ctx: "GatewayContext", scheme: bytes = b"http") -> None:
         self.ctx = ctx
+        self.scheme = scheme  # of the listener: X-Forwarded-Proto, HTTPS redirects
+        self.tls = scheme == b"https"
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)  # every request it cannot be sure of
         self.plain_parser = httptools.HttpRequestParser(_HeadOnly(self))  # see data_received
@@ -200,7 +202,7 @@ class DownstreamH1(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]).encode() if peer else b""
-        self.forwarded = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (self.peer, self.ctx.scheme)
+        self.forwarded = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (self.peer, self.scheme)
         self.ctx.downstreams.add(self)
         self.deadline = self.now() + self.ctx.limits.header_timeout
 
@@ -454,7 +456,7 @@ class DownstreamH1(asyncio.Protocol):
             ex.route = r
             ex.label = r.ingress
             policy = r.policy
-            if policy.fast and not special:
+            if (policy.fast or (self.tls and policy.fast_tls)) and not special:
                 # the common request: no body, nothing to rewrite; its upstream head in one format
                 rid = ex.rid = ctx.rid = ctx.rid + 1
                 ex.head = (b"%s %s HTTP/1.1\r\nhost: %s\r\n%s%sx-forwarded-host: %s\r\n"
@@ -483,7 +485,7 @@ class DownstreamH1(asyncio.Protocol):
             parts = [method, b" ", upstream_target, b" HTTP/1.1\r\nhost: ", upstream_host, b"\r\n"]
             parts.append(fields)
             parts += (b"x-forwarded-for: ", ex.xff + b", " + self.peer if ex.xff else self.peer,
-                      b"\r\nx-forwarded-proto: ", ctx.scheme, b"\r\nx-forwarded-host: ", host,
+                      b"\r\nx-forwarded-proto: ", self.scheme, b"\r\nx-forwarded-host: ", host,
                       b"\r\nx-request-id: ", ex.request_id,
                       b"\r\nvia: ", ex.via + b", 1.1 fleetgate\r\n" if ex.via else b"1.1 fleetgate\r\n")
             if ex.chunked_request:

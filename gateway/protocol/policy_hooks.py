@@ -62,6 +62,15 @@ def rewrite_path(route: Route, target: str, path: str, query: str) -> str:
     return new
 
 
+def https_url(host: bytes, port: int, target: bytes) -> bytes:
+    """Where an HTTPS redirect points: the request's host name on the TLS listener's port."""
+    if host.startswith(b"["):
+        name = host[:host.find(b"]") + 1]
+    else:
+        name = host.partition(b":")[0]
+    return b"https://" + name + (b":%d" % port if port != 443 else b"") + target
+
+
 def prepare(ds: "DownstreamH1", ex: "Exchange", route: Route, path: str, query: str) -> tuple[bytes, bytes] | None:
     """Apply the route's per-request policy. Returns (upstream target, upstream host), or
     None when the gateway answers itself (ex.answer is set)."""
@@ -81,8 +90,9 @@ def prepare(ds: "DownstreamH1", ex: "Exchange", route: Route, path: str, query: 
         if addr is None or not any(addr in net for net in policy.whitelist):
             ex.answer = (403, "source-not-allowed", b"")
             return None
-    if policy.force_ssl_redirect and ds.ctx.scheme == b"http":
-        ex.answer = (308, "ssl-redirect", b"location: https://" + (ex.host or b"") + ex.target + b"\r\n")
+    if (policy.force_ssl_redirect or policy.ssl_redirect) and not ds.tls:
+        ex.answer = (308, "ssl-redirect", b"location: " + https_url(ex.host or b"", ds.ctx.https_port, ex.target)
+                     + b"\r\n")
         return None
     if policy.app_root and path == "/":
         ex.answer = (302, "app-root", b"location: " + policy.app_root.encode() + b"\r\n")

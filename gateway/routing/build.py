@@ -14,6 +14,7 @@ from fleet.objects import Ingress, IngressBackend
 from fleet.snapshot import ClusterObjects, Diagnostic, FleetSnapshot
 
 from .annotations import parse_annotations
+from .certificates import certificates
 from .policy import CanaryRule, RoutePolicy, ServiceRef
 from .table import (Backend, ClusterShare, Route, RouteTable, UpstreamEndpoint, VirtualHost,
                     make_endpoint)
@@ -220,9 +221,11 @@ def build(snapshot: FleetSnapshot, *, ingress_classes: Sequence[str] = DEFAULT_C
         if policy.backend_protocol != "HTTP":
             diag(ing, f"annotation backend-protocol: {policy.backend_protocol} upstreams are not supported "
                       "yet; HTTP/1.1 is used", "warning")
-        if policy.ssl_redirect:
-            diag(ing, "annotation ssl-redirect: the gateway has no TLS listener yet; use "
-                      "force-ssl-redirect to redirect every plain-HTTP request", "warning")
+        # ingress-nginx: plain-HTTP requests to an Ingress with tls are redirected unless
+        # `ssl-redirect: "false"`; without tls there is no certificate to redirect to
+        ssl_redirect = bool(ing.tls) and policy.ssl_redirect is not False
+        if ssl_redirect != policy.ssl_redirect:
+            changes["ssl_redirect"] = ssl_redirect
         unknown = [c for c in (policy.cluster_weights or {}) if c not in snapshot.member_names]
         unknown += [c for c in (policy.cluster_priority or ()) if c not in snapshot.member_names]
         if unknown:
@@ -308,6 +311,7 @@ def build(snapshot: FleetSnapshot, *, ingress_classes: Sequence[str] = DEFAULT_C
     resolver.memo.rotate()
     table = RouteTable(hosts=exact_hosts, wildcards=wildcards, any_host=frozen.get(None),
                        default=default, routes=routes, version=version,
+                       tls=certificates(hub, selected, diag),
                        request_headers=frozenset(h.encode() for r in (*routes, *([default] if default else ()))
                                                for h in headers_read(r.policy)))
     return table, diags

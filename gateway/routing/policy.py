@@ -141,7 +141,7 @@ class RoutePolicy:
     rewrite_target: str | None = None
     upstream_vhost: str | None = None
     app_root: str | None = None
-    ssl_redirect: bool = False
+    ssl_redirect: bool | None = None  # None: not annotated (build: on when the Ingress has tls)
     force_ssl_redirect: bool = False
     backend_protocol: str = "HTTP"
     cors: CorsPolicy | None = None
@@ -157,6 +157,8 @@ class RoutePolicy:
     needs_view: bool = field(init=False, default=False, compare=False)
     # nothing per request at all: plain round robin, no policy, no total deadline
     fast: bool = field(init=False, default=True, compare=False)
+    # the same for requests that came over TLS (HTTPS redirects do not apply to them)
+    fast_tls: bool = field(init=False, default=True, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "plain_pick", not (
@@ -165,13 +167,14 @@ class RoutePolicy:
         object.__setattr__(self, "needs_view", bool(
             self.cluster_by_header or self.hash_by or self.affinity
             or any(c.header or c.cookie or c.query for c in self.canaries)))
-        object.__setattr__(self, "per_request", bool(
+        per_request_tls = bool(
             self.canaries or self.destinations or self.cluster_weights or self.cluster_by_header
             or self.cluster_priority or self.local_zone or self.load_balance != "round_robin"
             or self.hash_by or self.affinity or self.mirror or self.rewrite_target
-            or self.upstream_vhost or self.app_root or self.ssl_redirect or self.force_ssl_redirect
-            or self.cors or self.whitelist is not None))
+            or self.upstream_vhost or self.app_root or self.cors or self.whitelist is not None)
+        object.__setattr__(self, "per_request", per_request_tls or bool(self.ssl_redirect or self.force_ssl_redirect))
         object.__setattr__(self, "fast", self.plain_pick and not self.per_request and self.total_timeout is None)
+        object.__setattr__(self, "fast_tls", self.plain_pick and not per_request_tls and self.total_timeout is None)
 
     def describe(self) -> dict[str, Any]:
         """Only the fields that differ from the defaults, for /debug/routes."""

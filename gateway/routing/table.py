@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .policy import RoutePolicy
+
+if TYPE_CHECKING:
+    from .certificates import TLSCertificate
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,8 @@ class RouteTable:
     # lowercase names of request headers some route's policy reads (canary, cluster-by-header,
     # hashing, cookies, CORS); the parser keeps only these, and only when there are any
     request_headers: frozenset[bytes] = frozenset()
+    # host name ("*.example.com" for a wildcard) -> certificate from an Ingress `tls` entry
+    tls: Mapping[str, "TLSCertificate"] = field(default_factory=dict)
     # (raw Host bytes, raw path bytes) -> route: a memo of route(), which depends on
     # nothing else; bounded, and gone with the table
     cache: dict[tuple[bytes, bytes], "Route | None"] = field(default_factory=dict, compare=False, repr=False)

@@ -27,8 +27,10 @@ from gateway.server import Gateway, GatewayOptions
 
 def ingress(name: str, rules: list[dict], *, namespace: str = "demo", annotations: dict | None = None,
             cls: str | None = "fleetgate", default: tuple[str, int | str] | None = None,
-            created: str | None = None) -> dict:
+            created: str | None = None, tls: list[dict] | None = None) -> dict:
     spec: dict[str, Any] = {"rules": rules}
+    if tls is not None:
+        spec["tls"] = tls
     if cls is not None:
         spec["ingressClassName"] = cls
     if default is not None:
@@ -212,11 +214,12 @@ async def start_gateway() -> Any:
     running: list[tuple[Gateway, Fleet]] = []
 
     async def start(fd: FleetDir, *, limits: Limits | None = None, cluster_header: bool = True,
-                    ingress_classes: tuple[str, ...] = ("fleetgate",)) -> RunningGateway:
+                    ingress_classes: tuple[str, ...] = ("fleetgate",), https: bool = False) -> RunningGateway:
         fleet = Fleet.from_config(load_fleet_config(fd.fleet_yaml), poll_interval=0.05)
         await fleet.start()
         gw = Gateway(GatewayOptions(http=("127.0.0.1", 0), limits=limits or Limits(),
-                                    cluster_header=cluster_header, ingress_classes=ingress_classes))
+                                    cluster_header=cluster_header, ingress_classes=ingress_classes,
+                                    https=("127.0.0.1", 0) if https else None))
         gw.follow(fleet)
         (host, port), *_ = await gw.start()
         running.append((gw, fleet))

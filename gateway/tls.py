@@ -1,0 +1,112 @@
+"""TLS termination: one listener context whose SNI callback picks the certificate.
+
+The route table says which host has which certificate (gateway/routing/certificates.py);
+`CertStore.update` turns that into loaded SSL contexts, reusing a context while its
+Secret's bytes are unchanged, and swaps the host map whole, so a handshake reads one
+consistent map without a lock. A Secret whose PEM does not load is reported and its
+host keeps the last certificate that did. Hosts without one (and clients that send no
+SNI) get a self-signed default certificate generated at start.
+"""
+from __future__ import annotations
+
+import datetime
+import ssl
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+from fleet.snapshot import Diagnostic
+
+from .routing.certificates import TLSCertificate
+
+DEFAULT_COMMON_NAME = "fleetgate default certificate"
+
+
+def server_context(cert: bytes, key: bytes) -> ssl.SSLContext:
+    """A server-side context for one certificate chain and key (PEM)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["http/1.1"])
+    # the ssl module loads certificates from files only: a private folder, gone at once
+    with tempfile.TemporaryDirectory(prefix="fleetgate-tls-") as tmp:
+        cert_path, key_path = Path(tmp, "tls.crt"), Path(tmp, "tls.key")
+        cert_path.write_bytes(cert)
+        key_path.touch(mode=0o600)
+        key_path.write_bytes(key)
+        ctx.load_cert_chain(cert_path, key_path)
+    return ctx
+
+
+def self_signed(common_name: str = DEFAULT_COMMON_NAME, days: int = 365) -> tuple[bytes, bytes]:
+    """A fresh EC P-256 key and a self-signed certificate for it (PEM cert, PEM key)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+class CertStore:
+    """The certificates in force, by host name, and the listener's SSL context."""
+
+    def __init__(self) -> None:
+        self.context = server_context(*self_signed())  # the listener's; serves unknown names
+        self.context.sni_callback = self._sni
+        self.by_host: Mapping[str, ssl.SSLContext] = {}
+        self._loaded: dict[tuple[bytes, bytes], ssl.SSLContext] = {}
+
+    def update(self, certs: Mapping[str, TLSCertificate]) -> list[Diagnostic]:
+        """Load what changed and swap the host map; diagnostics for Secrets that do not load."""
+        loaded: dict[tuple[bytes, bytes], ssl.SSLContext] = {}
+        failed: dict[tuple[bytes, bytes], str] = {}
+        by_host: dict[str, ssl.SSLContext] = {}
+        diags = []
+        for host, c in certs.items():
+            pem = (c.cert, c.key)
+            ctx = loaded.get(pem) or self._loaded.get(pem)
+            if ctx is None and pem not in failed:
+                try:
+                    ctx = server_context(c.cert, c.key)
+                except (ssl.SSLError, ValueError, OSError) as exc:
+                    failed[pem] = str(exc)
+                    diags.append(Diagnostic(c.origin, f"Secret/{c.secret}",
+                                            f"tls.crt/tls.key do not load ({exc}); its hosts keep their "
+                                            "last certificate, or the default one"))
+            if ctx is None:
+                ctx = self.by_host.get(host)  # the last good one, if there was one
+                if ctx is None:
+                    continue
+            else:
+                loaded[pem] = ctx
+            by_host[host] = ctx
+        self._loaded = loaded
+        self.by_host = by_host
+        return diags
+
+    def lookup(self, server_name: str) -> ssl.SSLContext | None:
+        """The context for a requested name: exact, then the wildcard one level up."""
+        by_host = self.by_host
+        ctx = by_host.get(server_name)
+        if ctx is None:
+            dot = server_name.find(".")
+            if dot > 0:
+                ctx = by_host.get("*" + server_name[dot:])
+        return ctx
+
+    def _sni(self, sslobj: ssl.SSLObject, server_name: str | None, _listener: ssl.SSLContext) -> None:
+        if server_name:
+            ctx = self.lookup(server_name.lower())
+            if ctx is not None:
+                sslobj.context = ctx
+        return None
