@@ -309,8 +309,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(str(exc))
         return 1
     problems = list(snapshot.diagnostics)
-    _, route_diags = build(snapshot, ingress_classes=ingress_classes(args))
+    table, route_diags = build(snapshot, ingress_classes=ingress_classes(args))
     problems += route_diags
+    from gateway.tls import certificate_problems
+    problems += certificate_problems(table.tls)
     try:
         from controller.imports import derive_imports
         problems += list(derive_imports(snapshot).diagnostics)

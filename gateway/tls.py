@@ -57,6 +57,25 @@ def self_signed(common_name: str = DEFAULT_COMMON_NAME, days: int = 365) -> tupl
                               serialization.NoEncryption()))
 
 
+def load(c: TLSCertificate) -> tuple[ssl.SSLContext | None, Diagnostic | None]:
+    """The context for a certificate, or the diagnostic saying why its PEM does not load."""
+    try:
+        return server_context(c.cert, c.key), None
+    except (ssl.SSLError, ValueError, OSError) as exc:
+        return None, Diagnostic(c.origin, f"Secret/{c.secret}", f"tls.crt/tls.key do not load ({exc}); "
+                                "its hosts keep their last certificate, or the default one")
+
+
+def certificate_problems(certs: Mapping[str, TLSCertificate]) -> list[Diagnostic]:
+    """What `fleetgate validate` reports: each distinct Secret whose PEM does not load."""
+    problems = []
+    for c in {(c.cert, c.key): c for c in certs.values()}.values():
+        problem = load(c)[1]
+        if problem is not None:
+            problems.append(problem)
+    return problems
+
+
 class CertStore:
     """The certificates in force, by host name, and the listener's SSL context."""
 
@@ -69,20 +88,17 @@ class CertStore:
     def update(self, certs: Mapping[str, TLSCertificate]) -> list[Diagnostic]:
         """Load what changed and swap the host map; diagnostics for Secrets that do not load."""
         loaded: dict[tuple[bytes, bytes], ssl.SSLContext] = {}
-        failed: dict[tuple[bytes, bytes], str] = {}
+        failed: set[tuple[bytes, bytes]] = set()  # load once per update, report once
         by_host: dict[str, ssl.SSLContext] = {}
         diags = []
         for host, c in certs.items():
             pem = (c.cert, c.key)
             ctx = loaded.get(pem) or self._loaded.get(pem)
             if ctx is None and pem not in failed:
-                try:
-                    ctx = server_context(c.cert, c.key)
-                except (ssl.SSLError, ValueError, OSError) as exc:
-                    failed[pem] = str(exc)
-                    diags.append(Diagnostic(c.origin, f"Secret/{c.secret}",
-                                            f"tls.crt/tls.key do not load ({exc}); its hosts keep their "
-                                            "last certificate, or the default one"))
+                ctx, problem = load(c)
+                if problem is not None:
+                    failed.add(pem)
+                    diags.append(problem)
             if ctx is None:
                 ctx = self.by_host.get(host)  # the last good one, if there was one
                 if ctx is None:

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import shutil
 import signal
 import socket
@@ -227,3 +225,54 @@ async def test_up_serves_gateway_dns_and_derived_imports_from_one_process(tmp_pa
     finally:
         proc.terminate()
         assert await asyncio.to_thread(proc.wait, 15) == 0
+
+
+def _write_secret(fleet: Path, cert: bytes, key: bytes) -> Path:
+    """The tls Secret of write_fleet's Ingress (see the test below); returns its file."""
+    import base64
+    secret = fleet.parent / "hub" / "tls.yaml"
+    secret.write_text("apiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\n"
+                      "metadata: {name: web-tls, namespace: demo}\n"
+                      f"data: {{tls.crt: {base64.b64encode(cert).decode()}, tls.key: {base64.b64encode(key).decode()}}}\n")
+    return secret
+
+
+async def test_https_listener_serves_an_ingress_with_tls_and_validate_checks_its_secret(tmp_path, slow_backend):
+    import ssl
+
+    from gateway.tls import self_signed
+    fleet = write_fleet(tmp_path / "fleet", slow_backend)
+    ing = fleet.parent / "hub" / "ing.yaml"
+    ing.write_text(ing.read_text() + "  tls:\n  - {secretName: web-tls, hosts: [web.example.com]}\n")
+    secret = _write_secret(fleet, *self_signed("web.example.com"))
+    ok = subprocess.run(FLEETGATE + ["validate", "--fleet", str(fleet)], capture_output=True, timeout=30)
+    assert ok.returncode == 0, ok.stdout.decode()
+
+    http, https, admin = (f"127.0.0.1:{free_port()}" for _ in range(3))
+    proc = start(["gateway", "--fleet", str(fleet), "--http", http, "--https", https, "--admin", admin])
+    try:
+        await wait_ready(admin, proc)
+        client = ssl.create_default_context()
+        client.check_hostname = False
+        client.verify_mode = ssl.CERT_NONE
+        host, port = https.rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port), ssl=client, server_hostname="web.example.com")
+        peer = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        writer.write(b"GET / HTTP/1.1\r\nHost: web.example.com\r\nConnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"finished")
+        from cryptography import x509
+        assert "web.example.com" in x509.load_der_x509_certificate(peer).subject.rfc4514_string()
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://{http}/a", headers={"Host": "web.example.com"}, allow_redirects=False) as r:
+                assert r.status == 308 and r.headers["location"] == f"https://web.example.com:{port}/a"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+    _write_secret(fleet, b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", b"junk")
+    bad = subprocess.run(FLEETGATE + ["validate", "--fleet", str(fleet)], capture_output=True, timeout=30)
+    assert bad.returncode == 1
+    lines = bad.stdout.decode().splitlines()
+    assert any(line.startswith(f"{secret}: Secret/demo/web-tls: tls.crt/tls.key do not load") for line in lines), lines
