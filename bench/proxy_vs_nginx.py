@@ -14,6 +14,7 @@ target: req/s >= 0.6x plain nginx).
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import json
 import math
@@ -80,6 +81,11 @@ _BACKEND_TWO = """\
         }}
     }}"""
 
+_NGINX_TLS = """
+        listen {host}:{port} ssl backlog=4096;
+        ssl_certificate {dir}/tls.crt;
+        ssl_certificate_key {dir}/tls.key;"""
+
 _PROXY = """\
     upstream backend {{
         server {host}:{backend_port};
@@ -88,7 +94,7 @@ _PROXY = """\
         keepalive_timeout 300s;
     }}
     server {{
-        listen {host}:{port} backlog=4096;
+        listen {host}:{port} backlog=4096;{tls}
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -174,11 +180,21 @@ def _write_fleet(root: Path, hub: list[dict[str, Any]], clusters: dict[str, list
     return path
 
 
-def bench_fleet(root: Path, backend_port: int) -> Path:
-    """One Ingress for bench.local -> Service `backend` -> the nginx backend."""
+def bench_fleet(root: Path, backend_port: int, tls: tuple[bytes, bytes] | None = None) -> Path:
+    """One Ingress for bench.local -> Service `backend` -> the nginx backend; with tls
+    (cert, key) its Secret too (plain HTTP stays unredirected: the readiness probe uses it)."""
+    ingress = _ingress("bench", [(HOST, "backend")])
+    hub = [_ingress_class(), ingress]
+    if tls is not None:
+        ingress["spec"]["tls"] = [{"secretName": "bench-tls", "hosts": [HOST]}]
+        ingress["metadata"]["annotations"] = {"nginx.ingress.kubernetes.io/ssl-redirect": "false"}
+        hub.append({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                    "metadata": {"name": "bench-tls", "namespace": "default"},
+                    "data": {"tls.crt": base64.b64encode(tls[0]).decode(),
+                             "tls.key": base64.b64encode(tls[1]).decode()}})
     return _write_fleet(
         root,
-        hub=[_ingress_class(), _ingress("bench", [(HOST, "backend")])],
+        hub=hub,
         clusters={"bench": [_service("backend"),
                             _slice("backend-1", "backend", [LOOPBACK], backend_port)]})
 
@@ -392,6 +408,12 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         log("working folder %s; servers on CPU %s, wrk on CPU %s", tmp, server_cpu, client_cpu)
         ports: dict[str, int] = {"backend": free_port()}
         servers: dict[str, Proc] = {}  # the proxies under test
+        tls_pem = None
+        if args.tls:
+            from gateway.tls import self_signed
+            tls_pem = self_signed(HOST)
+            (tmp / "tls.crt").write_bytes(tls_pem[0])
+            (tmp / "tls.key").write_bytes(tls_pem[1])
         if args.policies:
             backend_body = _BACKEND_TWO.format(host=LOOPBACK, host2=POLICY_HOST2, port=ports["backend"])
         else:
@@ -405,8 +427,12 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                         ports["shadow"], server_cpu, args.start_timeout)
         if "nginx" in targets:
             ports["nginx"] = free_port()
+            tls = ""
+            if args.tls:
+                ports["nginx-tls"] = free_port()
+                tls = _NGINX_TLS.format(host=LOOPBACK, port=ports["nginx-tls"], dir=tmp)
             servers["nginx"] = start_nginx(procs, tmp, "nginx", _PROXY.format(
-                host=LOOPBACK, port=ports["nginx"], backend_port=ports["backend"]),
+                host=LOOPBACK, port=ports["nginx"], backend_port=ports["backend"], tls=tls),
                 ports["nginx"], server_cpu, args.start_timeout)
         gateway: Proc | None = None
         policy: dict[str, Any] | None = None
@@ -414,7 +440,10 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             if args.policies:
                 fleet = policies_fleet(tmp / "fleet", ports["backend"], ports.get("shadow"), args.policies)
             else:
-                fleet = bench_fleet(tmp / "fleet", ports["backend"])
+                fleet = bench_fleet(tmp / "fleet", ports["backend"], tls=tls_pem)
+            if args.tls:
+                ports["fleetgate-tls"] = free_port()
+                args.gateway_args += " --https %s:%d" % (LOOPBACK, ports["fleetgate-tls"])
             gateway, ports["fleetgate"], admin_port = start_fleetgate(procs, args, fleet, tmp, server_cpu,
                                                                       probe_host=HOST)
             servers["fleetgate"] = gateway
@@ -431,6 +460,8 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         headers = ["Host: %s" % HOST] + (BROWSER_HEADERS if args.browser_headers else [])
 
         def url(target: str) -> str:
+            if args.tls and target != "backend":  # the same certificate kind for both: EC P-256
+                return "https://%s:%d/" % (LOOPBACK, ports[target + "-tls"])
             return "http://%s:%d/" % (LOOPBACK, ports[target])
 
         for target in targets:
@@ -593,6 +624,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", choices=["nginx", "fleetgate"], help="measure only this proxy")
     p.add_argument("--skip-fleetgate", action="store_true", help="same as --only nginx")
     p.add_argument("--direct", action="store_true", help="also measure the backend without a proxy")
+    p.add_argument("--tls", action="store_true",
+                   help="wrk over HTTPS to both proxies (one self-signed EC P-256 certificate, kept-alive "
+                        "connections: the cost of TLS records, not handshakes)")
     p.add_argument("--floor", action="store_true",
                    help="also measure bench/floor_proxy.py: the contract's per-request work with nothing else")
     p.add_argument("--policies", nargs="?", const=",".join(POLICIES), default="",
@@ -622,6 +656,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.only = "nginx"
     if args.rounds < 1 or args.duration < 1 or not args.connections or min(args.connections) < 1:
         p.error("need --rounds >= 1, --duration >= 1 and positive --connections")
+    if args.tls and (args.floor or args.policies):
+        p.error("--tls goes with the plain route only (not --floor or --policies)")
     return args
 
 
