@@ -26,7 +26,7 @@ def server_context(cert: bytes, key: bytes) -> ssl.SSLContext:
     """A server-side context for one certificate chain and key (PEM)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
     # the ssl module loads certificates from files only: a private folder, gone at once
     with tempfile.TemporaryDirectory(prefix="fleetgate-tls-") as tmp:
         cert_path, key_path = Path(tmp, "tls.crt"), Path(tmp, "tls.key")

@@ -199,6 +199,11 @@ class DownstreamH1(asyncio.Protocol):
     # --- connection lifecycle --------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.tls:
+            sslobj = transport.get_extra_info("ssl_object")
+            if sslobj is not None and sslobj.selected_alpn_protocol() == "h2":
+                self._become_h2(transport, b"")  # type: ignore[arg-type]
+                return
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]).encode() if peer else b""
@@ -273,6 +278,14 @@ class DownstreamH1(asyncio.Protocol):
                 log.exception("gateway bug while handling a request", exc_info=cause)
                 self._reject(500, "internal-error")
         except httptools.HttpParserError as err:
+            if err.args == ("Pause on PRI/Upgrade",) and self.active is None and not self.queue:
+                # HTTP/2 with prior knowledge (h2c): llhttp stopped on the connection preface
+                from .h2 import preface_rest
+                t = self.transport
+                self.ctx.downstreams.discard(self)
+                self.transport = None
+                self._become_h2(t, preface_rest(data))  # type: ignore[arg-type]
+                return
             log.debug("malformed request from %s: %s", self.peer, err)
             self._reject(400, "bad-request")
         else:
@@ -284,6 +297,16 @@ class DownstreamH1(asyncio.Protocol):
                     self._reject(431, "headers-too-large")
         if self.out or self.close_after:
             self.flush()
+
+    def _become_h2(self, transport: asyncio.Transport, first: bytes) -> None:
+        """Hand the connection to the HTTP/2 framing layer (which runs each stream
+        through a DownstreamH1 of its own)."""
+        from .h2 import DownstreamH2
+        proto = DownstreamH2(self.ctx, self.scheme)
+        transport.set_protocol(proto)
+        proto.connection_made(transport)
+        if first:
+            proto.data_received(first)
 
     def _plain_head(self, data: bytes) -> bool:
         """Whether data is a head the plain parser may take: Host is the only handled

@@ -74,12 +74,13 @@ async def test_each_host_gets_its_certificate_by_sni_and_unknown_names_the_defau
     else:
         raise AssertionError("the default certificate passed verification against the test CA")
 
-    # only HTTP/1.1 is offered (no h2 yet)
-    ctx = ca.client_context()
-    ctx.set_alpn_protocols(["h2", "http/1.1"])
-    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="a.example")
-    assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "http/1.1"
-    writer.close()
+    # ALPN: h2 when the client offers it, else HTTP/1.1 (test_h2.py speaks it)
+    for offer, chosen in ((["h2", "http/1.1"], "h2"), (["http/1.1"], "http/1.1")):
+        ctx = ca.client_context()
+        ctx.set_alpn_protocols(offer)
+        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="a.example")
+        assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == chosen
+        writer.close()
 
     routes = gw.gateway.debug_routes()
     assert routes["tls"]["a.example"] == {"secret": "demo/a-tls", "loaded": True}

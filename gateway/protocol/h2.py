@@ -1,0 +1,387 @@
+"""HTTP/2 downstream: a framing layer in front of the one HTTP/1.1 request engine.
+
+Each stream becomes a request of its own DownstreamH1, fed an HTTP/1.1 head synthesised
+from the stream's headers (and its DATA, chunked when the client gave no length), and
+writing to a StreamTransport that turns the HTTP/1.1 response back into HEADERS and DATA
+frames. Routing, policies, retries, timeouts, limits and metrics are therefore the same
+code for both protocols (Apache's mod_http2 is built the same way). The h2 library does
+the protocol: frames, HPACK, stream states, flow control windows, header validation.
+
+Flow control both ways: request DATA is acknowledged (window credit returned) only while
+the stream's DownstreamH1 keeps reading, i.e. while its upstream accepts; response DATA
+is sent as the client's windows allow, the rest is held and the upstream's reading paused
+until a WINDOW_UPDATE.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import TYPE_CHECKING
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+import httptools
+from hyperframe.frame import GoAwayFrame
+
+from .downstream import DownstreamH1
+
+if TYPE_CHECKING:
+    from ..context import GatewayContext
+
+log = logging.getLogger("fleetgate.gateway")
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_PRI_HEAD = PREFACE[:18]  # what llhttp reads before it stops on an HTTP/2 preface
+MAX_CONCURRENT_STREAMS = 128
+# hop-by-hop in HTTP/1.1, forbidden in HTTP/2 responses (RFC 9113 8.2.2)
+_CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
+                                  b"upgrade"))
+_UNSAFE = re.compile(rb"[\r\n\x00]")  # would split or end the synthesised HTTP/1.1 head
+
+
+def preface_rest(data: bytes) -> bytes:
+    """The bytes an HTTP/2 connection must be fed after llhttp stopped on the preface in
+    this read: the whole preface, then whatever followed it. llhttp stops right after the
+    preface's first 18 bytes, which may have begun in an earlier read: `data` then starts
+    with their tail (the longest such tail is the right one)."""
+    at = data.find(_PRI_HEAD)
+    if at >= 0:
+        return _PRI_HEAD + data[at + len(_PRI_HEAD):]
+    for k in range(min(len(_PRI_HEAD), len(data)), 0, -1):
+        if _PRI_HEAD.endswith(data[:k]):
+            return _PRI_HEAD + data[k:]
+    return _PRI_HEAD + data
+
+
+class StreamTransport(asyncio.Transport):
+    """What one stream's DownstreamH1 writes its HTTP/1.1 response to."""
+
+    def __init__(self, conn: "DownstreamH2", stream_id: int, method: bytes) -> None:
+        super().__init__()
+        self.conn = conn
+        self.stream_id = stream_id
+        self.method = method
+        self.parser = httptools.HttpResponseParser(self)
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.ds: DownstreamH1 = None  # type: ignore[assignment]
+        self.chunked = False  # the request body is sent to the DownstreamH1 chunked
+        self.started = False  # final response HEADERS sent
+        self.ended = False  # END_STREAM sent or the stream reset
+        self.end_pending = False  # END_STREAM waits for held DATA
+        self.held: list[bytes] = []  # response DATA beyond the client's window
+        self.upstream_paused = False
+        self.reading = True
+        self.unacked = 0  # request DATA bytes not yet credited back (reading paused)
+
+    # --- the HTTP/1.1 response, as frames ---------------------------------------
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        if self.ended:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            log.exception("h2: response bytes from the request engine could not be framed")
+            self.conn.reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
+        self.conn.flush()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        code = self.parser.get_status_code()
+        fields = [(b":status", b"%d" % code)]
+        fields += [(n, v) for n, v in self.headers if n not in _CONNECTION_SPECIFIC]
+        self.headers = []
+        if code < 200:  # 100 Continue: an informational HEADERS, the final one follows
+            self.conn.h2.send_headers(self.stream_id, fields)
+            return
+        self.started = True
+        bodiless = self.method == b"HEAD" or code in (204, 304)
+        self.conn.h2.send_headers(self.stream_id, fields, end_stream=bodiless)
+        if bodiless:
+            self._ended()
+
+    def on_body(self, body: bytes) -> None:
+        if not self.ended:
+            self.conn.send_data(self, body)
+
+    def on_message_complete(self) -> None:
+        if self.started and not self.ended:
+            self.end_stream()
+
+    def end_stream(self) -> None:
+        if self.held:
+            self.end_pending = True
+            return
+        self.conn.h2.end_stream(self.stream_id)
+        self._ended()
+
+    def _ended(self) -> None:
+        self.ended = True
+        self.conn.stream_done(self)
+
+    # --- what DownstreamH1 asks of a transport ----------------------------------
+
+    def close(self) -> None:
+        if not self.ended:
+            if self.started:
+                self.end_stream()  # a close-delimited body ends here
+            else:
+                self.conn.reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            self.conn.flush()
+
+    def abort(self) -> None:
+        if not self.ended:
+            self.conn.reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            self.conn.flush()
+
+    def is_closing(self) -> bool:
+        return self.ended
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        if name == "ssl_object":  # the stream is HTTP/1.1 to its DownstreamH1 whatever ALPN chose
+            return default
+        t = self.conn.transport
+        return t.get_extra_info(name, default) if t is not None else default
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+        if self.unacked and not self.ended:
+            self.conn.h2.acknowledge_received_data(self.unacked, self.stream_id)
+            self.unacked = 0
+            self.conn.flush()
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+
+class DownstreamH2(asyncio.Protocol):
+    """One HTTP/2 client connection (h2c with prior knowledge, or TLS with ALPN h2)."""
+
+    def __init__(self, ctx: "GatewayContext", scheme: bytes) -> None:
+        self.ctx = ctx
+        self.scheme = scheme
+        self.transport: asyncio.Transport | None = None
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=False, header_encoding=None, validate_inbound_headers=True))
+        self.streams: dict[int, StreamTransport] = {}
+        self.deadline = 0.0
+        self.draining = False
+        self.last_stream = 0  # streams above it arrived after our GOAWAY: refused
+        self.now = asyncio.get_event_loop().time
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.ctx.downstreams.add(self)  # type: ignore[arg-type]  # the sweeper's timeouts and drain
+        limits = self.ctx.limits
+        self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_bytes + limits.max_request_line,
+            h2.settings.SettingCodes.ENABLE_PUSH: 0,
+        })
+        self.h2.initiate_connection()
+        self.deadline = self.now() + limits.header_timeout
+        self.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.ctx.downstreams.discard(self)  # type: ignore[arg-type]
+        for st in list(self.streams.values()):
+            st.ended = True
+            st.ds.connection_lost(None)  # aborts an upstream response with nowhere to go
+        self.streams.clear()
+
+    def flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data and self.transport is not None:
+            self.transport.write(data)
+
+    def pause_writing(self) -> None:
+        for st in self.streams.values():
+            st.ds.pause_writing()
+
+    def resume_writing(self) -> None:
+        for st in self.streams.values():
+            if not st.held:
+                st.ds.resume_writing()
+
+    # --- frames in ----------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            log.debug("h2 protocol error from %s: %s", self.transport and self.transport.get_extra_info("peername"),
+                      exc)
+            self.flush()  # the GOAWAY h2 queued
+            if self.transport is not None:
+                self.transport.close()
+            return
+        for ev in events:
+            if isinstance(ev, h2.events.RequestReceived):
+                self._request(ev)
+            elif isinstance(ev, h2.events.DataReceived):
+                self._data(ev)
+            elif isinstance(ev, h2.events.StreamEnded):
+                st = self.streams.get(ev.stream_id)
+                if st is not None and st.chunked:
+                    st.ds.data_received(b"0\r\n\r\n")
+            elif isinstance(ev, h2.events.StreamReset):
+                st = self.streams.pop(ev.stream_id, None)
+                if st is not None:
+                    st.ended = True
+                    st.ds.connection_lost(None)
+            elif isinstance(ev, h2.events.WindowUpdated):
+                self._window_opened(ev.stream_id)
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                if self.transport is not None:
+                    self.transport.close()
+        self.flush()
+
+    def _request(self, ev: h2.events.RequestReceived) -> None:
+        sid = ev.stream_id
+        if self.draining and sid > self.last_stream:
+            self.h2.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)  # safe to retry elsewhere
+            return
+        method = path = authority = b""
+        lines: list[bytes] = []
+        cookies: list[bytes] = []
+        has_length = False
+        for name, value in ev.headers:
+            if name[:1] == b":":
+                if name == b":method":
+                    method = value
+                elif name == b":path":
+                    path = value
+                elif name == b":authority":
+                    authority = value
+                continue
+            if _UNSAFE.search(value) or _UNSAFE.search(name):
+                self.h2.reset_stream(sid, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+                return
+            if name == b"cookie":  # HTTP/2 may split it; HTTP/1.1 wants one line (RFC 9113 8.2.3)
+                cookies.append(value)
+                continue
+            if name == b"host":
+                if authority:
+                    continue  # :authority wins
+                authority = value
+                continue
+            if name == b"content-length":
+                has_length = True
+            lines += (name, b": ", value, b"\r\n")
+        if cookies:
+            lines += (b"cookie: ", b"; ".join(cookies), b"\r\n")
+        st = StreamTransport(self, sid, method)
+        if ev.stream_ended is None and not has_length:
+            st.chunked = True
+            lines.append(b"transfer-encoding: chunked\r\n")
+        ds = st.ds = DownstreamH1(self.ctx, self.scheme)
+        self.streams[sid] = st
+        self.deadline = 0.0
+        ds.connection_made(st)
+        head = b"%s %s HTTP/1.1\r\nhost: %s\r\n%s\r\n" % (method, path, authority, b"".join(lines))
+        ds.data_received(head)
+
+    def _data(self, ev: h2.events.DataReceived) -> None:
+        st = self.streams.get(ev.stream_id)
+        if st is None:  # the stream was answered (and closed) before its body ended
+            self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            return
+        data = ev.data
+        if data:
+            st.ds.data_received(b"%x\r\n%s\r\n" % (len(data), data) if st.chunked else data)
+        if st.reading and not st.ended:
+            self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+        else:
+            st.unacked += ev.flow_controlled_length
+
+    # --- frames out -----------------------------------------------------------------
+
+    def send_data(self, st: StreamTransport, data: bytes) -> None:
+        if st.held:
+            st.held.append(data)
+            return
+        rest = self._send_what_fits(st, data)
+        if rest:
+            st.held.append(rest)
+            if not st.upstream_paused:
+                st.upstream_paused = True
+                st.ds.pause_writing()  # stop reading the upstream until the window opens
+
+    def _send_what_fits(self, st: StreamTransport, data: bytes) -> bytes:
+        conn = self.h2
+        view = memoryview(data)
+        while view:
+            window = min(conn.local_flow_control_window(st.stream_id), conn.max_outbound_frame_size)
+            if window <= 0:
+                return bytes(view)
+            conn.send_data(st.stream_id, view[:window].tobytes())
+            view = view[window:]
+        return b""
+
+    def _window_opened(self, stream_id: int) -> None:
+        targets = self.streams.values() if stream_id == 0 else filter(None, [self.streams.get(stream_id)])
+        for st in list(targets):
+            while st.held and not st.ended:
+                rest = self._send_what_fits(st, st.held.pop(0))
+                if rest:
+                    st.held.insert(0, rest)
+                    break
+            if not st.held and not st.ended:
+                if st.end_pending:
+                    st.end_pending = False
+                    st.end_stream()
+                elif st.upstream_paused:
+                    st.upstream_paused = False
+                    st.ds.resume_writing()
+
+    def reset(self, st: StreamTransport, code: h2.errors.ErrorCodes) -> None:
+        if not st.ended:
+            try:
+                self.h2.reset_stream(st.stream_id, code)
+            except h2.exceptions.ProtocolError:  # the stream (or connection) is closed already
+                pass
+            st._ended()
+
+    def stream_done(self, st: StreamTransport) -> None:
+        """The stream has ended on our side: let its DownstreamH1 go once it has returned."""
+        if self.streams.pop(st.stream_id, None) is not None:
+            asyncio.get_event_loop().call_soon(st.ds.connection_lost, None)
+        if not self.streams:
+            self.deadline = self.now() + self.ctx.limits.idle_timeout
+            if self.draining and self.transport is not None:
+                self.h2.close_connection(last_stream_id=self.last_stream)
+                self.flush()
+                self.transport.close()
+
+    # --- the sweeper's hooks (as DownstreamH1) -------------------------------------------
+
+    def check_timeouts(self, now: float, horizon: float = 0.0) -> None:
+        if not self.streams and self.deadline and now > self.deadline and self.transport is not None:
+            self.h2.close_connection()
+            self.flush()
+            self.transport.close()
+
+    def drain(self) -> None:
+        """GOAWAY: no new streams; close once the open ones are done. The GOAWAY is written
+        as a raw frame: telling the h2 library would close its state machine, and the open
+        streams could not send their responses any more."""
+        if self.draining:
+            return
+        self.draining = True
+        self.last_stream = self.h2.highest_inbound_stream_id
+        if self.transport is not None:
+            self.flush()
+            self.transport.write(GoAwayFrame(0, last_stream_id=self.last_stream, error_code=0).serialize())
+            if not self.streams:
+                self.transport.close()
