@@ -1,0 +1,138 @@
+"""HTTP/2 clients: the gateway's h2c listener against nginx `listen ... http2`, side by side.
+
+The same setup as proxy_vs_nginx.py (one nginx backend speaking HTTP/1.1, nginx as a
+reverse proxy with upstream keepalive, `fleetgate gateway` with one Ingress; servers on
+one CPU, the load generator on the other), with h2load as the client: HTTP/2 with prior
+knowledge over cleartext, C connections each carrying up to M concurrent streams.
+Prints req/s, mean and max request time, errors, CPU per request and the ratio.
+
+    python bench/h2_vs_nginx.py [--connections 50] [--streams 10] [--rounds 3] [--duration 10]
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import (LOOPBACK, Processes, ensure_tools, free_port, interrupt_on_signals, log, median,  # noqa: E402
+                   pinned, tree_cpu_seconds)
+from proxy_vs_nginx import (HOST, TOOLS, _BACKEND, _PROXY, bench_fleet, choose_cpus, start_fleetgate,  # noqa: E402
+                            start_nginx)
+
+_H2C = """
+        listen {host}:{port} http2 backlog=4096;"""
+
+
+@dataclass(frozen=True)
+class H2Result:
+    rps: float
+    mean_ms: float
+    max_ms: float
+    requests: int
+    errors: int
+    cpu_us: float = 0.0
+
+
+_UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def parse_h2load(text: str) -> H2Result:
+    done = re.search(r"finished in [\d.]+s, ([\d.]+) req/s", text)
+    counts = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, \d+ succeeded, (\d+) failed, "
+                       r"(\d+) errored, (\d+) timeout", text)
+    codes = re.search(r"status codes: \d+ 2xx, \d+ 3xx, (\d+) 4xx, (\d+) 5xx", text)
+    times = re.search(r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", text)
+    if not (done and counts and codes and times):
+        raise RuntimeError("unexpected h2load output:\n" + text[-2000:])
+    failed = sum(int(counts.group(i)) for i in (3, 4, 5)) + int(codes.group(1)) + int(codes.group(2))
+    return H2Result(rps=float(done.group(1)), mean_ms=float(times.group(5)) * _UNIT[times.group(6)],
+                    max_ms=float(times.group(3)) * _UNIT[times.group(4)], requests=int(counts.group(2)),
+                    errors=failed)
+
+
+def run_h2load(port: int, *, connections: int, streams: int, duration_s: int, cpu: int | None) -> H2Result:
+    cmd = ["h2load", "-c", str(connections), "-m", str(streams), "-t", "1", "-D", str(duration_s),
+           "-H", ":authority: %s" % HOST, "http://%s:%d/" % (LOOPBACK, port)]
+    out = subprocess.run(pinned(cmd, cpu), capture_output=True, text=True, timeout=duration_s + 60, check=False)
+    if out.returncode != 0:
+        raise RuntimeError("h2load failed (%d): %s%s" % (out.returncode, out.stdout, out.stderr))
+    return parse_h2load(out.stdout)
+
+
+def compare(args: argparse.Namespace) -> dict[str, list[H2Result]]:
+    ensure_tools({**TOOLS, "h2load": "nghttp2-client"})
+    server_cpu, client_cpu = choose_cpus(args)
+    with tempfile.TemporaryDirectory(prefix="fleetgate-h2-") as tmpdir, Processes() as procs:
+        tmp = Path(tmpdir)
+        backend, nginx_plain, nginx_h2c = free_port(), free_port(), free_port()
+        start_nginx(procs, tmp, "backend", _BACKEND.format(host=LOOPBACK, port=backend), backend, server_cpu,
+                    args.start_timeout)
+        nginx = start_nginx(procs, tmp, "nginx", _PROXY.format(
+            host=LOOPBACK, port=nginx_plain, backend_port=backend,
+            tls=_H2C.format(host=LOOPBACK, port=nginx_h2c)), nginx_plain, server_cpu, args.start_timeout)
+        gateway, gateway_port, _ = start_fleetgate(procs, args, bench_fleet(tmp / "fleet", backend), tmp,
+                                                   server_cpu, probe_host=HOST)
+        targets = {"nginx": (nginx, nginx_h2c), "fleetgate": (gateway, gateway_port)}
+        for name, (_, port) in targets.items():
+            log("warm-up %s", name)
+            run_h2load(port, connections=args.connections, streams=args.streams, duration_s=2, cpu=client_cpu)
+        runs: dict[str, list[H2Result]] = {name: [] for name in targets}
+        for rnd in range(args.rounds):
+            for name, (proc, port) in targets.items():
+                before = tree_cpu_seconds(proc.pid)
+                res = run_h2load(port, connections=args.connections, streams=args.streams,
+                                 duration_s=args.duration, cpu=client_cpu)
+                cpu_us = (tree_cpu_seconds(proc.pid) - before) * 1e6 / max(res.requests, 1)
+                res = H2Result(res.rps, res.mean_ms, res.max_ms, res.requests, res.errors, cpu_us)
+                log("round %d %-9s %9.0f req/s  mean %.2f ms  max %.2f ms  errors %d  CPU %.1f us/req",
+                    rnd + 1, name, res.rps, res.mean_ms, res.max_ms, res.errors, res.cpu_us)
+                runs[name].append(res)
+    return runs
+
+
+def print_table(args: argparse.Namespace, runs: dict[str, list[H2Result]]) -> None:
+    print("h2load -c%d -m%d -D%ds (h2c, prior knowledge), medians of %d rotated rounds"
+          % (args.connections, args.streams, args.duration, args.rounds))
+    print("%-10s %10s %9s %9s %7s %9s" % ("target", "req/s", "mean ms", "max ms", "errors", "CPU/req"))
+    for name, results in runs.items():
+        print("%-10s %10.0f %9.2f %9.2f %7d %7.1fus" % (
+            name, median([r.rps for r in results]), median([r.mean_ms for r in results]),
+            median([r.max_ms for r in results]), sum(r.errors for r in results),
+            median([r.cpu_us for r in results])))
+    paired = median([f.rps / n.rps for n, f in zip(runs["nginx"], runs["fleetgate"])])
+    print("fleetgate/nginx: %.2fx req/s (median of per-round ratios)" % paired)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--connections", type=int, default=50)
+    p.add_argument("--streams", type=int, default=10, help="concurrent streams per connection")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=int, default=10)
+    p.add_argument("--server-cpu", type=int, default=None)
+    p.add_argument("--client-cpu", type=int, default=None)
+    p.add_argument("--no-pin", action="store_true")
+    p.add_argument("--start-timeout", type=float, default=30.0)
+    p.add_argument("--fleetgate", default=None, help="command that runs fleetgate (default: the venv's)")
+    p.add_argument("--gateway-args", default="")
+    p.add_argument("--gateway-log-level", default="warning")
+    args = p.parse_args(argv)
+    interrupt_on_signals()
+    try:
+        print_table(args, compare(args))
+    except KeyboardInterrupt:
+        return 130
+    except RuntimeError as exc:
+        log("failed: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
