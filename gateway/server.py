@@ -56,6 +56,7 @@ class Gateway:
         self.table_ready = False
         self.certs: CertStore | None = None  # made when the first Ingress with tls appears
         self.https_server: asyncio.AbstractServer | None = None
+        self._https_opening: asyncio.Task[None] | None = None  # the listener is being opened
         self.tls_diagnostics: list[Diagnostic] = []
 
     @property
@@ -80,8 +81,9 @@ class Gateway:
         self.table_ready = True
         if self.ctx.loop is not None:
             self._update_checks(table)
-            if table.tls and self.https_server is None and self.options.https is not None and not self.ctx.draining:
-                self.ctx.loop.create_task(self._open_https_later())
+            if (table.tls and self.https_server is None and self._https_opening is None
+                    and self.options.https is not None and not self.ctx.draining):
+                self._https_opening = self.ctx.loop.create_task(self._open_https_later())
         log.info("route table v%d: %d routes", table.version, len(table.routes))
 
     def _update_checks(self, table: RouteTable) -> None:
