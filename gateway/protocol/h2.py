@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("fleetgate.gateway")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_PRI_HEAD = PREFACE[:18]  # what llhttp reads before it stops on an HTTP/2 preface
 MAX_CONCURRENT_STREAMS = 128
 # hop-by-hop in HTTP/1.1, forbidden in HTTP/2 responses (RFC 9113 8.2.2)
 _CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
@@ -45,17 +44,18 @@ _UNSAFE = re.compile(rb"[\r\n\x00]")  # would split or end the synthesised HTTP/
 
 
 def preface_rest(data: bytes) -> bytes:
-    """The bytes an HTTP/2 connection must be fed after llhttp stopped on the preface in
-    this read: the whole preface, then whatever followed it. llhttp stops right after the
-    preface's first 18 bytes, which may have begun in an earlier read: `data` then starts
-    with their tail (the longest such tail is the right one)."""
-    at = data.find(_PRI_HEAD)
+    """The bytes an HTTP/2 connection must be fed once llhttp stopped on the connection
+    preface in this read: the whole preface, then whatever followed it. llhttp stops right
+    after the preface's 24 bytes, which may have begun in earlier reads; `data` then starts
+    with their tail. The longest tail is the right one (frames begin with a zero byte,
+    which no tail contains)."""
+    at = data.find(PREFACE)
     if at >= 0:
-        return _PRI_HEAD + data[at + len(_PRI_HEAD):]
-    for k in range(min(len(_PRI_HEAD), len(data)), 0, -1):
-        if _PRI_HEAD.endswith(data[:k]):
-            return _PRI_HEAD + data[k:]
-    return _PRI_HEAD + data
+        return data[at:]
+    for k in range(min(len(PREFACE), len(data)), 0, -1):
+        if PREFACE.endswith(data[:k]):
+            return PREFACE + data[k:]
+    return PREFACE + data
 
 
 class StreamTransport(asyncio.Transport):

@@ -7,6 +7,7 @@ import asyncio
 import json
 import socket
 import subprocess
+import time
 
 import h2.config
 import h2.connection
@@ -208,3 +209,32 @@ async def test_drain_finishes_open_streams_and_sends_goaway(fleet_dir, echo_back
     assert json.loads(out)["path"] == "/slow"
     assert b"< HTTP/2 200" in err
     assert not gw.gateway.ctx.downstreams  # closed once its stream was done
+
+
+async def test_a_preface_split_across_reads_still_starts_http2(fleet_dir, echo_backends, start_gateway):
+    _, gw = await two_clusters(fleet_dir, echo_backends, start_gateway)
+
+    def scenario(cut: int) -> list[bytes]:
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        c.initiate_connection()
+        c.send_headers(1, [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/split"),
+                           (b":authority", b"h2.example")], end_stream=True)
+        data = c.data_to_send()
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(data[:cut])
+        time.sleep(0.1)  # the gateway reads the first piece on its own
+        s.sendall(data[cut:])
+        statuses: list[bytes] = []
+        while not statuses:
+            chunk = s.recv(65536)
+            assert chunk, "closed before a response"
+            for e in c.receive_data(chunk):
+                if isinstance(e, h2.events.ResponseReceived):
+                    statuses.append(dict(e.headers)[b":status"])
+            s.sendall(c.data_to_send())
+        s.close()
+        return statuses
+
+    for cut in (5, 16, 18, 20, 24):  # in "PRI * HTTP/2.0\r\n\r\n", after it, in "SM\r\n\r\n", after the preface
+        assert await asyncio.to_thread(scenario, cut) == [b"200"], cut
