@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         gateway_cli.add_arguments(p)
         _dns_arguments(p, listen_flag="--dns")
         p.add_argument("--admin", default="127.0.0.1:9901", type=parse_address, metavar="HOST:PORT")
+        if name == "up":
+            p.add_argument("--leader-elect", action="store_true", help="hold a Lease on the hub (live fleets)")
         if name == "demo":
             p.add_argument("--live", action="store_true", help="serve each cluster from a test API server (kubectl-able)")
 
@@ -186,13 +188,18 @@ async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gatew
             if gw.https_address is not None:
                 bound["https"] = gw.https_address
             drainers.append(gw.drain)
-        if controller and getattr(args, "leader_elect", False):
-            log.warning("--leader-elect: the controller keeps its derived objects in memory and writes "
-                        "nothing yet, so there is nothing to elect a leader for; ignored")
         if controller or dns:
             from controller import cli as controller_cli
             ctl = controller_cli.start_file_controller(fleet, admin)
             closers.append(ctl.close)
+        if controller:
+            from controller.writer import start_live_controller
+            live = start_live_controller(fleet, leader_elect=getattr(args, "leader_elect", False))
+            if live is not None:
+                closers.append(live.close)
+            elif getattr(args, "leader_elect", False):
+                log.warning("--leader-elect: no member cluster is live, so the controller writes nothing "
+                            "and there is nothing to elect a leader for; ignored")
         if dns:
             from dnsplugin import cli as dns_cli
             try:

@@ -66,6 +66,10 @@ INGRESSES = Resource("Ingress", "networking.k8s.io", "ingresses")
 INGRESS_CLASSES = Resource("IngressClass", "networking.k8s.io", "ingressclasses", namespaced=False)
 SERVICE_EXPORTS = Resource("ServiceExport", MCS_GROUP, "serviceexports", ("v1beta1", "v1alpha1"))
 SERVICE_IMPORTS = Resource("ServiceImport", MCS_GROUP, "serviceimports", ("v1beta1", "v1alpha1"))
+# written, never watched: the controller's Lease on the hub and the cluster ID (KEP-2149)
+LEASES = Resource("Lease", "coordination.k8s.io", "leases")
+CLUSTER_PROPERTIES = Resource("ClusterProperty", "about.k8s.io", "clusterproperties", ("v1alpha1",),
+                              namespaced=False)
 
 # The hub needs Ingresses, IngressClasses and Secrets; members need the rest. Every source
 # watches all of them: a hub that is also a member needs both sets anyway.
@@ -89,6 +93,15 @@ class KubeError(Exception):
     def gone(self) -> bool:
         """The resourceVersion (or continue token) is too old: list again."""
         return self.status == 410 or self.reason in ("Expired", "Gone")
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        """409: a stale resourceVersion or precondition, or (on create) AlreadyExists."""
+        return self.status == 409
 
     @property
     def not_served(self) -> bool:
@@ -263,10 +276,48 @@ class KubeClient:
     async def merge_patch_status(self, resource: Resource, version: str, namespace: str, name: str,
                                  patch: Raw) -> Raw:
         """JSON merge patch on the status subresource; returns the updated object."""
-        timeout = aiohttp.ClientTimeout(total=LIST_TIMEOUT, sock_connect=CONNECT_TIMEOUT)
-        return await self._json("PATCH", resource.path(version, namespace=namespace, name=name,
-                                                       subresource="status"),
-                                body=patch, content_type="application/merge-patch+json", timeout=timeout)
+        return await self.merge_patch(resource, version, namespace, name, patch, subresource="status")
+
+    async def merge_patch(self, resource: Resource, version: str, namespace: str, name: str, patch: Raw, *,
+                          subresource: str | None = None) -> Raw:
+        """JSON merge patch; a metadata.resourceVersion in the patch makes a stale base a 409."""
+        return with_kind(await self._json(
+            "PATCH", resource.path(version, namespace=namespace, name=name, subresource=subresource),
+            body=patch, content_type="application/merge-patch+json", timeout=self._write_timeout()),
+            resource, version)
+
+    async def get(self, resource: Resource, version: str, namespace: str, name: str) -> Raw:
+        """One object; KubeError 404 when it is not there."""
+        return with_kind(await self._json("GET", resource.path(version, namespace=namespace, name=name),
+                                          timeout=self._write_timeout()), resource, version)
+
+    async def create(self, resource: Resource, version: str, obj: Raw) -> Raw:
+        """POST a new object (409 AlreadyExists when the name is taken); returns it as stored."""
+        namespace = (obj.get("metadata") or {}).get("namespace")
+        return with_kind(await self._json("POST", resource.path(version, namespace=namespace), body=obj,
+                                          content_type="application/json", timeout=self._write_timeout()),
+                         resource, version)
+
+    async def replace(self, resource: Resource, version: str, obj: Raw) -> Raw:
+        """PUT a whole object; its metadata.resourceVersion must be current, else 409."""
+        meta = obj.get("metadata") or {}
+        path = resource.path(version, namespace=meta.get("namespace"), name=str(meta.get("name")))
+        return with_kind(await self._json("PUT", path, body=obj, content_type="application/json",
+                                          timeout=self._write_timeout()), resource, version)
+
+    async def delete(self, resource: Resource, version: str, namespace: str, name: str, *,
+                     uid: str = "", resource_version: str = "") -> None:
+        """DELETE with optional uid/resourceVersion preconditions (a mismatch is a 409)."""
+        preconditions = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v}
+        body: Raw = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        if preconditions:
+            body["preconditions"] = preconditions
+        await self._json("DELETE", resource.path(version, namespace=namespace, name=name), body=body,
+                         content_type="application/json", timeout=self._write_timeout())
+
+    @staticmethod
+    def _write_timeout() -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=LIST_TIMEOUT, sock_connect=CONNECT_TIMEOUT)
 
 
 def kubeconfig_contexts(path: Path) -> tuple[list[str], str | None]:

@@ -1,0 +1,243 @@
+"""Plan the API writes that make one live member cluster hold what derive_imports wants.
+
+Pure: the cluster's desired DerivedCluster, its actual ClusterObjects and the conditions
+of its ServiceExports in, a list of Writes out. Only the fields fleetgate owns are
+compared (the API server's defaults and allocations, other controllers' labels are not
+ours), so a cluster that already matches plans nothing and a second pass writes nothing.
+Objects without `app.kubernetes.io/managed-by=fleetgate` are never planned for, except
+the user-created ServiceImport derive_imports adopts and ServiceExport status.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Mapping
+
+from fleet.objects import (Condition, EndpointSlice, KubeObject, Meta, OwnerReference, Service,
+                           ServiceExport, ServiceImport)
+from fleet.snapshot import ClusterObjects
+
+from .imports import LABEL_MANAGED_BY, MANAGED_BY, DerivedCluster
+from .render import (condition_to_dict, endpoint_slice_to_dict, service_import_to_dict, service_to_dict)
+
+Raw = dict[str, Any]
+ObjKey = tuple[str, str]
+
+# Write order within a pass: an import before the objects that name it as owner, and
+# deletions of dependents before their owner's.
+CREATE, UPDATE, STATUS, DELETE = "create", "update", "status", "delete"
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One API request. `body`: the object (create) or a JSON merge patch (update/status);
+    `uid`/`resource_version` are those of the object the write was planned from ("" when
+    absent), sent as preconditions so a stale plan is a 409, never a lost update."""
+    op: str
+    kind: str  # ServiceImport | Service | EndpointSlice | ServiceExport
+    namespace: str
+    name: str
+    body: Raw | None = None
+    uid: str = ""
+    resource_version: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.kind}/{self.namespace}/{self.name}"
+
+
+def is_managed(obj: KubeObject) -> bool:
+    return obj.meta.labels.get(LABEL_MANAGED_BY) == MANAGED_BY
+
+
+# --- what we own of each kind, rendered the same way for desired and actual ------------
+
+_SERVER_OWNED_SERVICE_FIELDS = ("clusterIP", "clusterIPs", "ipFamilies")
+
+
+def _service_spec(svc: Service) -> Raw:
+    spec = service_to_dict(svc)["spec"]
+    for field in _SERVER_OWNED_SERVICE_FIELDS:
+        spec.pop(field, None)
+    spec.setdefault("internalTrafficPolicy", "Cluster")  # the API server's default
+    return spec
+
+
+def _import_spec(si: ServiceImport) -> Raw:
+    return service_import_to_dict(si)["spec"]
+
+
+def _slice_body(es: EndpointSlice) -> Raw:
+    raw = endpoint_slice_to_dict(es)
+    return {"ports": raw["ports"], "endpoints": raw["endpoints"]}
+
+
+def _owners(refs: tuple[OwnerReference, ...]) -> list[Raw]:
+    return [{"apiVersion": o.api_version, "kind": o.kind, "name": o.name, "uid": o.uid,
+             "controller": o.controller} for o in refs]
+
+
+def _meta_differs(desired: KubeObject, actual: KubeObject, *, owners: bool) -> bool:
+    """Our labels and annotations missing or different, or (for objects we made) other owners."""
+    if any(actual.meta.labels.get(k) != v for k, v in desired.meta.labels.items()):
+        return True
+    if any(actual.meta.annotations.get(k) != v for k, v in desired.meta.annotations.items()):
+        return True
+    return owners and desired.meta.owner_references != actual.meta.owner_references
+
+
+def _meta_patch(desired: KubeObject, actual: KubeObject, *, owners: bool) -> Raw:
+    meta: Raw = {"resourceVersion": actual.meta.resource_version}
+    if desired.meta.labels:
+        meta["labels"] = dict(desired.meta.labels)
+    if desired.meta.annotations:
+        meta["annotations"] = dict(desired.meta.annotations)
+    if owners:
+        meta["ownerReferences"] = _owners(desired.meta.owner_references)
+    return meta
+
+
+def _spec_patch(desired: Raw, actual: Raw) -> Raw:
+    """Merge patch turning `actual` into `desired` for the keys we own: absent ones nulled."""
+    patch: Raw = dict(desired)
+    for key in actual:
+        if key not in desired:
+            patch[key] = None
+    return patch
+
+
+def _create_body(raw: Raw) -> Raw:
+    """A rendered object without what the API server assigns (uid, resourceVersion...)."""
+    meta = raw["metadata"]
+    for field in ("uid", "resourceVersion", "generation", "creationTimestamp"):
+        meta.pop(field, None)
+    return raw
+
+
+def _owned_by(obj: Service | EndpointSlice, uid: str) -> Meta:
+    """derive_imports names a not-yet-created import by a synthetic uid; the real one wins."""
+    return replace(obj.meta, owner_references=tuple(
+        replace(o, uid=uid) if o.kind == "ServiceImport" else o for o in obj.meta.owner_references))
+
+
+# --- per kind --------------------------------------------------------------------------
+
+
+def _plan_import(desired: ServiceImport, actual: ServiceImport | None) -> list[Write]:
+    ns, name = desired.meta.namespace, desired.meta.name
+    if actual is None:
+        body = _create_body(service_import_to_dict(desired))
+        del body["status"]  # a status subresource: the API server drops it; a STATUS write follows
+        return [Write(CREATE, "ServiceImport", ns, name, body)]
+    writes = []
+    # an unlabelled actual import is a user's: derive_imports adopted it, so it is ours now
+    spec, have = _import_spec(desired), _import_spec(actual)
+    if spec != have or _meta_differs(desired, actual, owners=False):
+        writes.append(Write(UPDATE, "ServiceImport", ns, name,
+                            {"metadata": _meta_patch(desired, actual, owners=False),
+                             "spec": _spec_patch(spec, have)},
+                            actual.meta.uid, actual.meta.resource_version))
+    if desired.clusters != actual.clusters:
+        writes.append(Write(STATUS, "ServiceImport", ns, name,
+                            {"status": {"clusters": [{"cluster": c} for c in desired.clusters]}},
+                            actual.meta.uid, actual.meta.resource_version))
+    return writes
+
+
+def _plan_service(desired: Service, actual: Service | None) -> list[Write]:
+    ns, name = desired.meta.namespace, desired.meta.name
+    if actual is None:
+        body = _create_body(service_to_dict(desired))
+        spec = body["spec"]
+        for field in _SERVER_OWNED_SERVICE_FIELDS[:2]:
+            spec.pop(field, None)  # the API server allocates the ClusterIP
+        if desired.headless:
+            spec["clusterIP"] = "None"
+        return [Write(CREATE, "Service", ns, name, body)]
+    if not is_managed(actual):
+        return []  # someone else's Service of that name: left alone (derive_imports warns)
+    if actual.headless != desired.headless:
+        # spec.clusterIP is immutable: a type change (ClusterSetIP <-> Headless) recreates it
+        return [Write(DELETE, "Service", ns, name, None, actual.meta.uid, actual.meta.resource_version)]
+    spec, have = _service_spec(desired), _service_spec(actual)
+    if spec == have and not _meta_differs(desired, actual, owners=True):
+        return []
+    return [Write(UPDATE, "Service", ns, name,
+                  {"metadata": _meta_patch(desired, actual, owners=True), "spec": _spec_patch(spec, have)},
+                  actual.meta.uid, actual.meta.resource_version)]
+
+
+def _plan_slice(desired: EndpointSlice, actual: EndpointSlice | None) -> list[Write]:
+    ns, name = desired.meta.namespace, desired.meta.name
+    if actual is None:
+        return [Write(CREATE, "EndpointSlice", ns, name, _create_body(endpoint_slice_to_dict(desired)))]
+    if not is_managed(actual):
+        return []
+    if actual.address_type != desired.address_type:  # immutable
+        return [Write(DELETE, "EndpointSlice", ns, name, None, actual.meta.uid, actual.meta.resource_version)]
+    body, have = _slice_body(desired), _slice_body(actual)
+    if body == have and not _meta_differs(desired, actual, owners=True):
+        return []
+    return [Write(UPDATE, "EndpointSlice", ns, name,
+                  {"metadata": _meta_patch(desired, actual, owners=True), **body},
+                  actual.meta.uid, actual.meta.resource_version)]
+
+
+def _condition_key(c: Condition) -> tuple[str, str, str, str, int]:
+    return (c.type, c.status, c.reason, c.message, c.observed_generation)
+
+
+def _plan_export_status(export: ServiceExport, conditions: tuple[Condition, ...], now: str) -> list[Write]:
+    if sorted(map(_condition_key, conditions)) == sorted(map(_condition_key, export.conditions)):
+        return []
+    before = {c.type: c for c in export.conditions}
+    out = []
+    for c in conditions:
+        old = before.get(c.type)
+        # lastTransitionTime moves only when the status does (metav1.Condition semantics)
+        stamp = old.last_transition_time if old is not None and old.status == c.status else ""
+        row = condition_to_dict(c)
+        row["lastTransitionTime"] = stamp or now
+        out.append(row)
+    return [Write(STATUS, "ServiceExport", export.meta.namespace, export.meta.name,
+                  {"status": {"conditions": out}}, export.meta.uid, export.meta.resource_version)]
+
+
+# --- the plan ----------------------------------------------------------------------------
+
+
+def plan_cluster(desired: DerivedCluster | None, actual: ClusterObjects, *,
+                 conditions: Mapping[ObjKey, tuple[Condition, ...]], now: str) -> list[Write]:
+    """Every write that makes `actual` hold `desired` (see the module docstring).
+
+    The `amcs-` Service and slices of an import are planned once the import exists in
+    `actual`, so their ownerReference carries the API server's uid for it; the next pass
+    (after the create is seen) plans them. `now` stamps changed conditions.
+    """
+    writes: list[Write] = []
+    wanted: dict[str, set[ObjKey]] = {"ServiceImport": set(), "Service": set(), "EndpointSlice": set()}
+    by_service = desired.by_service if desired is not None else {}
+    for key, objs in by_service.items():
+        si = objs.service_import
+        wanted["ServiceImport"].add(key)
+        wanted["Service"].add((objs.service.meta.namespace, objs.service.meta.name))
+        wanted["EndpointSlice"].update((s.meta.namespace, s.meta.name) for s in objs.slices)
+        have_si = actual.service_imports.get(key)
+        writes += _plan_import(si, have_si)
+        if have_si is None:
+            continue
+        uid = have_si.meta.uid
+        svc = replace(objs.service, meta=_owned_by(objs.service, uid))
+        writes += _plan_service(svc, actual.services.get((svc.meta.namespace, svc.meta.name)))
+        for s in objs.slices:
+            writes += _plan_slice(replace(s, meta=_owned_by(s, uid)),
+                                  actual.endpoint_slices.get((s.meta.namespace, s.meta.name)))
+    deletes: list[Write] = []
+    for kind, objects in (("EndpointSlice", actual.endpoint_slices), ("Service", actual.services),
+                          ("ServiceImport", actual.service_imports)):
+        for key, obj in objects.items():
+            if key not in wanted[kind] and is_managed(obj):
+                deletes.append(Write(DELETE, kind, key[0], key[1], None, obj.meta.uid, obj.meta.resource_version))
+    for key, export in actual.service_exports.items():
+        conds = conditions.get(key)
+        if conds is not None:
+            writes += _plan_export_status(export, conds, now)
+    return deletes + writes
