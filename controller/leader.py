@@ -18,7 +18,7 @@ import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from fleet.kube import LEASES, KubeError, Raw, Unreachable
 
@@ -40,6 +40,14 @@ class LeaderOptions:
 
 def default_identity() -> str:
     return f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+
+def options_from_env(env: Mapping[str, str] = os.environ) -> LeaderOptions:
+    """In a pod (manifests/base/controller) the Lease lives in the pod's namespace, the one
+    its Role allows, and the pod's name is the holder; elsewhere kube-system and a
+    hostname_pid_random identity."""
+    return LeaderOptions(namespace=env.get("POD_NAMESPACE") or LEASE_NAMESPACE,
+                         identity=env.get("POD_NAME") or "")
 
 
 def micro_time(when: datetime) -> str:

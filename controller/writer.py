@@ -21,6 +21,7 @@ from fleet.kube import (ENDPOINT_SLICES, SERVICE_EXPORTS, SERVICE_IMPORTS, SERVI
                         Resource, Unreachable)
 from fleet.snapshot import ClusterObjects, FleetSnapshot
 
+from .clusterid import publish_cluster_id
 from .imports import DerivedFleet, derive_imports
 from .reconcile import CREATE, DELETE, STATUS, Write, plan_cluster
 
@@ -67,6 +68,7 @@ class ClusterWorker:
         self.name = name
         self.source = source
         self.writes = 0
+        self.cluster_id: str | None = None  # publish_cluster_id's outcome, once it has one
         self._task: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
@@ -82,7 +84,16 @@ class ClusterWorker:
             except asyncio.CancelledError:
                 pass
 
+    async def _publish_cluster_id(self) -> None:
+        if self.cluster_id is not None or not self.owner.may_write() or not self.source.loaded:
+            return
+        try:
+            self.cluster_id = await publish_cluster_id(self.source.client, self.name)
+        except (KubeError, Unreachable) as exc:  # tried again at the next wake-up
+            log.warning("cluster %s: cluster ID not published: %s", self.name, exc)
+
     async def _run(self) -> None:
+        await self._publish_cluster_id()
         delay = RETRY_BASE
         passes = 0
         while passes < PASSES_PER_WAKE:
@@ -254,7 +265,7 @@ def start_live_controller(fleet: Any, *, leader_elect: bool = False,
                           leader_options: Any = None) -> LiveController | None:
     """Write to the fleet's live members (None when it has none); with leader_elect, only
     while holding the Lease on the hub, which must then be live."""
-    from .leader import LeaderElector, LeaderOptions
+    from .leader import LeaderElector, options_from_env
 
     members = live_members(fleet)
     elector = None
@@ -264,7 +275,7 @@ def start_live_controller(fleet: Any, *, leader_elect: bool = False,
             log.warning("--leader-elect: the hub is not a live cluster, so there is no Lease to hold; "
                         "writing without leader election")
         elif members:
-            elector = LeaderElector(client, leader_options or LeaderOptions())
+            elector = LeaderElector(client, leader_options or options_from_env())
     if not members:
         return None
     writer = LiveWriter(fleet, members, leader=elector)

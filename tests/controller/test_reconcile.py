@@ -145,3 +145,4 @@ def test_a_headless_import_gets_a_headless_service_and_a_type_flip_recreates_it(
     flipped = exporter()
     (w,) = [w for w in plan(derive(flipped, b3), "zone-b", b3) if w.kind == "Service"]
     assert (w.op, w.name) == (DELETE, "amcs-web")  # spec.clusterIP is immutable
+

@@ -267,3 +267,32 @@ def test_up_and_controller_take_leader_elect() -> None:
     assert build_parser().parse_args(["up", "--leader-elect"]).leader_elect
     assert build_parser().parse_args(["controller", "--leader-elect"]).leader_elect
     assert not build_parser().parse_args(["up"]).leader_elect
+
+
+async def test_each_live_member_publishes_its_cluster_id_when_the_crd_is_served(
+        api_servers: Start, run_controller: Any, tmp_path: Path) -> None:
+    a, b = await api_servers(), await api_servers(install_crds=False)
+    for crd in _mcs_crds():  # the MCS CRDs but not the ClusterProperty one
+        b.create(crd)
+    a.create({"apiVersion": "about.k8s.io/v1alpha1", "kind": "ClusterProperty",
+              "metadata": {"name": "cluster.clusterset.k8s.io"}, "spec": {"value": "zone-a"}})
+    live = write_fleet(tmp_path / "fleet", hub="zone-a", members={"zone-a": a, "zone-b": b})
+    run = await run_controller(live)
+    await eventually(lambda: run.writer.workers["zone-a"].cluster_id == "present"
+                     and run.writer.workers["zone-b"].cluster_id == "not-served", what="cluster IDs looked at")
+    prop = a.get("ClusterProperty", "cluster.clusterset.k8s.io")
+    assert prop is not None and "labels" not in prop["metadata"]  # the existing one is left as it was
+
+
+async def test_a_missing_cluster_id_property_is_created(api_servers: Start, run_controller: Any,
+                                                       tmp_path: Path) -> None:
+    a, b, live = await two_clusters(api_servers, tmp_path)
+    await run_controller(live)
+    for server, name in ((a, "zone-a"), (b, "zone-b")):
+        await eventually(lambda: (server.get("ClusterProperty", "cluster.clusterset.k8s.io") or {})
+                         .get("spec", {}).get("value") == name, what="the cluster ID published")
+
+
+def _mcs_crds() -> list[dict]:
+    from fleet.testing.resources import default_crds
+    return [c for c in default_crds() if c["spec"]["group"] != "about.k8s.io"]
