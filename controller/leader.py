@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 from fleet.kube import LEASES, KubeError, Raw, Unreachable
+from fleet.tasks import cancel_and_wait
 
 log = logging.getLogger("fleetgate.controller.leader")
 
@@ -99,12 +100,7 @@ class LeaderElector:
     async def close(self, *, release: bool = True) -> None:
         """Stop campaigning; `release` gives the Lease up (release=False: as if it crashed)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
         if self._leader and release:
             await self._release()
         self._set(False, "stopped")

@@ -19,7 +19,8 @@ from prometheus_client import Counter
 
 from fleet.kube import (ENDPOINT_SLICES, SERVICE_EXPORTS, SERVICE_IMPORTS, SERVICES, KubeError, Raw,
                         Resource, Unreachable)
-from fleet.snapshot import ClusterObjects, FleetSnapshot
+from fleet.snapshot import FleetSnapshot
+from fleet.tasks import cancel_and_wait
 
 from .clusterid import publish_cluster_id
 from .imports import DerivedFleet, derive_imports
@@ -56,10 +57,6 @@ def _version(source: Any, resource: Resource) -> str:
     return resource.versions[0]
 
 
-def _current(objects: ClusterObjects, w: Write) -> Any:
-    return objects.of(w.kind).get((w.namespace, w.name))
-
-
 class ClusterWorker:
     """Sends one member cluster's writes, one at a time, while there are any."""
 
@@ -77,12 +74,7 @@ class ClusterWorker:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
 
     async def _publish_cluster_id(self) -> None:
         if self.cluster_id is not None or not self.owner.may_write() or not self.source.loaded:
@@ -137,7 +129,7 @@ class ClusterWorker:
         resource = RESOURCES[w.kind]
         version = _version(self.source, resource)
         client = self.source.client
-        base = _current(self.source.objects, w)
+        base = self.source.current(w.kind, w.namespace, w.name)
         try:
             if w.op == CREATE:
                 assert w.body is not None
@@ -173,8 +165,7 @@ class ClusterWorker:
         """Put an answer into the source's store, unless the watch already moved the object
         past the version this write was planned from (an older answer must not win)."""
         meta = raw.get("metadata") or {}
-        now = _current(self.source.objects, Write("", resource.kind, str(meta.get("namespace") or ""),
-                                                  str(meta.get("name") or "")))
+        now = self.source.current(resource.kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
         if now is not base:
             return
         self.source.event(resource, event, raw)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from .config import FleetConfigError, SourceSpec
 from .kube import INGRESSES, RESOURCES, KubeClient, Raw, Resource, kubeconfig_contexts
 from .metrics import SOURCE_UP
+from .objects import KubeObject
 from .objectstore import ObjectStore
 from .reflector import Reflector
 from .snapshot import EMPTY_CLUSTER, ClusterObjects, Diagnostic
@@ -118,6 +119,10 @@ class LiveSource:
                 await task
         self._on_change = None
         await self.client.close()
+
+    def current(self, kind: str, namespace: str, name: str) -> KubeObject | None:
+        """One object as this source holds it now (answers fed back by `event` included)."""
+        return self._store.get(kind, (namespace, name)) if self._loaded else None
 
     # --- what reflectors report (the Sink protocol) ---------------------------------------
 

@@ -123,6 +123,11 @@ class ObjectStore:
             self._stale = True
         return moved or problems_moved
 
+    def get(self, kind: str, key: ObjKey) -> KubeObject | None:
+        """One object as held now, without building a snapshot (a writer checks each write)."""
+        k = self._kinds.get(kind)
+        return k.objects.get(key) if k is not None else None
+
     def diagnostics(self) -> tuple[Diagnostic, ...]:
         return tuple(d for kind in sorted(self._kinds) for _, d in sorted(self._kinds[kind].problems.items()))
 
