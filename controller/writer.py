@@ -191,8 +191,7 @@ class LiveWriter:
         return self.leader is None or self.leader.is_leader
 
     def start(self) -> None:
-        self._unsubscribe = self.fleet.subscribe(self._on_snapshot)
-        self._on_snapshot(self.fleet.snapshot)
+        self._unsubscribe = self.fleet.follow(self._on_snapshot)
 
     async def close(self) -> None:
         if self._unsubscribe is not None:

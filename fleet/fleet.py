@@ -103,6 +103,12 @@ class Fleet:
     def diagnostics(self) -> tuple[Diagnostic, ...]:
         return self._snapshot.diagnostics
 
+    def follow(self, callback: Subscriber) -> Callable[[], None]:
+        """Call `callback` with the current snapshot now and with every later one (what
+        each component that derives from the fleet does at start); returns unsubscribe."""
+        callback(self.snapshot)
+        return self.subscribe(callback)
+
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call `callback(snapshot)` on the loop after each new snapshot; returns unsubscribe."""
         self._subscribers.append(callback)

@@ -81,8 +81,7 @@ class StatusWriter:
         self._unsubscribe: Callable[[], None] | None = None
 
     def start(self) -> None:
-        self._unsubscribe = self.fleet.subscribe(self._on_snapshot)
-        self._on_snapshot(self.fleet.snapshot)
+        self._unsubscribe = self.fleet.follow(self._on_snapshot)
 
     async def close(self) -> None:
         if self._unsubscribe is not None:
