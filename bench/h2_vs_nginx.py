@@ -7,6 +7,12 @@ knowledge over cleartext, C connections each carrying up to M concurrent streams
 Prints req/s, mean and max request time, errors, CPU per request and the ratio.
 
     python bench/h2_vs_nginx.py [--connections 50] [--streams 10] [--rounds 3] [--duration 10]
+    python bench/h2_vs_nginx.py --library-floor   # CPU of the h2 library alone per request
+
+`--library-floor` measures, in-process and without sockets, what the h2 library costs a
+server per request (receive a HEADERS frame of h2load's request, send a six-header
+response, six bytes of DATA and END_STREAM, configured as the gateway configures it): the
+part of the gateway's HTTP/2 cost that no change of ours removes.
 """
 from __future__ import annotations
 
@@ -109,6 +115,40 @@ def print_table(args: argparse.Namespace, runs: dict[str, list[H2Result]]) -> No
     print("fleetgate/nginx: %.2fx req/s (median of per-round ratios)" % paired)
 
 
+def library_floor(n: int = 3000) -> float:
+    """CPU microseconds per request spent in the h2 library alone (see the docstring)."""
+    import time
+
+    import h2.config
+    import h2.connection
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    client.increment_flow_control_window(2 ** 30)
+    server = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=False, header_encoding=None, validate_inbound_headers=True,
+        validate_outbound_headers=False, normalize_outbound_headers=False))
+    server.initiate_connection()
+    server.receive_data(client.data_to_send())
+    server.data_to_send()
+    request = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", HOST.encode()),
+               (b"user-agent", b"h2load nghttp2/1.52.0")]
+    response = [(b":status", b"200"), (b"server", b"nginx/1.22.1"), (b"date", b"Sun, 22 Nov 2026 00:00:00 GMT"),
+                (b"content-type", b"text/plain"), (b"content-length", b"6"), (b"x-fleetgate-cluster", b"bench")]
+    frames = []
+    for _ in range(n):
+        client.send_headers(client.get_next_available_stream_id(), request, end_stream=True)
+        frames.append(client.data_to_send())
+    start = time.process_time()
+    for i, data in enumerate(frames):
+        server.receive_data(data)
+        sid = 2 * i + 1
+        server.send_headers(sid, response)
+        server.send_data(sid, b"hello\n")
+        server.end_stream(sid)
+        server.data_to_send()
+    return (time.process_time() - start) * 1e6 / n
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--connections", type=int, default=50)
@@ -122,7 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--fleetgate", default=None, help="command that runs fleetgate (default: the venv's)")
     p.add_argument("--gateway-args", default="")
     p.add_argument("--gateway-log-level", default="warning")
+    p.add_argument("--library-floor", action="store_true", help="only measure the h2 library's own CPU per request")
     args = p.parse_args(argv)
+    if args.library_floor:
+        print("%.1f us CPU per request in the h2 library alone (server side, no sockets)" % library_floor())
+        return 0
     interrupt_on_signals()
     try:
         print_table(args, compare(args))
