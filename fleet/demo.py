@@ -81,6 +81,7 @@ def print_try_lines(bound: dict[str, Any], *, live: bool = False) -> None:
             f"  curl -si -H 'Host: echo.demo.local' {base}/ | grep x-fleetgate-cluster",
             f"  curl -s -H 'Host: api.demo.local' {base}/v1/users      # Prefix /v1",
             f"  curl -si -H 'Host: nope.demo.local' {base}/            # 404 no-route",
+            f"  curl -si --http2-prior-knowledge -H 'Host: echo.demo.local' {base}/   # HTTP/2 (h2c)",
         ]
     if dns:
         lines.append(f"  dig @{dns[0]} -p {dns[1]} echo.demo.svc.clusterset.local")
