@@ -162,6 +162,24 @@ async def test_an_export_is_written_everywhere_followed_and_removed_on_unexport(
     assert a.get("Service", "web", "demo") is not None  # the exported Service itself is not ours
 
 
+async def test_a_fleet_mixing_files_and_live_members_writes_only_to_the_live_ones(
+        api_servers: Start, run_controller: Any, tmp_path: Path) -> None:
+    a = await api_servers()
+    a.create(namespace("demo"))
+    files = [namespace("demo"), service("web"), endpoint_slice("web", [endpoint("10.2.0.7")], name="web-1"),
+             export("web")]
+    live = write_fleet(tmp_path / "fleet", hub="zone-a", members={"zone-a": a, "zone-b": files})
+    run = await run_controller(live)
+    assert set(run.writer.workers) == {"zone-a"}  # a files member has no API server to write to
+    # the export in the files member reaches the live one, its API server allocating the ClusterIP
+    await eventually(lambda: imported(a, ["zone-b"]), what="the files member's export imported in zone-a")
+    assert addresses(a, "zone-b") == ["10.2.0.7"]
+    # and a live export joins it
+    export_web(a, "10.1.0.5")
+    await eventually(lambda: imported(a, ["zone-a", "zone-b"]), what="both sources in zone-a")
+    assert conditions(a)["Valid"]["status"] == "True"
+
+
 async def test_a_port_conflict_is_written_to_both_exports(api_servers: Start, run_controller: Any,
                                                         tmp_path: Path) -> None:
     a, b, live = await two_clusters(api_servers, tmp_path)
