@@ -15,6 +15,7 @@ from .metrics import GatewayMetrics
 from .routing.build import all_backends
 from .routing.table import EMPTY_TABLE, Backend, RouteTable, UpstreamEndpoint
 from .upstream.balancer import BalancerState
+from .upstream.connect import TLS_POOL_PREFIX
 from .upstream.health import HealthState
 from .upstream.mirror import Mirrors
 from .upstream.pool import PoolRegistry
@@ -59,7 +60,7 @@ class GatewayContext:
     def swap_table(self, table: RouteTable) -> None:
         self.table = table
         keys = {e.key for b in all_backends(table) for e in b.endpoints}
-        self.pools.retain(keys)
+        self.pools.retain(keys | {TLS_POOL_PREFIX + k for k in keys})
         self.health.retain(keys)
 
     def cluster_line(self, cluster: str) -> bytes:

@@ -19,7 +19,7 @@ import httptools
 
 from ..routing.table import Backend, Route, route as find_route
 from ..upstream.balancer import affinity_id, choose_endpoint, hash_key
-from ..upstream.connect import connect
+from ..upstream.connect import TLS_POOL_PREFIX, connect
 from . import policy_hooks
 from .http1 import (CONTINUE_100, DATE, H_CONNECTION, H_CONTENT_LENGTH,
                     H_EXPECT, H_HOST, H_REQUEST_ID, H_TRANSFER_ENCODING, H_UPGRADE, H_VIA,
@@ -526,7 +526,7 @@ class DownstreamH1(asyncio.Protocol):
         if self.active is None:
             if ex.expect and has_body and r is not None:
                 self.out.append(CONTINUE_100)
-            if (r is not None and ex.answer is None and r.policy.plain_pick and not ctx.health.down
+            if (r is not None and ex.answer is None and r.policy.fast_send and not ctx.health.down
                     and method in IDEMPOTENT_METHODS and self._fast_send(ex, r)):
                 return
             self._start(ex)
@@ -718,15 +718,17 @@ class DownstreamH1(asyncio.Protocol):
             self._uncount(ex)
             active[ep.key] = active.get(ep.key, 0) + 1
             ex.counted = ep.key
-        ex.deadline = now + ex.route.policy.connect_timeout
-        pool = self.ctx.pools.get(ep.key)
+        policy = ex.route.policy
+        ex.deadline = now + policy.connect_timeout
+        tls = policy.upstream_tls
+        pool = self.ctx.pools.get(TLS_POOL_PREFIX + ep.key if tls else ep.key)
         conn = pool.acquire(verify=ex.method not in IDEMPOTENT_METHODS)
         if conn is not None:
-            ex.deadline = now + ex.route.policy.read_timeout
+            ex.deadline = now + policy.read_timeout
             body = ex.body
             conn.send(ex, ex.head + b"".join(body) if body else ex.head)
             return
-        connect(self, ex, ep, pool)  # slow path: a task per new connection
+        connect(self, ex, ep, pool, tls=tls)  # slow path: a task per new connection
 
     def connected(self, ex: Exchange, conn: "UpstreamH1") -> None:
         """A new upstream connection for ex is ready (called by upstream.connect)."""

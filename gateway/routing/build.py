@@ -218,7 +218,7 @@ def build(snapshot: FleetSnapshot, *, ingress_classes: Sequence[str] = DEFAULT_C
             changes["default_backend"] = ref(policy.default_backend, "default-backend")
         if policy.mirror is not None and policy.mirror.service is not None:
             changes["mirror"] = replace(policy.mirror, service=ref(policy.mirror.service, "mirror-target-service"))
-        if policy.backend_protocol != "HTTP":
+        if policy.backend_protocol in ("GRPC", "GRPCS"):
             diag(ing, f"annotation backend-protocol: {policy.backend_protocol} upstreams are not supported "
                       "yet; HTTP/1.1 is used", "warning")
         # ingress-nginx: plain-HTTP requests to an Ingress with tls are redirected unless

@@ -159,6 +159,10 @@ class RoutePolicy:
     fast: bool = field(init=False, default=True, compare=False)
     # the same for requests that came over TLS (HTTPS redirects do not apply to them)
     fast_tls: bool = field(init=False, default=True, compare=False)
+    # upstream connections speak TLS (backend-protocol HTTPS): pools of their own
+    upstream_tls: bool = field(init=False, default=False, compare=False)
+    # the one-call send on a warm plain connection may be used (plain pick, plain upstream)
+    fast_send: bool = field(init=False, default=True, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "plain_pick", not (
@@ -173,15 +177,17 @@ class RoutePolicy:
             or self.hash_by or self.affinity or self.mirror or self.rewrite_target
             or self.upstream_vhost or self.app_root or self.cors or self.whitelist is not None)
         object.__setattr__(self, "per_request", per_request_tls or bool(self.ssl_redirect or self.force_ssl_redirect))
-        object.__setattr__(self, "fast", self.plain_pick and not self.per_request and self.total_timeout is None)
-        object.__setattr__(self, "fast_tls", self.plain_pick and not per_request_tls and self.total_timeout is None)
+        object.__setattr__(self, "upstream_tls", self.backend_protocol == "HTTPS")
+        object.__setattr__(self, "fast_send", self.plain_pick and not self.upstream_tls)
+        object.__setattr__(self, "fast", self.fast_send and not self.per_request and self.total_timeout is None)
+        object.__setattr__(self, "fast_tls", self.fast_send and not per_request_tls and self.total_timeout is None)
 
     def describe(self) -> dict[str, Any]:
-        """Only the fields that differ from the defaults, for /debug/routes."""
+        """Only the annotated fields that differ from the defaults, for /debug/routes."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("per_request", "plain_pick", "needs_view", "fast") or value == getattr(DEFAULT_POLICY, f.name):
+            if f.name in _DERIVED or value == getattr(DEFAULT_POLICY, f.name):
                 continue
             if f.name == "canaries":
                 out[f.name] = [c.describe() for c in value]
@@ -209,3 +215,5 @@ def _plain(value: Any) -> Any:
 
 
 DEFAULT_POLICY = RoutePolicy()
+# computed from the annotated fields, for the data plane; not shown by describe()
+_DERIVED = frozenset(("per_request", "plain_pick", "needs_view", "fast", "fast_tls", "upstream_tls", "fast_send"))

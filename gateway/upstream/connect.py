@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from typing import TYPE_CHECKING
 
 from .connection import UpstreamH1
@@ -18,16 +19,37 @@ if TYPE_CHECKING:
     from .pool import Pool
 
 
-def connect(ds: "DownstreamH1", ex: "Exchange", ep: "UpstreamEndpoint", pool: "Pool") -> None:
-    asyncio.get_running_loop().create_task(_connect(ds, ex, ex.attempt, ep, pool))
+TLS_POOL_PREFIX = "tls:"  # pools of TLS connections (backend-protocol HTTPS) are kept apart
+
+
+def upstream_tls_context() -> ssl.SSLContext:
+    """For `backend-protocol: HTTPS`, as ingress-nginx by default: encrypted, not verified
+    (proxy_ssl_verify off), no SNI (proxy_ssl_server_name off; pods are reached by IP)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+_TLS: ssl.SSLContext | None = None
+
+
+def connect(ds: "DownstreamH1", ex: "Exchange", ep: "UpstreamEndpoint", pool: "Pool", *, tls: bool = False) -> None:
+    asyncio.get_running_loop().create_task(_connect(ds, ex, ex.attempt, ep, pool, tls))
 
 
 async def _connect(ds: "DownstreamH1", ex: "Exchange", attempt: int, ep: "UpstreamEndpoint",
-                   pool: "Pool") -> None:
+                   pool: "Pool", tls: bool) -> None:
+    global _TLS
     loop = asyncio.get_running_loop()
+    context = None
+    if tls:
+        context = _TLS = _TLS or upstream_tls_context()
     try:
-        transport, conn = await loop.create_connection(lambda: UpstreamH1(pool), ep.address, ep.port)
-    except OSError:
+        transport, conn = await loop.create_connection(lambda: UpstreamH1(pool), ep.address, ep.port,
+                                                       ssl=context, server_hostname="" if tls else None)
+    except (OSError, ssl.SSLError):
         if ex.attempt == attempt and not ex.finished:
             ds.upstream_failed(ex, "connect", reused=False, got_bytes=False)
             ds.flush()
