@@ -177,7 +177,8 @@ async def test_a_fleet_mixing_files_and_live_members_writes_only_to_the_live_one
     # and a live export joins it
     export_web(a, "10.1.0.5")
     await eventually(lambda: imported(a, ["zone-a", "zone-b"]), what="both sources in zone-a")
-    assert conditions(a)["Valid"]["status"] == "True"
+    await eventually(lambda: conditions(a).get("Valid", {}).get("status") == "True",
+                     what="the live export's Valid condition written")
 
 
 async def test_a_port_conflict_is_written_to_both_exports(api_servers: Start, run_controller: Any,
