@@ -204,32 +204,60 @@ def _plan_export_status(export: ServiceExport, conditions: tuple[Condition, ...]
 # --- the plan ----------------------------------------------------------------------------
 
 
+# import key -> the objects (by identity) it was last planned from, when that plan was empty
+PlanMemo = dict[tuple[str, ...], tuple[Any, ...]]
+
+
+def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+
+
 def plan_cluster(desired: DerivedCluster | None, actual: ClusterObjects, *,
-                 conditions: Mapping[ObjKey, tuple[Condition, ...]], now: str) -> list[Write]:
+                 conditions: Mapping[ObjKey, tuple[Condition, ...]], now: str,
+                 memo: PlanMemo | None = None) -> list[Write]:
     """Every write that makes `actual` hold `desired` (see the module docstring).
 
     The `amcs-` Service and slices of an import are planned once the import exists in
     `actual`, so their ownerReference carries the API server's uid for it; the next pass
     (after the create is seen) plans them. `now` stamps changed conditions.
+
+    `memo` (kept by the caller between passes) skips every import, and every export's
+    status, whose desired and actual objects are the very ones of a plan that found
+    nothing to write: sources and derive_imports keep unchanged objects identical, so a
+    change to one service among 10,000 compares that one, not all of them (measured: a
+    converged 10,000-service cluster took 1.1 s to plan without it).
     """
     writes: list[Write] = []
     wanted: dict[str, set[ObjKey]] = {"ServiceImport": set(), "Service": set(), "EndpointSlice": set()}
     by_service = desired.by_service if desired is not None else {}
     for key, objs in by_service.items():
         si = objs.service_import
+        svc_key = (objs.service.meta.namespace, objs.service.meta.name)
+        slice_keys = [(s.meta.namespace, s.meta.name) for s in objs.slices]
         wanted["ServiceImport"].add(key)
-        wanted["Service"].add((objs.service.meta.namespace, objs.service.meta.name))
-        wanted["EndpointSlice"].update((s.meta.namespace, s.meta.name) for s in objs.slices)
+        wanted["Service"].add(svc_key)
+        wanted["EndpointSlice"].update(slice_keys)
         have_si = actual.service_imports.get(key)
-        writes += _plan_import(si, have_si)
-        if have_si is None:
-            continue
-        uid = have_si.meta.uid
-        svc = replace(objs.service, meta=_owned_by(objs.service, uid))
-        writes += _plan_service(svc, actual.services.get((svc.meta.namespace, svc.meta.name)))
-        for s in objs.slices:
-            writes += _plan_slice(replace(s, meta=_owned_by(s, uid)),
-                                  actual.endpoint_slices.get((s.meta.namespace, s.meta.name)))
+        have_svc = actual.services.get(svc_key)
+        have_slices = [actual.endpoint_slices.get(k) for k in slice_keys]
+        stamp = (objs, have_si, have_svc, *have_slices)
+        if memo is not None:
+            before = memo.get(key)
+            if before is not None and _same(before, stamp):
+                continue
+        planned = _plan_import(si, have_si)
+        if have_si is not None:
+            uid = have_si.meta.uid
+            svc = replace(objs.service, meta=_owned_by(objs.service, uid))
+            planned += _plan_service(svc, have_svc)
+            for s, have in zip(objs.slices, have_slices):
+                planned += _plan_slice(replace(s, meta=_owned_by(s, uid)), have)
+        if memo is not None:
+            if planned or have_si is None:
+                memo.pop(key, None)
+            else:
+                memo[key] = stamp
+        writes += planned
     deletes: list[Write] = []
     for kind, objects in (("EndpointSlice", actual.endpoint_slices), ("Service", actual.services),
                           ("ServiceImport", actual.service_imports)):
@@ -238,6 +266,22 @@ def plan_cluster(desired: DerivedCluster | None, actual: ClusterObjects, *,
                 deletes.append(Write(DELETE, kind, key[0], key[1], None, obj.meta.uid, obj.meta.resource_version))
     for key, export in actual.service_exports.items():
         conds = conditions.get(key)
-        if conds is not None:
-            writes += _plan_export_status(export, conds, now)
+        if conds is None:
+            continue
+        status_key = ("status",) + key
+        if memo is not None:
+            before = memo.get(status_key)
+            if before is not None and before[0] is export and before[1] is conds:
+                continue
+        planned = _plan_export_status(export, conds, now)
+        if memo is not None:
+            if planned:
+                memo.pop(status_key, None)
+            else:
+                memo[status_key] = (export, conds)
+        writes += planned
+    if memo is not None and len(memo) > 2 * (len(by_service) + len(actual.service_exports)) + 64:
+        live: set[tuple[str, ...]] = set(by_service) | {("status",) + k for k in actual.service_exports}
+        for k in [k for k in memo if k not in live]:
+            del memo[k]
     return deletes + writes

@@ -24,7 +24,7 @@ from fleet.tasks import cancel_and_wait
 
 from .clusterid import publish_cluster_id
 from .imports import DerivedFleet, derive_imports
-from .reconcile import CREATE, DELETE, STATUS, Write, plan_cluster
+from .reconcile import CREATE, DELETE, STATUS, PlanMemo, Write, plan_cluster
 
 log = logging.getLogger("fleetgate.controller.writer")
 
@@ -66,6 +66,7 @@ class ClusterWorker:
         self.source = source
         self.writes = 0
         self.cluster_id: str | None = None  # publish_cluster_id's outcome, once it has one
+        self.memo: PlanMemo = {}  # what the last plans found converged (reconcile.plan_cluster)
         self._task: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
@@ -219,7 +220,7 @@ class LiveWriter:
         conditions = {(ns, name): conds for (c, ns, name), conds in derived.export_conditions.items()
                       if c == cluster}
         return plan_cluster(derived.per_cluster.get(cluster), source.objects, conditions=conditions,
-                            now=self.clock())
+                            now=self.clock(), memo=self.workers[cluster].memo)
 
 
 def live_members(fleet: Any) -> dict[str, Any]:

@@ -146,3 +146,27 @@ def test_a_headless_import_gets_a_headless_service_and_a_type_flip_recreates_it(
     (w,) = [w for w in plan(derive(flipped, b3), "zone-b", b3) if w.kind == "Service"]
     assert (w.op, w.name) == (DELETE, "amcs-web")  # spec.clusterIP is immutable
 
+
+
+def test_the_memo_skips_only_what_is_unchanged() -> None:
+    """With a memo, a converged import is not compared again while its objects are the
+    same ones; any new object (a changed slice, a changed export) is planned again."""
+    a = exporter()
+    b = converged(derive(a, cluster(namespace("demo"))), "zone-b", [namespace("demo")])
+    b = converged(derive(a, b), "zone-b", [namespace("demo")])  # the import shows the allocated IP
+    derived = derive(a, b)
+    conds = {(ns, n): c for (cl, ns, n), c in derived.export_conditions.items() if cl == "zone-b"}
+    memo: dict = {}
+    assert plan_cluster(derived.per_cluster["zone-b"], b, conditions=conds, now=NOW, memo=memo) == []
+    assert ("demo", "web") in memo
+    assert plan_cluster(derived.per_cluster["zone-b"], b, conditions=conds, now=NOW, memo=memo) == []
+    # someone edits our slice in zone-b: a new object there, so it is compared and put back
+    edited = [o for o in b.endpoint_slices.values()][0]
+    raw = as_stored(endpoint_slice_to_dict(edited), "9")
+    raw["endpoints"] = [endpoint("10.9.9.9")]
+    b2 = ClusterObjects.build([*(o for k, o in b.endpoint_slices.items() if o is not edited),
+                               *b.services.values(), *b.service_imports.values(), *b.namespaces.values(),
+                               parse_object(raw)])
+    writes = plan_cluster(derived.per_cluster["zone-b"], b2, conditions=conds, now=NOW, memo=memo)
+    assert [(w.op, w.kind) for w in writes] == [(UPDATE, "EndpointSlice")]
+    assert ("demo", "web") not in memo  # it needed a write: compared again next time
