@@ -148,7 +148,10 @@ class RawH2:
                 seen.append("closed")
                 break
             seen += self.conn.receive_data(data)
-            self.flush()
+            try:
+                self.flush()
+            except (BrokenPipeError, ConnectionResetError):  # the server has closed: read what is left
+                pass
         return seen
 
 
