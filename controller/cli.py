@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
+from fleet.fleet import not_following
 from fleet.snapshot import FleetSnapshot
 
 from .imports import DerivedFleet, derive_imports
@@ -21,7 +22,7 @@ class FileController:
     def __init__(self, fleet: Any) -> None:
         self.fleet = fleet
         self.derived: DerivedFleet | None = None
-        self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribe: Callable[[], None] = not_following
 
     def apply(self, snapshot: FleetSnapshot) -> None:
         # incremental: only services whose objects changed are derived again
@@ -50,9 +51,7 @@ class FileController:
         return body
 
     async def close(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        self._unsubscribe()
 
 
 def start_file_controller(fleet: Any, admin: Any) -> FileController:

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 from prometheus_client import Counter
 
+from fleet.fleet import not_following
 from fleet.kube import (ENDPOINT_SLICES, SERVICE_EXPORTS, SERVICE_IMPORTS, SERVICES, KubeError, Raw,
                         Resource, Unreachable)
 from fleet.snapshot import FleetSnapshot
@@ -182,7 +183,7 @@ class LiveWriter:
         self.clock = clock
         self.derived: DerivedFleet | None = None
         self.workers = {name: ClusterWorker(self, name, source) for name, source in sources.items()}
-        self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribe: Callable[[], None] = not_following
 
     @property
     def writes(self) -> int:
@@ -195,9 +196,7 @@ class LiveWriter:
         self._unsubscribe = self.fleet.follow(self._on_snapshot)
 
     async def close(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        self._unsubscribe()
         for worker in self.workers.values():
             await worker.close()
 

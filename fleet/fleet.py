@@ -42,6 +42,10 @@ def build_snapshot(config: FleetConfig, hub: ClusterObjects, members: Sequence[C
         version=version, diagnostics=diagnostics)
 
 
+def not_following() -> None:
+    """What a component holds as its unsubscribe before it follows a fleet (and after)."""
+
+
 class Fleet:
     """Owns the sources, publishes FleetSnapshots. Use `from_config`, then `await start()`."""
 

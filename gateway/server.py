@@ -12,10 +12,12 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from fleet.fleet import not_following
 from fleet.snapshot import Diagnostic, FleetSnapshot
 
 from .context import GatewayContext, Limits
 from .protocol.downstream import DownstreamH1
+from .protocol.h2 import TLSDownstream
 from .protocol.http1 import DATE
 from .routing.build import DEFAULT_CLASSES, BuildMemo, build, route_backends
 from .upstream.checker import ActiveChecker
@@ -52,12 +54,11 @@ class Gateway:
         self.diagnostics: list[Diagnostic] = []
         self.servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.Task[None] | None = None
-        self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribe: Callable[[], None] = not_following
         self.table_ready = False
         self.certs: CertStore | None = None  # made when the first Ingress with tls appears
         self.https_server: asyncio.AbstractServer | None = None
         self._https_opening: asyncio.Task[None] | None = None  # the listener is being opened
-        self.tls_diagnostics: list[Diagnostic] = []
 
     @property
     def table(self) -> RouteTable:
@@ -70,8 +71,7 @@ class Gateway:
         if table.tls or self.certs is not None:
             if self.certs is None:
                 self.certs = CertStore()
-            self.tls_diagnostics = self.certs.update(table.tls)
-            diags = diags + self.tls_diagnostics
+            diags = diags + self.certs.update(table.tls)
         old = {str(d) for d in self.diagnostics}
         for d in diags:
             if str(d) not in old:
@@ -127,7 +127,7 @@ class Gateway:
             sock = _listen_socket(host, port, reuse_port=self.options.reuse_port)
             context = self.certs.context
             self.https_server = await asyncio.get_running_loop().create_server(
-                lambda: DownstreamH1(self.ctx, b"https"), sock=sock, backlog=2048, ssl=context,
+                lambda: TLSDownstream(self.ctx), sock=sock, backlog=2048, ssl=context,
                 ssl_handshake_timeout=self.ctx.limits.header_timeout)
             self.servers.append(self.https_server)
             self.ctx.https_port = self.https_address[1]  # type: ignore[index]
@@ -182,9 +182,7 @@ class Gateway:
         await self.close()
 
     async def close(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        self._unsubscribe()
         for server in self.servers:
             server.close()
         if self._sweeper is not None:

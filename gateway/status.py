@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from fleet.config import HUB_SOURCE_NAME
+from fleet.fleet import not_following
 from fleet.snapshot import ClusterObjects, FleetSnapshot
+from fleet.tasks import cancel_and_wait
 
 from .routing.build import selected_ingresses
 
@@ -78,22 +80,15 @@ class StatusWriter:
         self._latest: FleetSnapshot | None = None
         self._sent: dict[tuple[str, str], tuple[LoadBalancer, str]] = {}
         self._task: asyncio.Task[None] | None = None
-        self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribe: Callable[[], None] = not_following
 
     def start(self) -> None:
         self._unsubscribe = self.fleet.follow(self._on_snapshot)
 
     async def close(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        self._unsubscribe()
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
 
     def _on_snapshot(self, snapshot: FleetSnapshot) -> None:
         self._latest = snapshot

@@ -24,7 +24,7 @@ from . import policy_hooks
 from .http1 import (CONTINUE_100, DATE, H_CONNECTION, H_CONTENT_LENGTH,
                     H_EXPECT, H_HOST, H_REQUEST_ID, H_TRANSFER_ENCODING, H_UPGRADE, H_VIA,
                     H_XFF, IDEMPOTENT_METHODS, REQUEST_SPECIAL, connection_tokens, drop_named,
-                    error_response)
+                    error_response, host_name)
 
 if TYPE_CHECKING:
     from ..context import GatewayContext
@@ -59,13 +59,7 @@ def _route(table: "RouteTable", host: bytes, target: bytes) -> Route | None:
     """route() on raw bytes: Host lowercased with its port stripped, the query dropped."""
     q = target.find(b"?")
     path = target if q < 0 else target[:q]
-    if host[:1] == b"[":
-        host = host[:host.find(b"]") + 1]
-    else:
-        colon = host.find(b":")
-        if colon >= 0:
-            host = host[:colon]
-    return find_route(table, host.lower().decode("latin-1"), path.decode("latin-1"))
+    return find_route(table, host_name(host).lower().decode("latin-1"), path.decode("latin-1"))
 
 
 def header_pairs(ex: "Exchange") -> list[tuple[bytes, bytes]]:
@@ -171,7 +165,7 @@ class DownstreamH1(asyncio.Protocol):
     def __init__(self, ctx: "GatewayContext", scheme: bytes = b"http") -> None:
         self.ctx = ctx
         self.scheme = scheme  # of the listener: X-Forwarded-Proto, HTTPS redirects
-        self.tls = scheme == b"https"
+        self.tls = scheme == b"https"  # (a flag: the request path reads it)
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)  # every request it cannot be sure of
         self.plain_parser = httptools.HttpRequestParser(_HeadOnly(self))  # see data_received
@@ -199,11 +193,6 @@ class DownstreamH1(asyncio.Protocol):
     # --- connection lifecycle --------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self.tls:
-            sslobj = transport.get_extra_info("ssl_object")
-            if sslobj is not None and sslobj.selected_alpn_protocol() == "h2":
-                self._become_h2(transport, b"")  # type: ignore[arg-type]
-                return
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]).encode() if peer else b""
@@ -305,8 +294,7 @@ class DownstreamH1(asyncio.Protocol):
         proto = DownstreamH2(self.ctx, self.scheme)
         transport.set_protocol(proto)
         proto.connection_made(transport)
-        if first:
-            proto.data_received(first)
+        proto.data_received(first)
 
     def _plain_head(self, data: bytes) -> bool:
         """Whether data is a head the plain parser may take: Host is the only handled

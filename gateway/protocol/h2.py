@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from typing import TYPE_CHECKING
 
 import h2.config
@@ -40,7 +39,6 @@ MAX_CONCURRENT_STREAMS = 128
 # hop-by-hop in HTTP/1.1, forbidden in HTTP/2 responses (RFC 9113 8.2.2)
 _CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
                                   b"upgrade"))
-_UNSAFE = re.compile(rb"[\r\n\x00]")  # would split or end the synthesised HTTP/1.1 head
 
 
 def preface_rest(data: bytes) -> bytes:
@@ -56,6 +54,24 @@ def preface_rest(data: bytes) -> bytes:
         if PREFACE.endswith(data[:k]):
             return PREFACE + data[k:]
     return PREFACE + data
+
+
+class TLSDownstream(asyncio.Protocol):
+    """The TLS listener's protocol until the handshake is done: ALPN decides whether the
+    connection speaks HTTP/2 or HTTP/1.1, then the chosen protocol takes the transport."""
+
+    def __init__(self, ctx: "GatewayContext") -> None:
+        self.ctx = ctx
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sslobj = transport.get_extra_info("ssl_object")
+        proto: asyncio.Protocol
+        if sslobj is not None and sslobj.selected_alpn_protocol() == "h2":
+            proto = DownstreamH2(self.ctx, b"https")
+        else:
+            proto = DownstreamH1(self.ctx, b"https")
+        transport.set_protocol(proto)
+        proto.connection_made(transport)
 
 
 class StreamTransport(asyncio.Transport):
@@ -145,8 +161,6 @@ class StreamTransport(asyncio.Transport):
         return self.ended
 
     def get_extra_info(self, name: str, default: object = None) -> object:
-        if name == "ssl_object":  # the stream is HTTP/1.1 to its DownstreamH1 whatever ALPN chose
-            return default
         t = self.conn.transport
         return t.get_extra_info(name, default) if t is not None else default
 
@@ -260,6 +274,7 @@ class DownstreamH2(asyncio.Protocol):
         lines: list[bytes] = []
         cookies: list[bytes] = []
         has_length = False
+        # validate_inbound_headers made h2 refuse CR, LF and NUL, which would split the head
         for name, value in ev.headers:
             if name[:1] == b":":
                 if name == b":method":
@@ -269,9 +284,6 @@ class DownstreamH2(asyncio.Protocol):
                 elif name == b":authority":
                     authority = value
                 continue
-            if _UNSAFE.search(value) or _UNSAFE.search(name):
-                self.h2.reset_stream(sid, h2.errors.ErrorCodes.PROTOCOL_ERROR)
-                return
             if name == b"cookie":  # HTTP/2 may split it; HTTP/1.1 wants one line (RFC 9113 8.2.3)
                 cookies.append(value)
                 continue
@@ -334,8 +346,12 @@ class DownstreamH2(asyncio.Protocol):
         return b""
 
     def _window_opened(self, stream_id: int) -> None:
-        targets = self.streams.values() if stream_id == 0 else filter(None, [self.streams.get(stream_id)])
-        for st in list(targets):
+        if stream_id == 0:  # the connection's window: every stream may send again
+            targets = list(self.streams.values())
+        else:
+            st = self.streams.get(stream_id)
+            targets = [st] if st is not None else []
+        for st in targets:
             while st.held and not st.ended:
                 rest = self._send_what_fits(st, st.held.pop(0))
                 if rest:

@@ -54,6 +54,13 @@ MAX_RESPONSE_HEAD = 64 * 1024
 CONNECTION_KEYWORDS = frozenset((b"close", b"keep-alive", b"upgrade"))
 
 
+def host_name(host: bytes) -> bytes:
+    """A Host header's name without its port ("[::1]:8080" -> "[::1]")."""
+    if host[:1] == b"[":
+        return host[:host.find(b"]") + 1]
+    colon = host.find(b":")
+    return host if colon < 0 else host[:colon]
+
 
 def connection_tokens(value: bytes, into: list[bytes] | None) -> list[bytes] | None:
     """Header names a Connection header lists (they are hop-by-hop too), added to `into`."""

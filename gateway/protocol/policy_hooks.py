@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ..routing.policy import CorsPolicy, RoutePolicy
 from ..routing.select import RequestView, choose_backend
 from ..routing.table import Route
+from .http1 import host_name
 
 if TYPE_CHECKING:
     from .downstream import DownstreamH1, Exchange
@@ -64,11 +65,7 @@ def rewrite_path(route: Route, target: str, path: str, query: str) -> str:
 
 def https_url(host: bytes, port: int, target: bytes) -> bytes:
     """Where an HTTPS redirect points: the request's host name on the TLS listener's port."""
-    if host.startswith(b"["):
-        name = host[:host.find(b"]") + 1]
-    else:
-        name = host.partition(b":")[0]
-    return b"https://" + name + (b":%d" % port if port != 443 else b"") + target
+    return b"https://" + host_name(host) + (b":%d" % port if port != 443 else b"") + target
 
 
 def prepare(ds: "DownstreamH1", ex: "Exchange", route: Route, path: str, query: str) -> tuple[bytes, bytes] | None:

@@ -7,6 +7,7 @@ finally completes and its connection goes to the pool instead of a request that 
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import ssl
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 TLS_POOL_PREFIX = "tls:"  # pools of TLS connections (backend-protocol HTTPS) are kept apart
 
 
+@functools.cache
 def upstream_tls_context() -> ssl.SSLContext:
     """For `backend-protocol: HTTPS`, as ingress-nginx by default: encrypted, not verified
     (proxy_ssl_verify off), no SNI (proxy_ssl_server_name off; pods are reached by IP)."""
@@ -32,8 +34,6 @@ def upstream_tls_context() -> ssl.SSLContext:
     return ctx
 
 
-_TLS: ssl.SSLContext | None = None
-
 
 def connect(ds: "DownstreamH1", ex: "Exchange", ep: "UpstreamEndpoint", pool: "Pool", *, tls: bool = False) -> None:
     asyncio.get_running_loop().create_task(_connect(ds, ex, ex.attempt, ep, pool, tls))
@@ -41,11 +41,8 @@ def connect(ds: "DownstreamH1", ex: "Exchange", ep: "UpstreamEndpoint", pool: "P
 
 async def _connect(ds: "DownstreamH1", ex: "Exchange", attempt: int, ep: "UpstreamEndpoint",
                    pool: "Pool", tls: bool) -> None:
-    global _TLS
     loop = asyncio.get_running_loop()
-    context = None
-    if tls:
-        context = _TLS = _TLS or upstream_tls_context()
+    context = upstream_tls_context() if tls else None
     try:
         transport, conn = await loop.create_connection(lambda: UpstreamH1(pool), ep.address, ep.port,
                                                        ssl=context, server_hostname="" if tls else None)
