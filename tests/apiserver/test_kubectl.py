@@ -8,6 +8,7 @@ import pytest
 
 from fleet.testing import KubeAPIServer
 from fleet.testing.kubectl import kubectl as run_kubectl
+from tests.tools import require_tool
 
 
 MANIFEST = """\
@@ -49,6 +50,7 @@ ports:
 
 
 async def kubectl(kubeconfig: Path, *args: str) -> str:
+    require_tool("kubectl")
     return await run_kubectl(*args, kubeconfig=kubeconfig, cache_dir=kubeconfig.parent / "cache")
 
 

@@ -19,6 +19,7 @@ from gwharness import endpoint_slice, ingress, rule, service
 from tlssupport import make_ca, tls_entry, tls_secret
 
 from gateway.protocol.h2 import DownstreamH2
+from tests.tools import require_tool
 
 BIG = bytes(range(256)) * 12_288  # 3 MiB: far past HTTP/2's default 64 KiB windows
 
@@ -92,6 +93,7 @@ async def test_h2_bodies_both_ways_past_the_flow_control_windows(fleet_dir, echo
 
 
 async def test_h2_over_tls_is_chosen_by_alpn(fleet_dir, echo_backends, start_gateway, tmp_path):
+    require_tool("curl")
     ca = make_ca()
     cert, key = ca.issue("h2.example")
     _, gw = await two_clusters(fleet_dir, echo_backends, start_gateway, https=True, hub=[
@@ -196,6 +198,7 @@ async def test_malformed_h2_input_is_refused_without_harming_other_streams(fleet
 
 
 async def test_drain_finishes_open_streams_and_sends_goaway(fleet_dir, echo_backends, start_gateway):
+    require_tool("curl")
     _, gw = await two_clusters(fleet_dir, echo_backends, start_gateway)
     # curl (nghttp2) as the client: it finishes a stream the GOAWAY lets through, where the
     # h2 library and httpcore treat any GOAWAY as the end of every stream

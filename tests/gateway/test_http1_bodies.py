@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from h1support import HOST, closed_by_server, get, one_service, read_response
+from tests.tools import require_tool
 
 PIECE = 64 * 1024
 
@@ -121,6 +122,7 @@ async def test_slow_reader_is_flow_controlled_and_gets_everything(gw):
 
 
 async def test_expect_100_continue_upload_with_curl(gw, tmp_path):
+    require_tool("curl")
     data = os.urandom(3 << 20)
     path = tmp_path / "upload.bin"
     path.write_bytes(data)

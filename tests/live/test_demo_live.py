@@ -13,6 +13,7 @@ from fleet.fleet import Fleet, load_fleet_once
 from fleet.live import LiveSource
 from fleet.testing.kubectl import kubectl
 from livekit import eventually
+from tests.tools import require_tool
 
 
 
@@ -28,6 +29,7 @@ async def run_kubectl(line: str, home: Path) -> str:
 
 
 async def test_the_live_demo_serves_the_demo_objects_and_follows_its_kubectl_lines(tmp_path: Path) -> None:
+    require_tool("kubectl")  # before starting three API servers it would not use
     live = await start_live_clusters(DEFAULT_FLEET, tmp_path)
     fleet: Any = None
     try:

@@ -3,7 +3,6 @@ kubectl, and the applied CRDs serve ServiceExports/ServiceImports in both versio
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,13 +11,13 @@ import yaml
 from kubernetes_asyncio import client, config
 
 from fleet.testing import KubeAPIServer
+from tests.tools import require_tool
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 
 
 def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    exe = shutil.which("kubectl")
-    assert exe, "kubectl is not on PATH (it ships with the machine image; CI needs it too)"
+    exe = require_tool("kubectl")
     return subprocess.run([exe, "--kubeconfig", str(kubeconfig), *args], input=stdin, capture_output=True,
                           text=True, timeout=60, check=False)
 
