@@ -12,6 +12,8 @@ import binascii
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Union
 
+from . import validation
+
 MCS_GROUP = "multicluster.x-k8s.io"
 LABEL_SERVICE_NAME = "kubernetes.io/service-name"
 LABEL_MCS_SERVICE_NAME = "multicluster.kubernetes.io/service-name"
@@ -284,17 +286,30 @@ def _bool(value: Any, where: str) -> bool | None:
     raise ObjectError(f"{where}: expected a boolean, got {value!r}")
 
 
+def _check(rule: Callable[[str], str | None], value: str, where: str) -> str:
+    """value if Kubernetes would accept it there (fleet/validation.py), else ObjectError."""
+    problem = rule(value)
+    if problem is not None:
+        raise ObjectError(f"{where}: {problem}")
+    return value
+
+
 def _str_map(value: Any, where: str) -> dict[str, str]:
     return {str(k): "" if v is None else str(v) for k, v in _map(value, where).items()}
 
 
-def parse_meta(raw: Mapping[str, Any], *, namespaced: bool = True) -> Meta:
+def parse_meta(raw: Mapping[str, Any], *, namespaced: bool = True,
+               name_rule: Callable[[str], str | None] = validation.dns1123_subdomain) -> Meta:
+    """metadata; `name_rule` is the kind's naming rule (most kinds: an RFC 1123 subdomain)."""
     md = _map(raw.get("metadata"), "metadata")
     name = _str(md.get("name"), "metadata.name", required=True)
     assert name is not None
     if not name:
         raise ObjectError("metadata.name: must not be empty")
+    _check(name_rule, name, "metadata.name")
     namespace = _str(md.get("namespace"), "metadata.namespace") or ("default" if namespaced else "")
+    if namespaced:
+        _check(validation.dns1123_label, namespace, "metadata.namespace")
     owners = tuple(
         OwnerReference(api_version=str(o.get("apiVersion", "")), kind=str(o.get("kind", "")),
                        name=str(o.get("name", "")), uid=str(o.get("uid", "")),
@@ -318,15 +333,22 @@ def _service_port(raw: Any, where: str) -> ServicePort:
     port = _int(p.get("port"), f"{where}.port", required=True, lo=1)
     assert port is not None
     target = p.get("targetPort")
-    if target is not None and not isinstance(target, (int, str)):
+    if isinstance(target, bool) or (target is not None and not isinstance(target, (int, str))):
         raise ObjectError(f"{where}.targetPort: expected a number or a name")
-    return ServicePort(port=port, name=_str(p.get("name"), f"{where}.name") or "",
+    if isinstance(target, int):
+        _int(target, f"{where}.targetPort", lo=1)
+    elif isinstance(target, str):
+        _check(validation.port_name, target, f"{where}.targetPort")
+    name = _str(p.get("name"), f"{where}.name") or ""
+    if name:
+        _check(validation.dns1123_label, name, f"{where}.name")
+    return ServicePort(port=port, name=name,
                        protocol=_str(p.get("protocol"), f"{where}.protocol") or "TCP",
                        target_port=target, app_protocol=_str(p.get("appProtocol"), f"{where}.appProtocol"))
 
 
 def parse_namespace(raw: Mapping[str, Any]) -> Namespace:
-    return Namespace(meta=parse_meta(raw, namespaced=False))
+    return Namespace(meta=parse_meta(raw, namespaced=False, name_rule=validation.dns1123_label))
 
 
 def parse_service(raw: Mapping[str, Any]) -> Service:
@@ -337,11 +359,16 @@ def parse_service(raw: Mapping[str, Any]) -> Service:
     if stype not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
         raise ObjectError(f"spec.type: unknown Service type {stype!r}")
     cluster_ip = _str(spec.get("clusterIP"), "spec.clusterIP")
+    if cluster_ip and cluster_ip != "None":
+        _check(validation.ip, cluster_ip, "spec.clusterIP")
     cluster_ips = tuple(str(x) for x in _list(spec.get("clusterIPs"), "spec.clusterIPs"))
+    for i, x in enumerate(cluster_ips):
+        if x != "None":
+            _check(validation.ip, x, f"spec.clusterIPs[{i}]")
     if cluster_ip and not cluster_ips:
         cluster_ips = (cluster_ip,)
     return Service(
-        meta=parse_meta(raw), type=stype, cluster_ip=cluster_ip, cluster_ips=cluster_ips,
+        meta=parse_meta(raw, name_rule=validation.dns1123_label), type=stype, cluster_ip=cluster_ip, cluster_ips=cluster_ips,
         ip_families=tuple(str(x) for x in _list(spec.get("ipFamilies"), "spec.ipFamilies")),
         ports=ports,
         selector=None if selector is None else _str_map(selector, "spec.selector"),
@@ -354,11 +381,17 @@ def parse_service(raw: Mapping[str, Any]) -> Service:
 
 
 def parse_endpoint_slice(raw: Mapping[str, Any]) -> EndpointSlice:
+    address_type = _str(raw.get("addressType"), "addressType") or "IPv4"
+    if address_type not in ("IPv4", "IPv6", "FQDN"):
+        raise ObjectError(f"addressType: unknown address type {address_type!r}")
     ports = []
     for i, p in enumerate(_list(raw.get("ports"), "ports")):
         p = _map(p, f"ports[{i}]")
+        name = _str(p.get("name"), f"ports[{i}].name") or ""
+        if name:
+            _check(validation.dns1123_label, name, f"ports[{i}].name")
         ports.append(EndpointPort(port=_int(p.get("port"), f"ports[{i}].port", lo=1),
-                                  name=_str(p.get("name"), f"ports[{i}].name") or "",
+                                  name=name,
                                   protocol=_str(p.get("protocol"), f"ports[{i}].protocol") or "TCP",
                                   app_protocol=_str(p.get("appProtocol"), f"ports[{i}].appProtocol")))
     endpoints = []
@@ -367,19 +400,21 @@ def parse_endpoint_slice(raw: Mapping[str, Any]) -> EndpointSlice:
         addresses = tuple(str(a) for a in _list(e.get("addresses"), f"endpoints[{i}].addresses"))
         if not addresses:
             raise ObjectError(f"endpoints[{i}].addresses: at least one address is required")
+        for j, a in enumerate(addresses):
+            _check(lambda v: validation.address(v, address_type), a, f"endpoints[{i}].addresses[{j}]")
+        hostname = _str(e.get("hostname"), f"endpoints[{i}].hostname")
+        if hostname is not None:
+            _check(validation.dns1123_label, hostname, f"endpoints[{i}].hostname")
         cond = _map(e.get("conditions"), f"endpoints[{i}].conditions")
         endpoints.append(Endpoint(
             addresses=addresses,
             ready=_bool(cond.get("ready"), f"endpoints[{i}].conditions.ready"),
             serving=_bool(cond.get("serving"), f"endpoints[{i}].conditions.serving"),
             terminating=_bool(cond.get("terminating"), f"endpoints[{i}].conditions.terminating"),
-            hostname=_str(e.get("hostname"), f"endpoints[{i}].hostname"),
+            hostname=hostname,
             zone=_str(e.get("zone"), f"endpoints[{i}].zone"),
             node_name=_str(e.get("nodeName"), f"endpoints[{i}].nodeName"),
         ))
-    address_type = _str(raw.get("addressType"), "addressType") or "IPv4"
-    if address_type not in ("IPv4", "IPv6", "FQDN"):
-        raise ObjectError(f"addressType: unknown address type {address_type!r}")
     return EndpointSlice(meta=parse_meta(raw), address_type=address_type, ports=tuple(ports),
                          endpoints=tuple(endpoints))
 
@@ -392,9 +427,13 @@ def _ingress_backend(raw: Any, where: str) -> IngressBackend:
     if not svc:
         raise ObjectError(f"{where}: needs service or resource")
     name = _str(svc.get("name"), f"{where}.service.name", required=True)
+    assert name is not None
+    _check(validation.dns1123_label, name, f"{where}.service.name")
     port = _map(svc.get("port"), f"{where}.service.port")
     number = _int(port.get("number"), f"{where}.service.port.number", lo=1)
     pname = _str(port.get("name"), f"{where}.service.port.name")
+    if pname:
+        _check(validation.port_name, pname, f"{where}.service.port.name")
     if number is None and not pname:
         raise ObjectError(f"{where}.service.port: needs number or name")
     return IngressBackend(service_name=name, port_number=number, port_name=pname)
@@ -403,12 +442,24 @@ def _ingress_backend(raw: Any, where: str) -> IngressBackend:
 _PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
 
 
+def _ingress_tls(raw: Any, where: str) -> IngressTLS:
+    t = _map(raw, where)
+    hosts = tuple(_check(validation.ingress_host, str(h).lower(), f"{where}.hosts[{j}]")
+                  for j, h in enumerate(_list(t.get("hosts"), f"{where}.hosts")))
+    secret = _str(t.get("secretName"), f"{where}.secretName")
+    if secret:
+        _check(validation.dns1123_subdomain, secret, f"{where}.secretName")
+    return IngressTLS(hosts=hosts, secret_name=secret)
+
+
 def parse_ingress(raw: Mapping[str, Any]) -> Ingress:
     spec = _map(raw.get("spec"), "spec")
     rules = []
     for i, r in enumerate(_list(spec.get("rules"), "spec.rules")):
         r = _map(r, f"spec.rules[{i}]")
         host = _str(r.get("host"), f"spec.rules[{i}].host")
+        if host:  # matched without regard to case, so only the case is forgiven
+            _check(validation.ingress_host, host.lower(), f"spec.rules[{i}].host")
         http = _map(r.get("http"), f"spec.rules[{i}].http")
         paths = []
         for j, p in enumerate(_list(http.get("paths"), f"spec.rules[{i}].http.paths")):
@@ -421,10 +472,7 @@ def parse_ingress(raw: Mapping[str, Any]) -> Ingress:
             paths.append(IngressPath(path=path, path_type=path_type,
                                      backend=_ingress_backend(p.get("backend"), f"{where}.backend")))
         rules.append(IngressRule(host=host.lower() if host else None, paths=tuple(paths)))
-    tls = tuple(
-        IngressTLS(hosts=tuple(str(h).lower() for h in _list(_map(t, f"spec.tls[{i}]").get("hosts"), f"spec.tls[{i}].hosts")),
-                   secret_name=_str(_map(t, f"spec.tls[{i}]").get("secretName"), f"spec.tls[{i}].secretName"))
-        for i, t in enumerate(_list(spec.get("tls"), "spec.tls")))
+    tls = tuple(_ingress_tls(t, f"spec.tls[{i}]") for i, t in enumerate(_list(spec.get("tls"), "spec.tls")))
     default = spec.get("defaultBackend") or spec.get("backend")
     status = _map(_map(raw.get("status"), "status").get("loadBalancer"), "status.loadBalancer")
     return Ingress(
@@ -469,7 +517,7 @@ def _conditions(raw: Any, where: str) -> tuple[Condition, ...]:
 
 def parse_service_export(raw: Mapping[str, Any]) -> ServiceExport:
     status = _map(raw.get("status"), "status")
-    return ServiceExport(meta=parse_meta(raw), api_version=str(raw.get("apiVersion")),
+    return ServiceExport(meta=parse_meta(raw, name_rule=validation.dns1123_label), api_version=str(raw.get("apiVersion")),
                          conditions=_conditions(status.get("conditions"), "status.conditions"))
 
 
@@ -482,8 +530,10 @@ def parse_service_import(raw: Mapping[str, Any]) -> ServiceImport:
     ips = tuple(str(x) for x in _list(spec.get("ips"), "spec.ips"))
     if len(ips) > 2:
         raise ObjectError("spec.ips: at most 2 addresses")
+    for i, x in enumerate(ips):
+        _check(validation.ip, x, f"spec.ips[{i}]")
     return ServiceImport(
-        meta=parse_meta(raw), api_version=str(raw.get("apiVersion")), type=itype,
+        meta=parse_meta(raw, name_rule=validation.dns1123_label), api_version=str(raw.get("apiVersion")), type=itype,
         ports=tuple(_service_port(p, f"spec.ports[{i}]") for i, p in enumerate(_list(spec.get("ports"), "spec.ports"))),
         ips=ips,
         ip_families=tuple(str(x) for x in _list(spec.get("ipFamilies"), "spec.ipFamilies")),

@@ -1,0 +1,122 @@
+"""Objects that Kubernetes' API server would refuse are refused when read from files too:
+bad addresses, ports and names become a diagnostic naming the file, the object and the field."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from fleet.manifests import parse_file
+from fleet.objects import ObjectError, parse_object
+
+
+def slice_doc(*, address: str = "127.0.10.1", address_type: str = "IPv4", port: Any = 8080,
+              name: str = "echo-a", port_name: str = "http", hostname: str | None = None) -> dict[str, Any]:
+    endpoint: dict[str, Any] = {"addresses": [address]}
+    if hostname is not None:
+        endpoint["hostname"] = hostname
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": "demo", "labels": {"kubernetes.io/service-name": "echo"}},
+            "addressType": address_type, "ports": [{"name": port_name, "port": port}], "endpoints": [endpoint]}
+
+
+def service_doc(*, name: str = "echo", port: Any = 80, target: Any = 8080, port_name: str = "http",
+                cluster_ip: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"ports": [{"name": port_name, "port": port, "targetPort": target}]}
+    if cluster_ip is not None:
+        spec["clusterIP"] = cluster_ip
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "demo"}, "spec": spec}
+
+
+def ingress_doc(*, name: str = "echo", host: str = "echo.demo.local", service: str = "echo",
+                port: dict[str, Any] | None = None, tls_host: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"rules": [{"host": host, "http": {"paths": [
+        {"path": "/", "pathType": "Prefix",
+         "backend": {"service": {"name": service, "port": port or {"number": 80}}}}]}}]}
+    if tls_host is not None:
+        spec["tls"] = [{"hosts": [tls_host], "secretName": "echo-tls"}]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": name, "namespace": "demo"}, "spec": spec}
+
+
+def error_of(doc: dict[str, Any]) -> str:
+    with pytest.raises(ObjectError) as info:
+        parse_object(doc)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("address_type,address", [
+    ("IPv4", "127.0.10.1"), ("IPv6", "fd00::1"), ("IPv6", "::1"), ("FQDN", "pod-1.example.com")])
+def test_addresses_of_their_slices_type_are_accepted(address_type: str, address: str) -> None:
+    sl = parse_object(slice_doc(address=address, address_type=address_type))
+    assert sl.endpoints[0].addresses == (address,)
+
+
+@pytest.mark.parametrize("address_type,address", [
+    ("IPv4", "127.0.10.300"), ("IPv4", "127.0.10"), ("IPv4", "fd00::1"), ("IPv4", "127.000.10.1"),
+    ("IPv4", "echo.local"), ("IPv6", "127.0.10.1"), ("IPv6", "fd00:::1"), ("FQDN", "Bad_Name.example")])
+def test_an_address_not_of_its_slices_type_names_the_field(address_type: str, address: str) -> None:
+    message = error_of(slice_doc(address=address, address_type=address_type))
+    assert message.startswith("endpoints[0].addresses[0]: "), message
+    assert repr(address) in message
+
+
+@pytest.mark.parametrize("port", [0, 65536, -1, 70000])
+def test_endpoint_slice_ports_outside_1_to_65535_are_errors(port: int) -> None:
+    assert error_of(slice_doc(port=port)).startswith("ports[0].port: ")
+
+
+@pytest.mark.parametrize("doc,field", [
+    (service_doc(port=0), "spec.ports[0].port"),
+    (service_doc(port=65536), "spec.ports[0].port"),
+    (service_doc(target=0), "spec.ports[0].targetPort"),
+    (service_doc(target=99999), "spec.ports[0].targetPort"),
+    (service_doc(target="http--x"), "spec.ports[0].targetPort"),
+    (service_doc(target="8080"), "spec.ports[0].targetPort"),  # a name needs a letter
+    (service_doc(port_name="HTTP"), "spec.ports[0].name"),
+    (service_doc(name="Echo"), "metadata.name"),
+    (service_doc(name="echo.v1"), "metadata.name"),  # a Service name is a label, not a subdomain
+    (service_doc(cluster_ip="10.0.0.256"), "spec.clusterIP"),
+    (ingress_doc(port={"number": 0}), "spec.rules[0].http.paths[0].backend.service.port.number"),
+    (ingress_doc(port={"number": 65536}), "spec.rules[0].http.paths[0].backend.service.port.number"),
+    (ingress_doc(port={"name": "a-very-long-port-name"}), "spec.rules[0].http.paths[0].backend.service.port.name"),
+    (ingress_doc(service="echo_svc"), "spec.rules[0].http.paths[0].backend.service.name"),
+    (ingress_doc(host="127.0.0.1"), "spec.rules[0].host"),
+    (ingress_doc(host="echo..local"), "spec.rules[0].host"),
+    (ingress_doc(host="-echo.local"), "spec.rules[0].host"),
+    (ingress_doc(tls_host="bad host"), "spec.tls[0].hosts[0]"),
+    (ingress_doc(name="Echo_1"), "metadata.name"),
+    (slice_doc(name="echo-a_b"), "metadata.name"),
+    (slice_doc(port_name="Http"), "ports[0].name"),
+    (slice_doc(hostname="pod.0"), "endpoints[0].hostname"),
+])
+def test_bad_ports_and_names_are_errors_naming_the_field(doc: dict[str, Any], field: str) -> None:
+    assert error_of(doc).startswith(f"{field}: "), error_of(doc)
+
+
+def test_the_namespace_must_be_a_label() -> None:
+    doc = service_doc()
+    doc["metadata"]["namespace"] = "Demo.Space"
+    assert error_of(doc).startswith("metadata.namespace: ")
+
+
+@pytest.mark.parametrize("doc", [
+    service_doc(target="http"), service_doc(target=65535), service_doc(cluster_ip="None"),
+    service_doc(cluster_ip="10.96.0.10"), service_doc(cluster_ip="fd00::a"),
+    ingress_doc(host="*.demo.local"), ingress_doc(host="Echo.Demo.Local"),  # matched case-insensitively
+    ingress_doc(name="echo.v1", tls_host="*.demo.local"), ingress_doc(port={"name": "http-alt"}),
+    slice_doc(hostname="db-0", name="echo.zone-a"),
+])
+def test_what_kubernetes_accepts_is_accepted(doc: dict[str, Any]) -> None:
+    assert parse_object(doc).meta.name == doc["metadata"]["name"]
+
+
+def test_a_bad_address_in_a_file_is_a_diagnostic_with_file_object_and_field() -> None:
+    import yaml
+    text = yaml.safe_dump_all([service_doc(), slice_doc(address="127.0.10.300")])
+    objects, diags = parse_file("zone-a/echo.yaml", text)
+    assert [o.kind for o in objects] == ["Service"]
+    assert [str(d) for d in diags] == [
+        "zone-a/echo.yaml: EndpointSlice/demo/echo-a: endpoints[0].addresses[0]: "
+        "'127.0.10.300' is not an IPv4 address"]
+    assert diags[0].severity == "error"
