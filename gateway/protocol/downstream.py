@@ -135,6 +135,7 @@ class Exchange:
     headers: dict[str, str] | None = None  # request headers some policy reads
     hard_deadline = 0.0  # mse `timeout`: total time including retries
     counted: str | None = None  # endpoint key counted in-flight (least_conn)
+    sent = 0.0  # when the counted attempt was sent (its response time feeds ewma)
     free_tries = 0  # attempts that failed on stale pooled connections (not counted)
     timer_attempt = 0  # the attempt a precise deadline timer was set for
     body: list[bytes] = ()  # type: ignore[assignment]  # a list once the request has a body
@@ -689,7 +690,7 @@ class DownstreamH1(asyncio.Protocol):
         is_up = (lambda k: health.is_up(k, now)) if health.down else None  # None: all up, skip the checks
         ep = choose_endpoint(backend, policy, ctx.balancer, is_up, ex.tried or (),
                              random.random(), random.random(), header_cluster=header_cluster,
-                             hash_value=hash_value, affinity=affinity)
+                             hash_value=hash_value, affinity=affinity, now=now)
         if ep is not None and policy.affinity is not None:
             cookie = affinity_id(ep.key)
             if cookie != affinity:
@@ -706,6 +707,7 @@ class DownstreamH1(asyncio.Protocol):
             self._uncount(ex)
             active[ep.key] = active.get(ep.key, 0) + 1
             ex.counted = ep.key
+            ex.sent = now
         policy = ex.route.policy
         ex.deadline = now + policy.connect_timeout
         tls = policy.upstream_tls
@@ -854,6 +856,7 @@ class DownstreamH1(asyncio.Protocol):
             else:
                 upstream.close()
         if ex.counted is not None:
+            ctx.balancer.observe(ex.counted, now - ex.sent, now)  # peak EWMA's sample
             self._uncount(ex)
         ctx.metrics.observe(ex.label, ex.cluster, ex.status, now - ex.start)
         if ex.keep_alive and not self.queue and not ctx.draining:

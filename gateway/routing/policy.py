@@ -126,7 +126,7 @@ class RoutePolicy:
     cluster_priority: tuple[str, ...] | None = None
     local_zone: str | None = None
     # load balancing
-    load_balance: str = "round_robin"  # round_robin | least_conn | random | ewma (= least_conn)
+    load_balance: str = "round_robin"  # round_robin | least_conn | random | ewma (peak EWMA)
     hash_by: str | None = None  # $request_uri, $host, $remote_addr, $http_<name>, $arg_<name>
     affinity: AffinityCookie | None = None
     # splitting

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 
 from ..routing.policy import RoutePolicy
 from ..routing.table import Backend, UpstreamEndpoint
+from .ewma import PeakEwma
 
 OVERPROVISIONING = 1.4
 
@@ -29,11 +30,16 @@ IsUp = Callable[[str], bool] | None  # None: every endpoint is up (no check per 
 class BalancerState:
     rr: dict[str, int] = field(default_factory=dict)
     active: dict[str, int] = field(default_factory=dict)  # endpoint key -> requests in flight
+    ewma: PeakEwma = field(default_factory=PeakEwma)  # response times for `load-balance: ewma`
 
     def next_rr(self, key: str) -> int:
         n = self.rr.get(key, 0)
         self.rr[key] = n + 1
         return n
+
+    def observe(self, key: str, rtt: float, now: float) -> None:
+        """A response from endpoint `key` completed `rtt` seconds after it was sent."""
+        self.ewma.observe(key, rtt, now)
 
 
 def _healthy(eps: Sequence[UpstreamEndpoint], is_up: IsUp, tried: Sequence[str]) -> Sequence[UpstreamEndpoint]:
@@ -149,7 +155,10 @@ def affinity_id(endpoint_key: str) -> str:
 
 def choose_endpoint(backend: Backend, policy: RoutePolicy, state: BalancerState, is_up: IsUp,
                     tried: Sequence[str], rand: float, rand2: float, *, header_cluster: str | None = None,
-                    hash_value: str | None = None, affinity: str | None = None) -> UpstreamEndpoint | None:
+                    hash_value: str | None = None, affinity: str | None = None,
+                    now: float = 0.0) -> UpstreamEndpoint | None:
+    """The endpoint for one attempt. `now` is read by `ewma` only (its estimates decay with
+    time); rand picks the member cluster, rand2 the endpoint within it."""
     eps = candidate_endpoints(backend, policy, is_up, tried, rand, header_cluster)
     if not eps:
         eps = [e for e in backend.endpoints if e.key not in tried]  # panic: all unhealthy
@@ -164,7 +173,9 @@ def choose_endpoint(backend: Backend, policy: RoutePolicy, state: BalancerState,
     lb = policy.load_balance
     if lb == "random":
         return eps[int(rand2 * len(eps)) % len(eps)]
-    if lb in ("least_conn", "ewma") and len(eps) > 1:
+    if lb == "ewma":
+        return state.ewma.pick(eps, state.active, now, rand2)
+    if lb == "least_conn" and len(eps) > 1:
         n = len(eps)
         i = int(rand2 * n) % n
         j = (i + 1 + int(rand2 * 7919) % (n - 1)) % n  # a second, different draw
