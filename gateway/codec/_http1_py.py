@@ -1,0 +1,566 @@
+"""The HTTP/1 codec in plain Python: the twin of `_http1.pyx`, with the same results.
+
+Used when the compiled module is not built or FLEETGATE_PURE_PYTHON=1 is set, and run
+against the same corpus and random heads as the compiled module (tests/gateway/codec).
+Every rule is written once here in the order the compiled module applies it, so both
+report the same HeadError for the same bytes: size limits first, then the request line
+left to right, then each header line in order, then the checks that need the whole head.
+"""
+from __future__ import annotations
+
+from .types import (CONNECTION_KEYWORDS, FIELD_VCHAR, HOST_CHARS, REQUEST_DROP, RESPONSE_HOP, TARGET,
+                    TOKEN, HeadError, RequestHead, ResponseHead, drop_named_lines)
+
+__all__ = ["head_end", "parse_request", "upstream_head", "parse_response", "ChunkedDecoder"]
+
+INT64_MAX = (1 << 63) - 1
+_WS = b" \t"
+
+
+def _skip_empty_lines(buf: bytes, s: int, end: int) -> int:
+    """RFC 9112 2.2: a server SHOULD ignore empty lines received before the start line."""
+    while s + 1 < end and buf[s] == 13 and buf[s + 1] == 10:
+        s += 2
+    return s
+
+
+def head_end(buf: bytes, start: int, limit: int, *, line_limit: int = 0, resume: int = 0) -> int:
+    """Offset just past the CRLFCRLF that ends the head beginning at `start`, or -1.
+
+    Every LF must follow a CR and every CR precede a LF (RFC 9112 2.2; rejected, as llhttp
+    strict does): HeadError(400, "bare-lf"/"bare-cr") at the first offender. Without an
+    end after `limit` bytes: HeadError(431), or 414 when `line_limit` is set and the first
+    line has not ended within it. `resume` (optional) is len(buf) at the previous call for
+    this head, so a head that arrives a byte at a time is not rescanned from its start."""
+    n = len(buf)
+    s = _skip_empty_lines(buf, start, n)
+    i = max(s, resume - 3)
+    end = buf.find(b"\r\n\r\n", i)
+    stop = n if end < 0 else end + 4
+    lf = buf.find(b"\n", i, stop)
+    while lf >= 0 and lf > s and buf[lf - 1] == 13:
+        lf = buf.find(b"\n", lf + 1, stop)
+    cr = buf.find(b"\r", i, stop)
+    while cr >= 0 and cr + 1 < n and buf[cr + 1] == 10:
+        cr = buf.find(b"\r", cr + 1, stop)
+    if cr >= 0 and cr + 1 >= n:
+        cr = -1  # a CR at the very end: its LF may be in the next read
+    if lf >= 0 and (cr < 0 or lf < cr):
+        raise HeadError(400, "bare-lf")
+    if cr >= 0:
+        raise HeadError(400, "bare-cr")
+    if end >= 0:
+        return end + 4
+    if line_limit > 0 and n - s > line_limit + 1 and buf.find(b"\n", s, s + line_limit + 2) < 0:
+        raise HeadError(414, "uri-too-long")
+    if n - start > limit:
+        raise HeadError(431, "headers-too-large")
+    return -1
+
+
+def _all_in(table: bytes, data: bytes) -> bool:
+    for c in data:
+        if not table[c]:
+            return False
+    return True
+
+
+def _valid_host(h: bytes, need_port: bool) -> bool:
+    """uri-host [ ":" port ] (RFC 9112 3.2, RFC 3986 3.2.2); CONNECT needs the port."""
+    if h[:1] == b"[":
+        close = h.find(b"]")
+        if close < 2:
+            return False
+        for c in h[1:close]:
+            if not (48 <= c <= 57 or 97 <= c <= 102 or 65 <= c <= 70 or c == 58 or c == 46
+                    or c == 118 or c == 86):  # hex, ':', '.', 'v' (IPvFuture)
+                return False
+        rest = h[close + 1:]
+        if not rest:
+            return not need_port
+        if rest[:1] != b":":
+            return False
+        port = rest[1:]
+    else:
+        colon = h.find(b":")
+        name = h if colon < 0 else h[:colon]
+        if not _all_in(HOST_CHARS, name):
+            return False
+        if colon < 0:
+            return not need_port
+        port = h[colon + 1:]
+    if need_port and not port:
+        return False
+    for c in port:
+        if not 48 <= c <= 57:
+            return False
+    return True
+
+
+def _codings(values: list[bytes]) -> tuple[int, bool, bool]:
+    """Transfer-Encoding fields as (number of `chunked`, chunked is last, other codings)."""
+    n_chunked = 0
+    last_chunked = False
+    other = False
+    for value in values:
+        for item in value.split(b","):
+            item = item.strip(_WS)
+            if not item:
+                continue
+            if item.lower() == b"chunked":
+                n_chunked += 1
+                last_chunked = True
+            else:
+                other = True
+                last_chunked = False
+    return n_chunked, last_chunked, other
+
+
+def _field(buf: bytes, p: int, e: int, status: int) -> tuple[bytes, bytes]:
+    """One header line buf[p:e] (no CRLF) -> (name, value with OWS trimmed), validated."""
+    c = buf[p]
+    if c == 32 or c == 9:
+        raise HeadError(status, "obs-fold")
+    colon = buf.find(b":", p, e)
+    if colon <= p:
+        raise HeadError(status, "bad-header-name")
+    name = buf[p:colon]
+    if not _all_in(TOKEN, name):
+        raise HeadError(status, "bad-header-name")
+    value = buf[colon + 1:e]
+    if not _all_in(FIELD_VCHAR, value):
+        raise HeadError(status, "bad-header-value")
+    return name, value.strip(_WS)
+
+
+def parse_request(buf: bytes, start: int, end: int, *, max_line: int, max_header_bytes: int) -> RequestHead:
+    """Validate the request head buf[start:end] (`end` as head_end returns it) in one pass."""
+    s = _skip_empty_lines(buf, start, end)
+    le = buf.find(b"\r\n", s, end)
+    if le < 0 or end < le + 4 or buf[end - 4:end] != b"\r\n\r\n":
+        raise HeadError(400, "incomplete-head")
+    if le - s > max_line:
+        raise HeadError(414, "uri-too-long")
+    if end - 2 - (le + 2) > max_header_bytes:
+        raise HeadError(431, "headers-too-large")
+    sp1 = buf.find(b" ", s, le)
+    if sp1 <= s or not _all_in(TOKEN, buf[s:sp1]):
+        raise HeadError(400, "bad-method")
+    method = buf[s:sp1]
+    sp2 = buf.find(b" ", sp1 + 1, le)
+    if sp2 < 0:
+        raise HeadError(400, "bad-request-line")
+    url = buf[sp1 + 1:sp2]
+    if not url or not _all_in(TARGET, url):
+        raise HeadError(400, "bad-request-target")
+    authority: bytes | None = None
+    target = url
+    if method == b"CONNECT":
+        if not _valid_host(url, True):
+            raise HeadError(400, "bad-request-target")
+    elif url[0] == 47:  # '/': origin form
+        pass
+    elif url == b"*":
+        if method != b"OPTIONS":
+            raise HeadError(400, "bad-request-target")
+    else:  # absolute form: http(s)://authority[path-abempty][?query]
+        low = url[:8].lower()
+        if low.startswith(b"http://"):
+            a = 7
+        elif low == b"https://":
+            a = 8
+        else:
+            raise HeadError(400, "bad-request-target")
+        stop = len(url)
+        for j in range(a, len(url)):
+            if url[j] == 47 or url[j] == 63:  # '/' or '?'
+                stop = j
+                break
+        authority = url[a:stop]
+        if not authority or b"@" in authority or not _valid_host(authority, False) or authority[:1] == b":":
+            raise HeadError(400, "bad-request-target")
+        rest = url[stop:]
+        target = rest if rest[:1] == b"/" else b"/" + rest
+    version = buf[sp2 + 1:le]
+    if (len(version) != 8 or version[:5] != b"HTTP/" or version[6] != 46
+            or not 48 <= version[5] <= 57 or not 48 <= version[7] <= 57):
+        raise HeadError(400, "bad-version")
+    if version == b"HTTP/1.1":
+        ver = 11
+    elif version == b"HTTP/1.0":
+        ver = 10
+    else:
+        raise HeadError(505, "version-not-supported")
+
+    fields: list[bytes] = []
+    host: bytes | None = None
+    content_length = -1
+    te: list[bytes] | None = None
+    close = ka = conn_upgrade = expect = False
+    named: set[bytes] | None = None
+    upgrade = xff = request_id = via = None
+    count = 0
+    p = le + 2
+    stop = end - 2
+    while p < stop:
+        e = buf.find(b"\r\n", p, end)
+        name, value = _field(buf, p, e, 400)
+        p = e + 2
+        count += 1
+        lname = name.lower()
+        if lname not in REQUEST_DROP:
+            fields.append(b"%s: %s\r\n" % (name, value))
+            continue
+        if lname == b"host":
+            if host is not None:
+                raise HeadError(400, "duplicate-host")
+            if value and not _valid_host(value, False) or value[:1] == b":":
+                raise HeadError(400, "invalid-host")
+            host = value
+        elif lname == b"content-length":
+            if content_length >= 0:
+                raise HeadError(400, "duplicate-content-length")
+            if not value or not _all_in(_DIGITS, value) or int(value) > INT64_MAX:
+                raise HeadError(400, "bad-content-length")
+            content_length = int(value)
+        elif lname == b"transfer-encoding":
+            if te is None:
+                te = []
+            te.append(value)
+        elif lname == b"connection":
+            for token in value.lower().split(b","):
+                token = token.strip(_WS)
+                if token == b"close":
+                    close = True
+                elif token == b"keep-alive":
+                    ka = True
+                elif token == b"upgrade":
+                    conn_upgrade = True
+                elif token:
+                    if named is None:
+                        named = set()
+                    named.add(token)
+        elif lname == b"upgrade":
+            upgrade = value if upgrade is None else upgrade + b", " + value
+        elif lname == b"expect":
+            if value.lower() != b"100-continue":
+                raise HeadError(417, "expectation-failed")
+            expect = True
+        elif lname == b"x-forwarded-for":
+            xff = value if xff is None else xff + b", " + value
+        elif lname == b"x-request-id":
+            request_id = value
+        elif lname == b"via":
+            via = value if via is None else via + b", " + value
+        # the rest of REQUEST_DROP: hop-by-hop, or written by the gateway
+    if host is None:
+        if ver == 11:
+            raise HeadError(400, "missing-host")
+        host = b""
+    if authority is not None:
+        host = authority  # RFC 9112 3.2.2: the target's authority replaces Host
+    chunked = False
+    if te is not None:
+        if ver == 10:
+            raise HeadError(400, "te-on-http10")
+        if content_length >= 0:
+            raise HeadError(400, "te-and-content-length")
+        n_chunked, last_chunked, other = _codings(te)
+        if n_chunked != 1 or not last_chunked:
+            raise HeadError(400, "bad-transfer-encoding")
+        if other:
+            raise HeadError(501, "unsupported-transfer-encoding")
+        chunked = True
+    keep_alive = not close if ver == 11 else ka and not close
+    block = b"".join(fields)
+    if named is not None:
+        block = drop_named_lines(block, named)
+    return RequestHead(method, target, ver, host, content_length, chunked, keep_alive,
+                       upgrade if conn_upgrade else None, expect, xff, request_id, via, block, count)
+
+
+_DIGITS = bytes(1 if 48 <= c <= 57 else 0 for c in range(256))
+
+
+def upstream_head(head: RequestHead, *, target: bytes, host: bytes, peer: bytes, scheme: bytes,
+                  request_id: bytes, extra: bytes = b"") -> bytes:
+    """The upstream request head, in one format call (the bytes downstream.py wrote)."""
+    if head.chunked:
+        framing = b"transfer-encoding: chunked\r\n"
+    elif head.content_length >= 0:
+        framing = b"content-length: %d\r\n" % head.content_length
+    else:
+        framing = b""
+    if head.upgrade is not None:
+        framing += b"connection: upgrade\r\nupgrade: " + head.upgrade + b"\r\n"
+    return (b"%s %s HTTP/1.1\r\nhost: %s\r\n%sx-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n"
+            b"x-forwarded-host: %s\r\nx-request-id: %s\r\nvia: %s\r\n%s%s\r\n") % (
+        head.method, target, host, head.fields, head.xff + b", " + peer if head.xff else peer,
+        scheme, head.host, request_id, head.via + b", 1.1 fleetgate" if head.via else b"1.1 fleetgate",
+        framing, extra)
+
+
+def parse_response(buf: bytes, start: int, end: int, *, head_request: bool) -> ResponseHead:
+    """Validate the response head buf[start:end] and write the downstream head in one pass."""
+    s = _skip_empty_lines(buf, start, end)
+    le = buf.find(b"\r\n", s, end)
+    if le < 0 or end < le + 4 or buf[end - 4:end] != b"\r\n\r\n":
+        raise HeadError(502, "incomplete-head")
+    line = buf[s:le]
+    if (len(line) < 12 or line[:5] != b"HTTP/" or line[6] != 46 or not 48 <= line[5] <= 57
+            or not 48 <= line[7] <= 57 or line[8] != 32):
+        raise HeadError(502, "bad-status-line")
+    if line[5:8] == b"1.1":
+        ver = 11
+    elif line[5:8] == b"1.0":
+        ver = 10
+    else:
+        raise HeadError(502, "bad-version")
+    code = line[9:12]
+    if not _all_in(_DIGITS, code) or code[0] == 48 or (len(line) > 12 and line[12] != 32):
+        raise HeadError(502, "bad-status-line")
+    status = int(code)
+    reason = line[13:]
+    if not _all_in(FIELD_VCHAR, reason):
+        raise HeadError(502, "bad-status-line")
+
+    kept: list[bytes] = [b"HTTP/1.1" + line[8:] + b"\r\n"]
+    cl_at: list[int] = []
+    cl = -1
+    te: list[bytes] | None = None
+    close = ka = False
+    named: set[bytes] | None = None
+    p = le + 2
+    stop = end - 2
+    while p < stop:
+        e = buf.find(b"\r\n", p, end)
+        name, value = _field(buf, p, e, 502)
+        lname = name.lower()
+        if lname in RESPONSE_HOP and not (status == 101 and lname == b"upgrade"):
+            if lname == b"transfer-encoding":
+                if te is None:
+                    te = []
+                te.append(value)
+            elif lname == b"connection":
+                for token in value.lower().split(b","):
+                    token = token.strip(_WS)
+                    if token == b"close":
+                        close = True
+                    elif token == b"keep-alive":
+                        ka = True
+                    elif token and token not in CONNECTION_KEYWORDS:
+                        if named is None:
+                            named = set()
+                        named.add(token)
+        else:
+            if lname == b"content-length":
+                if not value or not _all_in(_DIGITS, value) or int(value) > INT64_MAX:
+                    raise HeadError(502, "bad-content-length")
+                n = int(value)
+                if cl >= 0 and n != cl:
+                    raise HeadError(502, "conflicting-content-length")
+                cl = n
+                cl_at.append(len(kept))
+            kept.append(buf[p:e + 2])
+        p = e + 2
+    chunked = close_delimited = False
+    if te is not None:
+        n_chunked, last_chunked, _ = _codings(te)
+        if n_chunked > 1 or (n_chunked == 1 and not last_chunked):
+            raise HeadError(502, "bad-transfer-encoding")
+        if last_chunked:
+            for i in cl_at:
+                kept[i] = b""  # RFC 9112 6.3: Transfer-Encoding overrides Content-Length
+        chunked = last_chunked
+        if ver == 10:
+            close = True  # RFC 9112 6.1: framing of an HTTP/1.0 message with TE is faulty
+    if head_request or status < 200 or status == 204 or status == 304:
+        content_length = 0
+        chunked = False
+    elif chunked:
+        content_length = -1
+    elif te is not None or cl < 0:
+        content_length = -1
+        close_delimited = True
+    else:
+        content_length = cl
+    keep_alive = (not close if ver == 11 else ka and not close) and not close_delimited
+    out = b"".join(kept)
+    if named is not None:
+        first = out.find(b"\r\n") + 2
+        out = out[:first] + drop_named_lines(out[first:], named)
+    return ResponseHead(status, reason, ver, keep_alive, content_length, chunked, close_delimited, out)
+
+
+# ChunkedDecoder states
+_SIZE, _DATA, _DATA_CR, _DATA_LF, _TRAILER, _DONE = range(6)
+_QDTEXT = bytes(1 if c in (9, 32, 0x21) or 0x23 <= c <= 0x5B or 0x5D <= c <= 0x7E or c >= 0x80 else 0
+                for c in range(256))
+
+
+def chunk_size(line: bytes, status: int) -> int:
+    """chunk-size [ chunk-ext ] (RFC 9112 7.1, 7.1.1): the size; extensions validated, dropped."""
+    n = len(line)
+    i = 0
+    size = 0
+    while i < n:
+        c = line[i]
+        if 48 <= c <= 57:
+            d = c - 48
+        elif 97 <= c <= 102:
+            d = c - 87
+        elif 65 <= c <= 70:
+            d = c - 55
+        else:
+            break
+        if size > INT64_MAX >> 4:
+            raise HeadError(status, "chunk-size-overflow")
+        size = size * 16 + d
+        i += 1
+    if i == 0:
+        raise HeadError(status, "bad-chunk-size")
+    while i < n:  # *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] )
+        while i < n and line[i] in _WS:
+            i += 1
+        if i == n or line[i] != 59:  # ';'
+            raise HeadError(status, "bad-chunk-extension")
+        i += 1
+        while i < n and line[i] in _WS:
+            i += 1
+        j = i
+        while i < n and TOKEN[line[i]]:
+            i += 1
+        if i == j:
+            raise HeadError(status, "bad-chunk-extension")
+        k = i
+        while k < n and line[k] in _WS:
+            k += 1
+        if k < n and line[k] == 61:  # '='
+            i = k + 1
+            while i < n and line[i] in _WS:
+                i += 1
+            if i < n and line[i] == 34:  # quoted-string
+                i += 1
+                while True:
+                    if i >= n:
+                        raise HeadError(status, "bad-chunk-extension")
+                    c = line[i]
+                    if c == 34:
+                        i += 1
+                        break
+                    if c == 92:  # quoted-pair
+                        i += 1
+                        if i >= n or not FIELD_VCHAR[line[i]]:
+                            raise HeadError(status, "bad-chunk-extension")
+                    elif not _QDTEXT[c]:
+                        raise HeadError(status, "bad-chunk-extension")
+                    i += 1
+            else:
+                j = i
+                while i < n and TOKEN[line[i]]:
+                    i += 1
+                if i == j:
+                    raise HeadError(status, "bad-chunk-extension")
+    return size
+
+
+class ChunkedDecoder:
+    """Incremental, strict decoder of a chunked body (RFC 9112 7.1).
+
+    feed(data) returns the payload pieces found in data (or appends them to `out`).
+    Chunk extensions are validated and dropped; the trailer section is validated like
+    header fields, bounded by `max_trailers` bytes, and dropped (the gateway forwards no
+    trailers: a recipient may discard them, RFC 9110 6.5.1). After the last chunk `done`
+    is True and `leftover` holds the bytes after the body (a pipelined request). Errors
+    raise HeadError(error_status, ...): 400 for a request body, 502 for a response's.
+    The result never depends on how the body was split into reads."""
+
+    __slots__ = ("done", "leftover", "error_status", "max_line", "max_trailers", "_state",
+                 "_remaining", "_line", "_trailer_bytes")
+
+    def __init__(self, *, error_status: int = 400, max_line: int = 4096, max_trailers: int = 16384) -> None:
+        self.done = False
+        self.leftover = b""
+        self.error_status = error_status
+        self.max_line = max_line
+        self.max_trailers = max_trailers
+        self._state = _SIZE
+        self._remaining = 0
+        self._line = b""
+        self._trailer_bytes = 0
+
+    def feed(self, data: bytes, out: list[bytes] | None = None) -> list[bytes]:
+        if out is None:
+            out = []
+        if self._state == _DONE:
+            self.leftover += data
+            return out
+        n = len(data)
+        i = 0
+        status = self.error_status
+        while i < n:
+            state = self._state
+            if state == _DATA:
+                take = min(self._remaining, n - i)
+                out.append(data if take == n else data[i:i + take])
+                i += take
+                self._remaining -= take
+                if self._remaining == 0:
+                    self._state = _DATA_CR
+            elif state == _DATA_CR:
+                if data[i] != 13:
+                    raise HeadError(status, "bad-chunk-end")
+                i += 1
+                self._state = _DATA_LF
+            elif state == _DATA_LF:
+                if data[i] != 10:
+                    raise HeadError(status, "bad-chunk-end")
+                i += 1
+                self._state = _SIZE
+            else:  # a line: the chunk-size line or a trailer line
+                lf = data.find(b"\n", i)
+                if lf < 0:
+                    self._line += data[i:]
+                    self._check_partial()
+                    break
+                line = self._line + data[i:lf] if self._line else data[i:lf]
+                self._line = b""
+                i = lf + 1
+                if self._line_done(line):
+                    self.leftover = data[i:]
+                    break
+        return out
+
+    def _check_partial(self) -> None:
+        if self._state == _SIZE:
+            if len(self._line) > self.max_line + 1:
+                raise HeadError(self.error_status, "chunk-line-too-long")
+        elif self._trailer_bytes + len(self._line) + 1 > self.max_trailers:
+            raise HeadError(self.error_status, "trailers-too-large")
+
+    def _line_done(self, line: bytes) -> bool:
+        """Handle one complete line (without its LF); True when the body has ended."""
+        status = self.error_status
+        if self._state == _SIZE:
+            if len(line) > self.max_line + 1:
+                raise HeadError(status, "chunk-line-too-long")
+            if line[-1:] != b"\r":
+                raise HeadError(status, "bare-lf")
+            size = chunk_size(line[:-1], status)
+            if size:
+                self._remaining = size
+                self._state = _DATA
+            else:
+                self._state = _TRAILER
+            return False
+        self._trailer_bytes += len(line) + 1
+        if self._trailer_bytes > self.max_trailers:
+            raise HeadError(status, "trailers-too-large")
+        if line[-1:] != b"\r":
+            raise HeadError(status, "bare-lf")
+        if len(line) == 1:
+            self._state = _DONE
+            self.done = True
+            return True
+        _field(line, 0, len(line) - 1, status)
+        return False
