@@ -2,8 +2,12 @@
 value reported, never fatal.
 
 Users write the same annotation under several prefixes (ingress-nginx, Alibaba MSE,
-Higress) plus ours; all are accepted. An invalid value becomes a problem (a diagnostic on
-the Ingress) and that annotation is ignored: the route keeps serving with the default.
+Higress) plus ours; all are accepted. An invalid value becomes an error on the Ingress and
+fails safe: a policy with an invalid value never sends traffic where the valid one would
+not. An invalid canary rule disables that canary (the main backend serves, as
+ingress-nginx's false canary rule), an invalid cluster, destination or mirror annotation
+disables that policy, an invalid `whitelist-source-range` refuses every client, and any
+other invalid value keeps its default. ON_INVALID says which, per annotation.
 """
 from __future__ import annotations
 
@@ -277,6 +281,56 @@ _SPEC: dict[str, tuple[str, str, Callable[[str], _Parser]]] = {
 
 
 
+# What an invalid value does, per annotation (the diagnostic says it; docs list it).
+_CANARY_OFF = "the canary is disabled: the main backend serves all of its traffic"
+_MIRROR_OFF = "mirroring is off for this Ingress"
+ON_INVALID: dict[str, str] = {
+    "canary": "the Ingress is taken as a disabled canary: it adds no route, the main Ingress serves",
+    "cluster-weights": "no cluster weights: the other cluster rules (or replica-proportional spread) apply",
+    "cluster-by-header": "the header is not read: the other cluster rules apply",
+    "cluster-priority": "no priority order: the other cluster rules apply",
+    "destination": "no destination split: the Ingress's own backend serves",
+    "whitelist-source-range": "every client is refused (403), as an allow-list that admits no one",
+    "default-backend": "no fallback backend",
+    "proxy-connect-timeout": "the default, 5 s",
+    "proxy-read-timeout": "the default, 60 s",
+    "proxy-send-timeout": "the default, 60 s",
+    "timeout": "the default: no total deadline",
+    "proxy-body-size": "the default: no limit",
+    "proxy-next-upstream": "the default: retry on error and timeout",
+    "proxy-next-upstream-tries": "the default, 3",
+    "proxy-next-upstream-timeout": "the default: no limit",
+    "local-zone": "the gateway's own zone",
+    "load-balance": "the default, round_robin",
+    "upstream-hash-by": "no hashing: load-balance applies",
+    "affinity": "no session affinity",
+    "session-cookie-name": "the default, INGRESSCOOKIE",
+    "session-cookie-path": "the default, /",
+    "session-cookie-max-age": "the default: a session cookie",
+    "consecutive-5xx": "the default, 5",
+    "health-check-path": "the default: a TCP connect check",
+    "health-check-interval": "the default, 2 s",
+    "healthy-threshold": "the default, 2",
+    "unhealthy-threshold": "the default, 2",
+    "rewrite-target": "no rewrite: the path is sent as received",
+    "upstream-vhost": "the request's own Host",
+    "app-root": "no app-root redirect",
+    "ssl-redirect": "the default: on when the Ingress has tls",
+    "force-ssl-redirect": "the default, false",
+    "backend-protocol": "the default, HTTP",
+    "enable-cors": "CORS stays off",
+    "cors-allow-origin": "the default, *",
+    "cors-allow-methods": "the default list",
+    "cors-allow-headers": "the default list",
+    "cors-expose-headers": "none exposed",
+    "cors-allow-credentials": "the default, true",
+    "cors-max-age": "the default, 1728000",
+    "use-regex": "the default, false (paths are prefixes)",
+}
+for _name, _spec in _SPEC.items():
+    ON_INVALID.setdefault(_name, {"canary": _CANARY_OFF, "mirror": _MIRROR_OFF}.get(_spec[0], "the default"))
+
+
 def ours(annotations: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     """Our annotations by bare name -> (full key, value). When several prefixes set the same
     name, the first prefix in PREFIXES order wins."""
@@ -294,6 +348,9 @@ class ParsedAnnotations:
     canary: CanaryRule | None  # set when this is a canary Ingress (`canary: "true"`)
     use_regex: bool
     problems: tuple[AnnotationProblem, ...]
+    # a canary Ingress (or one whose `canary` value is invalid) with an invalid canary rule:
+    # it attaches to no route, so the main backend keeps its traffic
+    canary_disabled: bool = False
 
 
 def parse_annotations(annotations: Mapping[str, str], *, namespace: str, ingress: str,
@@ -303,6 +360,8 @@ def parse_annotations(annotations: Mapping[str, str], *, namespace: str, ingress
                                           "canary", "builder")}
     problems: list[AnnotationProblem] = []
     unknown: list[str] = []
+    bad_groups: set[str] = set()  # _SPEC groups and bare names that had an invalid value
+    bad_names: set[str] = set()
     for name, (key, value) in ours(annotations).items():
         spec = _SPEC.get(name)
         if spec is None:
@@ -312,7 +371,9 @@ def parse_annotations(annotations: Mapping[str, str], *, namespace: str, ingress
         try:
             parsed = factory(namespace)(value)
         except (ValueError, TypeError) as exc:
-            problems.append(AnnotationProblem(key, f"invalid value {value!r}: {exc}; ignored"))
+            problems.append(AnnotationProblem(key, f"invalid value {value!r}: {exc}; {ON_INVALID[name]}"))
+            bad_groups.add(group)
+            bad_names.add(name)
             continue
         if field_name == "*":
             groups[group].update(parsed)
@@ -322,6 +383,8 @@ def parse_annotations(annotations: Mapping[str, str], *, namespace: str, ingress
         problems.append(AnnotationProblem(", ".join(sorted(unknown)), "unknown annotation(s) ignored",
                                           severity="warning"))
     kw = dict(groups["policy"])
+    if "whitelist-source-range" in bad_names:
+        kw["whitelist"] = ()  # fail closed: an allow-list nobody matches
     if zone and "local_zone" not in kw:
         kw["local_zone"] = zone
     if groups["retry"]:
@@ -332,7 +395,7 @@ def parse_annotations(annotations: Mapping[str, str], *, namespace: str, ingress
     elif aff:
         problems.append(AnnotationProblem("session-cookie-*", "ignored without affinity: cookie", "warning"))
     mirror = groups["mirror"]
-    if mirror:
+    if mirror and "mirror" not in bad_groups:
         url = mirror.pop("url", None)
         if url is not None:
             mirror.update(url_host=url[0], url_port=url[1], url_path=url[2])
@@ -349,11 +412,18 @@ def parse_annotations(annotations: Mapping[str, str], *, namespace: str, ingress
     policy = RoutePolicy(**kw) if kw else DEFAULT_POLICY
     canary_kw = groups["canary"]
     canary = None
-    if canary_kw.pop("on", False):
+    marked = canary_kw.pop("on", False)
+    # Fail safe: no canary at all rather than a rule missing one of its conditions. An
+    # invalid `canary` value itself counts: the Ingress may have been meant as a canary, so
+    # it routes nothing rather than being taken as a main Ingress.
+    disabled = "canary" in bad_groups and (marked or "canary" in bad_names)
+    if marked and not disabled:
         if canary_kw.get("header_value") is not None:
             canary_kw.pop("header_pattern", None)  # -value wins over -pattern
         canary = CanaryRule(ingress=ingress, service="", port="", **canary_kw)
-    elif canary_kw:
+    elif canary_kw and not disabled:
         problems.append(AnnotationProblem("canary-*", "ignored: the Ingress is not marked canary: \"true\"",
                                           "warning"))
-    return ParsedAnnotations(policy, canary, bool(groups["builder"].get("use_regex")), tuple(problems))
+    return ParsedAnnotations(policy, canary, bool(groups["builder"].get("use_regex")), tuple(problems),
+                             canary_disabled=disabled)
+

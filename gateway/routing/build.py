@@ -261,6 +261,8 @@ def build(snapshot: FleetSnapshot, *, ingress_classes: Sequence[str] = DEFAULT_C
     # main Ingresses first (oldest first), then canaries attach to the routes they shadow
     for ing in sorted(selected, key=lambda i: parsed[_ingress_id(i)].canary is not None):
         pa = parsed[_ingress_id(ing)]
+        if pa.canary_disabled:
+            continue  # an invalid canary rule: the main route keeps all of its traffic
         ident = _ingress_id(ing)
         policy = resolve_policy(ing, pa.policy)
         if pa.canary is not None:
