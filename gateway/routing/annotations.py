@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
@@ -424,6 +424,10 @@ def parse_annotations(annotations: Mapping[str, str], *, namespace: str, ingress
     elif canary_kw and not disabled:
         problems.append(AnnotationProblem("canary-*", "ignored: the Ingress is not marked canary: \"true\"",
                                           "warning"))
+    if "canary" in bad_groups and not marked and not disabled:  # no canary to disable: say so
+        problems = [replace(p, message=p.message.replace(_CANARY_OFF, "ignored: the Ingress is not marked "
+                                                                      "canary: \"true\""))
+                    for p in problems]
     return ParsedAnnotations(policy, canary, bool(groups["builder"].get("use_regex")), tuple(problems),
                              canary_disabled=disabled)
 

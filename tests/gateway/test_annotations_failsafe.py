@@ -61,7 +61,8 @@ def test_an_invalid_canary_flag_makes_a_disabled_canary_not_a_main_ingress():
 def test_an_invalid_canary_rule_on_an_ingress_not_marked_canary_is_an_error_only():
     pa = parse({f"{NGINX}canary-weight": "lots"})
     assert pa.canary is None and not pa.canary_disabled
-    assert errors_for(pa, f"{NGINX}canary-weight")
+    (msg,) = errors_for(pa, f"{NGINX}canary-weight")
+    assert "not marked canary" in msg and "disabled" not in msg
 
 
 def test_an_invalid_mirror_value_turns_mirroring_off():
