@@ -21,6 +21,13 @@ from .config import FleetConfigError, load_fleet_config
 log = logging.getLogger("fleetgate")
 
 DEFAULT_FLEET = Path(__file__).parent / "examples" / "demo" / "fleet.yaml"
+DEFAULT_DEMO_DIR = "fleetgate-demo"  # `fleetgate demo`'s working folder, relative to the cwd
+
+EXIT_CODES = """exit codes:
+  0  ok (validate: the fleet is valid; a server: stopped by SIGTERM/SIGINT after draining)
+  1  validate found errors (or, with --strict, warnings)
+  2  usage error or start-up failure (bad flag, unreadable fleet.yaml, a listener that
+     cannot bind)"""
 
 
 class StartupError(Exception):
@@ -34,9 +41,35 @@ def parse_address(value: str) -> tuple[str, int]:
     return (host.strip("[]") or "0.0.0.0"), int(port)
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--fleet", default=str(DEFAULT_FLEET), metavar="PATH",
-                        help="fleet.yaml (default: the bundled example fleet)")
+def version_text() -> str:
+    """`fleetgate --version`: the distribution's version, then which implementation each
+    hot-path codec runs (gateway.build_info)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from gateway import build_info
+    try:
+        number = version("fleetgate")
+    except PackageNotFoundError:  # running from a tree that was never installed
+        number = "unknown (not installed)"
+    return "\n".join([f"fleetgate {number}"] + [f"  {k}: {v}" for k, v in build_info().items()])
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the version and the codec implementations in use, then exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        print(version_text())
+        parser.exit(0)
+
+
+def _common(parser: argparse.ArgumentParser, *, fleet_default: str | None = str(DEFAULT_FLEET),
+            fleet_help: str = "the bundled example fleet") -> None:
+    parser.add_argument("--fleet", default=fleet_default, metavar="PATH",
+                        help=f"a fleet.yaml or the folder holding one (default: {fleet_help}"
+                             + (", %(default)s)" if fleet_default else ")"))
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"], help="(default %(default)s)")
 
@@ -49,53 +82,85 @@ def _drain(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from gateway import cli as gateway_cli
 
-    parser = argparse.ArgumentParser(prog="fleetgate", description="Multi-cluster traffic layer for Kubernetes fleets")
+    parser = argparse.ArgumentParser(prog="fleetgate", description="Multi-cluster traffic layer for Kubernetes fleets",
+                                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("gateway", help="run the multi-cluster ingress gateway")
     _common(p)
     _drain(p)
     gateway_cli.add_arguments(p)
-    p.add_argument("--admin", default="127.0.0.1:9901", type=parse_address, metavar="HOST:PORT")
-    p.add_argument("--workers", type=int, default=1, help="processes sharing the port via SO_REUSEPORT")
+    _admin(p, "127.0.0.1:9901")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes sharing the http port via SO_REUSEPORT (default %(default)s)")
 
     p = sub.add_parser("controller", help="run the Multi-Cluster Services controller")
     _common(p)
     _drain(p)
-    p.add_argument("--admin", default="127.0.0.1:9902", type=parse_address, metavar="HOST:PORT")
-    p.add_argument("--leader-elect", action="store_true", help="hold a Lease on the hub (live fleets)")
+    _admin(p, "127.0.0.1:9902")
+    _leader_elect(p)
 
     p = sub.add_parser("dns", help="run the clusterset.local DNS responder for one cluster")
     _common(p)
     _drain(p)
     _dns_arguments(p, listen_flag="--listen")
-    p.add_argument("--admin", default="127.0.0.1:9903", type=parse_address, metavar="HOST:PORT")
+    _admin(p, "127.0.0.1:9903")
 
     for name, text in (("up", "run gateway + controller + DNS in one process"),
-                       ("demo", "start demo backends for two member clusters, then `up` on the demo fleet")):
-        p = sub.add_parser(name, help=text)
-        _common(p)
+                       ("demo", "copy the demo fleet into a working folder, start echo backends for its "
+                                "pods, then `up` on that folder (edit it: the gateway follows)")):
+        p = sub.add_parser(name, help=text, description=text)
+        if name == "demo":
+            _common(p, fleet_default=None, fleet_help="the working folder's fleet.yaml, see --dir")
+            p.add_argument("--dir", default=DEFAULT_DEMO_DIR, metavar="PATH",
+                           help="the demo's working folder: created as a copy of the bundled demo fleet "
+                                "if missing, used as it is if present, never overwritten "
+                                "(default ./%(default)s)")
+        else:
+            _common(p)
         _drain(p)
         gateway_cli.add_arguments(p)
         _dns_arguments(p, listen_flag="--dns")
-        p.add_argument("--admin", default="127.0.0.1:9901", type=parse_address, metavar="HOST:PORT")
+        _admin(p, "127.0.0.1:9901")
         if name == "up":
-            p.add_argument("--leader-elect", action="store_true", help="hold a Lease on the hub (live fleets)")
+            _leader_elect(p)
         if name == "demo":
-            p.add_argument("--live", action="store_true", help="serve each cluster from a test API server (kubectl-able)")
+            p.add_argument("--live", action="store_true",
+                           help="serve each cluster from a test API server (kubectl-able) loaded from the "
+                                "fleet at start (default: off, files are followed)")
 
-    p = sub.add_parser("validate", help="load the fleet and print every problem; exit 1 if any")
+    p = sub.add_parser("validate", help="load the fleet and print every problem; exit 1 on errors",
+                       description="Load the fleet once and print every problem as "
+                                   "`path: kind/namespace/name: message`, then `N errors, M warnings`.",
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
-    p.add_argument("--ingress-class", action="append", metavar="NAME")
+    p.add_argument("--ingress-class", action="append", metavar="NAME",
+                   help="IngressClass names whose Ingresses are checked (repeatable or comma-separated; "
+                        "default fleetgate)")
     p.add_argument("--wait", type=float, default=15.0, metavar="SECONDS",
                    help="how long to wait for live (kubeconfig) clusters to list (default %(default)s)")
+    p.add_argument("--strict", action="store_true",
+                   help="count warnings as errors, so any warning fails with exit 1 (default: off, "
+                        "only errors fail)")
     return parser
+
+
+def _admin(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--admin", default=default, type=parse_address, metavar="HOST:PORT",
+                   help="admin listener: /healthz, /readyz, /metrics, /debug/* (default %(default)s)")
+
+
+def _leader_elect(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--leader-elect", action="store_true",
+                   help="hold a Lease on the hub so one replica writes (live fleets; default: off)")
 
 
 def _dns_arguments(p: argparse.ArgumentParser, *, listen_flag: str) -> None:
     p.add_argument(listen_flag, dest="dns_listen", default="127.0.0.1:1053", metavar="HOST:PORT",
                    help="DNS listener, UDP and TCP (default %(default)s)")
-    p.add_argument("--cluster", default=None, help="member cluster whose view the DNS serves (default: the first)")
+    p.add_argument("--cluster", default=None, metavar="NAME",
+                   help="member cluster whose view the DNS serves (default: the first)")
     p.add_argument("--upstream", default=None, metavar="HOST:PORT",
                    help="forward names outside the zone here (default: REFUSED)")
     p.add_argument("--ttl", type=int, default=5, help="DNS TTL seconds (default %(default)s)")
@@ -160,11 +225,24 @@ def _live_factory() -> Any:
     return make
 
 
-async def _bind(what: str, start: Callable[[], Awaitable[Any]]) -> Any:
+async def _bind(what: str, address: str, start: Callable[[], Awaitable[Any]]) -> Any:
+    """start(); an OSError becomes the one-line start-up error naming the listener that
+    failed (a ListenerError says which, when one call opens several)."""
     try:
         return await start()
     except OSError as exc:
-        raise StartupError(f"cannot listen for {what}: {exc.strerror or exc}") from None
+        listener = getattr(exc, "listener", None)
+        if listener is not None:
+            what, address = listener, _show_address(exc.address)  # type: ignore[attr-defined]
+        # asyncio words some bind errors as "error while attempting to bind on address ...":
+        # the errno's own text is the part worth a line
+        reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+        raise StartupError(f"cannot listen for {what} on {address}: {reason}") from None
+
+
+def _show_address(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gateway: bool, dns: bool,
@@ -172,6 +250,8 @@ async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gatew
                          on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
     from .admin import AdminServer
 
+    if worker == 0 and not reuse_port:
+        _preflight(args, gateway=gateway, dns=dns)
     fleet = await _start_fleet(args.fleet)
     admin = AdminServer(fleet) if worker == 0 else None
     closers: list[Callable[[], Awaitable[None]]] = []
@@ -182,8 +262,7 @@ async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gatew
             from gateway import cli as gateway_cli
             http = parse_address(args.http)
             options = gateway_cli.options_from(args, http, reuse_port=reuse_port, https=parse_address(args.https))
-            gw = await _bind(f"http on {args.http} / https on {args.https}",
-                             lambda: gateway_cli.start_gateway(fleet, options, admin))
+            gw = await _bind("http", args.http, lambda: gateway_cli.start_gateway(fleet, options, admin))
             bound["http"] = gw.servers[0].sockets[0].getsockname()[:2]
             if gw.https_address is not None:
                 bound["https"] = gw.https_address
@@ -203,7 +282,7 @@ async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gatew
         if dns:
             from dnsplugin import cli as dns_cli
             try:
-                svc = await _bind(f"dns on {args.dns_listen}", lambda: dns_cli.serve(
+                svc = await _bind("dns", args.dns_listen, lambda: dns_cli.serve(
                     fleet, listen=args.dns_listen, cluster=args.cluster, upstream=args.upstream, ttl=args.ttl,
                     zone_name=fleet.config.zone))
             except ValueError as exc:
@@ -213,8 +292,7 @@ async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gatew
             if admin is not None:
                 admin.add_json("/debug/zone", lambda request: _zone_or_404(svc, request.query.get("cluster")))
         if admin is not None:
-            bound["admin"] = await _bind(f"admin on {args.admin[0]}:{args.admin[1]}",
-                                         lambda: admin.start(*args.admin))
+            bound["admin"] = await _bind("admin", _show_address(args.admin), lambda: admin.start(*args.admin))
             closers.append(admin.close)
         log.info("fleetgate %s ready: %s", args.command, ", ".join(f"{k} {v[0]}:{v[1]}" for k, v in bound.items()))
         if on_ready is not None:
@@ -234,6 +312,42 @@ def _zone_or_404(svc: Any, cluster: str | None) -> Any:
     if body is None:
         raise LookupError(f"no member cluster {cluster!r}")
     return body
+
+
+def _preflight(args: argparse.Namespace, *, gateway: bool, dns: bool) -> None:
+    """Try each fixed listener address before loading anything, so a port in use (say, a
+    second demo) stops the command at once with one line, not after a page of start-up
+    logs. The real binds below still report, should a port be taken in between."""
+    checks: list[tuple[str, str, tuple[int, ...]]] = []
+    if gateway:
+        checks.append(("http", args.http, (socket.SOCK_STREAM,)))
+    if dns:
+        checks.append(("dns", args.dns_listen, (socket.SOCK_DGRAM, socket.SOCK_STREAM)))
+    checks.append(("admin", _show_address(args.admin), (socket.SOCK_STREAM,)))
+    for what, address, kinds in checks:
+        try:
+            host, port = parse_address(address)
+        except argparse.ArgumentTypeError:
+            continue  # the component's own parsing reports it
+        if port == 0:
+            continue
+        for kind in kinds:
+            _try_bind(what, address, host, port, kind)
+
+
+def _try_bind(what: str, address: str, host: str, port: int, kind: int) -> None:
+    try:
+        infos = socket.getaddrinfo(host, port, type=kind)
+    except socket.gaierror as exc:
+        raise StartupError(f"cannot listen for {what} on {address}: {exc.strerror}") from None
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, kind) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(sockaddr)
+        except OSError as exc:
+            raise StartupError(f"cannot listen for {what} on {address}: {os.strerror(exc.errno) if exc.errno else exc}"
+                               ) from None
 
 
 def _check_bind(address: str) -> None:
@@ -282,40 +396,52 @@ def _run_workers(args: argparse.Namespace) -> int:
     return worst
 
 
-async def _load_live_once(config: Any, timeout: float = 15.0) -> tuple[Any, list[str]]:
+async def _load_live_once(config: Any, timeout: float = 15.0) -> tuple[Any, list[Any]]:
     """A fleet with kubeconfig sources: connect, wait for every source's first list (up to
-    timeout), and return its snapshot plus one line per source that did not load."""
+    timeout), and return its snapshot plus a warning per source that did not load."""
     from .fleet import Fleet
+    from .snapshot import Diagnostic
     fleet = Fleet.from_config(config, live_factory=_live_factory())
     await fleet.start()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not fleet.ready and loop.time() < deadline:
         await asyncio.sleep(0.05)
-    missing = [f"{config.path}: source {name}: not loaded within {timeout:.0f}s (unreachable?)"
+    missing = [Diagnostic(str(config.path), f"cluster/{name}",
+                          f"not loaded within {timeout:g}s (API server unreachable?); its objects were not checked",
+                          "warning")
                for name in fleet.missing()]
     snapshot = fleet.snapshot
     await fleet.stop()
     return snapshot, missing
 
 
+def _severity(problem: Any) -> str:
+    return getattr(problem, "severity", "error")
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Load once, run every pure builder's checks, print each problem and the counts.
+    Exit 1 on any error (with --strict, on any warning too), else 0."""
     from gateway.cli import ingress_classes
     from gateway.routing.build import build
 
     from .fleet import load_fleet_once
-    extra: list[str] = []
+    missing: list[Any] = []
     try:
         config = load_fleet_config(args.fleet)
         live = any(c.source.kubeconfig for c in config.clusters) or bool(config.hub and config.hub.kubeconfig)
         if live:
-            snapshot, extra = asyncio.run(_load_live_once(config, args.wait))
+            snapshot, missing = asyncio.run(_load_live_once(config, args.wait))
         else:
             snapshot = load_fleet_once(config)
     except FleetConfigError as exc:
         print(str(exc))
+        print(f"{args.fleet}: 1 errors, 0 warnings")
         return 1
-    problems = list(snapshot.diagnostics)
+    # a source that never loaded is said once, by the "not loaded" line
+    unloaded = {d.object for d in missing}
+    problems = missing + [d for d in snapshot.diagnostics if d.object not in unloaded]
     table, route_diags = build(snapshot, ingress_classes=ingress_classes(args))
     problems += route_diags
     from gateway.tls import certificate_problems
@@ -325,14 +451,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
         problems += list(derive_imports(snapshot).diagnostics)
     except ImportError:
         pass
-    errors = [p for p in problems if getattr(p, "severity", "error") == "error"] + extra
-    for line in extra:
-        print(line)
+    errors = warnings = 0
     for p in problems:
-        print(f"{p}" + (" (warning)" if getattr(p, "severity", "error") == "warning" else ""))
+        if _severity(p) != "warning":
+            errors += 1
+            print(p)
+        elif args.strict:
+            errors += 1
+            print(f"{p} (warning; an error under --strict)")
+        else:
+            warnings += 1
+            print(f"{p} (warning)")
     n_ing = len(snapshot.hub.ingresses)
-    print(f"{args.fleet}: {len(snapshot.members)} member clusters, {n_ing} Ingresses on the hub, "
-          f"{len(errors)} errors, {len(problems) - len(errors)} warnings")
+    print(f"{config.path}: {len(snapshot.members)} member clusters, {n_ing} Ingresses on the hub, "
+          f"{errors} errors, {warnings} warnings")
     return 1 if errors else 0
 
 

@@ -155,9 +155,25 @@ def _read_yaml(path: Path) -> Any:
         raise FleetConfigError(f"{path}: YAML syntax error: {exc}") from None
 
 
-def load_fleet_config(path: str | Path) -> FleetConfig:
-    """Read and check fleet.yaml; relative paths in it are relative to its folder."""
+FLEET_FILE = "fleet.yaml"
+
+
+def fleet_file(path: str | Path) -> Path:
+    """`--fleet` names a fleet.yaml or the folder holding one (like kubectl -f a folder)."""
     path = Path(path)
+    if path.is_dir():
+        inside = path / FLEET_FILE
+        if not inside.is_file():
+            raise FleetConfigError(f"{path}: a folder without a {FLEET_FILE}; give the fleet.yaml "
+                                   "itself or the folder that holds it")
+        return inside
+    return path
+
+
+def load_fleet_config(path: str | Path) -> FleetConfig:
+    """Read and check fleet.yaml (or the one in the folder given); relative paths in it are
+    relative to its folder."""
+    path = fleet_file(path)
     r = _Reader(path)
     raw = _read_yaml(path)
     if raw is None:

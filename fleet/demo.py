@@ -1,7 +1,10 @@
-"""`fleetgate demo`: echo backends for every endpoint of the demo fleet, then `up`.
+"""`fleetgate demo`: a working copy of the demo fleet, echo backends for its endpoints, then `up`.
 
-The backends are read from the fleet's own EndpointSlices, so the demo shows exactly what
-the files say: each echo server answers as the pod (cluster, address) it stands in for.
+The bundled fleet lives inside the installed package, where edits would be lost or
+refused; the demo copies it once into a working folder (./fleetgate-demo/ by default) and
+follows that folder, so "edit the files" means files the user owns. The backends are read
+from the fleet's own EndpointSlices, so the demo shows exactly what the files say: each
+echo server answers as the pod (cluster, address) it stands in for.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -20,10 +24,55 @@ import yaml
 
 from aiohttp import web
 
-from .config import FleetConfig, SourceSpec, load_fleet_config
+from .cli import StartupError
+from .config import FLEET_FILE, FleetConfig, FleetConfigError, SourceSpec, load_fleet_config
 from .fleet import load_fleet_once
 
 log = logging.getLogger("fleetgate.demo")
+
+BUNDLED_DEMO = Path(__file__).parent / "examples" / "demo"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkingFolder:
+    """The demo's folder: `created` when this run copied the bundled fleet into it."""
+    path: Path
+    created: bool
+
+    @property
+    def fleet_yaml(self) -> Path:
+        return self.path / FLEET_FILE
+
+
+def prepare_working_folder(folder: str | Path, bundled: Path = BUNDLED_DEMO) -> WorkingFolder:
+    """Copy the bundled demo fleet to `folder` unless it exists; an existing folder is used
+    as it is (the user's edits are the point), never overwritten. The copy is made beside
+    it and renamed into place, so an interrupted copy never leaves a half folder to reuse."""
+    path = Path(folder).absolute()
+    if path.exists():
+        if not path.is_dir():
+            raise StartupError(f"--dir {path}: exists and is not a folder")
+        if not (path / FLEET_FILE).is_file():
+            raise StartupError(f"--dir {path}: exists but holds no {FLEET_FILE}; "
+                               "remove it or pick another --dir")
+        return WorkingFolder(path, created=False)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        # copyfile, not copy2: files from a read-only install must be writable copies
+        shutil.copytree(bundled, partial, copy_function=shutil.copyfile,
+                        ignore=shutil.ignore_patterns("__pycache__", ".*"))
+    except OSError as exc:
+        raise StartupError(f"--dir {path}: cannot create the demo folder: {exc.strerror or exc}") from None
+    try:
+        os.rename(partial, path)
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
+        if (path / FLEET_FILE).is_file():  # another demo made it first: use theirs
+            return WorkingFolder(path, created=False)
+        raise
+    return WorkingFolder(path, created=True)
 
 
 def demo_pods(fleet_path: str) -> list[tuple[str, str, str, int]]:
@@ -55,21 +104,26 @@ def echo_app(cluster: str, service: str, address: str, port: int) -> web.Applica
 
 
 async def start_echo_backends(pods: list[tuple[str, str, str, int]]) -> list[web.AppRunner]:
-    runners = []
+    """One echo server per pod; StartupError (after closing the ones started) when any
+    cannot bind: a demo missing some of its pods would show routing that the files do not say."""
+    runners: list[web.AppRunner] = []
     for cluster, service, address, port in pods:
         runner = web.AppRunner(echo_app(cluster, service, address, port), access_log=None)
         await runner.setup()
         try:
             await web.TCPSite(runner, address, port).start()
         except OSError as exc:
-            log.warning("demo backend %s:%s (%s/%s) not started: %s", address, port, cluster, service, exc)
             await runner.cleanup()
-            continue
+            for started in runners:
+                await started.cleanup()
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise StartupError(f"cannot listen for demo backend {cluster}/{service} on {address}:{port}: "
+                               f"{reason}") from None
         runners.append(runner)
     return runners
 
 
-def print_try_lines(bound: dict[str, Any], *, live: bool = False) -> None:
+def print_try_lines(bound: dict[str, Any], *, live: bool = False, fleet_path: str | Path | None = None) -> None:
     http = bound.get("http")
     admin = bound.get("admin")
     dns = bound.get("dns")
@@ -90,21 +144,79 @@ def print_try_lines(bound: dict[str, Any], *, live: bool = False) -> None:
         base = f"http://{admin[0]}:{admin[1]}"
         lines += [f"  curl -s {base}/debug/routes", f"  curl -s '{base}/debug/imports?cluster=zone-b'",
                   f"  curl -s {base}/metrics | grep fleetgate_http"]
+    if not live and fleet_path is not None:
+        lines += edit_lines(fleet_path, bound)
     if not live:
-        lines.append("Edit the files under the fleet folder and the gateway follows within a second. Ctrl-C stops.")
+        lines.append("Ctrl-C stops.")
     print("\n".join(lines), flush=True)
 
 
+def edit_lines(fleet_path: str | Path, bound: dict[str, Any]) -> list[str]:
+    """The fleet's folder, its files (what each holds), and a sed line that moves traffic
+    (picked from the files as they are now, so it matches a folder already edited)."""
+    fleet_yaml = Path(fleet_path).absolute()
+    folder = fleet_yaml.parent
+    snapshot = load_fleet_once(load_fleet_config(fleet_yaml))
+    kinds: dict[str, set[str]] = {}
+    for objs in (snapshot.hub, *(m.objects for m in snapshot.members)):
+        for (kind, _, _), origin in objs.origins.items():
+            kinds.setdefault(origin, set()).add(kind)
+    lines = ["", f"The fleet is the folder {folder}", "edit its files and the gateway follows within a second:"]
+    for origin in sorted(kinds):
+        shown = os.path.relpath(origin, folder)
+        lines.append(f"  {shown:24} {', '.join(sorted(kinds[origin]))}")
+    lines += _weight_lines(snapshot, bound)
+    return lines
+
+
+def _weight_lines(snapshot: Any, bound: dict[str, Any]) -> list[str]:
+    """sed + curl lines that send one Ingress's traffic all to one member cluster."""
+    http = bound.get("http")
+    base = f"http://{http[0]}:{http[1]}" if http else "http://127.0.0.1:8080"
+    for ing in sorted(snapshot.hub.ingresses.values(), key=lambda i: i.meta.name):
+        key = next((k for k in ing.meta.annotations if k.endswith("/cluster-weights")), None)
+        rule = next((r for r in ing.rules if r.host and r.paths), None)
+        if key is None or rule is None:
+            continue
+        value = ing.meta.annotations[key]
+        origin = snapshot.hub.origin(ing)
+        names = [part.partition("=")[0].strip() for part in value.split(",")]
+        if len(names) < 2 or value not in Path(origin).read_text(encoding="utf-8"):
+            continue
+        target = names[-1] if not value.replace(" ", "").endswith(f"{names[-1]}=100") else names[0]
+        new = ",".join(f"{n}={100 if n == target else 0}" for n in names)
+        path = rule.paths[0].path if rule.paths[0].path.startswith("/") else "/"
+        curl = f"curl -si -H 'Host: {rule.host}' {base}{path} | grep -i x-fleetgate-cluster"
+        return [f"Try: send all of {rule.host} to one member cluster, then back:",
+                f"  sed -i 's|{value}|{new}|' {shlex.quote(origin)}",
+                f"  {curl}   # now always {target}",
+                f"  sed -i 's|{new}|{value}|' {shlex.quote(origin)}"]
+    return []
+
+
 async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
+    """Prepare the working folder (unless --fleet names a fleet), start the backends, then
+    `up` on the fleet; any bind failure is a StartupError before anything serves."""
     from .cli import run_components
 
-    runners = await start_echo_backends(demo_pods(args.fleet))
+    if args.fleet is None:
+        work = prepare_working_folder(args.dir)
+        args.fleet = str(work.fleet_yaml)
+        print(f"demo fleet: {work.path} ("
+              + ("a new copy of the bundled demo" if work.created else "existing folder, used as it is") + ")",
+              flush=True)
+    try:
+        pods = demo_pods(args.fleet)
+    except FleetConfigError as exc:
+        raise StartupError(str(exc)) from None
+    runners = await start_echo_backends(pods)
     print(f"started {len(runners)} echo backends standing in for the member clusters' pods", flush=True)
     try:
         if getattr(args, "live", False):
             await _run_live(args, stop)
         else:
-            await run_components(args, stop, gateway=True, dns=True, controller=True, on_ready=print_try_lines)
+            await run_components(args, stop, gateway=True, dns=True, controller=True,
+                                 on_ready=lambda bound: print_try_lines(bound, fleet_path=args.fleet))
     finally:
         for runner in runners:
             await runner.cleanup()

@@ -88,7 +88,7 @@ class LiveSource:
         diags = self._store.diagnostics()
         if not self._reachable:
             diags = (Diagnostic(self._store.origin, f"cluster/{self.name}",
-                                "API server unreachable; serving its last known objects", "warning"),) + diags
+                                f"API server unreachable; {self._kept()}", "warning"),) + diags
         return diags
 
     async def start(self, on_change: Callable[[], None]) -> None:
@@ -149,12 +149,19 @@ class LiveSource:
                 log.info("source %s: API server answers again", self.name)
             else:
                 error = next(r.error for r in self._reflectors if r.failing)
-                log.warning("source %s: API server unreachable (%s); keeping its %d last known objects",
-                            self.name, error, len(self._store))
+                log.warning("source %s: API server unreachable (%s); %s", self.name, error, self._kept())
         if changed:
             self._schedule()
 
     # --- internals -----------------------------------------------------------------------
+
+    def _kept(self) -> str:
+        """What an unreachable source still serves, in words."""
+        if not self._loaded:
+            return "no objects loaded yet"
+        count = len(self._store)
+        return f"serving its {count} last known object{'s' if count != 1 else ''}" if count else \
+            "it had no objects; serving none"
 
     def _origin(self) -> None:
         if self.client.server:

@@ -10,6 +10,16 @@ from .context import Limits
 from .server import Gateway, GatewayOptions
 
 
+class ListenerError(OSError):
+    """One listener could not bind: names which one and its address, so the start-up error
+    blames the one that failed (`cannot listen for https on 127.0.0.1:8443: ...`)."""
+
+    def __init__(self, listener: str, address: tuple[str, int], cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.listener = listener
+        self.address = address
+
+
 def add_arguments(parser: argparse.ArgumentParser, *, with_listeners: bool = True) -> None:
     if with_listeners:
         parser.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT",
@@ -19,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, with_listeners: bool = Tru
     parser.add_argument("--ingress-class", action="append", metavar="NAME",
                         help="IngressClass names to serve (repeatable or comma-separated; default fleetgate)")
     parser.add_argument("--no-cluster-header", action="store_true",
-                        help="do not add x-fleetgate-cluster to responses")
-    parser.add_argument("--zone", default=None, help="this gateway's topology zone (locality preference)")
+                        help="do not add x-fleetgate-cluster to responses (default: added)")
+    parser.add_argument("--zone", default=None,
+                        help="this gateway's topology zone, preferred when choosing endpoints (default: none)")
     parser.add_argument("--header-timeout", type=float, default=10.0,
                         help="seconds to receive a request head (default %(default)s)")
     parser.add_argument("--idle-timeout", type=float, default=60.0,
@@ -56,9 +67,18 @@ def options_from(args: argparse.Namespace, http: tuple[str, int], *, reuse_port:
 
 
 async def start_gateway(fleet: Any, options: GatewayOptions, admin: AdminServer | None) -> Gateway:
+    """Start serving `fleet`; ListenerError when the http or (tls in the fleet) https
+    listener cannot bind."""
     gateway = Gateway(options)
     gateway.follow(fleet)
-    await gateway.start()
+    try:
+        await gateway.start()
+    except OSError as exc:
+        # the http listener is bound first; with it up, the failure was the https one
+        listener = "https" if gateway.servers else "http"
+        address = options.https if listener == "https" and options.https else options.http
+        await gateway.close()
+        raise ListenerError(listener, address, exc) from None
     if options.publish_address:
         from .status import start_status_writer
         start_status_writer(fleet, address=options.publish_address, classes=options.ingress_classes)
@@ -66,3 +86,4 @@ async def start_gateway(fleet: Any, options: GatewayOptions, admin: AdminServer 
         admin.add_collector(gateway.ctx.metrics)
         admin.add_json("/debug/routes", lambda request: gateway.debug_routes())
     return gateway
+
