@@ -18,7 +18,7 @@ The interface, for the protocols (sans-IO: feed bytes, get heads and bytes to wr
   payload pieces, `.done`, `.leftover`.
 
 A caller checks for the HTTP/2 preface (b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n") before
-parse_request, which answers it 505 like any other HTTP/2.0 request line.
+parse_request, which refuses it (400: `*` is for OPTIONS only).
 """
 from __future__ import annotations
 

@@ -13,14 +13,15 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcpy
 
-from .types import (CONNECTION_KEYWORDS, FIELD_VCHAR, HOST_CHARS, TARGET, TOKEN, HeadError, RequestHead,
-                    ResponseHead, drop_named_lines)
+from .types import (CONNECTION_KEYWORDS, FIELD_VCHAR, HOST_CHARS, METHOD, TARGET, TOKEN, HeadError,
+                    RequestHead, ResponseHead, drop_named_lines)
 
 __all__ = ["head_end", "parse_request", "upstream_head", "parse_response", "ChunkedDecoder"]
 
 cdef int64_t INT64_MAX = 0x7FFFFFFFFFFFFFFF
 
 cdef unsigned char T_TOKEN[256]
+cdef unsigned char T_METHOD[256]
 cdef unsigned char T_VCHAR[256]
 cdef unsigned char T_TARGET[256]
 cdef unsigned char T_HOST[256]
@@ -35,6 +36,7 @@ cdef void _fill(unsigned char* t, bytes src):
 
 
 _fill(T_TOKEN, TOKEN)
+_fill(T_METHOD, METHOD)
 _fill(T_VCHAR, FIELD_VCHAR)
 _fill(T_TARGET, TARGET)
 _fill(T_HOST, HOST_CHARS)
@@ -156,6 +158,20 @@ cdef inline bint _is_ws(unsigned char c) noexcept:
     return c == 32 or c == 9
 
 
+cdef inline bint _is_hex(unsigned char c) noexcept:
+    return 48 <= c <= 57 or 97 <= c <= 102 or 65 <= c <= 70
+
+
+cdef bint _pct_ok(const unsigned char* h, Py_ssize_t n) noexcept:
+    """Every '%' starts a pct-encoded octet: '%' HEXDIG HEXDIG (RFC 3986 2.1)."""
+    cdef Py_ssize_t i = _find(h, 0, n, 37)
+    while i >= 0:
+        if i + 2 >= n or not (_is_hex(h[i + 1]) and _is_hex(h[i + 2])):
+            return False
+        i = _find(h, i + 3, n, 37)
+    return True
+
+
 cdef bint _valid_host(const unsigned char* h, Py_ssize_t n, bint need_port) noexcept:
     """uri-host [ ":" port ] (RFC 9112 3.2, RFC 3986 3.2.2); CONNECT needs the port."""
     cdef Py_ssize_t i, close, colon, port_at
@@ -177,8 +193,8 @@ cdef bint _valid_host(const unsigned char* h, Py_ssize_t n, bint need_port) noex
     else:
         colon = _find(h, 0, n, 58)
         if colon < 0:
-            return _all_in(T_HOST, h, n) and not need_port
-        if not _all_in(T_HOST, h, colon):
+            return _all_in(T_HOST, h, n) and _pct_ok(h, n) and not need_port
+        if not _all_in(T_HOST, h, colon) or not _pct_ok(h, colon):
             return False
         port_at = colon + 1
     if need_port and port_at == n:
@@ -320,13 +336,15 @@ def parse_request(bytes buf, Py_ssize_t start, Py_ssize_t end, *, Py_ssize_t max
     if end - 2 - (le + 2) > max_header_bytes:
         raise HeadError(431, "headers-too-large")
     sp1 = _find(b, s, le, 32)
-    if sp1 <= s or not _all_in(T_TOKEN, b + s, sp1 - s):
+    if sp1 <= s or not _all_in(T_METHOD, b + s, sp1 - s):
         raise HeadError(400, "bad-method")
     method = _b(b + s, sp1 - s)
-    sp2 = _find(b, sp1 + 1, le, 32)
+    ta = sp1 + 1
+    while ta < le and b[ta] == 32:
+        ta += 1
+    sp2 = _find(b, ta, le, 32)
     if sp2 < 0:
         raise HeadError(400, "bad-request-line")
-    ta = sp1 + 1
     tz = sp2
     if tz == ta or not _all_in(T_TARGET, b + ta, tz - ta):
         raise HeadError(400, "bad-request-target")
@@ -440,7 +458,9 @@ def parse_request(bytes buf, Py_ssize_t start, Py_ssize_t end, *, Py_ssize_t max
             elif kind == K_UPGRADE:
                 upgrade = _b(b + va, vz - va) if upgrade is None else upgrade + b", " + _b(b + va, vz - va)
             elif kind == K_EXPECT:
-                if not (vz - va == 12 and _ieq(b + va, b"100-continue", 12)):
+                if vz == va:
+                    pass  # an empty list carries no expectation
+                elif not (vz - va == 12 and _ieq(b + va, b"100-continue", 12)):
                     raise HeadError(417, "expectation-failed")
                 expect = True
             elif kind == K_XFF:
@@ -791,4 +811,6 @@ cdef class ChunkedDecoder:
             self.done = True
             return True
         _field(b, 0, n - 1, status, &colon, &va, &vz)
+        if (colon == 14 and _ieq(b, b"content-length", 14)) or (colon == 17 and _ieq(b, b"transfer-encoding", 17)):
+            raise HeadError(status, "framing-in-trailers")
         return False

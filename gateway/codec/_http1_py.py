@@ -8,8 +8,8 @@ left to right, then each header line in order, then the checks that need the who
 """
 from __future__ import annotations
 
-from .types import (CONNECTION_KEYWORDS, FIELD_VCHAR, HOST_CHARS, REQUEST_DROP, RESPONSE_HOP, TARGET,
-                    TOKEN, HeadError, RequestHead, ResponseHead, drop_named_lines)
+from .types import (CONNECTION_KEYWORDS, FIELD_VCHAR, HOST_CHARS, METHOD, REQUEST_DROP, RESPONSE_HOP, TARGET,
+                    TOKEN, TRAILER_FORBIDDEN, HeadError, RequestHead, ResponseHead, drop_named_lines)
 
 __all__ = ["head_end", "parse_request", "upstream_head", "parse_response", "ChunkedDecoder"]
 
@@ -84,7 +84,7 @@ def _valid_host(h: bytes, need_port: bool) -> bool:
     else:
         colon = h.find(b":")
         name = h if colon < 0 else h[:colon]
-        if not _all_in(HOST_CHARS, name):
+        if not _all_in(HOST_CHARS, name) or not _pct_ok(name):
             return False
         if colon < 0:
             return not need_port
@@ -95,6 +95,19 @@ def _valid_host(h: bytes, need_port: bool) -> bool:
         if not 48 <= c <= 57:
             return False
     return True
+
+
+def _pct_ok(name: bytes) -> bool:
+    """Every '%' starts a pct-encoded octet: '%' HEXDIG HEXDIG (RFC 3986 2.1)."""
+    i = name.find(b"%")
+    while i >= 0:
+        if i + 2 >= len(name) or not (_HEX[name[i + 1]] and _HEX[name[i + 2]]):
+            return False
+        i = name.find(b"%", i + 3)
+    return True
+
+
+_HEX = bytes(1 if c in b"0123456789abcdefABCDEF" else 0 for c in range(256))
 
 
 def _codings(values: list[bytes]) -> tuple[int, bool, bool]:
@@ -144,13 +157,16 @@ def parse_request(buf: bytes, start: int, end: int, *, max_line: int, max_header
     if end - 2 - (le + 2) > max_header_bytes:
         raise HeadError(431, "headers-too-large")
     sp1 = buf.find(b" ", s, le)
-    if sp1 <= s or not _all_in(TOKEN, buf[s:sp1]):
+    if sp1 <= s or not _all_in(METHOD, buf[s:sp1]):
         raise HeadError(400, "bad-method")
     method = buf[s:sp1]
-    sp2 = buf.find(b" ", sp1 + 1, le)
+    ta = sp1 + 1
+    while ta < le and buf[ta] == 32:  # RFC 9112 3: MAY parse on whitespace; the line is rewritten
+        ta += 1
+    sp2 = buf.find(b" ", ta, le)
     if sp2 < 0:
         raise HeadError(400, "bad-request-line")
-    url = buf[sp1 + 1:sp2]
+    url = buf[ta:sp2]
     if not url or not _all_in(TARGET, url):
         raise HeadError(400, "bad-request-target")
     authority: bytes | None = None
@@ -243,6 +259,8 @@ def parse_request(buf: bytes, start: int, end: int, *, max_line: int, max_header
         elif lname == b"upgrade":
             upgrade = value if upgrade is None else upgrade + b", " + value
         elif lname == b"expect":
+            if not value:
+                continue  # an empty list carries no expectation
             if value.lower() != b"100-continue":
                 raise HeadError(417, "expectation-failed")
             expect = True
@@ -562,5 +580,7 @@ class ChunkedDecoder:
             self._state = _DONE
             self.done = True
             return True
-        _field(line, 0, len(line) - 1, status)
+        name, _ = _field(line, 0, len(line) - 1, status)
+        if name.lower() in TRAILER_FORBIDDEN:
+            raise HeadError(status, "framing-in-trailers")
         return False

@@ -7,7 +7,7 @@ C tables from the same definitions.
 """
 from __future__ import annotations
 
-__all__ = ["HeadError", "RequestHead", "ResponseHead", "TOKEN", "FIELD_VCHAR", "TARGET",
+__all__ = ["HeadError", "RequestHead", "ResponseHead", "TOKEN", "METHOD", "FIELD_VCHAR", "TARGET",
            "HOST_CHARS", "REQUEST_DROP", "RESPONSE_HOP", "CONNECTION_KEYWORDS", "drop_named_lines"]
 
 
@@ -125,6 +125,9 @@ def _table(chars: bytes) -> bytes:
 _ALNUM = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 # RFC 9110 5.6.2: tchar
 TOKEN = _table(b"!#$%&'*+-.^_`|~" + _ALNUM)
+# Methods: tokens of uppercase letters, '-' and '_' (nginx's rule; llhttp accepts only its
+# registry). Lowercase or other token characters are refused with 400.
+METHOD = _table(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ-_")
 # RFC 9110 5.5: field-vchar (VCHAR / obs-text) plus SP and HTAB inside a value
 FIELD_VCHAR = _table(bytes(range(0x21, 0x7F)) + bytes(range(0x80, 0x100)) + b" \t")
 # request-target bytes: visible ASCII except '#' (a fragment is no part of a request target,
@@ -143,6 +146,8 @@ REQUEST_DROP = frozenset((
 # Response header names removed from the downstream head (Upgrade is kept in a 101).
 RESPONSE_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
                           b"proxy-authenticate", b"transfer-encoding", b"upgrade"))
+# Fields a trailer section must not carry (RFC 9110 6.5.1: framing is decided by the header section).
+TRAILER_FORBIDDEN = frozenset((b"content-length", b"transfer-encoding"))
 # Connection tokens that are options, not header names to remove.
 CONNECTION_KEYWORDS = frozenset((b"close", b"keep-alive", b"upgrade"))
 

@@ -1,0 +1,42 @@
+"""Both codec implementations as one fixture: every codec test runs against each.
+
+The compiled one is skipped (with the reason) when it is not built, unless
+FLEETGATE_REQUIRE_COMPILED=1 (CI sets it): then a missing build fails the test.
+"""
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+import pytest
+
+from gateway.codec import _http1_py
+
+try:
+    from gateway.codec import _http1 as _compiled
+    COMPILED: ModuleType | None = _compiled
+    WHY = ""
+except ImportError as err:  # not built
+    COMPILED = None
+    WHY = ("the compiled codec is not built (%s); build it with "
+           "`/work/venv/bin/pip install -e .` or `python setup.py build_ext --inplace`" % err)
+
+
+def compiled_or_skip() -> ModuleType:
+    if COMPILED is None:
+        if os.environ.get("FLEETGATE_REQUIRE_COMPILED") == "1":
+            pytest.fail("FLEETGATE_REQUIRE_COMPILED=1 but " + WHY)
+        pytest.skip(WHY)
+    return COMPILED
+
+
+@pytest.fixture(params=["compiled", "pure"])
+def codec(request: pytest.FixtureRequest) -> ModuleType:
+    """One implementation of the codec interface."""
+    return compiled_or_skip() if request.param == "compiled" else _http1_py
+
+
+@pytest.fixture
+def both() -> tuple[ModuleType, ModuleType]:
+    """(compiled, twin), for differential tests."""
+    return compiled_or_skip(), _http1_py
