@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="member cluster whose view is served (default: the first)")
     parser.add_argument("--upstream", default=None, metavar="HOST:PORT",
                         help="forward names outside the zone here (default: answer REFUSED)")
-    parser.add_argument("--ttl", type=int, default=5, help="TTL of the records, seconds (default 5)")
+    parser.add_argument("--ttl", type=int, default=5, help="TTL of the records, seconds (default %(default)s)")
 
 
 def zone_for(snapshot: FleetSnapshot, cluster: str, *, ttl: int = 5, zone_name: str | None = None,

@@ -154,9 +154,9 @@ def print_try_lines(bound: dict[str, Any], *, live: bool = False, fleet_path: st
 def edit_lines(fleet_path: str | Path, bound: dict[str, Any]) -> list[str]:
     """The fleet's folder, its files (what each holds), and a sed line that moves traffic
     (picked from the files as they are now, so it matches a folder already edited)."""
-    fleet_yaml = Path(fleet_path).absolute()
-    folder = fleet_yaml.parent
-    snapshot = load_fleet_once(load_fleet_config(fleet_yaml))
+    config = load_fleet_config(fleet_path)
+    folder = config.path.absolute().parent
+    snapshot = load_fleet_once(config)
     kinds: dict[str, set[str]] = {}
     for objs in (snapshot.hub, *(m.objects for m in snapshot.members)):
         for (kind, _, _), origin in objs.origins.items():

@@ -58,12 +58,6 @@ def port_name(value: str) -> str | None:
     return None
 
 
-def port_number(value: int) -> str | None:
-    if not 1 <= value <= 65535:
-        return f"{value} is not a port number (1-65535)"
-    return None
-
-
 def address(value: str, address_type: str) -> str | None:
     """An EndpointSlice address of its slice's addressType (IPv4, IPv6 or FQDN)."""
     if address_type == "FQDN":
