@@ -54,7 +54,8 @@ def test_addresses_of_their_slices_type_are_accepted(address_type: str, address:
 
 @pytest.mark.parametrize("address_type,address", [
     ("IPv4", "127.0.10.300"), ("IPv4", "127.0.10"), ("IPv4", "fd00::1"), ("IPv4", "127.000.10.1"),
-    ("IPv4", "echo.local"), ("IPv6", "127.0.10.1"), ("IPv6", "fd00:::1"), ("FQDN", "Bad_Name.example")])
+    ("IPv4", "echo.local"), ("IPv4", "127.0.10.1\n"), ("IPv6", "127.0.10.1"), ("IPv6", "fd00:::1"),
+    ("FQDN", "Bad_Name.example"), ("FQDN", "pod.example.com\n")])
 def test_an_address_not_of_its_slices_type_names_the_field(address_type: str, address: str) -> None:
     message = error_of(slice_doc(address=address, address_type=address_type))
     assert message.startswith("endpoints[0].addresses[0]: "), message
@@ -87,6 +88,7 @@ def test_endpoint_slice_ports_outside_1_to_65535_are_errors(port: int) -> None:
     (ingress_doc(tls_host="bad host"), "spec.tls[0].hosts[0]"),
     (ingress_doc(name="Echo_1"), "metadata.name"),
     (slice_doc(name="echo-a_b"), "metadata.name"),
+    (slice_doc(name="echo-a\n"), "metadata.name"),
     (slice_doc(port_name="Http"), "ports[0].name"),
     (slice_doc(hostname="pod.0"), "endpoints[0].hostname"),
 ])
@@ -120,3 +122,21 @@ def test_a_bad_address_in_a_file_is_a_diagnostic_with_file_object_and_field() ->
         "zone-a/echo.yaml: EndpointSlice/demo/echo-a: endpoints[0].addresses[0]: "
         "'127.0.10.300' is not an IPv4 address"]
     assert diags[0].severity == "error"
+
+
+def test_the_ipv4_fast_path_agrees_with_ipaddress() -> None:
+    import ipaddress
+    import random
+
+    from fleet.validation import address
+    rand = random.Random(7)
+    samples = ["0.0.0.0", "255.255.255.255", "256.1.1.1", "01.2.3.4", "1.2.3", "1.2.3.4.5", " 1.2.3.4", "1.2.3.4 "]
+    samples += [".".join(str(rand.choice([rand.randrange(256), rand.randrange(1000), "00", "08"])) for _ in range(4))
+                for _ in range(2000)]
+    for text in samples:
+        try:
+            ipaddress.IPv4Address(text)
+            valid = True
+        except ValueError:
+            valid = False
+        assert (address(text, "IPv4") is None) == valid, text
