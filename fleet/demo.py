@@ -25,7 +25,7 @@ import yaml
 from aiohttp import web
 
 from .cli import StartupError
-from .config import FLEET_FILE, FleetConfig, FleetConfigError, SourceSpec, load_fleet_config
+from .config import FLEET_FILE, FleetConfig, FleetConfigError, SourceSpec, fleet_file, load_fleet_config
 from .fleet import load_fleet_once
 
 log = logging.getLogger("fleetgate.demo")
@@ -361,6 +361,8 @@ async def _run_live(args: argparse.Namespace, stop: asyncio.Event) -> None:
 
         def ready(bound: dict[str, Any]) -> None:
             print_try_lines(bound, live=True)
+            print(f"\nThe API servers were loaded from {fleet_file(args.fleet).absolute().parent} at start; "
+                  "from now on kubectl changes them (edits to those files do not).", flush=True)
             print("\n".join(kubectl_lines(live, args.fleet, bound) + ["Ctrl-C stops."]), flush=True)
 
         try:

@@ -177,3 +177,16 @@ def test_no_clusters(folders: Path, text: str) -> None:
 ])
 def test_wrong_shapes(folders: Path, text: str, field: str) -> None:
     assert field in error_of(folders, text)
+
+
+def test_the_folder_holding_fleet_yaml_loads_as_the_file_does(folders: Path) -> None:
+    by_file = load(folders, "hub: {manifests: hub/}\nclusters:\n  - {name: zone-a, manifests: a}\n")
+    assert load_fleet_config(folders) == by_file
+    assert load_fleet_config(str(folders) + "/") == by_file
+
+
+def test_a_folder_without_fleet_yaml_says_so(folders: Path) -> None:
+    with pytest.raises(FleetConfigError) as info:
+        load_fleet_config(folders / "hub")
+    assert str(info.value) == (f"{folders / 'hub'}: a folder without a fleet.yaml; give the fleet.yaml itself "
+                               "or the folder that holds it")
