@@ -24,10 +24,10 @@ DEFAULT_FLEET = Path(__file__).parent / "examples" / "demo" / "fleet.yaml"
 DEFAULT_DEMO_DIR = "fleetgate-demo"  # `fleetgate demo`'s working folder, relative to the cwd
 
 EXIT_CODES = """exit codes:
-  0  ok (validate: the fleet is valid; a server: stopped by SIGTERM/SIGINT after draining)
-  1  validate found errors (or, with --strict, warnings)
-  2  usage error or start-up failure (bad flag, unreadable fleet.yaml, a listener that
-     cannot bind)"""
+  0  ok (validate: no errors; a server: stopped by SIGTERM/SIGINT after draining)
+  1  validate found errors, a bad fleet.yaml included (with --strict, warnings too)
+  2  usage error or start-up failure (a bad flag; a server's bad fleet.yaml; a
+     listener that cannot bind: one line naming it)"""
 
 
 class StartupError(Exception):
@@ -71,7 +71,8 @@ def _common(parser: argparse.ArgumentParser, *, fleet_default: str | None = str(
                         help=f"a fleet.yaml or the folder holding one (default: {fleet_help}"
                              + (", %(default)s)" if fleet_default else ")"))
     parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"], help="(default %(default)s)")
+                        choices=["debug", "info", "warning", "error"],
+                        help="least severe log messages shown (default %(default)s)")
 
 
 def _drain(parser: argparse.ArgumentParser) -> None:
@@ -115,8 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
             _common(p, fleet_default=None, fleet_help="the working folder's fleet.yaml, see --dir")
             p.add_argument("--dir", default=DEFAULT_DEMO_DIR, metavar="PATH",
                            help="the demo's working folder: created as a copy of the bundled demo fleet "
-                                "if missing, used as it is if present, never overwritten "
-                                "(default ./%(default)s)")
+                                "if missing, used as it is if present, never overwritten; "
+                                "not used with --fleet (default ./%(default)s)")
         else:
             _common(p)
         _drain(p)
