@@ -8,6 +8,9 @@ left to right, then each header line in order, then the checks that need the who
 """
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Iterator
+
 from .types import (CONNECTION_KEYWORDS, FIELD_VCHAR, HOST_CHARS, METHOD, REQUEST_DROP, RESPONSE_HOP, TARGET,
                     TOKEN, TRAILER_FORBIDDEN, HeadError, RequestHead, ResponseHead, drop_named_lines)
 
@@ -37,14 +40,12 @@ def head_end(buf: bytes, start: int, limit: int, *, line_limit: int = 0, resume:
     i = max(s, resume - 3)
     end = buf.find(b"\r\n\r\n", i)
     stop = n if end < 0 else end + 4
-    lf = buf.find(b"\n", i, stop)
-    while lf >= 0 and lf > s and buf[lf - 1] == 13:
-        lf = buf.find(b"\n", lf + 1, stop)
-    cr = buf.find(b"\r", i, stop)
-    while cr >= 0 and cr + 1 < n and buf[cr + 1] == 10:
-        cr = buf.find(b"\r", cr + 1, stop)
-    if cr >= 0 and cr + 1 >= n:
-        cr = -1  # a CR at the very end: its LF may be in the next read
+    seg = buf[i:stop]
+    crlf = seg.count(b"\r\n")
+    if seg.count(b"\n") == crlf and seg.count(b"\r") == crlf and seg[:1] != b"\n":
+        lf = cr = -1  # every CR and LF in a pair (the common case, counted in C)
+    else:
+        lf, cr = _first_bare(buf, s, i, n, stop)
     if lf >= 0 and (cr < 0 or lf < cr):
         raise HeadError(400, "bare-lf")
     if cr >= 0:
@@ -58,11 +59,30 @@ def head_end(buf: bytes, start: int, limit: int, *, line_limit: int = 0, resume:
     return -1
 
 
+def _first_bare(buf: bytes, s: int, i: int, n: int, stop: int) -> tuple[int, int]:
+    """The first LF without its CR and the first CR without its LF in buf[i:stop] (-1: none)."""
+    lf = buf.find(b"\n", i, stop)
+    while lf >= 0 and lf > s and buf[lf - 1] == 13:
+        lf = buf.find(b"\n", lf + 1, stop)
+    cr = buf.find(b"\r", i, stop)
+    while cr >= 0 and cr + 1 < n and buf[cr + 1] == 10:
+        cr = buf.find(b"\r", cr + 1, stop)
+    if cr >= 0 and cr + 1 >= n:
+        cr = -1  # a CR at the very end: its LF may be in the next read
+    return lf, cr
+
+
 def _all_in(table: bytes, data: bytes) -> bool:
-    for c in data:
-        if not table[c]:
-            return False
-    return True
+    """Every byte of data is allowed by table (a C-speed check: delete the allowed bytes)."""
+    return not data.translate(None, _MEMBERS[table])
+
+
+_MEMBERS: dict[bytes, bytes] = {}
+
+
+def _members(table: bytes) -> bytes:
+    _MEMBERS[table] = bytes(c for c in range(256) if table[c])
+    return table
 
 
 def _valid_host(h: bytes, need_port: bool) -> bool:
@@ -146,6 +166,34 @@ def _field(buf: bytes, p: int, e: int, status: int) -> tuple[bytes, bytes]:
     return name, value.strip(_WS)
 
 
+# A header block whose every line is valid (token name, colon, field-vchar/SP/HTAB value):
+# one C-level match lets the twin split it without checking line by line. When it fails,
+# _checked_lines walks the lines in order and raises the first line's error (so the twin
+# and the compiled module report the same error for the same bytes).
+_VALID_BLOCK = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
+
+
+def _lines(buf: bytes, p: int, end: int, status: int) -> Iterable[tuple[bytes, bytes, bytes]]:
+    """(name, value with OWS trimmed, raw line) for each header line in buf[p:end-2]."""
+    block = buf[p:end - 2]
+    if _VALID_BLOCK.fullmatch(block):
+        out = []
+        for line in block.split(b"\r\n")[:-1]:
+            name, _, value = line.partition(b":")
+            out.append((name, value.strip(_WS), line))
+        return out
+    return _checked_lines(buf, p, end, status)
+
+
+def _checked_lines(buf: bytes, p: int, end: int, status: int) -> Iterator[tuple[bytes, bytes, bytes]]:
+    stop = end - 2
+    while p < stop:
+        e = buf.find(b"\r\n", p, end)
+        name, value = _field(buf, p, e, status)
+        yield name, value, buf[p:e]
+        p = e + 2
+
+
 def parse_request(buf: bytes, start: int, end: int, *, max_line: int, max_header_bytes: int) -> RequestHead:
     """Validate the request head buf[start:end] (`end` as head_end returns it) in one pass."""
     s = _skip_empty_lines(buf, start, end)
@@ -216,12 +264,7 @@ def parse_request(buf: bytes, start: int, end: int, *, max_line: int, max_header
     named: set[bytes] | None = None
     upgrade = xff = request_id = via = None
     count = 0
-    p = le + 2
-    stop = end - 2
-    while p < stop:
-        e = buf.find(b"\r\n", p, end)
-        name, value = _field(buf, p, e, 400)
-        p = e + 2
+    for name, value, _line in _lines(buf, le + 2, end, 400):
         count += 1
         lname = name.lower()
         if lname not in REQUEST_DROP:
@@ -298,6 +341,8 @@ def parse_request(buf: bytes, start: int, end: int, *, max_line: int, max_header
 
 
 _DIGITS = bytes(1 if 48 <= c <= 57 else 0 for c in range(256))
+for _t in (TOKEN, METHOD, FIELD_VCHAR, TARGET, HOST_CHARS, _DIGITS):
+    _members(_t)
 
 
 def upstream_head(head: RequestHead, *, target: bytes, host: bytes, peer: bytes, scheme: bytes,
@@ -348,11 +393,7 @@ def parse_response(buf: bytes, start: int, end: int, *, head_request: bool) -> R
     te: list[bytes] | None = None
     close = ka = False
     named: set[bytes] | None = None
-    p = le + 2
-    stop = end - 2
-    while p < stop:
-        e = buf.find(b"\r\n", p, end)
-        name, value = _field(buf, p, e, 502)
+    for name, value, raw_line in _lines(buf, le + 2, end, 502):
         lname = name.lower()
         if lname in RESPONSE_HOP and not (status == 101 and lname == b"upgrade"):
             if lname == b"transfer-encoding":
@@ -379,8 +420,7 @@ def parse_response(buf: bytes, start: int, end: int, *, head_request: bool) -> R
                     raise HeadError(502, "conflicting-content-length")
                 cl = n
                 cl_at.append(len(kept))
-            kept.append(buf[p:e + 2])
-        p = e + 2
+            kept.append(raw_line + b"\r\n")
     chunked = close_delimited = False
     if te is not None:
         n_chunked, last_chunked, _ = _codings(te)
