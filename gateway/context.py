@@ -33,17 +33,21 @@ class Limits:
     upstream_idle_timeout: float = 30.0
     retry_buffer: int = 64 * 1024
     max_body_size: int | None = None
+    # idle keep-alive connections kept per upstream endpoint (ingress-nginx's
+    # upstream-keepalive-connections and its default); more are closed when released
+    upstream_keepalive_connections: int = 320
 
 
 class GatewayContext:
     def __init__(self, *, limits: Limits = Limits(), cluster_header: bool = True,
-                 max_idle_per_endpoint: int = 1024, zone: str | None = None) -> None:
+                 max_idle_per_endpoint: int | None = None, zone: str | None = None) -> None:
         self.table: RouteTable = EMPTY_TABLE
         self.limits = limits
         self.cluster_header = cluster_header
         self.https_port = 443  # the TLS listener's port, for HTTPS redirects (set when it opens)
         self.zone = zone
-        self.pools = PoolRegistry(max_idle_per_endpoint)
+        self.pools = PoolRegistry(limits.upstream_keepalive_connections if max_idle_per_endpoint is None
+                                  else max_idle_per_endpoint)
         self.metrics = GatewayMetrics()
         self.health = HealthState()
         self.balancer = BalancerState()

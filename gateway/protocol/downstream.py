@@ -24,7 +24,7 @@ from . import policy_hooks
 from .http1 import (CONTINUE_100, DATE, H_CONNECTION, H_CONTENT_LENGTH,
                     H_EXPECT, H_HOST, H_REQUEST_ID, H_TRANSFER_ENCODING, H_UPGRADE, H_VIA,
                     H_XFF, IDEMPOTENT_METHODS, REQUEST_SPECIAL, connection_tokens, drop_named,
-                    error_response, host_name)
+                    error_response, host_name, valid_host)
 
 if TYPE_CHECKING:
     from ..context import GatewayContext
@@ -121,7 +121,6 @@ class Exchange:
     cluster = ""
     start = 0.0
     deadline = 0.0
-    tunnel_buf: bytes | None = None
     finished = False
     attempt = 0
     head_raw = 0  # head bytes read after the read that began it
@@ -182,7 +181,12 @@ class DownstreamH1(asyncio.Protocol):
         self.deadline = 0.0
         self.http11 = True
         self.tunnel: UpstreamH1 | None = None
+        # bytes after an Upgrade request's head: held until the upstream answers 101 (then
+        # they open the tunnel), dropped with the connection when it declines
+        self.held: bytes | None = None
+        self.began = 0.0  # when the head being parsed began (its first byte): the header timeout's start
         self.close_after = False
+        self.final = b""  # a rejection to send once the in-flight response is done, before closing
         self.now = asyncio.get_event_loop().time
         self.header_timeout = ctx.limits.header_timeout
         self.max_line = ctx.limits.max_request_line
@@ -233,6 +237,9 @@ class DownstreamH1(asyncio.Protocol):
                 t.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
         if self.close_after and self.active is None and self.transport is not None:
+            if self.final:
+                self.transport.write(self.final)
+                self.final = b""
             self.transport.close()
 
     # --- reading ---------------------------------------------------------------------
@@ -242,6 +249,9 @@ class DownstreamH1(asyncio.Protocol):
             t = self.tunnel.transport
             if t is not None:
                 t.write(data)
+            return
+        if self.held is not None:  # an upgrade awaits its answer: nothing is parsed or forwarded
+            self.held += data
             return
         if self.close_after and self.active is None:
             return
@@ -307,7 +317,7 @@ class DownstreamH1(asyncio.Protocol):
         if at < 0:  # "Host :": leave the odd spelling to the full parser
             return False
         eol = data.find(b"\r\n", at)
-        self.plain_host = data[at + 6:eol].lstrip(b" \t")  # as llhttp: leading whitespace only
+        self.plain_host = data[at + 6:eol].strip(b" \t")  # as llhttp: OWS either side
         first = data.find(b"\r\n")
         self.plain_fields = data[first + 2:at + 1] + data[eol + 2:-2]
         return True
@@ -319,8 +329,13 @@ class DownstreamH1(asyncio.Protocol):
         self.on_headers_complete()
 
     def on_message_begin(self) -> None:
-        # (only the full parser calls this: it tells data_received a message is open)
+        # (only the full parser calls this: it tells data_received a message is open). The
+        # header timeout runs from here, a head's first byte, to its end (nginx's
+        # client_header_timeout): a head dripped a byte at a time does not restart it.
         self.open = True
+        self.began = now = self.now()
+        if self.active is None:
+            self.deadline = now + self.header_timeout
 
     def _reject(self, code: int, reason: str) -> None:
         """Answer a request we cannot proceed with, then close; an in-flight response is
@@ -335,7 +350,11 @@ class DownstreamH1(asyncio.Protocol):
         if ex is None:
             self.out.append(error_response(code, reason, close=True))
             self.ctx.metrics.observe("", "", code, 0.0)
-        elif not ex.request_done:
+        elif ex.request_done:
+            # a later pipelined request is bad: answered after the in-flight response (flush)
+            self.final = error_response(code, reason, close=True)
+            self.ctx.metrics.observe("", "", code, 0.0)
+        else:
             # The bad bytes are the in-flight request's own body: the upstream would wait
             # for the rest forever. Drop it and answer now, or cut a response under way.
             up = ex.upstream
@@ -360,7 +379,7 @@ class DownstreamH1(asyncio.Protocol):
             ex.special = False
             ex.counted = None
             ex.extra_resp = b""
-            ex.start = self.now()
+            ex.start = self.began if self.open else self.now()  # the plain parser: a whole head, now
             if self.active is None:
                 self.deadline = ex.start + self.header_timeout
         else:
@@ -369,12 +388,15 @@ class DownstreamH1(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         # Sizes are checked once the head is complete (and for heads that span reads, in
         # data_received); here only what must be looked at: Host, and the rare names.
-        kind = REQUEST_SPECIAL.get(name.lower())
         ex: Exchange = self.cur  # type: ignore[assignment]  # set by on_url
+        hlines = ex.hlines
+        if hlines is None:
+            return  # a trailer field (the head is done): dropped, it never frames nor routes
+        kind = REQUEST_SPECIAL.get(name.lower())
         if kind is None:
-            ex.hlines += (name, b": ", value, b"\r\n")
+            hlines += (name, b": ", value, b"\r\n")
         elif kind == H_HOST:
-            if ex.host is not None and ex.host != value:
+            if ex.host is not None:  # RFC 9112 §3.2: more than one Host is a 400, equal or not
                 raise Reject(400, "duplicate-host")
             ex.host = value
         else:
@@ -420,6 +442,8 @@ class DownstreamH1(asyncio.Protocol):
         # Without a Connection header (that would make the request special), llhttp keeps
         # an HTTP/1.1 connection alive and an HTTP/1.0 one not: the version, for free.
         http11 = self.http11 = parser.get_http_version() == "1.1" if special else keep_alive
+        if not http11 and parser.get_http_version() != "1.0":
+            raise Reject(505, "http-version-not-supported")  # HTTP/0.9 (llhttp takes it) and 2.0
         ex.keep_alive = keep_alive and not ctx.draining
         url = target = ex.url
         fields = b"".join(ex.hlines)
@@ -437,10 +461,16 @@ class DownstreamH1(asyncio.Protocol):
                 raise Reject(400, "missing-host")
             host = ex.host = b""
         if special:
-            if ex.chunked_request and ex.content_length is not None:
-                raise Reject(400, "content-length-with-transfer-encoding")
-            if ex.upgrade is not None and not parser.should_upgrade():
-                ex.upgrade = None  # Upgrade without `Connection: upgrade` is no upgrade: drop it
+            if ex.chunked_request:
+                if ex.content_length is not None:
+                    raise Reject(400, "content-length-with-transfer-encoding")
+                if not http11:  # RFC 9112 §6.1: framing an HTTP/1.0 peer may not share
+                    raise Reject(400, "transfer-encoding-in-http10")
+            if ex.upgrade is not None:
+                if not parser.should_upgrade():
+                    ex.upgrade = None  # Upgrade without `Connection: upgrade` is no upgrade: drop it
+                else:
+                    ex.keep_alive = False  # declined or not, nothing after it is parsed as a request
             if ex.conn_tokens:
                 ex.hlines = drop_named(ex.hlines, ex.conn_tokens)
                 fields = b"".join(ex.hlines)
@@ -457,6 +487,9 @@ class DownstreamH1(asyncio.Protocol):
         try:
             r = table.cache[key]
         except KeyError:
+            # validated once per (host, target) a table caches: a bad Host never reaches routing
+            if not valid_host(host):
+                raise Reject(400, "bad-host") from None
             r = _route(table, host, target)
             if len(table.cache) >= ROUTE_CACHE_SIZE:
                 table.cache.clear()
@@ -726,9 +759,6 @@ class DownstreamH1(asyncio.Protocol):
         conn.reused = False
         body = ex.body
         conn.send(ex, ex.head + b"".join(body) if body else ex.head)
-        if ex.tunnel_buf:
-            conn.transport.write(ex.tunnel_buf)  # type: ignore[union-attr]
-            ex.tunnel_buf = None
 
     def upstream_failed(self, ex: Exchange, kind: str, *, reused: bool, got_bytes: bool) -> None:
         """The upstream of ex failed: connect error, reset, timeout or protocol error.
@@ -829,14 +859,16 @@ class DownstreamH1(asyncio.Protocol):
             return False
         return len(ex.tried or ()) + 1 < retry.tries + ex.free_tries
 
-    def retry_after_status(self, ex: Exchange, code: int, upstream: "UpstreamH1", reusable: bool) -> None:
-        """The dropped response has been read to its end: release the connection, retry."""
+    def retry_after_status(self, ex: Exchange, code: int, upstream: "UpstreamH1 | None", reusable: bool) -> None:
+        """The dropped response has been read to its end: release the connection (None: the
+        connection pools itself once its read is parsed), retry."""
         now = self.now()
         ex.upstream = None
-        if reusable:
-            upstream.pool.release(upstream, now)
-        else:
-            upstream.close()
+        if upstream is not None:
+            if reusable:
+                upstream.pool.release(upstream, now)
+            else:
+                upstream.close()
         if not self._retry(ex, ex.endpoint, now, connect_failed=False, stale=False, status=code):
             self._generated(ex, 502, "upstream-error")
 
@@ -921,15 +953,13 @@ class DownstreamH1(asyncio.Protocol):
     # --- upgrades (WebSocket and other tunnels) ------------------------------------------
 
     def _upgrade_requested(self, rest: bytes) -> None:
-        ex = self.active
-        if ex is None or ex.upgrade is None:
-            return
-        if rest:
-            up = ex.upstream
-            if up is not None and up.transport is not None:
-                up.transport.write(rest)
-            else:
-                ex.tunnel_buf = (ex.tunnel_buf or b"") + rest
+        """llhttp stopped after an Upgrade request: what follows belongs to the new protocol
+        only if the upstream agrees (101); until then it is held and reading pauses. When the
+        upstream declines, the connection closes with the response (the request was made
+        keep_alive=False): those bytes are never parsed as requests nor forwarded."""
+        self.held = (self.held or b"") + rest
+        if self.transport is not None:
+            self.transport.pause_reading()
 
     def start_tunnel(self, ex: Exchange, up: "UpstreamH1", rest: bytes) -> None:
         ex.finished = True
@@ -939,6 +969,11 @@ class DownstreamH1(asyncio.Protocol):
         self.ctx.metrics.observe(ex.label, ex.cluster, 101, self.now() - ex.start)
         if rest:
             self.out.append(rest)
+        held, self.held = self.held, None
+        if held and up.transport is not None:
+            up.transport.write(held)  # the upstream switched: the held bytes are the tunnel's
+        if self.transport is not None:
+            self.transport.resume_reading()
 
     def tunnel_closed(self) -> None:
         self.tunnel = None

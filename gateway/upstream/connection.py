@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 class UpstreamH1(asyncio.Protocol):
     __slots__ = ("pool", "transport", "parser", "ex", "idle_since", "head", "head_at", "in_head",
                  "chunked", "keep_alive", "interim", "upgraded", "tunnel", "close_delimited", "reused",
-                 "discard", "fileno", "cluster", "cline")
+                 "discard", "fileno", "cluster", "cline", "settled", "stray")
 
     def __init__(self, pool: "Pool") -> None:
         self.pool = pool
@@ -43,6 +43,10 @@ class UpstreamH1(asyncio.Protocol):
         self.fileno = -1
         self.cluster = ""
         self.cline: bytes | None = None  # x-fleetgate-cluster line, set by the first response
+        # A response ended reusable in the read being parsed: the connection goes back to the
+        # pool only once that whole read is parsed and nothing followed the response (stray).
+        self.settled = False
+        self.stray = False
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -128,13 +132,31 @@ class UpstreamH1(asyncio.Protocol):
             if self.ex is ex:
                 self.abort()
                 ds.upstream_failed(ex, "protocol", reused=False, got_bytes=True)
+            elif self.settled:  # garbage after a complete response: never reused
+                self.settled = False
+                self.close()
         else:
-            if self.ex is ex:  # the response goes on: the read timeout restarts
+            if self.settled:
+                self._settle(ds)
+            elif self.ex is ex:  # the response goes on: the read timeout restarts
                 ex.deadline = ds.now() + ex.route.policy.read_timeout
                 if self.in_head and len(self.head) - self.head_at > MAX_RESPONSE_HEAD:
                     self.abort()  # a head that never ends
                     ds.upstream_failed(ex, "protocol", reused=False, got_bytes=True)
         ds.flush()
+
+    def _settle(self, ds: "DownstreamH1") -> None:
+        """The read that completed a reusable response is parsed: pool it, unless bytes
+        followed the response (a second response nobody asked for, or garbage)."""
+        self.settled = False
+        if self.stray or self.transport is None:
+            self.close()
+        else:
+            self.pool.release(self, ds.now())
+
+    def on_message_begin(self) -> None:
+        if self.ex is None:
+            self.stray = True  # a message starts after the one we read: no request is waiting for it
 
     def on_headers_complete(self) -> None:
         ex = self.ex
@@ -146,6 +168,10 @@ class UpstreamH1(asyncio.Protocol):
         buf = self.head
         start = self.head_at
         end = buf.find(b"\r\n\r\n", start) + 2  # llhttp accepts CRLF line ends only
+        if end - start > MAX_RESPONSE_HEAD:  # a head that came whole in one large read
+            self.abort()
+            ex.ds.upstream_failed(ex, "protocol", reused=False, got_bytes=True)
+            return
         if code < 200 and code != 101:
             self.interim = True  # 100/103: swallowed; the real response follows
             self.head_at = end + 2
@@ -247,7 +273,11 @@ class UpstreamH1(asyncio.Protocol):
         if self.discard:
             self.ex = None
             code, self.discard = self.discard, 0
-            ex.ds.retry_after_status(ex, code, self, self.keep_alive and ex.request_done)
+            if self.keep_alive and ex.request_done:
+                self.settled = True  # pooled by data_received once this read is parsed
+                ex.ds.retry_after_status(ex, code, None, True)
+            else:
+                ex.ds.retry_after_status(ex, code, self, False)
             return
         if ex.chunked_response:
             ex.ds.out.append(b"0\r\n\r\n")
@@ -257,7 +287,8 @@ class UpstreamH1(asyncio.Protocol):
         self.ex = None
         if self.keep_alive and ex.request_done and not self.close_delimited:
             self.reused = True
-            ex.ds.response_complete(ex, True, self)
+            self.settled = True  # pooled by data_received once this read is parsed
+            ex.ds.response_complete(ex, True, None)
         else:
             ex.ds.response_complete(ex, False, self)
 
