@@ -44,7 +44,8 @@ class UpstreamH1(asyncio.Protocol):
         self.cluster = ""
         self.cline: bytes | None = None  # x-fleetgate-cluster line, set by the first response
         # A response ended reusable in the read being parsed: the connection goes back to the
-        # pool only once that whole read is parsed and nothing followed the response (stray).
+        # pool only once that whole read is parsed (data_received) and nothing followed the
+        # response (stray: a second response nobody asked for, or garbage).
         self.settled = False
         self.stray = False
 
@@ -136,23 +137,18 @@ class UpstreamH1(asyncio.Protocol):
                 self.settled = False
                 self.close()
         else:
-            if self.settled:
-                self._settle(ds)
+            if self.settled:  # (inlined _settle: once per response)
+                self.settled = False
+                if self.stray or self.transport is None:
+                    self.close()
+                else:
+                    self.pool.release(self, ds.now())
             elif self.ex is ex:  # the response goes on: the read timeout restarts
                 ex.deadline = ds.now() + ex.route.policy.read_timeout
                 if self.in_head and len(self.head) - self.head_at > MAX_RESPONSE_HEAD:
                     self.abort()  # a head that never ends
                     ds.upstream_failed(ex, "protocol", reused=False, got_bytes=True)
         ds.flush()
-
-    def _settle(self, ds: "DownstreamH1") -> None:
-        """The read that completed a reusable response is parsed: pool it, unless bytes
-        followed the response (a second response nobody asked for, or garbage)."""
-        self.settled = False
-        if self.stray or self.transport is None:
-            self.close()
-        else:
-            self.pool.release(self, ds.now())
 
     def on_message_begin(self) -> None:
         if self.ex is None:

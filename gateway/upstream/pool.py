@@ -5,7 +5,7 @@ every request into a new connection and TIME_WAIT churn (measured: 64 idle under
 clients halved throughput). So idle connections are capped high (Limits.
 upstream_keepalive_connections, ingress-nginx's default of 320 per endpoint) and reaped by
 age. A connection is released only once the read that completed its response is parsed
-and nothing followed it (UpstreamH1._settle): a pooled connection is never mid-parse.
+and nothing followed it (UpstreamH1.data_received): a pooled connection is never mid-parse.
 """
 from __future__ import annotations
 
