@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from controller.imports import DerivedFleet, derive_imports  # noqa: E402
+from controller.derive import DerivedFleet, derive_imports  # noqa: E402
 from controller.reconcile import PlanMemo, plan_cluster  # noqa: E402
 from controller.render import endpoint_slice_to_dict, service_import_to_dict, service_to_dict  # noqa: E402
 from fleet.objects import parse_object  # noqa: E402

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from controller.imports import derive_imports  # noqa: E402
+from controller.derive import derive_imports  # noqa: E402
 from dnsplugin.zone import build_zone, zone_to_json  # noqa: E402
 from fleet.objects import parse_object  # noqa: E402
 from fleet.snapshot import ClusterName, ClusterObjects, FleetSnapshot, MemberCluster  # noqa: E402
@@ -212,17 +212,24 @@ def serve_ours(port: int, n: int) -> None:
     """Child process: the responder on uvloop, as `fleetgate dns` runs it."""
     import uvloop
 
-    from dnsplugin.cli import serve
+    from controller.publisher import DerivedPublisher
+    from dnsplugin.service import serve
+    from fleetgate.process import frozen_after_rebuild
 
     class Fleet:
         def __init__(self) -> None:
             self.snapshot: FleetSnapshot | None = snapshot(n)
 
-        def subscribe(self, callback):  # type: ignore[no-untyped-def]
+        def follow(self, callback):  # type: ignore[no-untyped-def]
+            callback(self.snapshot)
             return lambda: None
 
+        def live_members(self) -> dict:
+            return {}
+
     async def main() -> None:
-        service = await serve(Fleet(), listen=f"127.0.0.1:{port}")
+        feed = DerivedPublisher(Fleet(), guard=frozen_after_rebuild).start()  # type: ignore[arg-type]
+        service = await serve(feed, listen=f"127.0.0.1:{port}")
         stopped = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stopped.set)
@@ -283,13 +290,15 @@ def rebuild_costs(n: int, changes: int) -> None:
     import uvloop
     from dnslib import DNSRecord
 
-    from dnsplugin import cli as dns_cli
-    from dnsplugin.cli import serve, zone_for
+    from controller.publisher import DerivedPublisher
+    from dnsplugin.service import serve, zone_for
+    from fleetgate import process
 
     parsed = [parse_object(o) for o in raw_objects(n, headless_every=10)]
     gc.collect()
     t0 = time.perf_counter()
-    zone, _ = zone_for(snapshot(n, objects=parsed), "zone-b")
+    first_snapshot = snapshot(n, objects=parsed)
+    zone = zone_for(first_snapshot, derive_imports(first_snapshot).per_cluster.get("zone-b"))
     t1 = time.perf_counter()
     print(f"zone build at {n} services ({zone.name_count} names): from scratch {1000 * (t1 - t0):.0f} ms",
           flush=True)
@@ -300,9 +309,13 @@ def rebuild_costs(n: int, changes: int) -> None:
             self.snapshot: FleetSnapshot | None = snap
             self.callbacks: list = []
 
-        def subscribe(self, callback):  # type: ignore[no-untyped-def]
+        def follow(self, callback):  # type: ignore[no-untyped-def]
+            callback(self.snapshot)
             self.callbacks.append(callback)
             return lambda: None
+
+        def live_members(self) -> dict:
+            return {}
 
         def publish(self, snap: FleetSnapshot) -> None:
             self.snapshot = snap
@@ -310,11 +323,12 @@ def rebuild_costs(n: int, changes: int) -> None:
                 callback(snap)
 
     async def run(freeze: bool) -> None:
-        dns_cli.FREEZE_GC = freeze
+        process.FREEZE_GC = freeze
         objects = list(parsed)
         fleet = Fleet(snapshot(n, objects=objects))
         t0 = time.perf_counter()
-        service = await serve(fleet, listen="127.0.0.1:0", cluster="zone-b")
+        feed = DerivedPublisher(fleet, guard=process.frozen_after_rebuild).start()  # type: ignore[arg-type]
+        service = await serve(feed, listen="127.0.0.1:0", cluster="zone-b")
         first = time.perf_counter() - t0
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -77,7 +77,7 @@ def spread(members: int, services: int, endpoints: int) -> list[list[int]]:
 
 async def serve_apis(members: int, services: int, endpoints: int) -> None:
     """Child: start and seed the servers, print their URLs, answer `mark`/`stats` on stdin."""
-    from fleet.testing import KubeAPIServer
+    from kubefake import KubeAPIServer
 
     hub = await KubeAPIServer(bookmark_interval=60).start()
     for obj in hub_objects(services):
@@ -140,7 +140,7 @@ class Child:
 
 
 def write_fleet(root: Path, urls: dict[str, str]) -> Path:
-    from fleet.testing import write_kubeconfig
+    from kubefake import write_kubeconfig
 
     clusters = []
     for name, url in urls.items():
@@ -208,7 +208,7 @@ async def measure(args: argparse.Namespace) -> int:
                     waiting["future"].set_result(time.perf_counter())
                     waiting.clear()
 
-            fleet.subscribe(on_snapshot)
+            fleet.follow(on_snapshot)
             apis = {}
             for name in urls:
                 if name != "hub":

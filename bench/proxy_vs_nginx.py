@@ -336,7 +336,7 @@ def fleetgate_cmd(override: str | None) -> tuple[list[str], Path | None]:
     if not (REPO / "fleet" / "cli.py").exists():
         raise SystemExit("no fleetgate command (neither %s nor %s); pass --fleetgate CMD or --only nginx"
                          % (venv_script, REPO / "fleet" / "cli.py"))
-    return [sys.executable, "-m", "fleet.cli"], REPO
+    return [sys.executable, "-m", "fleetgate.cli"], REPO
 
 
 def start_fleetgate(procs: Processes, args: argparse.Namespace, fleet: Path, tmp: Path, cpu: int | None,
@@ -618,7 +618,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--browser-headers", action="store_true",
                    help="send 11 typical browser request headers besides Host (wrk sends Host only)")
     p.add_argument("--fleetgate", help="command that runs fleetgate (default: the venv's fleetgate, "
-                                       "else python -m fleet.cli)")
+                                       "else python -m fleetgate.cli)")
     p.add_argument("--gateway-args", default="", help="extra arguments for `fleetgate gateway`")
     p.add_argument("--gateway-log-level", default="warning")
     p.add_argument("--only", choices=["nginx", "fleetgate"], help="measure only this proxy")

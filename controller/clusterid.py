@@ -12,7 +12,7 @@ from typing import Any
 
 from fleet.kube import CLUSTER_PROPERTIES, KubeError
 
-from .imports import LABEL_MANAGED_BY, MANAGED_BY
+from .derive.names import LABEL_MANAGED_BY, MANAGED_BY
 
 log = logging.getLogger("fleetgate.controller.clusterid")
 

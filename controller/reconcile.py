@@ -12,12 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
-from fleet.objects import (Condition, EndpointSlice, KubeObject, Meta, OwnerReference, Service,
+from fleet.objects import (Condition, EndpointSlice, KubeObject, Meta, Service,
                            ServiceExport, ServiceImport)
 from fleet.snapshot import ClusterObjects
 
-from .imports import LABEL_MANAGED_BY, MANAGED_BY, DerivedCluster
-from .render import (condition_to_dict, endpoint_slice_to_dict, service_import_to_dict, service_to_dict)
+from .derive.names import LABEL_MANAGED_BY, MANAGED_BY
+from .derived import DerivedCluster
+from .render import (condition_to_dict, endpoint_slice_to_dict, owner_references_to_list, service_import_to_dict,
+                     service_to_dict)
 
 Raw = dict[str, Any]
 ObjKey = tuple[str, str]
@@ -70,11 +72,6 @@ def _slice_body(es: EndpointSlice) -> Raw:
     return {"ports": raw["ports"], "endpoints": raw["endpoints"]}
 
 
-def _owners(refs: tuple[OwnerReference, ...]) -> list[Raw]:
-    return [{"apiVersion": o.api_version, "kind": o.kind, "name": o.name, "uid": o.uid,
-             "controller": o.controller} for o in refs]
-
-
 def _meta_differs(desired: KubeObject, actual: KubeObject, *, owners: bool) -> bool:
     """Our labels and annotations missing or different, or (for objects we made) other owners."""
     if any(actual.meta.labels.get(k) != v for k, v in desired.meta.labels.items()):
@@ -91,7 +88,7 @@ def _meta_patch(desired: KubeObject, actual: KubeObject, *, owners: bool) -> Raw
     if desired.meta.annotations:
         meta["annotations"] = dict(desired.meta.annotations)
     if owners:
-        meta["ownerReferences"] = _owners(desired.meta.owner_references)
+        meta["ownerReferences"] = owner_references_to_list(desired.meta.owner_references)
     return meta
 
 

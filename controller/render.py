@@ -7,10 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet.objects import (Condition, EndpointSlice, Meta, Service, ServiceImport,
+from fleet.objects import (Condition, EndpointSlice, Meta, OwnerReference, Service, ServiceImport,
                            ServicePort)
 
-from .imports import DerivedCluster, DerivedFleet
+from .derived import DerivedCluster, DerivedFleet
+
+
+def owner_references_to_list(refs: tuple[OwnerReference, ...]) -> list[dict[str, Any]]:
+    """metadata.ownerReferences as the API writes it (for /debug/imports and for patches)."""
+    return [{"apiVersion": o.api_version, "kind": o.kind, "name": o.name, "uid": o.uid,
+             "controller": o.controller} for o in refs]
 
 
 def meta_to_dict(meta: Meta) -> dict[str, Any]:
@@ -30,9 +36,7 @@ def meta_to_dict(meta: Meta) -> dict[str, Any]:
     if meta.annotations:
         out["annotations"] = dict(meta.annotations)
     if meta.owner_references:
-        out["ownerReferences"] = [{"apiVersion": o.api_version, "kind": o.kind, "name": o.name,
-                                   "uid": o.uid, "controller": o.controller}
-                                  for o in meta.owner_references]
+        out["ownerReferences"] = owner_references_to_list(meta.owner_references)
     return out
 
 

@@ -1,8 +1,8 @@
 """Live mode: write the derived MCS objects and ServiceExport status to live member clusters.
 
-The LiveWriter follows the fleet: each snapshot is derived again (incrementally, with
-allocate=False: each API server allocates its `amcs-` Services' ClusterIPs) and every
-live member's worker is woken. A worker plans against its source's current objects
+The LiveWriter follows the DerivedPublisher (each snapshot derived once for every
+component; a live member's `amcs-` ClusterIPs come from its API server) and wakes every
+live member's worker. A worker plans against its source's current objects
 (reconcile.plan_cluster, pure), sends the writes one at a time and puts each answer into
 the source's store at once, so its next plan already sees it and a snapshot that predates
 a write never makes it write again. Members are independent: one worker per cluster, so
@@ -13,18 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping, Protocol
+from typing import Callable, Mapping, Protocol
 
 from prometheus_client import Counter
 
-from fleet.fleet import not_following
 from fleet.kube import (ENDPOINT_SLICES, SERVICE_EXPORTS, SERVICE_IMPORTS, SERVICES, KubeError, Raw,
                         Resource, Unreachable)
-from fleet.snapshot import FleetSnapshot
+from fleet.objects import KubeObject
 from fleet.tasks import cancel_and_wait
+from fleet.view import FleetView, LiveCluster, Unfollow, not_following
 
 from .clusterid import publish_cluster_id
-from .imports import DerivedFleet, derive_imports
+from .derived import DerivedFeed, DerivedFleet, DerivedSnapshot
+from .leader import LeaderElector, LeaderOptions, options_from_env
 from .reconcile import CREATE, DELETE, STATUS, PlanMemo, Write, plan_cluster
 
 log = logging.getLogger("fleetgate.controller.writer")
@@ -50,18 +51,10 @@ def now_rfc3339() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _version(source: Any, resource: Resource) -> str:
-    """The API version the source's reflector found served (CRDs may serve only v1alpha1)."""
-    for r in getattr(source, "reflectors", ()):
-        if r.resource is resource and r.version:
-            return str(r.version)
-    return resource.versions[0]
-
-
 class ClusterWorker:
     """Sends one member cluster's writes, one at a time, while there are any."""
 
-    def __init__(self, owner: "LiveWriter", name: str, source: Any) -> None:
+    def __init__(self, owner: "LiveWriter", name: str, source: LiveCluster) -> None:
         self.owner = owner
         self.name = name
         self.source = source
@@ -129,7 +122,7 @@ class ClusterWorker:
 
     async def _write(self, w: Write) -> None:
         resource = RESOURCES[w.kind]
-        version = _version(self.source, resource)
+        version = self.source.served_version(resource)
         client = self.source.client
         base = self.source.current(w.kind, w.namespace, w.name)
         try:
@@ -163,7 +156,7 @@ class ClusterWorker:
                     return
             raise
 
-    def _learn(self, resource: Resource, event: str, raw: Raw, base: Any) -> None:
+    def _learn(self, resource: Resource, event: str, raw: Raw, base: KubeObject | None) -> None:
         """Put an answer into the source's store, unless the watch already moved the object
         past the version this write was planned from (an older answer must not win)."""
         meta = raw.get("metadata") or {}
@@ -176,14 +169,14 @@ class ClusterWorker:
 class LiveWriter:
     """Follows a fleet and writes to its live members (see the module docstring)."""
 
-    def __init__(self, fleet: Any, sources: Mapping[str, Any], *, leader: Leader | None = None,
+    def __init__(self, feed: DerivedFeed, sources: Mapping[str, LiveCluster], *, leader: Leader | None = None,
                  clock: Callable[[], str] = now_rfc3339) -> None:
-        self.fleet = fleet
+        self.feed = feed
         self.leader = leader
         self.clock = clock
         self.derived: DerivedFleet | None = None
         self.workers = {name: ClusterWorker(self, name, source) for name, source in sources.items()}
-        self._unsubscribe: Callable[[], None] = not_following
+        self._unfollow: Unfollow = not_following
 
     @property
     def writes(self) -> int:
@@ -193,10 +186,11 @@ class LiveWriter:
         return self.leader is None or self.leader.is_leader
 
     def start(self) -> None:
-        self._unsubscribe = self.fleet.follow(self._on_snapshot)
+        self._unfollow = self.feed.follow(self._on_derived)
 
     async def close(self) -> None:
-        self._unsubscribe()
+        self._unfollow()
+        self._unfollow = not_following
         for worker in self.workers.values():
             await worker.close()
 
@@ -207,9 +201,8 @@ class LiveWriter:
         for worker in self.workers.values():
             worker.wake()
 
-    def _on_snapshot(self, snapshot: FleetSnapshot) -> None:
-        self.derived = derive_imports(snapshot, clusters=tuple(self.workers), allocate=False,
-                                      previous=self.derived)
+    def _on_derived(self, current: DerivedSnapshot) -> None:
+        self.derived = current.derived
         self.wake()
 
     def plan(self, cluster: str) -> list[Write]:
@@ -222,17 +215,10 @@ class LiveWriter:
                             now=self.clock(), memo=self.workers[cluster].memo)
 
 
-def live_members(fleet: Any) -> dict[str, Any]:
-    """The member clusters whose source is an API server (they own a KubeClient)."""
-    names = set(fleet.snapshot.member_names) if fleet.snapshot is not None else set()
-    names |= {c.name for c in fleet.config.clusters}
-    return {s.name: s for s in fleet.sources if s.name in names and hasattr(s, "client")}
-
-
 class LiveController:
     """The LiveWriter plus, with --leader-elect, the LeaderElector that gates it."""
 
-    def __init__(self, writer: LiveWriter, elector: Any | None) -> None:
+    def __init__(self, writer: LiveWriter, elector: LeaderElector | None) -> None:
         self.writer = writer
         self.elector = elector
 
@@ -242,33 +228,22 @@ class LiveController:
             await self.elector.close(release=release)
 
 
-def hub_client(fleet: Any) -> Any | None:
-    """The hub's KubeClient when the hub is a live cluster (a member or a separate source)."""
-    from fleet.config import HUB_SOURCE_NAME
-    config = fleet.config
-    name = config.hub_cluster or (HUB_SOURCE_NAME if config.hub is not None else None)
-    source = next((s for s in fleet.sources if s.name == name), None) if name else None
-    return getattr(source, "client", None)
-
-
-def start_live_controller(fleet: Any, *, leader_elect: bool = False,
-                          leader_options: Any = None) -> LiveController | None:
-    """Write to the fleet's live members (None when it has none); with leader_elect, only
-    while holding the Lease on the hub, which must then be live."""
-    from .leader import LeaderElector, options_from_env
-
-    members = live_members(fleet)
+def start_live_controller(fleet: FleetView, feed: DerivedFeed, *, leader_elect: bool = False,
+                          leader_options: LeaderOptions | None = None) -> LiveController | None:
+    """Write `feed`'s derived objects to the fleet's live members (None when it has none);
+    with leader_elect, only while holding the Lease on the hub, which must then be live."""
+    members = fleet.live_members()
     elector = None
     if leader_elect:
-        client = hub_client(fleet)
-        if client is None:
+        hub = fleet.live_hub()
+        if hub is None:
             log.warning("--leader-elect: the hub is not a live cluster, so there is no Lease to hold; "
                         "writing without leader election")
         elif members:
-            elector = LeaderElector(client, leader_options or options_from_env())
+            elector = LeaderElector(hub.client, leader_options or options_from_env())
     if not members:
         return None
-    writer = LiveWriter(fleet, members, leader=elector)
+    writer = LiveWriter(feed, members, leader=elector)
     if elector is not None:
         elector.on_change = lambda leader: writer.wake() if leader else None
         elector.start()

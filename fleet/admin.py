@@ -5,6 +5,7 @@ and Prometheus collectors; readiness asks the fleet which sources have loaded.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from typing import Any, Awaitable, Callable
@@ -14,20 +15,21 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from .view import FleetView
+
 log = logging.getLogger("fleetgate.admin")
 
 Handler = Callable[[web.Request], Awaitable[Any] | Any]
 
 
 class AdminServer:
-    def __init__(self, fleet: Any = None) -> None:
+    def __init__(self, fleet: FleetView | None = None) -> None:
         self.fleet = fleet
         self.registry = CollectorRegistry(auto_describe=True)
         self.app = web.Application()
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
         self.app.router.add_get("/metrics", self._metrics)
-        self.ready_checks: list[Callable[[], list[str]]] = []
         self._runner: web.AppRunner | None = None
         self.address: tuple[str, int] | None = None
 
@@ -39,7 +41,7 @@ class AdminServer:
         async def wrapped(request: web.Request) -> web.Response:
             try:
                 result = handler(request)
-                if hasattr(result, "__await__"):
+                if inspect.isawaitable(result):
                     result = await result
             except LookupError as exc:
                 return web.Response(status=404, text=f"{exc.args[0] if exc.args else exc}\n")
@@ -48,10 +50,6 @@ class AdminServer:
             return web.Response(text=json.dumps(result, indent=2, default=str) + "\n",
                                 content_type="application/json")
         self.app.router.add_get(path, wrapped)
-
-    def add_ready_check(self, check: Callable[[], list[str]]) -> None:
-        """check() returns what is not ready yet (empty when ready)."""
-        self.ready_checks.append(check)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -64,8 +62,6 @@ class AdminServer:
             unreachable = self.fleet.unreachable()
             if unreachable:
                 detail["unreachable"] = unreachable
-        for check in self.ready_checks:
-            missing += check()
         body = {"ready": not missing, "missing": missing, **detail}
         return web.Response(status=503 if missing else 200, text=json.dumps(body) + "\n",
                             content_type="application/json")

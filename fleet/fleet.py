@@ -2,26 +2,28 @@
 
 Sources report changes; the Fleet coalesces a burst of them into one rebuild shortly
 after, skips the rebuild when no source's objects (by identity) or diagnostics changed,
-and hands each new snapshot (version + 1) to its subscribers on the event loop.
+and hands each new snapshot (version + 1) to its followers on the event loop.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from .config import HUB_SOURCE_NAME, FleetConfig, FleetConfigError, SourceSpec
 from .files import DEFAULT_POLL_INTERVAL, FileSource, FolderState
 from .provider import Source
 from .snapshot import (EMPTY_CLUSTER, ClusterName, ClusterObjects, Diagnostic, FleetSnapshot,
                        MemberCluster)
+from .view import Follower, LiveCluster, Unfollow, not_following
+
+__all__ = ["Fleet", "LiveFactory", "build_snapshot", "load_fleet_once", "not_following"]
 
 log = logging.getLogger(__name__)
 
 COALESCE_DELAY = 0.02  # seconds from the first change of a burst to its rebuild
 
-LiveFactory = Callable[[str, SourceSpec], Source]
-Subscriber = Callable[[FleetSnapshot], None]
+LiveFactory = Callable[[str, SourceSpec], LiveCluster]
 
 
 def _no_live(config: FleetConfig, name: str) -> FleetConfigError:
@@ -42,14 +44,12 @@ def build_snapshot(config: FleetConfig, hub: ClusterObjects, members: Sequence[C
         version=version, diagnostics=diagnostics)
 
 
-def not_following() -> None:
-    """What a component holds as its unsubscribe before it follows a fleet (and after)."""
-
-
 class Fleet:
-    """Owns the sources, publishes FleetSnapshots. Use `from_config`, then `await start()`."""
+    """Owns the sources, publishes FleetSnapshots (a FleetView). Use `from_config`, then
+    `await start()`."""
 
-    def __init__(self, config: FleetConfig, members: Sequence[Source], hub: Source | None) -> None:
+    def __init__(self, config: FleetConfig, members: Sequence[Source], hub: Source | None, *,
+                 live: Iterable[LiveCluster] = ()) -> None:
         if len(members) != len(config.clusters):
             raise ValueError("one Source per cluster in the config is required")
         self.config = config
@@ -58,7 +58,8 @@ class Fleet:
         # each Source once: a separate hub first, then the members (a shared hub is a member)
         separate_hub = hub is not None and all(hub is not m for m in self._members)
         self._sources: tuple[Source, ...] = ((hub,) if separate_hub and hub else ()) + self._members
-        self._subscribers: list[Subscriber] = []
+        self._live: dict[str, LiveCluster] = {s.name: s for s in live}
+        self._followers: list[Follower] = []
         self._snapshot = build_snapshot(config, EMPTY_CLUSTER, [EMPTY_CLUSTER] * len(members), (), 0)
         self._inputs: tuple[ClusterObjects, ...] | None = None
         self._handle: asyncio.TimerHandle | None = None
@@ -69,12 +70,16 @@ class Fleet:
     def from_config(cls, config: FleetConfig, *, live_factory: LiveFactory | None = None,
                     poll_interval: float = DEFAULT_POLL_INTERVAL) -> "Fleet":
         """One FileSource per manifests folder; kubeconfig sources come from live_factory."""
+        live: list[LiveCluster] = []
+
         def make(name: str, spec: SourceSpec) -> Source:
             if spec.manifests is not None:
                 return FileSource(name, spec.manifests, poll_interval=poll_interval)
             if live_factory is None:
                 raise _no_live(config, name)
-            return live_factory(name, spec)
+            source = live_factory(name, spec)
+            live.append(source)
+            return source
 
         members = [make(c.name, c.source) for c in config.clusters]
         hub: Source | None = None
@@ -82,7 +87,7 @@ class Fleet:
             hub = members[[c.name for c in config.clusters].index(config.hub_cluster)]
         elif config.hub is not None:
             hub = make(HUB_SOURCE_NAME, config.hub)
-        return cls(config, members, hub)
+        return cls(config, members, hub, live=live)
 
     # --- state ------------------------------------------------------------------------
 
@@ -107,20 +112,25 @@ class Fleet:
     def diagnostics(self) -> tuple[Diagnostic, ...]:
         return self._snapshot.diagnostics
 
-    def follow(self, callback: Subscriber) -> Callable[[], None]:
-        """Call `callback` with the current snapshot now and with every later one (what
-        each component that derives from the fleet does at start); returns unsubscribe."""
+    def follow(self, callback: Follower) -> Unfollow:
+        """Call `callback` with the current snapshot now and, on the loop, with every later
+        one (the one way a component follows the fleet); returns the unfollow."""
         callback(self.snapshot)
-        return self.subscribe(callback)
+        self._followers.append(callback)
 
-    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
-        """Call `callback(snapshot)` on the loop after each new snapshot; returns unsubscribe."""
-        self._subscribers.append(callback)
+        def unfollow() -> None:
+            if callback in self._followers:
+                self._followers.remove(callback)
+        return unfollow
 
-        def unsubscribe() -> None:
-            if callback in self._subscribers:
-                self._subscribers.remove(callback)
-        return unsubscribe
+    def live_members(self) -> Mapping[str, LiveCluster]:
+        names = {c.name for c in self.config.clusters}
+        return {name: s for name, s in self._live.items() if name in names}
+
+    def live_hub(self) -> LiveCluster | None:
+        config = self.config
+        name = config.hub_cluster or (HUB_SOURCE_NAME if config.hub is not None else None)
+        return self._live.get(name) if name else None
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -174,11 +184,11 @@ class Fleet:
         self._snapshot = build_snapshot(self.config, hub, members, diagnostics,
                                         self._snapshot.version + 1)
         log.info("fleet: snapshot %d (%d diagnostics)", self._snapshot.version, len(diagnostics))
-        for callback in list(self._subscribers):
+        for callback in list(self._followers):
             try:
                 callback(self._snapshot)
             except Exception:
-                log.exception("fleet: snapshot subscriber %r failed", callback)
+                log.exception("fleet: snapshot follower %r failed", callback)
 
 
 def load_fleet_once(config: FleetConfig) -> FleetSnapshot:

@@ -200,3 +200,11 @@ class LiveSource:
     @property
     def reflectors(self) -> tuple[Reflector, ...]:
         return self._reflectors
+
+    def served_version(self, resource: Resource) -> str:
+        """The API version this cluster's reflector found served (CRDs may serve only
+        v1alpha1); the first one fleetgate knows when it has not listed `resource`."""
+        for r in self._reflectors:
+            if r.resource is resource and r.version:
+                return str(r.version)
+        return resource.versions[0]

@@ -1,10 +1,10 @@
-"""`fleetgate gateway` flags and wiring (the CLI in fleet/cli.py composes components)."""
+"""`fleetgate gateway` flags and start-up (fleetgate/ composes the components)."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from fleet.admin import AdminServer
+from fleet.view import FleetView
 
 from .context import Limits
 from .server import Gateway, GatewayOptions
@@ -66,9 +66,9 @@ def options_from(args: argparse.Namespace, http: tuple[str, int], *, reuse_port:
     )
 
 
-async def start_gateway(fleet: Any, options: GatewayOptions, admin: AdminServer | None) -> Gateway:
+async def start_gateway(fleet: FleetView, options: GatewayOptions, admin: AdminServer | None) -> Gateway:
     """Start serving `fleet`; ListenerError when the http or (tls in the fleet) https
-    listener cannot bind."""
+    listener cannot bind. The caller owns the result: `drain()` (or `close()`) stops it."""
     gateway = Gateway(options)
     gateway.follow(fleet)
     try:
@@ -79,9 +79,6 @@ async def start_gateway(fleet: Any, options: GatewayOptions, admin: AdminServer 
         address = options.https if listener == "https" and options.https else options.http
         await gateway.close()
         raise ListenerError(listener, address, exc) from None
-    if options.publish_address:
-        from .status import start_status_writer
-        start_status_writer(fleet, address=options.publish_address, classes=options.ingress_classes)
     if admin is not None:
         admin.add_collector(gateway.ctx.metrics)
         admin.add_json("/debug/routes", lambda request: gateway.debug_routes())

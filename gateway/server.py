@@ -12,8 +12,8 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from fleet.fleet import not_following
 from fleet.snapshot import Diagnostic, FleetSnapshot
+from fleet.view import FleetView, not_following
 
 from .context import GatewayContext, Limits
 from .protocol.downstream import DownstreamH1
@@ -98,11 +98,9 @@ class Gateway:
                     targets.setdefault(e.key, (e, check))
         self.checker.update(targets)
 
-    def follow(self, fleet: Any) -> None:
+    def follow(self, fleet: FleetView) -> None:
         """Apply the fleet's current snapshot and every later one."""
-        if fleet.snapshot is not None:
-            self.apply(fleet.snapshot)
-        self._unsubscribe = fleet.subscribe(self.apply)
+        self._unsubscribe = fleet.follow(self.apply)
 
     async def start(self) -> list[tuple[str, int]]:
         loop = asyncio.get_running_loop()

@@ -12,12 +12,11 @@ import asyncio
 import ipaddress
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
-from fleet.config import HUB_SOURCE_NAME
-from fleet.fleet import not_following
 from fleet.snapshot import ClusterObjects, FleetSnapshot
 from fleet.tasks import cancel_and_wait
+from fleet.view import FleetView, LiveCluster, Unfollow, not_following
 
 from .routing.build import selected_ingresses
 
@@ -61,17 +60,10 @@ def status_updates(hub: ClusterObjects, *, address: str, classes: Sequence[str])
     return updates
 
 
-def hub_source(fleet: Any) -> Any | None:
-    """The fleet's hub Source (a member named by hub.cluster, or the separate "hub")."""
-    config = fleet.config
-    name = config.hub_cluster or (HUB_SOURCE_NAME if config.hub is not None else None)
-    return next((s for s in fleet.sources if s.name == name), None) if name else None
-
-
 class StatusWriter:
     """Follows a fleet and keeps the served Ingresses' status on the publish address."""
 
-    def __init__(self, fleet: Any, hub: Any, *, address: str, classes: Sequence[str]) -> None:
+    def __init__(self, fleet: FleetView, hub: LiveCluster, *, address: str, classes: Sequence[str]) -> None:
         self.fleet = fleet
         self.hub = hub
         self.address = address
@@ -80,13 +72,14 @@ class StatusWriter:
         self._latest: FleetSnapshot | None = None
         self._sent: dict[tuple[str, str], tuple[LoadBalancer, str]] = {}
         self._task: asyncio.Task[None] | None = None
-        self._unsubscribe: Callable[[], None] = not_following
+        self._unfollow: Unfollow = not_following
 
     def start(self) -> None:
-        self._unsubscribe = self.fleet.follow(self._on_snapshot)
+        self._unfollow = self.fleet.follow(self._on_snapshot)
 
     async def close(self) -> None:
-        self._unsubscribe()
+        self._unfollow()
+        self._unfollow = not_following
         task, self._task = self._task, None
         await cancel_and_wait(task)
 
@@ -131,10 +124,11 @@ class StatusWriter:
                 delay = min(RETRY_CAP, delay * 2)
 
 
-def start_status_writer(fleet: Any, *, address: str, classes: Sequence[str]) -> StatusWriter | None:
-    """A running StatusWriter, or None when the hub is not live (files have no status)."""
-    hub = hub_source(fleet)
-    if hub is None or not hasattr(hub, "patch_ingress_status"):
+def start_status_writer(fleet: FleetView, *, address: str, classes: Sequence[str]) -> StatusWriter | None:
+    """A running StatusWriter (the caller closes it), or None when the hub is not live
+    (files have no status)."""
+    hub = fleet.live_hub()
+    if hub is None:
         log.warning("--publish-address %s: the hub is not a live cluster; no Ingress status is written",
                     address)
         return None

@@ -7,7 +7,7 @@ from typing import AsyncIterator
 import pytest
 from kubernetes_asyncio import client, config
 
-from fleet.testing import KubeAPIServer
+from kubefake import KubeAPIServer
 
 # kubernetes_asyncio builds an SSL context for every ApiClient, even for plain http, and
 # loading the system CA store costs ~50 ms each time. Pointing it at this one throwaway

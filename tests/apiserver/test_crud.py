@@ -8,7 +8,7 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from fleet.testing import KubeAPIServer
+from kubefake import KubeAPIServer
 
 MCS = "multicluster.x-k8s.io"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import aiohttp
 from kubernetes_asyncio import client
 
-from fleet.testing import KubeAPIServer
+from kubefake import KubeAPIServer
 
 AGGREGATED = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 
@@ -61,7 +61,7 @@ async def test_without_default_crds_mcs_is_absent_until_installed() -> None:
         async with aiohttp.ClientSession() as http:
             async with http.get(bare.url + "/apis/multicluster.x-k8s.io/v1beta1") as resp:
                 assert resp.status == 404
-            from fleet.testing.resources import default_crds
+            from kubefake.resources import default_crds
             for crd in default_crds():
                 bare.create(crd)
             async with http.get(bare.url + "/apis/multicluster.x-k8s.io/v1beta1") as resp:

@@ -10,7 +10,7 @@ import pytest
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from fleet.testing import KubeAPIServer
+from kubefake import KubeAPIServer
 
 
 async def test_fail_next_answers_n_requests_with_a_status(server: KubeAPIServer, api: client.ApiClient) -> None:

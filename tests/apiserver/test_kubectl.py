@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fleet.testing import KubeAPIServer
-from fleet.testing.kubectl import kubectl as run_kubectl
+from kubefake import KubeAPIServer
+from kubefake.kubectl import kubectl as run_kubectl
 from tests.tools import require_tool
 
 

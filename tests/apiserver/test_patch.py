@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from fleet.testing import ApiError
-from fleet.testing.patch import json_patch, merge_patch, strategic_merge_patch
+from kubefake import ApiError
+from kubefake.patch import json_patch, merge_patch, strategic_merge_patch
 
 
 @pytest.mark.parametrize("target, patch, result", [  # from RFC 7386 appendix A

@@ -5,8 +5,8 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from fleet.testing import ApiError, KubeAPIServer
-from fleet.testing.selectors import parse_field_selector, parse_label_selector
+from kubefake import ApiError, KubeAPIServer
+from kubefake.selectors import parse_field_selector, parse_label_selector
 
 LABELS = {"app": "web", "tier": "front", "replicas": "3"}
 

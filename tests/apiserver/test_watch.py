@@ -10,7 +10,7 @@ import pytest
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from fleet.testing import KubeAPIServer
+from kubefake import KubeAPIServer
 
 MCS = "multicluster.x-k8s.io"
 

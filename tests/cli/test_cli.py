@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-FLEETGATE = [sys.executable, "-m", "fleet.cli"]
-DEMO = Path(__file__).resolve().parents[2] / "fleet" / "examples" / "demo"
+FLEETGATE = [sys.executable, "-m", "fleetgate.cli"]
+DEMO = Path(__file__).resolve().parents[2] / "fleetgate" / "examples" / "demo"
 
 
 def free_port(host: str = "127.0.0.1") -> int:

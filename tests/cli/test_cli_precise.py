@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from fleet.cli import build_parser
+from fleetgate.cli import build_parser
 from gateway import build_info
 
 FLEETGATE = str(Path(sys.executable).with_name("fleetgate"))  # the console script pip made
-DEMO = Path(__file__).resolve().parents[2] / "fleet" / "examples" / "demo"
+DEMO = Path(__file__).resolve().parents[2] / "fleetgate" / "examples" / "demo"
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from fleet.demo import BUNDLED_DEMO, demo_pods
+from fleetgate.demo import BUNDLED_DEMO, demo_pods
 
 FLEETGATE = str(Path(sys.executable).with_name("fleetgate"))  # the console script pip made
 BANNER_END = "Ctrl-C stops."
@@ -222,7 +222,7 @@ def test_a_dir_that_cannot_be_the_working_folder_is_one_line_and_exit_2(tmp_path
 
 
 def test_the_working_folder_is_copied_once_then_reused(tmp_path: Path) -> None:
-    from fleet.demo import prepare_working_folder
+    from fleetgate.demo import prepare_working_folder
     first = prepare_working_folder(tmp_path / "deep" / "demo")
     assert first.created and first.fleet_yaml.is_file() and first.path.is_absolute()
     ing = first.path / "hub" / "ingresses.yaml"

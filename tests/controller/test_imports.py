@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from controller.imports import (ANNOTATION_DERIVED_SERVICE, LABEL_MANAGED_BY, LABEL_SLICE_MANAGED_BY,
+from controller.derive import (ANNOTATION_DERIVED_SERVICE, LABEL_MANAGED_BY, LABEL_SLICE_MANAGED_BY,
                                 DerivedFleet, allocate_ips, amcs_name, derive_imports)
 from controller.render import (derived_cluster_to_dict, endpoint_slice_to_dict, export_status_to_dict,
                                service_import_to_dict, service_to_dict)

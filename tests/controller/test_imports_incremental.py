@@ -1,7 +1,8 @@
 """derive_imports(previous=...) against a fresh derivation, over random changes."""
 from __future__ import annotations
 
-from controller.imports import DerivedFleet, changed_keys, derive_imports
+from controller.derive import DerivedFleet, derive_imports
+from fleet.changes import changed_keys
 from tests.controller.mcs_fixtures import endpoint, endpoint_slice
 from tests.controller.mcs_random import RandomFleet
 

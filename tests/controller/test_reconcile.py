@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from controller.imports import DerivedFleet, derive_imports
+from controller.derive import DerivedFleet, derive_imports
 from controller.reconcile import CREATE, DELETE, STATUS, UPDATE, Write, plan_cluster
 from controller.render import endpoint_slice_to_dict, service_import_to_dict, service_to_dict
 from fleet.objects import parse_object

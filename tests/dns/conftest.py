@@ -7,8 +7,8 @@ from typing import Any, AsyncIterator
 import pytest
 import uvloop
 
-from dnsplugin.cli import DnsService, serve
-from tests.dns.dnsclient import StubFleet
+from dnsplugin.service import DnsService, serve
+from tests.dns.dnsclient import feed, StubFleet
 from tests.dns.fixtures import two_cluster_fleet
 
 
@@ -19,7 +19,7 @@ def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any]:
 
 @pytest.fixture
 async def dns() -> AsyncIterator[DnsService]:
-    service = await serve(StubFleet(two_cluster_fleet()), listen="127.0.0.1:0", cluster="zone-a")
+    service = await serve(feed(StubFleet(two_cluster_fleet())), listen="127.0.0.1:0", cluster="zone-a")
     try:
         yield service
     finally:

@@ -7,24 +7,36 @@ from typing import Any, Callable
 
 from dnslib import EDNS0, QTYPE, DNSRecord
 
+from controller.publisher import DerivedPublisher
 from fleet.snapshot import FleetSnapshot
+from fleet.view import LiveCluster
 
 
 class StubFleet:
-    """The two members of fleet.fleet.Fleet the responder uses: .snapshot and .subscribe()."""
+    """A FleetView of file members only whose snapshots the test publishes by hand."""
 
     def __init__(self, snapshot: FleetSnapshot | None = None) -> None:
         self.snapshot = snapshot
         self.callbacks: list[Callable[[FleetSnapshot], None]] = []
 
-    def subscribe(self, callback: Callable[[FleetSnapshot], None]) -> Callable[[], None]:
+    def follow(self, callback: Callable[[FleetSnapshot], None]) -> Callable[[], None]:
+        if self.snapshot is not None:
+            callback(self.snapshot)
         self.callbacks.append(callback)
         return lambda: self.callbacks.remove(callback)
+
+    def live_members(self) -> dict[str, LiveCluster]:
+        return {}
 
     def publish(self, snapshot: FleetSnapshot) -> None:
         self.snapshot = snapshot
         for callback in list(self.callbacks):
             callback(snapshot)
+
+
+def feed(fleet: StubFleet) -> DerivedPublisher:
+    """The derived objects of `fleet`, as the DNS service follows them in `fleetgate up`."""
+    return DerivedPublisher(fleet).start()  # type: ignore[arg-type]  # a partial FleetView
 
 
 class _Udp(asyncio.DatagramProtocol):

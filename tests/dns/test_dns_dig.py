@@ -5,8 +5,8 @@ dnspython, so no row goes untested on such a machine."""
 from __future__ import annotations
 
 import asyncio
-from dnsplugin.cli import DnsService, serve
-from tests.dns.dnsclient import StubFleet
+from dnsplugin.service import DnsService, serve
+from tests.dns.dnsclient import feed, StubFleet
 from tests.tools import require_tool
 
 Z = "svc.clusterset.local"
@@ -46,7 +46,7 @@ async def test_dig_edns_buffer_and_truncation_fallback(dns: DnsService) -> None:
     assert "udp: 1232" in out and "ANSWER: 3" in out
     # without EDNS, dig retries a truncated answer over TCP on its own
     from tests.dns.test_dns_transport import big_headless_fleet
-    big = await serve(StubFleet(big_headless_fleet(120)), listen="127.0.0.1:0")
+    big = await serve(feed(StubFleet(big_headless_fleet(120))), listen="127.0.0.1:0")
     try:
         out = await dig(big, "+noedns", f"big.demo.{Z}", "A")
         assert "Truncated, retrying in TCP mode" in out and "ANSWER: 120" in out

@@ -5,9 +5,9 @@ import struct
 
 from prometheus_client import REGISTRY
 
-from dnsplugin.cli import serve
+from dnsplugin.service import serve
 from dnsplugin.resolver import resolve
-from tests.dns.dnsclient import StubFleet, question, udp_exchange
+from tests.dns.dnsclient import feed, StubFleet, question, udp_exchange
 from tests.dns.fixtures import two_cluster_fleet
 
 Z = "svc.clusterset.local"
@@ -22,7 +22,7 @@ def with_rd(data: bytes, rd: bool) -> bytes:
 
 
 async def test_fast_path_answers_are_the_resolvers_bytes() -> None:
-    service = await serve(StubFleet(two_cluster_fleet()), listen="127.0.0.1:0", cluster="zone-a")
+    service = await serve(feed(StubFleet(two_cluster_fleet())), listen="127.0.0.1:0", cluster="zone-a")
     try:
         zone = service.zone
         qid = 0
@@ -43,7 +43,7 @@ async def test_fast_path_answers_are_the_resolvers_bytes() -> None:
 
 
 async def test_fast_path_is_counted_and_skips_odd_headers() -> None:
-    service = await serve(StubFleet(two_cluster_fleet()), listen="127.0.0.1:0", cluster="zone-a")
+    service = await serve(feed(StubFleet(two_cluster_fleet())), listen="127.0.0.1:0", cluster="zone-a")
 
     def answered() -> float:
         return REGISTRY.get_sample_value("fleetgate_dns_queries_total", {"qtype": "SRV", "rcode": "NOERROR"}) or 0.0

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 from dnslib import QTYPE, DNSRecord
 
-from dnsplugin.cli import DnsService, serve
+from dnsplugin.service import DnsService, serve
 from dnsplugin.zone import zone_to_json
-from tests.dns.dnsclient import StubFleet, ask, question, rcode, rdatas, tcp_exchange, udp_exchange
+from tests.dns.dnsclient import feed, StubFleet, ask, question, rcode, rdatas, tcp_exchange, udp_exchange
 from tests.dns.fixtures import two_cluster_fleet
 
 Z = "svc.clusterset.local"
@@ -140,7 +140,7 @@ async def test_name_outside_the_zone_is_refused(dns: DnsService, tcp: bool) -> N
 
 async def test_servfail_before_the_first_snapshot_then_answers() -> None:
     fleet = StubFleet(None)
-    service = await serve(fleet, listen="127.0.0.1:0")
+    service = await serve(feed(fleet), listen="127.0.0.1:0")
     try:
         assert rcode(await ask(service.udp_address, f"web.demo.{Z}")) == "SERVFAIL"
         assert rcode(await ask(service.udp_address, f"web.demo.{Z}", tcp=True)) == "SERVFAIL"
@@ -205,7 +205,7 @@ async def test_rd_bit_is_copied_and_ra_is_not_set(dns: DnsService) -> None:
 
 
 async def test_custom_ttl_applies_to_records_and_soa_minimum() -> None:
-    service = await serve(StubFleet(two_cluster_fleet()), listen="127.0.0.1:0", ttl=30)
+    service = await serve(feed(StubFleet(two_cluster_fleet())), listen="127.0.0.1:0", ttl=30)
     try:
         a = await ask(service.udp_address, f"web.demo.{Z}")
         nx = await ask(service.udp_address, f"nope.demo.{Z}")
@@ -219,11 +219,11 @@ async def test_cluster_choice_picks_the_view(dns: DnsService) -> None:
     from tests.controller.mcs_fixtures import cluster, fleet, namespace
     snap = two_cluster_fleet()
     lonely = fleet({**{m.name: m.objects for m in snap.members}, "zone-c": cluster(namespace("other"))})
-    service = await serve(StubFleet(lonely), listen="127.0.0.1:0", cluster="zone-c")
+    service = await serve(feed(StubFleet(lonely)), listen="127.0.0.1:0", cluster="zone-c")
     try:
         assert rcode(await ask(service.udp_address, f"web.demo.{Z}")) == "NXDOMAIN"
         assert rcode(await ask(service.udp_address, "dns-version.clusterset.local", "TXT")) == "NOERROR"
     finally:
         await service.close()
     with pytest.raises(ValueError, match="zone-x"):
-        await serve(StubFleet(snap), listen="127.0.0.1:0", cluster="zone-x")
+        await serve(feed(StubFleet(snap)), listen="127.0.0.1:0", cluster="zone-x")

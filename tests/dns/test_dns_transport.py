@@ -11,12 +11,12 @@ import pytest
 from dnslib import EDNS0, DNSRecord
 from prometheus_client import REGISTRY, generate_latest
 
-from dnsplugin.cli import DnsService, serve
+from dnsplugin.service import DnsService, serve
 from dnsplugin.resolver import resolve
 from dnsplugin.zone import build_zone
 from fleet.snapshot import FleetSnapshot
 from tests.controller.mcs_fixtures import cluster, endpoint, endpoint_slice, export, fleet, namespace, service
-from tests.dns.dnsclient import StubFleet, ask, question, rcode, rdatas, tcp_exchange, udp_exchange
+from tests.dns.dnsclient import feed, StubFleet, ask, question, rcode, rdatas, tcp_exchange, udp_exchange
 from tests.dns.fixtures import two_cluster_fleet
 
 Z = "svc.clusterset.local"
@@ -32,7 +32,7 @@ def big_headless_fleet(endpoints: int = 120, *, octet: int = 1, version: int = 1
 
 @pytest.fixture
 async def big() -> AsyncIterator[DnsService]:
-    service = await serve(StubFleet(big_headless_fleet()), listen="127.0.0.1:0", idle_timeout=0.3)
+    service = await serve(feed(StubFleet(big_headless_fleet())), listen="127.0.0.1:0", idle_timeout=0.3)
     try:
         yield service
     finally:
@@ -59,7 +59,7 @@ async def test_edns_size_is_honoured_capped_at_1232_and_opt_echoed(big: DnsServi
         reply = DNSRecord.parse(raw)
         assert reply.header.tc == int(expect_tc) and len(raw) <= max(512, min(asked, 1232))
         assert opt_of(reply).rclass == 1232  # type: ignore[attr-defined]
-    small = await serve(StubFleet(big_headless_fleet(60)), listen="127.0.0.1:0")
+    small = await serve(feed(StubFleet(big_headless_fleet(60))), listen="127.0.0.1:0")
     try:  # 60 records: ~1000 bytes, over 512 but within an EDNS 1232 buffer
         plain = DNSRecord.parse(await udp_exchange(small.udp_address, question(f"big.demo.{Z}")))
         edns = DNSRecord.parse(await udp_exchange(small.udp_address, question(f"big.demo.{Z}", edns=4096)))
@@ -113,7 +113,7 @@ async def test_idle_tcp_connection_is_closed(big: DnsService) -> None:
 
 async def test_zone_swaps_are_atomic_while_queries_run() -> None:
     fleet_ = StubFleet(big_headless_fleet(40, octet=1, version=1))
-    service = await serve(fleet_, listen="127.0.0.1:0")
+    service = await serve(feed(fleet_), listen="127.0.0.1:0")
     seen: set[int] = set()
     answered = asyncio.Event()
 
@@ -166,7 +166,7 @@ def _mutations(rng: random.Random, seeds: list[bytes], count: int) -> list[bytes
 
 def test_fuzzed_packets_never_raise_and_answers_parse() -> None:
     snap = two_cluster_fleet()
-    from controller.imports import derive_imports
+    from controller.derive import derive_imports
     view = derive_imports(snap).per_cluster["zone-a"]
     zone = build_zone(view.service_imports, view.endpoint_slices)
     seeds = [question(f"web.demo.{Z}"), question(f"db.demo.{Z}", "SRV", edns=1232),
@@ -191,7 +191,7 @@ def test_fuzzed_packets_never_raise_and_answers_parse() -> None:
 
 
 async def test_fuzzed_datagrams_do_not_stop_the_server() -> None:
-    service = await serve(StubFleet(two_cluster_fleet()), listen="127.0.0.1:0")
+    service = await serve(feed(StubFleet(two_cluster_fleet())), listen="127.0.0.1:0")
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setblocking(False)
     try:
@@ -213,7 +213,7 @@ async def test_fuzzed_datagrams_do_not_stop_the_server() -> None:
 
 
 async def test_garbage_without_header_is_dropped_and_over_tcp_closes_the_connection() -> None:
-    service = await serve(StubFleet(two_cluster_fleet()), listen="127.0.0.1:0")
+    service = await serve(feed(StubFleet(two_cluster_fleet())), listen="127.0.0.1:0")
     try:
         with pytest.raises(TimeoutError):
             await udp_exchange(service.udp_address, b"\x01\x02\x03", timeout=0.3)
@@ -229,9 +229,9 @@ async def test_garbage_without_header_is_dropped_and_over_tcp_closes_the_connect
 async def test_forwarding_names_outside_the_zone_to_an_upstream_responder() -> None:
     upstream_fleet = StubFleet(fleet({"far": cluster(namespace("demo"), service("far"), export("far"))},
                                      zone="upstream.test"))
-    upstream = await serve(upstream_fleet, listen="127.0.0.1:0")
+    upstream = await serve(feed(upstream_fleet), listen="127.0.0.1:0")
     host, port = upstream.udp_address
-    front = await serve(StubFleet(two_cluster_fleet()), listen="127.0.0.1:0", upstream=f"{host}:{port}")
+    front = await serve(feed(StubFleet(two_cluster_fleet())), listen="127.0.0.1:0", upstream=f"{host}:{port}")
     try:
         for tcp in (False, True):
             reply = await ask(front.udp_address, "far.demo.svc.upstream.test", tcp=tcp)
@@ -251,7 +251,7 @@ async def test_silent_upstream_gives_servfail_after_the_timeout() -> None:
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     silent.bind(("127.0.0.1", 0))
     port = silent.getsockname()[1]
-    front = await serve(StubFleet(two_cluster_fleet()), listen="127.0.0.1:0", upstream=f"127.0.0.1:{port}",
+    front = await serve(feed(StubFleet(two_cluster_fleet())), listen="127.0.0.1:0", upstream=f"127.0.0.1:{port}",
                         forward_timeout=0.2)
     try:
         assert rcode(await ask(front.udp_address, "example.com")) == "SERVFAIL"
@@ -262,7 +262,7 @@ async def test_silent_upstream_gives_servfail_after_the_timeout() -> None:
 
 
 async def test_metrics_count_queries_by_qtype_and_rcode() -> None:
-    service = await serve(StubFleet(two_cluster_fleet()), listen="127.0.0.1:0")
+    service = await serve(feed(StubFleet(two_cluster_fleet())), listen="127.0.0.1:0")
 
     def value(qtype: str, code: str) -> float:
         v = REGISTRY.get_sample_value("fleetgate_dns_queries_total", {"qtype": qtype, "rcode": code})
@@ -285,13 +285,13 @@ async def test_listener_that_cannot_bind_raises_oserror() -> None:
     taken.bind(("127.0.0.1", 0))
     try:
         with pytest.raises(OSError):
-            await serve(StubFleet(two_cluster_fleet()), listen=f"127.0.0.1:{taken.getsockname()[1]}")
+            await serve(feed(StubFleet(two_cluster_fleet())), listen=f"127.0.0.1:{taken.getsockname()[1]}")
     finally:
         taken.close()
 
 
 async def test_debug_zone_json_lists_the_records_for_a_cluster() -> None:
-    service = await serve(StubFleet(two_cluster_fleet()), listen="127.0.0.1:0", cluster="zone-a")
+    service = await serve(feed(StubFleet(two_cluster_fleet())), listen="127.0.0.1:0", cluster="zone-a")
     try:
         body = service.debug_zone()
         assert body is not None and body["zone"] == "clusterset.local" and body["serial"] == 1

@@ -14,8 +14,8 @@ from typing import AsyncIterator
 import pytest
 from dns import asyncquery, flags, message, rcode, rdatatype
 
-from dnsplugin.cli import DnsService, serve
-from tests.dns.dnsclient import StubFleet
+from dnsplugin.service import DnsService, serve
+from tests.dns.dnsclient import feed, StubFleet
 from tests.dns.test_dns_transport import big_headless_fleet
 
 Z = "svc.clusterset.local"
@@ -44,7 +44,7 @@ def answers(reply: message.Message, qtype: str) -> list[str]:
 
 @pytest.fixture
 async def big() -> AsyncIterator[DnsService]:
-    service = await serve(StubFleet(big_headless_fleet(120)), listen="127.0.0.1:0")
+    service = await serve(feed(StubFleet(big_headless_fleet(120))), listen="127.0.0.1:0")
     try:
         yield service
     finally:

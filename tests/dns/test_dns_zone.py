@@ -1,7 +1,7 @@
 """The pure zone builder: incremental rebuilds equal fresh ones, and the answer memo."""
 from __future__ import annotations
 
-from controller.imports import derive_imports
+from controller.derive import derive_imports
 from dnsplugin.resolver import resolve
 from dnsplugin.zone import build_zone, dashed, zone_to_json
 from tests.controller.mcs_fixtures import cluster, endpoint, endpoint_slice, export, fleet, namespace, service

@@ -9,9 +9,11 @@ import functools
 import gc
 import struct
 
-from controller.imports import derive_imports
-from dnsplugin import cli as dns_cli
-from dnsplugin.cli import zone_for
+from controller.derive import derive_imports
+from controller.publisher import DerivedPublisher
+from fleetgate.process import frozen_after_rebuild
+from dnsplugin import service as dns_service
+from dnsplugin.service import zone_for
 from dnsplugin.resolver import resolve
 from dnsplugin.zone import Zone, build_zone, update_zone, wire_text, zone_to_json
 from tests.controller.mcs_random import RandomFleet
@@ -58,13 +60,17 @@ def answers(zone: Zone, names: list[str]) -> list[bytes | None]:
 def test_updated_zone_answers_exactly_as_a_fresh_one_over_random_changes() -> None:
     for seed in SEEDS:
         world = RandomFleet(100 + seed)
-        zone, derived = zone_for(world.snapshot(), "zone-b")
+        first = world.snapshot()
+        derived = derive_imports(first)
+        zone = zone_for(first, derived.per_cluster.get("zone-b"))
         for step in range(STEPS):
             answers(zone, query_names(zone))  # warm the memo that update_zone carries over
             did = [world.step() for _ in range(1 + step % 2)]
             snap = world.snapshot()
-            zone, derived = zone_for(snap, "zone-b", previous_zone=zone, previous_derived=derived)
-            fresh, _ = zone_for(snap, "zone-b")
+            before = derived.per_cluster.get("zone-b")
+            derived = derive_imports(snap, previous=derived)
+            zone = zone_for(snap, derived.per_cluster.get("zone-b"), previous_zone=zone, previous_view=before)
+            fresh = zone_for(snap, derive_imports(snap).per_cluster.get("zone-b"))
             where = f"seed {seed} step {step} ({'; '.join(did)})"
             assert zone_to_json(zone) == zone_to_json(fresh), where
             names = query_names(zone, fresh)
@@ -88,13 +94,15 @@ def test_update_keeps_unchanged_answers_and_drops_serial_bound_ones() -> None:
     assert resolve(gone, web)[3] & 0x0F == 3  # NXDOMAIN
 
 
-async def test_service_swaps_an_incrementally_updated_zone_and_freezes_gc() -> None:
+async def test_service_swaps_an_incrementally_updated_zone_and_the_root_freezes_gc() -> None:
     first = two_cluster_fleet(version=1)
     fleet = StubFleet(first)
-    service = await dns_cli.serve(fleet, listen="127.0.0.1:0", cluster="zone-a")
+    gc.unfreeze()
+    publisher = DerivedPublisher(fleet, guard=frozen_after_rebuild).start()  # type: ignore[arg-type]
+    service = await dns_service.serve(publisher, listen="127.0.0.1:0", cluster="zone-a")
     try:
         old = service.zone
-        assert old is not None and gc.get_freeze_count() > 0
+        assert old is not None and gc.get_freeze_count() > 0 and gc.isenabled()
         fleet.publish(two_cluster_fleet(version=2))  # new views: every service rebuilt, same answers
         assert service.zone is not old and service.zone.serial == 2
         assert zone_to_json(service.zone)["records"] == [

@@ -8,13 +8,13 @@ from typing import Callable
 
 import pytest
 
-import fleet
+import fleetgate
 from fleet.config import FleetConfigError, SourceSpec, load_fleet_config
 from fleet.fleet import Fleet, load_fleet_once
 from fleet.objects import Namespace, Meta
 from fleet.snapshot import EMPTY_CLUSTER, ClusterObjects, Diagnostic, FleetSnapshot
 
-DEMO = Path(fleet.__file__).parent / "examples" / "demo" / "fleet.yaml"
+DEMO = Path(fleetgate.__file__).parent / "examples" / "demo" / "fleet.yaml"
 
 
 class FakeSource:
@@ -81,15 +81,15 @@ clusters:
 async def test_burst_of_changes_makes_one_snapshot(live_fleet, wait_for) -> None:
     fl, src = live_fleet
     published = Published()
-    fl.subscribe(published)
+    fl.follow(published)  # the empty snapshot of a fleet not started yet, then each new one
     await fl.start()
-    assert fl.ready and fl.snapshot.version == 1 and published.versions == [1]
+    assert fl.ready and fl.snapshot.version == 1 and published.versions == [0, 1]
     for i in range(20):
         src["a"].set(f"ns-{i}")
         src["b"].set(f"other-{i}")
-    await wait_for(lambda: len(published.snapshots) == 2)
+    await wait_for(lambda: len(published.snapshots) == 3)
     await wait_for(lambda: fl.rebuild_count >= 2)
-    assert published.versions == [1, 2]
+    assert published.versions == [0, 1, 2]
     snap = fl.snapshot
     assert snap.member("a").objects.has_namespace("ns-19")
     assert snap.member("b").zone == "z-b" and snap.member("b").objects.has_namespace("other-19")
@@ -101,42 +101,43 @@ async def test_rebuild_without_changes_is_skipped(live_fleet, wait_for) -> None:
     fl, src = live_fleet
     published = Published()
     await fl.start()
-    fl.subscribe(published)
+    fl.follow(published)
     src["a"].changed()  # nothing actually changed
     await wait_for(lambda: fl.rebuild_count == 2)
-    assert published.snapshots == [] and fl.snapshot.version == 1
+    assert published.versions == [1] and fl.snapshot.version == 1
     src["hub"].diagnostics = (Diagnostic("x.yaml", "Ingress/d/n", "bad"),)
     src["hub"].changed()
-    await wait_for(lambda: len(published.snapshots) == 1)
+    await wait_for(lambda: len(published.snapshots) == 2)
     assert fl.diagnostics() == src["hub"].diagnostics and fl.snapshot.version == 2
     src["hub"].diagnostics = (Diagnostic("x.yaml", "Ingress/d/n", "bad"),)  # equal, not identical
     src["hub"].changed()
     await wait_for(lambda: fl.rebuild_count == 4)
-    assert published.versions == [2]
+    assert published.versions == [1, 2]
     await fl.stop()
 
 
-async def test_missing_unreachable_and_unsubscribe(live_fleet, wait_for) -> None:
+async def test_missing_unreachable_and_unfollow(live_fleet, wait_for) -> None:
     fl, src = live_fleet
     src["b"].loaded = False
     src["a"].reachable = False
     calls: list[int] = []
 
     def broken(snapshot: FleetSnapshot) -> None:
-        raise RuntimeError("subscriber bug")
+        if snapshot.version:
+            raise RuntimeError("follower bug")
 
-    fl.subscribe(broken)
-    unsubscribe = fl.subscribe(lambda s: calls.append(s.version))
+    fl.follow(broken)
+    unfollow = fl.follow(lambda s: calls.append(s.version))
     assert not fl.ready and fl.missing() == ["b"]  # not started: never ready
     await fl.start()
     assert not fl.ready and fl.missing() == ["b"] and fl.unreachable() == ["a"]
-    assert calls == [1]  # a failing subscriber does not stop the others
-    unsubscribe()
-    unsubscribe()
+    assert calls == [0, 1]  # a failing follower does not stop the others
+    unfollow()
+    unfollow()
     src["b"].loaded = True
     src["b"].set("x")
     await wait_for(lambda: fl.snapshot.version == 2)
-    assert fl.ready and calls == [1]
+    assert fl.ready and calls == [0, 1]
     await fl.stop()
 
 
@@ -159,7 +160,7 @@ async def test_file_fleet_follows_changes_with_increasing_versions(two_clusters:
     config = load_fleet_config(two_clusters)
     fl = Fleet.from_config(config, poll_interval=0.05)
     published = Published()
-    fl.subscribe(published)
+    fl.follow(published)
     await fl.start()
     try:
         assert fl.ready and fl.missing() == [] and fl.unreachable() == []
@@ -173,8 +174,8 @@ async def test_file_fleet_follows_changes_with_increasing_versions(two_clusters:
                        and len(fl.snapshot.member("zone-b").objects.services) == 11)
         # 20 file writes: at most one snapshot per poll that saw some (bounded loosely so a
         # busy machine does not fail it); FakeSource tests pin coalescing exactly
-        assert 2 <= len(published.snapshots) <= 11
-        assert published.versions == list(range(1, len(published.versions) + 1))
+        assert 3 <= len(published.snapshots) <= 12  # and version 0, before start
+        assert published.versions == list(range(len(published.versions)))
         # touching a file (no content change) publishes nothing new
         version, scans = fl.snapshot.version, [s.scan_count for s in fl.sources]
         os.utime(root / "a" / "s0.yaml")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fleet.config import SourceSpec
 from fleet.live import LiveSource
-from fleet.testing import KubeAPIServer
+from kubefake import KubeAPIServer
 
 
 async def eventually(check, what: str, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]

@@ -25,7 +25,7 @@ from fleet.admin import AdminServer  # noqa: E402
 from fleet.config import load_fleet_config  # noqa: E402
 from fleet.fleet import Fleet  # noqa: E402
 from fleet.live import LiveSource  # noqa: E402
-from fleet.testing import KubeAPIServer  # noqa: E402
+from kubefake import KubeAPIServer  # noqa: E402
 from gateway.server import Gateway, GatewayOptions  # noqa: E402
 
 async def eventually(check: Callable[[], Any], *, timeout: float = 5.0, interval: float = 0.01,

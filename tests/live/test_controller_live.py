@@ -10,11 +10,12 @@ import pytest
 from kubernetes_asyncio import client as k8s
 
 from controller.leader import LeaderOptions
+from controller.publisher import DerivedPublisher
 from controller.writer import LiveController, start_live_controller
 from fleet.config import load_fleet_config
 from fleet.fleet import Fleet
 from fleet.live import LiveSource
-from fleet.testing import KubeAPIServer
+from kubefake import KubeAPIServer
 from livekit import LiveFleet, eventually, write_fleet
 from tests.controller.mcs_fixtures import endpoint, endpoint_slice, export, namespace, service
 
@@ -24,8 +25,9 @@ FAST_LEASE = LeaderOptions(lease_duration=1, renew_deadline=0.6, retry_period=0.
 
 
 class Running:
-    def __init__(self, fleet: Fleet, controller: LiveController) -> None:
+    def __init__(self, fleet: Fleet, publisher: DerivedPublisher, controller: LiveController) -> None:
         self.fleet = fleet
+        self.publisher = publisher
         self.controller = controller
 
     @property
@@ -42,15 +44,17 @@ async def run_controller() -> AsyncIterator[Callable[..., Awaitable[Running]]]:
                     options: LeaderOptions | None = None) -> Running:
         fleet = Fleet.from_config(load_fleet_config(live.fleet_yaml), live_factory=LiveSource.factory)
         await fleet.start()
-        ctl = start_live_controller(fleet, leader_elect=leader_elect, leader_options=options)
+        publisher = DerivedPublisher(fleet).start()
+        ctl = start_live_controller(fleet, publisher, leader_elect=leader_elect, leader_options=options)
         assert ctl is not None
-        run = Running(fleet, ctl)
+        run = Running(fleet, publisher, ctl)
         running.append(run)
         return run
 
     yield start
     for run in running:
         await run.controller.close()
+        await run.publisher.close()
         await run.fleet.stop()
 
 
@@ -282,7 +286,7 @@ async def test_a_dead_api_server_does_not_stop_the_controller_and_converges_when
 
 
 def test_up_and_controller_take_leader_elect() -> None:
-    from fleet.cli import build_parser
+    from fleetgate.cli import build_parser
     assert build_parser().parse_args(["up", "--leader-elect"]).leader_elect
     assert build_parser().parse_args(["controller", "--leader-elect"]).leader_elect
     assert not build_parser().parse_args(["up"]).leader_elect
@@ -313,5 +317,5 @@ async def test_a_missing_cluster_id_property_is_created(api_servers: Start, run_
 
 
 def _mcs_crds() -> list[dict]:
-    from fleet.testing.resources import default_crds
+    from kubefake.resources import default_crds
     return [c for c in default_crds() if c["spec"]["group"] != "about.k8s.io"]

@@ -6,12 +6,12 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from fleet.cli import DEFAULT_FLEET, build_parser
+from fleetgate.cli import DEFAULT_FLEET, build_parser
 from fleet.config import load_fleet_config
-from fleet.demo import kubectl_lines, start_live_clusters
+from fleetgate.demo import kubectl_lines, start_live_clusters
 from fleet.fleet import Fleet, load_fleet_once
 from fleet.live import LiveSource
-from fleet.testing.kubectl import kubectl
+from kubefake.kubectl import kubectl
 from livekit import eventually
 from tests.tools import require_tool
 

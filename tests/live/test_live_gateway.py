@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 from kubernetes_asyncio import client as k8s
 
-from fleet.testing import KubeAPIServer
+from kubefake import KubeAPIServer
 from livekit import (INGRESS_CLASS, endpoint_slice, eventually, get_json, ingress, rule, service,
                      write_fleet)
 

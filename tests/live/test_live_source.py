@@ -12,8 +12,8 @@ from prometheus_client import REGISTRY
 
 from fleet.config import FleetConfigError, SourceSpec
 from fleet.live import LiveSource
-from fleet.testing import KubeAPIServer
-from fleet.testing.resources import default_crds
+from kubefake import KubeAPIServer
+from kubefake.resources import default_crds
 from livekit import endpoint_slice, eventually, ingress, rule, service
 
 Start = Callable[..., Awaitable[KubeAPIServer]]

@@ -3,6 +3,8 @@ a live gateway writes it once, through the status subresource, and not again whi
 is unchanged."""
 from __future__ import annotations
 
+import asyncio
+
 import copy
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -11,7 +13,7 @@ from kubernetes_asyncio import client as k8s
 
 from fleet.objects import parse_object
 from fleet.snapshot import ClusterObjects
-from fleet.testing import KubeAPIServer
+from kubefake import KubeAPIServer
 from gateway.status import StatusUpdate, load_balancer_value, status_updates
 from livekit import INGRESS_CLASS, endpoint_slice, eventually, ingress, rule, service, write_fleet
 
@@ -98,27 +100,27 @@ async def test_the_gateway_writes_status_once_and_not_again_while_unchanged(
     assert len(status_writes(hub)) == 5  # the overwrite and our one write back
 
 
-async def test_publish_address_flag_turns_status_writing_on(api_servers: Start, tmp_path: Path) -> None:
-    from fleet.cli import build_parser
-    from fleet.config import load_fleet_config
-    from fleet.fleet import Fleet
-    from fleet.live import LiveSource
-    from gateway import cli as gateway_cli
+async def test_publish_address_flag_turns_status_writing_on_and_the_run_closes_the_writer(
+        api_servers: Start, tmp_path: Path) -> None:
+    from fleetgate.cli import build_parser
+    from fleetgate.run import run_components
 
     hub = await api_servers()
     for obj in (INGRESS_CLASS, web("a")):
         hub.create(obj)
     live = write_fleet(tmp_path / "fleet", hub="zone-a", members={"zone-a": hub})
-    args = build_parser().parse_args(["gateway", "--fleet", str(live.fleet_yaml), "--publish-address", "lb.example"])
-    options = gateway_cli.options_from(args, ("127.0.0.1", 0))
-    assert options.publish_address == "lb.example"
-    fleet = Fleet.from_config(load_fleet_config(live.fleet_yaml), live_factory=LiveSource.factory)
-    await fleet.start()
-    gateway = await gateway_cli.start_gateway(fleet, options, None)
+    args = build_parser().parse_args(["gateway", "--fleet", str(live.fleet_yaml), "--publish-address", "lb.example",
+                                      "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+    stop, ready = asyncio.Event(), asyncio.Event()
+    run = asyncio.create_task(run_components(args, stop, gateway=True, dns=False, controller=False,
+                                             on_ready=lambda bound: ready.set()))
     try:
+        async with asyncio.timeout(15):
+            await ready.wait()
         await eventually(lambda: lb(hub, "a") == [{"hostname": "lb.example"}], what="status written")
         assert len(status_writes(hub)) == 1
     finally:
-        await gateway.close()
-        await fleet.stop()
+        stop.set()
+        await run
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "gateway-status"]  # the run closed it
     assert build_parser().parse_args(["gateway"]).publish_address is None

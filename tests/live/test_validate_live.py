@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from fleet.testing import KubeAPIServer
+from kubefake import KubeAPIServer
 from livekit import INGRESS_CLASS, endpoint_slice, ingress, rule, service, write_fleet
 
 Start = Callable[..., Awaitable[KubeAPIServer]]
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def validate(fleet_yaml: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fleet.cli", "validate", "--fleet", str(fleet_yaml), "--wait", "2",
+    return subprocess.run([sys.executable, "-m", "fleetgate.cli", "validate", "--fleet", str(fleet_yaml), "--wait", "2",
                            *extra], capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 

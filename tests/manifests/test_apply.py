@@ -10,7 +10,7 @@ import pytest
 import yaml
 from kubernetes_asyncio import client, config
 
-from fleet.testing import KubeAPIServer
+from kubefake import KubeAPIServer
 from tests.tools import require_tool
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"

@@ -24,9 +24,14 @@ import yaml
 
 from aiohttp import web
 
-from .cli import StartupError
-from .config import FLEET_FILE, FleetConfig, FleetConfigError, SourceSpec, fleet_file, load_fleet_config
-from .fleet import load_fleet_once
+from fleet.config import (FLEET_FILE, HUB_SOURCE_NAME, FleetConfig, FleetConfigError, SourceSpec, fleet_file,
+                          load_fleet_config)
+from fleet.fleet import load_fleet_once
+from fleet.manifests import is_manifest_path
+from fleet.objects import is_known
+from fleet.snapshot import FleetSnapshot
+
+from .run import StartupError, run_components
 
 log = logging.getLogger("fleetgate.demo")
 
@@ -169,7 +174,7 @@ def edit_lines(fleet_path: str | Path, bound: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _weight_lines(snapshot: Any, bound: dict[str, Any]) -> list[str]:
+def _weight_lines(snapshot: FleetSnapshot, bound: dict[str, Any]) -> list[str]:
     """sed + curl lines that send one Ingress's traffic all to one member cluster."""
     http = bound.get("http")
     base = f"http://{http[0]}:{http[1]}" if http else "http://127.0.0.1:8080"
@@ -197,8 +202,6 @@ def _weight_lines(snapshot: Any, bound: dict[str, Any]) -> list[str]:
 async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
     """Prepare the working folder (unless --fleet names a fleet), start the backends, then
     `up` on the fleet; any bind failure is a StartupError before anything serves."""
-    from .cli import run_components
-
     if args.fleet is None:
         work = prepare_working_folder(args.dir)
         args.fleet = str(work.fleet_yaml)
@@ -212,7 +215,7 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
     runners = await start_echo_backends(pods)
     print(f"started {len(runners)} echo backends standing in for the member clusters' pods", flush=True)
     try:
-        if getattr(args, "live", False):
+        if args.live:
             await _run_live(args, stop)
         else:
             await run_components(args, stop, gateway=True, dns=True, controller=True,
@@ -241,9 +244,6 @@ class LiveClusters:
 
 def manifest_documents(folder: Path) -> list[dict[str, Any]]:
     """The Kubernetes objects fleetgate knows in a manifests folder, as raw dicts."""
-    from .manifests import is_manifest_path
-    from .objects import is_known
-
     docs: list[dict[str, Any]] = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -260,8 +260,7 @@ def manifest_documents(folder: Path) -> list[dict[str, Any]]:
 async def start_live_clusters(fleet_path: str | Path, workdir: Path) -> LiveClusters:
     """One test API server per source of a file fleet, loaded with its objects; writes a
     kubeconfig per server and a fleet.yaml using them into workdir."""
-    from .config import HUB_SOURCE_NAME
-    from .testing import KubeAPIServer
+    from kubefake import KubeAPIServer  # the demo's stand-in clusters; loaded only for --live
 
     config = load_fleet_config(fleet_path)
     sources: list[tuple[str, SourceSpec]] = [(c.name, c.source) for c in config.clusters]
@@ -348,8 +347,6 @@ def kubectl_lines(live: LiveClusters, fleet_path: str | Path, bound: dict[str, A
 
 
 async def _run_live(args: argparse.Namespace, stop: asyncio.Event) -> None:
-    from .cli import run_components
-
     with tempfile.TemporaryDirectory(prefix="fleetgate-demo-") as tmp:
         live = await start_live_clusters(args.fleet, Path(tmp))
         print(f"started {len(live.servers)} Kubernetes API servers ({', '.join(live.servers)}); "

@@ -1,0 +1,358 @@
+"""derive_imports: the whole derivation, incremental by object identity.
+
+Pure: a FleetSnapshot in, a DerivedFleet out (ServiceImports, `amcs-` Services and MCS
+EndpointSlices per consumer cluster, plus the conditions for every ServiceExport). Rules
+and wording follow /shared/spec/mcs.md (KEP-1645 and the mcs-api conformance suite)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Any, Collection, Iterable, Mapping
+
+from fleet.changes import changed_keys
+from fleet.objects import Condition, EndpointSlice, Service, ServiceExport, ServiceImport
+from fleet.snapshot import ClusterObjects, Diagnostic, FleetSnapshot
+
+from ..derived import DerivedCluster, DerivedFleet, ImportObjects
+from .conflicts import Export, Resolved, export_conditions, invalid_conditions, parse_timestamp, resolve
+from .ipalloc import allocate_clusterset_ips
+from .names import LABEL_MANAGED_BY, MANAGED_BY, amcs_name
+from .objects import Sources, build_objects, source_slice_service
+
+
+# derive_imports keeps its working state in the DerivedFleet it returns. Given that
+# result back (`previous`), it finds what moved by object identity (sources keep the
+# same frozen view for an unchanged object across snapshots), marks the exported names
+# those objects feed as dirty, and recomputes only them. A from-scratch derivation is
+# the same code run from an empty state with every name dirty, so both give the same
+# result by construction (tests/controller/test_imports_incremental.py checks it).
+
+GroupKey = tuple[str, str]  # (namespace, name) of an exported Service / its ServiceImport
+
+
+@dataclass(frozen=True, slots=True)
+class _Inputs:
+    """The maps of one member cluster that the derivation reads."""
+    exports: Mapping[tuple[str, str], ServiceExport]
+    services: Mapping[tuple[str, str], Service]
+    slices: Mapping[tuple[str, str], EndpointSlice]
+    imports: Mapping[tuple[str, str], ServiceImport]
+    namespaces: frozenset[str]
+
+
+_NO_INPUTS = _Inputs(MappingProxyType({}), MappingProxyType({}), MappingProxyType({}),
+                     MappingProxyType({}), frozenset())
+
+
+def _inputs(objs: ClusterObjects) -> _Inputs:
+    return _Inputs(objs.service_exports, objs.services, objs.endpoint_slices, objs.service_imports,
+                   objs.namespace_names)
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """Everything one exported name contributes to the result."""
+    resolved: Resolved | None                   # None: no valid export anywhere
+    invalid: tuple[tuple[int, Diagnostic], ...]  # (member index, diagnostic) of invalid exports
+    invalid_conditions: tuple[tuple[tuple[str, str, str], tuple[Condition, ...]], ...]
+    conditions: tuple[tuple[tuple[str, str, str], tuple[Condition, ...]], ...]  # all of its exports
+    diagnostics: tuple[Diagnostic, ...]          # about consumers' `amcs-` Services
+    want: tuple[str, ...] | None                 # ipFamilies to allocate for, None: no allocation
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    settings: tuple[Any, ...]
+    inputs: tuple[_Inputs, ...]
+    sources: tuple[Mapping[GroupKey, Mapping[tuple[str, str], EndpointSlice]], ...]  # per member
+    groups: Mapping[GroupKey, _Group]
+    wants: Mapping[GroupKey, tuple[str, ...]]
+    allocation: Mapping[GroupKey, tuple[str, ...]] | None
+    alloc_diagnostics: tuple[Diagnostic, ...]
+    ips: Mapping[GroupKey, tuple[str, ...]]      # the result's clusterset_ips
+    per_consumer: Mapping[str, Mapping[GroupKey, "ImportObjects"]]  # in sorted GroupKey order
+    conditions: Mapping[tuple[str, str, str], tuple[Condition, ...]]
+    invalid_diagnostics: Mapping[tuple[int, str, str], Diagnostic]
+    group_diagnostics: Mapping[GroupKey, tuple[Diagnostic, ...]]
+
+
+def _amcs_owners(ns: str, derived: str, groups: Mapping[GroupKey, Any], exported: set[GroupKey]) -> list[GroupKey]:
+    """The exported names whose `amcs-` Service is `ns/derived`."""
+    if not derived.startswith("amcs-"):
+        return []
+    if len(derived) < 63:
+        return [(ns, derived[5:])]
+    return [g for g in (*groups, *exported) if g[0] == ns and amcs_name(g[1]) == derived]
+
+
+def _derive_group(gkey: GroupKey, members: tuple[str, ...], inputs: tuple[_Inputs, ...]
+                  ) -> tuple[Resolved | None, tuple[tuple[int, Diagnostic], ...],
+                             tuple[tuple[tuple[str, str, str], tuple[Condition, ...]], ...]]:
+    """Conflict resolution of one exported name across the members that export it."""
+    ns, name = gkey
+    exps: list[Export] = []
+    invalid: list[tuple[int, Diagnostic]] = []
+    conds: list[tuple[tuple[str, str, str], tuple[Condition, ...]]] = []
+    for i, (member, inp) in enumerate(zip(members, inputs)):
+        export = inp.exports.get(gkey)
+        if export is None:
+            continue
+        svc = inp.services.get(gkey)
+        if svc is None or svc.type == "ExternalName":
+            if svc is None:
+                msg = (f"spec: no Service {ns}/{name} in {member} to export "
+                       "(it takes effect when the Service appears)")
+                conds.append(((member, ns, name), invalid_conditions(export, "NoService", msg)))
+            else:
+                msg = (f"spec.type: Service {ns}/{name} in {member} is ExternalName, "
+                       "which cannot be exported")
+                conds.append(((member, ns, name), invalid_conditions(export, "InvalidServiceType", msg)))
+            invalid.append((i, Diagnostic(member, f"ServiceExport/{ns}/{name}", msg, "warning")))
+            continue
+        exps.append(Export(member, export, svc, parse_timestamp(export.meta.creation_timestamp)))
+    return (resolve(ns, name, exps) if exps else None), tuple(invalid), tuple(conds)
+
+
+def _empty_state(settings: tuple[Any, ...], n_members: int, consumers: Iterable[str]) -> _State:
+    return _State(settings, (_NO_INPUTS,) * n_members, ({},) * n_members, {}, {}, None, (), {},
+                  {c: {} for c in consumers}, {}, {}, {})
+
+
+def _find_dirty(state: _State, new_inputs: tuple[_Inputs, ...]
+                ) -> tuple[set[GroupKey], list[Mapping[GroupKey, Mapping[tuple[str, str], EndpointSlice]]]]:
+    """The exported names fed by an object that moved (by identity), and the slice indexes."""
+    dirty: set[GroupKey] = set()
+    sources = list(state.sources)
+    groups = state.groups
+    for i, (old, new) in enumerate(zip(state.inputs, new_inputs)):
+        dirty.update(changed_keys(old.exports, new.exports))
+        dirty.update(changed_keys(old.imports, new.imports))
+        for key in changed_keys(old.services, new.services):
+            dirty.add(key)
+            dirty.update(_amcs_owners(key[0], key[1], groups, dirty))
+        moved = changed_keys(old.slices, new.slices)
+        if moved:
+            index = dict(sources[i])
+            copied: dict[GroupKey, dict[tuple[str, str], EndpointSlice]] = {}
+            for key in moved:
+                for s, add in ((old.slices.get(key), False), (new.slices.get(key), True)):
+                    svc = source_slice_service(s) if s is not None else None
+                    if s is None or svc is None:
+                        continue
+                    gkey = (key[0], svc)
+                    mine = copied.get(gkey)
+                    if mine is None:
+                        mine = copied[gkey] = dict(index.get(gkey, {}))
+                    if add:
+                        mine[key] = s
+                    else:
+                        mine.pop(key, None)
+            for gkey, mine in copied.items():
+                if mine:
+                    index[gkey] = mine
+                else:
+                    index.pop(gkey, None)
+            sources[i] = index
+            dirty.update(copied)
+        if old.namespaces != new.namespaces:
+            spaces = old.namespaces ^ new.namespaces
+            dirty.update(g for g in groups if g[0] in spaces)
+    return dirty, sources
+
+
+# (member, its namespaces, its ServiceImports, its Services, is a consumer, takes allocated ClusterSetIPs)
+_View = tuple[str, frozenset[str], Mapping[tuple[str, str], ServiceImport], Mapping[tuple[str, str], Service], bool,
+              bool]
+
+
+def _consumer_objects(res: Resolved, res_ips: tuple[str, ...], views: list[_View],
+                      by_member: Mapping[str, Sources]
+                      ) -> tuple[dict[str, ImportObjects], list[Diagnostic], int]:
+    """One exported name's objects in each consumer, diagnostics, and how many members import it."""
+    gkey = (res.namespace, res.name)
+    objects: dict[str, ImportObjects] = {}
+    diags: list[Diagnostic] = []
+    shared: ImportObjects | None = None
+    derived_name = amcs_name(res.name)
+    n_consumers = 0
+    for cname, namespaces, imports_map, services_map, is_consumer, allocated in views:
+        if res.namespace not in namespaces:
+            continue
+        n_consumers += 1
+        if not is_consumer:
+            continue
+        existing = imports_map.get(gkey)
+        derived_svc = services_map.get((res.namespace, derived_name))
+        own_ips = res_ips if allocated else ()
+        if derived_svc is not None:
+            if res.type == "ClusterSetIP" and derived_svc.cluster_ips and not derived_svc.headless:
+                own_ips = tuple(derived_svc.cluster_ips)  # live mode: the API server's ClusterIPs
+            if derived_svc.meta.labels.get(LABEL_MANAGED_BY) != MANAGED_BY:
+                diags.append(Diagnostic(
+                    cname, f"Service/{res.namespace}/{derived_name}",
+                    "exists without app.kubernetes.io/managed-by=fleetgate; "
+                    "fleetgate will not take it over", "warning"))
+        if existing is None and own_ips == res_ips:
+            if shared is None:
+                shared = build_objects(res, res_ips, None, by_member)
+            objects[cname] = shared
+        else:
+            objects[cname] = build_objects(res, own_ips, existing, by_member)
+    return objects, diags, n_consumers
+
+
+class _Step:
+    """The maps of the next _State, copied from the last one on first write."""
+
+    def __init__(self, state: _State, consumers: tuple[str, ...]) -> None:
+        self.state = state
+        self.groups = dict(state.groups)
+        self.ips = dict(state.ips)
+        self.conditions = dict(state.conditions)
+        self.invalid_diagnostics = dict(state.invalid_diagnostics)
+        self.group_diagnostics = dict(state.group_diagnostics)
+        self.per_consumer: dict[str, Mapping[GroupKey, ImportObjects]] = {
+            c: state.per_consumer[c] for c in consumers}
+        self.copied: dict[str, dict[GroupKey, ImportObjects]] = {}  # consumers written to
+        self.added: set[str] = set()  # consumers with a new name: their order needs sorting
+
+    def forget(self, gkey: GroupKey, old: _Group) -> None:
+        for key, _ in old.conditions:
+            self.conditions.pop(key, None)
+        for i, _ in old.invalid:
+            self.invalid_diagnostics.pop((i, *gkey), None)
+        self.group_diagnostics.pop(gkey, None)
+
+    def place(self, gkey: GroupKey, objects: Mapping[str, ImportObjects]) -> None:
+        """Set (or remove, when absent from `objects`) one name's objects in every consumer."""
+        for cname, mine in self.per_consumer.items():
+            now = objects.get(cname)
+            had = gkey in mine
+            if not had and now is None:
+                continue
+            writable = self.copied.get(cname)
+            if writable is None:
+                writable = self.copied[cname] = dict(mine)
+                self.per_consumer[cname] = writable
+            if now is None:
+                del writable[gkey]
+            else:
+                writable[gkey] = now
+                if not had:
+                    self.added.add(cname)
+
+    def sorted_consumers(self) -> dict[str, Mapping[GroupKey, ImportObjects]]:
+        for cname in self.added:
+            mine = self.per_consumer[cname]
+            self.per_consumer[cname] = {k: mine[k] for k in sorted(mine)}
+        return self.per_consumer
+
+
+def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None = None,
+                   allocate: bool = True, unallocated: Collection[str] = (),
+                   previous: DerivedFleet | None = None) -> DerivedFleet:
+    """Everything the MCS controller should make true, as values.
+
+    `clusters` limits the per-cluster objects to those consumers; export conditions always
+    cover the whole fleet. Consumers in `unallocated` (live clusters, whose API server
+    assigns the `amcs-` Service's ClusterIPs) take ClusterSetIPs only from their existing
+    `amcs-` Services; with `allocate=False` every consumer does, and nothing is allocated
+    from clustersetIPRange. `previous` (the last result) makes the cost
+    proportional to what changed (objects compared by identity), so a change at 10,000
+    services stays cheap; the result is the same with or without it.
+    """
+    members: tuple[str, ...] = tuple(m.name for m in snapshot.members)
+    consumers: tuple[str, ...] = tuple(m.name for m in snapshot.members if clusters is None or m.name in clusters)
+    no_ips = frozenset(unallocated)
+    settings = (members, consumers, allocate, snapshot.clusterset_ip_range if allocate else None, no_ips)
+    state: _State | None = previous._state if previous is not None else None
+    if state is None or state.settings != settings:
+        state = _empty_state(settings, len(members), consumers)
+        previous = None
+    new_inputs = tuple(_inputs(m.objects) for m in snapshot.members)
+
+    # 1. what moved, by identity: the exported names it feeds are dirty
+    dirty, sources = _find_dirty(state, new_inputs)
+    by_member: dict[str, Sources] = dict(zip(members, sources))
+
+    # 2. conflict resolution of the dirty names
+    wants = dict(state.wants)
+    resolved: dict[GroupKey, tuple[Resolved | None, tuple[tuple[int, Diagnostic], ...], tuple[Any, ...]]] = {}
+    for gkey in dirty:
+        res, invalid, conds = resolved[gkey] = _derive_group(gkey, members, new_inputs)
+        if res is not None and res.type == "ClusterSetIP":
+            wants[gkey] = res.families
+        else:
+            wants.pop(gkey, None)
+
+    # 3. ClusterSetIPs: reallocated only when the set of ClusterSetIP names changes
+    allocation, alloc_diagnostics = state.allocation, state.alloc_diagnostics
+    redo = set(dirty)
+    if allocate and (previous is None or wants != state.wants):
+        alloc_list: list[Diagnostic] = []
+        allocation = allocate_clusterset_ips(wants, snapshot.clusterset_ip_range, alloc_list)
+        alloc_diagnostics = tuple(alloc_list)
+        old_alloc, new_alloc = state.allocation or {}, allocation or {}
+        redo.update(g for g in state.groups if old_alloc.get(g, ()) != new_alloc.get(g, ()))
+    if previous is not None and not redo:
+        new_state = replace(state, inputs=new_inputs, sources=tuple(sources))
+        return replace(previous, _state=new_state)
+    allocated = allocate and allocation is not None
+
+    # 4. per dirty name: objects in every consumer, conditions, diagnostics
+    step = _Step(state, consumers)
+    views: list[_View] = [(m.name, m.objects.namespace_names, m.objects.service_imports, m.objects.services,
+                           m.name in step.per_consumer, m.name not in no_ips) for m in snapshot.members]
+    for gkey in redo:
+        old_group = step.groups.get(gkey)
+        if gkey in resolved:
+            res, invalid, invalid_conds = resolved[gkey]
+        elif old_group is not None:  # only its ClusterSetIPs moved
+            res, invalid, invalid_conds = old_group.resolved, old_group.invalid, old_group.invalid_conditions
+        else:
+            continue
+        if old_group is not None:
+            step.forget(gkey, old_group)
+        for i, diag in invalid:
+            step.invalid_diagnostics[(i, *gkey)] = diag
+        objects: dict[str, ImportObjects] = {}
+        diags: list[Diagnostic] = []
+        conds = invalid_conds
+        if res is None:
+            step.ips.pop(gkey, None)
+        else:
+            res_ips = (allocation or {}).get(gkey, ())
+            if allocated:
+                step.ips[gkey] = res_ips
+            objects, diags, n_consumers = _consumer_objects(res, res_ips, views, by_member)
+            conds = conds + tuple(((ex.cluster, res.namespace, res.name),
+                                   export_conditions(res, ex, n_consumers)) for ex in res.exports)
+        step.place(gkey, objects)
+        step.conditions.update(conds)
+        if diags:
+            step.group_diagnostics[gkey] = tuple(diags)
+        if res is None and not invalid:
+            step.groups.pop(gkey, None)
+        else:
+            step.groups[gkey] = _Group(res, invalid, invalid_conds, conds, tuple(diags), wants.get(gkey))
+
+    per_consumer = step.sorted_consumers()
+    new_state = _State(settings, new_inputs, tuple(sources), step.groups, wants, allocation, alloc_diagnostics,
+                       step.ips if allocated else {}, per_consumer, step.conditions,
+                       step.invalid_diagnostics, step.group_diagnostics)
+    old_per_cluster = previous.per_cluster if previous is not None else {}
+    per_cluster: dict[str, DerivedCluster] = {}
+    for cname in consumers:
+        before = old_per_cluster.get(cname)
+        if before is not None and cname not in step.copied:
+            per_cluster[cname] = before
+        else:
+            per_cluster[cname] = DerivedCluster(by_service=MappingProxyType(per_consumer[cname]))
+    invalid_diags, group_diags = step.invalid_diagnostics, step.group_diagnostics
+    diagnostics = (tuple(invalid_diags[k] for k in sorted(invalid_diags)) + alloc_diagnostics
+                   + tuple(d for k in sorted(group_diags) for d in group_diags[k]))
+    return DerivedFleet(per_cluster=MappingProxyType(per_cluster),
+                        export_conditions=MappingProxyType(step.conditions),
+                        diagnostics=diagnostics,
+                        clusterset_ips=MappingProxyType(new_state.ips),
+                        _state=new_state)

@@ -1,0 +1,74 @@
+"""FleetView: what every component receives instead of the Fleet itself.
+
+One typed seam between the plumbing and the components: the current snapshot, one way to
+follow it, readiness for /readyz, and the live capabilities a component may need, named
+(`live_members`, `live_hub`) so no component probes a Source with `hasattr`.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
+
+from .config import FleetConfig
+from .provider import Source
+from .snapshot import FleetSnapshot
+
+if TYPE_CHECKING:  # fleet.kube imports kubernetes_asyncio; only live fleets load it
+    from .kube import KubeClient, Raw, Resource
+    from .objects import KubeObject
+
+Follower = Callable[[FleetSnapshot], None]
+Unfollow = Callable[[], None]
+
+
+def not_following() -> None:
+    """What a component holds as its unfollow before it follows a fleet (and after)."""
+
+
+class LiveCluster(Source, Protocol):
+    """A cluster served by its API server: what the writers need beyond a Source."""
+
+    @property
+    def client(self) -> "KubeClient":
+        """The cluster's API client (the controller writes with it)."""
+
+    def served_version(self, resource: "Resource") -> str:
+        """The API version the cluster serves for `resource` (MCS CRDs may serve only v1alpha1)."""
+
+    def current(self, kind: str, namespace: str, name: str) -> "KubeObject | None":
+        """One object as the source holds it now (answers fed back by `event` included)."""
+
+    def event(self, resource: "Resource", kind: str, raw: "Raw") -> None:
+        """Feed a write's answer into the store, so the next snapshot already shows it."""
+
+    async def patch_ingress_status(self, namespace: str, name: str,
+                                   ingress: Sequence[Mapping[str, Any]]) -> None:
+        """Set status.loadBalancer.ingress of one Ingress."""
+
+
+class FleetView(Protocol):
+    """The fleet as a component sees it (fleet.fleet.Fleet implements it)."""
+
+    @property
+    def config(self) -> FleetConfig: ...
+
+    @property
+    def snapshot(self) -> FleetSnapshot: ...
+
+    @property
+    def ready(self) -> bool:
+        """Every source has loaded once."""
+
+    def missing(self) -> list[str]:
+        """Sources not loaded yet (for /readyz)."""
+
+    def unreachable(self) -> list[str]:
+        """Sources whose last read failed (they serve their last known objects)."""
+
+    def follow(self, callback: Follower) -> Unfollow:
+        """Call `callback` with the current snapshot now and with every later one."""
+
+    def live_members(self) -> Mapping[str, LiveCluster]:
+        """The member clusters served by an API server, by name."""
+
+    def live_hub(self) -> LiveCluster | None:
+        """The hub when an API server serves it (a member or a separate source)."""

@@ -1,0 +1,1 @@
+"""The composition root: the `fleetgate` command, running the components over one fleet, the demo."""

@@ -1,0 +1,222 @@
+"""Start the components over one fleet, and stop them in reverse.
+
+The one place that wires components together: one Fleet, one DerivedPublisher (each
+snapshot derived once for the controller and the DNS responder), the gateway, the admin
+listener. Everything started here is pushed on one exit stack, so whatever started is
+stopped by its owner, in reverse order, however the run ends.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any, Awaitable, Callable
+
+from controller.filemode import serve_debug_imports
+from controller.publisher import DerivedPublisher
+from controller.writer import start_live_controller
+from dnsplugin.service import DnsService
+from dnsplugin.service import serve as serve_dns
+from fleet.addresses import Address, parse_hostport, show_address
+from fleet.admin import AdminServer
+from fleet.config import FleetConfigError, SourceSpec, load_fleet_config
+from fleet.fleet import Fleet
+from fleet.view import LiveCluster
+from gateway import cli as gateway_cli
+from gateway.status import start_status_writer
+
+from .process import StartupError, frozen_after_rebuild, run_until_signal
+
+log = logging.getLogger("fleetgate")
+
+__all__ = ["StartupError", "run_components", "run_workers", "live_factory", "start_fleet"]
+
+
+def live_factory() -> Callable[[str, SourceSpec], LiveCluster]:
+    """A factory that imports the live provider (and kubernetes_asyncio, ~30 MB) only when
+    the fleet has a kubeconfig source."""
+    def make(name: str, spec: SourceSpec) -> LiveCluster:
+        try:
+            from fleet.live import LiveSource
+        except ImportError as exc:
+            raise FleetConfigError(f"{name}: live (kubeconfig) sources are unavailable: {exc}") from None
+        return LiveSource.factory(name, spec)
+    return make
+
+
+async def start_fleet(path: str) -> Fleet:
+    try:
+        config = load_fleet_config(path)
+        fleet = Fleet.from_config(config, live_factory=live_factory())
+    except FleetConfigError as exc:
+        raise StartupError(str(exc)) from None
+    await fleet.start()
+    for d in fleet.diagnostics():
+        log.error("fleet: %s", d)
+    return fleet
+
+
+async def _bind(what: str, address: str, start: Callable[[], Awaitable[Any]]) -> Any:
+    """start(); an OSError becomes the one-line start-up error naming the listener that
+    failed (a ListenerError says which, when one call opens several)."""
+    try:
+        return await start()
+    except OSError as exc:
+        if isinstance(exc, gateway_cli.ListenerError):
+            what, address = exc.listener, show_address(exc.address)
+        # asyncio words some bind errors as "error while attempting to bind on address ...":
+        # the errno's own text is the part worth a line
+        reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+        raise StartupError(f"cannot listen for {what} on {address}: {reason}") from None
+
+
+def address_arg(value: str) -> Address:
+    """argparse type for HOST:PORT flags (an empty host listens on every address)."""
+    try:
+        return parse_hostport(value, default_host="0.0.0.0")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT") from None
+
+
+async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gateway: bool, dns: bool,
+                         controller: bool, worker: int = 0, reuse_port: bool = False,
+                         on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """Start fleet → publisher → controller → DNS → gateway → admin listener; wait for
+    `stop`; stop them in reverse (the admin listener first, then the gateway's drain)."""
+    if worker == 0 and not reuse_port:
+        _preflight(args, gateway=gateway, dns=dns)
+    bound: dict[str, Any] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        fleet = await start_fleet(args.fleet)
+        stack.push_async_callback(fleet.stop)
+        admin = AdminServer(fleet) if worker == 0 else None
+        if controller or dns:
+            publisher = DerivedPublisher(fleet, guard=frozen_after_rebuild).start()
+            stack.push_async_callback(publisher.close)
+            if admin is not None:
+                serve_debug_imports(publisher, admin)
+        if controller:
+            leader_elect = bool(getattr(args, "leader_elect", False))
+            live = start_live_controller(fleet, publisher, leader_elect=leader_elect)
+            if live is not None:
+                stack.push_async_callback(live.close)
+            elif leader_elect:
+                log.warning("--leader-elect: no member cluster is live, so the controller writes nothing "
+                            "and there is nothing to elect a leader for; ignored")
+        if dns:
+            try:
+                svc = await _bind("dns", args.dns_listen, lambda: serve_dns(
+                    publisher, listen=args.dns_listen, cluster=args.cluster, upstream=args.upstream, ttl=args.ttl,
+                    zone_name=fleet.config.zone))
+            except ValueError as exc:
+                raise StartupError(str(exc)) from None
+            stack.push_async_callback(svc.close)
+            bound["dns"] = svc.udp_address
+            if admin is not None:
+                admin.add_json("/debug/zone", lambda request: _zone_or_404(svc, request.query.get("cluster")))
+        if gateway:
+            options = gateway_cli.options_from(args, address_arg(args.http), reuse_port=reuse_port,
+                                               https=address_arg(args.https))
+            gw = await _bind("http", args.http, lambda: gateway_cli.start_gateway(fleet, options, admin))
+            stack.push_async_callback(gw.drain)
+            bound["http"] = gw.servers[0].sockets[0].getsockname()[:2]
+            if gw.https_address is not None:
+                bound["https"] = gw.https_address
+            if options.publish_address:
+                status = start_status_writer(fleet, address=options.publish_address,
+                                             classes=options.ingress_classes)
+                if status is not None:
+                    stack.push_async_callback(status.close)
+        if admin is not None:
+            bound["admin"] = await _bind("admin", show_address(args.admin), lambda: admin.start(*args.admin))
+            stack.push_async_callback(admin.close)
+        log.info("fleetgate %s ready: %s", args.command, ", ".join(f"{k} {v[0]}:{v[1]}" for k, v in bound.items()))
+        if on_ready is not None:
+            on_ready(bound)
+        await stop.wait()
+        log.info("shutting down: draining for up to %.1fs", args.drain_timeout)
+
+
+def _zone_or_404(svc: DnsService, cluster: str | None) -> Any:
+    body = svc.debug_zone(cluster)
+    if body is None:
+        raise LookupError(f"no member cluster {cluster!r}")
+    return body
+
+
+def _preflight(args: argparse.Namespace, *, gateway: bool, dns: bool) -> None:
+    """Try each fixed listener address before loading anything, so a port in use (say, a
+    second demo) stops the command at once with one line, not after a page of start-up
+    logs. The real binds below still report, should a port be taken in between."""
+    checks: list[tuple[str, str, tuple[int, ...]]] = []
+    if gateway:
+        checks.append(("http", args.http, (socket.SOCK_STREAM,)))
+    if dns:
+        checks.append(("dns", args.dns_listen, (socket.SOCK_DGRAM, socket.SOCK_STREAM)))
+    checks.append(("admin", show_address(args.admin), (socket.SOCK_STREAM,)))
+    for what, address, kinds in checks:
+        try:
+            host, port = address_arg(address)
+        except argparse.ArgumentTypeError:
+            continue  # the component's own parsing reports it
+        if port == 0:
+            continue
+        for kind in kinds:
+            _try_bind(what, address, host, port, kind, reuse_port=False)
+
+
+def _try_bind(what: str, address: str, host: str, port: int, kind: int, *, reuse_port: bool) -> None:
+    try:
+        infos = socket.getaddrinfo(host, port, type=kind)
+    except socket.gaierror as exc:
+        raise StartupError(f"cannot listen for {what} on {address}: {exc.strerror}") from None
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, kind) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            s.bind(sockaddr)
+        except OSError as exc:
+            raise StartupError(f"cannot listen for {what} on {address}: {os.strerror(exc.errno) if exc.errno else exc}"
+                               ) from None
+
+
+def run_workers(args: argparse.Namespace) -> int:
+    """--workers N: N forked processes, each a full gateway on a SO_REUSEPORT socket;
+    worker 0 also serves the admin API (its metrics cover its own traffic)."""
+    try:
+        host, port = address_arg(args.http)
+        _try_bind("http", args.http, host, port, socket.SOCK_STREAM, reuse_port=True)
+    except (StartupError, argparse.ArgumentTypeError) as exc:
+        print(f"fleetgate: {exc}", file=sys.stderr)
+        return 2
+    children: list[int] = []
+    for index in range(args.workers):
+        pid = os.fork()
+        if pid == 0:
+            def worker(stop: asyncio.Event, i: int = index) -> Awaitable[None]:
+                return run_components(args, stop, gateway=True, dns=False, controller=False, worker=i,
+                                      reuse_port=True)
+            os._exit(run_until_signal(worker))
+        children.append(pid)
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            try:
+                os.kill(child, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    worst = 0
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        worst = max(worst, os.waitstatus_to_exitcode(status))
+    return worst
