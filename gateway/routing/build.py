@@ -15,9 +15,9 @@ from fleet.snapshot import ClusterObjects, Diagnostic, FleetSnapshot
 
 from .annotations import parse_annotations
 from .certificates import certificates
+from .backends import Backend, ClusterShare, UpstreamEndpoint, make_endpoint
 from .policy import CanaryRule, RoutePolicy, ServiceRef
-from .table import (Backend, ClusterShare, Route, RouteTable, UpstreamEndpoint, VirtualHost,
-                    make_endpoint)
+from .table import Route, RouteTable, VirtualHost
 
 DEFAULT_CLASSES = ("fleetgate",)
 

@@ -1,17 +1,17 @@
 """Per-route policy: the annotation-driven knobs the data plane reads per request.
 
 Plain frozen data with defaults that match ingress-nginx; annotations.py fills it in and
-build.py resolves the backends it names. Nothing here changes after a table is built.
+build.py resolves the backends it names (backends.py: the resolved side, which imports
+nothing from here). Nothing here changes after a table is built.
 """
 from __future__ import annotations
 
 import ipaddress
 import re
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
-if TYPE_CHECKING:
-    from .table import Backend
+from .backends import Backend
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,7 @@ class CanaryRule:
     query_pattern: re.Pattern[str] | None = None
     weight: int = 0
     weight_total: int = 100
-    backend: "Backend | None" = None
+    backend: Backend | None = None
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"ingress": self.ingress, "service": self.service, "port": self.port}
@@ -52,7 +52,7 @@ class WeightedService:
     namespace: str
     service: str
     port: str
-    backend: "Backend | None" = None
+    backend: Backend | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,7 @@ class ServiceRef:
     namespace: str
     service: str
     port: str  # number or name; "" = the Service's first port
-    backend: "Backend | None" = None
+    backend: Backend | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 from urllib.parse import parse_qsl
 
+from .backends import Backend
 from .policy import CanaryRule, RoutePolicy
-from .table import Backend, Route
+from .table import Route
 
 
 @dataclass(slots=True)

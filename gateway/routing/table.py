@@ -1,57 +1,25 @@
-"""The route table: immutable data the data plane reads on every request.
+"""The route table: data the data plane reads on every request, immutable but for one memo.
 
 Built by gateway.routing.build from a FleetSnapshot; swapped whole when the fleet changes.
 Requests hold the Route they matched, so a swap never changes an in-flight request.
 Lookups are dict hits and a walk up the path's segments: no config logic at request time.
+The one mutable part is `RouteTable.route_memo`, which the request path fills (see there).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
+from .backends import Backend, ClusterShare, UpstreamEndpoint, make_endpoint
+from .certificates import TLSCertificate
 from .policy import RoutePolicy
 
-if TYPE_CHECKING:
-    from .certificates import TLSCertificate
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamEndpoint:
-    """One ready address:port of a backend, in one member cluster."""
-    address: str
-    port: int
-    cluster: str
-    zone: str | None = None
-    key: str = ""  # "address:port", the identity shared with pools and health state
-
-
-def make_endpoint(address: str, port: int, cluster: str, zone: str | None = None) -> UpstreamEndpoint:
-    key = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-    return UpstreamEndpoint(address, port, cluster, zone, key)
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterShare:
-    """A backend's ready endpoints in one member cluster."""
-    cluster: str
-    zone: str | None
-    endpoints: tuple[UpstreamEndpoint, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Backend:
-    """A Service port resolved in every member cluster that has it.
-
-    `endpoints` is every ready endpoint of every cluster; round robin over it balances in
-    proportion to replica count across clusters, which is the default policy.
-    """
-    key: str  # "namespace/service:port"
-    namespace: str
-    service: str
-    port: str
-    clusters: tuple[ClusterShare, ...]
-    endpoints: tuple[UpstreamEndpoint, ...]
+# Backend and UpstreamEndpoint live in backends.py; the data plane imports them from here
+# too (with ClusterShare and make_endpoint, for tests/gateway). The lead may move those
+# importers to gateway.routing.backends after the request-path rebuild lands.
+__all__ = ["Backend", "ClusterShare", "EMPTY_TABLE", "Route", "RouteTable", "UpstreamEndpoint", "VirtualHost",
+           "describe_table", "find_vhost", "make_endpoint", "match_path", "route"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +53,16 @@ class RouteTable:
     # hashing, cookies, CORS); the parser keeps only these, and only when there are any
     request_headers: frozenset[bytes] = frozenset()
     # host name ("*.example.com" for a wildcard) -> certificate from an Ingress `tls` entry
-    tls: Mapping[str, "TLSCertificate"] = field(default_factory=dict)
-    # (raw Host bytes, raw path bytes) -> route: a memo of route(), which depends on
-    # nothing else; bounded, and gone with the table
-    cache: dict[tuple[bytes, bytes], "Route | None"] = field(default_factory=dict, compare=False, repr=False)
+    tls: Mapping[str, TLSCertificate] = field(default_factory=dict)
+    # THE ONE MUTABLE PART of a table: (raw Host bytes, raw path bytes) -> route, a memo of
+    # route() that the request path fills and clears (bounded by its writer). Safe because
+    # route() depends on nothing else; it is never copied and dies with the table.
+    route_memo: dict[tuple[bytes, bytes], "Route | None"] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def cache(self) -> dict[tuple[bytes, bytes], "Route | None"]:
+        """Old name of route_memo, for gateway/protocol/downstream.py until its rebuild lands."""
+        return self.route_memo
 
 
 EMPTY_TABLE = RouteTable(hosts={}, wildcards={}, any_host=None, default=None)
