@@ -9,7 +9,7 @@ from controller.render import (derived_cluster_to_dict, endpoint_slice_to_dict, 
                                service_import_to_dict, service_to_dict)
 from fleet.objects import (LABEL_MCS_SERVICE_NAME, LABEL_MCS_SOURCE_CLUSTER, LABEL_SERVICE_NAME, Condition,
                            parse_endpoint_slice, parse_service, parse_service_import)
-from tests.controller.mcs_fixtures import (cluster, endpoint, endpoint_slice, export, fleet, namespace,
+from tests.controller.mcs_support import (cluster, endpoint, endpoint_slice, export, fleet, namespace,
                                            service)
 
 OLD = "2024-01-01T00:00:00Z"

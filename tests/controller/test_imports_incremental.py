@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from controller.derive import DerivedFleet, derive_imports
 from fleet.changes import changed_keys
-from tests.controller.mcs_fixtures import endpoint, endpoint_slice
-from tests.controller.mcs_random import RandomFleet
+from tests.controller.mcs_support import endpoint, endpoint_slice
+from tests.controller.random_fleet_support import RandomFleet
 
 SEEDS = range(12)
 STEPS = 25

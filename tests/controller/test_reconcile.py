@@ -10,7 +10,7 @@ from controller.reconcile import CREATE, DELETE, STATUS, UPDATE, Write, plan_clu
 from controller.render import endpoint_slice_to_dict, service_import_to_dict, service_to_dict
 from fleet.objects import parse_object
 from fleet.snapshot import ClusterObjects
-from tests.controller.mcs_fixtures import cluster, endpoint, endpoint_slice, export, fleet, namespace, service
+from tests.controller.mcs_support import cluster, endpoint, endpoint_slice, export, fleet, namespace, service
 
 NOW = "2026-01-01T00:00:00Z"
 MANAGED = {"app.kubernetes.io/managed-by": "fleetgate"}

@@ -13,6 +13,8 @@ from typing import Awaitable, Callable
 
 import pytest
 
+from tests.live_support import api_servers, kube  # noqa: F401  (fixtures: test API servers, clients)
+
 Write = Callable[[Path, str], Path]
 WaitFor = Callable[..., Awaitable[None]]
 

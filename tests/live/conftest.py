@@ -1,2 +1,2 @@
-"""Live-fleet fixtures; the helpers live in livekit.py (importable by the tests)."""
-from livekit import api_servers, echo_backends, kube, run_gateway  # noqa: F401  (fixtures)
+"""The gateway over live clusters; these move under tests/gateway/ with its reorganisation."""
+from tests.live_support import api_servers, echo_backends, kube, run_gateway  # noqa: F401  (fixtures)

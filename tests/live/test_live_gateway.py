@@ -14,7 +14,7 @@ import aiohttp
 from kubernetes_asyncio import client as k8s
 
 from kubefake import KubeAPIServer
-from livekit import (INGRESS_CLASS, endpoint_slice, eventually, get_json, ingress, rule, service,
+from tests.live_support import (INGRESS_CLASS, endpoint_slice, eventually, get_json, ingress, rule, service,
                      write_fleet)
 
 Start = Callable[..., Awaitable[KubeAPIServer]]

@@ -15,7 +15,7 @@ from fleet.objects import parse_object
 from fleet.snapshot import ClusterObjects
 from kubefake import KubeAPIServer
 from gateway.status import StatusUpdate, load_balancer_value, status_updates
-from livekit import INGRESS_CLASS, endpoint_slice, eventually, ingress, rule, service, write_fleet
+from tests.live_support import INGRESS_CLASS, endpoint_slice, eventually, ingress, rule, service, write_fleet
 
 Start = Callable[..., Awaitable[KubeAPIServer]]
 ADDRESS = "127.0.64.100"

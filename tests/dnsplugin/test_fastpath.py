@@ -7,8 +7,8 @@ from prometheus_client import REGISTRY
 
 from dnsplugin.service import serve
 from dnsplugin.resolver import resolve
-from tests.dns.dnsclient import feed, StubFleet, question, udp_exchange
-from tests.dns.fixtures import two_cluster_fleet
+from tests.dnsplugin.dnsclient_support import feed, StubFleet, question, udp_exchange
+from tests.dnsplugin.fleets_support import two_cluster_fleet
 
 Z = "svc.clusterset.local"
 NAMES = (f"web.demo.{Z}", f"WEB.Demo.{Z}", f"_http._tcp.web.demo.{Z}", f"db.demo.{Z}",

@@ -16,9 +16,9 @@ from dnsplugin import service as dns_service
 from dnsplugin.service import zone_for
 from dnsplugin.resolver import resolve
 from dnsplugin.zone import Zone, build_zone, update_zone, wire_text, zone_to_json
-from tests.controller.mcs_random import RandomFleet
-from tests.dns.dnsclient import StubFleet, question
-from tests.dns.fixtures import two_cluster_fleet
+from tests.controller.random_fleet_support import RandomFleet
+from tests.dnsplugin.dnsclient_support import StubFleet, question
+from tests.dnsplugin.fleets_support import two_cluster_fleet
 
 SEEDS = range(5)
 STEPS = 12

@@ -8,8 +8,8 @@ import pytest
 import uvloop
 
 from dnsplugin.service import DnsService, serve
-from tests.dns.dnsclient import feed, StubFleet
-from tests.dns.fixtures import two_cluster_fleet
+from tests.dnsplugin.dnsclient_support import feed, StubFleet
+from tests.dnsplugin.fleets_support import two_cluster_fleet
 
 
 def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any]:

@@ -6,8 +6,8 @@ from dnslib import QTYPE, DNSRecord
 
 from dnsplugin.service import DnsService, serve
 from dnsplugin.zone import zone_to_json
-from tests.dns.dnsclient import feed, StubFleet, ask, question, rcode, rdatas, tcp_exchange, udp_exchange
-from tests.dns.fixtures import two_cluster_fleet
+from tests.dnsplugin.dnsclient_support import feed, StubFleet, ask, question, rcode, rdatas, tcp_exchange, udp_exchange
+from tests.dnsplugin.fleets_support import two_cluster_fleet
 
 Z = "svc.clusterset.local"
 
@@ -216,7 +216,7 @@ async def test_custom_ttl_applies_to_records_and_soa_minimum() -> None:
 
 async def test_cluster_choice_picks_the_view(dns: DnsService) -> None:
     # zone-b holds the namespace too, so it sees the same imports; a cluster without it sees none
-    from tests.controller.mcs_fixtures import cluster, fleet, namespace
+    from tests.controller.mcs_support import cluster, fleet, namespace
     snap = two_cluster_fleet()
     lonely = fleet({**{m.name: m.objects for m in snap.members}, "zone-c": cluster(namespace("other"))})
     service = await serve(feed(StubFleet(lonely)), listen="127.0.0.1:0", cluster="zone-c")

@@ -16,8 +16,8 @@ from fleet.config import load_fleet_config
 from fleet.fleet import Fleet
 from fleet.live import LiveSource
 from kubefake import KubeAPIServer
-from livekit import LiveFleet, eventually, write_fleet
-from tests.controller.mcs_fixtures import endpoint, endpoint_slice, export, namespace, service
+from tests.live_support import LiveFleet, eventually, write_fleet
+from tests.controller.mcs_support import endpoint, endpoint_slice, export, namespace, service
 
 Start = Callable[..., Awaitable[KubeAPIServer]]
 MANAGED = {"app.kubernetes.io/managed-by": "fleetgate"}

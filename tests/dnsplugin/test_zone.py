@@ -4,9 +4,9 @@ from __future__ import annotations
 from controller.derive import derive_imports
 from dnsplugin.resolver import resolve
 from dnsplugin.zone import build_zone, dashed, zone_to_json
-from tests.controller.mcs_fixtures import cluster, endpoint, endpoint_slice, export, fleet, namespace, service
-from tests.dns.dnsclient import question
-from tests.dns.fixtures import two_cluster_fleet
+from tests.controller.mcs_support import cluster, endpoint, endpoint_slice, export, fleet, namespace, service
+from tests.dnsplugin.dnsclient_support import question
+from tests.dnsplugin.fleets_support import two_cluster_fleet
 
 
 def test_incremental_rebuild_equals_a_fresh_build_and_reuses_unchanged_services() -> None:

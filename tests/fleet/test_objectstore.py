@@ -5,7 +5,7 @@ import copy
 
 from fleet.objectstore import ObjectStore
 from fleet.reflector import Backoff
-from livekit import endpoint_slice, service
+from tests.live_support import endpoint_slice, service
 
 
 def at(raw: dict, rv: str) -> dict:

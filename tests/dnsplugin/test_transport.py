@@ -14,20 +14,11 @@ from prometheus_client import REGISTRY, generate_latest
 from dnsplugin.service import DnsService, serve
 from dnsplugin.resolver import resolve
 from dnsplugin.zone import build_zone
-from fleet.snapshot import FleetSnapshot
-from tests.controller.mcs_fixtures import cluster, endpoint, endpoint_slice, export, fleet, namespace, service
-from tests.dns.dnsclient import feed, StubFleet, ask, question, rcode, rdatas, tcp_exchange, udp_exchange
-from tests.dns.fixtures import two_cluster_fleet
+from tests.controller.mcs_support import cluster, export, fleet, namespace, service
+from tests.dnsplugin.dnsclient_support import feed, StubFleet, ask, question, rcode, rdatas, tcp_exchange, udp_exchange
+from tests.dnsplugin.fleets_support import big_headless_fleet, two_cluster_fleet
 
 Z = "svc.clusterset.local"
-
-
-def big_headless_fleet(endpoints: int = 120, *, octet: int = 1, version: int = 1) -> FleetSnapshot:
-    """A headless service whose A answer (16 bytes a record) outgrows UDP."""
-    eps = [endpoint(f"10.{octet}.{i // 250}.{i % 250 + 1}") for i in range(endpoints)]
-    objs = [namespace("demo"), service("big", headless=True, ports=(("http", 80, "TCP"),)), export("big"),
-            endpoint_slice("big", eps, ports=(("http", 80, "TCP"),))]
-    return fleet({"zone-a": cluster(*objs)}, version=version)
 
 
 @pytest.fixture

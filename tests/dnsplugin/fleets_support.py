@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from fleet.snapshot import FleetSnapshot
-from tests.controller.mcs_fixtures import cluster, endpoint, endpoint_slice, export, fleet, namespace, service
+from tests.controller.mcs_support import cluster, endpoint, endpoint_slice, export, fleet, namespace, service
 
 RANGE = "242.0.0.0/16,fd00:242::/64"
 
@@ -24,3 +24,11 @@ def two_cluster_fleet(*, version: int = 1) -> FleetSnapshot:
          endpoint_slice("db", [endpoint("fd00:b::1", hostname="mysql-1")], family="IPv6",
                         ports=(("mysql", 3306, "TCP"),))]
     return fleet({"zone-a": cluster(*a), "zone-b": cluster(*b)}, version=version, ip_range=RANGE)
+
+
+def big_headless_fleet(endpoints: int = 120, *, octet: int = 1, version: int = 1) -> FleetSnapshot:
+    """A headless service whose A answer (16 bytes a record) outgrows UDP."""
+    eps = [endpoint(f"10.{octet}.{i // 250}.{i % 250 + 1}") for i in range(endpoints)]
+    objs = [namespace("demo"), service("big", headless=True, ports=(("http", 80, "TCP"),)), export("big"),
+            endpoint_slice("big", eps, ports=(("http", 80, "TCP"),))]
+    return fleet({"zone-a": cluster(*objs)}, version=version)

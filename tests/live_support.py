@@ -1,4 +1,4 @@
-"""Harness for live-fleet tests (imported by conftest and tests): test API servers per
+"""Shared harness for live-fleet tests in every package (fixtures imported by their conftest): test API servers per
 cluster, fleets pointing at them through kubeconfigs, a gateway following such a fleet,
 and kubernetes_asyncio clients for the changes a user would make. Manifest builders and
 echo backends come from the gateway harness (tests/gateway/gwharness.py)."""
@@ -17,7 +17,7 @@ import pytest
 import yaml
 from kubernetes_asyncio import client as k8s
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gateway"))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "gateway"))
 
 from gwharness import INGRESS_CLASS, echo_backends, endpoint_slice, ingress, rule, service  # noqa: E402,F401
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from kubefake import KubeAPIServer
-from livekit import INGRESS_CLASS, endpoint_slice, ingress, rule, service, write_fleet
+from tests.live_support import INGRESS_CLASS, endpoint_slice, ingress, rule, service, write_fleet
 
 Start = Callable[..., Awaitable[KubeAPIServer]]
 ROOT = Path(__file__).resolve().parents[2]

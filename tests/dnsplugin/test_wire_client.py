@@ -1,4 +1,4 @@
-"""The responder as dnspython sees it over real UDP and TCP: what test_dns_dig.py checks
+"""The responder as dnspython sees it over real UDP and TCP: what test_dig.py checks
 with dig, checked again where dig is not installed.
 
 The responder encodes with dnslib and the other DNS tests parse with dnslib too, so a
@@ -15,8 +15,8 @@ import pytest
 from dns import asyncquery, flags, message, rcode, rdatatype
 
 from dnsplugin.service import DnsService, serve
-from tests.dns.dnsclient import feed, StubFleet
-from tests.dns.test_dns_transport import big_headless_fleet
+from tests.dnsplugin.dnsclient_support import feed, StubFleet
+from tests.dnsplugin.fleets_support import big_headless_fleet
 
 Z = "svc.clusterset.local"
 

@@ -12,7 +12,7 @@ from fleetgate.demo import kubectl_lines, start_live_clusters
 from fleet.fleet import Fleet, load_fleet_once
 from fleet.live import LiveSource
 from kubefake.kubectl import kubectl
-from livekit import eventually
+from tests.live_support import eventually
 from tests.tools import require_tool
 
 

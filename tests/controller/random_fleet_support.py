@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from fleet.objects import KubeObject, parse_object
 from fleet.snapshot import ClusterObjects, FleetSnapshot
-from tests.controller.mcs_fixtures import endpoint, endpoint_slice, export, fleet, namespace, service
+from tests.controller.mcs_support import endpoint, endpoint_slice, export, fleet, namespace, service
 
 CLUSTERS = ("zone-a", "zone-b", "zone-c")
 NAMESPACES = ("demo", "shop")

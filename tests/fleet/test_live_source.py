@@ -14,7 +14,7 @@ from fleet.config import FleetConfigError, SourceSpec
 from fleet.live import LiveSource
 from kubefake import KubeAPIServer
 from kubefake.resources import default_crds
-from livekit import endpoint_slice, eventually, ingress, rule, service
+from tests.live_support import endpoint_slice, eventually, ingress, rule, service
 
 Start = Callable[..., Awaitable[KubeAPIServer]]
 

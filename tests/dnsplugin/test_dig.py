@@ -1,12 +1,12 @@
 """The responder as `dig` (BIND's client, from dnsutils) sees it, over UDP and TCP.
 
-Skipped where dig is not installed; test_dns_wire_client.py checks the same behaviour with
+Skipped where dig is not installed; test_wire_client.py checks the same behaviour with
 dnspython, so no row goes untested on such a machine."""
 from __future__ import annotations
 
 import asyncio
 from dnsplugin.service import DnsService, serve
-from tests.dns.dnsclient import feed, StubFleet
+from tests.dnsplugin.dnsclient_support import feed, StubFleet
 from tests.tools import require_tool
 
 Z = "svc.clusterset.local"
@@ -45,7 +45,7 @@ async def test_dig_edns_buffer_and_truncation_fallback(dns: DnsService) -> None:
     out = await dig(dns, "+bufsize=1232", f"web.demo.{Z}", "SRV")
     assert "udp: 1232" in out and "ANSWER: 3" in out
     # without EDNS, dig retries a truncated answer over TCP on its own
-    from tests.dns.test_dns_transport import big_headless_fleet
+    from tests.dnsplugin.fleets_support import big_headless_fleet
     big = await serve(feed(StubFleet(big_headless_fleet(120))), listen="127.0.0.1:0")
     try:
         out = await dig(big, "+noedns", f"big.demo.{Z}", "A")
