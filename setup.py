@@ -1,6 +1,7 @@
-"""Build the optional compiled HTTP/1 codec (gateway.codec._http1) beside the metadata in
-pyproject.toml. Optional as in aiohttp and yarl: without Cython or a C compiler the build
-warns and installs the pure-Python twin (gateway/codec/_http1_py.py) alone."""
+"""Build the optional compiled HTTP/1 codec (gateway.codec._http1 and ._chunked) beside the
+metadata in pyproject.toml. Optional as in aiohttp and yarl: without Cython or a C compiler
+the build warns and installs the pure-Python twins (gateway/codec/_http1_py.py,
+_chunked_py.py) alone; gateway/codec/__init__.py uses the compiled pair only when both import."""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,10 @@ import sys
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-PYX = os.path.join("gateway", "codec", "_http1.pyx")
+CODEC = os.path.join("gateway", "codec")
+# (module, source); both include gateway/codec/_scan.pxi
+MODULES = [("gateway.codec._http1", os.path.join(CODEC, "_http1.pyx")),
+           ("gateway.codec._chunked", os.path.join(CODEC, "_chunked.pyx"))]
 
 
 class OptionalBuildExt(build_ext):
@@ -42,7 +46,8 @@ def extensions() -> list[Extension]:
         sys.stderr.write("WARNING: Cython is not installed; building without the compiled codec\n")
         return []
     try:
-        return cythonize([Extension("gateway.codec._http1", [PYX], extra_compile_args=["-O2"])],
+        return cythonize([Extension(name, [src], depends=[os.path.join(CODEC, "_scan.pxi")],
+                                    extra_compile_args=["-O2"]) for name, src in MODULES],
                          compiler_directives={"language_level": "3"}, quiet=True)
     except Exception as err:  # noqa: BLE001 - a Cython compile error must not stop the install
         sys.stderr.write("WARNING: cythonize failed (%s); building without the compiled codec\n" % (err,))

@@ -2,59 +2,55 @@
 """The HTTP/1 codec, compiled: typed scans over the raw head buffer.
 
 The twin `_http1_py.py` states every rule in plain Python in the same order; this module
-does the same work over `const unsigned char*` with C tables and no Python object per
-header line (a head's forwarded fields are written into one C buffer and become one
-bytes object). Rare paths (Connection-named headers, Content-Length next to a chunked
-Transfer-Encoding in a response) reuse the shared Python helper: they are correctness
-paths, not hot ones. The results are the shared types of `types.py`, so both compare equal.
+does the same work over `const unsigned char*` with C tables, eight bytes at a time where
+it looks for the end of a line, and no Python object per header line (a head's forwarded
+fields, the upstream head and the downstream head are each written into one C buffer and
+become one bytes object). The results are the shared NamedTuples of `types.py`, filled in
+C (no Python-level call), so both implementations' results compare equal. Rare paths
+(Connection-named headers, Content-Length next to a chunked Transfer-Encoding in a
+response) reuse the shared Python helper: they are correctness paths, not hot ones. The
+hot calls take positional arguments (keywords work too, at the cost of parsing them).
 """
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.stdint cimport int64_t
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_SET_ITEM
 from libc.stdlib cimport free, malloc
-from libc.string cimport memchr, memcpy
 
-from .types import (CONNECTION_KEYWORDS, FIELD_VCHAR, HOST_CHARS, METHOD, TARGET, TOKEN, HeadError,
-                    RequestHead, ResponseHead, drop_named_lines)
+from .types import RequestHead, ResponseHead, drop_named_lines
 
-__all__ = ["head_end", "parse_request", "upstream_head", "parse_response", "ChunkedDecoder"]
+include "_scan.pxi"
 
-cdef int64_t INT64_MAX = 0x7FFFFFFFFFFFFFFF
+__all__ = ["head_end", "parse_request", "upstream_head", "parse_response"]
 
-cdef unsigned char T_TOKEN[256]
-cdef unsigned char T_METHOD[256]
-cdef unsigned char T_VCHAR[256]
-cdef unsigned char T_TARGET[256]
-cdef unsigned char T_HOST[256]
-cdef unsigned char T_QDTEXT[256]
-cdef unsigned char T_LOWER[256]
+cdef extern from *:
+    """
+    /* An empty instance of a tuple subclass (the NamedTuples of types.py), as
+       tuple.__new__ allocates one; the caller fills every item before anyone sees it. */
+    static PyObject* fg_alloc(PyObject* type, Py_ssize_t n) {
+        return ((PyTypeObject*)type)->tp_alloc((PyTypeObject*)type, n);
+    }
+    """
+    object fg_alloc(object type, Py_ssize_t n)
+
+cdef object T_REQUEST = RequestHead
+cdef object T_RESPONSE = ResponseHead
+cdef bytes B_GET = b"GET"
+cdef bytes B_POST = b"POST"
+cdef bytes B_HEAD = b"HEAD"
+cdef bytes B_EMPTY = b""
+cdef bytes B_OK = b"OK"
+
+# Write buffers on the C stack for heads up to this size (malloc beyond).
+cdef enum:
+    STACK_BUF = 8192
 
 
-cdef void _fill(unsigned char* t, bytes src):
-    cdef int i
-    for i in range(256):
-        t[i] = src[i]
+cdef inline void _set(tuple t, Py_ssize_t i, object o) noexcept:
+    Py_INCREF(o)
+    PyTuple_SET_ITEM(t, i, o)
 
-
-_fill(T_TOKEN, TOKEN)
-_fill(T_METHOD, METHOD)
-_fill(T_VCHAR, FIELD_VCHAR)
-_fill(T_TARGET, TARGET)
-_fill(T_HOST, HOST_CHARS)
-for _c in range(256):
-    T_QDTEXT[_c] = 1 if (_c in (9, 32, 0x21) or 0x23 <= _c <= 0x5B or 0x5D <= _c <= 0x7E or _c >= 0x80) else 0
-    T_LOWER[_c] = _c + 32 if 65 <= _c <= 90 else _c
 
 cdef enum:  # header classes
     K_FORWARD, K_HOST, K_CL, K_TE, K_CONNECTION, K_UPGRADE, K_EXPECT, K_XFF, K_RID, K_VIA, K_DROP
-
-
-cdef inline bint _ieq(const unsigned char* p, const char* lit, Py_ssize_t n) noexcept:
-    """p[0:n] equals the lowercase literal, ignoring ASCII case."""
-    cdef Py_ssize_t i
-    for i in range(n):
-        if T_LOWER[p[i]] != <unsigned char>lit[i]:
-            return False
-    return True
 
 
 cdef inline bint _ieq_exact(const unsigned char* p, const char* lit, Py_ssize_t n) noexcept:
@@ -136,26 +132,6 @@ cdef inline Py_ssize_t _find_crlf(const unsigned char* b, Py_ssize_t i, Py_ssize
             return i
         i += 1
     return -1
-
-
-cdef inline Py_ssize_t _find(const unsigned char* b, Py_ssize_t i, Py_ssize_t stop, unsigned char c) noexcept:
-    cdef const unsigned char* q
-    if i >= stop:
-        return -1
-    q = <const unsigned char*>memchr(b + i, c, stop - i)
-    return -1 if q == NULL else q - b
-
-
-cdef inline bint _all_in(const unsigned char* t, const unsigned char* p, Py_ssize_t n) noexcept:
-    cdef Py_ssize_t i
-    for i in range(n):
-        if not t[p[i]]:
-            return False
-    return True
-
-
-cdef inline bint _is_ws(unsigned char c) noexcept:
-    return c == 32 or c == 9
 
 
 cdef inline bint _is_hex(unsigned char c) noexcept:
@@ -249,38 +225,38 @@ cdef void _codings(const unsigned char* p, Py_ssize_t n, Codings* st) noexcept:
         i = j + 1
 
 
-cdef inline bytes _b(const unsigned char* p, Py_ssize_t n):
-    return PyBytes_FromStringAndSize(<const char*>p, n)
 
 
-cdef int _field(const unsigned char* b, Py_ssize_t p, Py_ssize_t e, int status,
-                Py_ssize_t* colon_out, Py_ssize_t* va, Py_ssize_t* vz) except -1:
-    """Validate one header line b[p:e] (no CRLF); name is b[p:colon], value b[va:vz] (OWS trimmed)."""
-    cdef Py_ssize_t colon, a, z
-    cdef unsigned char c = b[p] if p < e else 13
-    if c == 32 or c == 9:
-        raise HeadError(status, "obs-fold")
-    colon = _find(b, p, e, 58)
-    if colon <= p:
-        raise HeadError(status, "bad-header-name")
-    if not _all_in(T_TOKEN, b + p, colon - p):
-        raise HeadError(status, "bad-header-name")
-    if not _all_in(T_VCHAR, b + colon + 1, e - colon - 1):
-        raise HeadError(status, "bad-header-value")
-    a = colon + 1
-    z = e
-    while a < z and _is_ws(b[a]):
-        a += 1
-    while z > a and _is_ws(b[z - 1]):
-        z -= 1
-    colon_out[0] = colon
-    va[0] = a
-    vz[0] = z
-    return 0
+cdef set _connection(const unsigned char* b, Py_ssize_t q, Py_ssize_t vz, int* flags, set named):
+    """Connection's comma-separated tokens in b[q:vz]: close (1), keep-alive (2), upgrade (4)
+    set bits of `flags`; any other token is a header name to remove, added lowercased to
+    `named` (created when None): the set is returned."""
+    cdef Py_ssize_t j, a, z
+    while q <= vz:
+        j = _find(b, q, vz, 44)
+        if j < 0:
+            j = vz
+        a = q
+        z = j
+        while a < z and _is_ws(b[a]):
+            a += 1
+        while z > a and _is_ws(b[z - 1]):
+            z -= 1
+        if z - a == 5 and _ieq(b + a, b"close", 5):
+            flags[0] |= 1
+        elif z - a == 10 and _ieq(b + a, b"keep-alive", 10):
+            flags[0] |= 2
+        elif z - a == 7 and _ieq(b + a, b"upgrade", 7):
+            flags[0] |= 4
+        elif z > a:
+            if named is None:
+                named = set()
+            named.add(_b(b + a, z - a).lower())
+        q = j + 1
+    return named
 
 
-def head_end(bytes buf, Py_ssize_t start, Py_ssize_t limit, *, Py_ssize_t line_limit=0,
-             Py_ssize_t resume=0):
+def head_end(bytes buf, Py_ssize_t start, Py_ssize_t limit, Py_ssize_t line_limit=0, Py_ssize_t resume=0):
     """Offset just past the CRLFCRLF that ends the head beginning at `start`, or -1
     (see _http1_py.head_end: bare LF/CR rejected at the first offender; 431/414 limits)."""
     cdef const unsigned char* b = <const unsigned char*>PyBytes_AS_STRING(buf)
@@ -288,11 +264,11 @@ def head_end(bytes buf, Py_ssize_t start, Py_ssize_t limit, *, Py_ssize_t line_l
     cdef Py_ssize_t s = _skip_empty_lines(b, start, n)
     cdef Py_ssize_t p = s if s > resume - 3 else resume - 3
     cdef unsigned char c
-    while p < n:
+    while True:
+        p = fg_low(b, p, n)
+        if p >= n:
+            break
         c = b[p]
-        if c > 13:
-            p += 1
-            continue
         if c == 10:
             if p == s or b[p - 1] != 13:
                 raise HeadError(400, "bare-lf")
@@ -309,28 +285,35 @@ def head_end(bytes buf, Py_ssize_t start, Py_ssize_t limit, *, Py_ssize_t line_l
     return -1
 
 
-def parse_request(bytes buf, Py_ssize_t start, Py_ssize_t end, *, Py_ssize_t max_line,
-                  Py_ssize_t max_header_bytes):
+cdef inline Py_ssize_t _request_line_end(const unsigned char* b, Py_ssize_t s, Py_ssize_t end, int status) except -1:
+    """The CR of the start line's CRLF, after checking that b[start:end] ends the head."""
+    cdef Py_ssize_t le = _find_crlf(b, s, end)
+    if (le < 0 or end < le + 4 or b[end - 4] != 13 or b[end - 3] != 10 or b[end - 2] != 13
+            or b[end - 1] != 10):
+        raise HeadError(status, "incomplete-head")
+    return le
+
+
+def parse_request(bytes buf, Py_ssize_t start, Py_ssize_t end, Py_ssize_t max_line, Py_ssize_t max_header_bytes):
     """Validate the request head buf[start:end] in one pass (rules and order as the twin's)."""
     cdef const unsigned char* b = <const unsigned char*>PyBytes_AS_STRING(buf)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
-    cdef Py_ssize_t s, le, sp1, sp2, a, stop, j, p, e, colon, va, vz, ta, tz, q
-    cdef int ver, kind, count = 0
+    cdef Py_ssize_t s, le, sp1, sp2, a, stop, j, p, e, colon, va, vz, ta, tz
+    cdef int ver, kind, count = 0, conn = 0
     cdef int64_t content_length = -1, v
-    cdef bint has_host = False, has_te = False, close = False, ka = False, conn_upgrade = False
-    cdef bint expect = False, absolute = False
+    cdef bint has_host = False, has_te = False, expect = False, absolute = False
     cdef Codings te
-    cdef char* out
+    cdef char sbuf[STACK_BUF]
+    cdef char* out = sbuf
     cdef Py_ssize_t olen = 0
-    cdef object named = None, upgrade = None, xff = None, request_id = None, via = None
-    cdef bytes host = b"", method, target
+    cdef set named = None
+    cdef object upgrade = None, xff = None, request_id = None, via = None, fields
+    cdef bytes host = B_EMPTY, method, target
+    cdef tuple r
     if end > n or start < 0 or end < start:
         raise HeadError(400, "incomplete-head")
     s = _skip_empty_lines(b, start, end)
-    le = _find_crlf(b, s, end)
-    if (le < 0 or end < le + 4 or b[end - 4] != 13 or b[end - 3] != 10 or b[end - 2] != 13
-            or b[end - 1] != 10):
-        raise HeadError(400, "incomplete-head")
+    le = _request_line_end(b, s, end, 400)
     if le - s > max_line:
         raise HeadError(414, "uri-too-long")
     if end - 2 - (le + 2) > max_header_bytes:
@@ -338,7 +321,14 @@ def parse_request(bytes buf, Py_ssize_t start, Py_ssize_t end, *, Py_ssize_t max
     sp1 = _find(b, s, le, 32)
     if sp1 <= s or not _all_in(T_METHOD, b + s, sp1 - s):
         raise HeadError(400, "bad-method")
-    method = _b(b + s, sp1 - s)
+    if sp1 - s == 3 and b[s] == 71 and b[s + 1] == 69 and b[s + 2] == 84:
+        method = B_GET
+    elif sp1 - s == 4 and _ieq_exact(b + s, b"POST", 4):
+        method = B_POST
+    elif sp1 - s == 4 and _ieq_exact(b + s, b"HEAD", 4):
+        method = B_HEAD
+    else:
+        method = _b(b + s, sp1 - s)
     ta = sp1 + 1
     while ta < le and b[ta] == 32:
         ta += 1
@@ -348,14 +338,14 @@ def parse_request(bytes buf, Py_ssize_t start, Py_ssize_t end, *, Py_ssize_t max
     tz = sp2
     if tz == ta or not _all_in(T_TARGET, b + ta, tz - ta):
         raise HeadError(400, "bad-request-target")
-    if sp1 - s == 7 and method == b"CONNECT":
+    if sp1 - s == 7 and _ieq_exact(b + s, b"CONNECT", 7):
         if not _valid_host(b + ta, tz - ta, True):
             raise HeadError(400, "bad-request-target")
         target = _b(b + ta, tz - ta)
     elif b[ta] == 47:
         target = _b(b + ta, tz - ta)
     elif tz - ta == 1 and b[ta] == 42:
-        if method != b"OPTIONS":
+        if not (sp1 - s == 7 and _ieq_exact(b + s, b"OPTIONS", 7)):
             raise HeadError(400, "bad-request-target")
         target = b"*"
     else:
@@ -392,15 +382,15 @@ def parse_request(bytes buf, Py_ssize_t start, Py_ssize_t end, *, Py_ssize_t max
     te.n_chunked = 0
     te.last_chunked = False
     te.other = False
-    out = <char*>malloc(2 * (end - le) + 16)
-    if out == NULL:
-        raise MemoryError()
+    if 2 * (end - le) + 16 > STACK_BUF:
+        out = <char*>malloc(2 * (end - le) + 16)
+        if out == NULL:
+            raise MemoryError()
     try:
         p = le + 2
         stop = end - 2
         while p < stop:
-            e = _find_crlf(b, p, end)
-            _field(b, p, e, 400, &colon, &va, &vz)
+            e = _field(b, p, end, 400, &colon, &va, &vz)
             count += 1
             kind = _classify(b + p, colon - p, False)
             if kind == K_FORWARD:
@@ -433,28 +423,7 @@ def parse_request(bytes buf, Py_ssize_t start, Py_ssize_t end, *, Py_ssize_t max
                 has_te = True
                 _codings(b + va, vz - va, &te)
             elif kind == K_CONNECTION:
-                q = va
-                while q <= vz:
-                    j = _find(b, q, vz, 44)
-                    if j < 0:
-                        j = vz
-                    a = q
-                    e = j
-                    while a < e and _is_ws(b[a]):
-                        a += 1
-                    while e > a and _is_ws(b[e - 1]):
-                        e -= 1
-                    if e - a == 5 and _ieq(b + a, b"close", 5):
-                        close = True
-                    elif e - a == 10 and _ieq(b + a, b"keep-alive", 10):
-                        ka = True
-                    elif e - a == 7 and _ieq(b + a, b"upgrade", 7):
-                        conn_upgrade = True
-                    elif e > a:
-                        if named is None:
-                            named = set()
-                        named.add(_b(b + a, e - a).lower())
-                    q = j + 1
+                named = _connection(b, va, vz, &conn, named)
             elif kind == K_UPGRADE:
                 upgrade = _b(b + va, vz - va) if upgrade is None else upgrade + b", " + _b(b + va, vz - va)
             elif kind == K_EXPECT:
@@ -462,7 +431,8 @@ def parse_request(bytes buf, Py_ssize_t start, Py_ssize_t end, *, Py_ssize_t max
                     pass  # an empty list carries no expectation
                 elif not (vz - va == 12 and _ieq(b + va, b"100-continue", 12)):
                     raise HeadError(417, "expectation-failed")
-                expect = True
+                else:
+                    expect = True
             elif kind == K_XFF:
                 xff = _b(b + va, vz - va) if xff is None else xff + b", " + _b(b + va, vz - va)
             elif kind == K_RID:
@@ -472,7 +442,8 @@ def parse_request(bytes buf, Py_ssize_t start, Py_ssize_t end, *, Py_ssize_t max
             p = e + 2
         fields = PyBytes_FromStringAndSize(out, olen)
     finally:
-        free(out)
+        if out != sbuf:
+            free(out)
     if not has_host and ver == 11:
         raise HeadError(400, "missing-host")
     if has_te:
@@ -486,51 +457,152 @@ def parse_request(bytes buf, Py_ssize_t start, Py_ssize_t end, *, Py_ssize_t max
             raise HeadError(501, "unsupported-transfer-encoding")
     if named is not None:
         fields = drop_named_lines(fields, named)
-    return RequestHead(method, target, ver, host, content_length, has_te,
-                       (not close) if ver == 11 else (ka and not close),
-                       upgrade if conn_upgrade else None, expect, xff, request_id, via, fields, count)
+    if (conn & 4) == 0:
+        upgrade = None
+    cl = content_length
+    hc = count
+    r = <tuple>fg_alloc(T_REQUEST, 14)
+    _set(r, 0, method)
+    _set(r, 1, target)
+    _set(r, 2, 11 if ver == 11 else 10)
+    _set(r, 3, host)
+    _set(r, 4, cl)
+    _set(r, 5, True if has_te else False)
+    _set(r, 6, ((conn & 1) == 0) if ver == 11 else ((conn & 3) == 2))
+    _set(r, 7, upgrade)
+    _set(r, 8, True if expect else False)
+    _set(r, 9, xff)
+    _set(r, 10, request_id)
+    _set(r, 11, via)
+    _set(r, 12, fields)
+    _set(r, 13, hc)
+    return r
 
 
-def upstream_head(head, *, bytes target, bytes host, bytes peer, bytes scheme, bytes request_id,
+cdef inline Py_ssize_t _put(char* o, Py_ssize_t at, bytes s) noexcept:
+    cdef Py_ssize_t k = PyBytes_GET_SIZE(s)
+    memcpy(o + at, PyBytes_AS_STRING(s), k)
+    return at + k
+
+
+cdef inline Py_ssize_t _lit(char* o, Py_ssize_t at, const char* s, Py_ssize_t k) noexcept:
+    memcpy(o + at, s, k)
+    return at + k
+
+
+def upstream_head(object head, bytes target, bytes host, bytes peer, bytes scheme, bytes request_id,
                   bytes extra=b""):
-    """The upstream request head, in one format call (the bytes downstream.py wrote)."""
-    cdef bytes framing
-    cdef object xff = head.xff, via = head.via, upgrade = head.upgrade
-    if head.chunked:
-        framing = b"transfer-encoding: chunked\r\n"
-    elif head.content_length >= 0:
-        framing = b"content-length: %d\r\n" % head.content_length
-    else:
-        framing = b""
+    """The upstream request head (the bytes downstream.py wrote), written into one bytes
+    object sized first: no format call, no intermediate pieces."""
+    cdef bytes method, fields, hhost, xff, via, upgrade
+    cdef object o_xff, o_via, o_up, o_cl
+    cdef int64_t cl
+    cdef bint chunked
+    cdef char digits[24]
+    cdef int nd = 0
+    cdef Py_ssize_t size, at = 0
+    cdef char* w
+    cdef bytes res
+    cdef tuple h
+    if type(head) is not T_REQUEST:
+        raise TypeError("upstream_head needs a RequestHead, not %s" % type(head).__name__)
+    h = <tuple>head
+    method = <bytes?>h[0]
+    hhost = <bytes?>h[3]
+    o_cl = h[4]
+    chunked = h[5]
+    o_up = h[7]
+    o_xff = h[9]
+    o_via = h[11]
+    fields = <bytes?>h[12]
+    xff = <bytes?>o_xff if o_xff else None
+    via = <bytes?>o_via if o_via else None
+    upgrade = <bytes?>o_up if o_up is not None else None
+    cl = o_cl
+    size = (PyBytes_GET_SIZE(method) + PyBytes_GET_SIZE(target) + PyBytes_GET_SIZE(host)
+            + PyBytes_GET_SIZE(fields) + PyBytes_GET_SIZE(peer) + PyBytes_GET_SIZE(scheme)
+            + PyBytes_GET_SIZE(hhost) + PyBytes_GET_SIZE(request_id) + PyBytes_GET_SIZE(extra)
+            + 146)  # the fixed text below, with the chunked framing line (28)
+    if xff is not None:
+        size += PyBytes_GET_SIZE(xff) + 2
+    if via is not None:
+        size += PyBytes_GET_SIZE(via) + 2
+    if not chunked and cl >= 0:
+        while True:
+            digits[nd] = <char>(48 + cl % 10)
+            nd += 1
+            cl //= 10
+            if cl == 0:
+                break
+        size += nd + 18 - 28
+    elif not chunked:
+        size -= 28
     if upgrade is not None:
-        framing += b"connection: upgrade\r\nupgrade: " + upgrade + b"\r\n"
-    return (b"%s %s HTTP/1.1\r\nhost: %s\r\n%sx-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n"
-            b"x-forwarded-host: %s\r\nx-request-id: %s\r\nvia: %s\r\n%s%s\r\n") % (
-        head.method, target, host, head.fields, xff + b", " + peer if xff else peer,
-        scheme, head.host, request_id, via + b", 1.1 fleetgate" if via else b"1.1 fleetgate",
-        framing, extra)
+        size += PyBytes_GET_SIZE(upgrade) + 32
+    res = PyBytes_FromStringAndSize(NULL, size)
+    w = PyBytes_AS_STRING(res)
+    at = _put(w, at, method)
+    w[at] = 32
+    at = _put(w, at + 1, target)
+    at = _lit(w, at, b" HTTP/1.1\r\nhost: ", 17)
+    at = _put(w, at, host)
+    at = _lit(w, at, b"\r\n", 2)
+    at = _put(w, at, fields)
+    at = _lit(w, at, b"x-forwarded-for: ", 17)
+    if xff is not None:
+        at = _put(w, at, xff)
+        at = _lit(w, at, b", ", 2)
+    at = _put(w, at, peer)
+    at = _lit(w, at, b"\r\nx-forwarded-proto: ", 21)
+    at = _put(w, at, scheme)
+    at = _lit(w, at, b"\r\nx-forwarded-host: ", 20)
+    at = _put(w, at, hhost)
+    at = _lit(w, at, b"\r\nx-request-id: ", 16)
+    at = _put(w, at, request_id)
+    at = _lit(w, at, b"\r\nvia: ", 7)
+    if via is not None:
+        at = _put(w, at, via)
+        at = _lit(w, at, b", ", 2)
+    at = _lit(w, at, b"1.1 fleetgate\r\n", 15)
+    if chunked:
+        at = _lit(w, at, b"transfer-encoding: chunked\r\n", 28)
+    elif nd:
+        at = _lit(w, at, b"content-length: ", 16)
+        while nd:
+            nd -= 1
+            w[at] = digits[nd]
+            at += 1
+        at = _lit(w, at, b"\r\n", 2)
+    if upgrade is not None:
+        at = _lit(w, at, b"connection: upgrade\r\nupgrade: ", 30)
+        at = _put(w, at, upgrade)
+        at = _lit(w, at, b"\r\n", 2)
+    at = _put(w, at, extra)
+    at = _lit(w, at, b"\r\n", 2)
+    if at != size:
+        raise AssertionError("upstream_head sized %d, wrote %d" % (size, at))
+    return res
 
 
-def parse_response(bytes buf, Py_ssize_t start, Py_ssize_t end, *, bint head_request):
+def parse_response(bytes buf, Py_ssize_t start, Py_ssize_t end, bint head_request):
     """Validate the response head buf[start:end] and write the downstream head in one pass."""
     cdef const unsigned char* b = <const unsigned char*>PyBytes_AS_STRING(buf)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
-    cdef Py_ssize_t s, le, p, e, stop, colon, va, vz, q, j, a, z, first
-    cdef int ver, status, kind, cl_count = 0
+    cdef Py_ssize_t s, le, p, e, stop, colon, va, vz, first
+    cdef int ver, status, kind, cl_count = 0, conn = 0
     cdef int64_t cl = -1, v, content_length
-    cdef bint has_te = False, close = False, ka = False, chunked = False, close_delimited = False
-    cdef bint keep_alive
+    cdef bint has_te = False, chunked = False, close_delimited = False, keep_alive
     cdef Codings te
-    cdef char* out
+    cdef char sbuf[STACK_BUF]
+    cdef char* out = sbuf
     cdef Py_ssize_t olen
-    cdef object named = None
+    cdef set named = None
+    cdef bytes reason, head
+    cdef tuple r
     if end > n or start < 0 or end < start:
         raise HeadError(502, "incomplete-head")
     s = _skip_empty_lines(b, start, end)
-    le = _find_crlf(b, s, end)
-    if (le < 0 or end < le + 4 or b[end - 4] != 13 or b[end - 3] != 10 or b[end - 2] != 13
-            or b[end - 1] != 10):
-        raise HeadError(502, "incomplete-head")
+    le = _request_line_end(b, s, end, 502)
     if (le - s < 12 or not _ieq_exact(b + s, b"HTTP/", 5) or b[s + 6] != 46 or not 48 <= b[s + 5] <= 57
             or not 48 <= b[s + 7] <= 57 or b[s + 8] != 32):
         raise HeadError(502, "bad-status-line")
@@ -547,15 +619,19 @@ def parse_response(bytes buf, Py_ssize_t start, Py_ssize_t end, *, bint head_req
     if le - s > 13:
         if not _all_in(T_VCHAR, b + s + 13, le - s - 13):
             raise HeadError(502, "bad-status-line")
-        reason = _b(b + s + 13, le - s - 13)
+        if le - s == 15 and b[s + 13] == 79 and b[s + 14] == 75:
+            reason = B_OK
+        else:
+            reason = _b(b + s + 13, le - s - 13)
     else:
-        reason = b""
+        reason = B_EMPTY
     te.n_chunked = 0
     te.last_chunked = False
     te.other = False
-    out = <char*>malloc(end - s + 16)
-    if out == NULL:
-        raise MemoryError()
+    if end - s + 16 > STACK_BUF:
+        out = <char*>malloc(end - s + 16)
+        if out == NULL:
+            raise MemoryError()
     try:
         memcpy(out, b"HTTP/1.1", 8)
         memcpy(out + 8, b + s + 8, le + 2 - s - 8)
@@ -563,8 +639,7 @@ def parse_response(bytes buf, Py_ssize_t start, Py_ssize_t end, *, bint head_req
         p = le + 2
         stop = end - 2
         while p < stop:
-            e = _find_crlf(b, p, end)
-            _field(b, p, e, 502, &colon, &va, &vz)
+            e = _field(b, p, end, 502, &colon, &va, &vz)
             kind = _classify(b + p, colon - p, True)
             if kind == K_FORWARD or kind == K_CL or (kind == K_UPGRADE and status == 101):
                 if kind == K_CL:
@@ -581,32 +656,12 @@ def parse_response(bytes buf, Py_ssize_t start, Py_ssize_t end, *, bint head_req
                 has_te = True
                 _codings(b + va, vz - va, &te)
             elif kind == K_CONNECTION:
-                q = va
-                while q <= vz:
-                    j = _find(b, q, vz, 44)
-                    if j < 0:
-                        j = vz
-                    a = q
-                    z = j
-                    while a < z and _is_ws(b[a]):
-                        a += 1
-                    while z > a and _is_ws(b[z - 1]):
-                        z -= 1
-                    if z - a == 5 and _ieq(b + a, b"close", 5):
-                        close = True
-                    elif z - a == 10 and _ieq(b + a, b"keep-alive", 10):
-                        ka = True
-                    elif z - a == 7 and _ieq(b + a, b"upgrade", 7):
-                        pass
-                    elif z > a:
-                        if named is None:
-                            named = set()
-                        named.add(_b(b + a, z - a).lower())
-                    q = j + 1
+                named = _connection(b, va, vz, &conn, named)
             p = e + 2
         head = PyBytes_FromStringAndSize(out, olen)
     finally:
-        free(out)
+        if out != sbuf:
+            free(out)
     if has_te:
         if te.n_chunked > 1 or (te.n_chunked == 1 and not te.last_chunked):
             raise HeadError(502, "bad-transfer-encoding")
@@ -614,7 +669,7 @@ def parse_response(bytes buf, Py_ssize_t start, Py_ssize_t end, *, bint head_req
         if chunked and cl_count:
             named = {b"content-length"} if named is None else named | {b"content-length"}
         if ver == 10:
-            close = True
+            conn |= 1
     if head_request or status < 200 or status == 204 or status == 304:
         content_length = 0
         chunked = False
@@ -625,192 +680,19 @@ def parse_response(bytes buf, Py_ssize_t start, Py_ssize_t end, *, bint head_req
         close_delimited = True
     else:
         content_length = cl
-    keep_alive = ((not close) if ver == 11 else (ka and not close)) and not close_delimited
+    keep_alive = (((conn & 1) == 0) if ver == 11 else ((conn & 3) == 2)) and not close_delimited
     if named is not None:
         first = le + 2 - s
         head = head[:first] + drop_named_lines(head[first:], named)
-    return ResponseHead(status, reason, ver, keep_alive, content_length, chunked, close_delimited, head)
-
-
-cdef enum:  # ChunkedDecoder states
-    S_SIZE, S_DATA, S_DATA_CR, S_DATA_LF, S_TRAILER, S_DONE
-
-
-cdef int64_t _chunk_size(const unsigned char* line, Py_ssize_t n, int status) except -2:
-    """chunk-size [ chunk-ext ] (RFC 9112 7.1, 7.1.1): the size; extensions validated, dropped."""
-    cdef Py_ssize_t i = 0, j, k
-    cdef int64_t size = 0
-    cdef int d
-    cdef unsigned char c
-    while i < n:
-        c = line[i]
-        if 48 <= c <= 57:
-            d = c - 48
-        elif 97 <= c <= 102:
-            d = c - 87
-        elif 65 <= c <= 70:
-            d = c - 55
-        else:
-            break
-        if size > (INT64_MAX >> 4):
-            raise HeadError(status, "chunk-size-overflow")
-        size = size * 16 + d
-        i += 1
-    if i == 0:
-        raise HeadError(status, "bad-chunk-size")
-    while i < n:
-        while i < n and _is_ws(line[i]):
-            i += 1
-        if i == n or line[i] != 59:
-            raise HeadError(status, "bad-chunk-extension")
-        i += 1
-        while i < n and _is_ws(line[i]):
-            i += 1
-        j = i
-        while i < n and T_TOKEN[line[i]]:
-            i += 1
-        if i == j:
-            raise HeadError(status, "bad-chunk-extension")
-        k = i
-        while k < n and _is_ws(line[k]):
-            k += 1
-        if k < n and line[k] == 61:
-            i = k + 1
-            while i < n and _is_ws(line[i]):
-                i += 1
-            if i < n and line[i] == 34:
-                i += 1
-                while True:
-                    if i >= n:
-                        raise HeadError(status, "bad-chunk-extension")
-                    c = line[i]
-                    if c == 34:
-                        i += 1
-                        break
-                    if c == 92:
-                        i += 1
-                        if i >= n or not T_VCHAR[line[i]]:
-                            raise HeadError(status, "bad-chunk-extension")
-                    elif not T_QDTEXT[c]:
-                        raise HeadError(status, "bad-chunk-extension")
-                    i += 1
-            else:
-                j = i
-                while i < n and T_TOKEN[line[i]]:
-                    i += 1
-                if i == j:
-                    raise HeadError(status, "bad-chunk-extension")
-    return size
-
-
-def chunk_size(bytes line, int status):
-    """The chunk size of a chunk-size line without its CRLF (exposed for the tests)."""
-    return _chunk_size(<const unsigned char*>PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line), status)
-
-
-cdef class ChunkedDecoder:
-    """Incremental, strict decoder of a chunked body (RFC 9112 7.1): see the twin's
-    docstring (_http1_py.ChunkedDecoder); same rules, same errors, same split-invariance."""
-
-    cdef public bint done
-    cdef public bytes leftover
-    cdef public int error_status
-    cdef public Py_ssize_t max_line
-    cdef public Py_ssize_t max_trailers
-    cdef int _state
-    cdef int64_t _remaining
-    cdef bytes _line
-    cdef Py_ssize_t _trailer_bytes
-
-    def __init__(self, *, int error_status=400, Py_ssize_t max_line=4096, Py_ssize_t max_trailers=16384):
-        self.done = False
-        self.leftover = b""
-        self.error_status = error_status
-        self.max_line = max_line
-        self.max_trailers = max_trailers
-        self._state = S_SIZE
-        self._remaining = 0
-        self._line = b""
-        self._trailer_bytes = 0
-
-    def feed(self, bytes data, list out=None):
-        cdef const unsigned char* b = <const unsigned char*>PyBytes_AS_STRING(data)
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
-        cdef Py_ssize_t i = 0, take, lf
-        cdef int status = self.error_status
-        cdef bytes line
-        if out is None:
-            out = []
-        if self._state == S_DONE:
-            self.leftover += data
-            return out
-        while i < n:
-            if self._state == S_DATA:
-                take = n - i if self._remaining > n - i else <Py_ssize_t>self._remaining
-                out.append(data if take == n else data[i:i + take])
-                i += take
-                self._remaining -= take
-                if self._remaining == 0:
-                    self._state = S_DATA_CR
-            elif self._state == S_DATA_CR:
-                if b[i] != 13:
-                    raise HeadError(status, "bad-chunk-end")
-                i += 1
-                self._state = S_DATA_LF
-            elif self._state == S_DATA_LF:
-                if b[i] != 10:
-                    raise HeadError(status, "bad-chunk-end")
-                i += 1
-                self._state = S_SIZE
-            else:
-                lf = _find(b, i, n, 10)
-                if lf < 0:
-                    self._line += data[i:]
-                    self._check_partial()
-                    break
-                line = self._line + data[i:lf] if self._line else data[i:lf]
-                self._line = b""
-                i = lf + 1
-                if self._line_done(line):
-                    self.leftover = data[i:]
-                    break
-        return out
-
-    cdef int _check_partial(self) except -1:
-        if self._state == S_SIZE:
-            if PyBytes_GET_SIZE(self._line) > self.max_line + 1:
-                raise HeadError(self.error_status, "chunk-line-too-long")
-        elif self._trailer_bytes + PyBytes_GET_SIZE(self._line) + 1 > self.max_trailers:
-            raise HeadError(self.error_status, "trailers-too-large")
-        return 0
-
-    cdef bint _line_done(self, bytes line) except -1:
-        cdef const unsigned char* b = <const unsigned char*>PyBytes_AS_STRING(line)
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(line), colon, va, vz
-        cdef int status = self.error_status
-        cdef int64_t size
-        if self._state == S_SIZE:
-            if n > self.max_line + 1:
-                raise HeadError(status, "chunk-line-too-long")
-            if n == 0 or b[n - 1] != 13:
-                raise HeadError(status, "bare-lf")
-            size = _chunk_size(b, n - 1, status)
-            if size:
-                self._remaining = size
-                self._state = S_DATA
-            else:
-                self._state = S_TRAILER
-            return False
-        self._trailer_bytes += n + 1
-        if self._trailer_bytes > self.max_trailers:
-            raise HeadError(status, "trailers-too-large")
-        if n == 0 or b[n - 1] != 13:
-            raise HeadError(status, "bare-lf")
-        if n == 1:
-            self._state = S_DONE
-            self.done = True
-            return True
-        _field(b, 0, n - 1, status, &colon, &va, &vz)
-        if (colon == 14 and _ieq(b, b"content-length", 14)) or (colon == 17 and _ieq(b, b"transfer-encoding", 17)):
-            raise HeadError(status, "framing-in-trailers")
-        return False
+    o_status = status
+    o_cl = content_length
+    r = <tuple>fg_alloc(T_RESPONSE, 8)
+    _set(r, 0, o_status)
+    _set(r, 1, reason)
+    _set(r, 2, 11 if ver == 11 else 10)
+    _set(r, 3, True if keep_alive else False)
+    _set(r, 4, o_cl)
+    _set(r, 5, True if chunked else False)
+    _set(r, 6, True if close_delimited else False)
+    _set(r, 7, head)
+    return r

@@ -1,11 +1,14 @@
 """Types and constants shared by the compiled HTTP/1 codec (`_http1`) and its twin (`_http1_py`).
 
 Both implementations return these classes, so a result from one compares equal to the
-result from the other (the differential tests rely on it). The character tables are the
+result from the other (the differential tests rely on it); they are NamedTuples, so the
+compiled module fills them in C and the twin builds them with one `tuple.__new__`. The character tables are the
 RFC 9110/9112 grammar written once; the twin indexes them, the compiled module builds its
 C tables from the same definitions.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 __all__ = ["HeadError", "RequestHead", "ResponseHead", "TOKEN", "METHOD", "FIELD_VCHAR", "TARGET",
            "HOST_CHARS", "REQUEST_DROP", "RESPONSE_HOP", "CONNECTION_KEYWORDS", "drop_named_lines"]
@@ -31,27 +34,9 @@ class HeadError(Exception):
         return hash((self.status, self.reason))
 
 
-class _Slots:
-    """Equality and repr over __slots__, so results of both implementations compare."""
-
-    __slots__ = ()
-
-    def as_tuple(self) -> tuple:
-        return tuple(getattr(self, n) for n in self.__slots__)
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self.as_tuple() == other.as_tuple()  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self.as_tuple())
-
-    def __repr__(self) -> str:
-        return "%s(%s)" % (type(self).__name__,
-                           ", ".join("%s=%r" % (n, getattr(self, n)) for n in self.__slots__))
-
-
-class RequestHead(_Slots):
-    """A validated request head.
+class RequestHead(NamedTuple):
+    """A validated request head (immutable; a tuple, so the compiled module builds it in C
+    with no Python-level call and both implementations' results compare equal).
 
     method, target: bytes (target in origin form, or `*`, or CONNECT's authority; an
     absolute-form target is reduced to its path and query, its authority becoming `host`);
@@ -64,31 +49,27 @@ class RequestHead(_Slots):
     Host, framing, hop-by-hop, Connection-named, Expect, X-Forwarded-*, X-Request-Id and
     Via; header_count: every header line of the head."""
 
-    __slots__ = ("method", "target", "version", "host", "content_length", "chunked", "keep_alive",
-                 "upgrade", "expect", "xff", "request_id", "via", "fields", "header_count")
+    method: bytes
+    target: bytes
+    version: int
+    host: bytes
+    content_length: int
+    chunked: bool
+    keep_alive: bool
+    upgrade: bytes | None
+    expect: bool
+    xff: bytes | None
+    request_id: bytes | None
+    via: bytes | None
+    fields: bytes
+    header_count: int
 
-    def __init__(self, method: bytes, target: bytes, version: int, host: bytes, content_length: int,
-                 chunked: bool, keep_alive: bool, upgrade: bytes | None, expect: bool,
-                 xff: bytes | None, request_id: bytes | None, via: bytes | None, fields: bytes,
-                 header_count: int) -> None:
-        self.method = method
-        self.target = target
-        self.version = version
-        self.host = host
-        self.content_length = content_length
-        self.chunked = chunked
-        self.keep_alive = keep_alive
-        self.upgrade = upgrade
-        self.expect = expect
-        self.xff = xff
-        self.request_id = request_id
-        self.via = via
-        self.fields = fields
-        self.header_count = header_count
+    def as_tuple(self) -> tuple:
+        return tuple(self)
 
 
-class ResponseHead(_Slots):
-    """A validated upstream response head.
+class ResponseHead(NamedTuple):
+    """A validated upstream response head (immutable, a tuple like RequestHead).
 
     status, reason (bytes), version (10 or 11); keep_alive: the upstream connection may
     carry another request after this response's body; content_length: the body length to
@@ -99,19 +80,17 @@ class ResponseHead(_Slots):
     ones, Connection-named ones, Content-Length next to a chunked Transfer-Encoding, and
     Upgrade (kept in a 101). The caller appends its own framing lines and the CRLF."""
 
-    __slots__ = ("status", "reason", "version", "keep_alive", "content_length", "chunked",
-                 "close_delimited", "head")
+    status: int
+    reason: bytes
+    version: int
+    keep_alive: bool
+    content_length: int
+    chunked: bool
+    close_delimited: bool
+    head: bytes
 
-    def __init__(self, status: int, reason: bytes, version: int, keep_alive: bool,
-                 content_length: int, chunked: bool, close_delimited: bool, head: bytes) -> None:
-        self.status = status
-        self.reason = reason
-        self.version = version
-        self.keep_alive = keep_alive
-        self.content_length = content_length
-        self.chunked = chunked
-        self.close_delimited = close_delimited
-        self.head = head
+    def as_tuple(self) -> tuple:
+        return tuple(self)
 
 
 def _table(chars: bytes) -> bytes:

@@ -27,6 +27,11 @@ REQUESTS: list[tuple[str, bytes, object]] = [
     ("http10-keep-alive", req(b"GET / HTTP/1.0", b"Connection: Keep-Alive"), {"keep_alive": True}),
     ("http11-close", req(G, b"Connection: close"), {"keep_alive": False, "fields": b""}),
     ("close-wins-over-keep-alive", req(G, b"Connection: keep-alive, close"), {"keep_alive": False}),
+    # the compiled module once lost its place in the head after a Connection value with trailing OWS
+    ("connection-trailing-ows", req(G, b"Connection: close \t", b"X-After: 1"),
+     {"keep_alive": False, "fields": b"X-After: 1\r\n", "header_count": 3}),
+    ("connection-named-trailing-ows", req(G, b"Connection: X-Hop ", b"X-Hop: 1", b"X-Kept: 2"),
+     {"fields": b"X-Kept: 2\r\n"}),
     ("ows-trimmed", req(G, b"X-A:   v w \t"), {"fields": b"X-A: v w\r\n"}),
     ("no-space-after-colon", req(G, b"X-A:v"), {"fields": b"X-A: v\r\n"}),
     ("empty-value", req(G, b"X-A:"), {"fields": b"X-A: \r\n"}),
@@ -50,6 +55,7 @@ REQUESTS: list[tuple[str, bytes, object]] = [
     ("chunked-uppercase", req(P, b"Transfer-Encoding: CHUNKED"), {"chunked": True}),
     ("chunked-empty-list-elements", req(P, b"Transfer-Encoding: , chunked"), {"chunked": True}),
     ("expect-100", req(P, b"Content-Length: 1", b"Expect: 100-Continue"), {"expect": True, "fields": b""}),
+    ("expect-empty", req(P, b"Content-Length: 1", b"Expect:"), {"expect": False, "fields": b""}),
     ("upgrade-websocket", req(G, b"Connection: Upgrade", b"Upgrade: websocket"),
      {"upgrade": b"websocket", "fields": b""}),
     ("upgrade-without-connection", req(G, b"Upgrade: h2c"), {"upgrade": None, "fields": b""}),
@@ -215,6 +221,8 @@ RESPONSES: list[tuple[str, bytes, bool, object]] = [
      {"head": R200 + b"Content-Length: 0\r\n"}),
     ("hop-by-hop-dropped", R200 + b"Keep-Alive: timeout=5\r\nProxy-Connection: x\r\nTE: t\r\nTrailer: x\r\n"
      b"Proxy-Authenticate: y\r\nContent-Length: 0\r\n\r\n", False, {"head": R200 + b"Content-Length: 0\r\n"}),
+    ("connection-trailing-ows", R200 + b"Connection: close  \r\nX-A: 1\r\nContent-Length: 0\r\n\r\n", False,
+     {"keep_alive": False, "head": b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 0\r\n"}),
     ("connection-named", R200 + b"Connection: X-A, close\r\nX-A: 1\r\nX-B: 2\r\nContent-Length: 0\r\n\r\n", False,
      {"keep_alive": False, "head": R200 + b"X-B: 2\r\nContent-Length: 0\r\n"}),
     ("cl-duplicate-same", R200 + b"Content-Length: 2\r\nContent-Length: 2\r\n\r\n", False, {"content_length": 2}),

@@ -6,15 +6,26 @@ FLEETGATE_REQUIRE_COMPILED=1 (CI sets it): then a missing build fails the test.
 from __future__ import annotations
 
 import os
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 
-from gateway.codec import _http1_py
+from gateway.codec import _chunked_py, _http1_py
 
+NAMES = ("head_end", "parse_request", "upstream_head", "parse_response", "ChunkedDecoder", "chunk_size")
+
+
+def interface(http1: ModuleType, chunked: ModuleType) -> ModuleType:
+    """One implementation's interface (head functions and the chunked decoder) as one object."""
+    both = SimpleNamespace(**{n: getattr(http1 if hasattr(http1, n) else chunked, n) for n in NAMES})
+    return both  # type: ignore[return-value]
+
+
+PURE = interface(_http1_py, _chunked_py)
 try:
-    from gateway.codec import _http1 as _compiled
-    COMPILED: ModuleType | None = _compiled
+    from gateway.codec import _chunked as _chunked_c
+    from gateway.codec import _http1 as _http1_c
+    COMPILED: ModuleType | None = interface(_http1_c, _chunked_c)
     WHY = ""
 except ImportError as err:  # not built
     COMPILED = None
@@ -33,10 +44,10 @@ def compiled_or_skip() -> ModuleType:
 @pytest.fixture(params=["compiled", "pure"])
 def codec(request: pytest.FixtureRequest) -> ModuleType:
     """One implementation of the codec interface."""
-    return compiled_or_skip() if request.param == "compiled" else _http1_py
+    return compiled_or_skip() if request.param == "compiled" else PURE
 
 
 @pytest.fixture
 def both() -> tuple[ModuleType, ModuleType]:
     """(compiled, twin), for differential tests."""
-    return compiled_or_skip(), _http1_py
+    return compiled_or_skip(), PURE
