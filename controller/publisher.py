@@ -13,7 +13,7 @@ import logging
 from typing import Callable, ContextManager
 
 from fleet.snapshot import FleetSnapshot
-from fleet.view import FleetView, Unfollow, not_following
+from fleet.view import Followers, FleetView, Unfollow, not_following
 
 from .derive import derive_imports
 from .derived import DerivedFleet, DerivedFollower, DerivedSnapshot
@@ -31,7 +31,7 @@ class DerivedPublisher:
         self.guard = guard  # wraps each derivation and its followers (the root's gc policy)
         self.derivations = 0  # how many snapshots were derived: one per snapshot
         self._current: DerivedSnapshot | None = None
-        self._followers: list[DerivedFollower] = []
+        self._followers: Followers[DerivedSnapshot] = Followers("controller: derived objects")
         self._unfollow: Unfollow = not_following
 
     @property
@@ -51,12 +51,7 @@ class DerivedPublisher:
         """Call `callback` with the current derivation now (if any) and every later one."""
         if self._current is not None:
             callback(self._current)
-        self._followers.append(callback)
-
-        def unfollow() -> None:
-            if callback in self._followers:
-                self._followers.remove(callback)
-        return unfollow
+        return self._followers.add(callback)
 
     def _on_snapshot(self, snapshot: FleetSnapshot) -> None:
         live = tuple(self.fleet.live_members())
@@ -69,8 +64,4 @@ class DerivedPublisher:
             for d in derived.diagnostics:
                 log.warning("controller: %s", d)
             self._current = DerivedSnapshot(snapshot, derived)
-            for callback in list(self._followers):
-                try:
-                    callback(self._current)
-                except Exception:
-                    log.exception("controller: follower %r of the derived objects failed", callback)
+            self._followers.publish(self._current)

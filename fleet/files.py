@@ -18,7 +18,6 @@ and reports its diagnostics; a deleted file's objects go.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
@@ -31,6 +30,7 @@ from .manifests import has_errors, is_manifest_path, merge_files, parse_file
 from .metrics import CONFIG_RELOADS
 from .objects import KubeObject
 from .snapshot import EMPTY_CLUSTER, ClusterObjects, Diagnostic
+from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -227,10 +227,7 @@ class FileSource:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _follow(self) -> None:
         while True:

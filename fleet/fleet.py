@@ -15,7 +15,7 @@ from .files import DEFAULT_POLL_INTERVAL, FileSource, FolderState
 from .provider import Source
 from .snapshot import (EMPTY_CLUSTER, ClusterName, ClusterObjects, Diagnostic, FleetSnapshot,
                        MemberCluster)
-from .view import Follower, LiveCluster, Unfollow, not_following
+from .view import Follower, Followers, LiveCluster, Unfollow, not_following
 
 __all__ = ["Fleet", "LiveFactory", "build_snapshot", "load_fleet_once", "not_following"]
 
@@ -59,7 +59,7 @@ class Fleet:
         separate_hub = hub is not None and all(hub is not m for m in self._members)
         self._sources: tuple[Source, ...] = ((hub,) if separate_hub and hub else ()) + self._members
         self._live: dict[str, LiveCluster] = {s.name: s for s in live}
-        self._followers: list[Follower] = []
+        self._followers: Followers[FleetSnapshot] = Followers("fleet")
         self._snapshot = build_snapshot(config, EMPTY_CLUSTER, [EMPTY_CLUSTER] * len(members), (), 0)
         self._inputs: tuple[ClusterObjects, ...] | None = None
         self._handle: asyncio.TimerHandle | None = None
@@ -116,12 +116,7 @@ class Fleet:
         """Call `callback` with the current snapshot now and, on the loop, with every later
         one (the one way a component follows the fleet); returns the unfollow."""
         callback(self.snapshot)
-        self._followers.append(callback)
-
-        def unfollow() -> None:
-            if callback in self._followers:
-                self._followers.remove(callback)
-        return unfollow
+        return self._followers.add(callback)
 
     def live_members(self) -> Mapping[str, LiveCluster]:
         names = {c.name for c in self.config.clusters}
@@ -184,11 +179,7 @@ class Fleet:
         self._snapshot = build_snapshot(self.config, hub, members, diagnostics,
                                         self._snapshot.version + 1)
         log.info("fleet: snapshot %d (%d diagnostics)", self._snapshot.version, len(diagnostics))
-        for callback in list(self._followers):
-            try:
-                callback(self._snapshot)
-            except Exception:
-                log.exception("fleet: snapshot follower %r failed", callback)
+        self._followers.publish(self._snapshot)
 
 
 def load_fleet_once(config: FleetConfig) -> FleetSnapshot:

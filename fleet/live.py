@@ -11,7 +11,6 @@ holds up the others: start() returns after the first attempt, whatever its outco
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -22,6 +21,7 @@ from .objects import KubeObject
 from .objectstore import ObjectStore
 from .reflector import Reflector
 from .snapshot import EMPTY_CLUSTER, ClusterObjects, Diagnostic
+from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +112,7 @@ class LiveSource:
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*tasks)
         self._on_change = None
         await self.client.close()
 

@@ -6,10 +6,12 @@ import contextlib
 from typing import Any
 
 
-async def cancel_and_wait(task: "asyncio.Task[Any] | None") -> None:
-    """Cancel a background task and wait until it has unwound (its finally blocks ran)."""
-    if task is None:
-        return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+async def cancel_and_wait(*tasks: "asyncio.Task[Any] | None") -> None:
+    """Cancel background tasks and wait until each has unwound (its finally blocks ran).
+    All are cancelled first, so they unwind together."""
+    running = [t for t in tasks if t is not None]
+    for task in running:
+        task.cancel()
+    for task in running:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -6,7 +6,8 @@ follow it, readiness for /readyz, and the live capabilities a component may need
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Generic, Mapping, Protocol, Sequence, TypeVar
 
 from .config import FleetConfig
 from .provider import Source
@@ -16,12 +17,42 @@ if TYPE_CHECKING:  # fleet.kube imports kubernetes_asyncio; only live fleets loa
     from .kube import KubeClient, Raw, Resource
     from .objects import KubeObject
 
+log = logging.getLogger(__name__)
+
 Follower = Callable[[FleetSnapshot], None]
 Unfollow = Callable[[], None]
+T = TypeVar("T")
 
 
 def not_following() -> None:
     """What a component holds as its unfollow before it follows a fleet (and after)."""
+
+
+class Followers(Generic[T]):
+    """The callbacks following one publisher (the Fleet's snapshots, the derived objects):
+    one follower's failure is logged and never stops the others."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._callbacks: list[Callable[[T], None]] = []
+
+    def add(self, callback: Callable[[T], None]) -> Unfollow:
+        self._callbacks.append(callback)
+
+        def unfollow() -> None:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+        return unfollow
+
+    def publish(self, value: T) -> None:
+        for callback in list(self._callbacks):
+            try:
+                callback(value)
+            except Exception:
+                log.exception("%s: follower %r failed", self.what, callback)
+
+    def clear(self) -> None:
+        self._callbacks.clear()
 
 
 class LiveCluster(Source, Protocol):
