@@ -11,6 +11,7 @@ same figure on a busy or a quiet machine.
     python bench/h1_path_cpu.py [--requests 100000]
     python bench/h1_path_cpu.py --instructions      # needs valgrind (apt-get install valgrind)
     python bench/h1_path_cpu.py --floor [--instructions]   # bench/floor_proxy.py instead
+    python bench/h1_path_cpu.py --headers 12 [--instructions]  # a longer (browser-like) head
 """
 from __future__ import annotations
 
@@ -33,6 +34,19 @@ from gateway.upstream.connection import UpstreamH1
 
 REQUEST = (b"GET /index.html HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: wrk\r\n"
            b"Accept: */*\r\n\r\n")
+# header lines a browser sends beyond Host, User-Agent and Accept (for --headers N > 3)
+EXTRA_HEADERS = (b"Accept-Language: en-US,en;q=0.9\r\n", b"Accept-Encoding: gzip, deflate, br\r\n",
+                 b"Cache-Control: no-cache\r\n", b"Pragma: no-cache\r\n", b"Sec-Fetch-Dest: document\r\n",
+                 b"Sec-Fetch-Mode: navigate\r\n", b"Sec-Fetch-Site: none\r\n", b"Upgrade-Insecure-Requests: 1\r\n",
+                 b"Referer: http://bench.local/\r\n", b"Cookie: session=0123456789abcdef\r\n",
+                 b"DNT: 1\r\n", b"Priority: u=0, i\r\n")
+
+
+def request_with(headers: int) -> bytes:
+    """REQUEST with `headers` header lines in all (3 to 15)."""
+    if not 3 <= headers <= 3 + len(EXTRA_HEADERS):
+        raise SystemExit(f"--headers must be 3..{3 + len(EXTRA_HEADERS)}")
+    return REQUEST[:-2] + b"".join(EXTRA_HEADERS[:headers - 3]) + b"\r\n"
 RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sun, 22 Nov 2026 00:00:00 GMT\r\n"
             b"Content-Type: text/plain\r\nContent-Length: 6\r\nConnection: keep-alive\r\n\r\nhello\n")
 
@@ -114,10 +128,11 @@ async def run_floor(n: int) -> float:
     return _loop(ds, up, n)
 
 
-def instructions(requests: int, floor: bool) -> int:
+def instructions(requests: int, floor: bool, headers: int = 3) -> int:
     """Instructions callgrind counts for a whole run of `requests` requests."""
     out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-                          sys.executable, __file__, "--requests", str(requests)] + (["--floor"] if floor else []),
+                          sys.executable, __file__, "--requests", str(requests), "--headers", str(headers)]
+                         + (["--floor"] if floor else []),
                          capture_output=True, text=True, timeout=900, check=True)
     m = re.search(r"Collected : (\d+)", out.stderr)
     if m is None:
@@ -132,16 +147,21 @@ def main() -> None:
                     help="instructions per request under callgrind (runs 1,000 and 6,000 requests)")
     ap.add_argument("--floor", action="store_true",
                     help="run bench/floor_proxy.py (the contract's per-request work, bare) instead")
+    ap.add_argument("--headers", type=int, default=3, help="header lines in the request (3..15)")
     args = ap.parse_args()
+    global REQUEST
+    REQUEST = request_with(args.headers)
     what = "floor_proxy.py" if args.floor else "Python request path"
     if args.instructions:
         if shutil.which("valgrind") is None:
             raise SystemExit("valgrind is not installed (apt-get install -y valgrind)")
-        short, long = instructions(1000, args.floor), instructions(6000, args.floor)
-        print(f"{(long - short) / 5000:.0f} instructions per proxied request (callgrind, {what})")
+        short = instructions(1000, args.floor, args.headers)
+        long = instructions(6000, args.floor, args.headers)
+        print(f"{(long - short) / 5000:.0f} instructions per proxied request "
+              f"(callgrind, {what}, {args.headers} headers)")
         return
     us = uvloop.run(run_floor(args.requests) if args.floor else run(args.requests))
-    print(f"{us:.2f} us CPU per proxied request ({what}, no sockets)")
+    print(f"{us:.2f} us CPU per proxied request ({what}, {args.headers} headers, no sockets)")
 
 
 if __name__ == "__main__":

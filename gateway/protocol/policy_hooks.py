@@ -2,22 +2,23 @@
 checks, redirects, CORS, canary/destination choice, rewrites and mirroring.
 
 Kept out of downstream.py so the plain round-robin path reads no policy at all; these
-functions run only for routes whose annotations ask for them.
+functions run only for routes whose annotations ask for them. `prepare` is pure: the
+request's facts and the random values in, a Plan out.
 """
 from __future__ import annotations
 
 import ipaddress
-import random
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
-from ..routing.policy import CorsPolicy, RoutePolicy
+from ..routing.backends import Backend
+from ..routing.policy import CorsPolicy, MirrorPolicy, RoutePolicy
 from ..routing.select import RequestView, choose_backend
 from ..routing.table import Route
 from .http1 import host_name
 
 if TYPE_CHECKING:
-    from .downstream import DownstreamH1, Exchange
+    from ..exchange import Exchange
 
 _GROUP = re.compile(r"\$(\d)")
 _NO_VIEW = RequestView()  # for policies that read nothing of the request
@@ -68,51 +69,66 @@ def https_url(host: bytes, port: int, target: bytes) -> bytes:
     return b"https://" + host_name(host) + (b":%d" % port if port != 443 else b"") + target
 
 
-def prepare(ds: "DownstreamH1", ex: "Exchange", route: Route, path: str, query: str) -> tuple[bytes, bytes] | None:
-    """Apply the route's per-request policy. Returns (upstream target, upstream host), or
-    None when the gateway answers itself (ex.answer is set)."""
+class Plan(NamedTuple):
+    """What a route's per-request policy decided for one request: `answer` (a response
+    the gateway gives itself, else None), `extra_resp` (response header lines: CORS),
+    `backend` and `label` (a canary's or destination's; None: the route's), the upstream
+    `target` and `host`, `mirror` (this request is mirrored), `view` (what the balancer
+    reads of the request: header cluster, hash, affinity)."""
+
+    answer: tuple[int, str, bytes] | None
+    extra_resp: bytes
+    backend: Backend | None
+    label: str
+    target: bytes
+    host: bytes
+    mirror: MirrorPolicy | None
+    view: RequestView | None
+
+
+def prepare(route: Route, method: bytes, host: bytes, target: bytes, headers: dict[str, str], *, peer: bytes,
+            tls: bool, https_port: int, usable: Callable[[Backend], bool], rand_backend: float,
+            rand_mirror: float) -> Plan:
+    """Resolve the route's per-request policy (access, redirects, CORS, canary, cluster
+    weights and header, rewrite, mirror) in one pure call: the random values are passed
+    in, so a test fixes them."""
     policy: RoutePolicy = route.policy
-    headers = ex.headers or {}
+    q = target.find(b"?")
+    path = (target if q < 0 else target[:q]).decode("latin-1")
+    query = "" if q < 0 else target[q + 1:].decode("latin-1")
     if policy.needs_view:
-        view = ex.view = RequestView(headers=headers, query_string=query, remote_addr=ds.peer.decode(),
-                                     host=ex.host.decode("latin-1") if ex.host else "",
-                                     uri=ex.target.decode("latin-1"))
+        view: RequestView | None = RequestView(headers=headers, query_string=query, remote_addr=peer.decode(),
+                                               host=host.decode("latin-1"), uri=target.decode("latin-1"))
     else:
-        view = _NO_VIEW
+        view = None
+    no = Plan(None, b"", None, route.ingress, target, host, None, view)
     if policy.whitelist is not None:
         try:
-            addr = ipaddress.ip_address(ds.peer.decode())
+            addr = ipaddress.ip_address(peer.decode())
         except ValueError:
             addr = None
         if addr is None or not any(addr in net for net in policy.whitelist):
-            ex.answer = (403, "source-not-allowed", b"")
-            return None
-    if (policy.force_ssl_redirect or policy.ssl_redirect) and not ds.tls:
-        ex.answer = (308, "ssl-redirect", b"location: " + https_url(ex.host or b"", ds.ctx.https_port, ex.target)
-                     + b"\r\n")
-        return None
+            return no._replace(answer=(403, "source-not-allowed", b""))
+    if (policy.force_ssl_redirect or policy.ssl_redirect) and not tls:
+        return no._replace(answer=(308, "ssl-redirect", b"location: " + https_url(host, https_port, target) + b"\r\n"))
     if policy.app_root and path == "/":
-        ex.answer = (302, "app-root", b"location: " + policy.app_root.encode() + b"\r\n")
-        return None
+        return no._replace(answer=(302, "app-root", b"location: " + policy.app_root.encode() + b"\r\n"))
+    extra = b""
     if policy.cors is not None:
         origin = _origin_allowed(policy.cors, headers.get("origin"))
         if origin is not None:
-            preflight = ex.method == b"OPTIONS" and "access-control-request-method" in headers
-            if preflight:
-                ex.answer = (204, "cors-preflight", cors_headers(policy.cors, origin, preflight=True))
-                return None
-            ex.extra_resp += cors_headers(policy.cors, origin, preflight=False)
+            if method == b"OPTIONS" and "access-control-request-method" in headers:
+                return no._replace(answer=(204, "cors-preflight", cors_headers(policy.cors, origin, preflight=True)))
+            extra = cors_headers(policy.cors, origin, preflight=False)
+    backend, label = None, route.ingress
     if policy.canaries or policy.destinations:
-        backend, label = choose_backend(route, view, random.random(), ds.ctx.usable)
-        ex.backend = backend
-        ex.label = label
-    target = ex.target
+        backend, label = choose_backend(route, view or _NO_VIEW, rand_backend, usable)
+    up_target = target
     if policy.rewrite_target is not None:
-        target = rewrite_path(route, policy.rewrite_target, path, query).encode("latin-1")
-    upstream_host = policy.upstream_vhost.encode() if policy.upstream_vhost else (ex.host or b"")
-    if policy.mirror is not None and random.random() * 100 < policy.mirror.percentage:
-        ex.mirror = policy.mirror
-    return target, upstream_host
+        up_target = rewrite_path(route, policy.rewrite_target, path, query).encode("latin-1")
+    up_host = policy.upstream_vhost.encode() if policy.upstream_vhost else host
+    mirror = policy.mirror if policy.mirror is not None and rand_mirror * 100 < policy.mirror.percentage else None
+    return Plan(None, extra, backend, label, up_target, up_host, mirror, view)
 
 
 def mirror_head(ex: "Exchange", head_tail: bytes, target: bytes) -> bytes:
@@ -124,8 +140,9 @@ def mirror_head(ex: "Exchange", head_tail: bytes, target: bytes) -> bytes:
     if m.url_path is not None:
         target = m.url_path.replace("$request_uri", ex.target.decode("latin-1")).encode("latin-1")
     head = b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (ex.method, target, host) + head_tail
-    if not m.request_body and (ex.chunked_request or ex.content_length):
+    req = ex.req
+    if not m.request_body and (req.chunked or req.content_length > 0):
         head = head.replace(b"transfer-encoding: chunked\r\n", b"").replace(
-            b"content-length: %d\r\n" % (ex.content_length or 0), b"")
+            b"content-length: %d\r\n" % max(req.content_length, 0), b"")
         head = head[:-2] + b"content-length: 0\r\n\r\n"
     return head

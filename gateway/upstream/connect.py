@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from .connection import UpstreamH1
 
 if TYPE_CHECKING:
-    from ..protocol.downstream import DownstreamH1, Exchange
+    from ..exchange import Downstream as DownstreamH1, Exchange
     from ..routing.table import UpstreamEndpoint
     from .pool import Pool
 

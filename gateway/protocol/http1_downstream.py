@@ -1,0 +1,324 @@
+"""Reading a client's HTTP/1.1 connection: one buffer, the codec, body framing.
+
+`H1Reader` is DownstreamH1's reading half (gateway/protocol/downstream.py is the
+proxying half). Bytes go into one buffer per connection; head_end finds a head's end
+(resuming where the last read stopped) and parse_request validates it and gives its
+fields in one call: no Python work per header. A body is framed by a Content-Length
+countdown or a ChunkedDecoder (re-chunked upstream; the trailer section is validated,
+bounded by the decoder's max_trailers and dropped, the codec's documented choice).
+
+Pipelining: bytes after a complete request stay in the buffer and reading pauses until
+the response in flight is done; then the buffer is parsed again. After an Upgrade
+request nothing is parsed or forwarded until the upstream answers 101 (the bytes are held,
+then become the tunnel's; a decline closes the connection with them unread). The h2c
+preface is recognised before parse_request (which refuses `PRI *`) and the connection
+handed to h2.py. The header timeout runs from a head's first byte to its end.
+
+A chunked request body found malformed after its head went upstream: the upstream
+connection is aborted (it would wait for the rest) and the client gets the 400 if no
+response began, else the connection is cut. Nothing after the bad bytes is ever parsed.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import TYPE_CHECKING
+
+from ..codec import ChunkedDecoder, HeadError, RequestHead, head_end, parse_request
+from ..exchange import Exchange, Phase
+from .http1 import error_response
+
+if TYPE_CHECKING:
+    from ..context import GatewayContext
+
+log = logging.getLogger("fleetgate.gateway")
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# what an unfinished head may start with: empty lines, then a method's characters (the
+# codec's rule) up to a space or the end of what came so far
+_METHOD_START = re.compile(rb"(?:\r\n)*\r?$|(?:\r\n)*[A-Z_-]{1,32}(?: |$)")
+
+
+class Reject(Exception):
+    """A request the gateway answers itself and then closes (limits, malformed input)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class H1Reader(asyncio.Protocol):
+    """Connection lifecycle, reading, framing and rejects; the subclass decides what a
+    request becomes (`_on_head`, `_body_piece`, `_body_done`) and proxies it."""
+
+    def __init__(self, ctx: "GatewayContext", scheme: bytes = b"http") -> None:
+        self.ctx = ctx
+        self.scheme = scheme  # of the listener: X-Forwarded-Proto, HTTPS redirects
+        self.tls = scheme == b"https"
+        self.transport: asyncio.Transport | None = None
+        self.peer = b""
+        self.buf = b""  # unparsed bytes: a head not complete yet, or pipelined requests
+        self.resume = 0  # len(buf) at the last head_end call for the head in buf
+        self.began = 0.0  # when the head being read began (its first byte); 0: none begun
+        self.cur: Exchange | None = None  # the exchange whose request body is being read
+        self.remaining = 0  # Content-Length bytes of cur's body still to read
+        self.decoder: ChunkedDecoder | None = None  # cur's chunked body
+        self.active: Exchange | None = None  # being proxied
+        self.out: list[bytes] = []
+        self.deadline = 0.0
+        self.http11 = True
+        self.tunnel: asyncio.Protocol | None = None  # the upstream connection after a 101
+        # bytes after an Upgrade request: held until the upstream answers 101 (then they
+        # open the tunnel), dropped with the connection when it declines
+        self.held: bytes | None = None
+        self.close_after = False
+        self.paused = False  # reading paused while pipelined bytes wait in buf
+        self.final = b""  # a rejection to send once the in-flight response is done, before closing
+        self.now = asyncio.get_event_loop().time
+        self.header_timeout = ctx.limits.header_timeout
+        self.max_line = ctx.limits.max_request_line
+        self.max_headers = ctx.limits.max_header_bytes
+        self.health = ctx.health
+
+    # --- connection lifecycle --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]).encode() if peer else b""
+        self.ctx.downstreams.add(self)  # type: ignore[arg-type]
+        self.deadline = self.now() + self.header_timeout
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.ctx.downstreams.discard(self)  # type: ignore[arg-type]
+        if self.tunnel is not None:
+            up, self.tunnel = self.tunnel, None
+            up.tunnel = None  # type: ignore[attr-defined]
+            up.close()  # type: ignore[attr-defined]
+        ex = self.active
+        if ex is not None:
+            self.active = None
+            if ex.phase != Phase.DONE:
+                ex.phase = Phase.DONE
+            if ex.upstream is not None:
+                ex.upstream.abort()  # the rest of the response has nowhere to go
+
+    def pause_writing(self) -> None:
+        up = self.tunnel or (self.active.upstream if self.active is not None else None)
+        if up is not None and up.transport is not None:  # type: ignore[union-attr]
+            up.transport.pause_reading()  # type: ignore[union-attr]
+
+    def resume_writing(self) -> None:
+        up = self.tunnel or (self.active.upstream if self.active is not None else None)
+        if up is not None and up.transport is not None:  # type: ignore[union-attr]
+            up.transport.resume_reading()  # type: ignore[union-attr]
+
+    def flush(self) -> None:
+        out = self.out
+        if out:
+            t = self.transport
+            if t is not None:
+                t.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+        if self.close_after and self.active is None and self.transport is not None:
+            if self.final:
+                self.transport.write(self.final)
+                self.final = b""
+            self.transport.close()
+
+    # --- reading ---------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            t = self.tunnel.transport  # type: ignore[attr-defined]
+            if t is not None:
+                t.write(data)
+            return
+        if self.held is not None:  # an upgrade awaits its answer: nothing is parsed or forwarded
+            self.held += data
+            return
+        if self.close_after and self.active is None:
+            return
+        if self.buf:
+            data = self.buf + data
+            self.buf = b""
+        try:
+            if self.cur is not None:
+                data = self._body(self.cur, data)
+            if data:
+                self._heads(data)
+        except Reject as r:
+            self._reject(r.code, r.reason)
+        except Exception:
+            log.exception("gateway bug while handling a request")
+            self._reject(500, "internal-error")
+        if self.out or self.close_after:
+            self.flush()
+
+    def _heads(self, data: bytes) -> None:
+        """Parse and start requests from data while no response is pending."""
+        while data:
+            if self.active is not None or self.close_after or self.held is not None:
+                if self.held is not None:
+                    self.held += data
+                    return
+                self.buf = data  # pipelined: parsed once the response in flight is done
+                self.resume = 0
+                if self.transport is not None and not self.close_after:
+                    self.paused = True
+                    self.transport.pause_reading()
+                return
+            began = self.began
+            if not began:
+                began = self.began = self.now()
+                self.deadline = began + self.header_timeout
+            try:
+                end = head_end(data, 0, self.max_headers + self.max_line, line_limit=self.max_line,
+                               resume=self.resume)
+                if end < 0:
+                    if not _METHOD_START.match(data):  # not HTTP (a TLS hello...): refuse now, not at the timeout
+                        raise Reject(400, "bad-method")
+                    self.buf = data
+                    self.resume = len(data)
+                    return
+                self.resume = 0
+                if data[:5] == b"PRI *":
+                    self._preface(data)
+                    return
+                head = parse_request(data, 0, end, max_line=self.max_line, max_header_bytes=self.max_headers)
+            except HeadError as err:
+                raise Reject(err.status, err.reason) from None
+            self.began = 0.0
+            data = data[end:] if end < len(data) else b""
+            ex = self._on_head(head, began)
+            if self.cur is ex:
+                data = self._body(ex, data)
+            elif head.upgrade is not None:
+                self._hold(data)
+                return
+
+    def _preface(self, data: bytes) -> None:
+        """HTTP/2 with prior knowledge (h2c): hand the connection to h2.py."""
+        if len(data) < len(PREFACE) and PREFACE.startswith(data):
+            self.buf = data  # the preface's last 6 bytes are still to come
+            return
+        if not data.startswith(PREFACE):
+            raise Reject(400, "bad-request-target")
+        from .h2 import DownstreamH2
+        t = self.transport
+        self.ctx.downstreams.discard(self)  # type: ignore[arg-type]
+        self.transport = None
+        proto = DownstreamH2(self.ctx, self.scheme)
+        t.set_protocol(proto)  # type: ignore[union-attr]
+        proto.connection_made(t)  # type: ignore[arg-type]
+        proto.data_received(data)
+
+    def _body(self, ex: Exchange, data: bytes) -> bytes:
+        """Take ex's body from data; returns the bytes after it (b"" while it goes on)."""
+        dec = self.decoder
+        if dec is None:
+            n = len(data)
+            rem = self.remaining
+            if n < rem:
+                self.remaining = rem - n
+                self._body_piece(ex, data, n)
+                return b""
+            self.remaining = 0
+            self._body_piece(ex, data if n == rem else data[:rem], rem)
+            rest = data[rem:] if n > rem else b""
+        else:
+            try:
+                pieces = dec.feed(data)
+            except HeadError as err:
+                raise Reject(err.status, err.reason) from None
+            for p in pieces:
+                if p:
+                    self._body_piece(ex, b"%x\r\n%s\r\n" % (len(p), p), len(p))
+            if not dec.done:
+                return b""
+            rest = dec.leftover
+            self.decoder = None
+        self.cur = None
+        self._body_done(ex)
+        if ex.req.upgrade is not None:
+            self._hold(rest)
+            return b""
+        return rest
+
+    def _expect_body(self, ex: Exchange, head: RequestHead) -> None:
+        """Frame the body that follows head (called by _on_head for requests with one)."""
+        self.cur = ex
+        ex.body = []
+        if head.chunked:
+            self.decoder = ChunkedDecoder(error_status=400, max_line=self.max_line)
+        else:
+            self.remaining = head.content_length
+
+    def _hold(self, rest: bytes) -> None:
+        """An Upgrade request was read: what follows belongs to the new protocol only if
+        the upstream agrees (101); until then it is held and reading pauses."""
+        self.held = (self.held or b"") + rest
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def _parse_buffered(self) -> None:
+        """The response in flight is done: parse the pipelined bytes it left behind."""
+        data, self.buf = self.buf, b""
+        try:
+            self._heads(data)
+        except Reject as r:
+            self._reject(r.code, r.reason)
+        except Exception:
+            log.exception("gateway bug while handling a request")
+            self._reject(500, "internal-error")
+        if self.active is None and not self.close_after and self.paused:
+            self.paused = False
+            if self.transport is not None:
+                self.transport.resume_reading()
+
+    def _reject(self, code: int, reason: str) -> None:
+        """Answer a request we cannot proceed with, then close; an in-flight response is
+        finished first unless the bad bytes are its own request's body."""
+        self.close_after = True
+        self.buf = b""
+        cur, self.cur = self.cur, None
+        if self.transport is not None:
+            self.transport.pause_reading()
+        ex = self.active
+        if ex is None:
+            self.out.append(error_response(code, reason, close=True))
+            self.ctx.metrics.observe("", "", code, 0.0)
+        elif ex is not cur:
+            # a later request is bad: answered after the in-flight response (flush)
+            self.final = error_response(code, reason, close=True)
+            self.ctx.metrics.observe("", "", code, 0.0)
+        else:
+            # The bad bytes are the in-flight request's own body: the upstream would wait
+            # for the rest forever. Drop it and answer now, or cut a response under way.
+            up = ex.upstream
+            if up is not None:
+                ex.upstream = None
+                up.abort()
+            if ex.phase >= Phase.RESPONDING:
+                if ex.phase != Phase.DONE:
+                    ex.advance(Phase.DONE)
+                self.active = None
+            elif ex.phase != Phase.DONE:
+                self._generated(ex, code, reason)
+
+    # --- what the proxying half provides ----------------------------------------------
+
+    def _on_head(self, head: RequestHead, began: float) -> Exchange:
+        raise NotImplementedError
+
+    def _body_piece(self, ex: Exchange, piece: bytes, size: int) -> None:
+        raise NotImplementedError
+
+    def _body_done(self, ex: Exchange) -> None:
+        raise NotImplementedError
+
+    def _generated(self, ex: Exchange, code: int, reason: str, extra: bytes = b"") -> None:
+        raise NotImplementedError

@@ -1,0 +1,110 @@
+"""DownstreamH1's tunnels (after a 101) and timeouts (driven by the server's sweeper).
+
+A mixin of the downstream connection, apart from reading (http1_downstream.py) and
+proxying (downstream.py) so each stays short; it uses their state (active, out, held,
+tunnel, deadline) and `upstream_failed` / `_generated`.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from ..exchange import Exchange, Phase
+from ..upstream import decide
+from .http1 import error_response
+
+if TYPE_CHECKING:
+    from ..upstream.connection import UpstreamH1
+
+
+class TunnelsAndTimeouts:
+    """Tunnels and timeouts of a DownstreamH1 (see the module docstring)."""
+
+    ctx: Any
+    active: Exchange | None
+    out: list[bytes]
+    held: bytes | None
+    tunnel: Any
+    transport: asyncio.Transport | None
+    deadline: float
+    began: float
+    close_after: bool
+    now: Any
+
+    # --- upgrades (WebSocket and other tunnels) ------------------------------------------
+
+    def start_tunnel(self, ex: Exchange, up: "UpstreamH1", rest: bytes) -> None:
+        """The upstream answered 101: the held bytes are the tunnel's, both ways from now."""
+        ex.advance(Phase.DONE)
+        self.active = None
+        self.tunnel = up
+        self.deadline = 0.0
+        self.ctx.metrics.observe(ex.label, ex.cluster, 101, self.now() - ex.start)
+        if rest:
+            self.out.append(rest)
+        held, self.held = self.held, None
+        if held and up.transport is not None:
+            up.transport.write(held)
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def tunnel_closed(self) -> None:
+        self.tunnel = None
+        self.flush()  # type: ignore[attr-defined]
+        if self.transport is not None:
+            self.transport.close()
+
+    # --- timeouts (driven by the server's sweeper) ------------------------------------
+
+    def check_timeouts(self, now: float, horizon: float = 0.0) -> None:
+        """Called by the server's sweeper every interval; an upstream deadline that falls
+        before the next sweep (now + horizon) gets a precise one-off timer, so timeouts
+        are exact while the request path schedules no timer of its own."""
+        ex = self.active
+        if ex is not None:
+            due = decide.due(ex.deadline, ex.hard_deadline, ex.phase >= Phase.RESPONDING)
+            if due and now >= due:
+                self._upstream_timeout(ex)
+            elif due and due < now + horizon and ex.timer_attempt != ex.attempt:
+                ex.timer_attempt = ex.attempt
+                loop = self.ctx.loop or asyncio.get_running_loop()
+                loop.call_at(due, self._timer_fired, ex, ex.attempt)
+            return
+        if self.tunnel is None and self.deadline and now > self.deadline:
+            if self.began:  # a head began and did not end in time: nginx's client_header_timeout
+                self.out.append(error_response(408, "request-timeout", close=True))
+                self.flush()  # type: ignore[attr-defined]
+            if self.transport is not None:
+                self.transport.close()
+
+    def _timer_fired(self, ex: Exchange, attempt: int) -> None:
+        if self.active is not ex or ex.attempt != attempt or ex.phase == Phase.DONE:
+            return
+        ex.timer_attempt = 0
+        due = decide.due(ex.deadline, ex.hard_deadline, ex.phase >= Phase.RESPONDING)
+        if due and self.now() >= due:
+            self._upstream_timeout(ex)
+        # else: a read moved the deadline on; the sweeper keeps watching
+
+    def _upstream_timeout(self, ex: Exchange) -> None:
+        now = self.now()
+        up = ex.upstream
+        if ex.hard_deadline and now >= ex.hard_deadline and ex.phase < Phase.RESPONDING:
+            if up is not None:
+                up.abort()
+            ex.upstream = None
+            self._generated(ex, 504, "upstream-timeout")  # type: ignore[attr-defined]
+        else:
+            kind = "timeout" if up is not None else "connect-timeout"
+            if up is not None:
+                up.abort()
+            self.upstream_failed(ex, kind, reused=False, got_bytes=True)  # type: ignore[attr-defined]
+        self.flush()  # type: ignore[attr-defined]
+
+    def drain(self) -> None:
+        """Graceful shutdown: close now if idle, else after the current response."""
+        if self.active is None and not self.began and self.tunnel is None and self.cur is None:  # type: ignore[attr-defined]
+            if self.transport is not None:
+                self.transport.close()
+        else:
+            self.close_after = True
