@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Union
 
 from . import validation
+from .rawfields import ObjectError, as_bool, as_int, as_list, as_map, as_str, as_str_map, checked
 
 MCS_GROUP = "multicluster.x-k8s.io"
 LABEL_SERVICE_NAME = "kubernetes.io/service-name"
@@ -20,10 +21,6 @@ LABEL_MCS_SERVICE_NAME = "multicluster.kubernetes.io/service-name"
 LABEL_MCS_SOURCE_CLUSTER = "multicluster.kubernetes.io/source-cluster"
 ANNOTATION_INGRESS_CLASS = "kubernetes.io/ingress.class"
 ANNOTATION_DEFAULT_CLASS = "ingressclass.kubernetes.io/is-default-class"
-
-
-class ObjectError(ValueError):
-    """A Kubernetes object that cannot be understood (the message names the field)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,90 +228,23 @@ KubeObject = Union[Namespace, Service, EndpointSlice, Ingress, IngressClass, Sec
 # --- parsing ------------------------------------------------------------------------
 
 
-def _map(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ObjectError(f"{where}: expected a mapping, got {type(value).__name__}")
-    return value
-
-
-def _list(value: Any, where: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ObjectError(f"{where}: expected a list, got {type(value).__name__}")
-    return value
-
-
-def _str(value: Any, where: str, *, required: bool = False) -> str | None:
-    if value is None:
-        if required:
-            raise ObjectError(f"{where}: required")
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ObjectError(f"{where}: expected a string, got {type(value).__name__}")
-    return str(value)
-
-
-def _int(value: Any, where: str, *, required: bool = False, lo: int = 0,
-         hi: int = 65535) -> int | None:
-    if value is None:
-        if required:
-            raise ObjectError(f"{where}: required")
-        return None
-    if isinstance(value, bool):
-        raise ObjectError(f"{where}: expected an integer, got a boolean")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ObjectError(f"{where}: expected an integer, got {value!r}") from None
-    if isinstance(value, float) and value != number:
-        raise ObjectError(f"{where}: expected an integer, got {value!r}")
-    if not lo <= number <= hi:
-        raise ObjectError(f"{where}: {number} is out of range {lo}..{hi}")
-    return number
-
-
-def _bool(value: Any, where: str) -> bool | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise ObjectError(f"{where}: expected a boolean, got {value!r}")
-
-
-def _check(rule: Callable[[str], str | None], value: str, where: str) -> str:
-    """value if Kubernetes would accept it there (fleet/validation.py), else ObjectError."""
-    problem = rule(value)
-    if problem is not None:
-        raise ObjectError(f"{where}: {problem}")
-    return value
-
-
-def _str_map(value: Any, where: str) -> dict[str, str]:
-    return {str(k): "" if v is None else str(v) for k, v in _map(value, where).items()}
-
-
 def parse_meta(raw: Mapping[str, Any], *, namespaced: bool = True,
                name_rule: Callable[[str], str | None] = validation.dns1123_subdomain) -> Meta:
     """metadata; `name_rule` is the kind's naming rule (most kinds: an RFC 1123 subdomain)."""
-    md = _map(raw.get("metadata"), "metadata")
-    name = _str(md.get("name"), "metadata.name", required=True)
+    md = as_map(raw.get("metadata"), "metadata")
+    name = as_str(md.get("name"), "metadata.name", required=True)
     assert name is not None
     if not name:
         raise ObjectError("metadata.name: must not be empty")
-    _check(name_rule, name, "metadata.name")
-    namespace = _str(md.get("namespace"), "metadata.namespace") or ("default" if namespaced else "")
+    checked(name_rule, name, "metadata.name")
+    namespace = as_str(md.get("namespace"), "metadata.namespace") or ("default" if namespaced else "")
     if namespaced:
-        _check(validation.dns1123_label, namespace, "metadata.namespace")
+        checked(validation.dns1123_label, namespace, "metadata.namespace")
     owners = tuple(
         OwnerReference(api_version=str(o.get("apiVersion", "")), kind=str(o.get("kind", "")),
                        name=str(o.get("name", "")), uid=str(o.get("uid", "")),
                        controller=bool(o.get("controller", False)))
-        for o in _list(md.get("ownerReferences"), "metadata.ownerReferences") if isinstance(o, dict))
+        for o in as_list(md.get("ownerReferences"), "metadata.ownerReferences") if isinstance(o, dict))
     return Meta(
         name=name,
         namespace=namespace if namespaced else "",
@@ -322,29 +252,29 @@ def parse_meta(raw: Mapping[str, Any], *, namespaced: bool = True,
         resource_version=str(md.get("resourceVersion") or ""),
         generation=int(md.get("generation") or 0),
         creation_timestamp=str(md.get("creationTimestamp") or ""),
-        labels=_str_map(md.get("labels"), "metadata.labels"),
-        annotations=_str_map(md.get("annotations"), "metadata.annotations"),
+        labels=as_str_map(md.get("labels"), "metadata.labels"),
+        annotations=as_str_map(md.get("annotations"), "metadata.annotations"),
         owner_references=owners,
     )
 
 
 def _service_port(raw: Any, where: str) -> ServicePort:
-    p = _map(raw, where)
-    port = _int(p.get("port"), f"{where}.port", required=True, lo=1)
+    p = as_map(raw, where)
+    port = as_int(p.get("port"), f"{where}.port", required=True, lo=1)
     assert port is not None
     target = p.get("targetPort")
     if isinstance(target, bool) or (target is not None and not isinstance(target, (int, str))):
         raise ObjectError(f"{where}.targetPort: expected a number or a name")
     if isinstance(target, int):
-        _int(target, f"{where}.targetPort", lo=1)
+        as_int(target, f"{where}.targetPort", lo=1)
     elif isinstance(target, str):
-        _check(validation.port_name, target, f"{where}.targetPort")
-    name = _str(p.get("name"), f"{where}.name") or ""
+        checked(validation.port_name, target, f"{where}.targetPort")
+    name = as_str(p.get("name"), f"{where}.name") or ""
     if name:
-        _check(validation.dns1123_label, name, f"{where}.name")
+        checked(validation.dns1123_label, name, f"{where}.name")
     return ServicePort(port=port, name=name,
-                       protocol=_str(p.get("protocol"), f"{where}.protocol") or "TCP",
-                       target_port=target, app_protocol=_str(p.get("appProtocol"), f"{where}.appProtocol"))
+                       protocol=as_str(p.get("protocol"), f"{where}.protocol") or "TCP",
+                       target_port=target, app_protocol=as_str(p.get("appProtocol"), f"{where}.appProtocol"))
 
 
 def parse_namespace(raw: Mapping[str, Any]) -> Namespace:
@@ -352,88 +282,88 @@ def parse_namespace(raw: Mapping[str, Any]) -> Namespace:
 
 
 def parse_service(raw: Mapping[str, Any]) -> Service:
-    spec = _map(raw.get("spec"), "spec")
-    ports = tuple(_service_port(p, f"spec.ports[{i}]") for i, p in enumerate(_list(spec.get("ports"), "spec.ports")))
+    spec = as_map(raw.get("spec"), "spec")
+    ports = tuple(_service_port(p, f"spec.ports[{i}]") for i, p in enumerate(as_list(spec.get("ports"), "spec.ports")))
     selector = spec.get("selector")
-    stype = _str(spec.get("type"), "spec.type") or "ClusterIP"
+    stype = as_str(spec.get("type"), "spec.type") or "ClusterIP"
     if stype not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
         raise ObjectError(f"spec.type: unknown Service type {stype!r}")
-    cluster_ip = _str(spec.get("clusterIP"), "spec.clusterIP")
+    cluster_ip = as_str(spec.get("clusterIP"), "spec.clusterIP")
     if cluster_ip and cluster_ip != "None":
-        _check(validation.ip, cluster_ip, "spec.clusterIP")
-    cluster_ips = tuple(str(x) for x in _list(spec.get("clusterIPs"), "spec.clusterIPs"))
+        checked(validation.ip, cluster_ip, "spec.clusterIP")
+    cluster_ips = tuple(str(x) for x in as_list(spec.get("clusterIPs"), "spec.clusterIPs"))
     for i, x in enumerate(cluster_ips):
         if x != "None":
-            _check(validation.ip, x, f"spec.clusterIPs[{i}]")
+            checked(validation.ip, x, f"spec.clusterIPs[{i}]")
     if cluster_ip and not cluster_ips:
         cluster_ips = (cluster_ip,)
     return Service(
         meta=parse_meta(raw, name_rule=validation.dns1123_label), type=stype, cluster_ip=cluster_ip, cluster_ips=cluster_ips,
-        ip_families=tuple(str(x) for x in _list(spec.get("ipFamilies"), "spec.ipFamilies")),
+        ip_families=tuple(str(x) for x in as_list(spec.get("ipFamilies"), "spec.ipFamilies")),
         ports=ports,
-        selector=None if selector is None else _str_map(selector, "spec.selector"),
-        session_affinity=_str(spec.get("sessionAffinity"), "spec.sessionAffinity") or "None",
-        session_affinity_config=_map(spec.get("sessionAffinityConfig"), "spec.sessionAffinityConfig") or None,
-        internal_traffic_policy=_str(spec.get("internalTrafficPolicy"), "spec.internalTrafficPolicy"),
-        traffic_distribution=_str(spec.get("trafficDistribution"), "spec.trafficDistribution"),
-        external_name=_str(spec.get("externalName"), "spec.externalName"),
+        selector=None if selector is None else as_str_map(selector, "spec.selector"),
+        session_affinity=as_str(spec.get("sessionAffinity"), "spec.sessionAffinity") or "None",
+        session_affinity_config=as_map(spec.get("sessionAffinityConfig"), "spec.sessionAffinityConfig") or None,
+        internal_traffic_policy=as_str(spec.get("internalTrafficPolicy"), "spec.internalTrafficPolicy"),
+        traffic_distribution=as_str(spec.get("trafficDistribution"), "spec.trafficDistribution"),
+        external_name=as_str(spec.get("externalName"), "spec.externalName"),
     )
 
 
 def parse_endpoint_slice(raw: Mapping[str, Any]) -> EndpointSlice:
-    address_type = _str(raw.get("addressType"), "addressType") or "IPv4"
+    address_type = as_str(raw.get("addressType"), "addressType") or "IPv4"
     if address_type not in ("IPv4", "IPv6", "FQDN"):
         raise ObjectError(f"addressType: unknown address type {address_type!r}")
     ports = []
-    for i, p in enumerate(_list(raw.get("ports"), "ports")):
-        p = _map(p, f"ports[{i}]")
-        name = _str(p.get("name"), f"ports[{i}].name") or ""
+    for i, p in enumerate(as_list(raw.get("ports"), "ports")):
+        p = as_map(p, f"ports[{i}]")
+        name = as_str(p.get("name"), f"ports[{i}].name") or ""
         if name:
-            _check(validation.dns1123_label, name, f"ports[{i}].name")
-        ports.append(EndpointPort(port=_int(p.get("port"), f"ports[{i}].port", lo=1),
+            checked(validation.dns1123_label, name, f"ports[{i}].name")
+        ports.append(EndpointPort(port=as_int(p.get("port"), f"ports[{i}].port", lo=1),
                                   name=name,
-                                  protocol=_str(p.get("protocol"), f"ports[{i}].protocol") or "TCP",
-                                  app_protocol=_str(p.get("appProtocol"), f"ports[{i}].appProtocol")))
+                                  protocol=as_str(p.get("protocol"), f"ports[{i}].protocol") or "TCP",
+                                  app_protocol=as_str(p.get("appProtocol"), f"ports[{i}].appProtocol")))
     endpoints = []
-    for i, e in enumerate(_list(raw.get("endpoints"), "endpoints")):
-        e = _map(e, f"endpoints[{i}]")
-        addresses = tuple(str(a) for a in _list(e.get("addresses"), f"endpoints[{i}].addresses"))
+    for i, e in enumerate(as_list(raw.get("endpoints"), "endpoints")):
+        e = as_map(e, f"endpoints[{i}]")
+        addresses = tuple(str(a) for a in as_list(e.get("addresses"), f"endpoints[{i}].addresses"))
         if not addresses:
             raise ObjectError(f"endpoints[{i}].addresses: at least one address is required")
         for j, a in enumerate(addresses):
-            _check(lambda v: validation.address(v, address_type), a, f"endpoints[{i}].addresses[{j}]")
-        hostname = _str(e.get("hostname"), f"endpoints[{i}].hostname")
+            checked(lambda v: validation.address(v, address_type), a, f"endpoints[{i}].addresses[{j}]")
+        hostname = as_str(e.get("hostname"), f"endpoints[{i}].hostname")
         if hostname is not None:
-            _check(validation.dns1123_label, hostname, f"endpoints[{i}].hostname")
-        cond = _map(e.get("conditions"), f"endpoints[{i}].conditions")
+            checked(validation.dns1123_label, hostname, f"endpoints[{i}].hostname")
+        cond = as_map(e.get("conditions"), f"endpoints[{i}].conditions")
         endpoints.append(Endpoint(
             addresses=addresses,
-            ready=_bool(cond.get("ready"), f"endpoints[{i}].conditions.ready"),
-            serving=_bool(cond.get("serving"), f"endpoints[{i}].conditions.serving"),
-            terminating=_bool(cond.get("terminating"), f"endpoints[{i}].conditions.terminating"),
+            ready=as_bool(cond.get("ready"), f"endpoints[{i}].conditions.ready"),
+            serving=as_bool(cond.get("serving"), f"endpoints[{i}].conditions.serving"),
+            terminating=as_bool(cond.get("terminating"), f"endpoints[{i}].conditions.terminating"),
             hostname=hostname,
-            zone=_str(e.get("zone"), f"endpoints[{i}].zone"),
-            node_name=_str(e.get("nodeName"), f"endpoints[{i}].nodeName"),
+            zone=as_str(e.get("zone"), f"endpoints[{i}].zone"),
+            node_name=as_str(e.get("nodeName"), f"endpoints[{i}].nodeName"),
         ))
     return EndpointSlice(meta=parse_meta(raw), address_type=address_type, ports=tuple(ports),
                          endpoints=tuple(endpoints))
 
 
 def _ingress_backend(raw: Any, where: str) -> IngressBackend:
-    b = _map(raw, where)
+    b = as_map(raw, where)
     if "resource" in b:
-        return IngressBackend(resource=_map(b["resource"], f"{where}.resource"))
-    svc = _map(b.get("service"), f"{where}.service")
+        return IngressBackend(resource=as_map(b["resource"], f"{where}.resource"))
+    svc = as_map(b.get("service"), f"{where}.service")
     if not svc:
         raise ObjectError(f"{where}: needs service or resource")
-    name = _str(svc.get("name"), f"{where}.service.name", required=True)
+    name = as_str(svc.get("name"), f"{where}.service.name", required=True)
     assert name is not None
-    _check(validation.dns1123_label, name, f"{where}.service.name")
-    port = _map(svc.get("port"), f"{where}.service.port")
-    number = _int(port.get("number"), f"{where}.service.port.number", lo=1)
-    pname = _str(port.get("name"), f"{where}.service.port.name")
+    checked(validation.dns1123_label, name, f"{where}.service.name")
+    port = as_map(svc.get("port"), f"{where}.service.port")
+    number = as_int(port.get("number"), f"{where}.service.port.number", lo=1)
+    pname = as_str(port.get("name"), f"{where}.service.port.name")
     if pname:
-        _check(validation.port_name, pname, f"{where}.service.port.name")
+        checked(validation.port_name, pname, f"{where}.service.port.name")
     if number is None and not pname:
         raise ObjectError(f"{where}.service.port: needs number or name")
     return IngressBackend(service_name=name, port_number=number, port_name=pname)
@@ -443,71 +373,71 @@ _PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
 
 
 def _ingress_tls(raw: Any, where: str) -> IngressTLS:
-    t = _map(raw, where)
-    hosts = tuple(_check(validation.ingress_host, str(h).lower(), f"{where}.hosts[{j}]")
-                  for j, h in enumerate(_list(t.get("hosts"), f"{where}.hosts")))
-    secret = _str(t.get("secretName"), f"{where}.secretName")
+    t = as_map(raw, where)
+    hosts = tuple(checked(validation.ingress_host, str(h).lower(), f"{where}.hosts[{j}]")
+                  for j, h in enumerate(as_list(t.get("hosts"), f"{where}.hosts")))
+    secret = as_str(t.get("secretName"), f"{where}.secretName")
     if secret:
-        _check(validation.dns1123_subdomain, secret, f"{where}.secretName")
+        checked(validation.dns1123_subdomain, secret, f"{where}.secretName")
     return IngressTLS(hosts=hosts, secret_name=secret)
 
 
 def parse_ingress(raw: Mapping[str, Any]) -> Ingress:
-    spec = _map(raw.get("spec"), "spec")
+    spec = as_map(raw.get("spec"), "spec")
     rules = []
-    for i, r in enumerate(_list(spec.get("rules"), "spec.rules")):
-        r = _map(r, f"spec.rules[{i}]")
-        host = _str(r.get("host"), f"spec.rules[{i}].host")
+    for i, r in enumerate(as_list(spec.get("rules"), "spec.rules")):
+        r = as_map(r, f"spec.rules[{i}]")
+        host = as_str(r.get("host"), f"spec.rules[{i}].host")
         if host:  # matched without regard to case, so only the case is forgiven
-            _check(validation.ingress_host, host.lower(), f"spec.rules[{i}].host")
-        http = _map(r.get("http"), f"spec.rules[{i}].http")
+            checked(validation.ingress_host, host.lower(), f"spec.rules[{i}].host")
+        http = as_map(r.get("http"), f"spec.rules[{i}].http")
         paths = []
-        for j, p in enumerate(_list(http.get("paths"), f"spec.rules[{i}].http.paths")):
+        for j, p in enumerate(as_list(http.get("paths"), f"spec.rules[{i}].http.paths")):
             where = f"spec.rules[{i}].http.paths[{j}]"
-            p = _map(p, where)
-            path = _str(p.get("path"), f"{where}.path") or "/"
-            path_type = _str(p.get("pathType"), f"{where}.pathType") or "ImplementationSpecific"
+            p = as_map(p, where)
+            path = as_str(p.get("path"), f"{where}.path") or "/"
+            path_type = as_str(p.get("pathType"), f"{where}.pathType") or "ImplementationSpecific"
             if path_type not in _PATH_TYPES:
                 raise ObjectError(f"{where}.pathType: {path_type!r} is not one of {', '.join(_PATH_TYPES)}")
             paths.append(IngressPath(path=path, path_type=path_type,
                                      backend=_ingress_backend(p.get("backend"), f"{where}.backend")))
         rules.append(IngressRule(host=host.lower() if host else None, paths=tuple(paths)))
-    tls = tuple(_ingress_tls(t, f"spec.tls[{i}]") for i, t in enumerate(_list(spec.get("tls"), "spec.tls")))
+    tls = tuple(_ingress_tls(t, f"spec.tls[{i}]") for i, t in enumerate(as_list(spec.get("tls"), "spec.tls")))
     default = spec.get("defaultBackend") or spec.get("backend")
-    status = _map(_map(raw.get("status"), "status").get("loadBalancer"), "status.loadBalancer")
+    status = as_map(as_map(raw.get("status"), "status").get("loadBalancer"), "status.loadBalancer")
     return Ingress(
         meta=parse_meta(raw),
-        ingress_class_name=_str(spec.get("ingressClassName"), "spec.ingressClassName"),
+        ingress_class_name=as_str(spec.get("ingressClassName"), "spec.ingressClassName"),
         default_backend=_ingress_backend(default, "spec.defaultBackend") if default else None,
         rules=tuple(rules), tls=tls,
-        load_balancer_ingress=tuple(x for x in _list(status.get("ingress"), "status.loadBalancer.ingress")
+        load_balancer_ingress=tuple(x for x in as_list(status.get("ingress"), "status.loadBalancer.ingress")
                                     if isinstance(x, dict)),
     )
 
 
 def parse_ingress_class(raw: Mapping[str, Any]) -> IngressClass:
     meta = parse_meta(raw, namespaced=False)
-    spec = _map(raw.get("spec"), "spec")
-    return IngressClass(meta=meta, controller=_str(spec.get("controller"), "spec.controller") or "",
+    spec = as_map(raw.get("spec"), "spec")
+    return IngressClass(meta=meta, controller=as_str(spec.get("controller"), "spec.controller") or "",
                         is_default=meta.annotations.get(ANNOTATION_DEFAULT_CLASS, "").lower() == "true")
 
 
 def parse_secret(raw: Mapping[str, Any]) -> Secret:
     data: dict[str, bytes] = {}
-    for key, value in _map(raw.get("data"), "data").items():
+    for key, value in as_map(raw.get("data"), "data").items():
         try:
             data[str(key)] = base64.b64decode(str(value or ""), validate=True)
         except (binascii.Error, ValueError):
             raise ObjectError(f"data.{key}: not valid base64") from None
-    for key, value in _map(raw.get("stringData"), "stringData").items():
+    for key, value in as_map(raw.get("stringData"), "stringData").items():
         data[str(key)] = str(value).encode()
-    return Secret(meta=parse_meta(raw), type=_str(raw.get("type"), "type") or "Opaque", data=data)
+    return Secret(meta=parse_meta(raw), type=as_str(raw.get("type"), "type") or "Opaque", data=data)
 
 
 def _conditions(raw: Any, where: str) -> tuple[Condition, ...]:
     out = []
-    for i, c in enumerate(_list(raw, where)):
-        c = _map(c, f"{where}[{i}]")
+    for i, c in enumerate(as_list(raw, where)):
+        c = as_map(c, f"{where}[{i}]")
         out.append(Condition(type=str(c.get("type", "")), status=str(c.get("status", "")),
                              reason=str(c.get("reason") or ""), message=str(c.get("message") or ""),
                              observed_generation=int(c.get("observedGeneration") or 0),
@@ -516,43 +446,43 @@ def _conditions(raw: Any, where: str) -> tuple[Condition, ...]:
 
 
 def parse_service_export(raw: Mapping[str, Any]) -> ServiceExport:
-    status = _map(raw.get("status"), "status")
+    status = as_map(raw.get("status"), "status")
     return ServiceExport(meta=parse_meta(raw, name_rule=validation.dns1123_label), api_version=str(raw.get("apiVersion")),
                          conditions=_conditions(status.get("conditions"), "status.conditions"))
 
 
 def parse_service_import(raw: Mapping[str, Any]) -> ServiceImport:
-    spec = _map(raw.get("spec"), "spec")
-    status = _map(raw.get("status"), "status")
-    itype = _str(spec.get("type"), "spec.type") or "ClusterSetIP"
+    spec = as_map(raw.get("spec"), "spec")
+    status = as_map(raw.get("status"), "status")
+    itype = as_str(spec.get("type"), "spec.type") or "ClusterSetIP"
     if itype not in ("ClusterSetIP", "Headless"):
         raise ObjectError(f"spec.type: {itype!r} is not ClusterSetIP or Headless")
-    ips = tuple(str(x) for x in _list(spec.get("ips"), "spec.ips"))
+    ips = tuple(str(x) for x in as_list(spec.get("ips"), "spec.ips"))
     if len(ips) > 2:
         raise ObjectError("spec.ips: at most 2 addresses")
     for i, x in enumerate(ips):
-        _check(validation.ip, x, f"spec.ips[{i}]")
+        checked(validation.ip, x, f"spec.ips[{i}]")
     return ServiceImport(
         meta=parse_meta(raw, name_rule=validation.dns1123_label), api_version=str(raw.get("apiVersion")), type=itype,
-        ports=tuple(_service_port(p, f"spec.ports[{i}]") for i, p in enumerate(_list(spec.get("ports"), "spec.ports"))),
+        ports=tuple(_service_port(p, f"spec.ports[{i}]") for i, p in enumerate(as_list(spec.get("ports"), "spec.ports"))),
         ips=ips,
-        ip_families=tuple(str(x) for x in _list(spec.get("ipFamilies"), "spec.ipFamilies")),
-        session_affinity=_str(spec.get("sessionAffinity"), "spec.sessionAffinity") or "None",
-        session_affinity_config=_map(spec.get("sessionAffinityConfig"), "spec.sessionAffinityConfig") or None,
-        internal_traffic_policy=_str(spec.get("internalTrafficPolicy"), "spec.internalTrafficPolicy"),
-        traffic_distribution=_str(spec.get("trafficDistribution"), "spec.trafficDistribution"),
-        clusters=tuple(str(_map(c, "status.clusters[]").get("cluster", ""))
-                       for c in _list(status.get("clusters"), "status.clusters")),
+        ip_families=tuple(str(x) for x in as_list(spec.get("ipFamilies"), "spec.ipFamilies")),
+        session_affinity=as_str(spec.get("sessionAffinity"), "spec.sessionAffinity") or "None",
+        session_affinity_config=as_map(spec.get("sessionAffinityConfig"), "spec.sessionAffinityConfig") or None,
+        internal_traffic_policy=as_str(spec.get("internalTrafficPolicy"), "spec.internalTrafficPolicy"),
+        traffic_distribution=as_str(spec.get("trafficDistribution"), "spec.trafficDistribution"),
+        clusters=tuple(str(as_map(c, "status.clusters[]").get("cluster", ""))
+                       for c in as_list(status.get("clusters"), "status.clusters")),
     )
 
 
 def parse_lease(raw: Mapping[str, Any]) -> Lease:
-    spec = _map(raw.get("spec"), "spec")
-    return Lease(meta=parse_meta(raw), holder_identity=_str(spec.get("holderIdentity"), "spec.holderIdentity"),
-                 lease_duration_seconds=_int(spec.get("leaseDurationSeconds"), "spec.leaseDurationSeconds",
+    spec = as_map(raw.get("spec"), "spec")
+    return Lease(meta=parse_meta(raw), holder_identity=as_str(spec.get("holderIdentity"), "spec.holderIdentity"),
+                 lease_duration_seconds=as_int(spec.get("leaseDurationSeconds"), "spec.leaseDurationSeconds",
                                              hi=2**31),
-                 acquire_time=_str(spec.get("acquireTime"), "spec.acquireTime"),
-                 renew_time=_str(spec.get("renewTime"), "spec.renewTime"),
+                 acquire_time=as_str(spec.get("acquireTime"), "spec.acquireTime"),
+                 renew_time=as_str(spec.get("renewTime"), "spec.renewTime"),
                  lease_transitions=int(spec.get("leaseTransitions") or 0))
 
 

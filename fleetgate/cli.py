@@ -178,10 +178,6 @@ async def _load_live_once(config: FleetConfig, timeout: float = 15.0) -> tuple[F
     return snapshot, missing
 
 
-def _severity(problem: Any) -> str:
-    return getattr(problem, "severity", "error")
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
     """Load once, run every pure builder's checks, print each problem and the counts.
     Exit 1 on any error (with --strict, on any warning too), else 0."""
@@ -206,7 +202,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     problems += list(derive_imports(snapshot).diagnostics)
     errors = warnings = 0
     for p in problems:
-        if _severity(p) != "warning":
+        if p.severity != "warning":
             errors += 1
             print(p)
         elif args.strict:
