@@ -20,12 +20,12 @@ class ListenerError(OSError):
         self.address = address
 
 
-def add_arguments(parser: argparse.ArgumentParser, *, with_listeners: bool = True) -> None:
-    if with_listeners:
-        parser.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT",
-                            help="plain HTTP listener (default %(default)s)")
-        parser.add_argument("--https", default="127.0.0.1:8443", metavar="HOST:PORT",
-                            help="TLS listener, opened only when some Ingress has tls (default %(default)s)")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The gateway's flags, for `fleetgate gateway`, `up` and `demo`."""
+    parser.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT",
+                        help="plain HTTP listener (default %(default)s)")
+    parser.add_argument("--https", default="127.0.0.1:8443", metavar="HOST:PORT",
+                        help="TLS listener, opened only when some Ingress has tls (default %(default)s)")
     parser.add_argument("--ingress-class", action="append", metavar="NAME",
                         help="IngressClass names to serve (repeatable or comma-separated; default fleetgate)")
     parser.add_argument("--no-cluster-header", action="store_true",
