@@ -36,20 +36,17 @@ def head_end(buf: bytes, start: int, limit: int, line_limit: int = 0, resume: in
     line has not ended within it. `resume` (optional) is len(buf) at the previous call for
     this head, so a head that arrives a byte at a time is not rescanned from its start."""
     n = len(buf)
-    s = _skip_empty_lines(buf, start, n)
-    i = max(s, resume - 3)
+    s = _skip_empty_lines(buf, start, n) if buf.startswith(b"\r\n", start) else start
+    i = s if s > resume - 3 else resume - 3
     end = buf.find(b"\r\n\r\n", i)
     stop = n if end < 0 else end + 4
-    seg = buf[i:stop]
-    crlf = seg.count(b"\r\n")
-    if seg.count(b"\n") == crlf and seg.count(b"\r") == crlf and seg[:1] != b"\n":
-        lf = cr = -1  # every CR and LF in a pair (the common case, counted in C)
-    else:
+    crlf = buf.count(b"\r\n", i, stop)  # every CR and LF in a pair (the common case, counted in C)
+    if buf.count(b"\n", i, stop) != crlf or buf.count(b"\r", i, stop) != crlf or buf.startswith(b"\n", i):
         lf, cr = _first_bare(buf, s, i, n, stop)
-    if lf >= 0 and (cr < 0 or lf < cr):
-        raise HeadError(400, "bare-lf")
-    if cr >= 0:
-        raise HeadError(400, "bare-cr")
+        if lf >= 0 and (cr < 0 or lf < cr):
+            raise HeadError(400, "bare-lf")
+        if cr >= 0:
+            raise HeadError(400, "bare-cr")
     if end >= 0:
         return end + 4
     if line_limit > 0 and n - s > line_limit + 1 and buf.find(b"\n", s, s + line_limit + 2) < 0:
@@ -166,26 +163,43 @@ def _field(buf: bytes, p: int, e: int, status: int) -> tuple[bytes, bytes]:
     return name, value.strip(_WS)
 
 
-# A header block whose every line is valid (token name, colon, field-vchar/SP/HTAB value):
-# one C-level match lets the twin split it without checking line by line. When it fails,
-# _checked_lines walks the lines in order and raises the first line's error (so the twin
-# and the compiled module report the same error for the same bytes).
-_VALID_BLOCK = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
+# The fast paths: one compiled regex validates a whole well-formed head (start line and every
+# header line) in one C-level match; a head it does not match takes the slow path, which
+# applies the rules one by one in the compiled module's order and so names the same error.
+_TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_VIS = rb"[\x21-\x7e\x80-\xff]"  # a field-vchar that is not SP/HTAB
+_VCH = rb"[\t\x20-\x7e\x80-\xff]"
+# origin-form request line, one SP after the method, and canonical header lines (`name: value`,
+# one SP after the colon, no trailing OWS): their bytes are already the forwarded form
+_REQUEST = re.compile(rb"([A-Z_\-]+) (/[\x21\x22\x24-\x7e]*) HTTP/1\.([01])\r\n((?:" + _TCHAR + rb"+: (?:"
+                      + _VIS + rb"(?:" + _VCH + rb"*" + _VIS + rb")?)?\r\n)*)\r\n")
+_RESPONSE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: (" + _VCH + rb"*))?\r\n((?:" + _TCHAR + rb"+:"
+                       + _VCH + rb"*\r\n)*)\r\n")
+# a valid header block in any shape (the slow path's shortcut past per-line checks)
+_VALID_BLOCK = re.compile(rb"(?:" + _TCHAR + rb"+:" + _VCH + rb"*\r\n)*")
 
 
-def _lines(buf: bytes, p: int, end: int, status: int) -> Iterable[tuple[bytes, bytes, bytes]]:
-    """(name, value with OWS trimmed, raw line) for each header line in buf[p:end-2]."""
-    block = buf[p:end - 2]
-    if _VALID_BLOCK.fullmatch(block):
-        out = []
-        for line in block.split(b"\r\n")[:-1]:
-            name, _, value = line.partition(b":")
-            out.append((name, value.strip(_WS), line))
-        return out
-    return _checked_lines(buf, p, end, status)
+def _names(names: Iterable[bytes]) -> bytes:
+    return b"|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+
+
+# The header lines a head's fast path must look at, found in its lowercased block (which
+# starts at the start line's LF): literal prefix "\n", so the regex engine jumps line to line.
+_REQUEST_SPECIAL = re.compile(rb"\n(" + _names(REQUEST_DROP) + rb"): ([^\r]*)")
+_RESPONSE_SPECIAL = re.compile(rb"\n(" + _names(RESPONSE_HOP | {b"content-length"}) + rb"):([^\r]*)")
+_CODES = {b"%d" % c: c for c in range(100, 1000)}
+_new = tuple.__new__
 
 
 def _checked_lines(buf: bytes, p: int, end: int, status: int) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """(name, value with OWS trimmed, raw line) for each header line in buf[p:end-2], each
+    validated as it is reached (so the first bad line is the error, after earlier lines)."""
+    block = buf[p:end - 2]
+    if _VALID_BLOCK.fullmatch(block):
+        for line in block.split(b"\r\n")[:-1]:
+            name, _, value = line.partition(b":")
+            yield name, value.strip(_WS), line
+        return
     stop = end - 2
     while p < stop:
         e = buf.find(b"\r\n", p, end)
@@ -196,6 +210,117 @@ def _checked_lines(buf: bytes, p: int, end: int, status: int) -> Iterator[tuple[
 
 def parse_request(buf: bytes, start: int, end: int, max_line: int, max_header_bytes: int) -> RequestHead:
     """Validate the request head buf[start:end] (`end` as head_end returns it) in one pass."""
+    m = _REQUEST.fullmatch(buf, start, end)
+    if m is None or m.end(1) - start == 7 and m[1] == b"CONNECT":  # CONNECT takes an authority
+        return _parse_request_slow(buf, start, end, max_line, max_header_bytes)
+    fs = m.start(4)
+    if fs - 2 - start > max_line:
+        raise HeadError(414, "uri-too-long")
+    if end - 2 - fs > max_header_bytes:
+        raise HeadError(431, "headers-too-large")
+    method, target, minor = m.group(1, 2, 3)
+    parts: list[bytes] = []
+    specials: list[tuple[bytes, bytes]] = []
+    if fs < end - 2:
+        base = fs - 1
+        p = fs
+        for sm in _REQUEST_SPECIAL.finditer(buf[base:end - 2].lower()):
+            a, z = sm.span(2)
+            parts.append(buf[p:base + sm.start() + 1])
+            specials.append((sm[1], buf[base + a:base + z]))
+            p = base + z + 2
+        parts.append(buf[p:end - 2])
+    return _request(method, target, 11 if minor == b"1" else 10, None, specials, parts,
+                    buf.count(b"\r\n", fs, end - 2))
+
+
+def _request(method: bytes, target: bytes, ver: int, authority: bytes | None,
+             specials: Iterable[tuple[bytes, bytes]], parts: list[bytes], count: int) -> RequestHead:
+    """The rules on the header lines the gateway reads (both paths): `specials` are their
+    lowercased names and trimmed values in order; `parts` collects the forwarded lines."""
+    host: bytes | None = None
+    content_length = -1
+    te: list[bytes] | None = None
+    close = ka = conn_upgrade = expect = False
+    named: set[bytes] | None = None
+    upgrade = xff = request_id = via = None
+    for lname, value in specials:
+        if lname == b"host":
+            if host is not None:
+                raise HeadError(400, "duplicate-host")
+            if value and _HOST.fullmatch(value) is None:
+                raise HeadError(400, "invalid-host")
+            host = value
+        elif lname == b"content-length":
+            if content_length >= 0:
+                raise HeadError(400, "duplicate-content-length")
+            if not value.isdigit() or len(value) > 18 and int(value) > INT64_MAX:
+                raise HeadError(400, "bad-content-length")
+            content_length = int(value)
+        elif lname == b"transfer-encoding":
+            if te is None:
+                te = []
+            te.append(value)
+        elif lname == b"connection":
+            for token in value.lower().split(b","):
+                token = token.strip(_WS)
+                if token == b"close":
+                    close = True
+                elif token == b"keep-alive":
+                    ka = True
+                elif token == b"upgrade":
+                    conn_upgrade = True
+                elif token:
+                    if named is None:
+                        named = set()
+                    named.add(token)
+        elif lname == b"upgrade":
+            upgrade = value if upgrade is None else upgrade + b", " + value
+        elif lname == b"expect":
+            if not value:
+                continue  # an empty list carries no expectation
+            if value.lower() != b"100-continue":
+                raise HeadError(417, "expectation-failed")
+            expect = True
+        elif lname == b"x-forwarded-for":
+            xff = value if xff is None else xff + b", " + value
+        elif lname == b"x-request-id":
+            request_id = value
+        elif lname == b"via":
+            via = value if via is None else via + b", " + value
+        # the rest of REQUEST_DROP: hop-by-hop, or written by the gateway
+    if host is None:
+        if ver == 11:
+            raise HeadError(400, "missing-host")
+        host = b""
+    if authority is not None:
+        host = authority  # RFC 9112 3.2.2: the target's authority replaces Host
+    chunked = False
+    if te is not None:
+        if ver == 10:
+            raise HeadError(400, "te-on-http10")
+        if content_length >= 0:
+            raise HeadError(400, "te-and-content-length")
+        n_chunked, last_chunked, other = _codings(te)
+        if n_chunked != 1 or not last_chunked:
+            raise HeadError(400, "bad-transfer-encoding")
+        if other:
+            raise HeadError(501, "unsupported-transfer-encoding")
+        chunked = True
+    block = parts[0] if len(parts) == 1 else b"".join(parts)
+    if named is not None:
+        block = drop_named_lines(block, named)
+    return _new(RequestHead, (method, target, ver, host, content_length, chunked,
+                              not close if ver == 11 else ka and not close,
+                              upgrade if conn_upgrade else None, expect, xff, request_id, via, block, count))
+
+
+# uri-host [ ":" port ] as _valid_host(h, False) decides, in one match; and not ":port" alone
+_HOST = re.compile(rb"(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+|\[[0-9A-Fa-f:.vV]+\])(?::[0-9]*)?")
+
+
+def _parse_request_slow(buf: bytes, start: int, end: int, max_line: int, max_header_bytes: int) -> RequestHead:
+    """Every rule in order (any head the fast regex does not match): the first broken one is the error."""
     s = _skip_empty_lines(buf, start, end)
     le = buf.find(b"\r\n", s, end)
     if le < 0 or end < le + 4 or buf[end - 4:end] != b"\r\n\r\n":
@@ -255,34 +380,93 @@ def parse_request(buf: bytes, start: int, end: int, max_line: int, max_header_by
         ver = 10
     else:
         raise HeadError(505, "version-not-supported")
+    parts: list[bytes] = []
+    return _request(method, target, ver, authority, _request_lines(buf, le + 2, end, parts), parts,
+                    buf.count(b"\r\n", le + 2, end - 2))
 
-    fields: list[bytes] = []
-    host: bytes | None = None
-    content_length = -1
-    te: list[bytes] | None = None
-    close = ka = conn_upgrade = expect = False
-    named: set[bytes] | None = None
-    upgrade = xff = request_id = via = None
-    count = 0
-    for name, value, _line in _lines(buf, le + 2, end, 400):
-        count += 1
+
+def _request_lines(buf: bytes, p: int, end: int, parts: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
+    """The slow path's header lines: forwarded ones appended to `parts` in their
+    `name: value` form, the others yielded as (lowercased name, value), each in turn."""
+    for name, value, _line in _checked_lines(buf, p, end, 400):
         lname = name.lower()
-        if lname not in REQUEST_DROP:
-            fields.append(b"%s: %s\r\n" % (name, value))
+        if lname in REQUEST_DROP:
+            yield lname, value
+        else:
+            parts.append(b"%s: %s\r\n" % (name, value))
+
+
+_DIGITS = bytes(1 if 48 <= c <= 57 else 0 for c in range(256))
+for _t in (TOKEN, METHOD, FIELD_VCHAR, TARGET, HOST_CHARS, _DIGITS):
+    _members(_t)
+
+
+def upstream_head(head: RequestHead, target: bytes, host: bytes, peer: bytes, scheme: bytes,
+                  request_id: bytes, extra: bytes = b"") -> bytes:
+    """The upstream request head (the bytes downstream.py wrote), in one join."""
+    method, _, _, hhost, content_length, chunked, _, upgrade, _, xff, _, via, fields, _ = head
+    if chunked:
+        framing = b"transfer-encoding: chunked\r\n"
+    elif content_length >= 0:
+        framing = b"content-length: %d\r\n" % content_length
+    else:
+        framing = b""
+    if upgrade is not None:
+        framing += b"connection: upgrade\r\nupgrade: " + upgrade + b"\r\n"
+    return b"".join((method, b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n", fields, b"x-forwarded-for: ",
+                     xff + b", " + peer if xff else peer, b"\r\nx-forwarded-proto: ", scheme,
+                     b"\r\nx-forwarded-host: ", hhost, b"\r\nx-request-id: ", request_id, b"\r\nvia: ",
+                     via + b", 1.1 fleetgate\r\n" if via else b"1.1 fleetgate\r\n", framing, extra, b"\r\n"))
+
+
+def parse_response(buf: bytes, start: int, end: int, head_request: bool) -> ResponseHead:
+    """Validate the response head buf[start:end] and write the downstream head in one pass."""
+    m = _RESPONSE.fullmatch(buf, start, end)
+    if m is None:
+        return _parse_response_slow(buf, start, end, head_request)
+    minor, code, reason = m.group(1, 2, 3)
+    fs = m.start(4)
+    kept = [b"HTTP/1.1" + buf[start + 8:fs]]
+    specials: list[tuple[bytes, bytes, int]] = []
+    if fs < end - 2:
+        base = fs - 1
+        p = fs
+        for sm in _RESPONSE_SPECIAL.finditer(buf[base:end - 2].lower()):
+            a = base + sm.start() + 1
+            z = base + sm.end() + 2
+            if a > p:
+                kept.append(buf[p:a])
+            specials.append((sm[1], buf[base + sm.start(2):z - 2].strip(_WS), len(kept)))
+            kept.append(buf[a:z])
+            p = z
+        if p < end - 2:
+            kept.append(buf[p:end - 2])
+    return _response(_CODES[code], reason or b"", 11 if minor == b"1" else 10, specials, kept, head_request)
+
+
+def _response(status: int, reason: bytes, ver: int, specials: Iterable[tuple[bytes, bytes, int]],
+              kept: list[bytes], head_request: bool) -> ResponseHead:
+    """The rules on the hop-by-hop and framing lines (both paths): `specials` are their
+    lowercased names, trimmed values and indexes in `kept` (the head's pieces, in order)."""
+    cl_at: list[int] = []
+    cl = -1
+    te: list[bytes] | None = None
+    close = ka = False
+    named: set[bytes] | None = None
+    for lname, value, at in specials:
+        if lname == b"content-length":
+            if not value.isdigit() or len(value) > 18 and int(value) > INT64_MAX:
+                raise HeadError(502, "bad-content-length")
+            n = int(value)
+            if cl >= 0 and n != cl:
+                raise HeadError(502, "conflicting-content-length")
+            cl = n
+            cl_at.append(at)
             continue
-        if lname == b"host":
-            if host is not None:
-                raise HeadError(400, "duplicate-host")
-            if value and not _valid_host(value, False) or value[:1] == b":":
-                raise HeadError(400, "invalid-host")
-            host = value
-        elif lname == b"content-length":
-            if content_length >= 0:
-                raise HeadError(400, "duplicate-content-length")
-            if not value or not _all_in(_DIGITS, value) or int(value) > INT64_MAX:
-                raise HeadError(400, "bad-content-length")
-            content_length = int(value)
-        elif lname == b"transfer-encoding":
+        if lname == b"upgrade" and status == 101:
+            continue  # kept
+        kept[at] = b""
+        if lname == b"transfer-encoding":
             if te is None:
                 te = []
             te.append(value)
@@ -293,134 +477,10 @@ def parse_request(buf: bytes, start: int, end: int, max_line: int, max_header_by
                     close = True
                 elif token == b"keep-alive":
                     ka = True
-                elif token == b"upgrade":
-                    conn_upgrade = True
-                elif token:
+                elif token and token not in CONNECTION_KEYWORDS:
                     if named is None:
                         named = set()
                     named.add(token)
-        elif lname == b"upgrade":
-            upgrade = value if upgrade is None else upgrade + b", " + value
-        elif lname == b"expect":
-            if not value:
-                continue  # an empty list carries no expectation
-            if value.lower() != b"100-continue":
-                raise HeadError(417, "expectation-failed")
-            expect = True
-        elif lname == b"x-forwarded-for":
-            xff = value if xff is None else xff + b", " + value
-        elif lname == b"x-request-id":
-            request_id = value
-        elif lname == b"via":
-            via = value if via is None else via + b", " + value
-        # the rest of REQUEST_DROP: hop-by-hop, or written by the gateway
-    if host is None:
-        if ver == 11:
-            raise HeadError(400, "missing-host")
-        host = b""
-    if authority is not None:
-        host = authority  # RFC 9112 3.2.2: the target's authority replaces Host
-    chunked = False
-    if te is not None:
-        if ver == 10:
-            raise HeadError(400, "te-on-http10")
-        if content_length >= 0:
-            raise HeadError(400, "te-and-content-length")
-        n_chunked, last_chunked, other = _codings(te)
-        if n_chunked != 1 or not last_chunked:
-            raise HeadError(400, "bad-transfer-encoding")
-        if other:
-            raise HeadError(501, "unsupported-transfer-encoding")
-        chunked = True
-    keep_alive = not close if ver == 11 else ka and not close
-    block = b"".join(fields)
-    if named is not None:
-        block = drop_named_lines(block, named)
-    return RequestHead(method, target, ver, host, content_length, chunked, keep_alive,
-                       upgrade if conn_upgrade else None, expect, xff, request_id, via, block, count)
-
-
-_DIGITS = bytes(1 if 48 <= c <= 57 else 0 for c in range(256))
-for _t in (TOKEN, METHOD, FIELD_VCHAR, TARGET, HOST_CHARS, _DIGITS):
-    _members(_t)
-
-
-def upstream_head(head: RequestHead, target: bytes, host: bytes, peer: bytes, scheme: bytes,
-                  request_id: bytes, extra: bytes = b"") -> bytes:
-    """The upstream request head, in one format call (the bytes downstream.py wrote)."""
-    if head.chunked:
-        framing = b"transfer-encoding: chunked\r\n"
-    elif head.content_length >= 0:
-        framing = b"content-length: %d\r\n" % head.content_length
-    else:
-        framing = b""
-    if head.upgrade is not None:
-        framing += b"connection: upgrade\r\nupgrade: " + head.upgrade + b"\r\n"
-    return (b"%s %s HTTP/1.1\r\nhost: %s\r\n%sx-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n"
-            b"x-forwarded-host: %s\r\nx-request-id: %s\r\nvia: %s\r\n%s%s\r\n") % (
-        head.method, target, host, head.fields, head.xff + b", " + peer if head.xff else peer,
-        scheme, head.host, request_id, head.via + b", 1.1 fleetgate" if head.via else b"1.1 fleetgate",
-        framing, extra)
-
-
-def parse_response(buf: bytes, start: int, end: int, head_request: bool) -> ResponseHead:
-    """Validate the response head buf[start:end] and write the downstream head in one pass."""
-    s = _skip_empty_lines(buf, start, end)
-    le = buf.find(b"\r\n", s, end)
-    if le < 0 or end < le + 4 or buf[end - 4:end] != b"\r\n\r\n":
-        raise HeadError(502, "incomplete-head")
-    line = buf[s:le]
-    if (len(line) < 12 or line[:5] != b"HTTP/" or line[6] != 46 or not 48 <= line[5] <= 57
-            or not 48 <= line[7] <= 57 or line[8] != 32):
-        raise HeadError(502, "bad-status-line")
-    if line[5:8] == b"1.1":
-        ver = 11
-    elif line[5:8] == b"1.0":
-        ver = 10
-    else:
-        raise HeadError(502, "bad-version")
-    code = line[9:12]
-    if not _all_in(_DIGITS, code) or code[0] == 48 or (len(line) > 12 and line[12] != 32):
-        raise HeadError(502, "bad-status-line")
-    status = int(code)
-    reason = line[13:]
-    if not _all_in(FIELD_VCHAR, reason):
-        raise HeadError(502, "bad-status-line")
-
-    kept: list[bytes] = [b"HTTP/1.1" + line[8:] + b"\r\n"]
-    cl_at: list[int] = []
-    cl = -1
-    te: list[bytes] | None = None
-    close = ka = False
-    named: set[bytes] | None = None
-    for name, value, raw_line in _lines(buf, le + 2, end, 502):
-        lname = name.lower()
-        if lname in RESPONSE_HOP and not (status == 101 and lname == b"upgrade"):
-            if lname == b"transfer-encoding":
-                if te is None:
-                    te = []
-                te.append(value)
-            elif lname == b"connection":
-                for token in value.lower().split(b","):
-                    token = token.strip(_WS)
-                    if token == b"close":
-                        close = True
-                    elif token == b"keep-alive":
-                        ka = True
-                    elif token and token not in CONNECTION_KEYWORDS:
-                        if named is None:
-                            named = set()
-                        named.add(token)
-        else:
-            if lname == b"content-length":
-                if not value or not _all_in(_DIGITS, value) or int(value) > INT64_MAX:
-                    raise HeadError(502, "bad-content-length")
-                n = int(value)
-                if cl >= 0 and n != cl:
-                    raise HeadError(502, "conflicting-content-length")
-                cl = n
-                cl_at.append(len(kept))
-            kept.append(raw_line + b"\r\n")
     chunked = close_delimited = False
     if te is not None:
         n_chunked, last_chunked, _ = _codings(te)
@@ -442,9 +502,49 @@ def parse_response(buf: bytes, start: int, end: int, head_request: bool) -> Resp
         close_delimited = True
     else:
         content_length = cl
-    keep_alive = (not close if ver == 11 else ka and not close) and not close_delimited
     out = b"".join(kept)
     if named is not None:
         first = out.find(b"\r\n") + 2
         out = out[:first] + drop_named_lines(out[first:], named)
-    return ResponseHead(status, reason, ver, keep_alive, content_length, chunked, close_delimited, out)
+    return _new(ResponseHead, (status, reason, ver,
+                               (not close if ver == 11 else ka and not close) and not close_delimited,
+                               content_length, chunked, close_delimited, out))
+
+
+def _parse_response_slow(buf: bytes, start: int, end: int, head_request: bool) -> ResponseHead:
+    """Every rule in order (any head the fast regex does not match): the first broken one is the error."""
+    s = _skip_empty_lines(buf, start, end)
+    le = buf.find(b"\r\n", s, end)
+    if le < 0 or end < le + 4 or buf[end - 4:end] != b"\r\n\r\n":
+        raise HeadError(502, "incomplete-head")
+    line = buf[s:le]
+    if (len(line) < 12 or line[:5] != b"HTTP/" or line[6] != 46 or not 48 <= line[5] <= 57
+            or not 48 <= line[7] <= 57 or line[8] != 32):
+        raise HeadError(502, "bad-status-line")
+    if line[5:8] == b"1.1":
+        ver = 11
+    elif line[5:8] == b"1.0":
+        ver = 10
+    else:
+        raise HeadError(502, "bad-version")
+    code = line[9:12]
+    if not _all_in(_DIGITS, code) or code[0] == 48 or (len(line) > 12 and line[12] != 32):
+        raise HeadError(502, "bad-status-line")
+    reason = line[13:]
+    if not _all_in(FIELD_VCHAR, reason):
+        raise HeadError(502, "bad-status-line")
+    kept: list[bytes] = [b"HTTP/1.1" + line[8:] + b"\r\n"]
+    return _response(int(code), reason, ver, _response_lines(buf, le + 2, end, kept), kept, head_request)
+
+
+_HOP = RESPONSE_HOP | {b"content-length"}
+
+
+def _response_lines(buf: bytes, p: int, end: int, kept: list[bytes]) -> Iterator[tuple[bytes, bytes, int]]:
+    """The slow path's header lines appended to `kept` as received; the hop-by-hop and
+    Content-Length ones also yielded as (lowercased name, value, index in kept), each in turn."""
+    for name, value, raw_line in _checked_lines(buf, p, end, 502):
+        lname = name.lower()
+        if lname in _HOP:
+            yield lname, value, len(kept)
+        kept.append(raw_line + b"\r\n")
