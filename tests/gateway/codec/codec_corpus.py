@@ -221,6 +221,8 @@ RESPONSES: list[tuple[str, bytes, bool, object]] = [
      {"head": R200 + b"Content-Length: 0\r\n"}),
     ("hop-by-hop-dropped", R200 + b"Keep-Alive: timeout=5\r\nProxy-Connection: x\r\nTE: t\r\nTrailer: x\r\n"
      b"Proxy-Authenticate: y\r\nContent-Length: 0\r\n\r\n", False, {"head": R200 + b"Content-Length: 0\r\n"}),
+    # the twin's slow path once failed on a hop-by-hop line before the bad one
+    ("hop-by-hop-then-bad-name", R200 + b"Connection: close\r\nX A: 1\r\n\r\n", False, 502),
     ("connection-trailing-ows", R200 + b"Connection: close  \r\nX-A: 1\r\nContent-Length: 0\r\n\r\n", False,
      {"keep_alive": False, "head": b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 0\r\n"}),
     ("connection-named", R200 + b"Connection: X-A, close\r\nX-A: 1\r\nX-B: 2\r\nContent-Length: 0\r\n\r\n", False,
