@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import Any, Iterable
 
 from .metrics import GatewayMetrics
 from .routing.build import all_backends
@@ -19,9 +19,6 @@ from .upstream.connect import TLS_POOL_PREFIX
 from .upstream.health import HealthState
 from .upstream.mirror import Mirrors
 from .upstream.pool import PoolRegistry
-
-if TYPE_CHECKING:
-    from .protocol.downstream import DownstreamH1
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +49,9 @@ class GatewayContext:
         self.health = HealthState()
         self.balancer = BalancerState()
         self.mirrors = Mirrors()
-        self.downstreams: set[DownstreamH1] = set()
+        # open client connections (protocol/'s DownstreamH1, DownstreamH2): drained on
+        # shutdown, swept for timeouts; typed loosely so context stays below protocol/
+        self.downstreams: set[Any] = set()
         self.draining = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.metrics.health_rows = self.health_rows
@@ -63,9 +62,11 @@ class GatewayContext:
 
     def swap_table(self, table: RouteTable) -> None:
         self.table = table
-        keys = {e.key for b in all_backends(table) for e in b.endpoints}
+        backends = list(all_backends(table))
+        keys = {e.key for b in backends for e in b.endpoints}
         self.pools.retain(keys | {TLS_POOL_PREFIX + k for k in keys})
         self.health.retain(keys)
+        self.balancer.retain(keys, {b.key for b in backends})
 
     def cluster_line(self, cluster: str) -> bytes:
         line = self._cluster_lines.get(cluster)

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from .routing.policy import MirrorPolicy
     from .routing.select import RequestView
     from .routing.table import Route, UpstreamEndpoint
-    from .upstream.health import HealthState
 
 __all__ = ["Phase", "TRANSITIONS", "PhaseError", "Exchange", "CheckedExchange", "Downstream", "Upstream"]
 
@@ -194,7 +193,7 @@ class Downstream(Protocol):
     http11: bool  # the client spoke HTTP/1.1 (else 1.0: close-delimited, keep-alive spelled out)
     transport: "asyncio.Transport | None"
     active: Exchange | None  # the exchange being proxied
-    health: "HealthState"  # health.endpoints: endpoints whose statuses are being watched
+    health: Any  # upstream/health.py's HealthState (.endpoints: endpoints whose statuses are watched)
 
     def now(self) -> float: ...
     def flush(self) -> None: ...

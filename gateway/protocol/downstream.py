@@ -5,12 +5,11 @@ Reading and framing are H1Reader's (http1_downstream.py); a parsed head arrives 
 policy into a plan (policy_hooks.prepare, once per request) and writes the upstream head
 in one codec call. Which endpoint and whether to retry are pure decisions
 (upstream/decide.py); this class applies them. The upstream connection calls back through
-the `Downstream` protocol (gateway/exchange.py). Tunnels and timeouts: timeouts.py.
+the `Downstream` protocol (gateway/exchange.py). Tunnels and timeouts: timeouts.py; the
+per-request policy, picking and mirroring: planning.py.
 """
 from __future__ import annotations
 
-import asyncio
-import random
 from typing import TYPE_CHECKING
 
 from .. import exchange as _exchange
@@ -18,11 +17,11 @@ from ..codec import RequestHead, upstream_head
 from ..exchange import Exchange, Phase
 from ..routing.table import Route, route as find_route
 from ..upstream import decide
-from ..upstream.balancer import affinity_id, hash_key
 from ..upstream.connect import TLS_POOL_PREFIX, connect
 from . import policy_hooks
 from .http1 import CONTINUE_100, DATE, error_response, host_name
 from .http1_downstream import H1Reader, Reject
+from .planning import Planning
 from .timeouts import TunnelsAndTimeouts
 
 if TYPE_CHECKING:
@@ -32,6 +31,7 @@ if TYPE_CHECKING:
 ROUTE_CACHE_SIZE = 4096
 IDEMPOTENT_METHODS = decide.IDEMPOTENT_METHODS
 _MISS = object()
+_SENT, _DONE = int(Phase.SENT), int(Phase.DONE)  # plain ints: the hot path's assignments
 
 
 def _route(table: "RouteTable", host: bytes, target: bytes) -> Route | None:
@@ -41,17 +41,7 @@ def _route(table: "RouteTable", host: bytes, target: bytes) -> Route | None:
     return find_route(table, host_name(host).lower().decode("latin-1"), path.decode("latin-1"))
 
 
-def header_pairs(fields: bytes) -> list[tuple[bytes, bytes]]:
-    """The forwarded request header lines as (name, value) (for policies that read them)."""
-    pairs = []
-    for line in fields.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name:
-            pairs.append((name, value.strip(b" \t")))
-    return pairs
-
-
-class DownstreamH1(TunnelsAndTimeouts, H1Reader):
+class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
     def __init__(self, ctx, scheme: bytes = b"http") -> None:  # type: ignore[no-untyped-def]
         super().__init__(ctx, scheme)
         self.pools = ctx.pools.pools  # endpoint key -> Pool (the registry keeps this dict)
@@ -139,28 +129,6 @@ class DownstreamH1(TunnelsAndTimeouts, H1Reader):
         self._start(ex)
         return ex
 
-    def _plan(self, ex: Exchange, r: Route, head: RequestHead) -> tuple[bytes, bytes]:
-        """The route's per-request policy, resolved once into ex (policy_hooks.prepare)."""
-        want = self.ctx.table.request_headers
-        headers: dict[str, str] = {}
-        if want:
-            for name, value in header_pairs(head.fields):
-                name = name.lower()
-                if name in want:
-                    headers[name.decode("latin-1")] = value.decode("latin-1")
-        ex.headers = headers
-        plan = policy_hooks.prepare(r, ex.method, ex.host, ex.target, headers, peer=self.peer, tls=self.tls,
-                                    https_port=self.ctx.https_port, usable=self.ctx.usable,
-                                    rand_backend=random.random(), rand_mirror=random.random())
-        ex.answer = plan.answer
-        ex.extra_resp = plan.extra_resp
-        ex.view = plan.view
-        if plan.backend is not None:
-            ex.backend = plan.backend
-        ex.label = plan.label
-        ex.mirror = plan.mirror
-        return plan.target, plan.host
-
     def _body_piece(self, ex: Exchange, piece: bytes, size: int) -> None:
         if ex.phase == Phase.DONE:
             return
@@ -232,47 +200,12 @@ class DownstreamH1(TunnelsAndTimeouts, H1Reader):
             if t is not None and not t.is_closing():
                 ex.endpoint = ep
                 ex.attempt = 1
-                ex.phase = Phase.SENT  # (hot path: unchecked here, checked under CheckedExchange)
+                ex.phase = _SENT  # (hot path: unchecked here, checked under CheckedExchange)
                 ex.deadline = decide.wait_until(ex.start, r.policy, connected=True)
                 conn.send(ex, ex.head)
                 return True
         self._send(ex, ep, self.now())  # no warm connection: the general send
         return True
-
-    def _pick(self, ex: Exchange, now: float) -> "UpstreamEndpoint | None":
-        """The endpoint for ex's next attempt (decide.pick), with the `default-backend`
-        annotation's backend when the route's has no usable endpoint; sets the affinity
-        cookie when the pick differs from the client's."""
-        route = ex.route
-        policy = route.policy
-        ctx = self.ctx
-        health = ctx.health
-        backend = ex.backend or route.backend
-        if not (backend is not None and policy.plain_pick and not health.down and not ex.tried
-                and backend.endpoints):
-            backend = ex.backend = decide.fallback_backend(backend, policy, ctx.usable)
-        if backend is None:
-            return None
-        view = ex.view
-        header_cluster = hash_value = affinity = None
-        if view is not None:
-            if policy.cluster_by_header:
-                header_cluster = view.header(policy.cluster_by_header)
-            if policy.hash_by:
-                hash_value = hash_key(policy, view.uri, view.host, view.remote_addr, view.header, view.arg)
-            if policy.affinity is not None:
-                affinity = view.cookie(policy.affinity.name)
-        is_up = (lambda k: health.is_up(k, now)) if health.down else None  # None: all up, skip the checks
-        ep = decide.pick(backend, policy, self.balancer, is_up, ex.tried or (), now, random.random(),
-                         random.random(), header_cluster=header_cluster, hash_value=hash_value,
-                         affinity=affinity)
-        if ep is not None and policy.affinity is not None:
-            cookie = affinity_id(ep.key)
-            if cookie != affinity:
-                a = policy.affinity
-                ex.extra_resp += (f"set-cookie: {a.name}={cookie}; Path={a.path or '/'}; HttpOnly"
-                                  + (f"; Max-Age={a.max_age}" if a.max_age else "") + "\r\n").encode()
-        return ep
 
     def _send(self, ex: Exchange, ep: "UpstreamEndpoint", now: float) -> None:
         ex.endpoint = ep
@@ -388,11 +321,15 @@ class DownstreamH1(TunnelsAndTimeouts, H1Reader):
     def _uncount(self, ex: Exchange) -> None:
         if ex.counted is not None:
             active = self.balancer.active
-            active[ex.counted] = active.get(ex.counted, 1) - 1
+            n = active.get(ex.counted, 1) - 1
+            if n > 0:
+                active[ex.counted] = n
+            else:
+                active.pop(ex.counted, None)  # (a table swap may have pruned it already)
             ex.counted = None
 
     def response_complete(self, ex: Exchange, reusable: bool, upstream: "UpstreamH1 | None") -> None:
-        ex.phase = Phase.DONE  # (hot path: unchecked here, checked under CheckedExchange)
+        ex.phase = _DONE  # (hot path: unchecked here, checked under CheckedExchange)
         ctx = self.ctx
         now = self.now()
         if upstream is not None:
@@ -436,24 +373,6 @@ class DownstreamH1(TunnelsAndTimeouts, H1Reader):
         self.deadline = now + (self.header_timeout if self.began else self.ctx.limits.idle_timeout)
         if self.paused:
             self._parse_buffered()
-
-    def _submit_mirror(self, ex: Exchange) -> None:
-        """Fire and forget a copy (a body larger than the retry buffer is not mirrored)."""
-        m = ex.mirror
-        ex.mirror = None
-        if m is None or (m.request_body and not ex.replayable):
-            return
-        body = b"".join(ex.body) if m.request_body and ex.body else b""
-        loop = self.ctx.loop or asyncio.get_running_loop()
-        if m.url_host is not None:
-            self.ctx.mirrors.submit(m.url_host, m.url_port, "external", ex.mirror_head + body, loop)
-            return
-        backend = m.service.backend if m.service is not None else None
-        if backend is None or not backend.endpoints:
-            self.ctx.mirrors._count("", "no-endpoint")
-            return
-        ep = decide.round_robin(backend.endpoints, self.balancer, backend.key)
-        self.ctx.mirrors.submit(ep.address, ep.port, ep.cluster, ex.mirror_head + body, loop)
 
 
 __all__ = ["DownstreamH1", "Exchange", "Reject", "DATE"]

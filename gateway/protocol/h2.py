@@ -28,6 +28,7 @@ import httptools
 from hyperframe.frame import GoAwayFrame
 
 from .downstream import DownstreamH1
+from .http1_downstream import H1Reader
 
 if TYPE_CHECKING:
     from ..context import GatewayContext
@@ -405,3 +406,6 @@ class DownstreamH2(asyncio.Protocol):
             self.transport.write(GoAwayFrame(0, last_stream_id=self.last_stream, error_code=0).serialize())
             if not self.streams:
                 self.transport.close()
+
+
+H1Reader.h2c = DownstreamH2  # h2c prior knowledge: an HTTP/1 connection hands itself over

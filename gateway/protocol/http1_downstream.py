@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ..codec import ChunkedDecoder, HeadError, RequestHead, head_end, parse_request
 from ..exchange import Exchange, Phase
@@ -52,6 +52,10 @@ class Reject(Exception):
 class H1Reader(asyncio.Protocol):
     """Connection lifecycle, reading, framing and rejects; the subclass decides what a
     request becomes (`_on_head`, `_body_piece`, `_body_done`) and proxies it."""
+
+    # the HTTP/2 connection protocol for h2c prior knowledge: set by h2.py when it loads
+    # (h2.py builds on DownstreamH1, so this module cannot import it back)
+    h2c: "Callable[[GatewayContext, bytes], asyncio.Protocol] | None" = None
 
     def __init__(self, ctx: "GatewayContext", scheme: bytes = b"http") -> None:
         self.ctx = ctx
@@ -207,11 +211,12 @@ class H1Reader(asyncio.Protocol):
             return
         if not data.startswith(PREFACE):
             raise Reject(400, "bad-request-target")
-        from .h2 import DownstreamH2
+        if self.h2c is None:  # h2.py not loaded: no HTTP/2 here
+            raise Reject(400, "bad-request-target")
         t = self.transport
         self.ctx.downstreams.discard(self)  # type: ignore[arg-type]
         self.transport = None
-        proto = DownstreamH2(self.ctx, self.scheme)
+        proto = self.h2c(self.ctx, self.scheme)
         t.set_protocol(proto)  # type: ignore[union-attr]
         proto.connection_made(t)  # type: ignore[arg-type]
         proto.data_received(data)

@@ -41,6 +41,16 @@ class BalancerState:
         """A response from endpoint `key` completed `rtt` seconds after it was sent."""
         self.ewma.observe(key, rtt, now)
 
+    def retain(self, endpoint_keys: set[str], backend_keys: set[str]) -> None:
+        """Forget the state of endpoints and backends that left the route table (called
+        on every table swap): without it the dicts grow with every endpoint ever seen.
+        A request still in flight to a removed endpoint just uncounts to nothing."""
+        self.rr = {k: v for k, v in self.rr.items() if k in backend_keys}
+        self.active = {k: v for k, v in self.active.items() if k in endpoint_keys and v > 0}
+        stats = self.ewma.stats
+        for k in [k for k in stats if k not in endpoint_keys]:
+            del stats[k]
+
 
 def _healthy(eps: Sequence[UpstreamEndpoint], is_up: IsUp, tried: Sequence[str]) -> Sequence[UpstreamEndpoint]:
     if is_up is None:

@@ -27,6 +27,7 @@ MAX_RESPONSE_HEAD = 64 * 1024
 
 # body framing of the response being read
 _HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(4)
+_RESPONDING, _TUNNEL = int(Phase.RESPONDING), int(Phase.TUNNEL)
 
 
 class UpstreamH1(asyncio.Protocol):
@@ -208,7 +209,7 @@ class UpstreamH1(asyncio.Protocol):
             self.discard = code  # read it to its end, then retry elsewhere
         else:
             ex.status = code
-            ex.phase = Phase.RESPONDING if code != 101 else Phase.TUNNEL  # (hot path: see exchange.py)
+            ex.phase = _RESPONDING if code != 101 else _TUNNEL  # (hot path: see exchange.py)
             cline = self.cline
             if cline is None:
                 cline = self._cluster_line(ex, ds)

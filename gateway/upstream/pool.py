@@ -10,10 +10,18 @@ and nothing followed it (UpstreamH1.data_received): a pooled connection is never
 from __future__ import annotations
 
 import select
-from typing import TYPE_CHECKING, Iterable
+from typing import Any, Iterable, Protocol
 
-if TYPE_CHECKING:
-    from .connection import UpstreamH1
+
+class UpstreamH1(Protocol):
+    """What a pool keeps of a connection (connection.py's UpstreamH1; a protocol so the
+    two modules do not import each other)."""
+
+    transport: Any
+    fileno: int
+    idle_since: float
+
+    def close(self) -> None: ...
 
 
 def _readable(fd: int) -> bool:

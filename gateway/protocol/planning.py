@@ -1,0 +1,118 @@
+"""DownstreamH1's per-request decisions applied: the route's policy plan, the endpoint
+pick, mirroring.
+
+A mixin of the downstream connection (downstream.py): the decisions themselves are pure
+(policy_hooks.prepare, upstream/decide.py); this part gathers their inputs from the
+exchange and the connection (headers a policy reads, health, random values) and keeps
+the results on the exchange.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import TYPE_CHECKING, Any
+
+from ..codec import RequestHead
+from ..exchange import Exchange
+from ..routing.table import Route
+from ..upstream import decide
+from ..upstream.balancer import affinity_id, hash_key
+from . import policy_hooks
+
+if TYPE_CHECKING:
+    from ..routing.table import UpstreamEndpoint
+
+
+def header_pairs(fields: bytes) -> list[tuple[bytes, bytes]]:
+    """The forwarded request header lines as (name, value) (for policies that read them)."""
+    pairs = []
+    for line in fields.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name:
+            pairs.append((name, value.strip(b" \t")))
+    return pairs
+
+
+class Planning:
+    """Policy plan, endpoint pick and mirroring of a DownstreamH1 (see the module docstring)."""
+
+    ctx: Any
+    peer: bytes
+    tls: bool
+    balancer: Any
+
+    def _plan(self, ex: Exchange, r: Route, head: RequestHead) -> tuple[bytes, bytes]:
+        """The route's per-request policy, resolved once into ex (policy_hooks.prepare)."""
+        want = self.ctx.table.request_headers
+        headers: dict[str, str] = {}
+        if want:
+            for name, value in header_pairs(head.fields):
+                name = name.lower()
+                if name in want:
+                    headers[name.decode("latin-1")] = value.decode("latin-1")
+        ex.headers = headers
+        plan = policy_hooks.prepare(r, ex.method, ex.host, ex.target, headers, peer=self.peer, tls=self.tls,
+                                    https_port=self.ctx.https_port, usable=self.ctx.usable,
+                                    rand_backend=random.random(), rand_mirror=random.random())
+        ex.answer = plan.answer
+        ex.extra_resp = plan.extra_resp
+        ex.view = plan.view
+        if plan.backend is not None:
+            ex.backend = plan.backend
+        ex.label = plan.label
+        ex.mirror = plan.mirror
+        return plan.target, plan.host
+
+    def _pick(self, ex: Exchange, now: float) -> "UpstreamEndpoint | None":
+        """The endpoint for ex's next attempt (decide.pick), with the `default-backend`
+        annotation's backend when the route's has no usable endpoint; sets the affinity
+        cookie when the pick differs from the client's."""
+        route = ex.route
+        policy = route.policy
+        ctx = self.ctx
+        health = ctx.health
+        backend = ex.backend or route.backend
+        if not (backend is not None and policy.plain_pick and not health.down and not ex.tried
+                and backend.endpoints):
+            backend = ex.backend = decide.fallback_backend(backend, policy, ctx.usable)
+        if backend is None:
+            return None
+        view = ex.view
+        header_cluster = hash_value = affinity = None
+        if view is not None:
+            if policy.cluster_by_header:
+                header_cluster = view.header(policy.cluster_by_header)
+            if policy.hash_by:
+                hash_value = hash_key(policy, view.uri, view.host, view.remote_addr, view.header, view.arg)
+            if policy.affinity is not None:
+                affinity = view.cookie(policy.affinity.name)
+        is_up = (lambda k: health.is_up(k, now)) if health.down else None  # None: all up, skip the checks
+        ep = decide.pick(backend, policy, self.balancer, is_up, ex.tried or (), now, random.random(),
+                         random.random(), header_cluster=header_cluster, hash_value=hash_value,
+                         affinity=affinity)
+        if ep is not None and policy.affinity is not None:
+            cookie = affinity_id(ep.key)
+            if cookie != affinity:
+                a = policy.affinity
+                ex.extra_resp += (f"set-cookie: {a.name}={cookie}; Path={a.path or '/'}; HttpOnly"
+                                  + (f"; Max-Age={a.max_age}" if a.max_age else "") + "\r\n").encode()
+        return ep
+
+    def _submit_mirror(self, ex: Exchange) -> None:
+        """Fire and forget a copy (a body larger than the retry buffer is not mirrored)."""
+        m = ex.mirror
+        ex.mirror = None
+        if m is None or (m.request_body and not ex.replayable):
+            return
+        body = b"".join(ex.body) if m.request_body and ex.body else b""
+        loop = self.ctx.loop or asyncio.get_running_loop()
+        if m.url_host is not None:
+            self.ctx.mirrors.submit(m.url_host, m.url_port, "external", ex.mirror_head + body, loop)
+            return
+        backend = m.service.backend if m.service is not None else None
+        if backend is None or not backend.endpoints:
+            self.ctx.mirrors._count("", "no-endpoint")
+            return
+        ep = decide.round_robin(backend.endpoints, self.balancer, backend.key)
+        self.ctx.mirrors.submit(ep.address, ep.port, ep.cluster, ex.mirror_head + body, loop)
+
