@@ -11,7 +11,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 CODEC = os.path.join("gateway", "codec")
-# (module, source); both include gateway/codec/_scan.pxi
+# (module, source); both include gateway/codec/_scan.pxi, _http1 also _heads.pxi
 MODULES = [("gateway.codec._http1", os.path.join(CODEC, "_http1.pyx")),
            ("gateway.codec._chunked", os.path.join(CODEC, "_chunked.pyx"))]
 
@@ -46,8 +46,9 @@ def extensions() -> list[Extension]:
         sys.stderr.write("WARNING: Cython is not installed; building without the compiled codec\n")
         return []
     try:
-        return cythonize([Extension(name, [src], depends=[os.path.join(CODEC, "_scan.pxi")],
-                                    extra_compile_args=["-O2"]) for name, src in MODULES],
+        depends = [os.path.join(CODEC, "_scan.pxi"), os.path.join(CODEC, "_heads.pxi")]
+        return cythonize([Extension(name, [src], depends=depends, extra_compile_args=["-O2"])
+                          for name, src in MODULES],
                          compiler_directives={"language_level": "3"}, quiet=True)
     except Exception as err:  # noqa: BLE001 - a Cython compile error must not stop the install
         sys.stderr.write("WARNING: cythonize failed (%s); building without the compiled codec\n" % (err,))

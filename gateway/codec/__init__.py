@@ -41,8 +41,8 @@ if os.environ.get("FLEETGATE_PURE_PYTHON") == "1":
     IMPLEMENTATION = "pure"
 else:
     try:
-        from ._chunked import ChunkedDecoder  # type: ignore[no-redef]
-        from ._http1 import (head_end, parse_request, parse_response,  # type: ignore[no-redef]
+        from ._chunked import ChunkedDecoder  # type: ignore[no-redef, import-not-found]
+        from ._http1 import (head_end, parse_request, parse_response,  # type: ignore[no-redef, import-not-found]
                              upstream_head)
         IMPLEMENTATION = "compiled"
     except ImportError:  # not built (no compiler at install time): the twins
