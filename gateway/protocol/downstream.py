@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from .. import exchange as _exchange
 from ..codec import RequestHead, upstream_head
-from ..exchange import Exchange, Phase
+from ..exchange import DONE, Exchange, RESPONDING, SENT
 from ..routing.table import Route, route as find_route
 from ..upstream import decide
 from ..upstream.connect import TLS_POOL_PREFIX, connect
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 ROUTE_CACHE_SIZE = 4096
 IDEMPOTENT_METHODS = decide.IDEMPOTENT_METHODS
 _MISS = object()
-_SENT, _DONE = int(Phase.SENT), int(Phase.DONE)  # plain ints: the hot path's assignments
 
 
 def _route(table: "RouteTable", host: bytes, target: bytes) -> Route | None:
@@ -47,6 +46,7 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
         self.pools = ctx.pools.pools  # endpoint key -> Pool (the registry keeps this dict)
         self.balancer = ctx.balancer
         self.cluster_line = ctx.cluster_line
+        self.idle_timeout = ctx.limits.idle_timeout
 
     # --- a parsed head --------------------------------------------------------------
 
@@ -59,8 +59,8 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
         ex.ds = self
         ex.req = head
         ex.method = method
-        target = ex.target = head.target
-        host = ex.host = head.host
+        target = head.target
+        host = head.host
         ex.start = began
         self.http11 = head.version == 11
         if head.upgrade is not None or ctx.draining:
@@ -69,12 +69,12 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
             ex.keep_alive = head.keep_alive
         table = ctx.table
         key = (host, target)
-        r = table.cache.get(key, _MISS)
+        r = table.route_memo.get(key, _MISS)
         if r is _MISS:
             r = _route(table, host, target)
-            if len(table.cache) >= ROUTE_CACHE_SIZE:
-                table.cache.clear()
-            table.cache[key] = r
+            if len(table.route_memo) >= ROUTE_CACHE_SIZE:
+                table.route_memo.clear()
+            table.route_memo[key] = r
         has_body = head.chunked or head.content_length > 0
         rid = head.request_id
         if rid is None:
@@ -130,7 +130,7 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
         return ex
 
     def _body_piece(self, ex: Exchange, piece: bytes, size: int) -> None:
-        if ex.phase == Phase.DONE:
+        if ex.phase == DONE:
             return
         ex.body_size += size
         limits = self.ctx.limits
@@ -141,7 +141,7 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
         if up is not None and up.ex is ex and up.transport is not None:
             up.transport.write(piece)
             if ex.replayable:
-                if ex.body_size <= limits.retry_buffer and ex.phase < Phase.RESPONDING:
+                if ex.body_size <= limits.retry_buffer and ex.phase < RESPONDING:
                     ex.body.append(piece)
                 else:
                     ex.replayable = False
@@ -155,7 +155,7 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
         ex.request_done = True
         if ex.mirror is not None:
             self._submit_mirror(ex)
-        if ex.phase == Phase.DONE:
+        if ex.phase == DONE:
             return
         if ex.req.chunked:
             up = ex.upstream
@@ -200,7 +200,7 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
             if t is not None and not t.is_closing():
                 ex.endpoint = ep
                 ex.attempt = 1
-                ex.phase = _SENT  # (hot path: unchecked here, checked under CheckedExchange)
+                ex.phase = SENT  # (hot path: unchecked here, checked under CheckedExchange)
                 ex.deadline = decide.wait_until(ex.start, r.policy, connected=True)
                 conn.send(ex, ex.head)
                 return True
@@ -210,7 +210,7 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
     def _send(self, ex: Exchange, ep: "UpstreamEndpoint", now: float) -> None:
         ex.endpoint = ep
         ex.attempt += 1
-        ex.advance(Phase.SENT)
+        ex.advance(SENT)
         policy = ex.route.policy
         if policy.load_balance != "round_robin":
             active = self.balancer.active
@@ -238,7 +238,7 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
         """The upstream of ex failed: connect error, reset, timeout or protocol error.
         Retry on another endpoint (preferring another member cluster) when nothing reached
         the client and the retry policy allows it; eject the endpoint for the others."""
-        if ex.phase == Phase.DONE or self.active is not ex:
+        if ex.phase == DONE or self.active is not ex:
             return
         ex.upstream = None
         now = self.now()
@@ -247,7 +247,7 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
         stale = reused and not got_bytes and not connect_failed  # a pooled connection the server closed
         if ep is not None and not stale and kind != "protocol":
             self.ctx.eject(ep, ex.backend or ex.route.backend, now)
-        if ex.phase < Phase.RESPONDING:
+        if ex.phase < RESPONDING:
             if self._retry(ex, ep, now, connect_failed=connect_failed, stale=stale, timeout=kind == "timeout"):
                 return
             give_up = decide.failure_answer(kind)
@@ -255,7 +255,7 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
             return
         # The response already started: all we can do is cut the connection so the
         # client sees an incomplete response rather than a wrong one.
-        ex.advance(Phase.DONE)
+        ex.advance(DONE)
         self.active = None
         self._uncount(ex)
         self.ctx.metrics.observe(ex.label, ex.cluster, ex.status, now - ex.start)
@@ -329,7 +329,7 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
             ex.counted = None
 
     def response_complete(self, ex: Exchange, reusable: bool, upstream: "UpstreamH1 | None") -> None:
-        ex.phase = _DONE  # (hot path: unchecked here, checked under CheckedExchange)
+        ex.phase = DONE  # (hot path: unchecked here, checked under CheckedExchange)
         ctx = self.ctx
         now = self.now()
         if upstream is not None:
@@ -343,13 +343,13 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
         ctx.metrics.observe(ex.label, ex.cluster, ex.status, now - ex.start)
         if ex.keep_alive and not self.paused and not ctx.draining:
             self.active = None  # the common end of a keep-alive exchange: wait for the next
-            self.deadline = now + (self.header_timeout if self.began else ctx.limits.idle_timeout)
+            self.deadline = now + (self.header_timeout if self.began else self.idle_timeout)
             return
         self._next(ex, now)
 
     def _generated(self, ex: Exchange, code: int, reason: str, extra: bytes = b"") -> None:
         """Answer ex ourselves (404/502/503/504...), in order with pipelined responses."""
-        ex.advance(Phase.DONE)
+        ex.advance(DONE)
         ex.status = code
         self._uncount(ex)
         if not ex.request_done:

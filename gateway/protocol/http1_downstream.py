@@ -26,7 +26,7 @@ import re
 from typing import TYPE_CHECKING, Callable
 
 from ..codec import ChunkedDecoder, HeadError, RequestHead, head_end, parse_request
-from ..exchange import Exchange, Phase
+from ..exchange import DONE, Exchange, RESPONDING
 from .http1 import error_response
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ class H1Reader(asyncio.Protocol):
         self.header_timeout = ctx.limits.header_timeout
         self.max_line = ctx.limits.max_request_line
         self.max_headers = ctx.limits.max_header_bytes
+        self.head_limit = self.max_headers + self.max_line  # a head's bytes, its request line included
         self.health = ctx.health
 
     # --- connection lifecycle --------------------------------------------------------
@@ -105,8 +106,8 @@ class H1Reader(asyncio.Protocol):
         ex = self.active
         if ex is not None:
             self.active = None
-            if ex.phase != Phase.DONE:
-                ex.phase = Phase.DONE
+            if ex.phase != DONE:
+                ex.phase = DONE
             if ex.upstream is not None:
                 ex.upstream.abort()  # the rest of the response has nowhere to go
 
@@ -136,6 +137,32 @@ class H1Reader(asyncio.Protocol):
     # --- reading ---------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if (self.active is None and self.cur is None and not self.buf and self.held is None
+                and self.tunnel is None and not self.close_after):
+            # The common read: one whole request head on an idle connection, nothing behind
+            # it. Anything else (a partial head, pipelining, a refusal, h2c) takes the
+            # general way below, which parses again and says precisely what is wrong.
+            try:
+                end = head_end(data, 0, self.head_limit)
+                if end == len(data) and (data[0] != 80 or data[:5] != b"PRI *"):
+                    head = parse_request(data, 0, end, max_line=self.max_line, max_header_bytes=self.max_headers)
+                    ex = self._on_head(head, self.now())
+                    if head.upgrade is not None and self.cur is not ex:
+                        self._hold(b"")
+                    if self.out:
+                        self.flush()
+                    return
+            except HeadError:
+                pass
+            except Reject as r:
+                self._reject(r.code, r.reason)
+                self.flush()
+                return
+            except Exception:
+                log.exception("gateway bug while handling a request")
+                self._reject(500, "internal-error")
+                self.flush()
+                return
         if self.tunnel is not None:
             t = self.tunnel.transport  # type: ignore[attr-defined]
             if t is not None:
@@ -180,7 +207,7 @@ class H1Reader(asyncio.Protocol):
                 began = self.began = self.now()
                 self.deadline = began + self.header_timeout
             try:
-                end = head_end(data, 0, self.max_headers + self.max_line, line_limit=self.max_line,
+                end = head_end(data, 0, self.head_limit, line_limit=self.max_line,
                                resume=self.resume)
                 if end < 0:
                     if not _METHOD_START.match(data):  # not HTTP (a TLS hello...): refuse now, not at the timeout
@@ -307,11 +334,11 @@ class H1Reader(asyncio.Protocol):
             if up is not None:
                 ex.upstream = None
                 up.abort()
-            if ex.phase >= Phase.RESPONDING:
-                if ex.phase != Phase.DONE:
-                    ex.advance(Phase.DONE)
+            if ex.phase >= RESPONDING:
+                if ex.phase != DONE:
+                    ex.advance(DONE)
                 self.active = None
-            elif ex.phase != Phase.DONE:
+            elif ex.phase != DONE:
                 self._generated(ex, code, reason)
 
     # --- what the proxying half provides ----------------------------------------------

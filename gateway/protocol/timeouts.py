@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from ..exchange import Exchange, Phase
+from ..exchange import DONE, Exchange, RESPONDING
 from ..upstream import decide
 from .http1 import error_response
 
@@ -35,7 +35,7 @@ class TunnelsAndTimeouts:
 
     def start_tunnel(self, ex: Exchange, up: "UpstreamH1", rest: bytes) -> None:
         """The upstream answered 101: the held bytes are the tunnel's, both ways from now."""
-        ex.advance(Phase.DONE)
+        ex.advance(DONE)
         self.active = None
         self.tunnel = up
         self.deadline = 0.0
@@ -62,7 +62,7 @@ class TunnelsAndTimeouts:
         are exact while the request path schedules no timer of its own."""
         ex = self.active
         if ex is not None:
-            due = decide.due(ex.deadline, ex.hard_deadline, ex.phase >= Phase.RESPONDING)
+            due = decide.due(ex.deadline, ex.hard_deadline, ex.phase >= RESPONDING)
             if due and now >= due:
                 self._upstream_timeout(ex)
             elif due and due < now + horizon and ex.timer_attempt != ex.attempt:
@@ -78,10 +78,10 @@ class TunnelsAndTimeouts:
                 self.transport.close()
 
     def _timer_fired(self, ex: Exchange, attempt: int) -> None:
-        if self.active is not ex or ex.attempt != attempt or ex.phase == Phase.DONE:
+        if self.active is not ex or ex.attempt != attempt or ex.phase == DONE:
             return
         ex.timer_attempt = 0
-        due = decide.due(ex.deadline, ex.hard_deadline, ex.phase >= Phase.RESPONDING)
+        due = decide.due(ex.deadline, ex.hard_deadline, ex.phase >= RESPONDING)
         if due and self.now() >= due:
             self._upstream_timeout(ex)
         # else: a read moved the deadline on; the sweeper keeps watching
@@ -89,7 +89,7 @@ class TunnelsAndTimeouts:
     def _upstream_timeout(self, ex: Exchange) -> None:
         now = self.now()
         up = ex.upstream
-        if ex.hard_deadline and now >= ex.hard_deadline and ex.phase < Phase.RESPONDING:
+        if ex.hard_deadline and now >= ex.hard_deadline and ex.phase < RESPONDING:
             if up is not None:
                 up.abort()
             ex.upstream = None

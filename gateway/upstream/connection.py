@@ -17,7 +17,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from ..codec import ChunkedDecoder, HeadError, head_end, parse_response
-from ..exchange import Phase
+from ..exchange import RESPONDING, TUNNEL
 
 if TYPE_CHECKING:
     from ..exchange import Downstream, Exchange
@@ -27,7 +27,6 @@ MAX_RESPONSE_HEAD = 64 * 1024
 
 # body framing of the response being read
 _HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(4)
-_RESPONDING, _TUNNEL = int(Phase.RESPONDING), int(Phase.TUNNEL)
 
 
 class UpstreamH1(asyncio.Protocol):
@@ -125,6 +124,33 @@ class UpstreamH1(asyncio.Protocol):
             self.close()
             return
         ds = ex.ds
+        if self.state == _HEAD and not self.buf and self.cline is not None:
+            # The common read: a whole keep-alive response delimited by Content-Length (or
+            # bodiless), status below 400, nothing watched, both connections staying open.
+            try:
+                end = head_end(data, 0, MAX_RESPONSE_HEAD)
+                if 0 < end <= MAX_RESPONSE_HEAD:
+                    rh = parse_response(data, 0, end, head_request=ex.method == b"HEAD")
+                    code = rh.status
+                    if (rh.content_length == len(data) - end and rh.keep_alive and not rh.chunked
+                            and 200 <= code < 400 and ex.keep_alive and ds.http11 and not ds.health.endpoints):
+                        ex.status = code
+                        ex.phase = RESPONDING  # (hot path: see exchange.py)
+                        ex.cluster = self.cluster
+                        out = ds.out
+                        out.append(b"".join((rh.head, self.cline, ex.extra_resp, b"\r\n")))
+                        if end < len(data):
+                            out.append(data[end:])
+                        self.ex = None
+                        if ex.request_done:
+                            self.reused = True
+                            ds.response_complete(ex, True, self)
+                        else:
+                            ds.response_complete(ex, False, self)
+                        ds.flush()
+                        return
+            except HeadError:
+                pass  # the general way below says what is wrong
         try:
             self._received(ex, ds, data)
         except HeadError:
@@ -209,7 +235,7 @@ class UpstreamH1(asyncio.Protocol):
             self.discard = code  # read it to its end, then retry elsewhere
         else:
             ex.status = code
-            ex.phase = _RESPONDING if code != 101 else _TUNNEL  # (hot path: see exchange.py)
+            ex.phase = RESPONDING if code != 101 else TUNNEL  # (hot path: see exchange.py)
             cline = self.cline
             if cline is None:
                 cline = self._cluster_line(ex, ds)
