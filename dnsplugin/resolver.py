@@ -8,7 +8,8 @@ cold path, which uses dnslib to decide between an answer and FORMERR. Pure: no I
 
 With `learn`, an answer served from the zone's memo is also recorded in `zone.fast`,
 keyed by the whole query from byte 2 on, lowercased: the UDP listener's fast path then
-answers the next such query with one lookup and three concatenations (server.py).
+answers the next such query with one lookup and a patch of ID and question case
+(dnsplugin.codec; over TCP too when the entry was learned whole).
 """
 from __future__ import annotations
 
@@ -119,19 +120,25 @@ def resolve(zone: Zone | None, data: bytes, *, tcp: bool = False, forward: bool 
         assert entry is not None
         qtype = (data[i + 1] << 8) | data[i + 2]
         _count(stats, qtype, NOERROR)
+        whole = True
         if opt:
             resp = data[:2] + _AA_NOERROR[data[2] & 1] + entry[2] + data[12:qend] + entry[1] + OPT_RR
             if len(resp) > limit:
+                whole = False
                 resp = data[:2] + _AA_NOERROR[data[2] & 1] + entry[5] + data[12:qend] + entry[4] + OPT_RR
         else:
             resp = data[:2] + _AA_NOERROR[data[2] & 1] + entry[0] + data[12:qend] + entry[1]
             if len(resp) > limit:
+                whole = False
                 resp = data[:2] + _AA_NOERROR[data[2] & 1] + entry[3] + data[12:qend] + entry[4]
         # Dropping Additional is allowed without TC; beyond that the client must retry over TCP.
         if len(resp) > limit:
             return _truncated(data, qend, NOERROR, opt)
         if learn and zone.wire.get(key) is entry:
-            _learn(zone, data, resp, i, qend, qtype)
+            # Over TCP, learn only what UDP would answer with the same bytes (whole, and within
+            # the query's UDP size), so one learned entry serves both transports.
+            if not tcp or len(resp) <= _udp_limit(data, qend, opt):
+                _learn(zone, data, resp, i, qend, qtype, whole)
         return resp
     except IndexError:
         return _unusual(zone, data, tcp, forward, stats)
@@ -144,7 +151,14 @@ _PLAIN = frozenset({b"\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00", b"\x01\x00\x00\
 FAST_LIMIT = 65536  # learned answers per zone; past it, queries keep taking the resolver
 
 
-def _learn(zone: Zone, data: bytes, resp: bytes, name_end: int, qend: int, qtype: int) -> None:
+def _udp_limit(data: bytes, qend: int, opt: bool) -> int:
+    if not opt:
+        return UDP_MIN
+    size = (data[qend + 3] << 8) | data[qend + 4]
+    return UDP_MIN if size < UDP_MIN else (UDP_CAP if size > UDP_CAP else size)
+
+
+def _learn(zone: Zone, data: bytes, resp: bytes, name_end: int, qend: int, qtype: int, whole: bool) -> None:
     """Record `resp` as the answer to every query equal to `data` but for ID and name case.
 
     The key is data[2:] lowercased, so only the qname may differ in case: every other
@@ -160,7 +174,8 @@ def _learn(zone: Zone, data: bytes, resp: bytes, name_end: int, qend: int, qtype
     rest = data[2:12] + data[name_end:]
     if rest.lower() != rest or rest.upper() != rest:
         return
-    zone.fast[data[2:].lower()] = (resp[2:12], resp[qend:], None if qend == len(data) else qend - len(data), qtype)
+    zone.fast[data[2:].lower()] = (resp[2:12], resp[qend:], None if qend == len(data) else qend - len(data), qtype,
+                                   whole)
 
 
 def _truncated(data: bytes, qend: int, rcode: int, opt: bool) -> bytes:

@@ -1,24 +1,33 @@
 """UDP and TCP listeners for the responder, sharing one ZoneHolder.
 
-The protocols are thin: each datagram or TCP frame goes through resolver.resolve against
-the zone the holder points at when it arrives (the pointer is swapped whole, so an answer
-never mixes two snapshots). Names outside the zone are forwarded to `upstream` when set.
+Each datagram or TCP frame is answered against the zone the holder points at when it
+arrives (the pointer is swapped whole, so an answer never mixes two snapshots). Names
+outside the zone are forwarded to `upstream` when set.
 
-UDP has a fast path in front of resolve: one lookup of the query (from byte 2 on,
-lowercased) in the answers resolve learned for this zone (resolver._learn), then the ID,
-flags+counts, the question as asked (its case) and the learned body: exactly the bytes
-resolve returned for the same query. Everything else takes resolve, which learns.
+In front of resolver.resolve sits the fast path (dnsplugin.codec): one lookup of the
+query (from byte 2 on, lowercased) in the answers resolve learned for this zone
+(resolver._learn), then the ID, flags+counts, the question as asked (its case) and the
+learned body: exactly the bytes resolve returned for the same query. Everything else
+takes resolve, which learns.
+
+UDP is not an asyncio transport: the listener owns a non-blocking socket, and one
+readiness callback (loop.add_reader) reads and answers up to BATCH_LIMIT datagrams
+(recvmmsg/sendmmsg in the compiled module, recvfrom/sendto in its twin), then returns to
+the loop so TCP connections and zone swaps run between batches: a UDP flood cannot starve
+them, and no datagram waits on a thread or a busy loop.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import struct
 from typing import Any, Callable
 
+from .codec import BATCH_LIMIT, FastEntry, answer, pump
 from .metrics import FAST_NOERROR, QUERY_COUNTS, count
 from .resolver import FORWARD, SERVFAIL, Stats, error_reply, resolve
-from .zone import FastEntry, Zone
+from .zone import Zone
 
 log = logging.getLogger(__name__)
 
@@ -120,120 +129,150 @@ class _Tasks:
             task.cancel()
 
 
-class UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, holder: ZoneHolder, forwarder: Forwarder | None, tasks: _Tasks,
-                 stats: Stats = QUERY_COUNTS, fast_counts: list[int] = FAST_NOERROR) -> None:
+class UdpListener:
+    """One non-blocking UDP socket answered in bounded batches from one readiness callback.
+
+    `batches` and `datagrams` count readiness callbacks and datagrams read, `largest` the
+    most datagrams one callback took (never above `batch_limit`).
+    """
+
+    def __init__(self, holder: ZoneHolder, forwarder: Forwarder | None, tasks: _Tasks, sock: socket.socket,
+                 *, batch_limit: int = BATCH_LIMIT, stats: Stats = QUERY_COUNTS,
+                 fast_counts: list[int] = FAST_NOERROR) -> None:
         self.holder = holder
         self.forwarder = forwarder
         self.forward = forwarder is not None
         self.tasks = tasks
+        self.sock = sock
+        self.batch_limit = batch_limit
         self.stats = stats
         self.fast_counts = fast_counts
-        self.transport: asyncio.DatagramTransport | None = None
-        self.sendto: Callable[[bytes, Any], None] = lambda data, addr: None
+        self.batches = self.datagrams = self.largest = 0
+        self.closed = False
+        self.loop = asyncio.get_running_loop()
+        self.loop.add_reader(sock.fileno(), self._readable)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.sendto = transport.sendto  # type: ignore[attr-defined]
+    def _readable(self) -> None:
+        n = pump(self.sock, self.holder, self.fast_counts, self._slow, self.batch_limit)
+        self.batches += 1
+        self.datagrams += n
+        if n > self.largest:
+            self.largest = n
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        entry = self.holder.fast.get(data[2:].lower())
-        if entry is not None:  # the same query as one resolve answered, but for ID and name case
-            self.fast_counts[entry[3]] += 1
-            self.sendto(data[:2] + entry[0] + data[12:entry[2]] + entry[1], addr)
-            return
-        self._answer(data, addr)
-
-    def _answer(self, data: bytes, addr: Any) -> None:
+    def _slow(self, data: bytes, addr: Any) -> bytes | None:
         """Everything the fast path does not take: the full resolver, forwarding, errors."""
         try:
             resp = resolve(self.holder.zone, data, forward=self.forward, stats=self.stats, learn=True)
         except Exception:  # the resolver's own bug: never take the listener down
             log.exception("resolver failed on a %d-byte query from %s", len(data), addr)
             resp = error_reply(data, SERVFAIL)
-        if resp is None:
-            return
         if resp is FORWARD:
             self.tasks.spawn(self._forward(data, addr))
-            return
-        self.transport.sendto(resp, addr)  # type: ignore[union-attr, arg-type]
+            return None
+        return resp  # type: ignore[return-value]
 
     async def _forward(self, data: bytes, addr: Any) -> None:
         assert self.forwarder is not None
         reply = await self.forwarder.answer(data, tcp=False, stats=self.stats)
-        if reply is not None and self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(reply, addr)
+        if reply is not None and not self.closed:
+            try:
+                self.sock.sendto(reply, addr)
+            except OSError as exc:
+                log.debug("udp send to %s failed: %r", addr, exc)
 
-    def error_received(self, exc: Exception) -> None:
-        log.debug("udp error: %r", exc)
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
 
 
 class TcpProtocol(asyncio.Protocol):
-    """RFC 7766 framing: 2-byte length, several queries per connection, idle timeout."""
+    """RFC 7766 framing: 2-byte length, several queries per connection, idle timeout.
+
+    The answers to every whole query in one read go out in one write (forwarded ones
+    later, as they come back: RFC 7766 lets answers leave out of order).
+    """
 
     def __init__(self, holder: ZoneHolder, forwarder: Forwarder | None, tasks: _Tasks,
                  connections: set["TcpProtocol"], *, idle_timeout: float = 10.0,
-                 stats: Stats = QUERY_COUNTS) -> None:
+                 stats: Stats = QUERY_COUNTS, fast_counts: list[int] = FAST_NOERROR) -> None:
         self.holder = holder
         self.forwarder = forwarder
         self.tasks = tasks
         self.connections = connections
         self.idle_timeout = idle_timeout
         self.stats = stats
-        self.buffer = bytearray()
+        self.fast_counts = fast_counts
+        self.buffer = b""
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.last_read = 0.0
         self.pending = 0  # forwarded queries not answered yet
+        self.closing = False  # a query without a header: close once the answers due are written
+        self.loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.connections.add(self)
-        self._arm()
-
-    def _arm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = asyncio.get_running_loop().call_later(self.idle_timeout, self._idle)
+        self.last_read = self.loop.time()
+        self.timer = self.loop.call_later(self.idle_timeout, self._idle)
 
     def _idle(self) -> None:
-        if self.pending:
-            self._arm()
+        """One timer per connection, re-armed from the last read (not one per read)."""
+        left = self.last_read + self.idle_timeout - self.loop.time()
+        if self.pending or left > 0:
+            self.timer = self.loop.call_later(max(left, 0.0) if not self.pending else self.idle_timeout, self._idle)
             return
         if self.transport is not None:
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        buf = self.buffer
+        if self.closing:
+            return
+        self.last_read = self.loop.time()
+        buf = self.buffer + data if self.buffer else data
+        size_all = len(buf)
         pos = 0
-        while len(buf) - pos >= 2:
+        out: list[bytes] = []
+        fast = self.holder.fast
+        while size_all - pos >= 2:
             size = (buf[pos] << 8) | buf[pos + 1]
-            if len(buf) - pos - 2 < size:
+            if size_all - pos - 2 < size:
                 break
-            msg = bytes(buf[pos + 2:pos + 2 + size])
+            msg = buf[pos + 2:pos + 2 + size]
             pos += 2 + size
-            self._answer(msg)
-        if pos:
-            del buf[:pos]
-        self._arm()
+            resp = answer(fast, msg, self.fast_counts, True)
+            if resp is None:
+                resp = self._slow(msg)
+                if resp is None:
+                    if self.closing:
+                        break
+                    continue
+            out.append(struct.pack("!H", len(resp)) + resp)
+        self.buffer = buf[pos:] if pos < size_all else b""
+        if out and self.transport is not None:
+            self.transport.write(b"".join(out))
+        if self.closing and self.transport is not None:
+            self.transport.close()
 
-    def _answer(self, msg: bytes) -> None:
+    def _slow(self, msg: bytes) -> bytes | None:
         try:
             resp = resolve(self.holder.zone, msg, tcp=True, forward=self.forwarder is not None,
-                           stats=self.stats)
+                           stats=self.stats, learn=True)
         except Exception:
             log.exception("resolver failed on a %d-byte TCP query", len(msg))
             resp = error_reply(msg, SERVFAIL)
         if resp is None:
             # no readable header: nothing sensible to frame back, so drop the connection
-            if self.transport is not None:
-                self.transport.close()
-            return
+            # (after the answers already due)
+            self.closing = True
+            return None
         if resp is FORWARD:
             self.pending += 1
             self.tasks.spawn(self._forward(msg))
-            return
-        self._write(resp)  # type: ignore[arg-type]
+            return None
+        return resp  # type: ignore[return-value]
 
     def _write(self, resp: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -254,7 +293,7 @@ class TcpProtocol(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        if self.transport is not None and not self.transport.is_closing() and not self.closing:
             self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -264,39 +303,61 @@ class TcpProtocol(asyncio.Protocol):
 
 
 class DnsListener:
-    """A UDP and a TCP listener on one address."""
+    """A UDP and a TCP listener on one address (with reuse_port, one of several processes')."""
 
     def __init__(self, holder: ZoneHolder, *, upstream: Address | None = None,
-                 idle_timeout: float = 10.0, forward_timeout: float = 2.0) -> None:
+                 idle_timeout: float = 10.0, forward_timeout: float = 2.0, reuse_port: bool = False,
+                 batch_limit: int = BATCH_LIMIT) -> None:
         self.holder = holder
         self.forwarder = Forwarder(upstream, timeout=forward_timeout) if upstream else None
         self.idle_timeout = idle_timeout
+        self.reuse_port = reuse_port
+        self.batch_limit = batch_limit
         self.tasks = _Tasks()
         self.connections: set[TcpProtocol] = set()
-        self.udp: asyncio.DatagramTransport | None = None
+        self.udp: UdpListener | None = None
         self.tcp: asyncio.base_events.Server | None = None
         self.udp_address: Address | None = None
         self.tcp_address: Address | None = None
+
+    def _udp_socket(self, host: str, port: int) -> socket.socket:
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM,
+                                                              flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            if self.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:  # room for a burst between two batches (the kernel caps it at rmem_max)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+            except OSError:
+                pass
+            sock.setblocking(False)
+            sock.bind(sockaddr)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     async def start(self, host: str, port: int) -> None:
         """Bind UDP, then TCP on the same port (port 0: retry until both bind). Raises OSError."""
         loop = asyncio.get_running_loop()
         attempts = 20 if port == 0 else 1
         for attempt in range(attempts):
-            udp, _ = await loop.create_datagram_endpoint(
-                lambda: UdpProtocol(self.holder, self.forwarder, self.tasks), local_addr=(host, port))
-            bound = udp.get_extra_info("sockname")
+            sock = self._udp_socket(host, port)
+            bound = sock.getsockname()
             try:
-                tcp = await loop.create_server(self._tcp_factory(), host, bound[1], reuse_address=True)
+                tcp = await loop.create_server(self._tcp_factory(), host, bound[1], reuse_address=True,
+                                               reuse_port=self.reuse_port or None)
             except OSError:
-                udp.close()
+                sock.close()
                 if attempt + 1 == attempts:
                     raise
                 continue
-            self.udp, self.tcp = udp, tcp
+            self.udp = UdpListener(self.holder, self.forwarder, self.tasks, sock, batch_limit=self.batch_limit)
+            self.tcp = tcp
             self.udp_address = (bound[0], bound[1])
-            sock = tcp.sockets[0].getsockname()
-            self.tcp_address = (sock[0], sock[1])
+            tsock = tcp.sockets[0].getsockname()
+            self.tcp_address = (tsock[0], tsock[1])
             log.info("dns listening on %s:%d (udp+tcp)", bound[0], bound[1])
             return
 

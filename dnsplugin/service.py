@@ -133,8 +133,12 @@ class DnsService:
 
 async def serve(feed: DerivedFeed, *, listen: str = DEFAULT_LISTEN, cluster: str | None = None,
                 upstream: str | None = None, ttl: int = 5, zone_name: str | None = None,
-                idle_timeout: float = 10.0, forward_timeout: float = 2.0) -> DnsService:
-    """Start the responder; OSError when a listener cannot bind, ValueError on bad options."""
+                idle_timeout: float = 10.0, forward_timeout: float = 2.0, reuse_port: bool = False) -> DnsService:
+    """Start the responder; OSError when a listener cannot bind, ValueError on bad options.
+
+    reuse_port: bind with SO_REUSEPORT, so `fleetgate dns --workers N` processes share the
+    address (the kernel spreads datagrams and connections over them).
+    """
     host, port = parse_hostport(listen, what="--listen")
     upstream_addr = parse_hostport(upstream, what="--upstream") if upstream else None
     if ttl < 0:
@@ -151,7 +155,7 @@ async def serve(feed: DerivedFeed, *, listen: str = DEFAULT_LISTEN, cluster: str
     except ValueError:
         pass
     listener = DnsListener(ZoneHolder(), upstream=upstream_addr, idle_timeout=idle_timeout,
-                           forward_timeout=forward_timeout)
+                           forward_timeout=forward_timeout, reuse_port=reuse_port)
     await listener.start(host, port)
     service = DnsService(feed, listener, cluster=cluster, ttl=ttl, zone_name=zone_name,
                          ns_address=ns_address)

@@ -18,6 +18,8 @@ from dnslib import AAAA, NS, QTYPE, RR, SOA, SRV, TXT, A, DNSHeader, DNSLabel, D
 from fleet.objects import (LABEL_MCS_SERVICE_NAME, LABEL_MCS_SOURCE_CLUSTER, EndpointSlice,
                            ServiceImport)
 
+from .codec.types import FastEntry  # a learned answer (resolver._learn)
+
 # The MCS DNS specification's schema version (KEP-1645 specification.md, section 1).
 SCHEMA_VERSION = "1.0.0"
 VERSION_TTL = 28800
@@ -58,9 +60,6 @@ class Soa:
 # body without Additional, counts without Additional with OPT). `counts` are the 8 bytes
 # after the ID and flags (QD=1, AN, NS, AR); `body` follows the question.
 Entry = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
-# A learned UDP answer (see resolver.learn): (flags+counts, body, end of the question
-# relative to the end of the query or None for the end, qtype for the metrics).
-FastEntry = tuple[bytes, bytes, int | None, int]
 
 
 def to_wire(labels: Iterable[str | bytes]) -> Name:

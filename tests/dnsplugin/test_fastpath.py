@@ -36,8 +36,8 @@ async def test_fast_path_answers_are_the_resolvers_bytes() -> None:
                         second = await udp_exchange(service.udp_address, q)  # fast path when memoised
                         assert first == second == resolve(zone, q), (name, qtype, rd, edns)
         assert len(zone.fast) > 40  # the fast path had learned answers to serve from
-        assert any(cut is None for _, _, cut, _ in zone.fast.values())  # plain queries
-        assert any(cut == -11 for _, _, cut, _ in zone.fast.values())  # EDNS without options
+        assert any(cut is None for _, _, cut, _, _ in zone.fast.values())  # plain queries
+        assert any(cut == -11 for _, _, cut, _, _ in zone.fast.values())  # EDNS without options
     finally:
         await service.close()
 
