@@ -71,6 +71,10 @@ class DerivedFleet:
     diagnostics: tuple[Diagnostic, ...] = ()
     # (namespace, name) -> the ClusterSetIPs allocated for it (empty for Headless)
     clusterset_ips: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    # the exported names whose objects, conditions or diagnostics this derivation may have
+    # changed since the `previous` one it was given; None: any (a derivation from scratch).
+    # The live writer plans only these keys (and those whose objects moved in a consumer).
+    changed: frozenset[tuple[str, str]] | None = field(default=None, repr=False, compare=False)
     # working state for the next derive_imports(previous=...); not part of the result's meaning
     _state: Any = field(default=None, repr=False, compare=False)
 

@@ -10,14 +10,14 @@ the user-created ServiceImport derive_imports adopts and ServiceExport status.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from fleet.objects import (Condition, EndpointSlice, KubeObject, Meta, Service,
                            ServiceExport, ServiceImport)
 from fleet.snapshot import ClusterObjects
 
 from .derive.names import LABEL_MANAGED_BY, MANAGED_BY
-from .derived import DerivedCluster
+from .derived import DerivedCluster, ImportObjects
 from .render import (condition_to_dict, endpoint_slice_to_dict, owner_references_to_list, service_import_to_dict,
                      service_to_dict)
 
@@ -196,6 +196,74 @@ def _plan_export_status(export: ServiceExport, conditions: tuple[Condition, ...]
         out.append(row)
     return [Write(STATUS, "ServiceExport", export.meta.namespace, export.meta.name,
                   {"status": {"conditions": out}}, export.meta.uid, export.meta.resource_version)]
+
+
+# --- one exported name -------------------------------------------------------------------
+
+
+class Lookup(Protocol):
+    def get(self, key: ObjKey, /) -> Any: ...
+
+
+class Actual(Protocol):
+    """What plan_key reads of a cluster: one object at a time (ClusterObjects, or the
+    live writer's view of its source's store as it is now)."""
+
+    @property
+    def service_imports(self) -> Lookup: ...
+
+    @property
+    def services(self) -> Lookup: ...
+
+    @property
+    def endpoint_slices(self) -> Lookup: ...
+
+    @property
+    def service_exports(self) -> Lookup: ...
+
+
+def plan_key(key: ObjKey, desired: ImportObjects | None, actual: Actual, *,
+             owned: Iterable[tuple[str, ObjKey]], wanted: Callable[[str, ObjKey], bool],
+             conditions: tuple[Condition, ...] | None, now: str) -> list[Write]:
+    """The writes of one exported name in one cluster: plan_cluster's, restricted to it.
+
+    `owned` are the cluster's managed Services and EndpointSlices that belong to `key` (by
+    name or label, see controller/keyed.py); those no import of the cluster `wanted` are
+    deleted, dependents first, then the import itself when no longer desired. The union
+    over every key is plan_cluster's plan (tests/controller/test_keyed_property.py)."""
+    deletes: list[Write] = []
+    owned = sorted(owned)  # EndpointSlice before Service: dependents first
+    for kind, okey in owned:
+        objects = actual.endpoint_slices if kind == "EndpointSlice" else actual.services
+        obj = objects.get(okey)
+        if obj is not None and is_managed(obj) and not wanted(kind, okey):
+            deletes.append(Write(DELETE, kind, okey[0], okey[1], None, obj.meta.uid, obj.meta.resource_version))
+    have_si = actual.service_imports.get(key)
+    writes: list[Write] = []
+    if desired is None:
+        if have_si is not None and is_managed(have_si) and not wanted("ServiceImport", key):
+            deletes.append(Write(DELETE, "ServiceImport", key[0], key[1], None, have_si.meta.uid,
+                                 have_si.meta.resource_version))
+    else:
+        writes = _plan_objects(desired, have_si, actual)
+    export = actual.service_exports.get(key)
+    if export is not None and conditions is not None:
+        writes += _plan_export_status(export, conditions, now)
+    return deletes + writes
+
+
+def _plan_objects(objs: ImportObjects, have_si: ServiceImport | None, actual: Actual) -> list[Write]:
+    """One desired import, its `amcs-` Service and slices against what the cluster holds."""
+    planned = _plan_import(objs.service_import, have_si)
+    if have_si is not None:
+        uid = have_si.meta.uid
+        svc_key = (objs.service.meta.namespace, objs.service.meta.name)
+        svc = replace(objs.service, meta=_owned_by(objs.service, uid))
+        planned += _plan_service(svc, actual.services.get(svc_key))
+        for s in objs.slices:
+            have = actual.endpoint_slices.get((s.meta.namespace, s.meta.name))
+            planned += _plan_slice(replace(s, meta=_owned_by(s, uid)), have)
+    return planned
 
 
 # --- the plan ----------------------------------------------------------------------------

@@ -1,19 +1,27 @@
 """Live mode: write the derived MCS objects and ServiceExport status to live member clusters.
 
 The LiveWriter follows the DerivedPublisher (each snapshot derived once for every
-component; a live member's `amcs-` ClusterIPs come from its API server) and wakes every
-live member's worker. A worker plans against its source's current objects
-(reconcile.plan_cluster, pure), sends the writes one at a time and puts each answer into
-the source's store at once, so its next plan already sees it and a snapshot that predates
-a write never makes it write again. Members are independent: one worker per cluster, so
-an API server that hangs or is down (retried with backoff) never holds up the others.
+component; a live member's `amcs-` ClusterIPs come from its API server). Work is keyed by
+exported name: each derivation says which names it recomputed, each member's objects say
+which names a watch event touched (controller/keyed.py), and only those keys are planned
+(reconcile.plan_key) and written. A full resync (start, leadership gained) is the same
+path with every key dirty.
+
+Per member, up to `max_concurrent` keys are written at once; the writes of one key go in
+order (its ServiceImport before the Service and slices that name it as owner, deletions
+dependents first), and a key changed again while in flight is planned once more after,
+against the answers it got: a burst to one key is one write, a lone change is written at
+once. Each answer goes into the source's store at once, so a plan never repeats a write
+the store has not seen yet. Members are independent (one queue each): an API server that
+hangs or is down (retried with backoff) never holds up the others. A TokenBucket per
+member (qps/burst) keeps a cold start from flooding a small API server.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 from datetime import datetime, timezone
-from typing import Callable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from prometheus_client import Counter
 
@@ -25,21 +33,24 @@ from fleet.view import FleetView, LiveCluster, Unfollow, not_following
 
 from .clusterid import publish_cluster_id
 from .derived import DerivedFeed, DerivedFleet, DerivedSnapshot
+from .keyed import GroupKey, KeyedCluster
 from .leader import LeaderElector, LeaderOptions, options_from_env
-from .reconcile import CREATE, DELETE, STATUS, PlanMemo, Write, plan_cluster
+from .ratelimit import TokenBucket
+from .reconcile import CREATE, DELETE, STATUS, Write, plan_cluster
 
 log = logging.getLogger("fleetgate.controller.writer")
 
 RETRY_BASE = 0.2
 RETRY_CAP = 5.0
-PASSES_PER_WAKE = 4  # plan/write rounds per wake-up; more waits for the next snapshot
+PASSES_PER_CHANGE = 4  # plan/write rounds of one key per change to it; more waits for the next
+MAX_CONCURRENT_WRITES = 16
 
 RESOURCES: Mapping[str, Resource] = {r.kind: r for r in (SERVICE_IMPORTS, SERVICES, ENDPOINT_SLICES,
                                                          SERVICE_EXPORTS)}
 
 RECONCILES = Counter("fleetgate_controller_reconcile_total",
-                     "Live-mode write passes per member cluster, by result (ok: every write "
-                     "accepted; error: some failed and are retried).", ["result"])
+                     "Live-mode write passes per exported name and member cluster, by result (ok: "
+                     "every write accepted; error: one failed and the name is retried).", ["result"])
 
 
 class Leader(Protocol):
@@ -51,75 +62,202 @@ def now_rfc3339() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class ClusterWorker:
-    """Sends one member cluster's writes, one at a time, while there are any."""
+class _StoreKind:
+    """One kind of a source's store as held now (answers fed back included)."""
 
-    def __init__(self, owner: "LiveWriter", name: str, source: LiveCluster) -> None:
+    def __init__(self, source: LiveCluster, kind: str) -> None:
+        self.source, self.kind = source, kind
+
+    def get(self, key: tuple[str, str], /) -> Any:
+        return self.source.current(self.kind, key[0], key[1])
+
+
+class _StoreNow:
+    """reconcile.Actual over a source's store: a plan sees the writer's own answers at once."""
+
+    def __init__(self, source: LiveCluster) -> None:
+        self.service_imports = _StoreKind(source, "ServiceImport")
+        self.services = _StoreKind(source, "Service")
+        self.endpoint_slices = _StoreKind(source, "EndpointSlice")
+        self.service_exports = _StoreKind(source, "ServiceExport")
+
+
+class ClusterWorker:
+    """One member cluster's keyed queue and its writers (see the module docstring)."""
+
+    def __init__(self, owner: "LiveWriter", name: str, source: LiveCluster, *,
+                 max_concurrent: int = MAX_CONCURRENT_WRITES, limiter: TokenBucket | None = None) -> None:
         self.owner = owner
         self.name = name
         self.source = source
+        self.max_concurrent = max(1, max_concurrent)
+        self.limiter = limiter or TokenBucket(0, 1)
         self.writes = 0
         self.cluster_id: str | None = None  # publish_cluster_id's outcome, once it has one
-        self.memo: PlanMemo = {}  # what the last plans found converged (reconcile.plan_cluster)
-        self._task: asyncio.Task[None] | None = None
+        self.keyed = KeyedCluster()
+        self.store_now = _StoreNow(source)
+        self._pending: dict[GroupKey, None] = {}  # dirty keys, oldest first
+        self._busy: set[GroupKey] = set()
+        self._passes: dict[GroupKey, int] = {}  # write passes since the key last changed
+        self._backoff: dict[GroupKey, float] = {}
+        self._timers: dict[GroupKey, asyncio.TimerHandle] = {}
+        self._paused_until = 0.0  # the API server was unreachable: nothing before this
+        self._pause_delay = RETRY_BASE
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._id_task: asyncio.Task[None] | None = None
+        self._resync = True  # the next derivation marks every key dirty
+
+    # --- what moved -----------------------------------------------------------------------
+
+    def on_derived(self, current: DerivedSnapshot) -> None:
+        derived = current.derived
+        desired = derived.per_cluster.get(self.name)
+        changed: Iterable[GroupKey] | None = None if self._resync else derived.changed
+        dirty = self.keyed.set_desired(desired.by_service if desired is not None else {}, changed)
+        member = current.snapshot.member(self.name)
+        if self.source.loaded and member is not None:
+            dirty |= self.keyed.set_actual(member.objects)
+            if self._resync:
+                dirty |= self.keyed.all_keys()
+                self._resync = False
+        for key in dirty:
+            self._passes.pop(key, None)
+        self.mark(dirty)
+
+    def resync(self) -> None:
+        """Plan every key again (leadership gained)."""
+        self._passes.clear()
+        self.mark(self.keyed.all_keys())
+
+    def mark(self, keys: Iterable[GroupKey]) -> None:
+        pending = self._pending
+        for key in keys:
+            pending[key] = None
+        self.wake()
 
     def wake(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"controller-writer:{self.name}")
+        if not self.owner.may_write() or not self.source.loaded:
+            return
+        loop = asyncio.get_running_loop()
+        if self.cluster_id is None and self._id_task is None:
+            self._id_task = loop.create_task(self._publish_cluster_id(), name=f"controller-id:{self.name}")
+        if not self._pending:
+            return
+        want = min(self.max_concurrent, len(self._pending) - len(self._busy & self._pending.keys()))
+        while len(self._tasks) < want:
+            task = loop.create_task(self._run(), name=f"controller-writer:{self.name}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        await cancel_and_wait(task)
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        tasks = list(self._tasks) + ([self._id_task] if self._id_task is not None else [])
+        self._tasks.clear()
+        self._id_task = None
+        await cancel_and_wait(*tasks)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing pending, nothing in flight (tests and benchmarks wait for it)."""
+        return not self._pending and not self._busy
+
+    # --- writing --------------------------------------------------------------------------
 
     async def _publish_cluster_id(self) -> None:
-        if self.cluster_id is not None or not self.owner.may_write() or not self.source.loaded:
-            return
         try:
-            self.cluster_id = await publish_cluster_id(self.source.client, self.name)
+            if self.owner.may_write():
+                self.cluster_id = await publish_cluster_id(self.source.client, self.name)
         except (KubeError, Unreachable) as exc:  # tried again at the next wake-up
             log.warning("cluster %s: cluster ID not published: %s", self.name, exc)
+        finally:
+            self._id_task = None
+
+    def _next(self) -> GroupKey | None:
+        for key in self._pending:
+            if key not in self._busy:
+                del self._pending[key]
+                return key
+        return None
 
     async def _run(self) -> None:
-        await self._publish_cluster_id()
-        delay = RETRY_BASE
-        passes = 0
-        while passes < PASSES_PER_WAKE:
-            todo = self.owner.plan(self.name)
-            if not todo:
+        loop = asyncio.get_running_loop()
+        while self.owner.may_write():
+            wait = self._paused_until - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            key = self._next()
+            if key is None:
                 return
-            passes += 1
-            wait = await self._send(todo)
-            RECONCILES.labels(result="ok" if wait is None else "error").inc()
-            if wait is not None:
-                passes = 0  # a failed pass is retried until it succeeds
-                await asyncio.sleep(max(delay, wait))
-                delay = min(RETRY_CAP, delay * 2)
-            else:
-                delay = RETRY_BASE
+            self._busy.add(key)
+            try:
+                await self._reconcile(key)
+            finally:
+                self._busy.discard(key)
+
+    async def _reconcile(self, key: GroupKey) -> None:
+        derived = self.owner.derived
+        if derived is None:
+            return
+        passes = self._passes.get(key, 0)
+        if passes >= PASSES_PER_CHANGE:
+            log.warning("cluster %s: %s/%s still differs after %d write passes; waiting for its next change",
+                        self.name, key[0], key[1], passes)
+            return
+        todo = self.keyed.plan(key, derived.export_conditions.get((self.name, *key)), self.owner.clock(),
+                               self.store_now)
+        if not todo:
+            self._backoff.pop(key, None)
+            return
+        self._passes[key] = passes + 1
+        wait = await self._send(todo)
+        RECONCILES.labels(result="ok" if wait is None else "error").inc()
+        if wait is None:
+            self._backoff.pop(key, None)
+            return
+        delay = self._backoff.get(key, RETRY_BASE)
+        self._backoff[key] = min(RETRY_CAP, delay * 2)
+        self._passes[key] = 0  # a failed pass is retried until it succeeds
+        self._retry(key, max(delay, wait))
+
+    def _retry(self, key: GroupKey, delay: float) -> None:
+        old = self._timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+
+        def fire() -> None:
+            self._timers.pop(key, None)
+            self.mark((key,))
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, fire)
 
     async def _send(self, todo: list[Write]) -> float | None:
-        """Send `todo` in order; None when every write went through, else how long to wait."""
-        wait: float | None = None
+        """Send one key's writes in order, stopping at the first failure: None when every
+        write went through, else how long to wait before planning the key again."""
         for w in todo:
             if not self.owner.may_write():
                 return None
+            await self.limiter.acquire()
             try:
                 await self._write(w)
             except asyncio.CancelledError:
                 raise
             except Unreachable as exc:
                 log.warning("cluster %s: %s not written, API server unreachable: %s", self.name, w, exc)
-                return RETRY_BASE  # the rest would fail too; back off
+                loop = asyncio.get_running_loop()
+                self._paused_until = max(self._paused_until, loop.time() + self._pause_delay)
+                self._pause_delay = min(RETRY_CAP, self._pause_delay * 2)
+                return 0.0
             except KubeError as exc:
                 if exc.conflict:  # our view was stale: the watch brings the news, then plan again
                     log.info("cluster %s: %s: conflict (%s); planning again", self.name, w, exc.message)
                 else:
                     log.warning("cluster %s: %s failed: %s", self.name, w, exc)
-                wait = max(wait or 0.0, exc.retry_after or 0.0)
-                continue
+                return exc.retry_after or 0.0
+            self._pause_delay = RETRY_BASE
             self.writes += 1
-        return wait
-
+        return None
     async def _write(self, w: Write) -> None:
         resource = RESOURCES[w.kind]
         version = self.source.served_version(resource)
@@ -170,17 +308,24 @@ class LiveWriter:
     """Follows a fleet and writes to its live members (see the module docstring)."""
 
     def __init__(self, feed: DerivedFeed, sources: Mapping[str, LiveCluster], *, leader: Leader | None = None,
-                 clock: Callable[[], str] = now_rfc3339) -> None:
+                 clock: Callable[[], str] = now_rfc3339, max_concurrent: int = MAX_CONCURRENT_WRITES,
+                 qps: float = 0.0, burst: int = 0) -> None:
         self.feed = feed
         self.leader = leader
         self.clock = clock
         self.derived: DerivedFleet | None = None
-        self.workers = {name: ClusterWorker(self, name, source) for name, source in sources.items()}
+        self.workers = {name: ClusterWorker(self, name, source, max_concurrent=max_concurrent,
+                                            limiter=TokenBucket(qps, burst or max(1, int(qps * 2))))
+                        for name, source in sources.items()}
         self._unfollow: Unfollow = not_following
 
     @property
     def writes(self) -> int:
         return sum(w.writes for w in self.workers.values())
+
+    @property
+    def idle(self) -> bool:
+        return all(w.idle for w in self.workers.values())
 
     def may_write(self) -> bool:
         return self.leader is None or self.leader.is_leader
@@ -194,25 +339,28 @@ class LiveWriter:
         for worker in self.workers.values():
             await worker.close()
 
-    def wake(self) -> None:
-        """Plan and write everywhere (a new snapshot, or leadership gained)."""
+    def resync(self) -> None:
+        """Plan every key in every member again (leadership gained)."""
         if not self.may_write():
             return
         for worker in self.workers.values():
-            worker.wake()
+            worker.resync()
 
     def _on_derived(self, current: DerivedSnapshot) -> None:
         self.derived = current.derived
-        self.wake()
+        for worker in self.workers.values():
+            worker.on_derived(current)
 
     def plan(self, cluster: str) -> list[Write]:
+        """The whole cluster's plan from scratch (reconcile.plan_cluster): what is left to
+        write there, whatever the queue holds. O(fleet): for tests and checks, not the path."""
         derived, source = self.derived, self.workers[cluster].source
         if derived is None or not source.loaded or not self.may_write():
             return []  # no plan from a cluster we have not listed: it would recreate everything
         conditions = {(ns, name): conds for (c, ns, name), conds in derived.export_conditions.items()
                       if c == cluster}
         return plan_cluster(derived.per_cluster.get(cluster), source.objects, conditions=conditions,
-                            now=self.clock(), memo=self.workers[cluster].memo)
+                            now=self.clock())
 
 
 class LiveController:
@@ -229,7 +377,9 @@ class LiveController:
 
 
 def start_live_controller(fleet: FleetView, feed: DerivedFeed, *, leader_elect: bool = False,
-                          leader_options: LeaderOptions | None = None) -> LiveController | None:
+                          leader_options: LeaderOptions | None = None,
+                          max_concurrent: int = MAX_CONCURRENT_WRITES, qps: float = 0.0,
+                          burst: int = 0) -> LiveController | None:
     """Write `feed`'s derived objects to the fleet's live members (None when it has none);
     with leader_elect, only while holding the Lease on the hub, which must then be live."""
     members = fleet.live_members()
@@ -243,9 +393,9 @@ def start_live_controller(fleet: FleetView, feed: DerivedFeed, *, leader_elect: 
             elector = LeaderElector(hub.client, leader_options or options_from_env())
     if not members:
         return None
-    writer = LiveWriter(feed, members, leader=elector)
+    writer = LiveWriter(feed, members, leader=elector, max_concurrent=max_concurrent, qps=qps, burst=burst)
     if elector is not None:
-        elector.on_change = lambda leader: writer.wake() if leader else None
+        elector.on_change = lambda leader: writer.resync() if leader else None
         elector.start()
     writer.start()
     log.info("controller: writing derived MCS objects to %s%s", ", ".join(sorted(members)),

@@ -296,7 +296,7 @@ def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None 
         redo.update(g for g in state.groups if old_alloc.get(g, ()) != new_alloc.get(g, ()))
     if previous is not None and not redo:
         new_state = replace(state, inputs=new_inputs, sources=tuple(sources))
-        return replace(previous, _state=new_state)
+        return replace(previous, changed=frozenset(), _state=new_state)
     allocated = allocate and allocation is not None
 
     # 4. per dirty name: objects in every consumer, conditions, diagnostics
@@ -355,4 +355,5 @@ def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None 
                         export_conditions=MappingProxyType(step.conditions),
                         diagnostics=diagnostics,
                         clusterset_ips=MappingProxyType(new_state.ips),
+                        changed=frozenset(redo) if previous is not None else None,
                         _state=new_state)
