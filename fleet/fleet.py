@@ -1,7 +1,8 @@
 """The Fleet: one Source per cluster (+ the hub's), aggregated into FleetSnapshots.
 
-Sources report changes; the Fleet coalesces a burst of them into one rebuild shortly
-after, skips the rebuild when no source's objects (by identity) or diagnostics changed,
+Sources report changes; the Fleet rebuilds at once (next event-loop turn) after a quiet
+spell, and coalesces a burst into one rebuild at most every COALESCE_DELAY: a lone change
+is never held back by a batching interval, a storm costs at most 50 rebuilds a second. It skips the rebuild when no source's objects (by identity) or diagnostics changed,
 and hands each new snapshot (version + 1) to its followers on the event loop.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ __all__ = ["Fleet", "LiveFactory", "build_snapshot", "load_fleet_once", "not_fol
 
 log = logging.getLogger(__name__)
 
-COALESCE_DELAY = 0.02  # seconds from the first change of a burst to its rebuild
+COALESCE_DELAY = 0.02  # seconds between two rebuilds at most (a lone change waits for none)
 
 LiveFactory = Callable[[str, SourceSpec], LiveCluster]
 
@@ -62,7 +63,8 @@ class Fleet:
         self._followers: Followers[FleetSnapshot] = Followers("fleet")
         self._snapshot = build_snapshot(config, EMPTY_CLUSTER, [EMPTY_CLUSTER] * len(members), (), 0)
         self._inputs: tuple[ClusterObjects, ...] | None = None
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: asyncio.Handle | None = None
+        self._last_rebuild = float("-inf")  # loop time of the last rebuild
         self._started = False
         self.rebuild_count = 0  # rebuilds run, published or skipped as unchanged
 
@@ -162,10 +164,13 @@ class Fleet:
         """Schedule one rebuild for the whole burst; changes during start wait for it."""
         if not self._started or self._handle is not None:
             return
-        self._handle = asyncio.get_running_loop().call_later(COALESCE_DELAY, self._rebuild)
+        loop = asyncio.get_running_loop()
+        wait = self._last_rebuild + COALESCE_DELAY - loop.time()
+        self._handle = loop.call_later(wait, self._rebuild) if wait > 0 else loop.call_soon(self._rebuild)
 
     def _rebuild(self) -> None:
         self._handle = None
+        self._last_rebuild = asyncio.get_running_loop().time()
         self.rebuild_count += 1
         hub = self._hub.objects if self._hub is not None else EMPTY_CLUSTER
         members = [s.objects for s in self._members]

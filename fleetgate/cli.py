@@ -145,6 +145,19 @@ def _admin(p: argparse.ArgumentParser, default: str) -> None:
 def _leader_elect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--leader-elect", action="store_true",
                    help="hold a Lease on the hub so one replica writes (live fleets; default: off)")
+    _write_limits(p)
+
+
+def _write_limits(p: argparse.ArgumentParser) -> None:
+    """The live controller's write concurrency and client-side rate limit, per member cluster."""
+    p.add_argument("--max-concurrent-writes", type=int, default=16, metavar="N",
+                   help="exported services written at once per member cluster; one service's writes "
+                        "stay in order (live fleets; default %(default)s)")
+    p.add_argument("--kube-api-qps", type=float, default=0.0, metavar="QPS",
+                   help="client-side write rate limit per member cluster, client-go's QPS "
+                        "(live fleets; default 0: no limit)")
+    p.add_argument("--kube-api-burst", type=int, default=0, metavar="N",
+                   help="writes allowed at once above --kube-api-qps (default 0: twice the QPS)")
 
 
 def _dns_arguments(p: argparse.ArgumentParser, *, listen_flag: str) -> None:

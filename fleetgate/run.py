@@ -102,7 +102,10 @@ async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gatew
                 serve_debug_imports(publisher, admin)
         if controller:
             leader_elect = bool(getattr(args, "leader_elect", False))
-            live = start_live_controller(fleet, publisher, leader_elect=leader_elect)
+            live = start_live_controller(fleet, publisher, leader_elect=leader_elect,
+                                         max_concurrent=int(getattr(args, "max_concurrent_writes", 16)),
+                                         qps=float(getattr(args, "kube_api_qps", 0.0)),
+                                         burst=int(getattr(args, "kube_api_burst", 0)))
             if live is not None:
                 stack.push_async_callback(live.close)
             elif leader_elect:

@@ -97,6 +97,35 @@ async def test_burst_of_changes_makes_one_snapshot(live_fleet, wait_for) -> None
     assert all(s.stopped for s in src.values())
 
 
+async def test_a_lone_change_is_published_on_the_next_turn_and_a_burst_after_it_waits(
+        live_fleet, wait_for, monkeypatch) -> None:
+    """No batching interval on the path of a lone change; a burst right after it is
+    coalesced into one later rebuild (at most one rebuild per COALESCE_DELAY)."""
+    import asyncio
+
+    import fleet.fleet as fleet_module
+    monkeypatch.setattr(fleet_module, "COALESCE_DELAY", 0.2)
+    fl, src = live_fleet
+    published = Published()
+    await fl.start()
+    fl.follow(published)
+    loop = asyncio.get_running_loop()
+    quiet = loop.create_future()
+    loop.call_later(0.25, quiet.set_result, None)  # longer than COALESCE_DELAY since start's rebuild
+    await quiet
+    src["a"].set("lone")
+    for _ in range(3):
+        await asyncio.sleep(0)  # loop turns, not time
+    assert published.versions == [1, 2], "a lone change waits for no interval"
+    for i in range(5):
+        src["a"].set(f"burst-{i}")
+        await asyncio.sleep(0)
+    assert published.versions == [1, 2], "a burst right after a rebuild waits for the interval"
+    await wait_for(lambda: len(published.snapshots) == 3)
+    assert published.versions == [1, 2, 3] and fl.snapshot.member("a").objects.has_namespace("burst-4")
+    await fl.stop()
+
+
 async def test_rebuild_without_changes_is_skipped(live_fleet, wait_for) -> None:
     fl, src = live_fleet
     published = Published()
