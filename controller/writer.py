@@ -273,18 +273,18 @@ class ClusterWorker:
                     if exc.conflict:  # AlreadyExists: we had not seen it yet; learn it now
                         self._learn(resource, "ADDED", await client.get(resource, version, w.namespace, w.name), None)
                     raise
-                log.info("cluster %s: created %s/%s/%s", self.name, w.kind, w.namespace, w.name)
+                log.debug("cluster %s: created %s/%s/%s", self.name, w.kind, w.namespace, w.name)
                 self._learn(resource, "ADDED", raw, base)
             elif w.op == DELETE:
                 await client.delete(resource, version, w.namespace, w.name, uid=w.uid,
                                     resource_version=w.resource_version)
-                log.info("cluster %s: deleted %s/%s/%s", self.name, w.kind, w.namespace, w.name)
+                log.debug("cluster %s: deleted %s/%s/%s", self.name, w.kind, w.namespace, w.name)
                 self._learn(resource, "DELETED", {"metadata": {"name": w.name, "namespace": w.namespace}}, base)
             else:
                 assert w.body is not None
                 raw = await client.merge_patch(resource, version, w.namespace, w.name, w.body,
                                                subresource="status" if w.op == STATUS else None)
-                log.info("cluster %s: %s %s/%s/%s", self.name, "wrote status of" if w.op == STATUS else "updated",
+                log.debug("cluster %s: %s %s/%s/%s", self.name, "wrote status of" if w.op == STATUS else "updated",
                          w.kind, w.namespace, w.name)
                 self._learn(resource, "MODIFIED", raw, base)
         except KubeError as exc:

@@ -1,0 +1,329 @@
+"""The MCS controller at fleet scale: `fleetgate controller` against three test API servers.
+
+One child process per member cluster runs a kubefake API server (m0 exports `--services`
+Services with `--endpoints` ready endpoints each; every member has the namespace, so all
+three consume). The controller is the real CLI, `fleetgate controller` in live mode, in its
+own process (its CPU and RSS are read from /proc). This process watches the derived
+EndpointSlices in every consumer (a kubernetes_asyncio watch, no polling) and measures:
+
+- cold start: controller start until every consumer holds every derived slice;
+- writes at steady state: API writes in a quiet window after convergence (target 0);
+- propagation: `--changes` endpoint changes in m0, `--interval` apart (open loop: the next
+  change does not wait for the last), each timed until every consumer's watch shows it;
+  p50/p99/max;
+- writes per change (API writes during the change phase / changes; target one per consumer),
+  controller CPU per change (its utime+stime over the change phase / changes), its RSS.
+
+    python bench/controller_scale.py [--services 1000 --changes 200 --interval 0.05]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NS = "bench"
+SLICE_SELECTOR = "endpointslice.kubernetes.io/managed-by=controller.fleetgate.io"
+
+
+# --- one API server (child process) -----------------------------------------------------------
+
+def member_objects(member: int, services: int, endpoints: int) -> list[dict[str, Any]]:
+    objs: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}]
+    if member != 0:
+        return objs
+    for k in range(services):
+        name = f"s-{k}"
+        eps = [{"addresses": [f"10.{k // 250 % 250}.{k % 250}.{j + 1}"], "conditions": {"ready": True}}
+               for j in range(endpoints)]
+        objs += [
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
+             "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}},
+            {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+             "metadata": {"name": f"{name}-m0", "namespace": NS, "labels": {"kubernetes.io/service-name": name}},
+             "addressType": "IPv4", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}], "endpoints": eps},
+            {"apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceExport",
+             "metadata": {"name": name, "namespace": NS}},
+        ]
+    return objs
+
+
+async def serve_api(member: int, services: int, endpoints: int) -> None:
+    """Child: one seeded server; prints its URL, answers `mark`/`stats` on stdin."""
+    from kubefake import KubeAPIServer
+
+    server = await KubeAPIServer(bookmark_interval=60, history_limit=200000).start()
+    for obj in member_objects(member, services, endpoints):
+        server.create(obj)
+    print(json.dumps(server.url), flush=True)
+    mark = 0
+    reader = asyncio.StreamReader()
+    await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := (await reader.readline()).decode().strip():
+        if line == "mark":
+            mark = len(server.requests)
+            print("{}", flush=True)
+        elif line == "stats":
+            after = server.requests[mark:]
+            print(json.dumps({"write": sum(r.is_write for r in after), "requests": len(after)}), flush=True)
+    await server.stop()
+
+
+class Child:
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
+
+    async def ask(self, command: str | None = None) -> Any:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        if command is not None:
+            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.flush()
+        line = await asyncio.to_thread(self.proc.stdout.readline)
+        if not line:
+            raise SystemExit("an API server process ended")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# --- the controller's process ------------------------------------------------------------------
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) in MB."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
+
+
+def write_fleet(root: Path, urls: list[str]) -> Path:
+    from kubefake import write_kubeconfig
+
+    clusters = []
+    for i, url in enumerate(urls):
+        write_kubeconfig(root / f"m{i}.kubeconfig", {f"m{i}": url})
+        clusters.append({"name": f"m{i}", "kubeconfig": f"m{i}.kubeconfig", "context": f"m{i}"})
+    (root / "fleet.yaml").write_text(yaml.safe_dump({"clusters": clusters}, sort_keys=False))
+    return root / "fleet.yaml"
+
+
+# --- watching the consumers --------------------------------------------------------------------
+
+class Consumers:
+    """A watch on every consumer's derived slices: which addresses each holds, per service."""
+
+    def __init__(self, apis: list[Any]) -> None:
+        self.apis = apis
+        self.slices: list[dict[str, frozenset[str]]] = [{} for _ in apis]
+        self.waiting: dict[tuple[int, str], tuple[asyncio.Future[float], set[int]]] = {}
+        self.changed = asyncio.Event()
+        self.tasks = [asyncio.create_task(self._watch(i)) for i in range(len(apis))]
+
+    async def _watch(self, i: int) -> None:
+        from kubernetes_asyncio import watch
+
+        api = self.apis[i]
+        rv = ""
+        while True:
+            if not rv:
+                listed = await api.list_namespaced_endpoint_slice(NS, label_selector=SLICE_SELECTOR)
+                for s in listed.items:
+                    self._seen(i, s.metadata.labels.get("multicluster.kubernetes.io/service-name", ""),
+                               s.endpoints or [])
+                rv = listed.metadata.resource_version
+            w = watch.Watch()
+            try:
+                async with w.stream(api.list_namespaced_endpoint_slice, NS, label_selector=SLICE_SELECTOR,
+                                    resource_version=rv, timeout_seconds=3600) as stream:
+                    async for event in stream:
+                        obj = event["object"]
+                        rv = obj.metadata.resource_version
+                        if event["type"] != "DELETED":
+                            self._seen(i, obj.metadata.labels.get("multicluster.kubernetes.io/service-name", ""),
+                                       obj.endpoints or [])
+            except Exception:  # 410 or a dropped stream: list again
+                rv = ""
+
+    def _seen(self, i: int, service: str, endpoints: list[Any]) -> None:
+        now = time.perf_counter()
+        addresses = frozenset(a for e in endpoints for a in (e.addresses or ()))
+        self.slices[i][service] = addresses
+        self.changed.set()
+        for (svc, address), (future, left) in list(self.waiting.items()):
+            if svc == service and i in left and address in addresses:
+                left.discard(i)
+                if not left and not future.done():
+                    future.set_result(now)
+                    del self.waiting[(svc, address)]
+
+    def expect(self, service: str, address: str) -> asyncio.Future[float]:
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self.waiting[(service, address)] = (future, set(range(len(self.apis))))
+        return future
+
+    async def converged(self, services: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while min(len(s) for s in self.slices) < services:
+            self.changed.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self.changed.wait(), left)
+            except asyncio.TimeoutError:
+                return False
+        return True
+
+    async def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    from kubernetes_asyncio import client as k8s
+    from kubernetes_asyncio import config as k8s_config
+
+    log(f"seeding 3 members: m0 exports {args.services} Services x {args.endpoints} endpoints")
+    children = [Child([sys.executable, __file__, "--serve-api", str(m), "--services", str(args.services),
+                       "--endpoints", str(args.endpoints)]) for m in range(3)]
+    controller: subprocess.Popen[bytes] | None = None
+    clients: list[Any] = []
+    consumers: Consumers | None = None
+    out: dict[str, Any] = {"services": args.services, "endpoints": args.endpoints, "load": os.getloadavg()[0]}
+    try:
+        urls = [await asyncio.wait_for(c.ask(), args.timeout) for c in children]
+        with tempfile.TemporaryDirectory(prefix="fleetgate-ctl-bench-") as tmp:
+            fleet_yaml = write_fleet(Path(tmp), urls)
+            apis = []
+            for i in range(3):
+                api = await k8s_config.new_client_from_config(config_file=str(Path(tmp) / f"m{i}.kubeconfig"))
+                clients.append(api)
+                apis.append(k8s.DiscoveryV1Api(api))
+            consumers = Consumers(apis)
+            started = time.perf_counter()
+            controller = subprocess.Popen(
+                [sys.executable, "-c", "import sys; from fleetgate.cli import main; sys.exit(main())",
+                 "controller", "--fleet", str(fleet_yaml), "--admin", "127.0.0.1:0", "--log-level", "warning",
+                 "--max-concurrent-writes", str(args.max_concurrent_writes)], cwd=str(ROOT))
+            if not await consumers.converged(args.services, args.timeout):
+                raise SystemExit(f"not converged within {args.timeout}s: "
+                                 f"{[len(s) for s in consumers.slices]} slices of {args.services}")
+            out["cold_start_s"] = time.perf_counter() - started
+            log(f"converged in {out['cold_start_s']:.1f}s")
+            out["rss_after_start_mb"] = rss_mb(controller.pid)[0]
+            await asyncio.sleep(args.settle)  # the tail of the cold start (status writes) ends
+            for c in children:
+                await c.ask("mark")
+            await asyncio.sleep(args.quiet)
+            out["steady_writes"] = sum([(await c.ask("stats"))["write"] for c in children])
+            log(f"writes in a {args.quiet:.0f}s quiet window: {out['steady_writes']}")
+
+            for c in children:
+                await c.ask("mark")
+            cpu0 = cpu_seconds(controller.pid)
+            rng = random.Random(7)
+            pending: list[tuple[float, asyncio.Future[float]]] = []
+            loop = asyncio.get_running_loop()
+            next_at = loop.time()
+            deadline = time.monotonic() + args.timeout
+            for i in range(args.changes):
+                if time.monotonic() > deadline:
+                    log("time bound reached after %d changes" % i)
+                    break
+                k = rng.randrange(args.services)
+                address = f"10.250.{i // 250}.{i % 250 + 1}"
+                future = consumers.expect(f"s-{k}", address)
+                sent = time.perf_counter()
+                await apis[0].patch_namespaced_endpoint_slice(
+                    f"s-{k}-m0", NS, [{"op": "replace", "path": "/endpoints/0/addresses/0", "value": address}])
+                pending.append((sent, future))
+                next_at += args.interval
+                await asyncio.sleep(max(0.0, next_at - loop.time()))
+            seen = await asyncio.wait_for(asyncio.gather(*(f for _, f in pending)), 30)
+            cpu = cpu_seconds(controller.pid) - cpu0
+            await asyncio.sleep(args.settle)
+            writes = [(await c.ask("stats"))["write"] for c in children]
+            latencies = [(t - sent) * 1000 for (sent, _), t in zip(pending, seen)]
+            out.update(changes=len(latencies), p50_ms=statistics.median(latencies), p99_ms=pct(latencies, 99),
+                       max_ms=max(latencies), writes_per_change=(sum(writes) - len(latencies)) / len(latencies),
+                       cpu_per_change_ms=cpu * 1000 / len(latencies))
+            rss, hwm = rss_mb(controller.pid)
+            out.update(rss_mb=rss, peak_rss_mb=hwm, load_end=os.getloadavg()[0])
+    finally:
+        if consumers is not None:
+            await consumers.close()
+        for api in clients:
+            await api.close()
+        if controller is not None:
+            controller.terminate()
+            try:
+                controller.wait(15)
+            except subprocess.TimeoutExpired:
+                controller.kill()
+                controller.wait()
+        for c in children:
+            c.close()
+    return out
+
+
+def log(msg: str) -> None:
+    print("# " + msg, file=sys.stderr, flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--services", type=int, default=1000, help="Services m0 exports")
+    parser.add_argument("--endpoints", type=int, default=10, help="ready endpoints per Service")
+    parser.add_argument("--changes", type=int, default=200)
+    parser.add_argument("--interval", type=float, default=0.05, help="seconds between changes")
+    parser.add_argument("--max-concurrent-writes", type=int, default=16)
+    parser.add_argument("--settle", type=float, default=2.0, help="seconds after convergence and after the changes")
+    parser.add_argument("--quiet", type=float, default=5.0, help="the steady-state window, seconds")
+    parser.add_argument("--timeout", type=float, default=300.0, help="bound on setup, cold start and the changes")
+    parser.add_argument("--serve-api", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    import uvloop
+    if args.serve_api is not None:
+        sys.path.insert(0, os.getcwd())
+        uvloop.run(serve_api(args.serve_api, args.services, args.endpoints))
+        return 0
+    sys.path.insert(0, str(ROOT))
+    out = uvloop.run(measure(args))
+    print(json.dumps(out, indent=1))
+    print(f"| {out['services']:,} x {out['endpoints']} | {out['cold_start_s']:.1f} s | {out['p50_ms']:.0f} / "
+          f"{out['p99_ms']:.0f} ms | {out['writes_per_change']:.2f} | {out['steady_writes']} | "
+          f"{out['cpu_per_change_ms']:.1f} ms | {out['rss_mb']:.0f} MB (peak {out['peak_rss_mb']:.0f}) | "
+          f"load {out['load']:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
