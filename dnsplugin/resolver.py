@@ -18,6 +18,7 @@ from typing import Final
 
 from dnslib import DNSError, DNSRecord
 
+from . import reverse
 from .zone import Zone
 
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
@@ -104,6 +105,8 @@ def resolve(zone: Zone | None, data: bytes, *, tcp: bool = False, forward: bool 
         entry = zone.wire.get(key)
         if entry is None:
             found = zone.lookup(key)
+            if found == -1:  # outside the zone: maybe one of our addresses' reverse names
+                found = reverse.lookup(zone, key) or -1
             if found == NXDOMAIN:
                 _count(stats, (data[i + 1] << 8) | data[i + 2], NXDOMAIN)
                 resp = data[:2] + _AA_NXDOMAIN[data[2] & 1] + (_COUNTS_NEG_OPT if opt else _COUNTS_NEG) \

@@ -210,6 +210,10 @@ class _Fragment:
     base: Name | None                   # None when the import's names are not valid DNS
     nodes: Mapping[Name, Node]
 
+    @property
+    def headless(self) -> bool:
+        return bool(self.key[0].type == "Headless")
+
 
 @dataclass(frozen=True, slots=True)
 class _Params:
@@ -288,7 +292,7 @@ class Zone:
 
     __slots__ = ("origin", "origin_wire", "ttl", "serial", "soa", "soa_rr", "wire", "fast", "name_count",
                  "_params", "_fragments", "_by_base", "_ns_counts", "_static", "_volatile", "_nodes",
-                 "_service_names")
+                 "_service_names", "reverse")
 
     def __init__(self, params: _Params, serial: int, fragments: dict[tuple[str, str], _Fragment],
                  by_base: dict[Name, _Fragment], ns_counts: dict[Name, int],
@@ -311,6 +315,7 @@ class Zone:
         # memo keys that depend on the serial (SOA in them) or on static names: not carried over
         self._volatile: list[bytes] = []
         self._nodes: dict[Name, Node] | None = None
+        self.reverse: Any = None  # dnsplugin.reverse's PTR index, built on the first reverse query
         self.soa_rr = self._soa_rr()
         if service_names is None:
             service_names = sum(len(f.nodes) for f in by_base.values())
@@ -327,6 +332,17 @@ class Zone:
             merged.update(self._static)
             self._nodes = merged
         return self._nodes
+
+    @property
+    def services(self) -> Mapping[Name, "_Fragment"]:
+        """Every service served, by base name; a service unchanged by update_zone keeps its
+        fragment object (the reverse index is updated by identity)."""
+        return self._by_base
+
+    def remember(self, key: bytes, entry: Entry) -> None:
+        """Memoise an answer built from outside the zone's names (PTR); dropped by update_zone."""
+        self.wire[key] = entry
+        self._volatile.append(key)
 
     def _soa_rr(self) -> bytes:
         s = self.soa
