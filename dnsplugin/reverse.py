@@ -87,16 +87,16 @@ def _service_pointers(headless: bool, base: Name, names: Mapping[Name, Node], in
             _add(into, ip, name)
 
 
-def _pointers(frag: Any) -> dict[Name, list[Name]]:
+def _pointers(base: Name, frag: Any) -> dict[Name, list[Name]]:
     found: dict[Name, list[Name]] = {}
-    _service_pointers(frag.headless, frag.base, frag.nodes, found)
+    _service_pointers(frag.headless, base, frag.nodes, found)
     return found
 
 
 def build_index(zone: Zone) -> Index:
     found: dict[Name, list[Name]] = {}
-    for frag in zone.services.values():
-        _service_pointers(frag.headless, frag.base, frag.nodes, found)
+    for base, frag in zone.services.items():
+        _service_pointers(frag.headless, base, frag.nodes, found)
     return {k: (v[0],) if len(v) == 1 else tuple(sorted(v)) for k, v in found.items()}
 
 
@@ -119,14 +119,14 @@ def index_of(zone: Zone) -> Index:
             index = dict(old_index)
             for base in changed + gone:
                 if base in old_services:
-                    for key, names in _pointers(old_services[base]).items():
+                    for key, names in _pointers(base, old_services[base]).items():
                         left = tuple(n for n in index.get(key, ()) if n not in names)
                         if left:
                             index[key] = left
                         else:
                             index.pop(key, None)
             for base in changed:
-                for key, names in _pointers(services[base]).items():
+                for key, names in _pointers(base, services[base]).items():
                     merged = set(index.get(key, ())) | set(names)
                     index[key] = tuple(sorted(merged))
             zone.reverse = index
