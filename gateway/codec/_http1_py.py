@@ -171,9 +171,11 @@ _TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
 _VIS = rb"[\x21-\x7e\x80-\xff]"  # a field-vchar that is not SP/HTAB
 _VCH = rb"[\t\x20-\x7e\x80-\xff]"
 # origin-form request line, one SP after the method, and canonical header lines (`name: value`,
-# one SP after the colon, no trailing OWS): their bytes are already the forwarded form
-_REQUEST = re.compile(rb"([A-Z_\-]+) (/[\x21\x22\x24-\x7e]*) HTTP/1\.([01])\r\n((?:" + _TCHAR + rb"+: (?:"
-                      + _VIS + rb"(?:" + _VCH + rb"*" + _VIS + rb")?)?\r\n)*)\r\n")
+# one SP after the colon, a value that neither starts nor ends with OWS): their bytes are
+# already the forwarded form. Possessive repeats and a look-behind at the line's end: no
+# backtracking inside a line (an empty value takes the slow path).
+_REQUEST = re.compile(rb"([A-Z_\-]+) (/[\x21\x22\x24-\x7e]*+) HTTP/1\.([01])\r\n((?:" + _TCHAR + rb"++: "
+                      + _VIS + _VCH + rb"*+(?<![ \t])\r\n)*+)\r\n")
 _RESPONSE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: (" + _VCH + rb"*))?\r\n((?:" + _TCHAR + rb"+:"
                        + _VCH + rb"*\r\n)*)\r\n")
 # a valid header block in any shape (the slow path's shortcut past per-line checks)
@@ -250,7 +252,7 @@ def _request(method: bytes, target: bytes, ver: int, authority: bytes | None,
         if lname == b"host":
             if host is not None:
                 raise HeadError(400, "duplicate-host")
-            if value and _HOST.fullmatch(value) is None:
+            if value and _REG_NAME.fullmatch(value) is None and _HOST.fullmatch(value) is None:
                 raise HeadError(400, "invalid-host")
             host = value
         elif lname == b"content-length":
@@ -264,7 +266,14 @@ def _request(method: bytes, target: bytes, ver: int, authority: bytes | None,
                 te = []
             te.append(value)
         elif lname == b"connection":
-            for token in value.lower().split(b","):
+            value = value.lower()
+            if value == b"keep-alive":  # the common one-token values, without the split
+                ka = True
+                continue
+            if value == b"close":
+                close = True
+                continue
+            for token in value.split(b","):
                 token = token.strip(_WS)
                 if token == b"close":
                     close = True
@@ -318,6 +327,7 @@ def _request(method: bytes, target: bytes, ver: int, authority: bytes | None,
 
 
 # uri-host [ ":" port ] as _valid_host(h, False) decides, in one match; and not ":port" alone
+_REG_NAME = re.compile(rb"[A-Za-z0-9\-._~!$&'()*+,;=]++(?::[0-9]*+)?")  # the common Host, no '%' or '['
 _HOST = re.compile(rb"(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+|\[[0-9A-Fa-f:.vV]+\])(?::[0-9]*)?")
 
 
@@ -468,7 +478,14 @@ def _response(status: int, reason: bytes, ver: int, specials: Iterable[tuple[byt
                 te = []
             te.append(value)
         elif lname == b"connection":
-            for token in value.lower().split(b","):
+            value = value.lower()
+            if value == b"keep-alive":  # the common one-token values, without the split
+                ka = True
+                continue
+            if value == b"close":
+                close = True
+                continue
+            for token in value.split(b","):
                 token = token.strip(_WS)
                 if token == b"close":
                     close = True
