@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     _drain(p)
     _dns_arguments(p, listen_flag="--listen")
     _admin(p, "127.0.0.1:9903")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes sharing the DNS port (UDP and TCP) via SO_REUSEPORT, one per core "
+                        "(default %(default)s)")
 
     for name, text in (("up", "run gateway + controller + DNS in one process"),
                        ("demo", "copy the demo fleet into a working folder, start echo backends for its "
@@ -242,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "controller":
         return run_until_signal(lambda stop: run_components(args, stop, gateway=False, dns=False, controller=True))
     if args.command == "dns":
+        if args.workers > 1:
+            return run_workers(args)
         return run_until_signal(lambda stop: run_components(args, stop, gateway=False, dns=True, controller=False))
     if args.command == "up":
         return run_until_signal(lambda stop: run_components(args, stop, gateway=True, dns=True, controller=True))

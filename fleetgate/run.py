@@ -115,7 +115,7 @@ async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gatew
             try:
                 svc = await _bind("dns", args.dns_listen, lambda: serve_dns(
                     publisher, listen=args.dns_listen, cluster=args.cluster, upstream=args.upstream, ttl=args.ttl,
-                    zone_name=fleet.config.zone))
+                    zone_name=fleet.config.zone, reuse_port=reuse_port))
             except ValueError as exc:
                 raise StartupError(str(exc)) from None
             stack.push_async_callback(svc.close)
@@ -191,11 +191,15 @@ def _try_bind(what: str, address: str, host: str, port: int, kind: int, *, reuse
 
 
 def run_workers(args: argparse.Namespace) -> int:
-    """--workers N: N forked processes, each a full gateway on a SO_REUSEPORT socket;
-    worker 0 also serves the admin API (its metrics cover its own traffic)."""
+    """--workers N: N forked processes, each a full gateway (or, for `fleetgate dns`, a full
+    DNS responder) on SO_REUSEPORT sockets; worker 0 also serves the admin API (its
+    metrics cover its own traffic)."""
+    dns = args.command == "dns"
+    what, address = ("dns", args.dns_listen) if dns else ("http", args.http)
     try:
-        host, port = address_arg(args.http)
-        _try_bind("http", args.http, host, port, socket.SOCK_STREAM, reuse_port=True)
+        host, port = address_arg(address)
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM) if dns else (socket.SOCK_STREAM,):
+            _try_bind(what, address, host, port, kind, reuse_port=True)
     except (StartupError, argparse.ArgumentTypeError) as exc:
         print(f"fleetgate: {exc}", file=sys.stderr)
         return 2
@@ -204,7 +208,7 @@ def run_workers(args: argparse.Namespace) -> int:
         pid = os.fork()
         if pid == 0:
             def worker(stop: asyncio.Event, i: int = index) -> Awaitable[None]:
-                return run_components(args, stop, gateway=True, dns=False, controller=False, worker=i,
+                return run_components(args, stop, gateway=not dns, dns=dns, controller=False, worker=i,
                                       reuse_port=True)
             os._exit(run_until_signal(worker))
         children.append(pid)
