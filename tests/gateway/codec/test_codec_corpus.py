@@ -12,7 +12,7 @@ from codec_corpus import REQUESTS, RESPONSES
 from codec_support import (HeadError, llhttp_request, llhttp_response, request, response, same, walk,
                            walk_same)
 from corpus import REQUESTS as STREAMS
-from gateway.codec.types import REQUEST_DROP
+from gateway.codec.types import REQUEST_DROP, RequestHead, ResponseHead
 
 # Where we refuse what llhttp accepts (or accept what it refuses), and the rule why.
 DELIBERATE_REQUESTS = {
@@ -181,3 +181,25 @@ def test_stream_corpus_outcome(codec: ModuleType, case: object) -> None:
         assert not isinstance(end, HeadError), end
     else:
         assert isinstance(end, HeadError) and end.status in case.reject, end  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name,raw,expect", [c for c in REQUESTS if not isinstance(c[2], int)],
+                         ids=[c[0] for c in REQUESTS if not isinstance(c[2], int)])
+def test_positional_calls_match_keyword_calls(codec: ModuleType, name: str, raw: bytes, expect: object) -> None:
+    """The hot path passes arguments by position, other callers by name: same results, and
+    the results are the shared, immutable RequestHead / ResponseHead of types.py."""
+    end = codec.head_end(raw, 0, 73728, 8192)
+    assert end == codec.head_end(raw, 0, 73728, line_limit=8192, resume=0)
+    head = codec.parse_request(raw, 0, end, 8192, 65536)
+    assert head == codec.parse_request(raw, 0, end, max_line=8192, max_header_bytes=65536)
+    assert type(head) is RequestHead and isinstance(head, tuple)
+    with pytest.raises(AttributeError):
+        head.host = b"changed"  # type: ignore[misc]
+    args = (head.target, head.host, b"10.0.0.9", b"https", b"rid-1", b"x-extra: 1\r\n")
+    assert codec.upstream_head(head, *args) == codec.upstream_head(
+        head, target=args[0], host=args[1], peer=args[2], scheme=args[3], request_id=args[4], extra=args[5])
+    resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    rend = codec.head_end(resp, 0, 65536)
+    r = codec.parse_response(resp, 0, rend, False)
+    assert r == codec.parse_response(resp, 0, rend, head_request=False)
+    assert type(r) is ResponseHead and (r.content_length, r.keep_alive) == (2, False)
