@@ -41,6 +41,8 @@ def _route(table: "RouteTable", host: bytes, target: bytes) -> Route | None:
 
 
 class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
+    __slots__ = ("pools", "balancer", "cluster_line", "idle_timeout")
+
     def __init__(self, ctx, scheme: bytes = b"http") -> None:  # type: ignore[no-untyped-def]
         super().__init__(ctx, scheme)
         self.pools = ctx.pools.pools  # endpoint key -> Pool (the registry keeps this dict)
@@ -63,7 +65,8 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
         host = head.host
         ex.start = began
         self.http11 = head.version == 11
-        if head.upgrade is not None or ctx.draining:
+        upgrade = head.upgrade  # (each field of the head read once: a NamedTuple field costs a descriptor call)
+        if upgrade is not None or ctx.draining:
             ex.keep_alive = False  # declined or not, nothing after an upgrade is parsed as a request
         else:
             ex.keep_alive = head.keep_alive
@@ -91,7 +94,7 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
         ex.route = r
         ex.label = r.ingress
         policy = r.policy
-        if (policy.fast or (self.tls and policy.fast_tls)) and not has_body and head.upgrade is None:
+        if (policy.fast or (self.tls and policy.fast_tls)) and not has_body and upgrade is None:
             # the common request: no body, no per-request policy; its upstream head in one call
             ex.head = upstream_head(head, target=target, host=host, peer=self.peer, scheme=self.scheme,
                                     request_id=rid)

@@ -53,6 +53,13 @@ class H1Reader(asyncio.Protocol):
     """Connection lifecycle, reading, framing and rejects; the subclass decides what a
     request becomes (`_on_head`, `_body_piece`, `_body_done`) and proxies it."""
 
+    # Slots, not a __dict__: a connection has more attributes than CPython's shared-key
+    # instance layout holds (30), and the data path reads them on every request.
+    __slots__ = ("ctx", "scheme", "tls", "transport", "peer", "buf", "resume", "began", "cur", "remaining",
+                 "decoder", "active", "out", "deadline", "http11", "tunnel", "held", "close_after", "paused",
+                 "final", "now", "header_timeout", "max_line", "max_headers", "head_limit", "health",
+                 "__weakref__")
+
     # the HTTP/2 connection protocol for h2c prior knowledge: set by h2.py when it loads
     # (h2.py builds on DownstreamH1, so this module cannot import it back)
     h2c: "Callable[[GatewayContext, bytes], asyncio.Protocol] | None" = None

@@ -36,6 +36,8 @@ def header_pairs(fields: bytes) -> list[tuple[bytes, bytes]]:
 class Planning:
     """Policy plan, endpoint pick and mirroring of a DownstreamH1 (see the module docstring)."""
 
+    __slots__ = ()
+
     ctx: Any
     peer: bytes
     tls: bool

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 class TunnelsAndTimeouts:
     """Tunnels and timeouts of a DownstreamH1 (see the module docstring)."""
 
+    __slots__ = ()
+
     ctx: Any
     active: Exchange | None
     out: list[bytes]
