@@ -17,7 +17,8 @@ from fleet.changes import changed_keys
 from fleet.snapshot import FleetSnapshot
 
 from .server import Address, DnsListener, ZoneHolder
-from .zone import ServiceInput, Zone, build_zone, update_zone, zone_to_json
+from . import reverse
+from .zone import ServiceInput, Zone, build_zone, update_zone, wire_text, zone_to_json
 
 ServiceKey = tuple[str, str]
 
@@ -53,6 +54,14 @@ def service_changes(before: Mapping[ServiceKey, ImportObjects], after: Mapping[S
         objs = after.get(key)
         out[key] = (objs.service_import, objs.slices) if objs is not None else None
     return out
+
+
+def with_pointers(zone: Zone, index: reverse.Index) -> dict[str, Any]:
+    """zone_to_json plus the PTR records the zone answers under in-addr.arpa / ip6.arpa."""
+    body = zone_to_json(zone)
+    body["records"] += [{"name": wire_text(name), "type": "PTR", "ttl": zone.ttl, "data": wire_text(target)}
+                        for name, targets in sorted(index.items()) for target in targets]
+    return body
 
 
 class DnsService:
@@ -118,11 +127,11 @@ class DnsService:
         served = self.cluster_for(snapshot) if snapshot is not None else self.cluster
         if cluster is None or cluster == served:
             zone = self.zone_holder.zone
-            return zone_to_json(zone) if zone is not None else None
+            return with_pointers(zone, reverse.index_of(zone)) if zone is not None else None
         if current is None or snapshot is None or snapshot.member(cluster) is None:
             return None
-        return zone_to_json(zone_for(snapshot, current.derived.per_cluster.get(cluster), ttl=self.ttl,
-                                     zone_name=self.zone_name))
+        other = zone_for(snapshot, current.derived.per_cluster.get(cluster), ttl=self.ttl, zone_name=self.zone_name)
+        return with_pointers(other, reverse.build_index(other))
 
     async def close(self) -> None:
         if self._unfollow is not None:

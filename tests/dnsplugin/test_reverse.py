@@ -144,3 +144,14 @@ async def test_dig_x(dns: DnsService) -> None:
             out, err = await proc.communicate()
         assert proc.returncode == 0, err.decode()
         assert out.decode().split() == [f"mysql-0.zone-b.db.demo.{Z}."]
+
+
+async def test_debug_zone_lists_the_pointers(dns: DnsService) -> None:
+    body = dns.debug_zone()
+    assert body is not None
+    ptrs = {r["name"]: r["data"] for r in body["records"] if r["type"] == "PTR"}
+    assert ptrs["1.0.2.10.in-addr.arpa."] == f"mysql-0.zone-b.db.demo.{Z}."
+    web = address_of(dns, f"web.demo.{Z}.")
+    assert ptrs[".".join(reversed(web.split("."))) + ".in-addr.arpa."] == f"web.demo.{Z}."
+    other = dns.debug_zone("zone-b")
+    assert other is not None and any(r["type"] == "PTR" for r in other["records"])
