@@ -71,3 +71,15 @@ async def test_two_workers_share_the_dns_port() -> None:
         assert await asyncio.to_thread(proc.wait, 15) == 0
     assert not any(os.path.exists(f"/proc/{int(c)}") and open(f"/proc/{int(c)}/stat").read().split()[2] != "Z"
                    for c in children)
+
+
+def test_the_member_deployment_runs_dns_workers() -> None:
+    """The DNS Deployment's arguments parse as `fleetgate dns` with two workers."""
+    import yaml
+
+    from fleetgate.cli import build_parser
+
+    dep = yaml.safe_load((ROOT / "manifests" / "base" / "dns" / "deployment.yaml").read_text())
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    args = build_parser().parse_args([a.replace("$(CLUSTER_NAME)", "zone-a") for a in container["args"]])
+    assert args.command == "dns" and args.workers == 2 and args.dns_listen == "0.0.0.0:1053"
