@@ -204,7 +204,8 @@ class TcpProtocol(asyncio.Protocol):
         self.idle_timeout = idle_timeout
         self.stats = stats
         self.fast_counts = fast_counts
-        self.buffer = b""
+        self.buffer = bytearray()  # the start of a frame not yet whole
+        self.need = 0  # bytes the buffer must hold before a frame can be whole
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.last_read = 0.0
@@ -231,7 +232,14 @@ class TcpProtocol(asyncio.Protocol):
         if self.closing:
             return
         self.last_read = self.loop.time()
-        buf = self.buffer + data if self.buffer else data
+        if self.buffer:  # a frame in pieces: gather them (amortised) until it is whole
+            self.buffer += data
+            if len(self.buffer) < self.need:
+                return
+            buf = bytes(self.buffer)
+            self.buffer = bytearray()
+        else:
+            buf = data
         size_all = len(buf)
         pos = 0
         out: list[bytes] = []
@@ -250,7 +258,9 @@ class TcpProtocol(asyncio.Protocol):
                         break
                     continue
             out.append(struct.pack("!H", len(resp)) + resp)
-        self.buffer = buf[pos:] if pos < size_all else b""
+        if pos < size_all and not self.closing:
+            self.buffer = bytearray(buf[pos:])
+            self.need = 2 if size_all - pos < 2 else 2 + ((buf[pos] << 8) | buf[pos + 1])
         if out and self.transport is not None:
             self.transport.write(b"".join(out))
         if self.closing and self.transport is not None:
