@@ -63,6 +63,11 @@ def head_end(bytes buf, Py_ssize_t start, Py_ssize_t limit, Py_ssize_t line_limi
         if p >= n:
             break
         c = b[p]
+        if c == 13 and p + 1 < n and b[p + 1] == 10:  # a CRLF: its LF checked here too
+            if p - 2 >= s and b[p - 1] == 10 and b[p - 2] == 13:
+                return p + 2
+            p += 2
+            continue
         if c == 10:
             if p == s or b[p - 1] != 13:
                 raise HeadError(400, "bare-lf")

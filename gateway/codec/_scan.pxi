@@ -13,14 +13,26 @@ cdef extern from *:
     #define FG_ONES 0x0101010101010101ULL
     #define FG_HIGHS 0x8080808080808080ULL
     /* The first offset in p[i:n] of a byte < 0x20 or == 0x7F (a CTL; HTAB included), or n.
-       Eight bytes per step while none is found (the word tests are exact for presence:
-       a borrow only starts at a byte that matches), then byte by byte. */
+       Eight bytes per step (the word tests are exact for presence, and for the lowest
+       flagged byte: a borrow only starts at a byte that matches), then byte by byte. */
+    #if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    /* the lowest flagged byte of a word test is exact: its offset straight from the mask */
+    #define FG_FIRST(m) (__builtin_ctzll(m) >> 3)
+    #define FG_HAVE_FIRST 1
+    #endif
     static inline Py_ssize_t fg_ctl(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) {
-        uint64_t x, y;
+        uint64_t x, y, m;
         while (i + 8 <= n) {
             memcpy(&x, p + i, 8);
             y = x ^ (FG_ONES * 0x7F);
-            if ((((x - FG_ONES * 0x20) & ~x) | ((y - FG_ONES) & ~y)) & FG_HIGHS) break;
+            m = (((x - FG_ONES * 0x20) & ~x) | ((y - FG_ONES) & ~y)) & FG_HIGHS;
+            if (m) {
+    #ifdef FG_HAVE_FIRST
+                return i + FG_FIRST(m);
+    #else
+                break;
+    #endif
+            }
             i += 8;
         }
         while (i < n && p[i] >= 0x20 && p[i] != 0x7F) i++;
@@ -28,10 +40,17 @@ cdef extern from *:
     }
     /* The first offset in p[i:n] of a byte <= 13 (CR, LF and lower), or n. */
     static inline Py_ssize_t fg_low(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) {
-        uint64_t x;
+        uint64_t x, m;
         while (i + 8 <= n) {
             memcpy(&x, p + i, 8);
-            if ((x - FG_ONES * 14) & ~x & FG_HIGHS) break;
+            m = (x - FG_ONES * 14) & ~x & FG_HIGHS;
+            if (m) {
+    #ifdef FG_HAVE_FIRST
+                return i + FG_FIRST(m);
+    #else
+                break;
+    #endif
+            }
             i += 8;
         }
         while (i < n && p[i] > 13) i++;
@@ -99,8 +118,8 @@ cdef inline bytes _b(const unsigned char* p, Py_ssize_t n):
     return PyBytes_FromStringAndSize(<const char*>p, n)
 
 
-cdef Py_ssize_t _field(const unsigned char* b, Py_ssize_t p, Py_ssize_t end, int status,
-                       Py_ssize_t* colon_out, Py_ssize_t* va, Py_ssize_t* vz) except -2:
+cdef inline Py_ssize_t _field(const unsigned char* b, Py_ssize_t p, Py_ssize_t end, int status,
+                              Py_ssize_t* colon_out, Py_ssize_t* va, Py_ssize_t* vz) except -2:
     """Validate the header line starting at b[p] (ending at the first CRLF before `end`)
     in one scan, and return the offset of its CR; the name is b[p:colon], the value
     b[va:vz] with OWS trimmed. The errors are the twin's for the same line: a leading
