@@ -156,7 +156,7 @@ class Exchange:
 # at import, before rarer paths (bodies, retries, policies) can take the places.
 HOT_ATTRIBUTES = ("ds", "req", "method", "start", "keep_alive", "request_done",
                   "route", "label", "request_id", "head", "endpoint", "attempt", "deadline", "upstream",
-                  "phase", "status", "chunked_response", "cluster", "counted", "extra_resp")
+                  "phase", "status", "chunked_response", "cluster", "counted", "extra_resp", "backend")
 
 
 def _claim_shared_keys() -> None:

@@ -64,6 +64,11 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
         target = head.target
         host = head.host
         ex.start = began
+        # read on every request: set here so the reads never fall back to the class (an
+        # unspecialised attribute load on 3.11)
+        ex.backend = None
+        ex.counted = None
+        ex.extra_resp = b""
         self.http11 = head.version == 11
         upgrade = head.upgrade  # (each field of the head read once: a NamedTuple field costs a descriptor call)
         if upgrade is not None or ctx.draining:
