@@ -11,7 +11,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 CODEC = os.path.join("gateway", "codec")
-# (module, source); both include gateway/codec/_scan.pxi, _http1 also _heads.pxi
+# (module, source); the two codec modules include gateway/codec/_scan.pxi, _http1 also _heads.pxi
 MODULES = [("gateway.codec._http1", os.path.join(CODEC, "_http1.pyx")),
            ("gateway.codec._chunked", os.path.join(CODEC, "_chunked.pyx")),
            # the DNS fast path (recvmmsg/sendmmsg: Linux; elsewhere its twin _fastpath_py)
