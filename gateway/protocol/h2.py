@@ -24,37 +24,25 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-import httptools
 from hyperframe.frame import GoAwayFrame
 
+from ..codec import ChunkedDecoder, HeadError, head_end, parse_response
 from .downstream import DownstreamH1
 from .http1_downstream import H1Reader
 
 if TYPE_CHECKING:
+    from ..codec import ResponseHead
     from ..context import GatewayContext
 
 log = logging.getLogger("fleetgate.gateway")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(4)  # StreamTransport's response framing
+_MAX_HEAD = 256 * 1024  # heads the request engine writes (it relays upstream heads of up to 64 KiB)
 MAX_CONCURRENT_STREAMS = 128
 # hop-by-hop in HTTP/1.1, forbidden in HTTP/2 responses (RFC 9113 8.2.2)
 _CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
                                   b"upgrade"))
-
-
-def preface_rest(data: bytes) -> bytes:
-    """The bytes an HTTP/2 connection must be fed once llhttp stopped on the connection
-    preface in this read: the whole preface, then whatever followed it. llhttp stops right
-    after the preface's 24 bytes, which may have begun in earlier reads; `data` then starts
-    with their tail. The longest tail is the right one (frames begin with a zero byte,
-    which no tail contains)."""
-    at = data.find(PREFACE)
-    if at >= 0:
-        return data[at:]
-    for k in range(min(len(PREFACE), len(data)), 0, -1):
-        if PREFACE.endswith(data[:k]):
-            return PREFACE + data[k:]
-    return PREFACE + data
 
 
 class TLSDownstream(asyncio.Protocol):
@@ -83,8 +71,10 @@ class StreamTransport(asyncio.Transport):
         self.conn = conn
         self.stream_id = stream_id
         self.method = method
-        self.parser = httptools.HttpResponseParser(self)
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.buf = b""  # a response head not complete yet
+        self.state = _HEAD
+        self.remaining = 0  # Content-Length bytes still to send as DATA
+        self.decoder: ChunkedDecoder | None = None
         self.ds: DownstreamH1 = None  # type: ignore[assignment]
         self.chunked = False  # the request body is sent to the DownstreamH1 chunked
         self.started = False  # final response HEADERS sent
@@ -101,36 +91,69 @@ class StreamTransport(asyncio.Transport):
         if self.ended:
             return
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
+            self._framed(data)
+        except HeadError:
             log.exception("h2: response bytes from the request engine could not be framed")
             self.conn.reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
         self.conn.flush()
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+    def _framed(self, data: bytes) -> None:
+        """The HTTP/1.1 response bytes as HEADERS and DATA: the codec reads the head, the
+        body is framed by its length, its chunks, or the end of the stream's transport."""
+        while data and not self.ended:
+            state = self.state
+            if state == _HEAD:
+                buf = self.buf + data if self.buf else data
+                end = head_end(buf, 0, _MAX_HEAD)
+                if end < 0:
+                    self.buf = buf
+                    return
+                self.buf = b""
+                data = buf[end:]
+                self._headers(parse_response(buf, 0, end, head_request=self.method == b"HEAD"))
+            elif state == _LENGTH:
+                take = data if len(data) <= self.remaining else data[:self.remaining]
+                self.remaining -= len(take)
+                self.conn.send_data(self, take)
+                if not self.remaining:
+                    self.end_stream()
+                return
+            elif state == _CHUNKED:
+                dec: ChunkedDecoder = self.decoder  # type: ignore[assignment]
+                for piece in dec.feed(data):
+                    if piece and not self.ended:
+                        self.conn.send_data(self, piece)
+                if dec.done and not self.ended:
+                    self.end_stream()
+                return
+            else:  # close-delimited: the stream ends when the request engine closes us
+                self.conn.send_data(self, data)
+                return
 
-    def on_headers_complete(self) -> None:
-        code = self.parser.get_status_code()
-        fields = [(b":status", b"%d" % code)]
-        fields += [(n, v) for n, v in self.headers if n not in _CONNECTION_SPECIFIC]
-        self.headers = []
-        if code < 200:  # 100 Continue: an informational HEADERS, the final one follows
+    def _headers(self, rh: "ResponseHead") -> None:
+        fields = [(b":status", b"%d" % rh.status)]
+        for line in rh.head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.lower()
+            if name and name not in _CONNECTION_SPECIFIC:
+                fields.append((name, value.strip(b" \t")))
+        if rh.status < 200:  # 100 Continue: an informational HEADERS, the final one follows
             self.conn.h2.send_headers(self.stream_id, fields)
             return
         self.started = True
-        bodiless = self.method == b"HEAD" or code in (204, 304)
-        self.conn.h2.send_headers(self.stream_id, fields, end_stream=bodiless)
-        if bodiless:
+        if rh.chunked:
+            self.state = _CHUNKED
+            self.decoder = ChunkedDecoder(error_status=502)
+        elif rh.close_delimited:
+            self.state = _UNTIL_CLOSE
+        elif rh.content_length > 0:
+            self.state = _LENGTH
+            self.remaining = rh.content_length
+        else:  # no body: HEAD, 204, 304, or a length of 0
+            self.conn.h2.send_headers(self.stream_id, fields, end_stream=True)
             self._ended()
-
-    def on_body(self, body: bytes) -> None:
-        if not self.ended:
-            self.conn.send_data(self, body)
-
-    def on_message_complete(self) -> None:
-        if self.started and not self.ended:
-            self.end_stream()
+            return
+        self.conn.h2.send_headers(self.stream_id, fields)
 
     def end_stream(self) -> None:
         if self.held:
@@ -187,7 +210,7 @@ class DownstreamH2(asyncio.Protocol):
         self.scheme = scheme
         self.transport: asyncio.Transport | None = None
         # Inbound headers are validated (the client is not trusted); outbound ones are ours,
-        # lowercased from a head llhttp already validated: checking them again cost ~15 % of
+        # lowercased from a head the codec already validated: checking them again cost ~15 % of
         # an HTTP/2 request here (py-spy), so it is off.
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=False, header_encoding=None, validate_inbound_headers=True,
