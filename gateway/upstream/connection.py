@@ -137,10 +137,10 @@ class UpstreamH1(asyncio.Protocol):
                         ex.status = code
                         ex.phase = RESPONDING  # (hot path: see exchange.py)
                         ex.cluster = self.cluster
-                        out = ds.out
-                        out.append(b"".join((rh.head, self.cline, ex.extra_resp, b"\r\n")))
-                        if end < len(data):
-                            out.append(data[end:])
+                        # head and body in one piece: the flush writes it as is
+                        ds.out.append(b"".join((rh.head, self.cline, ex.extra_resp, b"\r\n", data[end:]))
+                                      if end < len(data) else
+                                      b"".join((rh.head, self.cline, ex.extra_resp, b"\r\n")))
                         self.ex = None
                         if ex.request_done:
                             self.reused = True
