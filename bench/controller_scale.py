@@ -229,9 +229,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 apis.append(k8s.DiscoveryV1Api(api))
             consumers = Consumers(apis)
             started = time.perf_counter()
+            profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+            script = Path(tmp) / "run_fleetgate.py"
+            script.write_text("import sys\nfrom fleetgate.cli import main\nsys.exit(main())\n")
             controller = subprocess.Popen(
-                [sys.executable, "-c", "import sys; from fleetgate.cli import main; sys.exit(main())",
-                 "controller", "--fleet", str(fleet_yaml), "--admin", "127.0.0.1:0", "--log-level", "warning",
+                [sys.executable, *profile, str(script), "controller", "--fleet", str(fleet_yaml), "--admin", "127.0.0.1:0", "--log-level", args.log_level,
                  "--max-concurrent-writes", str(args.max_concurrent_writes)], cwd=str(ROOT))
             if not await consumers.converged(args.services, args.timeout):
                 raise SystemExit(f"not converged within {args.timeout}s: "
@@ -283,7 +285,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         for api in clients:
             await api.close()
         if controller is not None:
-            controller.terminate()
+            controller.send_signal(2 if args.profile else 15)  # SIGINT lets cProfile write its file
             try:
                 controller.wait(15)
             except subprocess.TimeoutExpired:
@@ -308,6 +310,8 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=2.0, help="seconds after convergence and after the changes")
     parser.add_argument("--quiet", type=float, default=5.0, help="the steady-state window, seconds")
     parser.add_argument("--timeout", type=float, default=300.0, help="bound on setup, cold start and the changes")
+    parser.add_argument("--log-level", default="warning", help="the controller's --log-level")
+    parser.add_argument("--profile", metavar="PATH", help="run the controller under cProfile, stats to PATH")
     parser.add_argument("--serve-api", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     import uvloop

@@ -8,9 +8,9 @@ are built on demand and only for kinds that changed, so a burst of events costs 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
+from .changes import KindView
 from .objects import KubeObject, ObjectError, describe, parse_object
 from .snapshot import ClusterObjects, Diagnostic, ObjKey
 
@@ -22,6 +22,8 @@ class _Kind:
     objects: dict[ObjKey, KubeObject] = field(default_factory=dict)
     problems: dict[ObjKey, Diagnostic] = field(default_factory=dict)
     view: Mapping[ObjKey, KubeObject] | None = None  # frozen copy, None after a change
+    last: KindView | None = None  # the last frozen copy made (the next one links to it)
+    moved: set[ObjKey] = field(default_factory=set)  # keys changed since `last`
     namespaces: frozenset[str] = frozenset()
 
 
@@ -89,7 +91,11 @@ class ObjectStore:
                 fresh[key] = old if old is not None and old == obj else obj
             elif old is not None:
                 fresh[key] = old
-        moved = fresh.keys() != k.objects.keys() or any(fresh[key] is not k.objects[key] for key in fresh)
+        before = k.objects
+        keys = [key for key, obj in fresh.items() if before.get(key) is not obj]
+        keys += [key for key in before if key not in fresh]
+        moved = bool(keys)
+        k.moved.update(keys)
         k.objects = fresh
         return self._mark(k, moved, before_problems != k.problems)
 
@@ -104,6 +110,7 @@ class ObjectStore:
             problem = k.problems.pop(key, None)
             if old is not None:
                 del k.objects[key]
+                k.moved.add(key)
             return self._mark(k, old is not None, problem is not None)
         if event not in ("ADDED", "MODIFIED"):
             return False
@@ -115,6 +122,7 @@ class ObjectStore:
         if moved:
             assert obj is not None
             k.objects[key] = obj
+            k.moved.add(key)
         return self._mark(k, moved, k.problems.get(key) != before)
 
     def _mark(self, k: _Kind, moved: bool, problems_moved: bool) -> bool:
@@ -139,7 +147,8 @@ class ObjectStore:
         names: set[str] = set()
         for kind, k in self._kinds.items():
             if k.view is None:
-                k.view = MappingProxyType(dict(k.objects))
+                k.view = k.last = KindView(dict(k.objects), k.last, k.moved)
+                k.moved = set()
                 spaces = {ns for ns, _ in k.objects if ns}
                 if kind == "Namespace":
                     spaces |= {name for _, name in k.objects}

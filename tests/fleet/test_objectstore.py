@@ -62,3 +62,28 @@ def test_backoff_grows_with_jitter_to_a_cap_and_resets() -> None:
     assert [round(bottom.next(), 2) for _ in range(3)] == [0.05, 0.1, 0.2]  # jitter: half to full
     top.reset()
     assert top.next() == 0.1
+
+
+def test_views_know_what_moved_so_changed_keys_reads_only_that() -> None:
+    """A watch event marks its key: changed_keys between two recent views of a kind is the
+    keys the events touched (the same answer as comparing every object), and a view more
+    than CHAIN snapshots old falls back to the comparison and is unlinked (freed)."""
+    from fleet.changes import CHAIN, KindView, changed_keys
+
+    store = ObjectStore()
+    store.replace("Service", [at(service(f"s{i}"), str(i + 1)) for i in range(50)])
+    views = [store.snapshot().services]
+    for step in range(CHAIN + 2):
+        store.apply("Service", "MODIFIED", at(service(f"s{step}", port=81), f"{100 + step}"))
+        store.apply("Service", "DELETED", at(service(f"s{40 + step}"), f"{200 + step}"))
+        store.apply("Service", "ADDED", at(service(f"new{step}"), f"{300 + step}"))
+        views.append(store.snapshot().services)
+    last = views[-1]
+    assert isinstance(last, KindView)
+    for old in views[:-1]:
+        by_identity = {k for k in set(old) | set(last) if old.get(k) is not last.get(k)}
+        assert set(changed_keys(old, last)) == by_identity and by_identity
+    assert last.moved_since(views[-2]) is not None and last.moved_since(views[-1 - CHAIN]) is not None
+    assert last.moved_since(views[0]) is None  # beyond the chain: compared by identity above
+    assert views[-1 - CHAIN].base is None
+    assert dict(last.items()) == dict(store.snapshot().services) and len(last) == 50
