@@ -40,6 +40,32 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _METHOD_START = re.compile(rb"(?:\r\n)*\r?$|(?:\r\n)*[A-Z_-]{1,32}(?: |$)")
 
 
+# The codec's reasons as the x-fleetgate-reason values docs/headers.md lists (the names
+# clients and dashboards already know); any other 400 of the codec is `bad-request`, its
+# precise reason logged at debug level.
+DOCUMENTED_REASONS = {
+    "invalid-host": "bad-host",
+    "duplicate-content-length": "conflicting-content-length",
+    "te-and-content-length": "content-length-with-transfer-encoding",
+    "te-on-http10": "transfer-encoding-in-http10",
+    "bad-transfer-encoding": "unsupported-transfer-encoding",
+    "version-not-supported": "http-version-not-supported",
+}
+_KEPT_REASONS = frozenset(("duplicate-host", "missing-host", "bad-content-length", "bad-request-target",
+                           "unsupported-transfer-encoding", "uri-too-long", "headers-too-large",
+                           "expectation-failed"))
+
+
+def refusal(err: HeadError, peer: bytes) -> "Reject":
+    """The answer to a head or body the codec refused."""
+    reason = DOCUMENTED_REASONS.get(err.reason)
+    if reason is None:
+        reason = err.reason if err.reason in _KEPT_REASONS or err.status != 400 else "bad-request"
+    if reason != err.reason:
+        log.debug("refused a request from %s: %s", peer, err.reason)
+    return Reject(err.status, reason)
+
+
 class Reject(Exception):
     """A request the gateway answers itself and then closes (limits, malformed input)."""
 
@@ -228,7 +254,7 @@ class H1Reader(asyncio.Protocol):
                     return
                 head = parse_request(data, 0, end, max_line=self.max_line, max_header_bytes=self.max_headers)
             except HeadError as err:
-                raise Reject(err.status, err.reason) from None
+                raise refusal(err, self.peer) from None
             self.began = 0.0
             data = data[end:] if end < len(data) else b""
             ex = self._on_head(head, began)
@@ -272,7 +298,7 @@ class H1Reader(asyncio.Protocol):
             try:
                 pieces = dec.feed(data)
             except HeadError as err:
-                raise Reject(err.status, err.reason) from None
+                raise refusal(err, self.peer) from None
             for p in pieces:
                 if p:
                     self._body_piece(ex, b"%x\r\n%s\r\n" % (len(p), p), len(p))
