@@ -25,6 +25,12 @@ class _Kind:
     last: KindView | None = None  # the last frozen copy made (the next one links to it)
     moved: set[ObjKey] = field(default_factory=set)  # keys changed since `last`
     namespaces: frozenset[str] = frozenset()
+    spaces: dict[str, int] = field(default_factory=dict)  # namespace -> objects of this kind in it
+
+
+def _space(kind: str, key: ObjKey) -> str:
+    """The namespace an object's existence implies (a Namespace implies itself)."""
+    return key[1] if kind == "Namespace" else key[0]
 
 
 def _key(raw: Raw, namespaced: bool) -> ObjKey | None:
@@ -147,12 +153,9 @@ class ObjectStore:
         names: set[str] = set()
         for kind, k in self._kinds.items():
             if k.view is None:
+                self._count_spaces(kind, k)
                 k.view = k.last = KindView(dict(k.objects), k.last, k.moved)
                 k.moved = set()
-                spaces = {ns for ns, _ in k.objects if ns}
-                if kind == "Namespace":
-                    spaces |= {name for _, name in k.objects}
-                k.namespaces = frozenset(spaces)
             if k.view:
                 by_kind[kind] = k.view
             names |= k.namespaces
@@ -162,3 +165,24 @@ class ObjectStore:
 
     def __len__(self) -> int:
         return sum(len(k.objects) for k in self._kinds.values())
+
+    @staticmethod
+    def _count_spaces(kind: str, k: _Kind) -> None:
+        """k.namespaces from the keys that moved since the last view, not from every object."""
+        before, now, spaces = k.last, k.objects, k.spaces
+        if before is None:
+            spaces.clear()
+            for key in now:
+                space = _space(kind, key)
+                spaces[space] = spaces.get(space, 0) + 1
+        else:
+            for key in k.moved:
+                delta = (key in now) - (key in before)
+                if delta:
+                    space = _space(kind, key)
+                    left = spaces.get(space, 0) + delta
+                    if left:
+                        spaces[space] = left
+                    else:
+                        del spaces[space]
+        k.namespaces = frozenset(s for s in spaces if s)  # namespaces are few: this is cheap

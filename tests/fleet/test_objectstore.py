@@ -87,3 +87,21 @@ def test_views_know_what_moved_so_changed_keys_reads_only_that() -> None:
     assert last.moved_since(views[0]) is None  # beyond the chain: compared by identity above
     assert views[-1 - CHAIN].base is None
     assert dict(last.items()) == dict(store.snapshot().services) and len(last) == 50
+
+
+def test_namespaces_follow_adds_and_deletes_without_a_rescan() -> None:
+    store = ObjectStore()
+    store.replace("Namespace", [at({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "empty"}}, "1")],
+                  namespaced=False)
+    store.replace("Service", [at(service("a"), "2")])
+    assert store.snapshot().namespace_names == {"empty", "demo"}
+    store.apply("Service", "ADDED", at(service("b", namespace="shop"), "3"))
+    store.apply("Service", "ADDED", at(service("c", namespace="shop"), "4"))
+    assert store.snapshot().namespace_names == {"empty", "demo", "shop"}
+    store.apply("Service", "DELETED", at(service("b", namespace="shop"), "5"))
+    assert store.snapshot().namespace_names == {"empty", "demo", "shop"}  # c is still there
+    store.apply("Service", "DELETED", at(service("c", namespace="shop"), "6"))
+    store.apply("Service", "MODIFIED", at(service("a", port=81), "7"))
+    assert store.snapshot().namespace_names == {"empty", "demo"}
+    store.replace("Service", [])
+    assert store.snapshot().namespace_names == {"empty"}
