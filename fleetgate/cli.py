@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from controller.derive import derive_imports
+from fleet.admin import DEFAULT_MEMBER_SYNC_TIMEOUT
 from fleet.config import FleetConfig, FleetConfigError, load_fleet_config
 from fleet.fleet import Fleet, load_fleet_once
 from fleet.snapshot import Diagnostic, FleetSnapshot
@@ -65,11 +66,19 @@ def _common(parser: argparse.ArgumentParser, *, fleet_default: str | None = str(
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"],
                         help="least severe log messages shown (default %(default)s)")
+    parser.add_argument("--log-format", default="text", choices=["text", "json"],
+                        help="text: one readable line; json: one JSON object per line with time, level, "
+                             "logger, message, component, cluster, ingress, object (default %(default)s)")
 
 
 def _drain(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--drain-timeout", type=float, default=10.0,
-                        help="seconds to let in-flight requests finish on SIGTERM (default %(default)s)")
+    parser.add_argument("--drain-delay", type=float, default=5.0, metavar="SECONDS",
+                        help="on SIGTERM, /readyz turns 503 at once but listeners keep accepting and serving "
+                             "this long, while endpoint controllers and load balancers stop sending "
+                             "(default %(default)s)")
+    parser.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="then, with listeners closed, seconds to let in-flight requests finish "
+                             "(default %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _admin(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--admin", default=default, type=address_arg, metavar="HOST:PORT",
                    help="admin listener: /healthz, /readyz, /metrics, /debug/* (default %(default)s)")
+    p.add_argument("--debug-address", action="append", default=[], metavar="ADDRESS",
+                   help="a peer address or CIDR also allowed to read /debug/* (repeatable; 0.0.0.0 allows "
+                        "everyone; default: loopback only)")
+    p.add_argument("--member-sync-timeout", type=float, default=DEFAULT_MEMBER_SYNC_TIMEOUT, metavar="SECONDS",
+                   help="after this long, /readyz is 200 even if some member cluster has not loaded; its "
+                        "body and fleetgate_member_sync_missing name them (default %(default)s)")
 
 
 def _leader_elect(p: argparse.ArgumentParser) -> None:
@@ -235,7 +250,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format, args.command)
     if args.command == "validate":
         return cmd_validate(args)
     if args.command == "gateway":

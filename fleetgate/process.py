@@ -43,9 +43,69 @@ def frozen_after_rebuild() -> Iterator[None]:
             gc.enable()
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+JSON_FIELDS = ("component", "cluster", "ingress", "object")  # on every JSON line, null when unknown
+_COMPONENTS = {"dnsplugin": "dns", "health": "gateway", "mirror": "gateway", "demo": "fleetgate"}
+
+
+def component_of(logger: str, default: str) -> str:
+    """`fleetgate.gateway.status` -> gateway, `dnsplugin.server` -> dns, `fleet.live` -> fleet;
+    the bare `fleetgate` logger is the command itself (`default`)."""
+    parts = logger.split(".")
+    if parts[0] == "fleetgate":
+        parts = parts[1:]
+    if not parts or not parts[0]:
+        return default
+    return _COMPONENTS.get(parts[0], parts[0])
+
+
+class ContextFilter(logging.Filter):
+    """Gives every record the JSON_FIELDS. `extra={"cluster": ...}` wins; otherwise they
+    are read from what the message already carries: the `source %s: ...` convention names
+    a source (a member cluster or the hub), and a Diagnostic argument names its object
+    (an Ingress object is the ingress too). Nothing is parsed out of formatted text."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__()
+        self.command = command
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        d = record.__dict__
+        if d.get("component") is None:
+            d["component"] = component_of(record.name, self.command)
+        args = record.args if isinstance(record.args, tuple) else ()
+        if d.get("cluster") is None:
+            msg = record.msg if isinstance(record.msg, str) else ""
+            d["cluster"] = args[0] if msg.startswith("source %s") and args and isinstance(args[0], str) else None
+        if d.get("object") is None:
+            d["object"] = next((str(getattr(a, "object")) for a in args
+                                if type(a).__name__ == "Diagnostic"), None)
+        if d.get("ingress") is None:
+            obj = d["object"]
+            d["ingress"] = obj.split("/", 1)[1] if isinstance(obj, str) and obj.startswith("Ingress/") else None
+        return True
+
+
+def setup_logging(level: str, fmt: str = "text", command: str = "fleetgate") -> None:
+    """The process's one log handler, on stderr: `text` (one readable line) or `json` (one
+    JSON object per line through python-json-logger: time (ISO 8601, UTC), level, logger, message and the
+    JSON_FIELDS on every line)."""
+    handler = logging.StreamHandler()
+    handler.addFilter(ContextFilter(command))
+    if fmt == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(JsonFormatter(
+            "%(levelname)s %(name)s %(message)s " + " ".join(f"%({f})s" for f in JSON_FIELDS),
+            rename_fields={"levelname": "level", "name": "logger"},
+            timestamp="time"))  # ISO 8601, UTC
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper()))
 
 
 def new_loop() -> asyncio.AbstractEventLoop:

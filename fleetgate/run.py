@@ -94,7 +94,11 @@ async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gatew
     async with contextlib.AsyncExitStack() as stack:
         fleet = await start_fleet(args.fleet)
         stack.push_async_callback(fleet.stop)
-        admin = AdminServer(fleet) if worker == 0 else None
+        admin = AdminServer(fleet, member_sync_timeout=float(getattr(args, "member_sync_timeout", 10.0)),
+                            debug_addresses=getattr(args, "debug_address", None) or ()) if worker == 0 else None
+        if admin is not None:
+            # closed after everything else: /readyz keeps answering 503 while the gateway drains
+            stack.push_async_callback(admin.close)
         if controller or dns:
             publisher = DerivedPublisher(fleet, guard=frozen_after_rebuild).start()
             stack.push_async_callback(publisher.close)
@@ -137,12 +141,24 @@ async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gatew
                     stack.push_async_callback(status.close)
         if admin is not None:
             bound["admin"] = await _bind("admin", show_address(args.admin), lambda: admin.start(*args.admin))
-            stack.push_async_callback(admin.close)
         log.info("fleetgate %s ready: %s", args.command, ", ".join(f"{k} {v[0]}:{v[1]}" for k, v in bound.items()))
         if on_ready is not None:
             on_ready(bound)
         await stop.wait()
+        await _drain_delay(args, admin, listening=gateway or dns)
         log.info("shutting down: draining for up to %.1fs", args.drain_timeout)
+
+
+async def _drain_delay(args: argparse.Namespace, admin: AdminServer | None, *, listening: bool) -> None:
+    """SIGTERM's first phase: /readyz answers 503 at once, listeners keep accepting and
+    serving for --drain-delay (endpoint controllers and cloud load balancers need that
+    long to stop sending here); then the exit stack stops accepting and drains."""
+    if admin is not None:
+        admin.draining = True
+    delay = float(getattr(args, "drain_delay", 0.0))
+    if listening and delay > 0:
+        log.info("SIGTERM: not ready; still serving for %.1fs (--drain-delay)", delay)
+        await asyncio.sleep(delay)
 
 
 def _zone_or_404(svc: DnsService, cluster: str | None) -> Any:

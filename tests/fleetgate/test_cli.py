@@ -96,7 +96,8 @@ def start(args: list[str]) -> subprocess.Popen:
 async def test_sigterm_drains_in_flight_requests_then_exits_zero(tmp_path, slow_backend):
     fleet = write_fleet(tmp_path / "fleet", slow_backend)
     http, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    proc = start(["gateway", "--fleet", str(fleet), "--http", http, "--admin", admin, "--log-level", "warning"])
+    proc = start(["gateway", "--fleet", str(fleet), "--http", http, "--admin", admin, "--log-level", "warning",
+                  "--drain-delay", "1"])
     try:
         await wait_ready(admin, proc)
         async with aiohttp.ClientSession() as s:

@@ -1,0 +1,252 @@
+"""Running it in production (issue 15): JSON logs, readiness that cannot stick, graceful
+drain through SIGTERM, admin safety. Real `fleetgate` processes and real sockets."""
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp import web
+
+from fleet.admin import AdminServer, debug_allowed
+from tests.fleetgate.test_cli import free_port, start, wait_ready, write_fleet
+
+
+@pytest.fixture
+async def backend():
+    """A backend answering after 20 ms (so requests are in flight at any moment)."""
+    async def handle(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.02)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.7.1", 0)
+    await site.start()
+    yield site._server.sockets[0].getsockname()[1]
+    await runner.cleanup()
+
+
+async def get(url: str, **kw) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(url, **kw) as r:
+            return r.status, await r.text()
+
+
+# --- item 7: admin safety -------------------------------------------------------------------
+
+
+def test_debug_is_allowed_from_loopback_and_named_addresses_only():
+    assert debug_allowed("127.0.0.1") and debug_allowed("127.3.4.5") and debug_allowed("::1")
+    assert debug_allowed("::ffff:127.0.0.1") and debug_allowed(None)
+    assert not debug_allowed("10.1.2.3") and not debug_allowed("192.168.0.7") and not debug_allowed("fe80::1")
+    assert not debug_allowed("not-an-ip")
+    assert debug_allowed("10.1.2.3", ["10.1.2.3"]) and debug_allowed("10.1.2.3", ["10.0.0.0/8"])
+    assert not debug_allowed("10.1.2.3", ["10.1.2.4", "192.168.0.0/16"])
+    assert debug_allowed("10.1.2.3", ["0.0.0.0"])
+
+
+def _non_loopback_ip() -> str | None:
+    """An address of this host that is not loopback (the UDP-connect trick sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))
+            ip = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if ip.startswith("127.") or ip == "0.0.0.0" else ip
+
+
+async def test_admin_index_lists_endpoints_and_debug_answers_loopback_only():
+    admin = AdminServer()
+    admin.add_json("/debug/routes", lambda request: {"routes": []}, "the routing table")
+    ip = _non_loopback_ip()
+    await admin.start("0.0.0.0" if ip else "127.0.0.1", 0)
+    port = admin.address[1]
+    try:
+        status, index = await get(f"http://127.0.0.1:{port}/")
+        assert status == 200
+        assert [line.split("\t")[0] for line in index.splitlines()] == \
+            ["/debug/routes", "/healthz", "/metrics", "/readyz"]
+        assert (await get(f"http://127.0.0.1:{port}/debug/routes"))[0] == 200
+        if ip is None:
+            pytest.skip("this host has no non-loopback IPv4 address to connect from")
+        # the same server, reached from a non-loopback peer address
+        status, body = await get(f"http://{ip}:{port}/debug/routes")
+        assert status == 403 and "--debug-address" in body
+        status, index = await get(f"http://{ip}:{port}/")
+        assert status == 200 and "/debug/routes" not in index and "/metrics" in index
+        assert (await get(f"http://{ip}:{port}/metrics"))[0] == 200
+        assert (await get(f"http://{ip}:{port}/healthz"))[0] == 200
+        admin.debug_addresses = (ip,)
+        assert (await get(f"http://{ip}:{port}/debug/routes"))[0] == 200
+    finally:
+        await admin.close()
+
+
+# --- item 5: readiness that cannot stick ------------------------------------------------------
+
+
+def _fleet_with_dead_member(root: Path, backend_port: int) -> Path:
+    """write_fleet's files member `a` plus a kubeconfig member `b` whose API server address
+    nobody listens on."""
+    path = write_fleet(root, backend_port)
+    dead = free_port()
+    (root / "b.kubeconfig").write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "b",
+        "clusters": [{"name": "b", "cluster": {"server": f"http://127.0.0.1:{dead}"}}],
+        "users": [{"name": "b", "user": {"token": "x"}}],
+        "contexts": [{"name": "b", "context": {"cluster": "b", "user": "b"}}]}))
+    doc = yaml.safe_load(path.read_text())
+    doc["clusters"].append({"name": "b", "kubeconfig": "b.kubeconfig", "context": "b"})
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+async def test_an_unreachable_member_holds_readyz_only_until_the_member_sync_timeout(tmp_path, backend):
+    fleet = _fleet_with_dead_member(tmp_path / "fleet", backend)
+    http, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    proc = start(["gateway", "--fleet", str(fleet), "--http", http, "--admin", admin,
+                  "--member-sync-timeout", "3", "--drain-delay", "0"])
+    try:
+        seen_503 = False
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert proc.poll() is None
+            try:
+                status, body = await get(f"http://{admin}/readyz")
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.05)
+                continue
+            assert (await get(f"http://{admin}/healthz"))[0] == 200  # liveness ignores members
+            if status == 200:
+                break
+            seen_503 = True
+            assert json.loads(body)["missing"] == ["source b not loaded"]
+            await asyncio.sleep(0.1)
+        assert seen_503, "ready before the member sync timeout although b never loaded"
+        assert status == 200, "readyz stuck at 503 past --member-sync-timeout"
+        ready = json.loads(body)
+        assert ready["ready"] is True and ready["missing"] == ["source b not loaded"]
+        assert "b" in ready["degraded"]
+        metrics = (await get(f"http://{admin}/metrics"))[1]
+        assert 'fleetgate_member_sync_missing{source="b"} 1.0' in metrics
+        assert 'fleetgate_member_sync_missing{source="a"}' not in metrics
+        # ready with what it has: member a serves
+        status, text = await get(f"http://{http}/", headers={"Host": "web.example.com"})
+        assert (status, text) == (200, "ok")
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+# --- item 2: logs -----------------------------------------------------------------------------
+
+
+async def test_log_format_json_puts_the_same_fields_on_every_line(tmp_path, backend):
+    fleet = _fleet_with_dead_member(tmp_path / "fleet", backend)
+    (fleet.parent / "hub" / "bad.yaml").write_text("""
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: broken, namespace: demo}
+spec:
+  ingressClassName: fleetgate
+  rules:
+  - host: broken.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: nowhere, port: {number: 80}}}}
+""")
+    http, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    proc = start(["gateway", "--fleet", str(fleet), "--http", http, "--admin", admin, "--log-format", "json",
+                  "--member-sync-timeout", "0", "--drain-delay", "0"])
+    try:
+        await wait_ready(admin, proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    lines = [json.loads(line) for line in err.decode().splitlines() if line.strip()]
+    assert len(lines) >= 3
+    for line in lines:
+        assert {"time", "level", "logger", "message", "component", "cluster", "ingress", "object"} <= line.keys()
+        assert line["component"]
+    assert any(line["cluster"] == "b" and line["component"] == "fleet" for line in lines)
+    assert any(line["component"] == "gateway" for line in lines)
+    assert any(line["ingress"] == "demo/broken" and line["object"] == "Ingress/demo/broken" for line in lines), \
+        [line["message"] for line in lines]
+
+
+# --- item 6: graceful drain -------------------------------------------------------------------
+
+
+async def test_sigterm_under_load_fails_no_request(tmp_path, backend):
+    """Clients keep sending on 16 keep-alive connections and a stream of new ones through
+    SIGTERM. /readyz turns 503 at once; like an endpoint controller, the clients stop
+    sending a moment after they see it (within --drain-delay). Not one request fails, and
+    afterwards the listener is closed and the process exits 0."""
+    fleet = write_fleet(tmp_path / "fleet", backend)
+    http, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    proc = start(["gateway", "--fleet", str(fleet), "--http", http, "--admin", admin, "--log-level", "warning",
+                  "--drain-delay", "3", "--drain-timeout", "5"])
+    counts = {"ok": 0, "failed": 0, "after_sigterm": 0, "new_connections_after_sigterm": 0}
+    errors: list[str] = []
+    stop_sending = asyncio.Event()
+    sigterm_sent = asyncio.Event()
+    try:
+        await wait_ready(admin, proc)
+
+        async def client(session: aiohttp.ClientSession, fresh: bool) -> None:
+            for _ in range(3000):  # bounded; the loop ends on stop_sending long before
+                if stop_sending.is_set():
+                    return
+                try:
+                    async with session.get(f"http://{http}/", headers={"Host": "web.example.com"}) as r:
+                        text = await r.text()
+                    if r.status == 200 and text == "ok":
+                        counts["ok"] += 1
+                        if sigterm_sent.is_set():
+                            counts["after_sigterm"] += 1
+                            counts["new_connections_after_sigterm"] += fresh
+                    else:
+                        counts["failed"] += 1
+                        errors.append(f"{r.status} {text[:80]}")
+                except (aiohttp.ClientError, OSError) as exc:
+                    counts["failed"] += 1
+                    errors.append(repr(exc))
+
+        keepalive = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16))
+        fresh = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+        async with keepalive, fresh:
+            tasks = [asyncio.create_task(client(keepalive, False)) for _ in range(16)]
+            tasks += [asyncio.create_task(client(fresh, True)) for _ in range(2)]
+            while counts["ok"] < 100 and not any(t.done() for t in tasks):
+                await asyncio.sleep(0.02)
+            proc.send_signal(signal.SIGTERM)
+            sigterm_sent.set()
+            deadline = time.monotonic() + 10
+            while (await get(f"http://{admin}/readyz"))[0] != 503:
+                assert time.monotonic() < deadline, "readyz still 200 after SIGTERM"
+                await asyncio.sleep(0.02)
+            # the "endpoint controller" takes a moment to stop sending (well inside the 3 s delay)
+            await asyncio.sleep(0.8)
+            stop_sending.set()
+            await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        assert counts["failed"] == 0, errors[:5]
+        assert counts["after_sigterm"] > 0 and counts["new_connections_after_sigterm"] > 0, counts
+        assert await asyncio.to_thread(proc.wait, 20) == 0
+        with pytest.raises(OSError):
+            host, port = http.rsplit(":", 1)
+            socket.create_connection((host, int(port)), timeout=1).close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
