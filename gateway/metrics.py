@@ -8,7 +8,7 @@ when /metrics is scraped.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -24,6 +24,10 @@ class GatewayMetrics(Collector):
         self.retries: dict[str, int] = {}
         self.health_rows: Callable[[], dict[tuple[str, str, str], int]] = dict
         self.mirror_counts: dict[tuple[str, str], int] = {}
+        # set by the server on each route-table swap, read at scrape time
+        self.config_generation = 0
+        self.last_reload = 0.0  # Unix time of the last swap
+        self.cert_expiry: Callable[[], Mapping[str, float]] = dict  # Secret -> notAfter
 
     def observe(self, ingress: str, cluster: str, code: int, seconds: float) -> None:
         key = (ingress, cluster, code)
@@ -71,3 +75,14 @@ class GatewayMetrics(Collector):
         for (cluster, result), n in sorted(self.mirror_counts.items()):
             m.add_metric([cluster, result], n)
         yield m
+        yield GaugeMetricFamily("fleetgate_config_generation",
+                                "Version of the fleet snapshot the route table in force was built from",
+                                value=self.config_generation)
+        yield GaugeMetricFamily("fleetgate_config_last_reload_timestamp_seconds",
+                                "Unix time the route table in force was swapped in", value=self.last_reload)
+        t = GaugeMetricFamily("fleetgate_tls_certificate_expiry_timestamp_seconds",
+                              "notAfter of the leaf certificate each TLS Secret in use holds (Unix time)",
+                              labels=["secret"])
+        for secret, when in sorted(self.cert_expiry().items()):
+            t.add_metric([secret], when)
+        yield t

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -79,6 +80,12 @@ class Gateway:
         self.diagnostics = diags
         self.ctx.swap_table(table)
         self.table_ready = True
+        metrics = self.ctx.metrics
+        metrics.config_generation = table.version
+        metrics.last_reload = time.time()
+        certs = self.certs
+        if certs is not None:
+            metrics.cert_expiry = lambda: certs.expiry
         if self.ctx.loop is not None:
             self._update_checks(table)
             if (table.tls and self.https_server is None and self._https_opening is None

@@ -66,6 +66,17 @@ def load(c: TLSCertificate) -> tuple[ssl.SSLContext | None, Diagnostic | None]:
                                 "its hosts keep their last certificate, or the default one")
 
 
+def not_after(cert_pem: bytes) -> float | None:
+    """The leaf certificate's expiry as a Unix timestamp (None if it does not parse)."""
+    from cryptography import x509
+
+    try:
+        leaf = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        return None
+    return leaf.not_valid_after_utc.timestamp()
+
+
 def certificate_problems(certs: Mapping[str, TLSCertificate]) -> list[Diagnostic]:
     """What `fleetgate validate` reports: each distinct Secret whose PEM does not load."""
     problems = []
@@ -84,6 +95,10 @@ class CertStore:
         self.context.sni_callback = self._sni
         self.by_host: Mapping[str, ssl.SSLContext] = {}
         self._loaded: dict[tuple[bytes, bytes], ssl.SSLContext] = {}
+        # Secret ("namespace/name") -> its leaf certificate's notAfter, for the loaded ones:
+        # fleetgate_tls_certificate_expiry_timestamp_seconds{secret}
+        self.expiry: Mapping[str, float] = {}
+        self._not_after: dict[bytes, float | None] = {}
 
     def update(self, certs: Mapping[str, TLSCertificate]) -> list[Diagnostic]:
         """Load what changed and swap the host map; diagnostics for Secrets that do not load."""
@@ -108,6 +123,18 @@ class CertStore:
             by_host[host] = ctx
         self._loaded = loaded
         self.by_host = by_host
+        not_afters: dict[bytes, float | None] = {}
+        expiry: dict[str, float] = {}
+        for c in certs.values():
+            if (c.cert, c.key) not in loaded:
+                continue
+            if c.cert not in not_afters:
+                not_afters[c.cert] = self._not_after[c.cert] if c.cert in self._not_after else not_after(c.cert)
+            when = not_afters[c.cert]
+            if when is not None:
+                expiry[c.secret] = when
+        self._not_after = not_afters
+        self.expiry = expiry
         return diags
 
     def lookup(self, server_name: str) -> ssl.SSLContext | None:

@@ -250,3 +250,55 @@ async def test_sigterm_under_load_fails_no_request(tmp_path, backend):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# --- item 3 (non-request-path gateway metrics) ------------------------------------------------
+
+
+def _gauge(metrics: str, name: str) -> dict[str, float]:
+    """{labels text: value} of one metric's samples in an exposition."""
+    out = {}
+    for line in metrics.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            labels, _, value = line[len(name):].rpartition(" ")
+            out[labels] = float(value)
+    return out
+
+
+async def test_config_generation_reload_time_and_certificate_expiry_are_exported(tmp_path, backend):
+    from cryptography import x509
+
+    from gateway.tls import self_signed
+    from tests.fleetgate.test_cli import _write_secret
+
+    fleet = write_fleet(tmp_path / "fleet", backend)
+    ing = fleet.parent / "hub" / "ing.yaml"
+    ing.write_text(ing.read_text() + "  tls:\n  - {secretName: web-tls, hosts: [web.example.com]}\n")
+    cert, key = self_signed("web.example.com", days=20)
+    _write_secret(fleet, cert, key)
+    expected = x509.load_pem_x509_certificate(cert).not_valid_after_utc.timestamp()
+    http, https, admin = (f"127.0.0.1:{free_port()}" for _ in range(3))
+    proc = start(["gateway", "--fleet", str(fleet), "--http", http, "--https", https, "--admin", admin,
+                  "--drain-delay", "0"])
+    try:
+        await wait_ready(admin, proc)
+        before = time.time()
+        metrics = (await get(f"http://{admin}/metrics"))[1]
+        assert _gauge(metrics, "fleetgate_tls_certificate_expiry_timestamp_seconds") == \
+            {'{secret="demo/web-tls"}': expected}
+        generation = _gauge(metrics, "fleetgate_config_generation")[""]
+        reloaded = _gauge(metrics, "fleetgate_config_last_reload_timestamp_seconds")[""]
+        assert generation >= 1 and 0 < reloaded <= before
+        # an edit of the followed files swaps a new table: both move on
+        ing.write_text(ing.read_text().replace("path: /,", "path: /v2,"))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            metrics = (await get(f"http://{admin}/metrics"))[1]
+            if _gauge(metrics, "fleetgate_config_generation")[""] > generation:
+                break
+            await asyncio.sleep(0.1)
+        assert _gauge(metrics, "fleetgate_config_generation")[""] > generation
+        assert _gauge(metrics, "fleetgate_config_last_reload_timestamp_seconds")[""] >= before
+    finally:
+        proc.terminate()
+        proc.wait(15)
