@@ -19,7 +19,8 @@ HUB_SOURCE_NAME = "hub"  # the name a hub that is not a member goes by (logs, me
 
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9_]([-a-z0-9_]*[a-z0-9_])?$")
-_TOP_KEYS = ("zone", "clustersetIPRange", "hub", "clusters")
+_TOP_KEYS = ("zone", "clustersetIPRange", "mcs", "hub", "clusters")
+IMPORT_MODES = ("all", "explicit")  # mcs.importMode: every consumer imports, or only on a user's ServiceImport
 _SOURCE_KEYS = ("manifests", "kubeconfig", "context")
 _CLUSTER_KEYS = ("name", "zone") + _SOURCE_KEYS
 
@@ -53,6 +54,7 @@ class FleetConfig:
     hub: SourceSpec | None
     hub_cluster: str | None
     clusters: tuple[ClusterSpec, ...]
+    import_mode: str = "all"  # mcs.importMode (IMPORT_MODES)
 
     def cluster(self, name: str) -> ClusterSpec | None:
         for spec in self.clusters:
@@ -194,6 +196,13 @@ def load_fleet_config(path: str | Path) -> FleetConfig:
     except ValueError as exc:
         raise r.error("clustersetIPRange", f"{cidr!r} is not a CIDR range: {exc}") from None
 
+    import_mode = "all"
+    if top.get("mcs") is not None:
+        mcs = r.mapping(top["mcs"], "mcs", ("importMode",))
+        import_mode = r.string(mcs.get("importMode", "all"), "mcs.importMode")
+        if import_mode not in IMPORT_MODES:
+            raise r.error("mcs.importMode", f"{import_mode!r} is not one of: {', '.join(IMPORT_MODES)}")
+
     clusters_raw = top.get("clusters")
     if clusters_raw is None or clusters_raw == []:
         raise r.error("clusters", "at least one cluster is required")
@@ -235,4 +244,4 @@ def load_fleet_config(path: str | Path) -> FleetConfig:
                               "member cluster already uses; write hub: {cluster: hub} if it is that member")
 
     return FleetConfig(path=path, zone=zone, clusterset_ip_range=str(network), hub=hub,
-                       hub_cluster=hub_cluster, clusters=tuple(clusters))
+                       hub_cluster=hub_cluster, clusters=tuple(clusters), import_mode=import_mode)

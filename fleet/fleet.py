@@ -42,7 +42,7 @@ def build_snapshot(config: FleetConfig, hub: ClusterObjects, members: Sequence[C
         members=tuple(MemberCluster(name=ClusterName(spec.name), zone=spec.zone, objects=objs)
                       for spec, objs in zip(config.clusters, members)),
         zone=config.zone, clusterset_ip_range=config.clusterset_ip_range,
-        version=version, diagnostics=diagnostics)
+        version=version, diagnostics=diagnostics, import_mode=config.import_mode)
 
 
 class Fleet:

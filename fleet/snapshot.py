@@ -136,6 +136,7 @@ class FleetSnapshot:
     clusterset_ip_range: str = "242.0.0.0/16"
     version: int = 0
     diagnostics: tuple[Diagnostic, ...] = ()
+    import_mode: str = "all"  # fleet.yaml mcs.importMode: "all" | "explicit"
 
     def member(self, name: str) -> MemberCluster | None:
         for m in self.members:

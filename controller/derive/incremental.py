@@ -166,9 +166,12 @@ _View = tuple[str, frozenset[str], Mapping[tuple[str, str], ServiceImport], Mapp
 
 
 def _consumer_objects(res: Resolved, res_ips: tuple[str, ...], views: list[_View],
-                      by_member: Mapping[str, Sources]
+                      by_member: Mapping[str, Sources], explicit: bool = False
                       ) -> tuple[dict[str, ImportObjects], list[Diagnostic], int]:
-    """One exported name's objects in each consumer, diagnostics, and how many members import it."""
+    """One exported name's objects in each consumer, diagnostics, and how many members import it.
+
+    `explicit` (fleet.yaml mcs.importMode: explicit): only a consumer holding a ServiceImport
+    of that name that a user made (not labelled managed-by fleetgate) imports it."""
     gkey = (res.namespace, res.name)
     objects: dict[str, ImportObjects] = {}
     diags: list[Diagnostic] = []
@@ -182,6 +185,8 @@ def _consumer_objects(res: Resolved, res_ips: tuple[str, ...], views: list[_View
         if not is_consumer:
             continue
         existing = imports_map.get(gkey)
+        if explicit and (existing is None or existing.meta.labels.get(LABEL_MANAGED_BY) == MANAGED_BY):
+            continue
         derived_svc = services_map.get((res.namespace, derived_name))
         own_ips = res_ips if allocated else ()
         if derived_svc is not None:
@@ -197,7 +202,7 @@ def _consumer_objects(res: Resolved, res_ips: tuple[str, ...], views: list[_View
                 shared = build_objects(res, res_ips, None, by_member)
             objects[cname] = shared
         else:
-            objects[cname] = build_objects(res, own_ips, existing, by_member)
+            objects[cname] = build_objects(res, own_ips, existing, by_member, adopt=not explicit)
     return objects, diags, n_consumers
 
 
@@ -264,7 +269,8 @@ def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None 
     members: tuple[str, ...] = tuple(m.name for m in snapshot.members)
     consumers: tuple[str, ...] = tuple(m.name for m in snapshot.members if clusters is None or m.name in clusters)
     no_ips = frozenset(unallocated)
-    settings = (members, consumers, allocate, snapshot.clusterset_ip_range if allocate else None, no_ips)
+    explicit = snapshot.import_mode == "explicit"
+    settings = (members, consumers, allocate, snapshot.clusterset_ip_range if allocate else None, no_ips, explicit)
     state: _State | None = previous._state if previous is not None else None
     if state is None or state.settings != settings:
         state = _empty_state(settings, len(members), consumers)
@@ -324,7 +330,7 @@ def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None 
             res_ips = (allocation or {}).get(gkey, ())
             if allocated:
                 step.ips[gkey] = res_ips
-            objects, diags, n_consumers = _consumer_objects(res, res_ips, views, by_member)
+            objects, diags, n_consumers = _consumer_objects(res, res_ips, views, by_member, explicit)
             conds = conds + tuple(((ex.cluster, res.namespace, res.name),
                                    export_conditions(res, ex, n_consumers)) for ex in res.exports)
         step.place(gkey, objects)

@@ -75,12 +75,16 @@ def _derived_slices(res: Resolved, owner: OwnerReference, derived_name: str,
 
 
 def build_objects(res: Resolved, ips: tuple[str, ...], existing: ServiceImport | None,
-                   sources_by_cluster: Mapping[str, Sources]) -> ImportObjects:
+                   sources_by_cluster: Mapping[str, Sources], *, adopt: bool = True) -> ImportObjects:
+    """One import's objects in one consumer. An `existing` user-created ServiceImport keeps
+    its identity, labels and annotations; with `adopt` (importMode all) it also takes our
+    managed-by label, without it (importMode explicit) it stays the user's."""
     ws = res.exports[0].service
     derived = amcs_name(res.name)
     if existing is not None:  # adopt: keep its identity and the user's labels/annotations
         labels = dict(existing.meta.labels)
-        labels[LABEL_MANAGED_BY] = MANAGED_BY
+        if adopt:
+            labels[LABEL_MANAGED_BY] = MANAGED_BY
         annotations = dict(existing.meta.annotations)
         annotations[ANNOTATION_DERIVED_SERVICE] = derived
         meta = Meta(name=res.name, namespace=res.namespace,
