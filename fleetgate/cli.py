@@ -16,11 +16,11 @@ from fleet.admin import DEFAULT_MEMBER_SYNC_TIMEOUT
 from fleet.config import FleetConfig, FleetConfigError, load_fleet_config
 from fleet.fleet import Fleet, load_fleet_once
 from fleet.snapshot import Diagnostic, FleetSnapshot
-from gateway import build_info
 from gateway import cli as gateway_cli
 from gateway.routing.build import build
 from gateway.tls import certificate_problems
 
+from .buildinfo import build_info, publish_metric
 from .demo import run_demo
 from .process import run_until_signal, setup_logging
 from .run import address_arg, live_factory, run_components, run_workers
@@ -37,14 +37,10 @@ EXIT_CODES = """exit codes:
 
 def version_text() -> str:
     """`fleetgate --version`: the distribution's version, then which implementation each
-    hot-path codec runs (gateway.build_info)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        number = version("fleetgate")
-    except PackageNotFoundError:  # running from a tree that was never installed
-        number = "unknown (not installed)"
-    return "\n".join([f"fleetgate {number}"] + [f"  {k}: {v}" for k, v in build_info().items()])
+    hot-path codec runs (compiled, or the pure-Python twin)."""
+    info = build_info()
+    number = info.pop("version")
+    return "\n".join([f"fleetgate {number}"] + [f"  {k}: {v}" for k, v in info.items()])
 
 
 class _VersionAction(argparse.Action):
@@ -253,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level, args.log_format, args.command)
     if args.command == "validate":
         return cmd_validate(args)
+    publish_metric()
     if args.command == "gateway":
         if args.workers > 1:
             return run_workers(args)

@@ -3,13 +3,10 @@ from __future__ import annotations
 
 
 def build_info() -> dict[str, str]:
-    """Which implementation serves each hot-path codec, for `fleetgate --version` (the
-    answer to "is this build using the compiled code?"). One entry per codec; a codec with
-    a compiled module and a pure twin reports the one chosen at import."""
-    from importlib.metadata import PackageNotFoundError, version
+    """Which implementation serves each of the gateway's hot-path codecs, chosen at import
+    (compiled where built, the pure-Python twin otherwise or under FLEETGATE_PURE_PYTHON=1):
+    the answer to "is this build using the compiled code?" for `fleetgate --version` and
+    the `fleetgate_build_info` metric."""
+    from . import codec
 
-    try:
-        httptools = f"httptools {version('httptools')} (llhttp)"
-    except PackageNotFoundError:  # pragma: no cover - a dependency
-        httptools = "httptools (llhttp)"
-    return {"HTTP/1 codec": httptools}
+    return {"http1_codec": codec.IMPLEMENTATION}

@@ -141,6 +141,8 @@ async def test_admin_endpoints_answer_per_the_contract(tmp_path, slow_backend):
             assert 'fleetgate_http_requests_total{cluster="a",code="200",ingress="demo/web"} 1.0' in text
             assert 'fleetgate_http_request_duration_seconds_count{ingress="demo/web"} 1.0' in text
             assert "fleetgate_config_reload_total" in text
+            build = next(line for line in text.splitlines() if line.startswith("fleetgate_build_info{"))
+            assert 'http1_codec="' in build and 'dns_fastpath="' in build and build.endswith(" 1.0")
     finally:
         proc.terminate()
         proc.wait(10)

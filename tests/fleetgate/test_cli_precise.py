@@ -3,6 +3,7 @@ listener named per bind failure, --fleet as file or folder, a strict validate.""
 from __future__ import annotations
 
 import argparse
+import os
 import base64
 import shutil
 import socket
@@ -14,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from fleetgate.cli import build_parser
-from gateway import build_info
 
 FLEETGATE = str(Path(sys.executable).with_name("fleetgate"))  # the console script pip made
 DEMO = Path(__file__).resolve().parents[2] / "fleetgate" / "examples" / "demo"
@@ -34,14 +34,22 @@ def summary(result: subprocess.CompletedProcess) -> str:
     return result.stdout.splitlines()[-1]
 
 
-def test_version_names_the_release_and_the_http1_codec_in_use() -> None:
-    result = run("--version")
+@pytest.mark.parametrize("pure", ["0", "1"])
+def test_version_names_the_release_and_each_codec_in_use(pure: str) -> None:
+    """The compiled modules are what a normal install runs; FLEETGATE_PURE_PYTHON=1 says twin."""
+    env = {**os.environ, "FLEETGATE_PURE_PYTHON": pure}
+    result = subprocess.run([FLEETGATE, "--version"], capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"fleetgate {version('fleetgate')}"
-    info = build_info()
-    assert "httptools" in info["HTTP/1 codec"] and "(llhttp)" in info["HTTP/1 codec"]
-    assert lines[1:] == [f"  {k}: {v}" for k, v in info.items()]
+    rows = dict(line.strip().split(": ", 1) for line in lines[1:])
+    assert set(rows) == {"http1_codec", "dns_fastpath"}
+    if pure == "1":
+        assert set(rows.values()) == {"pure"}
+    else:
+        assert set(rows.values()) <= {"compiled", "pure"}
+        if os.environ.get("FLEETGATE_REQUIRE_COMPILED") == "1":
+            assert set(rows.values()) == {"compiled"}
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
