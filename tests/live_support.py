@@ -1,7 +1,7 @@
 """Shared harness for live-fleet tests in every package (fixtures imported by their conftest): test API servers per
 cluster, fleets pointing at them through kubeconfigs, a gateway following such a fleet,
 and kubernetes_asyncio clients for the changes a user would make. Manifest builders and
-echo backends come from the gateway harness (tests/gateway/gwharness.py)."""
+echo backends come from the gateway harness (tests/gateway/gateway_support.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -19,7 +19,7 @@ from kubernetes_asyncio import client as k8s
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "gateway"))
 
-from gwharness import INGRESS_CLASS, echo_backends, endpoint_slice, ingress, rule, service  # noqa: E402,F401
+from gateway_support import INGRESS_CLASS, echo_backends, endpoint_slice, ingress, rule, service  # noqa: E402,F401
 
 from fleet.admin import AdminServer  # noqa: E402
 from fleet.config import load_fleet_config  # noqa: E402

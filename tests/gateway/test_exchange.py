@@ -7,7 +7,7 @@ import pytest
 
 from gateway import exchange
 from gateway.exchange import TRANSITIONS, CheckedExchange, Exchange, Phase, PhaseError
-from gwharness import endpoint_slice, ingress, rule, service
+from gateway_support import endpoint_slice, ingress, rule, service
 
 
 def test_the_table_covers_every_phase_and_done_is_final() -> None:

@@ -10,9 +10,9 @@ import time
 
 import aiohttp
 
-from gwharness import endpoint_slice, ingress, rule, service
-from h1support import read_response
-from tlssupport import common_name, https_get, make_ca, tls_entry, tls_secret
+from gateway_support import endpoint_slice, ingress, rule, service
+from h1_support import read_response
+from tls_support import common_name, https_get, make_ca, tls_entry, tls_secret
 
 from gateway.tls import DEFAULT_COMMON_NAME
 

@@ -6,7 +6,7 @@ from types import ModuleType
 
 import pytest
 
-from codec_support import chunked
+from h1codec_support import chunked
 
 VALID = [
     ("one-chunk", b"5\r\nhello\r\n0\r\n\r\n", b"hello", b""),

@@ -8,8 +8,8 @@ from types import ModuleType
 
 import pytest
 
-from codec_corpus import REQUESTS, RESPONSES
-from codec_support import (HeadError, llhttp_request, llhttp_response, request, response, same, walk,
+from corpus.heads import REQUESTS, RESPONSES
+from h1codec_support import (HeadError, llhttp_request, llhttp_response, request, response, same, walk,
                            walk_same)
 from corpus import REQUESTS as STREAMS
 from gateway.codec.types import REQUEST_DROP, RequestHead, ResponseHead

@@ -10,7 +10,7 @@ from types import ModuleType
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codec_support import MAX_HEADERS, MAX_LINE, HeadError, chunked, request, response, same
+from h1codec_support import MAX_HEADERS, MAX_LINE, HeadError, chunked, request, response, same
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

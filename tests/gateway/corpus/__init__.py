@@ -3,7 +3,7 @@
 Each case names its public source (an RFC 9112 section, an llhttp test file, or published
 desync research) and the outcome a strict HTTP/1.1 intermediary must produce. The cases are
 restated from those sources, not copied. Shared by the end-to-end smuggling tests
-(tests/gateway/test_smuggling.py) and the codec tests, so both are held to one corpus.
+(tests/gateway/protocol/test_smuggling.py) and the codec tests, so both are held to one corpus.
 
 Every request names the host HOST; a target a backend must receive starts with "/ok";
 a target that must never reach a backend is "/smuggled".

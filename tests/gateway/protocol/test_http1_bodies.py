@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from h1support import HOST, closed_by_server, get, one_service, read_response
+from h1_support import HOST, closed_by_server, get, one_service, read_response
 from tests.tools import require_tool
 
 PIECE = 64 * 1024

@@ -15,11 +15,11 @@ import pytest
 
 from gateway.routing.annotations import _SPEC, ON_INVALID, parse_annotations
 from gateway.routing.policy import DEFAULT_POLICY
-from gwharness import endpoint_slice, ingress, make_fleet_dir, rule, service
+from gateway_support import endpoint_slice, ingress, make_fleet_dir, rule, service
 
 NGINX = "nginx.ingress.kubernetes.io/"
 FG = "fleetgate.io/"
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "annotations-invalid.md"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "annotations-invalid.md"
 
 # one invalid value per canary annotation that can be invalid
 INVALID_CANARY = {
@@ -242,7 +242,7 @@ def test_validate_reports_an_invalid_annotation_as_an_error_with_file_object_and
     fd.member("zone-a", [service("web"), endpoint_slice("web", [("10.0.0.1", 8080)])])
     fd.hub([ingress("web", [rule("web.example.com", ("/", "Prefix", "web"))],
                     annotations={f"{NGINX}canary-weight": "lots"})])
-    ok = subprocess.run([sys.executable, "-m", "fleet.cli", "validate", "--fleet", str(fd.fleet_yaml)],
+    ok = subprocess.run([sys.executable, "-m", "fleetgate.cli", "validate", "--fleet", str(fd.fleet_yaml)],
                         capture_output=True, timeout=60, text=True)
     assert ok.returncode == 1, ok.stdout + ok.stderr
     path = str(fd.root / "hub" / "ingresses.yaml")

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from gwharness import endpoint_slice, ingress, rule, service
+from gateway_support import endpoint_slice, ingress, rule, service
 
 from gateway.tls import self_signed
 

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
 
 from h1_path_cpu import snapshot  # noqa: E402
 
-from codec_support import request, response  # noqa: E402
+from h1codec_support import request, response  # noqa: E402
 from gateway.context import GatewayContext  # noqa: E402
 from gateway.protocol.downstream import DownstreamH1  # noqa: E402
 from gateway.routing.build import build  # noqa: E402

@@ -15,8 +15,8 @@ import h2.events
 import httpx
 from aiohttp import web
 
-from gwharness import endpoint_slice, ingress, rule, service
-from tlssupport import make_ca, tls_entry, tls_secret
+from gateway_support import endpoint_slice, ingress, rule, service
+from tls_support import make_ca, tls_entry, tls_secret
 
 from gateway.protocol.h2 import DownstreamH2
 from tests.tools import require_tool

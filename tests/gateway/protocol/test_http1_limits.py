@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 
 from gateway.context import Limits
-from h1support import HOST, closed_by_server, get, one_service, read_response
+from h1_support import HOST, closed_by_server, get, one_service, read_response
 
 H = f"Host: {HOST}\r\n"
 

@@ -6,10 +6,10 @@ import asyncio
 import re
 from pathlib import Path
 
-from h1support import HOST, one_service, read_response
+from h1_support import HOST, one_service, read_response
 
 H = b"Host: " + HOST.encode() + b"\r\n"
-DOC = Path(__file__).resolve().parents[2] / "docs" / "headers.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "headers.md"
 
 CASES = [  # raw request, the documented reason
     (b"GET / HTTP/1.1\r\n" + H + H + b"\r\n", "duplicate-host"),

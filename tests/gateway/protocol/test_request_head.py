@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from h1support import gateway_for, scripted_backend
+from h1_support import gateway_for, scripted_backend
 
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"

@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gwharness import endpoint_slice, ingress, rule, service
+from gateway_support import endpoint_slice, ingress, rule, service
 
 
 async def raw_backend(host: str, respond) -> tuple[asyncio.AbstractServer, int]:

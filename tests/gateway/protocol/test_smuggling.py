@@ -15,9 +15,9 @@ from typing import Any
 import httptools
 
 from corpus import HOST, REQUESTS, RESPONSES, RequestCase, ResponseCase
-from gwharness import endpoint_slice, ingress, rule, service
+from gateway_support import endpoint_slice, ingress, rule, service
 from gateway.context import Limits
-from h1support import RawResponse, read_response, scripted_backend
+from h1_support import RawResponse, read_response, scripted_backend
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 PROBE = b"GET /probe HTTP/1.1\r\nHost: " + HOST + b"\r\n\r\n"

@@ -6,7 +6,7 @@ import asyncio
 import aiohttp
 from aiohttp import web
 
-from h1support import HOST, get, one_service, read_response
+from h1_support import HOST, get, one_service, read_response
 
 
 async def test_forwarding_headers_are_added_and_client_values_appended(fleet_dir, echo_backends, start_gateway):

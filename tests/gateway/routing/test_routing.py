@@ -4,7 +4,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from gwharness import (endpoint_slice, ingress, rule, service)
+from gateway_support import (endpoint_slice, ingress, rule, service)
 
 # Each service is a distinct backend; requests are answered with the backend's name.
 SERVICES = ["exact-foo", "prefix-foo", "prefix-root", "wild", "any-host", "regex", "merged",
@@ -105,7 +105,7 @@ async def test_unmatched_request_without_default_backend_is_404_no_route(fleet_d
 
 
 async def test_absolute_form_request_is_routed_by_the_uri_host(routed):
-    from gwharness import raw_request
+    from gateway_support import raw_request
     data = await raw_request(routed.host, routed.port,
                              b"GET http://foo.example.com/foo HTTP/1.1\r\nHost: ignored.example\r\n"
                              b"Connection: close\r\n\r\n")

@@ -15,7 +15,7 @@ from gateway.routing.policy import RoutePolicy
 from gateway.routing.table import Backend, ClusterShare, make_endpoint
 from gateway.upstream.balancer import BalancerState, choose_endpoint
 from gateway.upstream.ewma import DECAY_TIME, FLOOR, PeakEwma
-from gwharness import endpoint_slice, ingress, rule, service
+from gateway_support import endpoint_slice, ingress, rule, service
 
 NGINX = "nginx.ingress.kubernetes.io/"
 

@@ -1,8 +1,8 @@
 """Head-level corpus for the codec: single request heads and response heads with the exact
 outcome (HeadError status, or the parsed fields that matter), restated from RFC 9112/9110
 rules, llhttp's test/request/*.md and test/response/*.md, and the CL.TE / TE.CL / TE.TE
-smuggling families (Kettle 2019). Helper F's stream corpus (tests/gateway/corpus) is run
-through both implementations as well (test_codec_corpus.py).
+smuggling families (Kettle 2019). The stream corpus beside it (requests.py, responses.py) is run
+through both implementations as well (tests/gateway/codec/test_codec_corpus.py).
 
 A request case is (name, raw head, expect): expect is an int (the HeadError status) or a
 dict of RequestHead fields the result must have ({} = accepted, nothing more to check).

@@ -8,7 +8,7 @@ import asyncio
 import aiohttp
 
 from gateway.protocol.http1 import strip_response_hop
-from h1support import gateway_for, scripted_backend
+from h1_support import gateway_for, scripted_backend
 
 
 def strip(block: bytes, code: int = 200) -> tuple[bytes, bool]:

@@ -6,7 +6,7 @@ import collections
 
 import aiohttp
 
-from gwharness import endpoint_slice, ingress, rule, service
+from gateway_support import endpoint_slice, ingress, rule, service
 
 
 async def test_traffic_splits_across_clusters_in_proportion_to_ready_endpoints(

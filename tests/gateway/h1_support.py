@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from gwharness import endpoint_slice, ingress, rule, service
+from gateway_support import endpoint_slice, ingress, rule, service
 
 HOST = "h1.example"
 

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gwharness import endpoint_slice, ingress, rule, service
+from gateway_support import endpoint_slice, ingress, rule, service
 
 NGINX = "nginx.ingress.kubernetes.io/"
 
@@ -184,7 +184,7 @@ async def test_post_is_not_retried_after_a_reset_unless_non_idempotent(fleet_dir
     for annotations, expect in (({}, 502), ({f"{NGINX}proxy-next-upstream": "error timeout non_idempotent"}, 200)):
         fd = fleet_dir("zone-a")
         fd.root = fd.root.parent / f"fleet-{expect}"
-        from gwharness import make_fleet_dir
+        from gateway_support import make_fleet_dir
         fd = make_fleet_dir(fd.root, ["zone-a"])
         fd.member("zone-a", [service("web"), endpoint_slice("web", [("127.0.8.5", port), (good.host, port)])])
         fd.hub([ingress("web", [rule("web.example.com", ("/", "Prefix", "web"))], annotations=annotations)])

@@ -2,8 +2,8 @@
 diagnostics for tls entries that cannot serve."""
 from __future__ import annotations
 
-from gwharness import INGRESS_CLASS, ingress, rule
-from tlssupport import tls_entry, tls_secret
+from gateway_support import INGRESS_CLASS, ingress, rule
+from tls_support import tls_entry, tls_secret
 
 from fleet.objects import parse_object
 from fleet.snapshot import ClusterObjects, FleetSnapshot

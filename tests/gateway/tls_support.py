@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from h1support import RawResponse, read_response
+from h1_support import RawResponse, read_response
 
 
 @dataclass
