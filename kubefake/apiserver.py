@@ -236,6 +236,21 @@ class KubeAPIServer:
     def writes(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.is_write]
 
+    def changes(self, since: int = 0) -> list[tuple[str, str, str, str, int]]:
+        """(event, resource plural, namespace, name, resourceVersion) of every committed change after
+        resourceVersion `since`, in commit order (what the writes did, for ordering tests)."""
+        out = []
+        for ev in self.store.history():
+            if ev.rv > since:
+                out.append((ev.type, ev.resource[1], ev.namespace,
+                            str(ev.obj["metadata"]["name"]), ev.rv))
+        return out
+
+    @property
+    def resource_version(self) -> int:
+        """The store's current resourceVersion (a mark for `changes`)."""
+        return self.store.resource_version
+
     # --- direct access for tests ---------------------------------------------------
 
     def resource(self, kind: str, api_version: str | None = None) -> ResourceType:

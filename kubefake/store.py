@@ -133,6 +133,10 @@ class ObjectStore:
     def compacted(self) -> int:
         return self._compacted
 
+    def history(self) -> list[Event]:
+        """The committed events still held (oldest first, at most history_limit)."""
+        return list(self._history)
+
     def iter_objects(self, key: ResourceKey, namespace: str | None = None) -> Iterator[Obj]:
         """Stored objects, not copies: callers must not mutate them."""
         for (ns, _), obj in sorted(self._objects.get(key, {}).items()):

@@ -1,0 +1,154 @@
+"""The keyed live writer over real API servers: writes in parallel per member but in order
+per service, a held member never holds up the others, and a restart or a leader change
+converges with zero deletes and zero recreates."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from controller.leader import LeaderOptions
+from controller.publisher import DerivedPublisher
+from controller.writer import LiveController, start_live_controller
+from fleet.config import load_fleet_config
+from fleet.fleet import Fleet
+from fleet.live import LiveSource
+from kubefake import KubeAPIServer
+from tests.controller.mcs_support import endpoint, endpoint_slice, export, namespace, service
+from tests.live_support import LiveFleet, eventually, write_fleet
+
+Start = Callable[..., Awaitable[KubeAPIServer]]
+SERVICES = 20
+FAST_LEASE = LeaderOptions(lease_duration=1, renew_deadline=0.6, retry_period=0.1)
+
+
+@pytest.fixture
+async def controllers() -> AsyncIterator[Callable[..., Awaitable[LiveController]]]:
+    running: list[tuple[Fleet, DerivedPublisher, LiveController]] = []
+
+    async def start(live: LiveFleet, **options: Any) -> LiveController:
+        fleet = Fleet.from_config(load_fleet_config(live.fleet_yaml), live_factory=LiveSource.factory)
+        await fleet.start()
+        publisher = DerivedPublisher(fleet).start()
+        ctl = start_live_controller(fleet, publisher, **options)
+        assert ctl is not None
+        running.append((fleet, publisher, ctl))
+        return ctl
+
+    yield start
+    for fleet, publisher, ctl in running:
+        await ctl.close(release=False)
+        await publisher.close()
+        await fleet.stop()
+
+
+def exports(server: KubeAPIServer, n: int = SERVICES) -> None:
+    for i in range(n):
+        server.create(service(f"s{i}"))
+        server.create(endpoint_slice(f"s{i}", [endpoint(f"10.1.0.{i + 1}")], name=f"s{i}-1"))
+        server.create(export(f"s{i}"))
+
+
+def converged(ctl: LiveController, members: tuple[str, ...] = ("zone-a", "zone-b")) -> bool:
+    writer = ctl.writer
+    return writer.derived is not None and all(writer.workers[m].source.loaded for m in members) and \
+        writer.idle and not any(writer.plan(m) for m in members)
+
+
+def key_writes(server: KubeAPIServer) -> list[tuple[str, str, str]]:
+    """(method, plural, name) of the writes to our objects of one service each (not the
+    ClusterProperty or the Lease), as the server received them."""
+    out = []
+    for r in server.writes():
+        parts = r.path.rstrip("/").split("/")
+        plural = parts[-2] if parts[-1] == "status" else (parts[-1] if r.method == "POST" else parts[-2])
+        if plural in ("serviceimports", "services", "endpointslices", "serviceexports"):
+            out.append((r.method, plural, "" if r.method == "POST" else parts[-1]))
+    return out
+
+
+def service_of(plural: str, name: str) -> str:
+    """The exported name a derived object of ours belongs to (s3, amcs-s3, amcs-s3-zone-a-ipv4)."""
+    return name[5:].split("-")[0] if name.startswith("amcs-") else name
+
+
+async def two_members(api_servers: Start, tmp_path: Path, hub: KubeAPIServer | None = None, *,
+                      exported: bool = True) -> tuple[KubeAPIServer, KubeAPIServer, LiveFleet]:
+    a, b = await api_servers(), await api_servers()
+    for server in (a, b):
+        server.create(namespace("demo"))
+    if exported:
+        exports(a)
+    return a, b, write_fleet(tmp_path / "fleet", hub=hub if hub is not None else "zone-a",
+                             members={"zone-a": a, "zone-b": b})
+
+
+async def test_writes_run_in_parallel_up_to_the_limit_in_order_per_service_and_a_held_member_holds_up_nobody(
+        api_servers: Start, controllers: Any, tmp_path: Path) -> None:
+    a, b, live = await two_members(api_servers, tmp_path, exported=False)
+    ctl = await controllers(live, max_concurrent=4)
+    await eventually(lambda: converged(ctl), what="an empty fleet converged")
+    b.delay(30)  # zone-b answers no new request until released (its watches are open already)
+    exports(a)
+    await eventually(lambda: len(b.writes()) >= 4, what="four writes held in zone-b")
+    await eventually(lambda: len([n for n in (o["metadata"]["name"] for o in a.objects("EndpointSlice", "demo"))
+                                  if n.startswith("amcs-")]) == SERVICES, timeout=10,
+                     what="zone-a written in full while zone-b is held")
+    held = key_writes(b)
+    assert held == [("POST", "serviceimports", "")] * 4, "no more writes in flight than --max-concurrent-writes"
+    b.delay(0)
+    await eventually(lambda: converged(ctl), timeout=15, what="converged")
+
+    for server in (a, b):  # per service: its import, then its Service, then its slice
+        order: dict[str, list[str]] = {}
+        for event, plural, _, name, _ in server.changes():
+            if plural in ("serviceimports", "services", "endpointslices") and (
+                    plural == "serviceimports" or name.startswith("amcs-")):
+                order.setdefault(service_of(plural, name), []).append(f"{event} {plural}")
+        assert len(order) == SERVICES
+        for svc, seq in order.items():
+            assert seq[0] == "ADDED serviceimports", (svc, seq)
+            assert seq.index("ADDED services") < seq.index("ADDED endpointslices"), (svc, seq)
+
+    # an unexport deletes in order: slices, then the Service, then the import
+    mark = b.resource_version
+    for i in range(SERVICES):
+        a.delete("ServiceExport", f"s{i}", "demo")
+    await eventually(lambda: not b.objects("ServiceImport", "demo"), timeout=10, what="unexported")
+    order = {}
+    for event, plural, _, name, _ in b.changes(mark):
+        order.setdefault(service_of(plural, name), []).append(f"{event} {plural}")
+    assert len(order) == SERVICES
+    assert all(seq == ["DELETED endpointslices", "DELETED services", "DELETED serviceimports"]
+               for seq in order.values()), order
+
+
+async def test_a_restart_and_a_leader_change_converge_with_no_delete_and_no_recreate(
+        api_servers: Start, controllers: Any, tmp_path: Path) -> None:
+    hub = await api_servers()
+    a, b, live = await two_members(api_servers, tmp_path, hub=hub)
+    first = await controllers(live, leader_elect=True, leader_options=FAST_LEASE)
+    await eventually(lambda: first.elector is not None and first.elector.is_leader, what="the first leads")
+    await eventually(lambda: converged(first), timeout=15, what="converged")
+    uids = {(i, kind, o["metadata"]["name"]): o["metadata"]["uid"] for i, s in enumerate((a, b))
+            for kind in ("ServiceImport", "Service", "EndpointSlice") for o in s.objects(kind, "demo")}
+    marks = [a.resource_version, b.resource_version]
+
+    # a restart: a new controller, the same fleet
+    await first.close(release=True)
+    second = await controllers(live, leader_elect=True, leader_options=FAST_LEASE)
+    await eventually(lambda: second.elector is not None and second.elector.is_leader, what="the restart leads")
+    await eventually(lambda: converged(second), timeout=15, what="the restart converged")
+    # a leader change: a standby takes over from a holder that stops without releasing
+    third = await controllers(live, leader_elect=True, leader_options=FAST_LEASE)
+    await second.close(release=False)
+    await eventually(lambda: third.elector is not None and third.elector.is_leader, timeout=5,
+                     what="the standby leads")
+    await eventually(lambda: converged(third), timeout=15, what="the new leader converged")
+    await asyncio.sleep(0)
+    for server, mark in zip((a, b), marks):
+        assert server.changes(mark) == [], "no write at all after a restart or a leader change"
+    assert uids == {(i, kind, o["metadata"]["name"]): o["metadata"]["uid"] for i, s in enumerate((a, b))
+                    for kind in ("ServiceImport", "Service", "EndpointSlice") for o in s.objects(kind, "demo")}
