@@ -54,18 +54,6 @@ MAX_RESPONSE_HEAD = 64 * 1024
 CONNECTION_KEYWORDS = frozenset((b"close", b"keep-alive", b"upgrade"))
 
 
-# RFC 9112 §3.2: Host = uri-host [ ":" port ], uri-host an IP-literal (brackets), an IPv4
-# address or a reg-name (RFC 3986 §3.2.2: unreserved, pct-encoded, sub-delims). Anything
-# else (spaces, paths, userinfo, a second port, obs-text) is a 400, never a prefix to route on.
-_VALID_HOST = re.compile(
-    rb"(?:\[[0-9A-Za-z:._~!$&'()*+,;=%-]+\]|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?")
-
-
-def valid_host(host: bytes) -> bool:
-    """Whether a Host value (or an absolute-form target's authority) is `uri-host[:port]`."""
-    return _VALID_HOST.fullmatch(host) is not None
-
-
 def host_name(host: bytes) -> bytes:
     """A Host header's name without its port ("[::1]:8080" -> "[::1]")."""
     if host[:1] == b"[":
@@ -83,16 +71,6 @@ def connection_tokens(value: bytes, into: list[bytes] | None) -> list[bytes] | N
                 into = []
             into.append(token)
     return into
-
-
-def drop_named(lines: list[bytes], names: list[bytes]) -> list[bytes]:
-    """Header lines (kept as groups of 4 pieces: name, ": ", value, CRLF) minus `names`."""
-    drop = set(names)
-    kept: list[bytes] = []
-    for i in range(0, len(lines), 4):
-        if lines[i].lower() not in drop:
-            kept += lines[i:i + 4]
-    return kept
 
 
 def strip_response_hop(fields: bytes, low: bytes, code: int) -> tuple[bytes, bool]:

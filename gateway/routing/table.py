@@ -11,15 +11,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .backends import Backend, ClusterShare, UpstreamEndpoint, make_endpoint
+from .backends import Backend, UpstreamEndpoint
 from .certificates import TLSCertificate
 from .policy import RoutePolicy
 
 # Backend and UpstreamEndpoint live in backends.py; the data plane imports them from here
-# too (with ClusterShare and make_endpoint, for tests/gateway). The lead may move those
-# importers to gateway.routing.backends after the request-path rebuild lands.
-__all__ = ["Backend", "ClusterShare", "EMPTY_TABLE", "Route", "RouteTable", "UpstreamEndpoint", "VirtualHost",
-           "describe_table", "find_vhost", "make_endpoint", "match_path", "route"]
+# too, as the types a Route and a RouteTable hand it.
+__all__ = ["Backend", "EMPTY_TABLE", "Route", "RouteTable", "UpstreamEndpoint", "VirtualHost",
+           "describe_table", "find_vhost", "match_path", "route"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +57,6 @@ class RouteTable:
     # route() that the request path fills and clears (bounded by its writer). Safe because
     # route() depends on nothing else; it is never copied and dies with the table.
     route_memo: dict[tuple[bytes, bytes], "Route | None"] = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def cache(self) -> dict[tuple[bytes, bytes], "Route | None"]:
-        """Old name of route_memo, for gateway/protocol/downstream.py until its rebuild lands."""
-        return self.route_memo
 
 
 EMPTY_TABLE = RouteTable(hosts={}, wildcards={}, any_host=None, default=None)

@@ -6,9 +6,10 @@ import re
 
 import pytest
 
+from gateway.routing.backends import Backend, ClusterShare, make_endpoint
 from gateway.routing.policy import CanaryRule, RoutePolicy, WeightedService
 from gateway.routing.select import RequestView, choose_backend
-from gateway.routing.table import Backend, ClusterShare, Route, make_endpoint
+from gateway.routing.table import Route
 from gateway.upstream.balancer import (BalancerState, candidate_endpoints, choose_endpoint, level_loads,
                                        rendezvous)
 from gateway.upstream.health import HealthState

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gateway.protocol.policy_hooks import prepare
+from gateway.routing.backends import Backend, ClusterShare, make_endpoint
 from gateway.routing.policy import CanaryRule, MirrorPolicy, RetryPolicy, RoutePolicy
-from gateway.routing.table import Backend, ClusterShare, Route, make_endpoint
+from gateway.routing.table import Route
 from gateway.upstream import decide
 from gateway.upstream.balancer import BalancerState
 

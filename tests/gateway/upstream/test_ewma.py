@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from gateway.routing.policy import RoutePolicy
-from gateway.routing.table import Backend, ClusterShare, make_endpoint
+from gateway.routing.backends import Backend, ClusterShare, make_endpoint
 from gateway.upstream.balancer import BalancerState, choose_endpoint
 from gateway.upstream.ewma import DECAY_TIME, FLOOR, PeakEwma
 from gateway_support import endpoint_slice, ingress, rule, service
