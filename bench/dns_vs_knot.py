@@ -10,8 +10,9 @@ rotation (knot with one UDP and one TCP worker; ours as `fleetgate dns` runs it,
 compiled or with FLEETGATE_PURE_PYTHON=1), pinned to core 0 with dnsperf on core 1; warms
 each up with one pass of the query file, then runs dnsperf once per mode: `udp` (plain
 queries), `edns` (dnsperf -e: an OPT record in every query), `tcp` (dnsperf -m tcp: four
-kept-open connections). Prints qps and latency per run, then per size and mode the median
-qps and the median of the per-round paired ratios to knot.
+kept-open connections). Prints qps, latency and the server's CPU per answered query (from
+/proc: it drifts less than qps on a shared machine) per run, then per size and mode the
+medians and the median of the per-round paired qps ratios to knot.
 `--reference` adds the spec's yardstick for UDP: a uvloop responder that does nothing but
 look the lowercased question up in answers prebuilt for the query file, patch the ID and
 sendto. Then times a zone build at 10,000 services from scratch, and the change-to-answer
@@ -417,6 +418,12 @@ def rebuild_costs(n: int, changes: int) -> None:
     gc.unfreeze()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def compare(args: argparse.Namespace, n: int, tmp: Path, modes: list[str]) -> list[str]:
     """Rotated rounds at n services; returns the summary lines."""
     d = derive_imports(snapshot(n), clusters=["zone-b"]).per_cluster["zone-b"]
@@ -431,6 +438,7 @@ def compare(args: argparse.Namespace, n: int, tmp: Path, modes: list[str]) -> li
     if args.reference:
         servers.append(("reference", lambda: start_ours(n, mode="--serve-reference")))
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}  # server CPU microseconds per answered query
     for rnd in range(args.rounds):
         order = servers[rnd % len(servers):] + servers[:rnd % len(servers)]  # who goes first rotates
         for name, starter in order:
@@ -440,10 +448,13 @@ def compare(args: argparse.Namespace, n: int, tmp: Path, modes: list[str]) -> li
                 for mode in modes:
                     if name == "reference" and mode == "tcp":
                         continue
+                    c0 = cpu_seconds(proc.pid)
                     qps, lat = dnsperf(port, queries, args.seconds, MODES[mode])
+                    per_query = 1e6 * (cpu_seconds(proc.pid) - c0) / max(qps * args.seconds, 1.0)
                     results.setdefault((name, mode), []).append((qps, lat))
+                    cpu.setdefault((name, mode), []).append(per_query)
                     print(f"{n:6d} services  round {rnd + 1}  {mode:4s}  {name:9s} {qps:10.0f} qps  "
-                          f"avg latency {lat * 1000:.3f} ms", flush=True)
+                          f"avg latency {lat * 1000:.3f} ms  {per_query:.1f} us CPU/query", flush=True)
             finally:
                 stop(proc)
     lines = []
@@ -456,7 +467,9 @@ def compare(args: argparse.Namespace, n: int, tmp: Path, modes: list[str]) -> li
             qps = statistics.median(q for q, _ in runs)
             lat = statistics.median(x for _, x in runs)
             paired = statistics.median(q / k for (q, _), (k, _) in zip(runs, knot))
-            lines.append(f"{n:6d} services  {mode:4s}  {name:9s} median {qps:10.0f} qps  latency {lat * 1000:.3f} ms"
+            us = statistics.median(cpu[(name, mode)])
+            lines.append(f"{n:6d} services  {mode:4s}  {name:9s} median {qps:10.0f} qps  latency {lat * 1000:.3f} ms  "
+                         f"{us:.1f} us CPU/query"
                          + ("" if name == "knot" else f"  {paired:.2f}x knot (median of paired rounds)"))
     return lines
 

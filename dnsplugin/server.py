@@ -133,7 +133,8 @@ class UdpListener:
     """One non-blocking UDP socket answered in bounded batches from one readiness callback.
 
     `batches` and `datagrams` count readiness callbacks and datagrams read, `largest` the
-    most datagrams one callback took (never above `batch_limit`).
+    most datagrams one callback took (never above `batch_limit`; 1 when not `batched`,
+    where `batches` is not counted).
 
     With the pure-Python fast path on uvloop, the socket is handed to the loop's datagram
     transport instead (`batched` False): uvloop reads in C, one datagram per callback,
@@ -220,20 +221,18 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.sendto = transport.sendto  # type: ignore[attr-defined]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        listener = self.listener
-        listener.batches += 1
-        listener.datagrams += 1
+        self.listener.datagrams += 1
+        # _fastpath_py.answer inlined (a Python call less per datagram); the same bytes
+        entry = self.holder.fast.get(data[2:].lower())
+        if entry is not None:
+            self.fast_counts[entry[3]] += 1
+            self.sendto(data[:2] + entry[0] + data[12:entry[2]] + entry[1], addr)
+            return
         if len(data) > MAX_QUERY:
             return
-        reply = answer(self.holder.fast, data, self.fast_counts)
-        if reply is None:
-            reply = self.slow(data, addr)
-            if reply is None:
-                return
-        try:
+        reply = self.slow(data, addr)
+        if reply is not None:
             self.sendto(reply, addr)
-        except OSError as exc:
-            log.debug("udp send to %s failed: %r", addr, exc)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp error: %r", exc)
