@@ -2,7 +2,7 @@
 
 Each is a function of (route policy, balancer state, attempt history, now, random values)
 returning a decision; nothing here reads a clock, draws a random number or touches a
-connection, so tests/gateway/test_decide.py checks them with fixed values. The
+connection, so tests/gateway/upstream/test_decide.py checks them with fixed values. The
 downstream connection applies the decision (sends, answers, counts).
 """
 from __future__ import annotations
