@@ -108,6 +108,8 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
                 return ex
             self._start(ex)
             return ex
+        if policy.grpc:  # gRPC needs HTTP/2 end to end (h2_grpc.py takes HTTP/2 streams before here)
+            raise Reject(426, "grpc-requires-http2")
         up_target, up_host = target, host
         limit = policy.max_body_size or ctx.limits.max_body_size
         if limit is not None and head.content_length > limit:

@@ -27,7 +27,8 @@ import h2.settings
 from hyperframe.frame import GoAwayFrame
 
 from ..codec import ChunkedDecoder, HeadError, head_end, parse_response
-from .downstream import DownstreamH1
+from .downstream import ROUTE_CACHE_SIZE, DownstreamH1, _route
+from .h2_grpc import GrpcStream, is_grpc
 from .http1_downstream import H1Reader
 
 if TYPE_CHECKING:
@@ -65,6 +66,8 @@ class TLSDownstream(asyncio.Protocol):
 
 class StreamTransport(asyncio.Transport):
     """What one stream's DownstreamH1 writes its HTTP/1.1 response to."""
+
+    grpc = False  # (GrpcStream, h2_grpc.py, is the other kind of stream)
 
     def __init__(self, conn: "DownstreamH2", stream_id: int, method: bytes) -> None:
         super().__init__()
@@ -275,8 +278,11 @@ class DownstreamH2(asyncio.Protocol):
                 self._data(ev)
             elif isinstance(ev, h2.events.StreamEnded):
                 st = self.streams.get(ev.stream_id)
-                if st is not None and st.chunked:
-                    st.ds.data_received(b"0\r\n\r\n")
+                if st is not None:
+                    if st.grpc:
+                        st.request_end()  # type: ignore[attr-defined]
+                    elif st.chunked:
+                        st.ds.data_received(b"0\r\n\r\n")
             elif isinstance(ev, h2.events.StreamReset):
                 st = self.streams.pop(ev.stream_id, None)
                 if st is not None:
@@ -319,6 +325,19 @@ class DownstreamH2(asyncio.Protocol):
             if name == b"content-length":
                 has_length = True
             lines += (name, b": ", value, b"\r\n")
+        table = self.ctx.table
+        r = table.route_memo.get((authority, path), False)
+        if r is False:
+            r = _route(table, authority, path)
+            if len(table.route_memo) >= ROUTE_CACHE_SIZE:
+                table.route_memo.clear()
+            table.route_memo[(authority, path)] = r
+        if is_grpc(r):  # relayed as HTTP/2 end to end, trailers and all
+            gs = GrpcStream(self, sid, r, ev.headers, ev.stream_ended is not None)
+            self.streams[sid] = gs  # type: ignore[assignment]
+            self.deadline = 0.0
+            gs.begin()
+            return
         if cookies:
             lines += (b"cookie: ", b"; ".join(cookies), b"\r\n")
         st = StreamTransport(self, sid, method)
@@ -336,6 +355,9 @@ class DownstreamH2(asyncio.Protocol):
         st = self.streams.get(ev.stream_id)
         if st is None:  # the stream was answered (and closed) before its body ended
             self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            return
+        if st.grpc:
+            st.request_data(ev.data, ev.flow_controlled_length)  # type: ignore[attr-defined]
             return
         data = ev.data
         if data:

@@ -218,9 +218,6 @@ def build(snapshot: FleetSnapshot, *, ingress_classes: Sequence[str] = DEFAULT_C
             changes["default_backend"] = ref(policy.default_backend, "default-backend")
         if policy.mirror is not None and policy.mirror.service is not None:
             changes["mirror"] = replace(policy.mirror, service=ref(policy.mirror.service, "mirror-target-service"))
-        if policy.backend_protocol in ("GRPC", "GRPCS"):
-            diag(ing, f"annotation backend-protocol: {policy.backend_protocol} upstreams are not supported "
-                      "yet; HTTP/1.1 is used", "warning")
         # ingress-nginx: plain-HTTP requests to an Ingress with tls are redirected unless
         # `ssl-redirect: "false"`; without tls there is no certificate to redirect to
         ssl_redirect = bool(ing.tls) and policy.ssl_redirect is not False

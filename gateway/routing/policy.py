@@ -163,6 +163,8 @@ class RoutePolicy:
     upstream_tls: bool = field(init=False, default=False, compare=False)
     # the one-call send on a warm plain connection may be used (plain pick, plain upstream)
     fast_send: bool = field(init=False, default=True, compare=False)
+    # backend-protocol GRPC/GRPCS: HTTP/2 end to end (protocol/h2_grpc.py); HTTP/1 clients refused
+    grpc: bool = field(init=False, default=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "plain_pick", not (
@@ -178,7 +180,8 @@ class RoutePolicy:
             or self.upstream_vhost or self.app_root or self.cors or self.whitelist is not None)
         object.__setattr__(self, "per_request", per_request_tls or bool(self.ssl_redirect or self.force_ssl_redirect))
         object.__setattr__(self, "upstream_tls", self.backend_protocol == "HTTPS")
-        object.__setattr__(self, "fast_send", self.plain_pick and not self.upstream_tls)
+        object.__setattr__(self, "grpc", self.backend_protocol in ("GRPC", "GRPCS"))
+        object.__setattr__(self, "fast_send", self.plain_pick and not self.upstream_tls and not self.grpc)
         object.__setattr__(self, "fast", self.fast_send and not self.per_request and self.total_timeout is None)
         object.__setattr__(self, "fast_tls", self.fast_send and not per_request_tls and self.total_timeout is None)
 
@@ -216,4 +219,5 @@ def _plain(value: Any) -> Any:
 
 DEFAULT_POLICY = RoutePolicy()
 # computed from the annotated fields, for the data plane; not shown by describe()
-_DERIVED = frozenset(("per_request", "plain_pick", "needs_view", "fast", "fast_tls", "upstream_tls", "fast_send"))
+_DERIVED = frozenset(("per_request", "plain_pick", "needs_view", "fast", "fast_tls", "upstream_tls", "fast_send",
+                      "grpc"))

@@ -1,0 +1,206 @@
+"""HTTP/2 upstream connections (backend-protocol GRPC: h2c; GRPCS: TLS with ALPN h2).
+
+One connection carries many streams, up to the peer's SETTINGS_MAX_CONCURRENT_STREAMS;
+each stream reports to a sink (the gRPC stream of the downstream, h2_grpc.py). Flow
+control is left to the sink both ways: DATA is credited back only when the sink says it
+was passed on, and what the upstream's window does not take is returned to the sink to
+hold, so a slow reader on one side slows the other and memory stays bounded by windows.
+GOAWAY: streams above its last stream id were not processed and are reported refused
+(safe to send elsewhere); the connection takes no new streams and closes when idle.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+
+log = logging.getLogger("fleetgate.gateway")
+
+STREAM_WINDOW = 1 << 20  # what one upstream stream may send before we credit it back
+CONNECTION_WINDOW = 16 << 20
+
+
+class H2Sink(Protocol):
+    """What an upstream stream reports to."""
+
+    def up_headers(self, headers: list[tuple[bytes, bytes]], end: bool) -> None: ...
+    def up_data(self, data: bytes, flow: int) -> None: ...
+    def up_trailers(self, headers: list[tuple[bytes, bytes]]) -> None: ...
+    def up_end(self) -> None: ...
+    def up_reset(self, code: int, refused: bool) -> None: ...
+    def up_window(self) -> None: ...
+    def up_lost(self) -> None: ...
+
+
+class UpstreamH2(asyncio.Protocol):
+    """One HTTP/2 connection to an upstream endpoint, shared by many streams."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=True, header_encoding=None, validate_inbound_headers=True,
+            validate_outbound_headers=False, normalize_outbound_headers=False))
+        self.streams: dict[int, H2Sink] = {}
+        self.goaway = False
+        self.idle_since = 0.0
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.h2.local_settings = h2.settings.Settings(client=True, initial_values={
+            h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 256 * 1024,
+        })
+        self.h2.initiate_connection()
+        self.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        self.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.pool.forget(self)
+        streams, self.streams = self.streams, {}
+        for sink in streams.values():
+            sink.up_lost()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            try:
+                self.h2.close_connection()
+                self.flush()
+            except h2.exceptions.ProtocolError:
+                pass
+            self.transport.close()
+
+    def flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data and self.transport is not None:
+            self.transport.write(data)
+
+    # --- streams out ---------------------------------------------------------------
+
+    def can_open(self) -> bool:
+        return (self.transport is not None and not self.goaway and not self.transport.is_closing()
+                and self.h2.open_outbound_streams < self.h2.remote_settings.max_concurrent_streams)
+
+    def open(self, sink: H2Sink, headers: list[tuple[bytes, bytes]], end: bool) -> int:
+        sid = self.h2.get_next_available_stream_id()
+        self.h2.send_headers(sid, headers, end_stream=end)
+        self.streams[sid] = sink
+        self.flush()
+        return sid
+
+    def send_data(self, sid: int, data: bytes) -> bytes:
+        """Send what the windows allow; the rest is returned for the sink to hold."""
+        conn = self.h2
+        view = memoryview(data)
+        try:
+            while view:
+                window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+                if window <= 0:
+                    break
+                conn.send_data(sid, view[:window].tobytes())
+                view = view[window:]
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            return b""  # the stream was reset meanwhile: its sink hears of it
+        self.flush()
+        return bytes(view)
+
+    def end(self, sid: int) -> None:
+        try:
+            self.h2.end_stream(sid)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            return
+        self.flush()
+
+    def ack(self, sid: int, n: int) -> None:
+        """Credit n bytes of received DATA back (the sink passed them on)."""
+        if n and self.transport is not None:
+            try:
+                self.h2.acknowledge_received_data(n, sid)
+            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+                # the stream is gone: credit the connection window alone
+                self.h2.increment_flow_control_window(n)
+            self.flush()
+
+    def reset(self, sid: int, code: h2.errors.ErrorCodes = h2.errors.ErrorCodes.CANCEL) -> None:
+        if self.streams.pop(sid, None) is None:
+            return
+        try:
+            self.h2.reset_stream(sid, code)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            pass
+        self.flush()
+        self._maybe_close()
+
+    def _maybe_close(self) -> None:
+        if self.goaway and not self.streams:
+            self.close()
+
+    # --- frames in ---------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            log.debug("h2 upstream protocol error from %s: %s", self.pool.key, exc)
+            self.flush()
+            if self.transport is not None:
+                self.transport.close()
+            return
+        streams = self.streams
+        for ev in events:
+            if isinstance(ev, h2.events.DataReceived):
+                sink = streams.get(ev.stream_id)
+                if sink is None:
+                    self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                else:
+                    sink.up_data(ev.data, ev.flow_controlled_length)
+            elif isinstance(ev, h2.events.ResponseReceived):
+                sink = streams.get(ev.stream_id)
+                if sink is not None:
+                    sink.up_headers(ev.headers, ev.stream_ended is not None)
+            elif isinstance(ev, h2.events.TrailersReceived):
+                sink = streams.get(ev.stream_id)
+                if sink is not None:
+                    sink.up_trailers(ev.headers)
+            elif isinstance(ev, h2.events.StreamEnded):
+                sink = streams.pop(ev.stream_id, None)
+                if sink is not None:
+                    sink.up_end()
+            elif isinstance(ev, h2.events.StreamReset):
+                sink = streams.pop(ev.stream_id, None)
+                if sink is not None:
+                    sink.up_reset(ev.error_code, ev.error_code == h2.errors.ErrorCodes.REFUSED_STREAM)
+            elif isinstance(ev, h2.events.WindowUpdated):
+                if ev.stream_id == 0:
+                    for sink in list(streams.values()):
+                        sink.up_window()
+                else:
+                    sink = streams.get(ev.stream_id)
+                    if sink is not None:
+                        sink.up_window()
+            elif isinstance(ev, h2.events.RemoteSettingsChanged):
+                for sink in list(streams.values()):  # a larger initial window opens every stream
+                    sink.up_window()
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                self._goaway(ev.last_stream_id)
+        self.flush()
+        self._maybe_close()
+
+    def _goaway(self, last_stream_id: int | None) -> None:
+        """No new streams here; those the server did not process go elsewhere."""
+        self.goaway = True
+        self.pool.forget(self)
+        last = last_stream_id if last_stream_id is not None else 0
+        for sid in [s for s in self.streams if s > last]:
+            self.streams.pop(sid).up_reset(h2.errors.ErrorCodes.REFUSED_STREAM, True)
