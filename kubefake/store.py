@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import itertools
 import random
 import uuid
 from collections import deque
@@ -90,19 +91,25 @@ class ServiceIPs:
     def __init__(self, store: "ObjectStore", cidr: str) -> None:
         self._store = store
         self._net = ipaddress.ip_network(cidr)
+        self._cursor = 0  # hosts before it were in use when last looked at (a hint)
 
     def _used(self) -> set[str]:
-        return {ip for svc in self._store.iter_objects(("", "services"))
-                for ip in (svc.get("spec") or {}).get("clusterIPs") or ()}
+        return self._store.service_ips  # kept on every commit: allocation is not a scan
 
     def in_use(self, ip: str) -> bool:
         return ip in self._used()
 
     def allocate(self) -> str:
+        """The first free host, searched from where the last search ended, then from the
+        start (a deleted Service's IP is found again), so 10,000 Services cost no scan each."""
         used = self._used()
-        for host in self._net.hosts():
-            if str(host) not in used:
-                return str(host)
+        first = int(self._net.network_address) + (0 if self._net.num_addresses <= 2 else 1)
+        count = self._net.num_addresses - (0 if self._net.num_addresses <= 2 else 2)
+        for i in itertools.chain(range(self._cursor, count), range(0, min(self._cursor, count))):
+            ip = str(ipaddress.ip_address(first + i))
+            if ip not in used:
+                self._cursor = i + 1
+                return ip
         raise ApiError(500, "range is full: no ClusterIPs left in %s" % self._net)
 
 
@@ -121,6 +128,7 @@ class ObjectStore:
         self._history: deque[Event] = deque()
         self._history_limit = history_limit
         self._subs: set[Subscription] = set()
+        self.service_ips: set[str] = set()  # spec.clusterIPs of every stored Service
         self._ips = ServiceIPs(self, service_cidr)
 
     # --- reading -------------------------------------------------------------------
@@ -352,6 +360,13 @@ class ObjectStore:
         key = (namespace, obj["metadata"]["name"])
         where = (rt.key, namespace, key[1])
         bucket = self._objects.setdefault(rt.key, {})
+        if rt.key == ("", "services"):
+            ips = (obj.get("spec") or {}).get("clusterIPs") or ()
+            self.service_ips.difference_update(((old or {}).get("spec") or {}).get("clusterIPs") or ())
+            if kind == "DELETED":
+                self.service_ips.difference_update(ips)
+            else:
+                self.service_ips.update(ips)
         for ref in (old or {}).get("metadata", {}).get("ownerReferences") or ():
             self._dependents.get(ref.get("uid"), set()).discard(where)
         if kind == "DELETED":
