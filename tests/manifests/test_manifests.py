@@ -355,7 +355,7 @@ def test_gateway_deployment_spreads_across_zones_and_keeps_one_up() -> None:
     assert dep["spec"]["replicas"] >= 2
     assert container(dep)["args"] == [
         "gateway", "--fleet", "/etc/fleetgate/fleet.yaml", "--http", "0.0.0.0:8080",
-        "--https", "0.0.0.0:8443", "--admin", "0.0.0.0:9901"]
+        "--https", "0.0.0.0:8443", "--admin", "0.0.0.0:9901", "--drain-delay", "0", "--drain-timeout", "10"]
     labels = dep["spec"]["template"]["metadata"]["labels"]
     spread = {t["topologyKey"]: t for t in pod_spec(dep)["topologySpreadConstraints"]}
     zone = spread["topology.kubernetes.io/zone"]
