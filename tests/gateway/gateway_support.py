@@ -20,6 +20,7 @@ from aiohttp import web
 from fleet.config import load_fleet_config
 from fleet.fleet import Fleet
 from gateway.context import Limits
+from gateway.routing.backends import Backend, ClusterShare, make_endpoint
 from gateway.server import Gateway, GatewayOptions
 
 
@@ -125,6 +126,25 @@ def fleet_dir(tmp_path: Path) -> Callable[..., FleetDir]:
     def make(*clusters: str, zones: dict[str, str] | None = None) -> FleetDir:
         return make_fleet_dir(tmp_path / "fleet", list(clusters) or ["zone-a", "zone-b"], zones)
     return make
+
+
+def served(name: str, *pods: Any) -> list[dict]:
+    """A Service and the EndpointSlice of its ready pods (anything with .host and .port)."""
+    return [service(name), endpoint_slice(name, [(p.host, p.port) for p in pods])]
+
+
+# --- resolved backends as the route builder makes them (for the pure tests) ---------------
+
+def backend(name: str, **clusters: int) -> Backend:
+    """Service `name` resolved in each cluster given with its endpoint count: cluster i gets
+    zone az-{i+1} and endpoints 127.0.{i}.1.. port 80."""
+    shares = []
+    for i, (cluster, n) in enumerate(clusters.items()):
+        shares.append(ClusterShare(cluster, f"az-{i + 1}",
+                                   tuple(make_endpoint(f"127.0.{i}.{j + 1}", 80, cluster, f"az-{i + 1}")
+                                         for j in range(n))))
+    return Backend(f"demo/{name}:80", "demo", name, "80", tuple(shares),
+                   tuple(e for s in shares for e in s.endpoints))
 
 
 # --- backends: real HTTP servers, one per "pod" address -----------------------------------

@@ -77,9 +77,9 @@ class Llhttp:
             self.method = parser.get_method()
 
 
-def llhttp_request(raw: bytes) -> Llhttp:
+def _llhttp(parser_class: Any, raw: bytes) -> Llhttp:
     rec = Llhttp()
-    parser = rec.parser = httptools.HttpRequestParser(rec)
+    parser = rec.parser = parser_class(rec)
     try:
         parser.feed_data(raw)
     except httptools.HttpParserUpgrade:
@@ -87,22 +87,17 @@ def llhttp_request(raw: bytes) -> Llhttp:
     except httptools.HttpParserError as err:
         rec.accepted = False
         rec.error = str(err)
-        return rec
     return rec
+
+
+def llhttp_request(raw: bytes) -> Llhttp:
+    """What llhttp makes of a request head (the reference parser)."""
+    return _llhttp(httptools.HttpRequestParser, raw)
 
 
 def llhttp_response(raw: bytes) -> Llhttp:
-    rec = Llhttp()
-    parser = rec.parser = httptools.HttpResponseParser(rec)
-    try:
-        parser.feed_data(raw)
-    except httptools.HttpParserUpgrade:
-        rec.upgrade = True
-    except httptools.HttpParserError as err:
-        rec.accepted = False
-        rec.error = str(err)
-        return rec
-    return rec
+    """What llhttp makes of a response head."""
+    return _llhttp(httptools.HttpResponseParser, raw)
 
 
 def same(a: Any, b: Any) -> bool:

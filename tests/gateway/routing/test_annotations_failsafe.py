@@ -15,7 +15,7 @@ import pytest
 
 from gateway.routing.annotations import _SPEC, ON_INVALID, parse_annotations
 from gateway.routing.policy import DEFAULT_POLICY
-from gateway_support import endpoint_slice, ingress, make_fleet_dir, rule, service
+from gateway_support import endpoint_slice, ingress, make_fleet_dir, rule, served, service
 
 NGINX = "nginx.ingress.kubernetes.io/"
 FG = "fleetgate.io/"
@@ -139,8 +139,7 @@ async def test_invalid_canaries_leave_all_traffic_on_the_main_backend(fleet_dir,
     fd = fleet_dir("zone-a")
     main = await echo_backends("main", host="127.0.32.1")
     can = await echo_backends("canary", host="127.0.32.2")
-    fd.member("zone-a", [service("main"), endpoint_slice("main", [(main.host, main.port)]),
-                         service("canary"), endpoint_slice("canary", [(can.host, can.port)])])
+    fd.member("zone-a", served("main", main) + served("canary", can))
     # every canary asks for everything (header, cookie, query and weight 100) but one
     # of its values is invalid; canary Ingresses are named to sort before (be older than)
     # the mains, so one taken as a main Ingress would win the route
@@ -175,8 +174,8 @@ def two_clusters(fleet_dir, echo_backends, start_gateway):
         fd = fleet_dir("zone-a", "zone-b")
         a = await echo_backends("a", host="127.0.32.11")
         b = await echo_backends("b", host="127.0.32.12", port=a.port)
-        fd.member("zone-a", [service("web"), endpoint_slice("web", [(a.host, a.port)]), *(extra_a or [])])
-        fd.member("zone-b", [service("web"), endpoint_slice("web", [(b.host, b.port)])])
+        fd.member("zone-a", [*served("web", a), *(extra_a or [])])
+        fd.member("zone-b", served("web", b))
         fd.hub([ingress("web", [rule("web.example.com", ("/", "Prefix", "web"))], annotations=annotations),
                 *(extra_hub or [])])
         return await start_gateway(fd)
@@ -203,7 +202,7 @@ async def test_an_invalid_destination_serves_the_ingress_backend(two_clusters, e
     gw = await two_clusters({dest: "60% other.demo.svc:80\n30% other.demo.svc:80"},
                             extra_hub=[ingress("ok", [rule("ok.example.com", ("/", "Prefix", "web"))],
                                                annotations={dest: "100% other.demo.svc:80"})],
-                            extra_a=[service("other"), endpoint_slice("other", [(other.host, other.port)])])
+                            extra_a=served("other", other))
     assert await get_backends(gw.url, "ok.example.com", 5) == {"other": 5}  # the control
     assert await get_backends(gw.url, "web.example.com", 10) == {"a": 5, "b": 5}
 
@@ -217,8 +216,7 @@ async def test_an_invalid_mirror_value_mirrors_nothing(fleet_dir, echo_backends,
     fd = fleet_dir("zone-a")
     main = await echo_backends("main", host="127.0.32.21")
     shadow = await echo_backends("shadow", host="127.0.32.22")
-    fd.member("zone-a", [service("main"), endpoint_slice("main", [(main.host, main.port)]),
-                         service("shadow"), endpoint_slice("shadow", [(shadow.host, shadow.port)])])
+    fd.member("zone-a", served("main", main) + served("shadow", shadow))
     mirror = {"higress.io/mirror-target-service": "shadow"}
     fd.hub([ingress("bad", [rule("bad.example.com", ("/", "Prefix", "main"))],
                     annotations={**mirror, "higress.io/mirror-percentage": "all of it"}),

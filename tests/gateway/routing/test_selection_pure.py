@@ -6,23 +6,14 @@ import re
 
 import pytest
 
-from gateway.routing.backends import Backend, ClusterShare, make_endpoint
+from gateway.routing.backends import Backend
 from gateway.routing.policy import CanaryRule, RoutePolicy, WeightedService
 from gateway.routing.select import RequestView, choose_backend
 from gateway.routing.table import Route
 from gateway.upstream.balancer import (BalancerState, candidate_endpoints, choose_endpoint, level_loads,
                                        rendezvous)
 from gateway.upstream.health import HealthState
-
-
-def backend(name: str, **clusters: int) -> Backend:
-    shares = []
-    for i, (cluster, n) in enumerate(clusters.items()):
-        shares.append(ClusterShare(cluster, f"az-{i + 1}",
-                                   tuple(make_endpoint(f"127.0.{i}.{j + 1}", 80, cluster, f"az-{i + 1}")
-                                         for j in range(n))))
-    return Backend(f"demo/{name}:80", "demo", name, "80", tuple(shares),
-                   tuple(e for s in shares for e in s.endpoints))
+from gateway_support import backend
 
 
 MAIN, CANARY, CANARY2 = backend("main", a=1), backend("canary", a=1), backend("canary2", a=1)

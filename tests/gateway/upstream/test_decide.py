@@ -5,21 +5,11 @@ from __future__ import annotations
 import pytest
 
 from gateway.protocol.policy_hooks import prepare
-from gateway.routing.backends import Backend, ClusterShare, make_endpoint
 from gateway.routing.policy import CanaryRule, MirrorPolicy, RetryPolicy, RoutePolicy
 from gateway.routing.table import Route
 from gateway.upstream import decide
 from gateway.upstream.balancer import BalancerState
-
-
-def backend(name: str, **clusters: int) -> Backend:
-    shares = []
-    for i, (cluster, n) in enumerate(clusters.items()):
-        shares.append(ClusterShare(cluster, f"az-{i + 1}",
-                                   tuple(make_endpoint(f"127.0.{i}.{j + 1}", 80, cluster, f"az-{i + 1}")
-                                         for j in range(n))))
-    return Backend(f"demo/{name}:80", "demo", name, "80", tuple(shares),
-                   tuple(e for s in shares for e in s.endpoints))
+from gateway_support import backend
 
 
 MAIN = backend("main", a=2, b=1)

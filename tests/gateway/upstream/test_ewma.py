@@ -6,16 +6,17 @@ import asyncio
 import collections
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.routing.policy import RoutePolicy
 from gateway.routing.backends import Backend, ClusterShare, make_endpoint
+from gateway.routing.policy import RoutePolicy
 from gateway.upstream.balancer import BalancerState, choose_endpoint
 from gateway.upstream.ewma import DECAY_TIME, FLOOR, PeakEwma
-from gateway_support import endpoint_slice, ingress, rule, service
+from gateway_support import ingress, rule, served
 
 NGINX = "nginx.ingress.kubernetes.io/"
 
@@ -144,20 +145,28 @@ def test_choose_endpoint_uses_ewma_for_the_policy_and_least_conn_ignores_it():
 
 # --- over real sockets ------------------------------------------------------------------------
 
+async def answer_slowly(request: web.Request) -> web.StreamResponse:
+    await asyncio.sleep(0.05)
+    return web.json_response({"backend": "slow"})
+
+
+async def fast_and_slow_pods(fleet_dir, echo_backends, start_gateway, hosts: tuple[str, str],
+                             annotations: dict[str, str]) -> tuple[Any, Any, Any]:
+    """A gateway routing web.example.com to Service web: one pod answering at once, one 50 ms
+    later (same port, two loopback addresses); (gateway, fast pod, slow pod)."""
+    fd = fleet_dir("zone-a")
+    fast_pod = await echo_backends("fast", host=hosts[0])
+    slow_pod = await echo_backends("slow", host=hosts[1], port=fast_pod.port, handler=answer_slowly)
+    fd.member("zone-a", served("web", fast_pod, slow_pod))
+    fd.hub([ingress("web", [rule("web.example.com", ("/", "Prefix", "web"))], annotations=annotations)])
+    return await start_gateway(fd), fast_pod, slow_pod
+
+
 async def test_ewma_moves_traffic_away_from_an_endpoint_answering_50ms_slower(fleet_dir, echo_backends,
                                                                            start_gateway):
-    async def slow(request: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(0.05)
-        return web.json_response({"backend": "slow"})
-
-    fd = fleet_dir("zone-a")
-    fast_pod = await echo_backends("fast", host="127.0.31.1")
-    slow_pod = await echo_backends("slow", host="127.0.31.2", port=fast_pod.port, handler=slow)
-    fd.member("zone-a", [service("web"), endpoint_slice("web", [(fast_pod.host, fast_pod.port),
-                                                                (slow_pod.host, slow_pod.port)])])
-    fd.hub([ingress("web", [rule("web.example.com", ("/", "Prefix", "web"))],
-                    annotations={f"{NGINX}load-balance": "ewma"})])
-    gw = await start_gateway(fd)
+    gw, fast_pod, slow_pod = await fast_and_slow_pods(fleet_dir, echo_backends, start_gateway,
+                                                      ("127.0.31.1", "127.0.31.2"),
+                                                      {f"{NGINX}load-balance": "ewma"})
     seen: collections.Counter[str] = collections.Counter()
 
     async def client(s: aiohttp.ClientSession, n: int) -> None:
@@ -183,17 +192,7 @@ async def test_ewma_moves_traffic_away_from_an_endpoint_answering_50ms_slower(fl
 async def test_round_robin_splits_the_same_pair_evenly(fleet_dir, echo_backends, start_gateway):
     """The control: without `ewma` the slow endpoint gets its half, so the test above measures
     the balancer, not the backends."""
-    async def slow(request: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(0.05)
-        return web.json_response({"backend": "slow"})
-
-    fd = fleet_dir("zone-a")
-    fast_pod = await echo_backends("fast", host="127.0.31.3")
-    slow_pod = await echo_backends("slow", host="127.0.31.4", port=fast_pod.port, handler=slow)
-    fd.member("zone-a", [service("web"), endpoint_slice("web", [(fast_pod.host, fast_pod.port),
-                                                                (slow_pod.host, slow_pod.port)])])
-    fd.hub([ingress("web", [rule("web.example.com", ("/", "Prefix", "web"))])])
-    gw = await start_gateway(fd)
+    gw, _, _ = await fast_and_slow_pods(fleet_dir, echo_backends, start_gateway, ("127.0.31.3", "127.0.31.4"), {})
     seen: collections.Counter[str] = collections.Counter()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
         for _ in range(40):

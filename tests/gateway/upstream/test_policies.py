@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway_support import endpoint_slice, ingress, rule, service
+from gateway_support import endpoint_slice, ingress, rule, served, service
 
 NGINX = "nginx.ingress.kubernetes.io/"
 
@@ -125,8 +125,7 @@ async def test_canary_by_header_and_weight(fleet_dir, echo_backends, start_gatew
     fd = fleet_dir("zone-a")
     main = await echo_backends("main", host="127.0.8.1")
     can = await echo_backends("canary", host="127.0.8.2")
-    fd.member("zone-a", [service("main"), endpoint_slice("main", [(main.host, main.port)]),
-                         service("canary"), endpoint_slice("canary", [(can.host, can.port)])])
+    fd.member("zone-a", served("main", main) + served("canary", can))
     fd.hub([ingress("main", [rule("web.example.com", ("/", "Prefix", "main"))]),
             ingress("canary", [rule("web.example.com", ("/", "Prefix", "canary"))],
                     annotations={f"{NGINX}canary": "true", f"{NGINX}canary-by-header": "x-canary",
@@ -143,7 +142,7 @@ async def test_canary_by_header_and_weight(fleet_dir, echo_backends, start_gatew
 async def test_canary_with_no_endpoint_falls_back_to_main(fleet_dir, echo_backends, start_gateway):
     fd = fleet_dir("zone-a")
     main = await echo_backends("main", host="127.0.8.3")
-    fd.member("zone-a", [service("main"), endpoint_slice("main", [(main.host, main.port)]), service("canary")])
+    fd.member("zone-a", [*served("main", main), service("canary")])
     fd.hub([ingress("main", [rule("web.example.com", ("/", "Prefix", "main"))]),
             ingress("canary", [rule("web.example.com", ("/", "Prefix", "canary"))],
                     annotations={f"{NGINX}canary": "true", f"{NGINX}canary-by-header": "x-canary"})])
@@ -159,8 +158,8 @@ async def test_retry_on_503_moves_to_another_cluster(fleet_dir, echo_backends, s
     fd = fleet_dir("zone-a", "zone-b")
     bad = await echo_backends("bad", host="127.0.8.4", handler=unavailable)
     good = await echo_backends("good", host="127.0.9.4")
-    fd.member("zone-a", [service("web"), endpoint_slice("web", [(bad.host, bad.port)])])
-    fd.member("zone-b", [service("web"), endpoint_slice("web", [(good.host, good.port)])])
+    fd.member("zone-a", served("web", bad))
+    fd.member("zone-b", served("web", good))
     fd.hub([ingress("web", [rule("web.example.com", ("/", "Prefix", "web"))],
                     annotations={f"{NGINX}proxy-next-upstream": "error timeout http_503",
                                  "fleetgate.io/consecutive-5xx": "1000"})])
@@ -240,8 +239,8 @@ async def test_mirror_copies_requests_and_a_dead_mirror_changes_nothing(fleet_di
     fd = fleet_dir("zone-a")
     main = await echo_backends("main", host="127.0.8.11")
     shadow = await echo_backends("shadow", host="127.0.8.12")
-    fd.member("zone-a", [service("main"), endpoint_slice("main", [(main.host, main.port)]),
-                         service("shadow"), endpoint_slice("shadow", [(shadow.host, shadow.port)]),
+    fd.member("zone-a", [*served("main", main),
+                         *served("shadow", shadow),
                          service("dead"), endpoint_slice("dead", [("127.0.8.13", 9)])])
     fd.hub([ingress("web", [rule("web.example.com", ("/", "Prefix", "main"))],
                     annotations={"higress.io/mirror-target-service": "shadow"}),
@@ -284,7 +283,7 @@ async def test_hash_by_header_and_cookie_affinity_are_sticky(two_cluster_fleet):
 async def test_rewrite_vhost_app_root_cors_whitelist_and_body_size(fleet_dir, echo_backends, start_gateway):
     fd = fleet_dir("zone-a")
     b = await echo_backends("svc", host="127.0.8.14")
-    fd.member("zone-a", [service("svc"), endpoint_slice("svc", [(b.host, b.port)])])
+    fd.member("zone-a", served("svc", b))
     fd.hub([
         ingress("rw", [rule("rw.example.com", ("/api(/|$)(.*)", "ImplementationSpecific", "svc"))],
                 annotations={f"{NGINX}use-regex": "true", f"{NGINX}rewrite-target": "/$2",
@@ -323,7 +322,7 @@ async def test_invalid_annotation_values_are_diagnostics_and_the_route_still_ser
                                                                                    start_gateway):
     fd = fleet_dir("zone-a")
     b = await echo_backends("svc", host="127.0.8.15")
-    fd.member("zone-a", [service("svc"), endpoint_slice("svc", [(b.host, b.port)])])
+    fd.member("zone-a", served("svc", b))
     fd.hub([ingress("web", [rule("web.example.com", ("/", "Prefix", "svc"))],
                     annotations={"fleetgate.io/cluster-weights": "zone-a=lots", f"{NGINX}load-balance": "fastest",
                                  "mse.ingress.kubernetes.io/destination": "60% a.demo.svc:80\n30% b.demo.svc:80",
