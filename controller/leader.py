@@ -8,6 +8,24 @@ carries the resourceVersion it read: a 409 means another candidate got there fir
 holder stops writing once it has not renewed for `renew_deadline` (< lease duration),
 before anyone else may take over; on a clean stop it releases the Lease so a standby takes
 over at its next try instead of after the lease duration.
+
+Why not kubernetes_asyncio.leaderelection (checked at 36.1, issue 15 item 9): it lacks
+what this controller relies on.
+- No release on shutdown: nothing gives the Lease up, so a rolling update leaves the
+  controller without a writer for a whole lease duration (client-go's ReleaseOnCancel).
+- One campaign per `run()`: once leadership is lost `run()` returns and the candidate
+  never campaigns again; an error that is not an ApiException (the API server refusing
+  connections: aiohttp's ClientConnectorError) escapes `run()` and ends it too.
+- The renew deadline is judged between attempts on the wall clock (time.time()); an
+  API call without a timeout can overrun it, and a clock step moves it. Leadership is
+  only visible as the start/stop coroutines, with no `is_leader` a writer can ask right
+  before each write.
+- Times are written from a naive local datetime with a "Z" appended (wrong outside UTC),
+  and leaseTransitions is never counted.
+- It needs the kubernetes_asyncio ApiClient; every other call here goes through
+  fleet.kube's client (one connection pool, one error vocabulary: KubeError/Unreachable).
+- Its Config insists on retry_period >= 1 s, which keeps sub-second takeover tests out.
+So this module stays (tests/controller/test_leader.py), the same algorithm as client-go's.
 """
 from __future__ import annotations
 
