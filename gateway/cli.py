@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds a keep-alive client connection may stay idle (default %(default)s)")
     parser.add_argument("--max-body-size", type=int, default=None,
                         help="default request body limit in bytes (413 past it; default unlimited)")
+    parser.add_argument("--http2", choices=("on", "off"), default="on",
+                        help="HTTP/2 for clients: ALPN h2 on TLS and h2c prior knowledge (default %(default)s; "
+                             "off: HTTP/1.1 only, as ingress-nginx's use-http2: false)")
     parser.add_argument("--publish-address", default=None, metavar="ADDRESS",
                         help="IP or hostname written to status.loadBalancer of the Ingresses served "
                              "(live hubs; default: none, status is not written)")
@@ -52,6 +55,9 @@ def ingress_classes(args: argparse.Namespace) -> tuple[str, ...]:
 
 def options_from(args: argparse.Namespace, http: tuple[str, int], *, reuse_port: bool = False,
                  https: tuple[str, int] | None = None) -> GatewayOptions:
+    from .protocol.h2 import set_http2
+
+    set_http2(getattr(args, "http2", "on") == "on")  # process-wide, before any listener opens
     return GatewayOptions(
         http=http,
         https=https,
@@ -81,6 +87,7 @@ async def start_gateway(fleet: FleetView, options: GatewayOptions, admin: AdminS
         raise ListenerError(listener, address, exc) from None
     if admin is not None:
         admin.add_collector(gateway.ctx.metrics)
-        admin.add_json("/debug/routes", lambda request: gateway.debug_routes())
+        admin.add_json("/debug/routes", lambda request: gateway.debug_routes(),
+                       "the gateway's routing table, endpoints and their health (JSON)")
     return gateway
 

@@ -20,13 +20,15 @@ from fleet.snapshot import Diagnostic
 from .routing.certificates import TLSCertificate
 
 DEFAULT_COMMON_NAME = "fleetgate default certificate"
+# what the TLS listener offers in ALPN; `--http2 off` leaves http/1.1 alone (protocol/h2.set_http2)
+ALPN: list[str] = ["h2", "http/1.1"]
 
 
 def server_context(cert: bytes, key: bytes) -> ssl.SSLContext:
     """A server-side context for one certificate chain and key (PEM)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    ctx.set_alpn_protocols(ALPN)
     # the ssl module loads certificates from files only: a private folder, gone at once
     with tempfile.TemporaryDirectory(prefix="fleetgate-tls-") as tmp:
         cert_path, key_path = Path(tmp, "tls.crt"), Path(tmp, "tls.key")

@@ -41,6 +41,9 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(4)  # StreamTransport's response framing
 _MAX_HEAD = 256 * 1024  # heads the request engine writes (it relays upstream heads of up to 64 KiB)
 MAX_CONCURRENT_STREAMS = 128
+# which HTTP/2 framing layer serves (gateway.build_info): the pure-Python `h2` library; a
+# compiled libnghttp2 layer behind the same interface is issue 16's next step
+IMPLEMENTATION = "h2-python"
 # hop-by-hop in HTTP/1.1, forbidden in HTTP/2 responses (RFC 9113 8.2.2)
 _CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
                                   b"upgrade"))
@@ -332,6 +335,11 @@ class DownstreamH2(asyncio.Protocol):
             if len(table.route_memo) >= ROUTE_CACHE_SIZE:
                 table.route_memo.clear()
             table.route_memo[(authority, path)] = r
+        if r is None and any(n == b"content-type" and v.startswith(b"application/grpc") for n, v in ev.headers):
+            self.h2.send_headers(sid, [(b":status", b"200"), (b"content-type", b"application/grpc"),
+                                       (b"grpc-status", b"12"), (b"grpc-message", b"no-route"),
+                                       (b"x-fleetgate-reason", b"no-route")], end_stream=True)
+            return  # a gRPC call with no route: UNIMPLEMENTED, the gRPC way (its DATA is credited as unknown)
         if is_grpc(r):  # relayed as HTTP/2 end to end, trailers and all
             gs = GrpcStream(self, sid, r, ev.headers, ev.stream_ended is not None)
             self.streams[sid] = gs  # type: ignore[assignment]
@@ -454,3 +462,13 @@ class DownstreamH2(asyncio.Protocol):
 
 
 H1Reader.h2c = DownstreamH2  # h2c prior knowledge: an HTTP/1 connection hands itself over
+
+
+def set_http2(on: bool) -> None:
+    """`--http2 on|off` (ingress-nginx's use-http2): off, TLS offers ALPN http/1.1 only and an
+    h2c preface is refused, so every client speaks HTTP/1.1 (gRPC routes then answer 426).
+    Applies to TLS contexts made afterwards: set before the gateway starts."""
+    from .. import tls
+
+    H1Reader.h2c = DownstreamH2 if on else None
+    tls.ALPN[:] = ["h2", "http/1.1"] if on else ["http/1.1"]
