@@ -1,18 +1,25 @@
 """The upstream response head is rewritten whole from its raw bytes (no per-header
-callbacks): hop-by-hop removal as a pure function, and over real sockets the heads that
-arrive in pieces, after interim responses, as HTTP/1.0, or never end."""
+callbacks): hop-by-hop removal as the codec's parse_response does it (pure; the active
+implementation, so the pure-Python run checks the twin), and over real sockets the heads
+that arrive in pieces, after interim responses, as HTTP/1.0, or never end."""
 from __future__ import annotations
 
 import asyncio
 
 import aiohttp
 
-from gateway.protocol.http1 import strip_response_hop
+from gateway.codec import parse_response
 from h1_support import gateway_for, scripted_backend
 
 
 def strip(block: bytes, code: int = 200) -> tuple[bytes, bool]:
-    return strip_response_hop(block, block.lower(), code)
+    """The header lines the gateway passes downstream from `block` (CRLF-led lines after a
+    status line), and whether the body is chunked."""
+    status = b"HTTP/1.1 %d X" % code
+    raw = status + block + b"\r\n"
+    head = parse_response(raw, 0, len(raw), False)
+    assert head.head.startswith(status)
+    return head.head[len(status):], head.chunked
 
 
 def test_strip_removes_connection_and_the_names_it_lists() -> None:
