@@ -22,7 +22,7 @@ class KindView(Mapping[Any, Any]):
         self._d = objects
         self.base = base
         self.moved = frozenset(moved)
-        self.get = objects.get
+        self.get = objects.get  # type: ignore[method-assign]
         self.keys = objects.keys  # type: ignore[method-assign]
         self.values = objects.values  # type: ignore[method-assign]
         self.items = objects.items  # type: ignore[method-assign]
