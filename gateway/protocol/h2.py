@@ -44,6 +44,11 @@ MAX_CONCURRENT_STREAMS = 128
 # which HTTP/2 framing layer serves (gateway.build_info): the pure-Python `h2` library; a
 # compiled libnghttp2 layer behind the same interface is issue 16's next step
 IMPLEMENTATION = "h2-python"
+# Abuse bounds (as nginx and Envoy): past them the connection gets GOAWAY ENHANCE_YOUR_CALM
+# and is closed; other connections are served as before. CONTINUATION floods are bounded by
+# the h2 library (64 frames per header block), HPACK bombs by the decoded header list size.
+MAX_PREMATURE_RESETS = 100  # streams the client reset before their answer, when they are most of its streams
+MAX_CONTROL_PER_SECOND = 200  # PING and SETTINGS frames (each makes us write an ACK)
 # hop-by-hop in HTTP/1.1, forbidden in HTTP/2 responses (RFC 9113 8.2.2)
 _CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
                                   b"upgrade"))
@@ -226,6 +231,11 @@ class DownstreamH2(asyncio.Protocol):
         self.draining = False
         self.last_stream = 0  # streams above it arrived after our GOAWAY: refused
         self.now = asyncio.get_event_loop().time
+        self.opened = 0  # streams the client opened
+        self.premature = 0  # ... and reset before we answered them (rapid reset)
+        self.control = 0  # PING/SETTINGS frames in the current second
+        self.control_window = 0.0
+        self.stalled_since = 0.0  # response DATA waiting for a client window since then (0: none)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -237,6 +247,8 @@ class DownstreamH2(asyncio.Protocol):
             h2.settings.SettingCodes.ENABLE_PUSH: 0,
         })
         self.h2.initiate_connection()
+        # (settings given as initial values are not "acknowledged": the decoder is told directly)
+        self.h2.decoder.max_header_list_size = limits.max_header_bytes + limits.max_request_line
         self.deadline = self.now() + limits.header_timeout
         self.flush()
 
@@ -291,6 +303,18 @@ class DownstreamH2(asyncio.Protocol):
                 if st is not None:
                     st.ended = True
                     st.ds.connection_lost(None)
+                    self.premature += 1
+                    if self.premature > MAX_PREMATURE_RESETS and self.premature * 2 > self.opened:
+                        self._calm("rapid reset")
+                        return
+            elif isinstance(ev, (h2.events.PingReceived, h2.events.RemoteSettingsChanged)):
+                now = self.now()
+                if now - self.control_window >= 1.0:
+                    self.control_window, self.control = now, 0
+                self.control += 1
+                if self.control > MAX_CONTROL_PER_SECOND:
+                    self._calm("PING/SETTINGS flood")
+                    return
             elif isinstance(ev, h2.events.WindowUpdated):
                 self._window_opened(ev.stream_id)
             elif isinstance(ev, h2.events.ConnectionTerminated):
@@ -298,8 +322,22 @@ class DownstreamH2(asyncio.Protocol):
                     self.transport.close()
         self.flush()
 
+    def _calm(self, why: str) -> None:
+        """An abusive client: GOAWAY ENHANCE_YOUR_CALM, its streams dropped, the connection closed."""
+        log.info("h2: closing the connection of %s: %s",
+                 self.transport and self.transport.get_extra_info("peername"), why)
+        try:
+            self.h2.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM,
+                                     additional_data=why.encode())
+        except h2.exceptions.ProtocolError:
+            pass
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
+
     def _request(self, ev: h2.events.RequestReceived) -> None:
         sid = ev.stream_id
+        self.opened += 1
         if self.draining and sid > self.last_stream:
             self.h2.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)  # safe to retry elsewhere
             return
@@ -383,6 +421,8 @@ class DownstreamH2(asyncio.Protocol):
             return
         rest = self._send_what_fits(st, data)
         if rest:
+            if not self.stalled_since:
+                self.stalled_since = self.now()
             st.held.append(rest)
             if not st.upstream_paused:
                 st.upstream_paused = True
@@ -405,6 +445,8 @@ class DownstreamH2(asyncio.Protocol):
         else:
             st = self.streams.get(stream_id)
             targets = [st] if st is not None else []
+        if targets:
+            self.stalled_since = self.now()  # progress: the stall clock starts again
         for st in targets:
             while st.held and not st.ended:
                 rest = self._send_what_fits(st, st.held.pop(0))
@@ -441,6 +483,12 @@ class DownstreamH2(asyncio.Protocol):
     # --- the sweeper's hooks (as DownstreamH1) -------------------------------------------
 
     def check_timeouts(self, now: float, horizon: float = 0.0) -> None:
+        if self.stalled_since:
+            if not any(st.held for st in self.streams.values()):
+                self.stalled_since = 0.0
+            elif now - self.stalled_since > self.ctx.limits.idle_timeout:
+                self._calm("zero-window stall")  # a client that never opens its window
+                return
         if not self.streams and self.deadline and now > self.deadline and self.transport is not None:
             self.h2.close_connection()
             self.flush()
