@@ -178,9 +178,9 @@ class H1Reader(asyncio.Protocol):
             try:
                 end = head_end(data, 0, self.head_limit)
                 if end == len(data) and (data[0] != 80 or data[:5] != b"PRI *"):
-                    head = parse_request(data, 0, end, max_line=self.max_line, max_header_bytes=self.max_headers)
+                    head = parse_request(data, 0, end, self.max_line, self.max_headers)
                     ex = self._on_head(head, self.now())
-                    if head.upgrade is not None and self.cur is not ex:
+                    if head[7] is not None and self.cur is not ex:  # its upgrade (by index: see _on_head)
                         self._hold(b"")
                     if self.out:
                         self.flush()
@@ -252,7 +252,7 @@ class H1Reader(asyncio.Protocol):
                 if data[:5] == b"PRI *":
                     self._preface(data)
                     return
-                head = parse_request(data, 0, end, max_line=self.max_line, max_header_bytes=self.max_headers)
+                head = parse_request(data, 0, end, self.max_line, self.max_headers)
             except HeadError as err:
                 raise refusal(err, self.peer) from None
             self.began = 0.0
@@ -260,7 +260,7 @@ class H1Reader(asyncio.Protocol):
             ex = self._on_head(head, began)
             if self.cur is ex:
                 data = self._body(ex, data)
-            elif head.upgrade is not None:
+            elif head[7] is not None:  # an upgrade
                 self._hold(data)
                 return
 

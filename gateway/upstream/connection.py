@@ -130,17 +130,19 @@ class UpstreamH1(asyncio.Protocol):
             try:
                 end = head_end(data, 0, MAX_RESPONSE_HEAD)
                 if 0 < end <= MAX_RESPONSE_HEAD:
-                    rh = parse_response(data, 0, end, head_request=ex.method == b"HEAD")
-                    code = rh.status
-                    if (rh.content_length == len(data) - end and rh.keep_alive and not rh.chunked
+                    # unpacked at once (a NamedTuple field read is a descriptor call each);
+                    # by position: the compiled codec parses no keywords then
+                    code, _, _, keep_alive, clen, chunked, _, rhead = parse_response(
+                        data, 0, end, ex.method == b"HEAD")
+                    if (clen == len(data) - end and keep_alive and not chunked
                             and 200 <= code < 400 and ex.keep_alive and ds.http11 and not ds.health.endpoints):
                         ex.status = code
                         ex.phase = RESPONDING  # (hot path: see exchange.py)
                         ex.cluster = self.cluster
                         # head and body in one piece: the flush writes it as is
-                        ds.out.append(b"".join((rh.head, self.cline, ex.extra_resp, b"\r\n", data[end:]))
+                        ds.out.append(b"".join((rhead, self.cline, ex.extra_resp, b"\r\n", data[end:]))
                                       if end < len(data) else
-                                      b"".join((rh.head, self.cline, ex.extra_resp, b"\r\n")))
+                                      b"".join((rhead, self.cline, ex.extra_resp, b"\r\n")))
                         self.ex = None
                         if ex.request_done:
                             self.reused = True
@@ -174,7 +176,7 @@ class UpstreamH1(asyncio.Protocol):
                     raise HeadError(502, "response-head-too-large")
                 self.buf = b""
                 self.resume = 0
-                rh = parse_response(buf, 0, end, head_request=ex.method == b"HEAD")
+                rh = parse_response(buf, 0, end, ex.method == b"HEAD")
                 data = buf[end:] if end < len(buf) else b""
                 code = rh.status
                 if code < 200 and code != 101:
