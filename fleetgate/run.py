@@ -125,7 +125,8 @@ async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gatew
             stack.push_async_callback(svc.close)
             bound["dns"] = svc.udp_address
             if admin is not None:
-                admin.add_json("/debug/zone", lambda request: _zone_or_404(svc, request.query.get("cluster")))
+                admin.add_json("/debug/zone", lambda request: _zone_or_404(svc, request.query.get("cluster")),
+                               "?cluster=NAME: the DNS records served for that member cluster (JSON)")
         if gateway:
             options = gateway_cli.options_from(args, address_arg(args.http), reuse_port=reuse_port,
                                                https=address_arg(args.https))
