@@ -61,8 +61,8 @@ def component_of(logger: str, default: str) -> str:
 
 class ContextFilter(logging.Filter):
     """Gives every record the JSON_FIELDS. `extra={"cluster": ...}` wins; otherwise they
-    are read from what the message already carries: the `source %s: ...` convention names
-    a source (a member cluster or the hub), and a Diagnostic argument names its object
+    are read from what the message already carries: the `source %s: ...` and `cluster %s:
+    ...` conventions name a member cluster (or the hub), and a Diagnostic argument names its object
     (an Ingress object is the ingress too). Nothing is parsed out of formatted text."""
 
     def __init__(self, command: str) -> None:
@@ -76,7 +76,8 @@ class ContextFilter(logging.Filter):
         args = record.args if isinstance(record.args, tuple) else ()
         if d.get("cluster") is None:
             msg = record.msg if isinstance(record.msg, str) else ""
-            d["cluster"] = args[0] if msg.startswith("source %s") and args and isinstance(args[0], str) else None
+            named = msg.startswith(("source %s", "cluster %s"))
+            d["cluster"] = args[0] if named and args and isinstance(args[0], str) else None
         if d.get("object") is None:
             d["object"] = next((str(getattr(a, "object")) for a in args
                                 if type(a).__name__ == "Diagnostic"), None)

@@ -30,6 +30,7 @@ from fleet.view import LiveCluster
 from gateway import cli as gateway_cli
 from gateway.status import start_status_writer
 
+from .controller_metrics import ControllerSyncMetrics
 from .process import StartupError, frozen_after_rebuild, run_until_signal
 
 log = logging.getLogger("fleetgate")
@@ -112,6 +113,10 @@ async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gatew
                                          burst=int(getattr(args, "kube_api_burst", 0)))
             if live is not None:
                 stack.push_async_callback(live.close)
+            if admin is not None:
+                sync = ControllerSyncMetrics(live.writer if live is not None else None).start()
+                stack.push_async_callback(sync.close)
+                admin.add_collector(sync)
             elif leader_elect:
                 log.warning("--leader-elect: no member cluster is live, so the controller writes nothing "
                             "and there is nothing to elect a leader for; ignored")
