@@ -206,27 +206,69 @@ def _consumer_objects(res: Resolved, res_ips: tuple[str, ...], views: list[_View
     return objects, diags, n_consumers
 
 
+_MISSING: Any = object()
+
+
+class _Cow:
+    """A map of the last _State, copied on the first write that changes something: a value
+    equal to the one held is not a write, so a change that moves only endpoints copies none
+    of the fleet-wide maps (10,000 entries each at 10,000 services)."""
+
+    __slots__ = ("map", "_own")
+
+    def __init__(self, base: Mapping[Any, Any]) -> None:
+        self.map: Mapping[Any, Any] = base
+        self._own = False
+
+    def _writable(self) -> dict[Any, Any]:
+        if not self._own:
+            self.map, self._own = dict(self.map), True
+        return self.map  # type: ignore[return-value]
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self.map.get(key, default)
+
+    def set(self, key: Any, value: Any) -> None:
+        held = self.map.get(key, _MISSING)
+        if held is value or (held is not _MISSING and held == value):
+            return
+        self._writable()[key] = value
+
+    def pop(self, key: Any) -> None:
+        if key in self.map:
+            del self._writable()[key]
+
+    def assign(self, old_keys: Iterable[Any], new: Mapping[Any, Any]) -> None:
+        """Replace the entries `old_keys` by `new` (an entry kept with an equal value is no write)."""
+        for key in old_keys:
+            if key not in new:
+                self.pop(key)
+        for key, value in new.items():
+            self.set(key, value)
+
+
 class _Step:
     """The maps of the next _State, copied from the last one on first write."""
 
     def __init__(self, state: _State, consumers: tuple[str, ...]) -> None:
         self.state = state
-        self.groups = dict(state.groups)
-        self.ips = dict(state.ips)
-        self.conditions = dict(state.conditions)
-        self.invalid_diagnostics = dict(state.invalid_diagnostics)
-        self.group_diagnostics = dict(state.group_diagnostics)
+        self.groups = _Cow(state.groups)
+        self.ips = _Cow(state.ips)
+        self.conditions = _Cow(state.conditions)
+        self.invalid_diagnostics = _Cow(state.invalid_diagnostics)
+        self.group_diagnostics = _Cow(state.group_diagnostics)
         self.per_consumer: dict[str, Mapping[GroupKey, ImportObjects]] = {
             c: state.per_consumer[c] for c in consumers}
         self.copied: dict[str, dict[GroupKey, ImportObjects]] = {}  # consumers written to
         self.added: set[str] = set()  # consumers with a new name: their order needs sorting
 
-    def forget(self, gkey: GroupKey, old: _Group) -> None:
-        for key, _ in old.conditions:
-            self.conditions.pop(key, None)
-        for i, _ in old.invalid:
-            self.invalid_diagnostics.pop((i, *gkey), None)
-        self.group_diagnostics.pop(gkey, None)
+    def settle(self, gkey: GroupKey, old: _Group | None, conds: tuple[Any, ...],
+               invalid: tuple[tuple[int, Diagnostic], ...], diags: list[Diagnostic]) -> None:
+        """One name's conditions and diagnostics become these (what `old` had goes)."""
+        self.conditions.assign([k for k, _ in old.conditions] if old is not None else (), dict(conds))
+        self.invalid_diagnostics.assign([(i, *gkey) for i, _ in old.invalid] if old is not None else (),
+                                        {(i, *gkey): d for i, d in invalid})
+        self.group_diagnostics.assign((gkey,), {gkey: tuple(diags)} if diags else {})
 
     def place(self, gkey: GroupKey, objects: Mapping[str, ImportObjects]) -> None:
         """Set (or remove, when absent from `objects`) one name's objects in every consumer."""
@@ -282,19 +324,20 @@ def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None 
     by_member: dict[str, Sources] = dict(zip(members, sources))
 
     # 2. conflict resolution of the dirty names
-    wants = dict(state.wants)
+    wanting = _Cow(state.wants)
     resolved: dict[GroupKey, tuple[Resolved | None, tuple[tuple[int, Diagnostic], ...], tuple[Any, ...]]] = {}
     for gkey in dirty:
         res, invalid, conds = resolved[gkey] = _derive_group(gkey, members, new_inputs)
         if res is not None and res.type == "ClusterSetIP":
-            wants[gkey] = res.families
+            wanting.set(gkey, res.families)
         else:
-            wants.pop(gkey, None)
+            wanting.pop(gkey)
+    wants = wanting.map
 
     # 3. ClusterSetIPs: reallocated only when the set of ClusterSetIP names changes
     allocation, alloc_diagnostics = state.allocation, state.alloc_diagnostics
     redo = set(dirty)
-    if allocate and (previous is None or wants != state.wants):
+    if allocate and (previous is None or (wants is not state.wants and wants != state.wants)):
         alloc_list: list[Diagnostic] = []
         allocation = allocate_clusterset_ips(wants, snapshot.clusterset_ip_range, alloc_list)
         alloc_diagnostics = tuple(alloc_list)
@@ -317,35 +360,29 @@ def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None 
             res, invalid, invalid_conds = old_group.resolved, old_group.invalid, old_group.invalid_conditions
         else:
             continue
-        if old_group is not None:
-            step.forget(gkey, old_group)
-        for i, diag in invalid:
-            step.invalid_diagnostics[(i, *gkey)] = diag
         objects: dict[str, ImportObjects] = {}
         diags: list[Diagnostic] = []
         conds = invalid_conds
         if res is None:
-            step.ips.pop(gkey, None)
+            step.ips.pop(gkey)
         else:
             res_ips = (allocation or {}).get(gkey, ())
             if allocated:
-                step.ips[gkey] = res_ips
+                step.ips.set(gkey, res_ips)
             objects, diags, n_consumers = _consumer_objects(res, res_ips, views, by_member, explicit)
             conds = conds + tuple(((ex.cluster, res.namespace, res.name),
                                    export_conditions(res, ex, n_consumers)) for ex in res.exports)
         step.place(gkey, objects)
-        step.conditions.update(conds)
-        if diags:
-            step.group_diagnostics[gkey] = tuple(diags)
+        step.settle(gkey, old_group, conds, invalid, diags)
         if res is None and not invalid:
-            step.groups.pop(gkey, None)
+            step.groups.pop(gkey)
         else:
-            step.groups[gkey] = _Group(res, invalid, invalid_conds, conds, tuple(diags), wants.get(gkey))
+            step.groups.set(gkey, _Group(res, invalid, invalid_conds, conds, tuple(diags), wants.get(gkey)))
 
     per_consumer = step.sorted_consumers()
-    new_state = _State(settings, new_inputs, tuple(sources), step.groups, wants, allocation, alloc_diagnostics,
-                       step.ips if allocated else {}, per_consumer, step.conditions,
-                       step.invalid_diagnostics, step.group_diagnostics)
+    new_state = _State(settings, new_inputs, tuple(sources), step.groups.map, wants, allocation, alloc_diagnostics,
+                       step.ips.map if allocated else {}, per_consumer, step.conditions.map,
+                       step.invalid_diagnostics.map, step.group_diagnostics.map)
     old_per_cluster = previous.per_cluster if previous is not None else {}
     per_cluster: dict[str, DerivedCluster] = {}
     for cname in consumers:
@@ -354,11 +391,11 @@ def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None 
             per_cluster[cname] = before
         else:
             per_cluster[cname] = DerivedCluster(by_service=MappingProxyType(per_consumer[cname]))
-    invalid_diags, group_diags = step.invalid_diagnostics, step.group_diagnostics
+    invalid_diags, group_diags = step.invalid_diagnostics.map, step.group_diagnostics.map
     diagnostics = (tuple(invalid_diags[k] for k in sorted(invalid_diags)) + alloc_diagnostics
                    + tuple(d for k in sorted(group_diags) for d in group_diags[k]))
     return DerivedFleet(per_cluster=MappingProxyType(per_cluster),
-                        export_conditions=MappingProxyType(step.conditions),
+                        export_conditions=MappingProxyType(step.conditions.map),
                         diagnostics=diagnostics,
                         clusterset_ips=MappingProxyType(new_state.ips),
                         changed=frozenset(redo) if previous is not None else None,
