@@ -17,7 +17,8 @@ from dnsplugin.server import ZoneHolder
 from dnsplugin.service import serve
 from tests.controller.mcs_support import cluster, export, fleet, namespace, service
 from tests.dnsplugin.codec_support import PURE, compiled_or_skip, corpus, learned_zone
-from tests.dnsplugin.dnsclient_support import StubFleet, feed, question, rdatas, tcp_exchange
+from tests.dnsplugin.dnsclient_support import StubFleet, feed, question, rdatas, tcp_exchange, udp_exchange
+from tests.dnsplugin.fleets_support import two_cluster_fleet
 
 ZONE = learned_zone()
 
@@ -186,3 +187,23 @@ async def test_udp_flood_does_not_starve_tcp_or_the_zone_swap() -> None:
         await proc.wait()
         await svc.close()
     assert listener.largest <= listener.batch_limit and (listener.batches > 1 or not listener.batched)
+
+
+def test_the_stdlib_loop_serves_through_the_pump() -> None:
+    """On asyncio's own loop (not uvloop) the listener reads in batches with either
+    implementation's pump, and answers what the resolver answers."""
+    async def main() -> None:
+        svc = await serve(feed(StubFleet(two_cluster_fleet())), listen="127.0.0.1:0", cluster="zone-a")
+        try:
+            listener = svc.listener.udp
+            assert listener is not None and listener.batched
+            for qid, name in enumerate(("web.demo.svc.clusterset.local", "WEB.demo.svc.clusterset.local",
+                                        "nope.demo.svc.clusterset.local", "1.0.1.10.in-addr.arpa")):
+                q = question(name, "PTR" if "arpa" in name else "A", qid=qid)
+                for _ in range(2):
+                    assert await udp_exchange(svc.udp_address, q) == resolve(svc.zone, q)
+            assert listener.datagrams == 8 and listener.batches >= 1
+        finally:
+            await svc.close()
+
+    asyncio.run(main())
