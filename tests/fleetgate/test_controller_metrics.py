@@ -35,8 +35,8 @@ async def test_written_counts_and_sync_lag_follow_the_controller(api_servers: An
     await admin.start("127.0.0.1", 0)
     try:
         for server in (a, b):
-            await eventually(lambda s=server: imported(s, ["zone-a"]), what="the import written")
-        await eventually(lambda: run.writer.idle, what="caught up")
+            await eventually(lambda s=server: imported(s, ["zone-a"]), timeout=30, what="the import written")
+        await eventually(lambda: run.writer.idle, timeout=30, what="caught up")
         seen = await scrape(admin)
         assert seen["fleetgate_controller_sync_lag_seconds"] == 0.0
         written_b = seen['fleetgate_controller_objects_written_total{cluster="zone-b"}']
@@ -52,9 +52,9 @@ async def test_written_counts_and_sync_lag_follow_the_controller(api_servers: An
         async def behind() -> bool:
             lags.append((await scrape(admin))["fleetgate_controller_sync_lag_seconds"])
             return lags[-1] > 0.5
-        await eventually(behind, timeout=20, interval=0.1, what="a lag while zone-b is slow")
+        await eventually(behind, timeout=30, interval=0.1, what="a lag while zone-b is slow")
         b.delay(0)
-        await eventually(lambda: run.writer.idle, timeout=20, what="caught up again")
+        await eventually(lambda: run.writer.idle, timeout=30, what="caught up again")
 
         async def in_sync() -> bool:
             return (await scrape(admin))["fleetgate_controller_sync_lag_seconds"] == 0.0
