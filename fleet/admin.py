@@ -71,12 +71,14 @@ def debug_allowed(peer: str | None, allowed: Iterable[str] = ()) -> bool:
 
 class AdminServer:
     def __init__(self, fleet: FleetView | None = None, *, member_sync_timeout: float = DEFAULT_MEMBER_SYNC_TIMEOUT,
-                 debug_addresses: Iterable[str] = ()) -> None:
+                 debug_addresses: Iterable[str] = (), started_at: float | None = None) -> None:
         self.fleet = fleet
         self.member_sync_timeout = member_sync_timeout
         self.debug_addresses = tuple(debug_addresses)
         self.draining = False  # set on SIGTERM: /readyz answers 503 from then on
-        self.started_at = time.monotonic()
+        # the member sync timeout counts from here: the composition root passes the time the
+        # fleet began to start (time.monotonic()), so the wait for sources counts too
+        self.started_at = time.monotonic() if started_at is None else started_at
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_SyncMissing(self))
         self.app = web.Application(middlewares=[self._guard_debug])

@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from typing import Any, Awaitable, Callable
 
 from controller.filemode import serve_debug_imports
@@ -92,11 +93,13 @@ async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gatew
     if worker == 0 and not reuse_port:
         _preflight(args, gateway=gateway, dns=dns)
     bound: dict[str, Any] = {}
+    started_at = time.monotonic()  # --member-sync-timeout counts from here
     async with contextlib.AsyncExitStack() as stack:
         fleet = await start_fleet(args.fleet)
         stack.push_async_callback(fleet.stop)
         admin = AdminServer(fleet, member_sync_timeout=float(getattr(args, "member_sync_timeout", 10.0)),
-                            debug_addresses=getattr(args, "debug_address", None) or ()) if worker == 0 else None
+                            debug_addresses=getattr(args, "debug_address", None) or (),
+                            started_at=started_at) if worker == 0 else None
         if admin is not None:
             # closed after everything else: /readyz keeps answering 503 while the gateway drains
             stack.push_async_callback(admin.close)

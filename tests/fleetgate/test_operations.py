@@ -302,3 +302,22 @@ async def test_config_generation_reload_time_and_certificate_expiry_are_exported
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_every_subcommand_takes_log_format_and_every_server_the_drain_and_readiness_flags():
+    from fleetgate.cli import build_parser
+
+    parser = build_parser()
+    for command in ("gateway", "controller", "dns", "up", "demo", "validate"):
+        args = parser.parse_args([command, "--log-format", "json"])
+        assert args.log_format == "json"
+        if command == "validate":
+            continue
+        args = parser.parse_args([command, "--drain-delay", "2", "--drain-timeout", "3", "--member-sync-timeout", "4",
+                                  "--debug-address", "10.0.0.0/8"])
+        assert (args.drain_delay, args.drain_timeout, args.member_sync_timeout, args.debug_address) == \
+            (2.0, 3.0, 4.0, ["10.0.0.0/8"])
+        defaults = parser.parse_args([command])
+        assert (defaults.drain_delay, defaults.member_sync_timeout, defaults.log_format) == (5.0, 10.0, "text")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["gateway", "--log-format", "yaml"])
