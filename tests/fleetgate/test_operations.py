@@ -352,13 +352,37 @@ class H2cClient:
         self.reader, self.writer = reader, writer
         self.encoder, self.decoder = hpack.Encoder(), hpack.Decoder()
         self.buffer = b""
+        self.early: list = []  # frames read before the request
 
     @classmethod
     async def open(cls, host: str, port: int) -> "H2cClient":
         from hyperframe.frame import SettingsFrame
         reader, writer = await asyncio.open_connection(host, port)
         writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SettingsFrame(0).serialize())
-        return cls(reader, writer)
+        client = cls(reader, writer)
+        # the server's SETTINGS, acknowledged now: an ACK written later could reach a socket
+        # the draining server already closed, and the reset would discard frames unread here
+        while not any(isinstance(f, SettingsFrame) and "ACK" not in f.flags for f in client.early):
+            client.early += await client._read(10)
+            assert None not in client.early, "the server closed before its SETTINGS"
+        writer.write(SettingsFrame(0, flags=["ACK"]).serialize())
+        return client
+
+    async def _read(self, timeout: float) -> list:
+        from hyperframe.frame import Frame
+        data = await asyncio.wait_for(self.reader.read(65536), timeout)
+        if not data:
+            return [None]
+        self.buffer += data
+        out = []
+        while len(self.buffer) >= 9:
+            frame, length = Frame.parse_frame_header(memoryview(self.buffer[:9]))
+            if len(self.buffer) < 9 + length:
+                break
+            frame.parse_body(memoryview(self.buffer[9:9 + length]))
+            self.buffer = self.buffer[9 + length:]
+            out.append(frame)
+        return out
 
     def get(self, stream_id: int, authority: str, path: str) -> None:
         from hyperframe.frame import HeadersFrame
@@ -367,23 +391,13 @@ class H2cClient:
         self.writer.write(HeadersFrame(stream_id, block, flags=["END_HEADERS", "END_STREAM"]).serialize())
 
     async def frames(self, timeout: float = 10) -> list:
-        """Every frame until the server closes the connection (SETTINGS acked on the way)."""
-        from hyperframe.frame import Frame, SettingsFrame
-        out = []
+        """Every frame until the server closes the connection (nothing is written back)."""
+        out = [f for f in self.early if f is not None]
         while True:
-            data = await asyncio.wait_for(self.reader.read(65536), timeout)
-            if not data:
+            got = await self._read(timeout)
+            if got == [None]:
                 return out
-            self.buffer += data
-            while len(self.buffer) >= 9:
-                frame, length = Frame.parse_frame_header(memoryview(self.buffer[:9]))
-                if len(self.buffer) < 9 + length:
-                    break
-                frame.parse_body(memoryview(self.buffer[9:9 + length]))
-                self.buffer = self.buffer[9 + length:]
-                if isinstance(frame, SettingsFrame) and "ACK" not in frame.flags:
-                    self.writer.write(SettingsFrame(0, flags=["ACK"]).serialize())
-                out.append(frame)
+            out += got
 
 
 # A proxied response whose head is sent after the listeners closed should carry
