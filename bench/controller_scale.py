@@ -290,7 +290,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 pending.append((sent, future))
                 next_at += args.interval
                 await asyncio.sleep(max(0.0, next_at - loop.time()))
-            seen = await asyncio.wait_for(asyncio.gather(*(f for _, f in pending)), 30)
+            seen = await asyncio.wait_for(asyncio.gather(*(f for _, f in pending)), args.timeout)
             cpu = cpu_seconds(controller.pid) - cpu0
             await asyncio.sleep(args.settle)
             writes = [(await c.ask("stats"))["write"] for c in children]
