@@ -43,6 +43,8 @@ log = logging.getLogger("fleetgate.controller.writer")
 RETRY_BASE = 0.2
 RETRY_CAP = 5.0
 PASSES_PER_CHANGE = 4  # plan/write rounds of one key per change to it; more waits for the next
+BULK = 64  # a derivation marking more keys than this is bulk work (a cold start, a cluster loading):
+# it queues behind the small changes, so a lone change is written at once even during a backlog
 MAX_CONCURRENT_WRITES = 16
 
 RESOURCES: Mapping[str, Resource] = {r.kind: r for r in (SERVICE_IMPORTS, SERVICES, ENDPOINT_SLICES,
@@ -96,7 +98,8 @@ class ClusterWorker:
         self.cluster_id: str | None = None  # publish_cluster_id's outcome, once it has one
         self.keyed = KeyedCluster()
         self.store_now = _StoreNow(source)
-        self._pending: dict[GroupKey, None] = {}  # dirty keys, oldest first
+        self._pending: dict[GroupKey, None] = {}  # dirty keys of bulk work, oldest first
+        self._urgent: dict[GroupKey, None] = {}  # dirty keys of small changes: planned first
         self._busy: set[GroupKey] = set()
         self._passes: dict[GroupKey, int] = {}  # write passes since the key last changed
         self._backoff: dict[GroupKey, float] = {}
@@ -115,24 +118,25 @@ class ClusterWorker:
         changed: Iterable[GroupKey] | None = None if self._resync else derived.changed
         dirty = self.keyed.set_desired(desired.by_service if desired is not None else {}, changed)
         member = current.snapshot.member(self.name)
+        resync = False
         if self.source.loaded and member is not None:
             dirty |= self.keyed.set_actual(member.objects)
             if self._resync:
                 dirty |= self.keyed.all_keys()
-                self._resync = False
+                self._resync, resync = False, True
         for key in dirty:
             self._passes.pop(key, None)
-        self.mark(dirty)
+        self.mark(dirty, bulk=resync or len(dirty) > BULK)
 
     def resync(self) -> None:
         """Plan every key again (leadership gained)."""
         self._passes.clear()
-        self.mark(self.keyed.all_keys())
+        self.mark(self.keyed.all_keys(), bulk=True)
 
-    def mark(self, keys: Iterable[GroupKey]) -> None:
-        pending = self._pending
+    def mark(self, keys: Iterable[GroupKey], *, bulk: bool = False) -> None:
+        queue = self._pending if bulk else self._urgent
         for key in keys:
-            pending[key] = None
+            queue[key] = None
         self.wake()
 
     def wake(self) -> None:
@@ -141,9 +145,9 @@ class ClusterWorker:
         loop = asyncio.get_running_loop()
         if self.cluster_id is None and self._id_task is None:
             self._id_task = loop.create_task(self._publish_cluster_id(), name=f"controller-id:{self.name}")
-        if not self._pending:
+        if not self._pending and not self._urgent:
             return
-        want = min(self.max_concurrent, len(self._pending) - len(self._busy & self._pending.keys()))
+        want = min(self.max_concurrent, len(self._pending) + len(self._urgent))
         while len(self._tasks) < want:
             task = loop.create_task(self._run(), name=f"controller-writer:{self.name}")
             self._tasks.add(task)
@@ -161,7 +165,7 @@ class ClusterWorker:
     @property
     def idle(self) -> bool:
         """Nothing pending, nothing in flight (tests and benchmarks wait for it)."""
-        return not self._pending and not self._busy
+        return not self._pending and not self._urgent and not self._busy
 
     # --- writing --------------------------------------------------------------------------
 
@@ -175,10 +179,12 @@ class ClusterWorker:
             self._id_task = None
 
     def _next(self) -> GroupKey | None:
-        for key in self._pending:
-            if key not in self._busy:
-                del self._pending[key]
-                return key
+        for queue in (self._urgent, self._pending):
+            for key in queue:
+                if key not in self._busy:
+                    del queue[key]
+                    self._pending.pop(key, None)  # planned now: its bulk mark is served too
+                    return key
         return None
 
     async def _run(self) -> None:
