@@ -61,6 +61,7 @@ class Pool:
         return None
 
     def release(self, conn: "UpstreamH1", now: float) -> None:
+        # (DownstreamH1.response_complete inlines this for the common end of a request)
         if len(self.idle) >= self.max_idle or conn.transport is None:
             conn.close()
             return
