@@ -57,4 +57,26 @@ def extensions() -> list[Extension]:
         return []
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})
+def nghttp2_extension() -> list[Extension]:
+    """The HTTP/2 layer on libnghttp2 (gateway/h2codec/_nghttp2.pyx), when its headers are
+    here (apt-get install libnghttp2-dev); without them the `h2` library serves HTTP/2
+    (gateway/h2codec/__init__.py chooses), and the install goes on."""
+    if os.environ.get("FLEETGATE_PURE_PYTHON") == "1":
+        return []
+    include = [d for d in ("/usr/include", "/usr/local/include") if os.path.exists(os.path.join(d, "nghttp2", "nghttp2.h"))]
+    if not include:
+        sys.stderr.write("WARNING: nghttp2/nghttp2.h not found (apt-get install libnghttp2-dev); "
+                         "HTTP/2 stays on the pure-Python h2 library\n")
+        return []
+    try:
+        from Cython.Build import cythonize
+        return cythonize([Extension("gateway.h2codec._nghttp2", [os.path.join("gateway", "h2codec", "_nghttp2.pyx")],
+                                    libraries=["nghttp2"], extra_compile_args=["-O2"])],
+                         compiler_directives={"language_level": "3"}, quiet=True)
+    except Exception as err:  # noqa: BLE001 - no Cython, a compile error: the h2 library is used
+        sys.stderr.write("WARNING: the libnghttp2 HTTP/2 layer was not built (%s)\n" % (err,))
+        return []
+
+
+setup(ext_modules=extensions() + nghttp2_extension(), cmdclass={"build_ext": OptionalBuildExt})
+

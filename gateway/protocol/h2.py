@@ -26,6 +26,7 @@ import h2.exceptions
 import h2.settings
 from hyperframe.frame import GoAwayFrame
 
+from .. import h2codec
 from ..codec import ChunkedDecoder, HeadError, head_end, parse_response
 from .downstream import ROUTE_CACHE_SIZE, DownstreamH1, _route
 from .h2_grpc import GrpcStream, is_grpc
@@ -41,9 +42,7 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(4)  # StreamTransport's response framing
 _MAX_HEAD = 256 * 1024  # heads the request engine writes (it relays upstream heads of up to 64 KiB)
 MAX_CONCURRENT_STREAMS = 128
-# which HTTP/2 framing layer serves (gateway.build_info): the pure-Python `h2` library; a
-# compiled libnghttp2 layer behind the same interface is issue 16's next step
-IMPLEMENTATION = "h2-python"
+IMPLEMENTATION = h2codec.IMPLEMENTATION  # the layer new connections use unless a test switches it
 # Abuse bounds (as nginx and Envoy): past them the connection gets GOAWAY ENHANCE_YOUR_CALM
 # and is closed; other connections are served as before. CONTINUATION floods are bounded by
 # the h2 library (64 frames per header block), HPACK bombs by the decoded header list size.
@@ -220,12 +219,9 @@ class DownstreamH2(asyncio.Protocol):
         self.ctx = ctx
         self.scheme = scheme
         self.transport: asyncio.Transport | None = None
-        # Inbound headers are validated (the client is not trusted); outbound ones are ours,
-        # lowercased from a head the codec already validated: checking them again cost ~15 % of
-        # an HTTP/2 request here (py-spy), so it is off.
-        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
-            client_side=False, header_encoding=None, validate_inbound_headers=True,
-            validate_outbound_headers=False, normalize_outbound_headers=False))
+        limits = ctx.limits
+        # libnghttp2 or the h2 library, behind the same interface (gateway/h2codec)
+        self.h2 = h2codec.server_connection(MAX_CONCURRENT_STREAMS, limits.max_header_bytes + limits.max_request_line)
         self.streams: dict[int, StreamTransport] = {}
         self.deadline = 0.0
         self.draining = False
@@ -241,14 +237,7 @@ class DownstreamH2(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.ctx.downstreams.add(self)  # type: ignore[arg-type]  # the sweeper's timeouts and drain
         limits = self.ctx.limits
-        self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_bytes + limits.max_request_line,
-            h2.settings.SettingCodes.ENABLE_PUSH: 0,
-        })
         self.h2.initiate_connection()
-        # (settings given as initial values are not "acknowledged": the decoder is told directly)
-        self.h2.decoder.max_header_list_size = limits.max_header_bytes + limits.max_request_line
         self.deadline = self.now() + limits.header_timeout
         self.flush()
 

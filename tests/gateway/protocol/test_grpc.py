@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from gateway_support import endpoint_slice, ingress, rule, service
+from h2_layer_support import h2_layer  # noqa: F401  (fixture)
 from tls_support import make_ca, tls_entry, tls_secret
 
 grpc = pytest.importorskip("grpc", reason="grpcio is a test dependency: pip install grpcio")
@@ -244,3 +245,9 @@ async def test_grpc_unary_calls_survive_one_cluster_stopping(fleet_dir, start_ga
     assert errors == []
     assert set(seen[:stop_at]) == {"zone-a", "zone-b"}
     assert set(seen[-100:]) == {"zone-b"}
+
+
+@pytest.fixture(autouse=True)
+def _both_layers(h2_layer: str) -> str:
+    """Every test here runs on libnghttp2 and on the h2 library."""
+    return h2_layer

@@ -13,9 +13,11 @@ import h2.config
 import h2.connection
 import h2.events
 import httpx
+import pytest
 from aiohttp import web
 
 from gateway_support import endpoint_slice, ingress, rule, service
+from h2_layer_support import h2_layer  # noqa: F401  (fixture)
 from tls_support import make_ca, tls_entry, tls_secret
 
 from gateway.protocol.h2 import DownstreamH2
@@ -244,3 +246,9 @@ async def test_a_preface_split_across_reads_still_starts_http2(fleet_dir, echo_b
 
     for cut in (5, 16, 18, 20, 24):  # in "PRI * HTTP/2.0\r\n\r\n", after it, in "SM\r\n\r\n", after the preface
         assert await asyncio.to_thread(scenario, cut) == [b"200"], cut
+
+
+@pytest.fixture(autouse=True)
+def _both_layers(h2_layer: str) -> str:
+    """Every test here runs on libnghttp2 and on the h2 library."""
+    return h2_layer

@@ -12,10 +12,12 @@ import h2.events
 import h2.settings
 import hpack
 import httpx
+import pytest
 from aiohttp import web
 from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame, SettingsFrame
 
 from gateway_support import endpoint_slice, ingress, rule, service
+from h2_layer_support import h2_layer  # noqa: F401  (fixture)
 
 from gateway.context import Limits
 
@@ -138,3 +140,9 @@ async def test_zero_window_stall_gets_goaway(fleet_dir, echo_backends, start_gat
     c.send()
     await served(gw)  # served meanwhile
     assert await c.goaway() == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+
+
+@pytest.fixture(autouse=True)
+def _both_layers(h2_layer: str) -> str:
+    """Every test here runs on libnghttp2 and on the h2 library."""
+    return h2_layer

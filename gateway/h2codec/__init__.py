@@ -1,0 +1,59 @@
+"""The HTTP/2 framing layer of the downstream: libnghttp2 (compiled, `_nghttp2.pyx`) when it
+was built, the pure-Python `h2` library otherwise or under FLEETGATE_PURE_PYTHON=1. Both are
+used through the same interface (h2.connection.H2Connection's, the subset DownstreamH2 calls)
+and give h2.events objects, so gateway/protocol/h2.py does not know which one it runs on.
+IMPLEMENTATION ("compiled" | "pure") is what `fleetgate --version` reports as `http2`."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.settings
+
+try:
+    if os.environ.get("FLEETGATE_PURE_PYTHON") == "1":
+        raise ImportError("FLEETGATE_PURE_PYTHON=1")
+    from ._nghttp2 import NgH2Connection
+except ImportError:  # not built (no compiler, no libnghttp2 headers) or not wanted
+    NgH2Connection = None  # type: ignore[assignment,misc]
+
+IMPLEMENTATION = "compiled" if NgH2Connection is not None else "pure"
+
+
+def h2_library_server(max_concurrent_streams: int, max_header_list_size: int) -> Any:
+    """The pure-Python server connection. Inbound headers are validated (the client is not
+    trusted); outbound ones are ours, lowercased from a head the codec already validated:
+    checking them again cost ~15 % of an HTTP/2 request (py-spy), so it is off."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=False, header_encoding=None, validate_inbound_headers=True,
+        validate_outbound_headers=False, normalize_outbound_headers=False))
+    conn.local_settings = h2.settings.Settings(client=False, initial_values={
+        h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
+        h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list_size,
+        h2.settings.SettingCodes.ENABLE_PUSH: 0,
+    })
+    # (settings given as initial values are not "acknowledged": the decoder is told directly)
+    conn.decoder.max_header_list_size = max_header_list_size
+    return conn
+
+
+def server_connection(max_concurrent_streams: int, max_header_list_size: int, *, pure: bool | None = None) -> Any:
+    """A server-side HTTP/2 connection on the active layer (`pure` forces one, for tests)."""
+    if pure is None:
+        pure = ACTIVE == "pure"
+    if pure or NgH2Connection is None:
+        return h2_library_server(max_concurrent_streams, max_header_list_size)
+    return NgH2Connection(max_concurrent_streams, max_header_list_size)
+
+
+ACTIVE = IMPLEMENTATION  # tests switch it to run both layers
+
+
+def use(implementation: str) -> None:
+    """Run new connections on "compiled" or "pure" (tests; the default is IMPLEMENTATION)."""
+    global ACTIVE
+    if implementation == "compiled" and NgH2Connection is None:
+        raise RuntimeError("the compiled HTTP/2 layer is not built")
+    ACTIVE = implementation

@@ -1,0 +1,500 @@
+# cython: language_level=3
+"""The HTTP/2 server connection on libnghttp2 (framing, HPACK, stream states, windows and
+header validation in C), with the subset of h2.connection.H2Connection's interface that
+gateway/protocol/h2.py's DownstreamH2 uses, and h2.events objects out: the pure-Python
+`h2` library stays the fallback behind the same interface (gateway/h2codec/__init__.py).
+
+DATA goes out through one nghttp2 data provider per stream reading our per-stream buffer;
+`local_flow_control_window` subtracts what is buffered, so the caller holds the rest and
+pauses its upstream exactly as with h2. Trailers wait for the buffer to drain (nghttp2
+sends HEADERS ahead of queued DATA otherwise). Received DATA is credited back only by
+acknowledge_received_data (no automatic WINDOW_UPDATE), as with h2."""
+from libc.stdint cimport int32_t, uint8_t, uint32_t
+from libc.string cimport memcpy
+from libc.stdlib cimport malloc, free
+from cpython.bytes cimport PyBytes_FromStringAndSize
+
+import h2.events as _ev
+import h2.exceptions as _exc
+
+cdef extern from "nghttp2/nghttp2.h":
+    ctypedef struct nghttp2_session:
+        pass
+    ctypedef struct nghttp2_session_callbacks:
+        pass
+    ctypedef struct nghttp2_option:
+        pass
+    ctypedef struct nghttp2_nv:
+        uint8_t *name
+        uint8_t *value
+        size_t namelen
+        size_t valuelen
+        uint8_t flags
+    ctypedef struct nghttp2_frame_hd:
+        size_t length
+        int32_t stream_id
+        uint8_t type
+        uint8_t flags
+    ctypedef enum nghttp2_headers_category:
+        NGHTTP2_HCAT_REQUEST
+        NGHTTP2_HCAT_RESPONSE
+        NGHTTP2_HCAT_PUSH_RESPONSE
+        NGHTTP2_HCAT_HEADERS
+    ctypedef struct nghttp2_headers:
+        nghttp2_headers_category cat
+    ctypedef struct nghttp2_data:
+        size_t padlen
+    ctypedef struct nghttp2_rst_stream:
+        uint32_t error_code
+    ctypedef struct nghttp2_goaway:
+        int32_t last_stream_id
+        uint32_t error_code
+        uint8_t *opaque_data
+        size_t opaque_data_len
+    ctypedef struct nghttp2_window_update:
+        int32_t window_size_increment
+    ctypedef struct nghttp2_ping:
+        uint8_t opaque_data[8]
+    ctypedef union nghttp2_frame:
+        nghttp2_frame_hd hd
+        nghttp2_data data
+        nghttp2_headers headers
+        nghttp2_rst_stream rst_stream
+        nghttp2_goaway goaway
+        nghttp2_window_update window_update
+        nghttp2_ping ping
+    ctypedef union nghttp2_data_source:
+        int fd
+        void *ptr
+    ctypedef ssize_t (*nghttp2_data_source_read_callback)(
+        nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length, uint32_t *data_flags,
+        nghttp2_data_source *source, void *user_data)
+    ctypedef struct nghttp2_data_provider:
+        nghttp2_data_source source
+        nghttp2_data_source_read_callback read_callback
+    ctypedef struct nghttp2_settings_entry:
+        int32_t settings_id
+        uint32_t value
+
+    ctypedef int (*on_frame_recv_cb)(nghttp2_session *, const nghttp2_frame *, void *)
+    ctypedef int (*on_begin_headers_cb)(nghttp2_session *, const nghttp2_frame *, void *)
+    ctypedef int (*on_header_cb)(nghttp2_session *, const nghttp2_frame *, const uint8_t *, size_t,
+                                 const uint8_t *, size_t, uint8_t, void *)
+    ctypedef int (*on_data_chunk_recv_cb)(nghttp2_session *, uint8_t, int32_t, const uint8_t *, size_t, void *)
+    ctypedef int (*on_stream_close_cb)(nghttp2_session *, int32_t, uint32_t, void *)
+
+    int nghttp2_session_callbacks_new(nghttp2_session_callbacks **)
+    void nghttp2_session_callbacks_del(nghttp2_session_callbacks *)
+    void nghttp2_session_callbacks_set_on_frame_recv_callback(nghttp2_session_callbacks *, on_frame_recv_cb)
+    void nghttp2_session_callbacks_set_on_begin_headers_callback(nghttp2_session_callbacks *, on_begin_headers_cb)
+    void nghttp2_session_callbacks_set_on_header_callback(nghttp2_session_callbacks *, on_header_cb)
+    void nghttp2_session_callbacks_set_on_data_chunk_recv_callback(nghttp2_session_callbacks *,
+                                                                   on_data_chunk_recv_cb)
+    void nghttp2_session_callbacks_set_on_stream_close_callback(nghttp2_session_callbacks *, on_stream_close_cb)
+    int nghttp2_option_new(nghttp2_option **)
+    void nghttp2_option_del(nghttp2_option *)
+    void nghttp2_option_set_no_auto_window_update(nghttp2_option *, int)
+    void nghttp2_option_set_max_continuations(nghttp2_option *, size_t)
+    int nghttp2_session_server_new2(nghttp2_session **, const nghttp2_session_callbacks *, void *,
+                                    const nghttp2_option *)
+    void nghttp2_session_del(nghttp2_session *)
+    ssize_t nghttp2_session_mem_recv(nghttp2_session *, const uint8_t *, size_t)
+    ssize_t nghttp2_session_mem_send(nghttp2_session *, const uint8_t **)
+    int nghttp2_session_resume_data(nghttp2_session *, int32_t)
+    int nghttp2_session_consume(nghttp2_session *, int32_t, size_t)
+    int nghttp2_session_consume_connection(nghttp2_session *, size_t)
+    int32_t nghttp2_session_get_stream_remote_window_size(nghttp2_session *, int32_t)
+    int32_t nghttp2_session_get_remote_window_size(nghttp2_session *)
+    uint32_t nghttp2_session_get_remote_settings(nghttp2_session *, int)
+    int32_t nghttp2_session_get_last_proc_stream_id(nghttp2_session *)
+    int nghttp2_session_terminate_session(nghttp2_session *, uint32_t)
+    int nghttp2_session_want_read(nghttp2_session *)
+    int nghttp2_session_want_write(nghttp2_session *)
+    int nghttp2_submit_settings(nghttp2_session *, uint8_t, const nghttp2_settings_entry *, size_t)
+    int32_t nghttp2_submit_headers(nghttp2_session *, uint8_t, int32_t, const void *, const nghttp2_nv *, size_t,
+                                   void *)
+    int nghttp2_submit_data(nghttp2_session *, uint8_t, int32_t, const nghttp2_data_provider *)
+    int nghttp2_submit_trailer(nghttp2_session *, int32_t, const nghttp2_nv *, size_t)
+    int nghttp2_submit_rst_stream(nghttp2_session *, uint8_t, int32_t, uint32_t)
+    int nghttp2_submit_goaway(nghttp2_session *, uint8_t, int32_t, uint32_t, const uint8_t *, size_t)
+    const char *nghttp2_strerror(int)
+
+    enum:
+        NGHTTP2_DATA
+        NGHTTP2_HEADERS
+        NGHTTP2_RST_STREAM
+        NGHTTP2_SETTINGS
+        NGHTTP2_PING
+        NGHTTP2_GOAWAY
+        NGHTTP2_WINDOW_UPDATE
+        NGHTTP2_FLAG_NONE
+        NGHTTP2_FLAG_END_STREAM
+        NGHTTP2_FLAG_ACK
+        NGHTTP2_NV_FLAG_NONE
+        NGHTTP2_NV_FLAG_NO_COPY_NAME
+        NGHTTP2_NV_FLAG_NO_COPY_VALUE
+        NGHTTP2_DATA_FLAG_EOF
+        NGHTTP2_DATA_FLAG_NO_END_STREAM
+        NGHTTP2_ERR_DEFERRED
+        NGHTTP2_ERR_CALLBACK_FAILURE
+        NGHTTP2_ERR_FLOODED
+        NGHTTP2_ERR_TOO_MANY_SETTINGS
+        NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS
+        NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE
+        NGHTTP2_SETTINGS_MAX_FRAME_SIZE
+        NGHTTP2_PROTOCOL_ERROR
+        NGHTTP2_ENHANCE_YOUR_CALM
+
+
+cdef class _Stream:
+    """What is buffered for one stream's DATA provider."""
+    cdef bytearray buf
+    cdef bint provider  # a data provider is submitted (and not finished)
+    cdef bint end  # END_STREAM after the buffer
+    cdef list trailers  # ... or these trailers after it
+
+    def __cinit__(self):
+        self.buf = bytearray()
+        self.provider = False
+        self.end = False
+        self.trailers = None
+
+
+cdef class NgH2Connection:
+    """A server-side HTTP/2 connection on libnghttp2 (see the module docstring)."""
+    cdef nghttp2_session *session
+    cdef list events
+    cdef list headers
+    cdef size_t header_bytes
+    cdef size_t max_header_list
+    cdef dict streams
+    cdef Py_ssize_t buffered  # DATA bytes buffered over all streams
+    cdef object error  # an exception a callback raised (failure of the whole session)
+    cdef bytes pending  # serialized by receive_data, not yet taken by data_to_send
+
+    def __cinit__(self, uint32_t max_concurrent_streams, uint32_t max_header_list_size):
+        cdef nghttp2_session_callbacks *cbs
+        cdef nghttp2_option *opt
+        self.events = []
+        self.headers = []
+        self.streams = {}
+        self.buffered = 0
+        self.max_header_list = max_header_list_size
+        self.error = None
+        self.pending = b""
+        self.session = NULL
+        self._max_streams = max_concurrent_streams
+        if nghttp2_session_callbacks_new(&cbs) != 0:
+            raise MemoryError()
+        nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, _on_frame_recv)
+        nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, _on_begin_headers)
+        nghttp2_session_callbacks_set_on_header_callback(cbs, _on_header)
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, _on_data_chunk)
+        nghttp2_session_callbacks_set_on_stream_close_callback(cbs, _on_stream_close)
+        if nghttp2_option_new(&opt) != 0:
+            nghttp2_session_callbacks_del(cbs)
+            raise MemoryError()
+        nghttp2_option_set_no_auto_window_update(opt, 1)
+        nghttp2_option_set_max_continuations(opt, 64)
+        rv = nghttp2_session_server_new2(&self.session, cbs, <void *>self, opt)
+        nghttp2_option_del(opt)
+        nghttp2_session_callbacks_del(cbs)
+        if rv != 0:
+            raise MemoryError()
+
+    cdef uint32_t _max_streams
+
+    def __dealloc__(self):
+        if self.session != NULL:
+            nghttp2_session_del(self.session)
+            self.session = NULL
+
+    # --- setup and I/O ----------------------------------------------------------------
+
+    def initiate_connection(self):
+        cdef nghttp2_settings_entry iv[2]
+        iv[0].settings_id = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS
+        iv[0].value = self._max_streams
+        iv[1].settings_id = NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE
+        iv[1].value = <uint32_t>self.max_header_list
+        _check(nghttp2_submit_settings(self.session, NGHTTP2_FLAG_NONE, iv, 2))
+
+    def receive_data(self, const uint8_t[:] data not None):
+        """The events of these bytes (h2.events objects); ProtocolError when the peer broke
+        the protocol (a GOAWAY is queued: send data_to_send() and close)."""
+        self.events = []
+        cdef ssize_t rv = 0
+        if len(data):
+            rv = nghttp2_session_mem_recv(self.session, &data[0], len(data))
+        if rv < 0 or self.error is not None:
+            # a flood nghttp2 caught, or a callback's verdict (header list too large): calm down;
+            # anything else: a protocol error
+            calm = self.error is not None or rv == NGHTTP2_ERR_FLOODED or rv == NGHTTP2_ERR_TOO_MANY_SETTINGS
+            nghttp2_session_terminate_session(self.session, NGHTTP2_ENHANCE_YOUR_CALM if calm else NGHTTP2_PROTOCOL_ERROR)
+            err = self.error
+            self.error = None
+            raise _exc.ProtocolError(err or nghttp2_strerror(<int>rv).decode())
+        self.pending = self._serialize()  # (nghttp2 decides it is done only once its GOAWAY is out)
+        if not nghttp2_session_want_read(self.session) and not nghttp2_session_want_write(self.session):
+            self.events = []  # nghttp2 answered a protocol error with a GOAWAY of its own
+            raise _exc.ProtocolError("the peer broke the protocol; GOAWAY sent")
+        events, self.events = self.events, []
+        return events
+
+    def data_to_send(self):
+        out = self._serialize()
+        if self.pending:
+            out = self.pending + out
+            self.pending = b""
+        return out
+
+    cdef bytes _serialize(self):
+        cdef const uint8_t *p
+        cdef ssize_t n
+        out = []
+        while True:
+            n = nghttp2_session_mem_send(self.session, &p)
+            if n <= 0:
+                break
+            out.append(PyBytes_FromStringAndSize(<const char *>p, n))
+        return b"".join(out) if len(out) != 1 else out[0]
+
+    # --- frames out ----------------------------------------------------------------------
+
+    def send_headers(self, int32_t stream_id, headers, end_stream=False):
+        st = <_Stream>self.streams.get(stream_id)
+        if st is not None and st.provider:  # trailers after buffered DATA: sent when it drains
+            st.trailers = list(headers)
+            st.end = True
+            nghttp2_session_resume_data(self.session, stream_id)
+            return
+        _submit_headers(self.session, stream_id, headers, end_stream)
+
+    def send_data(self, int32_t stream_id, data, end_stream=False):
+        cdef _Stream st = self._stream(stream_id)
+        st.buf += data
+        self.buffered += len(data)
+        if end_stream:
+            st.end = True
+        self._provide(stream_id, st)
+
+    def end_stream(self, int32_t stream_id):
+        cdef _Stream st = self._stream(stream_id)
+        st.end = True
+        self._provide(stream_id, st)
+
+    cdef _Stream _stream(self, int32_t stream_id):
+        st = self.streams.get(stream_id)
+        if st is None:
+            st = self.streams[stream_id] = _Stream()
+        return <_Stream>st
+
+    cdef _provide(self, int32_t stream_id, _Stream st):
+        cdef nghttp2_data_provider prd
+        if st.provider:
+            nghttp2_session_resume_data(self.session, stream_id)
+            return
+        prd.source.ptr = NULL
+        prd.read_callback = _read_data
+        rv = nghttp2_submit_data(self.session, NGHTTP2_FLAG_END_STREAM, stream_id, &prd)
+        if rv != 0:
+            self._drop(stream_id)
+            raise _exc.StreamClosedError(stream_id)
+        st.provider = True
+
+    cdef _drop(self, int32_t stream_id):
+        st = self.streams.pop(stream_id, None)
+        if st is not None:
+            self.buffered -= len((<_Stream>st).buf)
+
+    def reset_stream(self, int32_t stream_id, error_code=0):
+        self._drop(stream_id)
+        _check(nghttp2_submit_rst_stream(self.session, NGHTTP2_FLAG_NONE, stream_id, <uint32_t>int(error_code)))
+
+    def acknowledge_received_data(self, size_t n, int32_t stream_id):
+        if n and nghttp2_session_consume(self.session, stream_id, n) != 0:
+            nghttp2_session_consume_connection(self.session, n)  # the stream is gone
+
+    def local_flow_control_window(self, int32_t stream_id):
+        cdef int32_t s = nghttp2_session_get_stream_remote_window_size(self.session, stream_id)
+        cdef int32_t c = nghttp2_session_get_remote_window_size(self.session)
+        if s < 0:
+            return 0
+        st = self.streams.get(stream_id)
+        mine = len((<_Stream>st).buf) if st is not None else 0
+        return max(0, min(s - mine, c - self.buffered))
+
+    @property
+    def max_outbound_frame_size(self):
+        return nghttp2_session_get_remote_settings(self.session, NGHTTP2_SETTINGS_MAX_FRAME_SIZE)
+
+    @property
+    def highest_inbound_stream_id(self):
+        return nghttp2_session_get_last_proc_stream_id(self.session)
+
+    def close_connection(self, error_code=0, additional_data=None, last_stream_id=None):
+        cdef bytes extra = additional_data or b""
+        last = nghttp2_session_get_last_proc_stream_id(self.session) if last_stream_id is None else last_stream_id
+        _check(nghttp2_submit_goaway(self.session, NGHTTP2_FLAG_NONE, last, <uint32_t>int(error_code),
+                                     <const uint8_t *><char *>extra, len(extra)))
+
+
+cdef int _check(int rv) except -1:
+    if rv < 0:
+        raise _exc.ProtocolError(nghttp2_strerror(rv).decode())
+    return 0
+
+
+cdef int _submit_headers(nghttp2_session *session, int32_t stream_id, headers, end_stream, bint trailer=False) except -1:
+    cdef list fields = [(bytes(hn), bytes(hv)) for hn, hv in headers]
+    cdef Py_ssize_t n = len(fields), i
+    cdef nghttp2_nv *nva = <nghttp2_nv *>malloc(max(n, 1) * sizeof(nghttp2_nv))
+    cdef bytes name, value
+    if nva == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            name, value = fields[i]
+            nva[i].name = <uint8_t *><char *>name
+            nva[i].namelen = len(name)
+            nva[i].value = <uint8_t *><char *>value
+            nva[i].valuelen = len(value)
+            nva[i].flags = NGHTTP2_NV_FLAG_NONE  # nghttp2 copies them
+        if trailer:
+            rv = nghttp2_submit_trailer(session, stream_id, nva, n)
+        else:
+            rv = nghttp2_submit_headers(session, NGHTTP2_FLAG_END_STREAM if end_stream else NGHTTP2_FLAG_NONE,
+                                        stream_id, NULL, nva, n, NULL)
+    finally:
+        free(nva)
+    return _check(rv)
+
+
+# --- callbacks from nghttp2 (exceptions become a failed session) -------------------------
+
+cdef ssize_t _read_data(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+                        uint32_t *data_flags, nghttp2_data_source *source, void *user_data) noexcept:
+    cdef NgH2Connection conn = <NgH2Connection>user_data
+    cdef _Stream st
+    cdef size_t n
+    try:
+        obj = conn.streams.get(stream_id)
+        if obj is None:
+            data_flags[0] |= NGHTTP2_DATA_FLAG_EOF
+            return 0
+        st = <_Stream>obj
+        n = min(length, <size_t>len(st.buf))
+        if n:
+            memcpy(buf, <const char *>st.buf, n)
+            del st.buf[:n]
+            conn.buffered -= n
+        if not st.buf:
+            if st.end:
+                data_flags[0] |= NGHTTP2_DATA_FLAG_EOF
+                st.provider = False
+                if st.trailers is not None:
+                    data_flags[0] |= NGHTTP2_DATA_FLAG_NO_END_STREAM
+                    _submit_headers(session, stream_id, st.trailers, True, True)
+                    st.trailers = None
+            elif not n:
+                return NGHTTP2_ERR_DEFERRED
+        return n
+    except BaseException as e:
+        conn.error = e
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+
+
+cdef int _on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data) noexcept:
+    cdef NgH2Connection conn = <NgH2Connection>user_data
+    conn.headers = []
+    conn.header_bytes = 0
+    return 0
+
+
+cdef int _on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
+                    const uint8_t *value, size_t valuelen, uint8_t flags, void *user_data) noexcept:
+    cdef NgH2Connection conn = <NgH2Connection>user_data
+    conn.header_bytes += namelen + valuelen + 32
+    if conn.header_bytes > conn.max_header_list:  # an HPACK bomb, or just too much: the session fails
+        conn.error = "header list larger than %d bytes" % conn.max_header_list
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+    try:
+        conn.headers.append((PyBytes_FromStringAndSize(<const char *>name, namelen),
+                             PyBytes_FromStringAndSize(<const char *>value, valuelen)))
+    except BaseException as e:
+        conn.error = e
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+    return 0
+
+
+cdef int _on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data,
+                        size_t length, void *user_data) noexcept:
+    cdef NgH2Connection conn = <NgH2Connection>user_data
+    try:
+        conn.events.append(_ev.DataReceived(stream_id=stream_id, data=PyBytes_FromStringAndSize(<const char *>data, length),
+                                            flow_controlled_length=length))
+    except BaseException as e:
+        conn.error = e
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+    return 0
+
+
+cdef int _on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
+                          void *user_data) noexcept:
+    cdef NgH2Connection conn = <NgH2Connection>user_data
+    try:
+        conn._drop(stream_id)
+    except BaseException as e:
+        conn.error = e
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+    return 0
+
+
+cdef int _on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data) noexcept:
+    cdef NgH2Connection conn = <NgH2Connection>user_data
+    cdef int t = frame.hd.type
+    cdef int32_t sid = frame.hd.stream_id
+    try:
+        events = conn.events
+        end = None
+        if frame.hd.flags & NGHTTP2_FLAG_END_STREAM and (t == NGHTTP2_DATA or t == NGHTTP2_HEADERS):
+            end = _ev.StreamEnded(stream_id=sid)
+        if t == NGHTTP2_DATA:
+            if frame.data.padlen:
+                nghttp2_session_consume(session, sid, frame.data.padlen)  # padding: credited at once
+        elif t == NGHTTP2_HEADERS:
+            if frame.headers.cat == NGHTTP2_HCAT_REQUEST:
+                ev = _ev.RequestReceived(stream_id=sid, headers=conn.headers, stream_ended=end)
+            else:
+                ev = _ev.TrailersReceived(stream_id=sid, headers=conn.headers, stream_ended=end)
+            conn.headers = []
+            events.append(ev)
+        elif t == NGHTTP2_RST_STREAM:
+            ev = _ev.StreamReset(stream_id=sid, error_code=frame.rst_stream.error_code, remote_reset=True)
+            conn._drop(sid)
+            events.append(ev)
+        elif t == NGHTTP2_WINDOW_UPDATE:
+            ev = _ev.WindowUpdated(stream_id=sid, delta=frame.window_update.window_size_increment)
+            events.append(ev)
+        elif t == NGHTTP2_SETTINGS:
+            if not frame.hd.flags & NGHTTP2_FLAG_ACK:
+                ev = _ev.RemoteSettingsChanged()
+                ev.changed_settings = {}
+                events.append(ev)
+        elif t == NGHTTP2_PING:
+            if not frame.hd.flags & NGHTTP2_FLAG_ACK:
+                ev = _ev.PingReceived(ping_data=PyBytes_FromStringAndSize(<const char *>frame.ping.opaque_data, 8))
+                events.append(ev)
+        elif t == NGHTTP2_GOAWAY:
+            ev = _ev.ConnectionTerminated()
+            ev.error_code = frame.goaway.error_code
+            ev.last_stream_id = frame.goaway.last_stream_id
+            ev.additional_data = PyBytes_FromStringAndSize(<const char *>frame.goaway.opaque_data,
+                                                           frame.goaway.opaque_data_len)
+            events.append(ev)
+        if end is not None:
+            events.append(end)
+    except BaseException as e:
+        conn.error = e
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+    return 0
