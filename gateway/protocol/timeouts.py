@@ -110,3 +110,5 @@ class TunnelsAndTimeouts:
                 self.transport.close()
         else:
             self.close_after = True
+            if self.active is not None:
+                self.active.keep_alive = False  # the response in flight says `connection: close`

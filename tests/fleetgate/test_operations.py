@@ -400,18 +400,6 @@ class H2cClient:
             out += got
 
 
-# A proxied response whose head is sent after the listeners closed should carry
-# `Connection: close` (ingress-nginx and Envoy do). Today it does not: the connection is
-# closed after the response, but the head does not say so, because gateway/protocol's
-# drain() marks the connection (close_after) and not the exchange in flight, whose
-# keep_alive the upstream head paths read. The one-line change is in the report of issue
-# 15 part 1 (set `self.active.keep_alive = False` in drain()'s busy branch); then set this
-# True and delete the xfail below.
-LAST_RESPONSE_SAYS_CLOSE = False
-
-
-@pytest.mark.xfail(strict=True, reason="drain() does not mark the exchange in flight keep_alive=False yet "
-                                       "(gateway/protocol/timeouts.py, owned by the data-path work)")
 async def test_a_response_in_flight_when_the_listeners_close_says_connection_close(tmp_path, slow_path_backend):
     fleet = write_fleet(tmp_path / "fleet", slow_path_backend)
     http, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
@@ -462,8 +450,8 @@ async def test_after_the_drain_delay_idle_connections_close_busy_ones_finish_and
         # the busy one gets its whole answer, then the connection closes (read() to EOF)
         answer = await asyncio.wait_for(busy_r.read(), 10)
         assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"done")
-        if LAST_RESPONSE_SAYS_CLOSE:
-            assert b"\r\nconnection: close\r\n" in answer.lower()
+        # drain() marks the exchange in flight, so its head says it is the last (as nginx/Envoy)
+        assert b"\r\nconnection: close\r\n" in answer.lower()
         # h2: GOAWAY (no error, stream 1 still allowed), and stream 1 still finishes
         from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame
         frames = await h2c.frames()
