@@ -13,8 +13,8 @@ import h2.connection
 import h2.settings
 
 try:
-    if os.environ.get("FLEETGATE_PURE_PYTHON") == "1":
-        raise ImportError("FLEETGATE_PURE_PYTHON=1")
+    if os.environ.get("FLEETGATE_PURE_PYTHON") == "1" or os.environ.get("FLEETGATE_HTTP2_PURE") == "1":
+        raise ImportError("FLEETGATE_PURE_PYTHON=1 or FLEETGATE_HTTP2_PURE=1")  # (the latter: HTTP/2 alone, for benchmarks)
     from ._nghttp2 import NgH2Connection
 except ImportError:  # not built (no compiler, no libnghttp2 headers) or not wanted
     NgH2Connection = None  # type: ignore[assignment,misc]
