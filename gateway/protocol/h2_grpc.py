@@ -61,7 +61,7 @@ def pools(ctx: Any) -> H2Pools:
     """The context's HTTP/2 upstream pools (made on first use)."""
     p = getattr(ctx, "h2_pools", None)
     if p is None:
-        p = ctx.h2_pools = H2Pools()
+        p = ctx.h2_pools = H2Pools(ctx.limits.upstream_idle_timeout)
     return p
 
 

@@ -51,6 +51,7 @@ class UpstreamH2(asyncio.Protocol):
         self.streams: dict[int, H2Sink] = {}
         self.goaway = False
         self.idle_since = 0.0
+        self.idle_timer: asyncio.TimerHandle | None = None
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -67,6 +68,9 @@ class UpstreamH2(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
         self.pool.forget(self)
         streams, self.streams = self.streams, {}
         for sink in streams.values():
@@ -143,8 +147,28 @@ class UpstreamH2(asyncio.Protocol):
         self._maybe_close()
 
     def _maybe_close(self) -> None:
-        if self.goaway and not self.streams:
+        if self.streams:
+            return
+        if self.goaway:
             self.close()
+            return
+        # idle: closed once it stays so for the pool's idle timeout (one timer per idle spell)
+        loop = asyncio.get_event_loop()
+        self.idle_since = loop.time()
+        if self.idle_timer is None and self.transport is not None:
+            self.idle_timer = loop.call_later(self.pool.idle_timeout, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self.idle_timer = None
+        if self.streams or self.transport is None:
+            return
+        loop = asyncio.get_event_loop()
+        left = self.idle_since + self.pool.idle_timeout - loop.time()
+        if left > 0:  # used again meanwhile: wait for the rest of the new idle spell
+            self.idle_timer = loop.call_later(left, self._idle_check)
+            return
+        self.pool.forget(self)
+        self.close()
 
     # --- frames in ---------------------------------------------------------------------
 

@@ -31,8 +31,9 @@ def upstream_h2_tls_context() -> ssl.SSLContext:
 class H2Pool:
     """Live HTTP/2 connections to one endpoint."""
 
-    def __init__(self, key: str, address: str, port: int, tls: bool) -> None:
+    def __init__(self, key: str, address: str, port: int, tls: bool, idle_timeout: float = 30.0) -> None:
         self.key = key
+        self.idle_timeout = idle_timeout  # an unused connection is closed after it
         self.address = address
         self.port = port
         self.tls = tls
@@ -102,13 +103,14 @@ class H2Pool:
 class H2Pools:
     """H2Pool by endpoint key and transport; they outlive route tables."""
 
-    def __init__(self) -> None:
+    def __init__(self, idle_timeout: float = 30.0) -> None:
         self.pools: dict[tuple[str, bool], H2Pool] = {}
+        self.idle_timeout = idle_timeout
 
     def get(self, key: str, address: str, port: int, tls: bool) -> H2Pool:
         pool = self.pools.get((key, tls))
         if pool is None:
-            pool = self.pools[(key, tls)] = H2Pool(key, address, port, tls)
+            pool = self.pools[(key, tls)] = H2Pool(key, address, port, tls, self.idle_timeout)
         return pool
 
     def close_all(self) -> None:

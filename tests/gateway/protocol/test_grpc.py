@@ -18,6 +18,9 @@ from gateway_support import endpoint_slice, ingress, rule, service
 from h2_layer_support import h2_layer  # noqa: F401  (fixture)
 from tls_support import make_ca, tls_entry, tls_secret
 
+from gateway.context import Limits
+from gateway.protocol.h2_grpc import pools
+
 grpc = pytest.importorskip("grpc", reason="grpcio is a test dependency: pip install grpcio")
 
 BIG = 4 * 1024 * 1024
@@ -90,7 +93,7 @@ def grpc_backends() -> Iterator[Any]:
 
 async def grpc_fleet(fleet_dir, start_gateway, grpc_backends, *, protocol: str = "GRPC", https: bool = False,
                      tls: tuple[bytes, bytes] | None = None, hub: list | None = None,
-                     ing_tls: list | None = None):
+                     ing_tls: list | None = None, limits: Limits | None = None):
     fd = fleet_dir("zone-a", "zone-b")
     backends = []
     for cluster, addr in (("zone-a", "127.0.5.1"), ("zone-b", "127.0.5.2")):
@@ -100,7 +103,7 @@ async def grpc_fleet(fleet_dir, start_gateway, grpc_backends, *, protocol: str =
     fd.hub([ingress("echo", [rule("grpc.example", ("/", "Prefix", "echo"))],
                     annotations={"nginx.ingress.kubernetes.io/backend-protocol": protocol}, tls=ing_tls),
             *(hub or [])])
-    gw = await start_gateway(fd, https=https)
+    gw = await start_gateway(fd, https=https, limits=limits)
     return backends, gw
 
 
@@ -245,6 +248,24 @@ async def test_grpc_unary_calls_survive_one_cluster_stopping(fleet_dir, start_ga
     assert errors == []
     assert set(seen[:stop_at]) == {"zone-a", "zone-b"}
     assert set(seen[-100:]) == {"zone-b"}
+
+
+async def test_idle_upstream_connections_close_after_the_idle_timeout(fleet_dir, start_gateway, grpc_backends):
+    _, gw = await grpc_fleet(fleet_dir, start_gateway, grpc_backends, limits=Limits(upstream_idle_timeout=0.3))
+    target = f"{gw.host}:{gw.port}"
+
+    def two_calls() -> list[bytes]:
+        with grpc.insecure_channel(target, options=[("grpc.default_authority", "grpc.example")]) as ch:
+            unary = calls(ch)["unary"]
+            return [unary(b"a", timeout=10), unary(b"b", timeout=10)]
+    assert len(await asyncio.to_thread(two_calls)) == 2
+    registry = pools(gw.gateway.ctx)
+    assert sum(len(p.conns) for p in registry.pools.values()) == 2  # one per member cluster's pod
+    deadline = time.monotonic() + 10  # (no event says "closed": poll, bounded)
+    while sum(len(p.conns) for p in registry.pools.values()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert sum(len(p.conns) for p in registry.pools.values()) == 0
+    assert len(await asyncio.to_thread(two_calls)) == 2  # new connections serve the next calls
 
 
 @pytest.fixture(autouse=True)
