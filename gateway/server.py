@@ -198,6 +198,9 @@ class Gateway:
                 pass
             self._sweeper = None
         self.ctx.pools.close_all()
+        h2_pools = getattr(self.ctx, "h2_pools", None)  # gRPC upstreams (protocol/h2_grpc.py), made on first use
+        if h2_pools is not None:
+            h2_pools.close_all()
         self.checker.close()
         self.ctx.mirrors.close()
 

@@ -266,6 +266,10 @@ async def test_idle_upstream_connections_close_after_the_idle_timeout(fleet_dir,
         await asyncio.sleep(0.05)
     assert sum(len(p.conns) for p in registry.pools.values()) == 0
     assert len(await asyncio.to_thread(two_calls)) == 2  # new connections serve the next calls
+    conns = [c for p in registry.pools.values() for c in p.conns]
+    assert conns
+    await gw.gateway.close()  # shutdown closes the gRPC upstream connections too
+    assert all(c.transport is None or c.transport.is_closing() for c in conns)
 
 
 @pytest.fixture(autouse=True)
