@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import h2.errors
 import h2.exceptions
@@ -33,9 +33,24 @@ from .planning import Planning
 if TYPE_CHECKING:
     from ..routing.table import Route, UpstreamEndpoint
     from ..upstream.h2_connection import UpstreamH2
-    from .h2 import DownstreamH2
 
 log = logging.getLogger("fleetgate.gateway")
+
+
+class H2Connection(Protocol):
+    """What a GrpcStream asks of the client connection that owns it (DownstreamH2 in h2.py),
+    declared here so this module does not import h2.py back (no import cycle)."""
+
+    ctx: Any
+    scheme: bytes
+    transport: asyncio.Transport | None
+    h2: Any  # the HTTP/2 layer (libnghttp2 binding or the h2 library), same interface
+    now: Callable[[], float]
+
+    def flush(self) -> None: ...
+    def send_data(self, st: Any, data: bytes) -> None: ...
+    def reset(self, st: Any, code: Any) -> None: ...
+    def stream_done(self, st: Any) -> None: ...
 
 UNKNOWN, DEADLINE_EXCEEDED, PERMISSION_DENIED, RESOURCE_EXHAUSTED = 2, 4, 7, 8
 UNIMPLEMENTED, UNAVAILABLE, UNAUTHENTICATED = 12, 14, 16
@@ -72,7 +87,7 @@ class GrpcStream:
     grpc = True
     chunked = False
 
-    def __init__(self, conn: "DownstreamH2", sid: int, route: "Route", headers: list[tuple[bytes, bytes]],
+    def __init__(self, conn: "H2Connection", sid: int, route: "Route", headers: list[tuple[bytes, bytes]],
                  ended: bool) -> None:
         ctx = conn.ctx
         self.conn = conn
