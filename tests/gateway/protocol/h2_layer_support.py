@@ -14,8 +14,11 @@ from gateway import h2codec
 def h2_layer(request: pytest.FixtureRequest) -> Iterator[str]:
     if request.param == "compiled" and h2codec.NgH2Connection is None:
         why = "the libnghttp2 HTTP/2 layer is not built (apt-get install libnghttp2-dev; pip install -e .)"
-        if os.environ.get("FLEETGATE_REQUIRE_COMPILED") == "1":
+        forced_pure = os.environ.get("FLEETGATE_PURE_PYTHON") == "1" or os.environ.get("FLEETGATE_HTTP2_PURE") == "1"
+        if os.environ.get("FLEETGATE_REQUIRE_COMPILED") == "1" and not forced_pure:
             pytest.fail(why)
+        if forced_pure:
+            why = "FLEETGATE_PURE_PYTHON=1 forces the h2 library"
         pytest.skip(why)
     before = h2codec.ACTIVE
     h2codec.use(request.param)
