@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from tests.fleetgate.test_cli import free_port, start, wait_ready, write_fleet
+from tests.fleetgate.process_support import free_port, start, wait_ready, write_fleet
 from tests.fleetgate.test_operations import backend  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ import yaml
 from aiohttp import web
 
 from fleet.admin import AdminServer, debug_allowed
-from tests.fleetgate.test_cli import free_port, start, wait_ready, write_fleet
+from tests.fleetgate.process_support import _write_secret, free_port, served, start, wait_ready, write_fleet
 
 
 @pytest.fixture
@@ -26,14 +26,8 @@ async def backend():
         await asyncio.sleep(0.02)
         return web.Response(text="ok")
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.7.1", 0)
-    await site.start()
-    yield site._server.sockets[0].getsockname()[1]
-    await runner.cleanup()
+    async with served(handle) as port:
+        yield port
 
 
 async def get(url: str, **kw) -> tuple[int, str]:
@@ -270,7 +264,6 @@ async def test_config_generation_reload_time_and_certificate_expiry_are_exported
     from cryptography import x509
 
     from gateway.tls import self_signed
-    from tests.fleetgate.test_cli import _write_secret
 
     fleet = write_fleet(tmp_path / "fleet", backend)
     ing = fleet.parent / "hub" / "ing.yaml"
@@ -332,14 +325,8 @@ async def slow_path_backend():
             await asyncio.sleep(1.5)
         return web.Response(text="done")
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.7.1", 0)
-    await site.start()
-    yield site._server.sockets[0].getsockname()[1]
-    await runner.cleanup()
+    async with served(handle) as port:
+        yield port
 
 
 class H2cClient:
