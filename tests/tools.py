@@ -7,9 +7,13 @@ installs them all, so CI runs every test.
 """
 from __future__ import annotations
 
+import os
 import shutil
+from typing import TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 # The Debian package of each client, as .ci/run installs them.
 INSTALL: dict[str, str] = {
@@ -33,3 +37,14 @@ def require_tool(name: str, install: str | None = None) -> str:
         how = install if install is not None else INSTALL[name]
         pytest.skip(f"{name} not installed: {how}")
     return path
+
+
+def compiled_or_skip(module: T | None, why: str) -> T:
+    """A compiled module the test parametrises over, or skip saying why it is not built.
+    Under FLEETGATE_REQUIRE_COMPILED=1 (CI, which built it) a missing build fails instead."""
+    __tracebackhide__ = True
+    if module is None:
+        if os.environ.get("FLEETGATE_REQUIRE_COMPILED") == "1":
+            pytest.fail("FLEETGATE_REQUIRE_COMPILED=1 but " + why)
+        pytest.skip(why)
+    return module

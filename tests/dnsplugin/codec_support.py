@@ -5,17 +5,16 @@ FLEETGATE_REQUIRE_COMPILED=1 (CI sets it): then a missing build fails the test.
 """
 from __future__ import annotations
 
-import os
 import struct
 from types import ModuleType
 
-import pytest
 from dnslib import EDNS0, EDNSOption, DNSRecord
 
 from controller.derive import derive_imports
 from dnsplugin.codec import _fastpath_py
 from dnsplugin.resolver import resolve
 from dnsplugin.zone import Zone, build_zone
+from tests.tools import compiled_or_skip as require_compiled
 from tests.dnsplugin.dnsclient_support import question
 from tests.dnsplugin.fleets_support import two_cluster_fleet
 
@@ -31,11 +30,7 @@ except ImportError as err:  # not built
 
 
 def compiled_or_skip() -> ModuleType:
-    if COMPILED is None:
-        if os.environ.get("FLEETGATE_REQUIRE_COMPILED") == "1":
-            pytest.fail("FLEETGATE_REQUIRE_COMPILED=1 but " + WHY)
-        pytest.skip(WHY)
-    return COMPILED
+    return require_compiled(COMPILED, WHY)
 
 
 Z = "svc.clusterset.local"

@@ -5,12 +5,12 @@ FLEETGATE_REQUIRE_COMPILED=1 (CI sets it): then a missing build fails the test.
 """
 from __future__ import annotations
 
-import os
 from types import ModuleType, SimpleNamespace
 
 import pytest
 
 from gateway.codec import _chunked_py, _http1_py
+from tests.tools import compiled_or_skip as require_compiled
 
 NAMES = ("head_end", "parse_request", "upstream_head", "parse_response", "ChunkedDecoder", "chunk_size")
 
@@ -34,11 +34,7 @@ except ImportError as err:  # not built
 
 
 def compiled_or_skip() -> ModuleType:
-    if COMPILED is None:
-        if os.environ.get("FLEETGATE_REQUIRE_COMPILED") == "1":
-            pytest.fail("FLEETGATE_REQUIRE_COMPILED=1 but " + WHY)
-        pytest.skip(WHY)
-    return COMPILED
+    return require_compiled(COMPILED, WHY)
 
 
 @pytest.fixture(params=["compiled", "pure"])
