@@ -12,11 +12,18 @@ same figure on a busy or a quiet machine.
     python bench/h1_path_cpu.py --instructions      # needs valgrind (apt-get install valgrind)
     python bench/h1_path_cpu.py --floor [--instructions]   # bench/floor_proxy.py instead
     python bench/h1_path_cpu.py --headers 12 [--instructions]  # a longer (browser-like) head
+    python bench/h1_path_cpu.py --policies [--instructions]  # canary + cluster weights + 10 % mirror
+
+`--policies` gives the route what bench/proxy_vs_nginx.py --policies gives it: a canary
+Ingress (by header x-canary, else 10 %), cluster-weights zone-a=70,zone-b=30 over two
+member clusters and a 10 % mirror to a third Service; every upstream (the mirror's too)
+answers from memory. The random draws are seeded, so runs are repeatable.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import re
 import shutil
 import subprocess
@@ -31,6 +38,7 @@ from gateway.context import GatewayContext
 from gateway.protocol.downstream import DownstreamH1
 from gateway.routing.build import build
 from gateway.upstream.connection import UpstreamH1
+from gateway.upstream.mirror import MirrorTarget, _MirrorConnection
 
 REQUEST = (b"GET /index.html HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: wrk\r\n"
            b"Accept: */*\r\n\r\n")
@@ -91,6 +99,43 @@ def snapshot() -> FleetSnapshot:
     return FleetSnapshot(hub=hub, members=(MemberCluster("a", None, member),))  # type: ignore[arg-type]
 
 
+def _ingress(name: str, service: str, annotations: dict[str, str]) -> dict:  # type: ignore[type-arg]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": name, "namespace": "d", "annotations": annotations},
+            "spec": {"ingressClassName": "fleetgate", "rules": [{"host": "bench.local", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": service,
+                                                                            "port": {"number": 80}}}}]}}]}}
+
+
+def _service(name: str, address: str, port: int) -> list:  # type: ignore[type-arg]
+    return [parse_object({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "d"},
+                          "spec": {"ports": [{"name": "http", "port": 80}]}}),
+            parse_object({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                          "metadata": {"name": name + "-1", "namespace": "d",
+                                       "labels": {"kubernetes.io/service-name": name}},
+                          "addressType": "IPv4", "ports": [{"name": "http", "port": port}],
+                          "endpoints": [{"addresses": [address]}]})]
+
+
+def policies_snapshot() -> FleetSnapshot:
+    """bench/proxy_vs_nginx.py's policies_fleet: `s` and its canary `s-canary` in zone-a
+    (127.0.0.1) and zone-b (127.0.0.2), weights 70/30, 10 % mirrored to `shadow` (zone-a)."""
+    hub = ClusterObjects.build([parse_object(_ingress("b", "s", {
+        "fleetgate.io/cluster-weights": "zone-a=70,zone-b=30",
+        "higress.io/mirror-target-service": "d/shadow:80", "higress.io/mirror-percentage": "10"})),
+        parse_object(_ingress("b-canary", "s-canary", {
+            "nginx.ingress.kubernetes.io/canary": "true",
+            "nginx.ingress.kubernetes.io/canary-by-header": "x-canary",
+            "nginx.ingress.kubernetes.io/canary-weight": "10"}))])
+    members = []
+    for cluster, address in (("zone-a", "127.0.0.1"), ("zone-b", "127.0.0.2")):
+        objs = _service("s", address, 8080) + _service("s-canary", address, 8080)
+        if cluster == "zone-a":
+            objs += _service("shadow", "127.0.0.1", 8081)
+        members.append(MemberCluster(cluster, None, ClusterObjects.build(objs)))  # type: ignore[arg-type]
+    return FleetSnapshot(hub=hub, members=tuple(members))
+
+
 def _loop(ds: asyncio.Protocol, up: asyncio.Protocol, n: int) -> float:
     """CPU microseconds per request for n requests through ds and responses through up."""
     start = time.process_time()
@@ -116,6 +161,47 @@ async def run(n: int) -> float:
     return _loop(ds, up, n)
 
 
+def _loop_policies(ds: asyncio.Protocol, mirror: _MirrorConnection, n: int) -> float:
+    """_loop for --policies: the response goes to whichever pooled connection the pick
+    chose, and a mirrored copy is answered too (its connection back to idle)."""
+    start = time.process_time()
+    for _ in range(n):
+        ds.data_received(REQUEST)  # type: ignore[attr-defined]
+        ds.active.upstream.data_received(RESPONSE)  # type: ignore[attr-defined]
+        if mirror.busy:
+            mirror.data_received(RESPONSE)
+    elapsed = time.process_time() - start
+    assert ds.transport.written > 0 and mirror.transport.written > 0  # type: ignore[attr-defined]
+    return elapsed * 1e6 / n
+
+
+async def run_policies(n: int) -> float:
+    random.seed(13)  # the canary, cluster and mirror draws: the same sequence every run
+    ctx = GatewayContext()
+    table, diags = build(policies_snapshot())
+    ctx.swap_table(table)
+    (r,) = [r for r in table.routes if r.host == "bench.local"]
+    policy = r.policy
+    if not (policy.canaries and policy.cluster_weights and policy.mirror is not None) or len(
+            {e.cluster for e in r.backend.endpoints}) != 2:  # type: ignore[union-attr]
+        raise SystemExit(f"policies not in force on bench.local: {policy.describe()} {diags}")
+    ds = DownstreamH1(ctx)
+    ds.connection_made(MemoryTransport())
+    for ep in r.backend.endpoints:  # type: ignore[union-attr]  # (the canary's share these endpoints)
+        pool = ctx.pools.get(ep.key)
+        up = UpstreamH1(pool)
+        up.connection_made(MemoryTransport())
+        pool.release(up, 0.0)
+    (shadow,) = policy.mirror.service.backend.endpoints  # type: ignore[union-attr]
+    target = ctx.mirrors.targets[(shadow.address, shadow.port)] = MirrorTarget(
+        shadow.address, shadow.port, shadow.cluster, ctx.mirrors._count)
+    mirror = _MirrorConnection(target)
+    mirror.connection_made(MemoryTransport())
+    target.all.add(mirror)
+    target.idle.append(mirror)
+    return _loop_policies(ds, mirror, n)
+
+
 async def run_floor(n: int) -> float:
     """The same loop through bench/floor_proxy.py: the contract's per-request work, bare."""
     from floor_proxy import FloorDownstream, FloorUpstream
@@ -128,11 +214,11 @@ async def run_floor(n: int) -> float:
     return _loop(ds, up, n)
 
 
-def instructions(requests: int, floor: bool, headers: int = 3) -> int:
+def instructions(requests: int, floor: bool, headers: int = 3, policies: bool = False) -> int:
     """Instructions callgrind counts for a whole run of `requests` requests."""
     out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
                           sys.executable, __file__, "--requests", str(requests), "--headers", str(headers)]
-                         + (["--floor"] if floor else []),
+                         + (["--floor"] if floor else []) + (["--policies"] if policies else []),
                          capture_output=True, text=True, timeout=900, check=True)
     m = re.search(r"Collected : (\d+)", out.stderr)
     if m is None:
@@ -148,19 +234,25 @@ def main() -> None:
     ap.add_argument("--floor", action="store_true",
                     help="run bench/floor_proxy.py (the contract's per-request work, bare) instead")
     ap.add_argument("--headers", type=int, default=3, help="header lines in the request (3..15)")
+    ap.add_argument("--policies", action="store_true",
+                    help="the route has a canary, cluster weights over two member clusters and a 10 %% mirror")
     args = ap.parse_args()
+    if args.policies and args.floor:
+        ap.error("--policies goes with the gateway's path, not --floor")
     global REQUEST
     REQUEST = request_with(args.headers)
-    what = "floor_proxy.py" if args.floor else "Python request path"
+    what = ("floor_proxy.py" if args.floor else
+            "Python request path, canary + cluster weights + 10 % mirror" if args.policies else "Python request path")
     if args.instructions:
         if shutil.which("valgrind") is None:
             raise SystemExit("valgrind is not installed (apt-get install -y valgrind)")
-        short = instructions(1000, args.floor, args.headers)
-        long = instructions(6000, args.floor, args.headers)
+        short = instructions(1000, args.floor, args.headers, args.policies)
+        long = instructions(6000, args.floor, args.headers, args.policies)
         print(f"{(long - short) / 5000:.0f} instructions per proxied request "
               f"(callgrind, {what}, {args.headers} headers)")
         return
-    us = uvloop.run(run_floor(args.requests) if args.floor else run(args.requests))
+    us = uvloop.run(run_floor(args.requests) if args.floor else
+                    run_policies(args.requests) if args.policies else run(args.requests))
     print(f"{us:.2f} us CPU per proxied request ({what}, {args.headers} headers, no sockets)")
 
 
