@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from typing import Any, Awaitable, Callable
 
@@ -33,6 +35,7 @@ from gateway.status import start_status_writer
 
 from .controller_metrics import ControllerSyncMetrics
 from .process import StartupError, frozen_after_rebuild, run_until_signal
+from .workers import MetricsPeer, WorkerMetrics, socket_path
 
 log = logging.getLogger("fleetgate")
 
@@ -87,9 +90,13 @@ def address_arg(value: str) -> Address:
 
 async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gateway: bool, dns: bool,
                          controller: bool, worker: int = 0, reuse_port: bool = False,
+                         workers: int = 1, workers_dir: str | None = None,
                          on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
     """Start fleet → publisher → controller → DNS → gateway → admin listener; wait for
-    `stop`; stop them in reverse (the admin listener first, then the gateway's drain)."""
+    `stop`; stop them in reverse (the admin listener first, then the gateway's drain).
+
+    Under --workers (`workers_dir` set), worker 0's /metrics sums every worker's families
+    and the others hand theirs over a Unix socket in `workers_dir` (fleetgate.workers)."""
     if worker == 0 and not reuse_port:
         _preflight(args, gateway=gateway, dns=dns)
     bound: dict[str, Any] = {}
@@ -97,17 +104,19 @@ async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gatew
     async with contextlib.AsyncExitStack() as stack:
         fleet = await start_fleet(args.fleet)
         stack.push_async_callback(fleet.stop)
+        # every worker collects its components' metrics through an AdminServer; only worker 0
+        # listens on --admin, the others hand their families to it (fleetgate.workers)
         admin = AdminServer(fleet, member_sync_timeout=float(getattr(args, "member_sync_timeout", 10.0)),
                             debug_addresses=getattr(args, "debug_address", None) or (),
-                            started_at=started_at) if worker == 0 else None
-        if admin is not None:
-            # closed after everything else: /readyz keeps answering 503 while the gateway drains
-            stack.push_async_callback(admin.close)
+                            started_at=started_at)
+        # closed after everything else: /readyz keeps answering 503 while the gateway drains
+        stack.push_async_callback(admin.close)
+        if workers_dir is not None:
+            await _share_metrics(admin, stack, worker=worker, workers=workers, directory=workers_dir)
         if controller or dns:
             publisher = DerivedPublisher(fleet, guard=frozen_after_rebuild).start()
             stack.push_async_callback(publisher.close)
-            if admin is not None:
-                serve_debug_imports(publisher, admin)
+            serve_debug_imports(publisher, admin)
         if controller:
             leader_elect = bool(getattr(args, "leader_elect", False))
             live = start_live_controller(fleet, publisher, leader_elect=leader_elect,
@@ -116,11 +125,10 @@ async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gatew
                                          burst=int(getattr(args, "kube_api_burst", 0)))
             if live is not None:
                 stack.push_async_callback(live.close)
-            if admin is not None:
-                sync = ControllerSyncMetrics(live.writer if live is not None else None).start()
-                stack.push_async_callback(sync.close)
-                admin.add_collector(sync)
-            elif leader_elect:
+            sync = ControllerSyncMetrics(live.writer if live is not None else None).start()
+            stack.push_async_callback(sync.close)
+            admin.add_collector(sync)
+            if live is None and leader_elect:
                 log.warning("--leader-elect: no member cluster is live, so the controller writes nothing "
                             "and there is nothing to elect a leader for; ignored")
         if dns:
@@ -132,9 +140,8 @@ async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gatew
                 raise StartupError(str(exc)) from None
             stack.push_async_callback(svc.close)
             bound["dns"] = svc.udp_address
-            if admin is not None:
-                admin.add_json("/debug/zone", lambda request: _zone_or_404(svc, request.query.get("cluster")),
-                               "?cluster=NAME: the DNS records served for that member cluster (JSON)")
+            admin.add_json("/debug/zone", lambda request: _zone_or_404(svc, request.query.get("cluster")),
+                           "?cluster=NAME: the DNS records served for that member cluster (JSON)")
         if gateway:
             options = gateway_cli.options_from(args, address_arg(args.http), reuse_port=reuse_port,
                                                https=address_arg(args.https))
@@ -148,7 +155,7 @@ async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gatew
                                              classes=options.ingress_classes)
                 if status is not None:
                     stack.push_async_callback(status.close)
-        if admin is not None:
+        if worker == 0:
             bound["admin"] = await _bind("admin", show_address(args.admin), lambda: admin.start(*args.admin))
         log.info("fleetgate %s ready: %s", args.command, ", ".join(f"{k} {v[0]}:{v[1]}" for k, v in bound.items()))
         if on_ready is not None:
@@ -158,12 +165,25 @@ async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gatew
         log.info("shutting down: draining for up to %.1fs", args.drain_timeout)
 
 
-async def _drain_delay(args: argparse.Namespace, admin: AdminServer | None, *, listening: bool) -> None:
+async def _share_metrics(admin: AdminServer, stack: contextlib.AsyncExitStack, *, worker: int, workers: int,
+                         directory: str) -> None:
+    """Worker 0 merges the others' families into its /metrics (and lists them at
+    /debug/workers); worker i > 0 serves its families on its socket until it stops."""
+    if worker == 0:
+        merged = WorkerMetrics(directory, workers)
+        admin.aggregate = merged.aggregate
+        admin.add_json("/debug/workers", lambda request: merged.debug(admin.families(), request.query.get("metric")),
+                       "?metric=NAME: each worker's pid, whether it answered, and its own sum of NAME (JSON)")
+        return
+    peer = await MetricsPeer(socket_path(directory, worker), worker, admin.families).start()
+    stack.push_async_callback(peer.close)
+
+
+async def _drain_delay(args: argparse.Namespace, admin: AdminServer, *, listening: bool) -> None:
     """SIGTERM's first phase: /readyz answers 503 at once, listeners keep accepting and
     serving for --drain-delay (endpoint controllers and cloud load balancers need that
     long to stop sending here); then the exit stack stops accepting and drains."""
-    if admin is not None:
-        admin.draining = True
+    admin.draining = True
     delay = float(getattr(args, "drain_delay", 0.0))
     if listening and delay > 0:
         log.info("SIGTERM: not ready; still serving for %.1fs (--drain-delay)", delay)
@@ -217,8 +237,9 @@ def _try_bind(what: str, address: str, host: str, port: int, kind: int, *, reuse
 
 def run_workers(args: argparse.Namespace) -> int:
     """--workers N: N forked processes, each a full gateway (or, for `fleetgate dns`, a full
-    DNS responder) on SO_REUSEPORT sockets; worker 0 also serves the admin API (its
-    metrics cover its own traffic)."""
+    DNS responder) on SO_REUSEPORT sockets; worker 0 also serves the admin API, whose
+    /metrics sums all the workers' (the others hand theirs over Unix sockets in a private
+    directory made here, removed when they have all exited)."""
     dns = args.command == "dns"
     what, address = ("dns", args.dns_listen) if dns else ("http", args.http)
     try:
@@ -229,12 +250,13 @@ def run_workers(args: argparse.Namespace) -> int:
         print(f"fleetgate: {exc}", file=sys.stderr)
         return 2
     children: list[int] = []
+    directory = tempfile.mkdtemp(prefix="fleetgate-workers-")  # mode 0700: this user's workers only
     for index in range(args.workers):
         pid = os.fork()
         if pid == 0:
             def worker(stop: asyncio.Event, i: int = index) -> Awaitable[None]:
                 return run_components(args, stop, gateway=not dns, dns=dns, controller=False, worker=i,
-                                      reuse_port=True)
+                                      reuse_port=True, workers=args.workers, workers_dir=directory)
             os._exit(run_until_signal(worker))
         children.append(pid)
 
@@ -248,7 +270,10 @@ def run_workers(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     worst = 0
-    for child in children:
-        _, status = os.waitpid(child, 0)
-        worst = max(worst, os.waitstatus_to_exitcode(status))
+    try:
+        for child in children:
+            _, status = os.waitpid(child, 0)
+            worst = max(worst, os.waitstatus_to_exitcode(status))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
     return worst
