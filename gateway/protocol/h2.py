@@ -1,21 +1,23 @@
-"""HTTP/2 downstream: a framing layer in front of the one HTTP/1.1 request engine.
+"""HTTP/2 downstream: one client connection and its streams.
 
-Each stream becomes a request of its own DownstreamH1, fed an HTTP/1.1 head synthesised
-from the stream's headers (and its DATA, chunked when the client gave no length), and
-writing to a StreamTransport that turns the HTTP/1.1 response back into HEADERS and DATA
-frames. Routing, policies, retries, timeouts, limits and metrics are therefore the same
-code for both protocols (Apache's mod_http2 is built the same way). The h2 library does
-the protocol: frames, HPACK, stream states, flow control windows, header validation.
+The HTTP/2 layer (gateway/h2codec: libnghttp2, or the h2 library) does the protocol:
+frames, HPACK, stream states, flow control windows, header validation. Each request
+stream is an H2Stream (h2_stream.py), routed and planned from its decoded headers and
+proxied over the pooled HTTP/1.1 upstream connections with the same pure decisions as
+DownstreamH1 (no HTTP/1.1 request bytes are synthesised); streams of gRPC routes are
+GrpcStreams (h2_grpc.py), relayed as HTTP/2 end to end.
 
 Flow control both ways: request DATA is acknowledged (window credit returned) only while
-the stream's DownstreamH1 keeps reading, i.e. while its upstream accepts; response DATA
-is sent as the client's windows allow, the rest is held and the upstream's reading paused
-until a WINDOW_UPDATE.
+the stream's upstream keeps taking it; response DATA is sent as the client's windows
+allow, the rest is held and the upstream's reading paused until a WINDOW_UPDATE. Frames
+the streams queue are written once per loop turn (`schedule`), so the responses of many
+streams that complete in one turn leave in one write.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import h2.config
@@ -27,20 +29,17 @@ import h2.settings
 from hyperframe.frame import GoAwayFrame
 
 from .. import h2codec
-from ..codec import ChunkedDecoder, HeadError, head_end, parse_response
-from .downstream import ROUTE_CACHE_SIZE, DownstreamH1, _route
-from .h2_grpc import GrpcStream, is_grpc
+from .downstream import DownstreamH1
+from .h2_grpc import GrpcStream
+from .h2_stream import H2Stream
 from .http1_downstream import H1Reader
 
 if TYPE_CHECKING:
-    from ..codec import ResponseHead
     from ..context import GatewayContext
 
 log = logging.getLogger("fleetgate.gateway")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(4)  # StreamTransport's response framing
-_MAX_HEAD = 256 * 1024  # heads the request engine writes (it relays upstream heads of up to 64 KiB)
 MAX_CONCURRENT_STREAMS = 128
 IMPLEMENTATION = h2codec.IMPLEMENTATION  # the layer new connections use unless a test switches it
 # Abuse bounds (as nginx and Envoy): past them the connection gets GOAWAY ENHANCE_YOUR_CALM
@@ -48,9 +47,7 @@ IMPLEMENTATION = h2codec.IMPLEMENTATION  # the layer new connections use unless 
 # the h2 library (64 frames per header block), HPACK bombs by the decoded header list size.
 MAX_PREMATURE_RESETS = 100  # streams the client reset before their answer, when they are most of its streams
 MAX_CONTROL_PER_SECOND = 200  # PING and SETTINGS frames (each makes us write an ACK)
-# hop-by-hop in HTTP/1.1, forbidden in HTTP/2 responses (RFC 9113 8.2.2)
-_CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
-                                  b"upgrade"))
+Stream = "H2Stream | GrpcStream"
 
 
 class TLSDownstream(asyncio.Protocol):
@@ -71,147 +68,6 @@ class TLSDownstream(asyncio.Protocol):
         proto.connection_made(transport)
 
 
-class StreamTransport(asyncio.Transport):
-    """What one stream's DownstreamH1 writes its HTTP/1.1 response to."""
-
-    grpc = False  # (GrpcStream, h2_grpc.py, is the other kind of stream)
-
-    def __init__(self, conn: "DownstreamH2", stream_id: int, method: bytes) -> None:
-        super().__init__()
-        self.conn = conn
-        self.stream_id = stream_id
-        self.method = method
-        self.buf = b""  # a response head not complete yet
-        self.state = _HEAD
-        self.remaining = 0  # Content-Length bytes still to send as DATA
-        self.decoder: ChunkedDecoder | None = None
-        self.ds: DownstreamH1 = None  # type: ignore[assignment]
-        self.chunked = False  # the request body is sent to the DownstreamH1 chunked
-        self.started = False  # final response HEADERS sent
-        self.ended = False  # END_STREAM sent or the stream reset
-        self.end_pending = False  # END_STREAM waits for held DATA
-        self.held: list[bytes] = []  # response DATA beyond the client's window
-        self.upstream_paused = False
-        self.reading = True
-        self.unacked = 0  # request DATA bytes not yet credited back (reading paused)
-
-    # --- the HTTP/1.1 response, as frames ---------------------------------------
-
-    def write(self, data: bytes) -> None:  # type: ignore[override]
-        if self.ended:
-            return
-        try:
-            self._framed(data)
-        except HeadError:
-            log.exception("h2: response bytes from the request engine could not be framed")
-            self.conn.reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
-        self.conn.flush()
-
-    def _framed(self, data: bytes) -> None:
-        """The HTTP/1.1 response bytes as HEADERS and DATA: the codec reads the head, the
-        body is framed by its length, its chunks, or the end of the stream's transport."""
-        while data and not self.ended:
-            state = self.state
-            if state == _HEAD:
-                buf = self.buf + data if self.buf else data
-                end = head_end(buf, 0, _MAX_HEAD)
-                if end < 0:
-                    self.buf = buf
-                    return
-                self.buf = b""
-                data = buf[end:]
-                self._headers(parse_response(buf, 0, end, head_request=self.method == b"HEAD"))
-            elif state == _LENGTH:
-                take = data if len(data) <= self.remaining else data[:self.remaining]
-                self.remaining -= len(take)
-                self.conn.send_data(self, take)
-                if not self.remaining:
-                    self.end_stream()
-                return
-            elif state == _CHUNKED:
-                dec: ChunkedDecoder = self.decoder  # type: ignore[assignment]
-                for piece in dec.feed(data):
-                    if piece and not self.ended:
-                        self.conn.send_data(self, piece)
-                if dec.done and not self.ended:
-                    self.end_stream()
-                return
-            else:  # close-delimited: the stream ends when the request engine closes us
-                self.conn.send_data(self, data)
-                return
-
-    def _headers(self, rh: "ResponseHead") -> None:
-        fields = [(b":status", b"%d" % rh.status)]
-        for line in rh.head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            name = name.lower()
-            if name and name not in _CONNECTION_SPECIFIC:
-                fields.append((name, value.strip(b" \t")))
-        if rh.status < 200:  # 100 Continue: an informational HEADERS, the final one follows
-            self.conn.h2.send_headers(self.stream_id, fields)
-            return
-        self.started = True
-        if rh.chunked:
-            self.state = _CHUNKED
-            self.decoder = ChunkedDecoder(error_status=502)
-        elif rh.close_delimited:
-            self.state = _UNTIL_CLOSE
-        elif rh.content_length > 0:
-            self.state = _LENGTH
-            self.remaining = rh.content_length
-        else:  # no body: HEAD, 204, 304, or a length of 0
-            self.conn.h2.send_headers(self.stream_id, fields, end_stream=True)
-            self._ended()
-            return
-        self.conn.h2.send_headers(self.stream_id, fields)
-
-    def end_stream(self) -> None:
-        if self.held:
-            self.end_pending = True
-            return
-        self.conn.h2.end_stream(self.stream_id)
-        self._ended()
-
-    def _ended(self) -> None:
-        self.ended = True
-        self.conn.stream_done(self)
-
-    # --- what DownstreamH1 asks of a transport ----------------------------------
-
-    def close(self) -> None:
-        if not self.ended:
-            if self.started:
-                self.end_stream()  # a close-delimited body ends here
-            else:
-                self.conn.reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
-            self.conn.flush()
-
-    def abort(self) -> None:
-        if not self.ended:
-            self.conn.reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
-            self.conn.flush()
-
-    def is_closing(self) -> bool:
-        return self.ended
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        t = self.conn.transport
-        return t.get_extra_info(name, default) if t is not None else default
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-        if self.unacked and not self.ended:
-            self.conn.h2.acknowledge_received_data(self.unacked, self.stream_id)
-            self.unacked = 0
-            self.conn.flush()
-
-    def is_reading(self) -> bool:
-        return self.reading
-
-
 class DownstreamH2(asyncio.Protocol):
     """One HTTP/2 client connection (h2c with prior knowledge, or TLS with ALPN h2)."""
 
@@ -222,11 +78,15 @@ class DownstreamH2(asyncio.Protocol):
         limits = ctx.limits
         # libnghttp2 or the h2 library, behind the same interface (gateway/h2codec)
         self.h2 = h2codec.server_connection(MAX_CONCURRENT_STREAMS, limits.max_header_bytes + limits.max_request_line)
-        self.streams: dict[int, StreamTransport] = {}
+        self.streams: dict[int, H2Stream | GrpcStream] = {}
         self.deadline = 0.0
+        self.tls = scheme == b"https"
+        self.peer = b""
+        self.loop = asyncio.get_event_loop()
+        self.flush_soon = False  # a flush is scheduled for the end of this loop turn
         self.draining = False
         self.last_stream = 0  # streams above it arrived after our GOAWAY: refused
-        self.now = asyncio.get_event_loop().time
+        self.now = time.monotonic  # (as DownstreamH1's: gRPC call times in microseconds)
         self.opened = 0  # streams the client opened
         self.premature = 0  # ... and reset before we answered them (rapid reset)
         self.control = 0  # PING/SETTINGS frames in the current second
@@ -235,6 +95,8 @@ class DownstreamH2(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]).encode() if peer else b""
         self.ctx.downstreams.add(self)  # type: ignore[arg-type]  # the sweeper's timeouts and drain
         limits = self.ctx.limits
         self.h2.initiate_connection()
@@ -246,7 +108,7 @@ class DownstreamH2(asyncio.Protocol):
         self.ctx.downstreams.discard(self)  # type: ignore[arg-type]
         for st in list(self.streams.values()):
             st.ended = True
-            st.ds.connection_lost(None)  # aborts an upstream response with nowhere to go
+            st.connection_lost(None)  # aborts an upstream response with nowhere to go
         self.streams.clear()
 
     def flush(self) -> None:
@@ -254,14 +116,25 @@ class DownstreamH2(asyncio.Protocol):
         if data and self.transport is not None:
             self.transport.write(data)
 
+    def schedule(self) -> None:
+        """Flush at the end of this loop turn: the frames of every stream answered in the
+        turn leave in one write (one syscall instead of one per response)."""
+        if not self.flush_soon:
+            self.flush_soon = True
+            self.loop.call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self.flush_soon = False
+        self.flush()
+
     def pause_writing(self) -> None:
         for st in self.streams.values():
-            st.ds.pause_writing()
+            st.pause_writing()
 
     def resume_writing(self) -> None:
         for st in self.streams.values():
             if not st.held:
-                st.ds.resume_writing()
+                st.resume_writing()
 
     # --- frames in ----------------------------------------------------------------
 
@@ -283,15 +156,12 @@ class DownstreamH2(asyncio.Protocol):
             elif isinstance(ev, h2.events.StreamEnded):
                 st = self.streams.get(ev.stream_id)
                 if st is not None:
-                    if st.grpc:
-                        st.request_end()  # type: ignore[attr-defined]
-                    elif st.chunked:
-                        st.ds.data_received(b"0\r\n\r\n")
+                    st.request_end()
             elif isinstance(ev, h2.events.StreamReset):
                 st = self.streams.pop(ev.stream_id, None)
                 if st is not None:
                     st.ended = True
-                    st.ds.connection_lost(None)
+                    st.connection_lost(None)
                     self.premature += 1
                     if self.premature > MAX_PREMATURE_RESETS and self.premature * 2 > self.opened:
                         self._calm("rapid reset")
@@ -330,81 +200,26 @@ class DownstreamH2(asyncio.Protocol):
         if self.draining and sid > self.last_stream:
             self.h2.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)  # safe to retry elsewhere
             return
-        method = path = authority = b""
-        lines: list[bytes] = []
-        cookies: list[bytes] = []
-        has_length = False
-        # validate_inbound_headers made h2 refuse CR, LF and NUL, which would split the head
-        for name, value in ev.headers:
-            if name[:1] == b":":
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    path = value
-                elif name == b":authority":
-                    authority = value
-                continue
-            if name == b"cookie":  # HTTP/2 may split it; HTTP/1.1 wants one line (RFC 9113 8.2.3)
-                cookies.append(value)
-                continue
-            if name == b"host":
-                if authority:
-                    continue  # :authority wins
-                authority = value
-                continue
-            if name == b"content-length":
-                has_length = True
-            lines += (name, b": ", value, b"\r\n")
-        table = self.ctx.table
-        r = table.route_memo.get((authority, path), False)
-        if r is False:
-            r = _route(table, authority, path)
-            if len(table.route_memo) >= ROUTE_CACHE_SIZE:
-                table.route_memo.clear()
-            table.route_memo[(authority, path)] = r
-        if r is None and any(n == b"content-type" and v.startswith(b"application/grpc") for n, v in ev.headers):
-            self.h2.send_headers(sid, [(b":status", b"200"), (b"content-type", b"application/grpc"),
-                                       (b"grpc-status", b"12"), (b"grpc-message", b"no-route"),
-                                       (b"x-fleetgate-reason", b"no-route")], end_stream=True)
-            return  # a gRPC call with no route: UNIMPLEMENTED, the gRPC way (its DATA is credited as unknown)
-        if is_grpc(r):  # relayed as HTTP/2 end to end, trailers and all
-            gs = GrpcStream(self, sid, r, ev.headers, ev.stream_ended is not None)
-            self.streams[sid] = gs  # type: ignore[assignment]
-            self.deadline = 0.0
-            gs.begin()
-            return
-        if cookies:
-            lines += (b"cookie: ", b"; ".join(cookies), b"\r\n")
-        st = StreamTransport(self, sid, method)
-        if ev.stream_ended is None and not has_length:
-            st.chunked = True
-            lines.append(b"transfer-encoding: chunked\r\n")
-        ds = st.ds = DownstreamH1(self.ctx, self.scheme)
+        st = H2Stream(self, sid)
         self.streams[sid] = st
         self.deadline = 0.0
-        ds.connection_made(st)
-        head = b"%s %s HTTP/1.1\r\nhost: %s\r\n%s\r\n" % (method, path, authority, b"".join(lines))
-        ds.data_received(head)
+        ended = ev.stream_ended is not None
+        r = st.begin(ev.headers, ended)
+        if r is not None:  # a gRPC route: relayed as HTTP/2 end to end, trailers and all
+            gs = GrpcStream(self, sid, r, ev.headers, ended)
+            self.streams[sid] = gs
+            gs.begin()
 
     def _data(self, ev: h2.events.DataReceived) -> None:
         st = self.streams.get(ev.stream_id)
         if st is None:  # the stream was answered (and closed) before its body ended
             self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
             return
-        if st.grpc:
-            st.request_data(ev.data, ev.flow_controlled_length)  # type: ignore[attr-defined]
-            return
-        data = ev.data
-        if data:
-            st.ds.data_received(b"%x\r\n%s\r\n" % (len(data), data) if st.chunked else data)
-        if st.reading and not st.ended:
-            self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-        else:
-            st.unacked += ev.flow_controlled_length
+        st.request_data(ev.data, ev.flow_controlled_length)
 
     # --- frames out -----------------------------------------------------------------
 
-    def send_data(self, st: StreamTransport, data: bytes) -> None:
+    def send_data(self, st: "H2Stream | GrpcStream", data: bytes) -> None:
         if st.held:
             st.held.append(data)
             return
@@ -415,9 +230,25 @@ class DownstreamH2(asyncio.Protocol):
             st.held.append(rest)
             if not st.upstream_paused:
                 st.upstream_paused = True
-                st.ds.pause_writing()  # stop reading the upstream until the window opens
+                st.pause_writing()  # stop reading the upstream until the window opens
 
-    def _send_what_fits(self, st: StreamTransport, data: bytes) -> bytes:
+    def send_last(self, st: H2Stream, data: bytes) -> None:
+        """The response's last DATA and END_STREAM: one frame when it fits the windows."""
+        if not st.held:
+            conn = self.h2
+            if not data:
+                conn.end_stream(st.stream_id)
+                st._ended()
+                return
+            if len(data) <= min(conn.local_flow_control_window(st.stream_id), conn.max_outbound_frame_size):
+                conn.send_data(st.stream_id, data, end_stream=True)
+                st._ended()
+                return
+        if data:
+            self.send_data(st, data)
+        st.end_stream()
+
+    def _send_what_fits(self, st: "H2Stream | GrpcStream", data: bytes) -> bytes:
         conn = self.h2
         view = memoryview(data)
         while view:
@@ -448,9 +279,9 @@ class DownstreamH2(asyncio.Protocol):
                     st.end_stream()
                 elif st.upstream_paused:
                     st.upstream_paused = False
-                    st.ds.resume_writing()
+                    st.resume_writing()
 
-    def reset(self, st: StreamTransport, code: h2.errors.ErrorCodes) -> None:
+    def reset(self, st: "H2Stream | GrpcStream", code: h2.errors.ErrorCodes) -> None:
         if not st.ended:
             try:
                 self.h2.reset_stream(st.stream_id, code)
@@ -458,10 +289,10 @@ class DownstreamH2(asyncio.Protocol):
                 pass
             st._ended()
 
-    def stream_done(self, st: StreamTransport) -> None:
-        """The stream has ended on our side: let its DownstreamH1 go once it has returned."""
-        if self.streams.pop(st.stream_id, None) is not None:
-            asyncio.get_event_loop().call_soon(st.ds.connection_lost, None)
+    def stream_done(self, st: "H2Stream | GrpcStream") -> None:
+        """The stream has ended on our side (a GrpcStream is let go once it has returned)."""
+        if self.streams.pop(st.stream_id, None) is not None and st.grpc:
+            self.loop.call_soon(st.connection_lost, None)
         if not self.streams:
             self.deadline = self.now() + self.ctx.limits.idle_timeout
             if self.draining and self.transport is not None:
@@ -472,6 +303,9 @@ class DownstreamH2(asyncio.Protocol):
     # --- the sweeper's hooks (as DownstreamH1) -------------------------------------------
 
     def check_timeouts(self, now: float, horizon: float = 0.0) -> None:
+        for st in list(self.streams.values()):
+            if not st.grpc:  # (a gRPC call's deadline is its own timer)
+                st.check_timeouts(now, horizon)
         if self.stalled_since:
             if not any(st.held for st in self.streams.values()):
                 self.stalled_since = 0.0

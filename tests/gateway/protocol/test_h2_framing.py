@@ -1,6 +1,6 @@
-"""HTTP/2 streams relaying upstream responses the request engine re-frames: chunked with
-trailers, close-delimited, 204, each turned into HEADERS and DATA by StreamTransport (the
-codec reads what DownstreamH1 writes)."""
+"""HTTP/2 streams relaying HTTP/1.1 upstream responses of every framing: chunked with
+trailers, close-delimited, 204, each turned into HEADERS and DATA by H2Stream (from what the
+pooled upstream connection queues for it)."""
 from __future__ import annotations
 
 import asyncio

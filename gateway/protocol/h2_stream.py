@@ -1,0 +1,717 @@
+"""One HTTP/2 request stream proxied to an HTTP/1.1 upstream, with no HTTP/1.1 request
+engine in between.
+
+The stream's decoded headers become the codec's RequestHead directly (no HTTP/1.1 request
+bytes are synthesised and parsed again), so the upstream head is one `upstream_head` call
+as on HTTP/1.1. Routing (the table's memo), the route's policy plan (Planning, shared with
+DownstreamH1), the endpoint pick, retries and timeouts are the same pure decisions
+(upstream/decide.py) DownstreamH1 applies, and the pooled HTTP/1.1 upstream connections
+call back through the `Downstream` protocol (gateway/exchange.py), which H2Stream
+implements for one stream: the response bytes they queue in `out` become HEADERS and DATA
+frames at the next flush, and the connection writes once per loop turn (DownstreamH2.schedule).
+
+Validation the HTTP/1.1 parser did on the synthesised head is kept: the method, target
+and authority are checked when a (authority, path) pair first misses the route memo (a
+pair in the memo was validated before it went in), the forwarded header block on every
+request with one C-level regex match; the HTTP/2 layer already refused CR, LF and NUL.
+"""
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import h2.errors
+
+from .. import exchange as _exchange
+from ..codec import ChunkedDecoder, RequestHead, upstream_head
+from ..exchange import DONE, RESPONDING, SENT, Exchange
+from ..routing.table import Route, route as find_route
+from ..upstream import decide
+from ..upstream.connect import TLS_POOL_PREFIX, connect
+from . import policy_hooks
+from .http1 import error_response, host_name
+from .planning import Planning
+
+if TYPE_CHECKING:
+    from ..routing.table import RouteTable, UpstreamEndpoint
+    from ..upstream.connection import UpstreamH1
+
+ROUTE_CACHE_SIZE = 4096  # (as downstream.py's: the memo is shared by both protocols)
+IDEMPOTENT_METHODS = decide.IDEMPOTENT_METHODS
+_MISS = object()
+_NEW = tuple.__new__  # a RequestHead without its Python-level __new__ (it is a NamedTuple)
+
+# Request header names the stream reads instead of forwarding (the codec's REQUEST_DROP, and
+# cookie, which HTTP/2 may split and HTTP/1.1 wants on one line: RFC 9113 8.2.3).
+_SPECIAL = frozenset((
+    b"host", b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"proxy-connection", b"te",
+    b"trailer", b"upgrade", b"proxy-authorization", b"proxy-authenticate", b"x-forwarded-for",
+    b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id", b"via", b"expect", b"cookie", b"content-type"))
+# the forwarded block: token names, values of field-vchar, SP and HTAB (no CTL: RFC 9110 5.5)
+_FIELDS = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+: [^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
+_METHOD = re.compile(rb"[A-Z_-]{1,32}")
+_TARGET = re.compile(rb"/[!-\"$-~]*")  # origin form: visible ASCII but '#'
+_HOST = re.compile(rb"(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*|\[[0-9A-Fa-f:.vV]+\])(?::[0-9]*)?")
+_KNOWN_METHODS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE"))
+# a response head's header lines (the first is the status line): name, value without OWS
+_FIELD = re.compile(rb"\r\n([^:\r\n]+):[ \t]*([^\r\n]*?)[ \t]*(?=\r|\Z)")
+# hop-by-hop in HTTP/1.1, forbidden in HTTP/2 responses (RFC 9113 8.2.2)
+_CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
+                                  b"upgrade"))
+_GRPC_NO_ROUTE = [(b":status", b"200"), (b"content-type", b"application/grpc"), (b"grpc-status", b"12"),
+                  (b"grpc-message", b"no-route"), (b"x-fleetgate-reason", b"no-route")]
+_INTERNAL_ERROR = h2.errors.ErrorCodes.INTERNAL_ERROR
+
+
+class Refused(Exception):
+    """A request the stream answers itself with `status` (the HTTP/1.1 parser's refusals)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _route(table: "RouteTable", host: bytes, target: bytes) -> Route | None:
+    """route() on raw bytes: the authority lowercased with its port stripped, the query dropped."""
+    q = target.find(b"?")
+    path = target if q < 0 else target[:q]
+    return find_route(table, host_name(host).lower().decode("latin-1"), path.decode("latin-1"))
+
+
+def check_target(method: bytes, path: bytes, authority: bytes, max_line: int) -> None:
+    """The request line's rules as the HTTP/1.1 parser applies them (Refused when broken)."""
+    if len(method) + len(path) + 10 > max_line:
+        raise Refused(414, "uri-too-long")
+    if not (_TARGET.fullmatch(path) or (path == b"*" and method == b"OPTIONS")):
+        raise Refused(400, "bad-request-target")
+    if authority[:1] == b":" or _HOST.fullmatch(authority) is None:
+        raise Refused(400, "bad-host")
+
+
+def response_fields(head: bytes) -> list[tuple[bytes, bytes]]:
+    """An HTTP/1.1 response head (status line, header lines, no final CRLF) as HTTP/2 fields."""
+    fields = [(b":status", head[9:12])]
+    fields += [(n.lower(), v) for n, v in _FIELD.findall(head)]
+    if b"\nconnection: " in head or b"\ntransfer-encoding: " in head or b"\nupgrade: " in head:
+        # lines the upstream connection's framing added for an HTTP/1.1 client
+        fields = [f for f in fields if f[0] not in _CONNECTION_SPECIFIC]
+    return fields
+
+
+class H2Stream(Planning):
+    """One non-gRPC HTTP/2 stream and its exchange (see the module docstring). DownstreamH2
+    calls request_data / request_end / connection_lost / pause_writing / resume_writing
+    / check_timeouts; the upstream connection calls the `Downstream` protocol."""
+
+    grpc = False
+    http11 = True  # the upstream connection frames for an HTTP/1.1 client; we re-frame as HTTP/2
+    started = False  # final response HEADERS sent
+    ended = False  # END_STREAM sent or the stream reset
+    end_pending = False  # END_STREAM waits for held DATA
+    upstream_paused = False
+    reading = True
+    unacked = 0  # request DATA bytes not yet credited back (reading paused)
+    chunked = False  # the request body goes upstream chunked (no content-length)
+    decoder: ChunkedDecoder | None = None  # a chunked upstream response being re-framed
+    ex: Exchange | None = None
+    active: Exchange | None = None
+    grpc_request = False
+    sent = 0  # response bytes queued for the client, in their HTTP/1.1 form (metrics)
+    logged = 0  # ... of them, accounted to the finished request already
+
+    def __init__(self, conn: Any, stream_id: int) -> None:
+        self.conn = conn
+        ctx = self.ctx = conn.ctx
+        self.stream_id = stream_id
+        self.out: list[bytes] = []
+        self.held: list[bytes] = []  # response DATA beyond the client's window
+        self.now = conn.now
+        self.health = ctx.health
+        self.balancer = ctx.balancer
+        self.peer = conn.peer
+        self.scheme = conn.scheme
+        self.tls = conn.tls
+
+    # --- the request ---------------------------------------------------------------------
+
+    def begin(self, headers: list[tuple[bytes, bytes]], ended: bool) -> Route | None:
+        """Route and start the request; returns the route when it is a gRPC one (the
+        connection relays those as HTTP/2 end to end: h2_grpc.py), else None."""
+        try:
+            return self._begin(headers, ended)
+        except Refused as r:
+            ex = self.ex
+            if ex is None:
+                ex = self._exchange(b"", self.now())
+            self._refuse(ex, r.status, r.reason)
+            return None
+
+    def _begin(self, headers: list[tuple[bytes, bytes]], ended: bool) -> Route | None:
+        ctx = self.ctx
+        now = self.now()
+        method = path = authority = b""
+        host: bytes | None = None
+        lines: list[bytes] = []
+        cookies: list[bytes] | None = None
+        clen = -1
+        xff = rid = via = None
+        expect = False
+        for name, value in headers:
+            if name[:1] == b":":
+                if name == b":method":
+                    method = value
+                elif name == b":path":
+                    path = value
+                elif name == b":authority":
+                    authority = value
+                continue
+            if name in _SPECIAL:
+                if name == b"content-type":
+                    if value[:16] == b"application/grpc":
+                        self.grpc_request = True
+                    lines += (name, b": ", value, b"\r\n")
+                elif name == b"cookie":
+                    if cookies is None:
+                        cookies = []
+                    cookies.append(value)
+                elif name == b"host":
+                    if host is None:
+                        host = value
+                elif name == b"content-length":
+                    if clen >= 0:
+                        raise Refused(400, "conflicting-content-length")
+                    if not value.isdigit() or len(value) > 18:
+                        raise Refused(400, "bad-content-length")
+                    clen = int(value)
+                elif name == b"x-forwarded-for":
+                    xff = value if xff is None else xff + b", " + value
+                elif name == b"x-request-id":
+                    rid = value
+                elif name == b"via":
+                    via = value if via is None else via + b", " + value
+                elif name == b"expect" and value:
+                    if value.lower() != b"100-continue":
+                        raise Refused(417, "expectation-failed")
+                    expect = True
+                continue  # the rest: hop-by-hop, or written by the gateway
+            lines += (name, b": ", value, b"\r\n")
+        if cookies is not None:
+            lines += (b"cookie: ", b"; ".join(cookies), b"\r\n")
+        if not authority and host is not None:
+            authority = host  # :authority wins over Host
+        if method == b"CONNECT":
+            raise Refused(405, "connect-not-allowed")
+        if method not in _KNOWN_METHODS and _METHOD.fullmatch(method) is None:
+            raise Refused(400, "bad-request")
+        block = b"".join(lines)
+        if block and _FIELDS.fullmatch(block) is None:
+            raise Refused(400, "bad-request")
+        limits = ctx.limits
+        if len(block) > limits.max_header_bytes:
+            raise Refused(431, "headers-too-large")
+        table = ctx.table
+        key = (authority, path)
+        r = table.route_memo.get(key, _MISS)
+        if r is _MISS:
+            check_target(method, path, authority, limits.max_request_line)  # (a pair in the memo passed it)
+            r = _route(table, authority, path)
+            if len(table.route_memo) >= ROUTE_CACHE_SIZE:
+                table.route_memo.clear()
+            table.route_memo[key] = r
+        if r is not None and r.policy.backend_protocol in ("GRPC", "GRPCS"):
+            return r  # type: ignore[return-value]
+        chunked = not ended and clen < 0
+        self.chunked = chunked
+        head = _NEW(RequestHead, (method, path, 11, authority, clen, chunked, True, None, expect, xff, rid, via,
+                                  block, len(headers)))
+        ex = self._exchange(method, now)
+        ex.req = head
+        if rid is None:
+            ctx.rid += 1
+            rid = b"%s%x" % (ctx.rid_prefix, ctx.rid)
+        ex.request_id = rid
+        if r is None:
+            if ended:
+                ex.request_done = True
+            else:
+                ex.body = []
+            self._start(ex)
+            return None
+        ex.route = r
+        ex.label = r.ingress  # type: ignore[attr-defined]
+        policy = r.policy  # type: ignore[attr-defined]
+        if (policy.fast or (self.tls and policy.fast_tls)) and ended:
+            # the common request: no body, no per-request policy
+            ex.head = upstream_head(head, path, authority, self.peer, self.scheme, rid)
+            ex.request_done = True
+            if not self.health.down and method in IDEMPOTENT_METHODS and self._fast_send(ex, r):  # type: ignore[arg-type]
+                return None
+            self._start(ex)
+            return None
+        limit = policy.max_body_size or limits.max_body_size
+        if limit is not None and clen > limit:
+            raise Refused(413, "request-too-large")
+        if policy.total_timeout is not None:
+            ex.hard_deadline = now + policy.total_timeout
+        up_target, up_host = path, authority
+        if policy.per_request:
+            up_target, up_host = self._plan(ex, r, head)  # type: ignore[arg-type]
+        if ex.answer is None:
+            ex.head = h = upstream_head(head, up_target, up_host, self.peer, self.scheme, rid)
+            if ex.mirror is not None:
+                tail = h[h.find(b"\r\n", h.find(b"\r\n") + 2) + 2:]  # after the request and host lines
+                ex.mirror_head = policy_hooks.mirror_head(ex, tail, up_target)
+        if not ended:
+            ex.body = []
+            if expect and ex.answer is None:
+                self.conn.h2.send_headers(self.stream_id, [(b":status", b"100")])
+        else:
+            ex.request_done = True
+            if ex.mirror is not None:
+                self._submit_mirror(ex)
+        if (ex.answer is None and policy.fast_send and not self.health.down and method in IDEMPOTENT_METHODS
+                and self._fast_send(ex, r)):  # type: ignore[arg-type]
+            return None
+        self._start(ex)
+        return None
+
+    def _exchange(self, method: bytes, now: float) -> Exchange:
+        ex = _exchange.EXCHANGE_CLASS()
+        ex.ds = self  # type: ignore[assignment]
+        ex.method = method
+        ex.start = now
+        # read on every request: set so the reads never fall back to the class
+        ex.backend = None
+        ex.counted = None
+        ex.extra_resp = b""
+        self.ex = ex
+        return ex
+
+    def request_data(self, data: bytes, flow: int) -> None:
+        """DATA of the request body (`flow`: its flow-controlled length, credited back
+        while the upstream keeps taking the body)."""
+        ex = self.ex
+        if data and ex is not None and ex.phase != DONE:
+            try:
+                self._body_piece(ex, b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data, len(data))
+            except Refused as r:
+                self._refuse(ex, r.status, r.reason)
+        conn = self.conn
+        if self.reading or self.ended:
+            conn.h2.acknowledge_received_data(flow, self.stream_id)
+        else:
+            self.unacked += flow
+
+    def _body_piece(self, ex: Exchange, piece: bytes, size: int) -> None:
+        ex.body_size += size
+        limits = self.ctx.limits
+        limit = (ex.route.policy.max_body_size if ex.route is not None else None) or limits.max_body_size
+        if limit is not None and ex.body_size > limit:
+            raise Refused(413, "request-too-large")
+        up = ex.upstream
+        if up is not None and up.ex is ex and up.transport is not None:
+            up.transport.write(piece)
+            if ex.replayable:
+                if ex.body_size <= limits.retry_buffer and ex.phase < RESPONDING:
+                    ex.body.append(piece)
+                else:
+                    ex.replayable = False
+                    ex.body = []
+        else:
+            ex.body.append(piece)
+            if ex.body_size > limits.retry_buffer:
+                ex.replayable = False
+
+    def request_end(self) -> None:
+        """END_STREAM from the client: the request body is complete."""
+        ex = self.ex
+        if ex is None or ex.request_done:
+            return
+        ex.request_done = True
+        if ex.mirror is not None:
+            self._submit_mirror(ex)
+        if ex.phase == DONE:
+            return
+        if self.chunked:
+            up = ex.upstream
+            if up is not None and up.ex is ex and up.transport is not None:
+                up.transport.write(b"0\r\n\r\n")
+            if ex.replayable or up is None:
+                ex.body.append(b"0\r\n\r\n")
+
+    def _refuse(self, ex: Exchange, code: int, reason: str) -> None:
+        """A request (or its body) refused: the upstream attempt is dropped, the client gets
+        `code` unless its response began (then the stream is reset)."""
+        up = ex.upstream
+        if up is not None:
+            ex.upstream = None
+            up.abort()
+        if ex.phase >= RESPONDING:
+            if ex.phase != DONE:
+                ex.advance(DONE)
+            self.active = None
+            self._reset()
+        elif ex.phase != DONE:
+            self._generated(ex, code, reason)
+
+    # --- proxying (as DownstreamH1: the decisions are upstream/decide.py's) ---------------
+
+    def _start(self, ex: Exchange) -> None:
+        self.active = ex
+        if ex.answer is not None:
+            code, reason, extra = ex.answer
+            self._generated(ex, code, reason, extra)
+            return
+        if ex.route is None:
+            if self.grpc_request:  # a gRPC call with no route: UNIMPLEMENTED, the gRPC way
+                ex.advance(DONE)
+                self.active = None
+                self.conn.h2.send_headers(self.stream_id, _GRPC_NO_ROUTE, end_stream=True)
+                self._ended()
+                return
+            self._generated(ex, 404, "no-route")
+            return
+        now = self.now()
+        ep = self._pick(ex, now)
+        if ep is None:
+            self._generated(ex, 503, "no-healthy-upstream")
+            return
+        self._send(ex, ep, now)
+
+    def _fast_send(self, ex: Exchange, r: Route) -> bool:
+        """Plain round robin with every endpoint up and a warm pooled connection, in one
+        call; False (nothing done) when the backend has no endpoint."""
+        backend = ex.backend or r.backend
+        if backend is None or not backend.endpoints:
+            return False
+        ep = decide.round_robin(backend.endpoints, self.balancer, backend.key)
+        self.active = ex
+        pool = self.ctx.pools.pools.get(ep.key)
+        if pool is not None and pool.idle:
+            conn = pool.idle.pop()
+            t = conn.transport
+            if t is not None and not t.is_closing():
+                ex.endpoint = ep
+                ex.attempt = 1
+                ex.phase = SENT  # (hot path: unchecked here, checked under CheckedExchange)
+                ex.deadline = decide.wait_until(ex.start, r.policy, connected=True)
+                conn.send(ex, ex.head)
+                return True
+        self._send(ex, ep, self.now())
+        return True
+
+    def _send(self, ex: Exchange, ep: "UpstreamEndpoint", now: float) -> None:
+        ex.endpoint = ep
+        ex.attempt += 1
+        ex.advance(SENT)
+        policy = ex.route.policy
+        if policy.load_balance != "round_robin":
+            active = self.balancer.active
+            self._uncount(ex)
+            active[ep.key] = active.get(ep.key, 0) + 1
+            ex.counted = ep.key
+            ex.sent = now
+        ex.deadline = decide.wait_until(now, policy, connected=False)
+        tls = policy.upstream_tls
+        pool = self.ctx.pools.get(TLS_POOL_PREFIX + ep.key if tls else ep.key)
+        conn = pool.acquire(verify=ex.method not in IDEMPOTENT_METHODS)
+        if conn is not None:
+            ex.deadline = decide.wait_until(now, policy, connected=True)
+            conn.send(ex, ex.head + b"".join(ex.body) if ex.body else ex.head)
+            return
+        connect(self, ex, ep, pool, tls=tls)  # type: ignore[arg-type]  # a task per new connection
+
+    def connected(self, ex: Exchange, conn: "UpstreamH1") -> None:
+        ex.deadline = decide.wait_until(self.now(), ex.route.policy, connected=True)
+        conn.reused = False
+        conn.send(ex, ex.head + b"".join(ex.body) if ex.body else ex.head)
+
+    def upstream_failed(self, ex: Exchange, kind: str, *, reused: bool, got_bytes: bool) -> None:
+        """Retry on another endpoint when nothing reached the client and the retry policy
+        allows it (decide.retry_decision), else answer; a started response is reset."""
+        if ex.phase == DONE or self.active is not ex:
+            return
+        ex.upstream = None
+        now = self.now()
+        ep = ex.endpoint
+        connect_failed = kind in ("connect", "connect-timeout")
+        stale = reused and not got_bytes and not connect_failed
+        if ep is not None and not stale and kind != "protocol":
+            self.ctx.eject(ep, ex.backend or ex.route.backend, now)
+        if ex.phase < RESPONDING:
+            if self._retry(ex, ep, now, connect_failed=connect_failed, stale=stale, timeout=kind == "timeout"):
+                return
+            give_up = decide.failure_answer(kind)
+            self._generated(ex, give_up.status, give_up.reason)
+            return
+        ex.advance(DONE)  # the response began: the client must see it incomplete
+        self.active = None
+        self._uncount(ex)
+        self._observe(ex, now)
+        self.out.clear()
+        self._reset()
+
+    def _retry(self, ex: Exchange, ep: "UpstreamEndpoint | None", now: float, *, connect_failed: bool,
+               stale: bool, timeout: bool = False, status: int = 0) -> bool:
+        if ep is None:
+            return False
+        tried = ex.tried
+        if tried is None:
+            tried = ex.tried = []
+        tried.append(ep.key)
+        if stale:
+            ex.free_tries += 1
+        decision = decide.retry_decision(ex.route.policy.retry, ex.method, replayable=ex.replayable,
+                                         tried=len(tried), free_tries=ex.free_tries, now=now, start=ex.start,
+                                         hard_deadline=ex.hard_deadline, connect_failed=connect_failed,
+                                         stale=stale, timeout=timeout, status=status)
+        if decision is None:
+            return False
+        nxt = self._pick(ex, now)
+        if nxt is None and stale:
+            tried.remove(ep.key)
+            nxt = self._pick(ex, now)
+        if nxt is None:
+            return False
+        self.ctx.metrics.retry(nxt.cluster)
+        self._send(ex, nxt, now)
+        return True
+
+    def response_head(self, ex: Exchange, code: int) -> bool:
+        """Feed outlier detection; False when the response is dropped for a retry."""
+        ep = ex.endpoint
+        if ep is None:
+            return True
+        policy = ex.route.policy
+        if code >= 500 or ep.key in self.health.endpoints:
+            backend = ex.backend or ex.route.backend
+            self.health.record_status(ep.key, code, (e.key for e in backend.endpoints) if backend else (),
+                                      policy.consecutive_5xx, self.now())
+        if code in policy.retry.on_status and ex.request_done:
+            return not decide.retry_status_allowed(policy.retry, ex.method, replayable=ex.replayable,
+                                                   tried=len(ex.tried or ()), free_tries=ex.free_tries)
+        return True
+
+    def retry_after_status(self, ex: Exchange, code: int, upstream: "UpstreamH1 | None", reusable: bool) -> None:
+        now = self.now()
+        ex.upstream = None
+        if upstream is not None:
+            if reusable:
+                upstream.pool.release(upstream, now)
+            else:
+                upstream.close()
+        if not self._retry(ex, ex.endpoint, now, connect_failed=False, stale=False, status=code):
+            self._generated(ex, 502, "upstream-error")
+
+    def _uncount(self, ex: Exchange) -> None:
+        if ex.counted is not None:
+            active = self.balancer.active
+            n = active.get(ex.counted, 1) - 1
+            if n > 0:
+                active[ex.counted] = n
+            else:
+                active.pop(ex.counted, None)
+            ex.counted = None
+
+    def response_complete(self, ex: Exchange, reusable: bool, upstream: "UpstreamH1 | None") -> None:
+        ex.phase = DONE  # (hot path: unchecked here, checked under CheckedExchange)
+        now = self.now()
+        if upstream is not None:
+            if reusable:
+                pool = upstream.pool  # Pool.release, inlined as DownstreamH1 does
+                idle = pool.idle
+                if len(idle) < pool.max_idle and upstream.transport is not None:
+                    upstream.idle_since = now
+                    idle.append(upstream)
+                else:
+                    upstream.close()
+            else:
+                upstream.close()
+        if ex.counted is not None:
+            self.balancer.observe(ex.counted, now - ex.sent, now)
+            self._uncount(ex)
+        self._observe(ex, now)
+        self.active = None
+        self._emit(True)
+
+    def _generated(self, ex: Exchange, code: int, reason: str, extra: bytes = b"") -> None:
+        """Answer ex ourselves (404/413/502/503/504...): the same response as on HTTP/1.1."""
+        ex.advance(DONE)
+        ex.status = code
+        self._uncount(ex)
+        self.active = None
+        if self.ended or self.started:  # (a response under way cannot be replaced)
+            self._observe(ex, self.now())
+            self._reset()
+            return
+        data = error_response(code, reason, request_id=ex.request_id, extra=extra + ex.extra_resp)
+        if ex.method == b"HEAD":
+            data = data[:data.find(b"\r\n\r\n") + 4]
+        self.out[:] = [data]
+        self._observe(ex, self.now())
+        self._emit(True)
+
+    def _observe(self, ex: Exchange, now: float) -> None:
+        """The finished request, to the metrics (and the access log, where there is one)."""
+        metrics = self.ctx.metrics
+        done = getattr(metrics, "request_done", None)
+        if done is not None:
+            done(ex, now)
+        else:
+            metrics.observe(ex.label, ex.cluster, ex.status, now - ex.start)
+
+    def start_tunnel(self, ex: Exchange, up: Any, rest: bytes) -> None:
+        """A 101 nobody can have asked for (HTTP/2 has no Upgrade): the attempt failed."""
+        up.abort()
+        ex.phase = DONE
+        self.active = None
+        self._reset()
+
+    def tunnel_closed(self) -> None:
+        pass
+
+    def cluster_line(self, cluster: str) -> bytes:
+        return self.ctx.cluster_line(cluster)  # type: ignore[no-any-return]
+
+    # --- the response, as frames --------------------------------------------------------
+
+    def flush(self) -> None:
+        if self.out:
+            self._emit(False)
+
+    def _emit(self, end: bool) -> None:
+        """What the upstream queued in `out` (an HTTP/1.1 head, then body bytes, chunked
+        when ex.chunked_response) as HEADERS and DATA; END_STREAM when `end`."""
+        if self.ended:
+            self.out.clear()
+            return
+        out = self.out
+        conn = self.conn
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self.sent += len(data)
+        if not self.started:
+            if not data:
+                if end:
+                    self._reset()
+                return
+            i = data.find(b"\r\n\r\n")
+            if i < 0:  # cannot happen: the head is queued whole
+                self._reset()
+                return
+            fields = response_fields(data[:i])
+            data = data[i + 4:]
+            self.started = True
+            ex = self.ex
+            if ex is not None and ex.chunked_response:
+                self.decoder = ChunkedDecoder(error_status=502)
+            if end and not data:
+                conn.h2.send_headers(self.stream_id, fields, end_stream=True)
+                self._ended()
+                conn.schedule()
+                return
+            conn.h2.send_headers(self.stream_id, fields)
+        dec = self.decoder
+        if dec is not None and data:
+            data = b"".join(dec.feed(data))
+        if end:
+            conn.send_last(self, data)
+        elif data:
+            conn.send_data(self, data)
+        conn.schedule()
+
+    def end_stream(self) -> None:
+        if self.held:
+            self.end_pending = True
+            return
+        self.conn.h2.end_stream(self.stream_id)
+        self._ended()
+
+    def _ended(self) -> None:
+        self.ended = True
+        self.ex = None  # (no cycle left for the garbage collector: the exchange points here)
+        self.conn.stream_done(self)
+
+    def _reset(self) -> None:
+        if not self.ended:
+            self.conn.reset(self, _INTERNAL_ERROR)
+            self.conn.schedule()
+
+    # --- what DownstreamH2 asks of its streams -------------------------------------------
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The stream is gone (reset by the client, or its connection closed): the rest of
+        the response has nowhere to go."""
+        self.ended = True
+        self.ex = None
+        ex = self.active
+        if ex is not None:
+            self.active = None
+            if ex.phase != DONE:
+                ex.phase = DONE
+            self._uncount(ex)
+            if ex.upstream is not None:
+                ex.upstream.abort()
+
+    def pause_writing(self) -> None:
+        """The client's window (or socket) is full: stop reading the upstream."""
+        ex = self.active
+        up = ex.upstream if ex is not None else None
+        if up is not None and up.transport is not None:
+            up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        ex = self.active
+        up = ex.upstream if ex is not None else None
+        if up is not None and up.transport is not None:
+            up.transport.resume_reading()
+
+    @property
+    def transport(self) -> "H2Stream | None":
+        """What an upstream pauses when its write buffer fills: the stream itself, while open."""
+        return None if self.ended else self
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+        if self.unacked and not self.ended:
+            self.conn.h2.acknowledge_received_data(self.unacked, self.stream_id)
+            self.unacked = 0
+            self.conn.schedule()
+
+    def check_timeouts(self, now: float, horizon: float) -> None:
+        """The sweeper's tick (through DownstreamH2): the exchange's upstream deadline, with a
+        precise one-off timer when it falls before the next tick (as DownstreamH1)."""
+        ex = self.active
+        if ex is None:
+            return
+        due = decide.due(ex.deadline, ex.hard_deadline, ex.phase >= RESPONDING)
+        if due and now >= due:
+            self._upstream_timeout(ex)
+        elif due and due < now + horizon and ex.timer_attempt != ex.attempt:
+            ex.timer_attempt = ex.attempt
+            self.conn.loop.call_at(due, self._timer_fired, ex, ex.attempt)
+
+    def _timer_fired(self, ex: Exchange, attempt: int) -> None:
+        if self.active is not ex or ex.attempt != attempt or ex.phase == DONE:
+            return
+        ex.timer_attempt = 0
+        due = decide.due(ex.deadline, ex.hard_deadline, ex.phase >= RESPONDING)
+        if due and self.now() >= due:
+            self._upstream_timeout(ex)
+
+    def _upstream_timeout(self, ex: Exchange) -> None:
+        now = self.now()
+        up = ex.upstream
+        if up is not None:
+            up.abort()
+        if ex.hard_deadline and now >= ex.hard_deadline and ex.phase < RESPONDING:
+            ex.upstream = None
+            self._generated(ex, 504, "upstream-timeout")
+        else:
+            self.upstream_failed(ex, "timeout" if up is not None else "connect-timeout", reused=False,
+                                 got_bytes=True)
+        self.conn.schedule()
