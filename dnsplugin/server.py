@@ -15,6 +15,9 @@ readiness callback (loop.add_reader) reads and answers up to BATCH_LIMIT datagra
 (recvmmsg/sendmmsg in the compiled module, recvfrom/sendto in its twin), then returns to
 the loop so TCP connections and zone swaps run between batches: a UDP flood cannot starve
 them, and no datagram waits on a thread or a busy loop.
+
+Metrics per transport (dnsplugin.metrics.UDP, .TCP): plain counters bumped on the way, and
+answer latency timed per batch (UDP) or per read (TCP), not per query.
 """
 from __future__ import annotations
 
@@ -22,10 +25,11 @@ import asyncio
 import logging
 import socket
 import struct
+from time import perf_counter
 from typing import Any, Callable
 
 from .codec import BATCH_LIMIT, IMPLEMENTATION, MAX_QUERY, FastEntry, answer, pump
-from .metrics import FAST_NOERROR, QUERY_COUNTS, count
+from .metrics import TCP, UDP, Counts, count, observe
 from .resolver import FORWARD, SERVFAIL, Stats, error_reply, resolve
 from .zone import Zone
 
@@ -143,16 +147,16 @@ class UdpListener:
     """
 
     def __init__(self, holder: ZoneHolder, forwarder: Forwarder | None, tasks: _Tasks, sock: socket.socket,
-                 *, batch_limit: int = BATCH_LIMIT, stats: Stats = QUERY_COUNTS,
-                 fast_counts: list[int] = FAST_NOERROR) -> None:
+                 *, batch_limit: int = BATCH_LIMIT, counts: Counts = UDP) -> None:
         self.holder = holder
         self.forwarder = forwarder
         self.forward = forwarder is not None
         self.tasks = tasks
         self.sock = sock
         self.batch_limit = batch_limit
-        self.stats = stats
-        self.fast_counts = fast_counts
+        self.stats = counts.queries
+        self.fast_counts = counts.fast
+        self.latency = counts.latency
         self.batches = self.datagrams = self.largest = 0
         self.closed = False
         self.loop = asyncio.get_running_loop()
@@ -167,7 +171,7 @@ class UdpListener:
         self.transport, _ = await self.loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=self.sock)
 
     def _readable(self) -> None:
-        n = pump(self.sock, self.holder, self.fast_counts, self._slow, self.batch_limit)
+        n = pump(self.sock, self.holder, self.fast_counts, self._slow, self.batch_limit, self.latency)
         self.batches += 1
         self.datagrams += n
         if n > self.largest:
@@ -181,11 +185,11 @@ class UdpListener:
             log.exception("resolver failed on a %d-byte query from %s", len(data), addr)
             resp = error_reply(data, SERVFAIL)
         if resp is FORWARD:
-            self.tasks.spawn(self._forward(data, addr))
+            self.tasks.spawn(self._forward(data, addr, perf_counter()))
             return None
         return resp  # type: ignore[return-value]
 
-    async def _forward(self, data: bytes, addr: Any) -> None:
+    async def _forward(self, data: bytes, addr: Any, started: float) -> None:
         assert self.forwarder is not None
         reply = await self.forwarder.answer(data, tcp=False, stats=self.stats)
         if reply is not None and not self.closed:
@@ -196,6 +200,7 @@ class UdpListener:
                     self.sock.sendto(reply, addr)
             except OSError as exc:
                 log.debug("udp send to %s failed: %r", addr, exc)
+            observe(self.latency, perf_counter() - started)
 
     def close(self) -> None:
         if not self.closed:
@@ -214,6 +219,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.listener = listener
         self.holder = listener.holder
         self.fast_counts = listener.fast_counts
+        self.latency = listener.latency
         self.slow = listener._slow
         self.sendto: Callable[[bytes, Any], None] = lambda data, addr: None
 
@@ -221,18 +227,21 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.sendto = transport.sendto  # type: ignore[attr-defined]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        started = perf_counter()
         self.listener.datagrams += 1
         # _fastpath_py.answer inlined (a Python call less per datagram); the same bytes
         entry = self.holder.fast.get(data[2:].lower())
         if entry is not None:
             self.fast_counts[entry[3]] += 1
             self.sendto(data[:2] + entry[0] + data[12:entry[2]] + entry[1], addr)
-            return
-        if len(data) > MAX_QUERY:
-            return
-        reply = self.slow(data, addr)
-        if reply is not None:
+        else:
+            if len(data) > MAX_QUERY:
+                return
+            reply = self.slow(data, addr)
+            if reply is None:
+                return
             self.sendto(reply, addr)
+        observe(self.latency, perf_counter() - started)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp error: %r", exc)
@@ -246,15 +255,15 @@ class TcpProtocol(asyncio.Protocol):
     """
 
     def __init__(self, holder: ZoneHolder, forwarder: Forwarder | None, tasks: _Tasks,
-                 connections: set["TcpProtocol"], *, idle_timeout: float = 10.0,
-                 stats: Stats = QUERY_COUNTS, fast_counts: list[int] = FAST_NOERROR) -> None:
+                 connections: set["TcpProtocol"], *, idle_timeout: float = 10.0, counts: Counts = TCP) -> None:
         self.holder = holder
         self.forwarder = forwarder
         self.tasks = tasks
         self.connections = connections
         self.idle_timeout = idle_timeout
-        self.stats = stats
-        self.fast_counts = fast_counts
+        self.stats = counts.queries
+        self.fast_counts = counts.fast
+        self.latency = counts.latency
         self.buffer = bytearray()  # the start of a frame not yet whole
         self.need = 0  # bytes the buffer must hold before a frame can be whole
         self.transport: asyncio.Transport | None = None
@@ -282,6 +291,7 @@ class TcpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        started = perf_counter()
         self.last_read = self.loop.time()
         if self.buffer:  # a frame in pieces: gather them (amortised) until it is whole
             self.buffer += data
@@ -314,6 +324,7 @@ class TcpProtocol(asyncio.Protocol):
             self.need = 2 if size_all - pos < 2 else 2 + ((buf[pos] << 8) | buf[pos + 1])
         if out and self.transport is not None:
             self.transport.write(b"".join(out))
+            observe(self.latency, perf_counter() - started, len(out))
         if self.closing and self.transport is not None:
             self.transport.close()
 
@@ -331,20 +342,22 @@ class TcpProtocol(asyncio.Protocol):
             return None
         if resp is FORWARD:
             self.pending += 1
-            self.tasks.spawn(self._forward(msg))
+            self.tasks.spawn(self._forward(msg, perf_counter()))
             return None
         return resp  # type: ignore[return-value]
 
-    def _write(self, resp: bytes) -> None:
+    def _write(self, resp: bytes) -> bool:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(struct.pack("!H", len(resp)) + resp)
+            return True
+        return False
 
-    async def _forward(self, msg: bytes) -> None:
+    async def _forward(self, msg: bytes, started: float) -> None:
         assert self.forwarder is not None
         try:
             reply = await self.forwarder.answer(msg, tcp=True, stats=self.stats)
-            if reply is not None:
-                self._write(reply)
+            if reply is not None and self._write(reply):
+                observe(self.latency, perf_counter() - started)
         finally:
             self.pending -= 1
 

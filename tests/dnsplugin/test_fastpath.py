@@ -46,7 +46,8 @@ async def test_fast_path_is_counted_and_skips_odd_headers() -> None:
     service = await serve(feed(StubFleet(two_cluster_fleet())), listen="127.0.0.1:0", cluster="zone-a")
 
     def answered() -> float:
-        return REGISTRY.get_sample_value("fleetgate_dns_queries_total", {"qtype": "SRV", "rcode": "NOERROR"}) or 0.0
+        return REGISTRY.get_sample_value("fleetgate_dns_queries_total",
+                                        {"qtype": "SRV", "rcode": "NOERROR", "proto": "udp"}) or 0.0
 
     try:
         q = question(f"_http._tcp.web.demo.{Z}", "SRV", qid=7)

@@ -255,16 +255,16 @@ async def test_silent_upstream_gives_servfail_after_the_timeout() -> None:
 async def test_metrics_count_queries_by_qtype_and_rcode() -> None:
     service = await serve(feed(StubFleet(two_cluster_fleet())), listen="127.0.0.1:0")
 
-    def value(qtype: str, code: str) -> float:
-        v = REGISTRY.get_sample_value("fleetgate_dns_queries_total", {"qtype": qtype, "rcode": code})
+    def value(qtype: str, code: str, proto: str = "udp") -> float:
+        v = REGISTRY.get_sample_value("fleetgate_dns_queries_total", {"qtype": qtype, "rcode": code, "proto": proto})
         return v or 0.0
 
     try:
-        before = (value("A", "NOERROR"), value("AAAA", "NXDOMAIN"), value("A", "REFUSED"))
+        before = (value("A", "NOERROR"), value("AAAA", "NXDOMAIN", "tcp"), value("A", "REFUSED"))
         await ask(service.udp_address, f"web.demo.{Z}")
         await ask(service.udp_address, f"nope.demo.{Z}", "AAAA", tcp=True)
         await ask(service.udp_address, "example.com")
-        after = (value("A", "NOERROR"), value("AAAA", "NXDOMAIN"), value("A", "REFUSED"))
+        after = (value("A", "NOERROR"), value("AAAA", "NXDOMAIN", "tcp"), value("A", "REFUSED"))
         assert [b - a for a, b in zip(before, after)] == [1, 1, 1]
         assert b"fleetgate_dns_queries_total{" in generate_latest(REGISTRY)
     finally:
