@@ -1,15 +1,18 @@
 """The HTTP/2 framing layer of the downstream: libnghttp2 (compiled, `_nghttp2.pyx`) when it
 was built, the pure-Python `h2` library otherwise or under FLEETGATE_PURE_PYTHON=1. Both are
-used through the same interface (h2.connection.H2Connection's, the subset DownstreamH2 calls)
-and give h2.events objects, so gateway/protocol/h2.py does not know which one it runs on.
+used through the same interface (h2.connection.H2Connection's, the subset DownstreamH2 calls,
+plus send_h1_head: an HTTP/1.1 response head as HEADERS) and give h2.events objects, so
+gateway/protocol/h2.py does not know which one it runs on.
 IMPLEMENTATION ("compiled" | "pure") is what `fleetgate --version` reports as `http2`."""
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import h2.config
 import h2.connection
+import h2.exceptions
 import h2.settings
 
 try:
@@ -22,11 +25,40 @@ except ImportError:  # not built (no compiler, no libnghttp2 headers) or not wan
 IMPLEMENTATION = "compiled" if NgH2Connection is not None else "pure"
 
 
+# a response head's header lines (the first is the status line): name, value without OWS
+_FIELD = re.compile(rb"\r\n([^:\r\n]+):[ \t]*([^\r\n]*)")
+# hop-by-hop in HTTP/1.1, forbidden in HTTP/2 responses (RFC 9113 8.2.2)
+CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
+                                 b"upgrade"))
+
+
+def h1_head_fields(data: bytes, end: int) -> list[tuple[bytes, bytes]]:
+    """The HTTP/1.1 response head data[:end] (status line, `name: value` lines, CRLF between,
+    no blank line) as HTTP/2 fields: :status, names lowercased, values without OWS,
+    connection-specific lines dropped. (The compiled layer does this in C: send_h1_head.)"""
+    head = data[:end]
+    if len(head) < 12 or head[:5] != b"HTTP/":
+        raise h2.exceptions.ProtocolError("not an HTTP/1.1 response head")
+    fields = [(b":status", head[9:12])]
+    for name, value in _FIELD.findall(head):
+        name = name.lower()
+        if name not in CONNECTION_SPECIFIC:
+            fields.append((name, value.rstrip(b" \t")))
+    return fields
+
+
+class H2LibraryServer(h2.connection.H2Connection):
+    """The h2 library's connection with the one method the compiled layer adds."""
+
+    def send_h1_head(self, stream_id: int, data: bytes, end: int, end_stream: bool = False) -> None:
+        self.send_headers(stream_id, h1_head_fields(data, end), end_stream=end_stream)
+
+
 def h2_library_server(max_concurrent_streams: int, max_header_list_size: int) -> Any:
     """The pure-Python server connection. Inbound headers are validated (the client is not
     trusted); outbound ones are ours, lowercased from a head the codec already validated:
     checking them again cost ~15 % of an HTTP/2 request (py-spy), so it is off."""
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(
+    conn = H2LibraryServer(h2.config.H2Configuration(
         client_side=False, header_encoding=None, validate_inbound_headers=True,
         validate_outbound_headers=False, normalize_outbound_headers=False))
     conn.local_settings = h2.settings.Settings(client=False, initial_values={

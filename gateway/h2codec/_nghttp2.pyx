@@ -10,7 +10,7 @@ pauses its upstream exactly as with h2. Trailers wait for the buffer to drain (n
 sends HEADERS ahead of queued DATA otherwise). Received DATA is credited back only by
 acknowledge_received_data (no automatic WINDOW_UPDATE), as with h2."""
 from libc.stdint cimport int32_t, uint8_t, uint32_t
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 from libc.stdlib cimport malloc, free
 from cpython.bytes cimport PyBytes_FromStringAndSize
 
@@ -270,6 +270,71 @@ cdef class NgH2Connection:
             return
         _submit_headers(self.session, stream_id, headers, end_stream)
 
+    def send_h1_head(self, int32_t stream_id, bytes data not None, Py_ssize_t end, end_stream=False):
+        """The HTTP/1.1 response head data[:end] (`HTTP/1.1 200 OK`, then `name: value` lines,
+        CRLF between, no blank line: what the HTTP/1 codec writes) as a HEADERS frame:
+        :status from the status line, names lowercased, values without OWS, connection-specific
+        lines dropped (RFC 9113 8.2.2). One C pass: no Python object per field."""
+        cdef const char *p = data
+        cdef Py_ssize_t n = min(end, len(data)), i, s, e, c, v, ve, k = 1, lines = 2
+        cdef nghttp2_nv *nva
+        cdef uint8_t *low
+        if n < 12 or data[:5] != b"HTTP/":
+            raise _exc.ProtocolError("not an HTTP/1.1 response head")
+        for i in range(n):
+            if p[i] == 10:
+                lines += 1
+        nva = <nghttp2_nv *>malloc(lines * sizeof(nghttp2_nv))
+        low = <uint8_t *>malloc(n)
+        if nva == NULL or low == NULL:
+            free(nva)
+            free(low)
+            raise MemoryError()
+        try:
+            nva[0].name = <uint8_t *>b":status"
+            nva[0].namelen = 7
+            nva[0].value = <uint8_t *>p + 9
+            nva[0].valuelen = 3
+            nva[0].flags = NGHTTP2_NV_FLAG_NONE
+            i = 12
+            while i < n and p[i] != 10:
+                i += 1
+            i += 1
+            while i < n:
+                s = i
+                e = s
+                while e < n and p[e] != 13 and p[e] != 10:
+                    e += 1
+                i = e + 1
+                if i < n and p[e] == 13 and p[i] == 10:
+                    i += 1
+                c = s
+                while c < e and p[c] != 58:  # ':'
+                    low[c] = p[c] + 32 if 65 <= p[c] <= 90 else p[c]
+                    c += 1
+                if c == e or c == s:
+                    continue
+                if _connection_specific(low + s, c - s):
+                    continue
+                v = c + 1
+                while v < e and (p[v] == 32 or p[v] == 9):
+                    v += 1
+                ve = e
+                while ve > v and (p[ve - 1] == 32 or p[ve - 1] == 9):
+                    ve -= 1
+                nva[k].name = low + s
+                nva[k].namelen = c - s
+                nva[k].value = <uint8_t *>p + v
+                nva[k].valuelen = ve - v
+                nva[k].flags = NGHTTP2_NV_FLAG_NONE  # nghttp2 copies them
+                k += 1
+            rv = nghttp2_submit_headers(self.session, NGHTTP2_FLAG_END_STREAM if end_stream else NGHTTP2_FLAG_NONE,
+                                        stream_id, NULL, nva, k, NULL)
+        finally:
+            free(nva)
+            free(low)
+        _check(rv)
+
     def send_data(self, int32_t stream_id, data, end_stream=False):
         cdef _Stream st = self._stream(stream_id)
         st.buf += data
@@ -337,6 +402,19 @@ cdef class NgH2Connection:
         last = nghttp2_session_get_last_proc_stream_id(self.session) if last_stream_id is None else last_stream_id
         _check(nghttp2_submit_goaway(self.session, NGHTTP2_FLAG_NONE, last, <uint32_t>int(error_code),
                                      <const uint8_t *><char *>extra, len(extra)))
+
+
+cdef bint _connection_specific(const uint8_t *name, Py_ssize_t n) noexcept:
+    """connection, keep-alive, proxy-connection, transfer-encoding, upgrade (lowercase)."""
+    if n == 10:
+        return memcmp(name, b"connection", 10) == 0 or memcmp(name, b"keep-alive", 10) == 0
+    if n == 16:
+        return memcmp(name, b"proxy-connection", 16) == 0
+    if n == 17:
+        return memcmp(name, b"transfer-encoding", 17) == 0
+    if n == 7:
+        return memcmp(name, b"upgrade", 7) == 0
+    return False
 
 
 cdef int _check(int rv) except -1:

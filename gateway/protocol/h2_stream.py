@@ -53,11 +53,6 @@ _METHOD = re.compile(rb"[A-Z_-]{1,32}")
 _TARGET = re.compile(rb"/[!-\"$-~]*")  # origin form: visible ASCII but '#'
 _HOST = re.compile(rb"(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*|\[[0-9A-Fa-f:.vV]+\])(?::[0-9]*)?")
 _KNOWN_METHODS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE"))
-# a response head's header lines (the first is the status line): name, value without OWS
-_FIELD = re.compile(rb"\r\n([^:\r\n]+):[ \t]*([^\r\n]*?)[ \t]*(?=\r|\Z)")
-# hop-by-hop in HTTP/1.1, forbidden in HTTP/2 responses (RFC 9113 8.2.2)
-_CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
-                                  b"upgrade"))
 _GRPC_NO_ROUTE = [(b":status", b"200"), (b"content-type", b"application/grpc"), (b"grpc-status", b"12"),
                   (b"grpc-message", b"no-route"), (b"x-fleetgate-reason", b"no-route")]
 _INTERNAL_ERROR = h2.errors.ErrorCodes.INTERNAL_ERROR
@@ -87,16 +82,6 @@ def check_target(method: bytes, path: bytes, authority: bytes, max_line: int) ->
         raise Refused(400, "bad-request-target")
     if authority[:1] == b":" or _HOST.fullmatch(authority) is None:
         raise Refused(400, "bad-host")
-
-
-def response_fields(head: bytes) -> list[tuple[bytes, bytes]]:
-    """An HTTP/1.1 response head (status line, header lines, no final CRLF) as HTTP/2 fields."""
-    fields = [(b":status", head[9:12])]
-    fields += [(n.lower(), v) for n, v in _FIELD.findall(head)]
-    if b"\nconnection: " in head or b"\ntransfer-encoding: " in head or b"\nupgrade: " in head:
-        # lines the upstream connection's framing added for an HTTP/1.1 client
-        fields = [f for f in fields if f[0] not in _CONNECTION_SPECIFIC]
-    return fields
 
 
 class H2Stream(Planning):
@@ -600,18 +585,17 @@ class H2Stream(Planning):
             if i < 0:  # cannot happen: the head is queued whole
                 self._reset()
                 return
-            fields = response_fields(data[:i])
-            data = data[i + 4:]
             self.started = True
             ex = self.ex
             if ex is not None and ex.chunked_response:
                 self.decoder = ChunkedDecoder(error_status=502)
-            if end and not data:
-                conn.h2.send_headers(self.stream_id, fields, end_stream=True)
+            if end and len(data) == i + 4:
+                conn.h2.send_h1_head(self.stream_id, data, i, True)
                 self._ended()
                 conn.schedule()
                 return
-            conn.h2.send_headers(self.stream_id, fields)
+            conn.h2.send_h1_head(self.stream_id, data, i)
+            data = data[i + 4:]
         dec = self.decoder
         if dec is not None and data:
             data = b"".join(dec.feed(data))

@@ -150,3 +150,41 @@ def test_malformed_requests_are_refused_by_both(bad):
             continue
         assert not any(isinstance(e, h2.events.RequestReceived) for e in events)
         assert b"\x00\x00\x04\x03\x00\x00\x00\x00\x01" in server.data_to_send()  # RST_STREAM on stream 1
+
+
+H1_HEADS = [
+    b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\nContent-Length: 6\r\nX-Bench: backend\r\n"
+    b"x-fleetgate-cluster: zone-a\r\n\r\nhello\n",
+    b"HTTP/1.1 404 Not Found\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\nX-Kind:none\r\nX-Empty:\r\nX-Spaces: \t a b \t\r\n\r\n",
+    # lines an HTTP/1.1 framing choice added, and hop-by-hop ones: never in an HTTP/2 response
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\nTransfer-Encoding: chunked\r\nUpgrade: h2c\r\nKeep-Alive: 5\r\n"
+    b"Proxy-Connection: x\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nconnection-id: 7\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("head", H1_HEADS)
+def test_an_http1_response_head_becomes_the_same_headers_on_both(head: bytes):
+    """send_h1_head (C on libnghttp2, Python on the h2 library): names lowercased, OWS trimmed,
+    connection-specific fields dropped, repeated fields kept in order."""
+    decoded = []
+    for pure in (False, True):
+        server = h2codec.server_connection(100, 65536, pure=pure)
+        c = client()
+        server.initiate_connection()
+        c.send_headers(1, GET, end_stream=True)
+        server.receive_data(c.data_to_send())
+        server.send_h1_head(1, head, head.find(b"\r\n\r\n"), True)
+        events = c.receive_data(server.data_to_send())
+        decoded.append([e.headers for e in events if isinstance(e, h2.events.ResponseReceived)])
+    assert decoded[0] == decoded[1]
+    fields = decoded[0][0]
+    assert fields[0] == (b":status", head[9:12])
+    names = [n for n, _ in fields]
+    assert all(n == n.lower() for n in names)
+    assert not {b"connection", b"transfer-encoding", b"upgrade", b"keep-alive", b"proxy-connection"} & set(names)
+    if b"X-Spaces" in head:
+        assert (b"x-spaces", b"a b") in fields and (b"x-empty", b"") in fields
+    if b"Set-Cookie" in head:
+        assert [v for n, v in fields if n == b"set-cookie"] == [b"a=1", b"b=2"]
+        assert (b"connection-id", b"7") in fields
