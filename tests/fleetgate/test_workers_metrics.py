@@ -8,6 +8,7 @@ The process tests start a real `fleetgate gateway --workers 3` (and `fleetgate d
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -169,3 +170,58 @@ async def test_a_worker_that_stops_answering_counts_with_its_last_answer(tmp_pat
     assert total(later) == 7 and up(later) == [1, 0]  # never backwards (Prometheus would see a reset)
     rows = await merged.debug(own, "demo_requests_total")
     assert [(r["worker"], r["up"], r["demo_requests_total"]) for r in rows] == [(0, True, 2), (1, False, 5)]
+
+
+def dns_free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            with socket.socket() as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return int(port)
+    raise AssertionError("no free port")
+
+
+async def test_dns_workers_metrics_are_the_sum_of_every_worker() -> None:
+    import dns.asyncquery
+    import dns.message
+    import dns.rcode
+
+    port, admin = dns_free_port(), f"127.0.0.1:{free_port()}"
+    proc = start(["dns", "--workers", "2", "--cluster", "zone-b", "--listen", f"127.0.0.1:{port}",
+                  "--admin", admin, "--log-level", "warning", "--drain-delay", "0"])
+    udp_answers = tcp_answers = 0
+    try:
+        await wait_ready(admin, proc)
+        deadline = time.monotonic() + DEADLINE
+        async with aiohttp.ClientSession() as s:
+            rows: list[dict[str, Any]] = []
+            for _ in range(MAX_BATCHES):
+                # each query from its own socket (dnspython opens one per query): its own 4-tuple
+                got = await asyncio.gather(*(dns.asyncquery.udp(
+                    dns.message.make_query("echo.demo.svc.clusterset.local", "A"), "127.0.0.1", port=port,
+                    timeout=5) for _ in range(BATCH)))
+                udp_answers += sum(1 for r in got if r.rcode() == dns.rcode.NOERROR and r.answer)
+                tcp = await dns.asyncquery.tcp(dns.message.make_query("echo.demo.svc.clusterset.local", "A"),
+                                               "127.0.0.1", port=port, timeout=5)
+                tcp_answers += 1 if tcp.rcode() == dns.rcode.NOERROR and tcp.answer else 0
+                rows = await per_worker(s, admin, "fleetgate_dns_queries_total")
+                if all(r["up"] and r["fleetgate_dns_queries_total"] for r in rows) or time.monotonic() > deadline:
+                    break
+            assert len(rows) == 2 and all(r["fleetgate_dns_queries_total"] > 0 for r in rows), rows
+            assert {r["pid"] for r in rows} == children_of(proc.pid)
+            async with s.get(f"http://{admin}/metrics") as r:
+                exposition = await r.text()
+    finally:
+        proc.terminate()
+        assert await asyncio.to_thread(proc.wait, 15) == 0
+    queries = {(labels["qtype"], labels["rcode"], labels["proto"]): v
+               for labels, v in samples(exposition, "fleetgate_dns_queries_total")}
+    assert queries == {("A", "NOERROR", "udp"): udp_answers, ("A", "NOERROR", "tcp"): tcp_answers}
+    counts = {labels["proto"]: v for labels, v in samples(exposition, "fleetgate_dns_answer_seconds_count")}
+    assert counts == {"udp": udp_answers, "tcp": tcp_answers}
