@@ -305,7 +305,7 @@ class DownstreamH2(asyncio.Protocol):
     def check_timeouts(self, now: float, horizon: float = 0.0) -> None:
         for st in list(self.streams.values()):
             if not st.grpc:  # (a gRPC call's deadline is its own timer)
-                st.check_timeouts(now, horizon)
+                st.check_timeouts(now, horizon)  # type: ignore[union-attr]
         if self.stalled_since:
             if not any(st.held for st in self.streams.values()):
                 self.stalled_since = 0.0
