@@ -204,7 +204,12 @@ class DownstreamH2(asyncio.Protocol):
         self.streams[sid] = st
         self.deadline = 0.0
         ended = ev.stream_ended is not None
-        r = st.begin(ev.headers, ended)
+        try:
+            r = st.begin(ev.headers, ended)
+        except Exception:
+            log.exception("gateway bug while handling an HTTP/2 request")
+            self.reset(st, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            return
         if r is not None:  # a gRPC route: relayed as HTTP/2 end to end, trailers and all
             gs = GrpcStream(self, sid, r, ev.headers, ended)
             self.streams[sid] = gs

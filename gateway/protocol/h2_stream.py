@@ -54,6 +54,7 @@ _TARGET = re.compile(rb"/[!-\"$-~]*")  # origin form: visible ASCII but '#'
 _HOST = re.compile(rb"(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*|\[[0-9A-Fa-f:.vV]+\])(?::[0-9]*)?")
 _KNOWN_METHODS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE"))
 _INTERNAL_ERROR = h2.errors.ErrorCodes.INTERNAL_ERROR
+_REFUSED_HEAD = RequestHead(b"", b"", 11, b"", -1, False, True, None, False, None, None, None, b"", 0)
 
 
 class Refused(Exception):
@@ -125,8 +126,9 @@ class H2Stream(StreamAttempts, Planning):
             return self._begin(headers, ended)
         except Refused as r:
             ex = self.ex
-            if ex is None:
+            if ex is None:  # refused before it became an exchange (as a refused HTTP/1.1 head)
                 ex = self._exchange(b"", self.now())
+                ex.req = _REFUSED_HEAD
             self._refuse(ex, r.status, r.reason)
             return None
 
