@@ -52,7 +52,8 @@ RESOURCES: Mapping[str, Resource] = {r.kind: r for r in (SERVICE_IMPORTS, SERVIC
 
 RECONCILES = Counter("fleetgate_controller_reconcile_total",
                      "Live-mode write passes per exported name and member cluster, by result (ok: "
-                     "every write accepted; error: one failed and the name is retried).", ["result"])
+                     "every write accepted; conflict: a write met a newer object (409) and the name is "
+                     "planned again; error: one failed otherwise and the name is retried).", ["result"])
 
 
 class Leader(Protocol):
@@ -218,11 +219,12 @@ class ClusterWorker:
             self._backoff.pop(key, None)
             return
         self._passes[key] = passes + 1
-        wait = await self._send(todo)
-        RECONCILES.labels(result="ok" if wait is None else "error").inc()
-        if wait is None:
+        failed = await self._send(todo)
+        RECONCILES.labels(result="ok" if failed is None else failed[0]).inc()
+        if failed is None:
             self._backoff.pop(key, None)
             return
+        wait = failed[1]
         delay = self._backoff.get(key, RETRY_BASE)
         self._backoff[key] = min(RETRY_CAP, delay * 2)
         self._passes[key] = 0  # a failed pass is retried until it succeeds
@@ -238,9 +240,10 @@ class ClusterWorker:
             self.mark((key,))
         self._timers[key] = asyncio.get_running_loop().call_later(delay, fire)
 
-    async def _send(self, todo: list[Write]) -> float | None:
+    async def _send(self, todo: list[Write]) -> tuple[str, float] | None:
         """Send one key's writes in order, stopping at the first failure: None when every
-        write went through, else how long to wait before planning the key again."""
+        write went through, else the failure ("conflict" or "error") and how long to wait
+        before planning the key again."""
         for w in todo:
             if not self.owner.may_write():
                 return None
@@ -254,13 +257,13 @@ class ClusterWorker:
                 loop = asyncio.get_running_loop()
                 self._paused_until = max(self._paused_until, loop.time() + self._pause_delay)
                 self._pause_delay = min(RETRY_CAP, self._pause_delay * 2)
-                return 0.0
+                return "error", 0.0
             except KubeError as exc:
                 if exc.conflict:  # our view was stale: the watch brings the news, then plan again
                     log.info("cluster %s: %s: conflict (%s); planning again", self.name, w, exc.message)
                 else:
                     log.warning("cluster %s: %s failed: %s", self.name, w, exc)
-                return exc.retry_after or 0.0
+                return "conflict" if exc.conflict else "error", exc.retry_after or 0.0
             self._pause_delay = RETRY_BASE
             self.writes += 1
         return None

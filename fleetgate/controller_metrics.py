@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Iterator, Protocol
+from typing import Iterator, Mapping, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -27,7 +27,8 @@ class _Worker(Protocol):
 class _Writer(Protocol):
     @property
     def idle(self) -> bool: ...
-    workers: dict[str, _Worker]
+    @property
+    def workers(self) -> Mapping[str, _Worker]: ...
 
 
 class ControllerSyncMetrics(Collector):

@@ -63,3 +63,31 @@ async def test_written_counts_and_sync_lag_follow_the_controller(api_servers: An
     finally:
         await admin.close()
         await metrics.close()
+
+
+async def test_reconcile_results_count_ok_conflict_and_error(api_servers: Any, run_controller: Any,  # noqa: F811
+                                                             tmp_path: Path) -> None:
+    a, b, live = await two_clusters(api_servers, tmp_path)
+    export_web(a, "10.1.0.1")
+    a.fail_next(1, 409, method="PATCH", path="/status")  # the export's status: a stale view, planned again
+    b.fail_next(1, 500, method="POST", path="/serviceimports")  # zone-b's import: an error, retried
+    admin = AdminServer()
+    await admin.start("127.0.0.1", 0)
+
+    async def results() -> dict[str, float]:
+        async with aiohttp.ClientSession() as s:
+            async with s.get("http://%s:%d/metrics" % admin.address) as r:
+                text = await r.text()
+        return {m.group(1): float(m.group(2)) for m in
+                re.finditer(r'^fleetgate_controller_reconcile_total\{result="(\w+)"\} (\S+)$', text, re.M)}
+    try:
+        before = await results()
+        run = await run_controller(live)
+        for server in (a, b):
+            await eventually(lambda s=server: imported(s, ["zone-a"]), timeout=30, what="the import written")
+        await eventually(lambda: run.writer.idle, timeout=30, what="caught up")
+        after = await results()
+    finally:
+        await admin.close()
+    moved = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in ("ok", "conflict", "error")}
+    assert moved["conflict"] >= 1 and moved["error"] >= 1 and moved["ok"] >= 2, moved
