@@ -7,6 +7,12 @@ was passed on, and what the upstream's window does not take is returned to the s
 hold, so a slow reader on one side slows the other and memory stays bounded by windows.
 GOAWAY: streams above its last stream id were not processed and are reported refused
 (safe to send elsewhere); the connection takes no new streams and closes when idle.
+
+PING-based idle checks (Envoy's connection_keepalive): a connection that has read nothing
+for the pool's `ping_interval` is sent a PING; without its ACK within `ping_timeout` the
+peer is taken for gone (a half-open connection, a silent network drop): the connection is
+dropped, so new streams open a fresh one, and its streams hear `up_lost` (a call that got
+no response yet is retried elsewhere when it may be).
 """
 from __future__ import annotations
 
@@ -52,6 +58,10 @@ class UpstreamH2(asyncio.Protocol):
         self.goaway = False
         self.idle_since = 0.0
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.last_read = 0.0  # when a frame last came (the keepalive's clock)
+        self.ping_sent = 0.0  # when the unanswered keepalive PING went out (0: none)
+        self.ping_timer: asyncio.TimerHandle | None = None
+        self.pings = self.pongs = 0  # keepalive PINGs sent, and ACKs of them received
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -65,12 +75,20 @@ class UpstreamH2(asyncio.Protocol):
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self.flush()
+        loop = asyncio.get_event_loop()
+        self.last_read = loop.time()
+        interval = getattr(self.pool, "ping_interval", 0.0)
+        if interval > 0:
+            self.ping_timer = loop.call_later(interval, self._keepalive)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         if self.idle_timer is not None:
             self.idle_timer.cancel()
             self.idle_timer = None
+        if self.ping_timer is not None:
+            self.ping_timer.cancel()
+            self.ping_timer = None
         self.pool.forget(self)
         streams, self.streams = self.streams, {}
         for sink in streams.values():
@@ -170,9 +188,43 @@ class UpstreamH2(asyncio.Protocol):
         self.pool.forget(self)
         self.close()
 
+    # --- keepalive (the idle check) ---------------------------------------------------
+
+    def _keepalive(self) -> None:
+        """The keepalive timer: PING a connection quiet for ping_interval; drop one whose PING
+        went unanswered for ping_timeout."""
+        self.ping_timer = None
+        t = self.transport
+        if t is None:
+            return
+        loop = asyncio.get_event_loop()
+        now = loop.time()
+        interval, timeout = self.pool.ping_interval, self.pool.ping_timeout
+        if self.ping_sent:
+            if now - self.ping_sent >= timeout:
+                log.info("h2 upstream %s: no PING ACK in %.1fs, dropping the connection", self.pool.key, timeout)
+                self.pool.forget(self)
+                t.abort()  # connection_lost tells the streams
+                return
+            self.ping_timer = loop.call_at(self.ping_sent + timeout, self._keepalive)
+            return
+        quiet = now - self.last_read
+        if quiet < interval:
+            self.ping_timer = loop.call_at(self.last_read + interval, self._keepalive)
+            return
+        try:
+            self.h2.ping(b"fleetgt!")
+        except h2.exceptions.ProtocolError:
+            return
+        self.ping_sent = now
+        self.pings += 1
+        self.flush()
+        self.ping_timer = loop.call_at(now + timeout, self._keepalive)
+
     # --- frames in ---------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        self.last_read = asyncio.get_event_loop().time()
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -218,6 +270,9 @@ class UpstreamH2(asyncio.Protocol):
                     sink.up_window()
             elif isinstance(ev, h2.events.ConnectionTerminated):
                 self._goaway(ev.last_stream_id)
+            elif isinstance(ev, h2.events.PingAckReceived):
+                self.ping_sent = 0.0
+                self.pongs += 1
         self.flush()
         self._maybe_close()
 

@@ -3,6 +3,8 @@
 A stream takes the first connection with a free stream slot (the peer's
 MAX_CONCURRENT_STREAMS); when none has one, one new connection is opened and every
 stream waiting meanwhile is handed to it (those beyond its limit make the next one).
+Each connection checks its peer with PINGs when quiet (`ping_interval`, `ping_timeout`:
+h2_connection.py).
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from typing import Callable
 from .h2_connection import UpstreamH2
 
 Waiter = Callable[["UpstreamH2 | None"], None]  # called with the connection, or None: connect failed
+PING_INTERVAL = 10.0  # a connection that read nothing for this long is PINGed ...
+PING_TIMEOUT = 5.0  # ... and dropped when the ACK does not come within this
 
 
 @functools.cache
@@ -31,9 +35,12 @@ def upstream_h2_tls_context() -> ssl.SSLContext:
 class H2Pool:
     """Live HTTP/2 connections to one endpoint."""
 
-    def __init__(self, key: str, address: str, port: int, tls: bool, idle_timeout: float = 30.0) -> None:
+    def __init__(self, key: str, address: str, port: int, tls: bool, idle_timeout: float = 30.0, *,
+                 ping_interval: float = PING_INTERVAL, ping_timeout: float = PING_TIMEOUT) -> None:
         self.key = key
         self.idle_timeout = idle_timeout  # an unused connection is closed after it
+        self.ping_interval = ping_interval  # 0: no keepalive PINGs
+        self.ping_timeout = ping_timeout
         self.address = address
         self.port = port
         self.tls = tls
@@ -103,14 +110,18 @@ class H2Pool:
 class H2Pools:
     """H2Pool by endpoint key and transport; they outlive route tables."""
 
-    def __init__(self, idle_timeout: float = 30.0) -> None:
+    def __init__(self, idle_timeout: float = 30.0, *, ping_interval: float = PING_INTERVAL,
+                 ping_timeout: float = PING_TIMEOUT) -> None:
         self.pools: dict[tuple[str, bool], H2Pool] = {}
         self.idle_timeout = idle_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
 
     def get(self, key: str, address: str, port: int, tls: bool) -> H2Pool:
         pool = self.pools.get((key, tls))
         if pool is None:
-            pool = self.pools[(key, tls)] = H2Pool(key, address, port, tls, self.idle_timeout)
+            pool = self.pools[(key, tls)] = H2Pool(key, address, port, tls, self.idle_timeout,
+                                                   ping_interval=self.ping_interval, ping_timeout=self.ping_timeout)
         return pool
 
     def close_all(self) -> None:
