@@ -249,6 +249,7 @@ _SPEC: dict[str, tuple[str, str, Callable[[str], _Parser]]] = {
     "consecutive-5xx": ("policy", "consecutive_5xx", lambda ns: _int(1, 1000)),
     "health-check-path": ("health", "path", lambda ns: _path),
     "health-check-interval": ("health", "interval", lambda ns: _seconds),
+    "health-check-grpc-service": ("health", "grpc_service", lambda ns: str.strip),
     "healthy-threshold": ("health", "healthy_threshold", lambda ns: _int(1, 100)),
     "unhealthy-threshold": ("health", "unhealthy_threshold", lambda ns: _int(1, 100)),
     "rewrite-target": ("policy", "rewrite_target", lambda ns: _path),
@@ -310,6 +311,7 @@ ON_INVALID: dict[str, str] = {
     "consecutive-5xx": "the default, 5",
     "health-check-path": "the default: a TCP connect check",
     "health-check-interval": "the default, 2 s",
+    "health-check-grpc-service": "the server as a whole (service \"\")",
     "healthy-threshold": "the default, 2",
     "unhealthy-threshold": "the default, 2",
     "rewrite-target": "no rewrite: the path is sent as received",
@@ -405,6 +407,8 @@ def parse_annotations(annotations: Mapping[str, str], *, namespace: str, ingress
         else:
             kw["mirror"] = MirrorPolicy(**mirror)
     if groups["health"]:
+        if kw.get("backend_protocol") in ("GRPC", "GRPCS"):  # probed with grpc.health.v1.Health/Check
+            groups["health"]["grpc"] = "tls" if kw["backend_protocol"] == "GRPCS" else "h2c"
         kw["health_check"] = HealthCheck(**groups["health"])
     cors = groups["cors"]
     if cors.pop("on", False):

@@ -110,6 +110,8 @@ class HealthCheck:
     interval: float = 2.0
     healthy_threshold: int = 2
     unhealthy_threshold: int = 2
+    grpc: str | None = None  # backend-protocol GRPC ("h2c") or GRPCS ("tls"): grpc.health.v1.Health/Check
+    grpc_service: str = ""  # the service asked about ("": the server as a whole)
 
 
 @dataclass(frozen=True, slots=True)
