@@ -5,8 +5,11 @@ reverse proxy with upstream keepalive, `fleetgate gateway` with one Ingress; ser
 one CPU, the load generator on the other), with h2load as the client: HTTP/2 with prior
 knowledge over cleartext, C connections each carrying up to M concurrent streams.
 Prints req/s, mean and max request time, errors, CPU per request and the ratio.
+With --tls, h2 over TLS rows too: both proxies' TLS listeners (one self-signed EC P-256
+certificate, ALPN h2; h2load keeps its connections, so this is the cost of TLS records,
+not of handshakes), each round running all four targets in turn.
 
-    python bench/h2_vs_nginx.py [--connections 50] [--streams 10] [--rounds 3] [--duration 10]
+    python bench/h2_vs_nginx.py [--connections 50] [--streams 10] [--rounds 3] [--duration 10] [--tls]
     python bench/h2_vs_nginx.py --library-floor   # CPU of the h2 library alone per request
 
 `--library-floor` measures, in-process and without sockets, what the h2 library costs a
@@ -18,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import re
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -33,6 +38,10 @@ from proxy_vs_nginx import (HOST, TOOLS, _BACKEND, _PROXY, bench_fleet, choose_c
 
 _H2C = """
         listen {host}:{port} http2 backlog=4096;"""
+_H2TLS = """
+        listen {host}:{port} ssl http2 backlog=4096;
+        ssl_certificate {dir}/tls.crt;
+        ssl_certificate_key {dir}/tls.key;"""
 
 
 @dataclass(frozen=True)
@@ -62,13 +71,28 @@ def parse_h2load(text: str) -> H2Result:
                     errors=failed)
 
 
-def run_h2load(port: int, *, connections: int, streams: int, duration_s: int, cpu: int | None) -> H2Result:
+def run_h2load(port: int, *, connections: int, streams: int, duration_s: int, cpu: int | None,
+               tls: bool = False) -> H2Result:
     cmd = ["h2load", "-c", str(connections), "-m", str(streams), "-t", "1", "-D", str(duration_s),
-           "-H", ":authority: %s" % HOST, "http://%s:%d/" % (LOOPBACK, port)]
+           "-H", ":authority: %s" % HOST, "%s://%s:%d/" % ("https" if tls else "http", LOOPBACK, port)]
     out = subprocess.run(pinned(cmd, cpu), capture_output=True, text=True, timeout=duration_s + 60, check=False)
     if out.returncode != 0:
         raise RuntimeError("h2load failed (%d): %s%s" % (out.returncode, out.stdout, out.stderr))
     return parse_h2load(out.stdout)
+
+
+def wait_tcp(port: int, deadline_s: float) -> None:
+    """Until something accepts on the port (the gateway opens its TLS listener once the
+    Ingress with tls is in its table), bounded by the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            socket.create_connection((LOOPBACK, port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("nothing listens on %s:%d after %.0f s" % (LOOPBACK, port, deadline_s))
+            time.sleep(0.1)
 
 
 def compare(args: argparse.Namespace) -> dict[str, list[H2Result]]:
@@ -77,42 +101,60 @@ def compare(args: argparse.Namespace) -> dict[str, list[H2Result]]:
     with tempfile.TemporaryDirectory(prefix="fleetgate-h2-") as tmpdir, Processes() as procs:
         tmp = Path(tmpdir)
         backend, nginx_plain, nginx_h2c = free_port(), free_port(), free_port()
+        listeners = _H2C.format(host=LOOPBACK, port=nginx_h2c)
+        tls_pem = None
+        nginx_tls = gateway_tls = 0
+        if args.tls:
+            from gateway.tls import self_signed
+            tls_pem = self_signed(HOST)  # the same certificate kind for both: EC P-256
+            (tmp / "tls.crt").write_bytes(tls_pem[0])
+            (tmp / "tls.key").write_bytes(tls_pem[1])
+            nginx_tls, gateway_tls = free_port(), free_port()
+            listeners += _H2TLS.format(host=LOOPBACK, port=nginx_tls, dir=tmp)
+            args.gateway_args += " --https %s:%d" % (LOOPBACK, gateway_tls)
         start_nginx(procs, tmp, "backend", _BACKEND.format(host=LOOPBACK, port=backend), backend, server_cpu,
                     args.start_timeout)
         nginx = start_nginx(procs, tmp, "nginx", _PROXY.format(
-            host=LOOPBACK, port=nginx_plain, backend_port=backend,
-            tls=_H2C.format(host=LOOPBACK, port=nginx_h2c)), nginx_plain, server_cpu, args.start_timeout)
-        gateway, gateway_port, _ = start_fleetgate(procs, args, bench_fleet(tmp / "fleet", backend), tmp,
-                                                   server_cpu, probe_host=HOST)
-        targets = {"nginx": (nginx, nginx_h2c), "fleetgate": (gateway, gateway_port)}
-        for name, (_, port) in targets.items():
+            host=LOOPBACK, port=nginx_plain, backend_port=backend, tls=listeners), nginx_plain, server_cpu,
+            args.start_timeout)
+        gateway, gateway_port, _ = start_fleetgate(procs, args, bench_fleet(tmp / "fleet", backend, tls=tls_pem),
+                                                   tmp, server_cpu, probe_host=HOST)
+        targets = {"nginx": (nginx, nginx_h2c, False), "fleetgate": (gateway, gateway_port, False)}
+        if args.tls:
+            wait_tcp(gateway_tls, args.start_timeout)
+            targets.update({"nginx-tls": (nginx, nginx_tls, True), "fleetgate-tls": (gateway, gateway_tls, True)})
+        for name, (_, port, tls) in targets.items():
             log("warm-up %s", name)
-            run_h2load(port, connections=args.connections, streams=args.streams, duration_s=2, cpu=client_cpu)
+            run_h2load(port, connections=args.connections, streams=args.streams, duration_s=2, cpu=client_cpu,
+                       tls=tls)
         runs: dict[str, list[H2Result]] = {name: [] for name in targets}
         for rnd in range(args.rounds):
-            for name, (proc, port) in targets.items():
+            for name, (proc, port, tls) in targets.items():
                 before = tree_cpu_seconds(proc.pid)
                 res = run_h2load(port, connections=args.connections, streams=args.streams,
-                                 duration_s=args.duration, cpu=client_cpu)
+                                 duration_s=args.duration, cpu=client_cpu, tls=tls)
                 cpu_us = (tree_cpu_seconds(proc.pid) - before) * 1e6 / max(res.requests, 1)
                 res = H2Result(res.rps, res.mean_ms, res.max_ms, res.requests, res.errors, cpu_us)
-                log("round %d %-9s %9.0f req/s  mean %.2f ms  max %.2f ms  errors %d  CPU %.1f us/req",
+                log("round %d %-13s %9.0f req/s  mean %.2f ms  max %.2f ms  errors %d  CPU %.1f us/req",
                     rnd + 1, name, res.rps, res.mean_ms, res.max_ms, res.errors, res.cpu_us)
                 runs[name].append(res)
     return runs
 
 
 def print_table(args: argparse.Namespace, runs: dict[str, list[H2Result]]) -> None:
-    print("h2load -c%d -m%d -D%ds (h2c, prior knowledge), medians of %d rotated rounds"
-          % (args.connections, args.streams, args.duration, args.rounds))
-    print("%-10s %10s %9s %9s %7s %9s" % ("target", "req/s", "mean ms", "max ms", "errors", "CPU/req"))
+    print("h2load -c%d -m%d -D%ds (h2c, prior knowledge%s), medians of %d rotated rounds"
+          % (args.connections, args.streams, args.duration, "; -tls: h2 over TLS, ALPN" if args.tls else "",
+             args.rounds))
+    print("%-13s %10s %9s %9s %7s %9s" % ("target", "req/s", "mean ms", "max ms", "errors", "CPU/req"))
     for name, results in runs.items():
-        print("%-10s %10.0f %9.2f %9.2f %7d %7.1fus" % (
+        print("%-13s %10.0f %9.2f %9.2f %7d %7.1fus" % (
             name, median([r.rps for r in results]), median([r.mean_ms for r in results]),
             median([r.max_ms for r in results]), sum(r.errors for r in results),
             median([r.cpu_us for r in results])))
-    paired = median([f.rps / n.rps for n, f in zip(runs["nginx"], runs["fleetgate"])])
-    print("fleetgate/nginx: %.2fx req/s (median of per-round ratios)" % paired)
+    for suffix, what in (("", "h2c"), ("-tls", "h2 over TLS")):
+        if "nginx" + suffix in runs:
+            paired = median([f.rps / n.rps for n, f in zip(runs["nginx" + suffix], runs["fleetgate" + suffix])])
+            print("fleetgate/nginx %s: %.2fx req/s (median of per-round ratios)" % (what, paired))
 
 
 def library_floor(n: int = 3000) -> float:
@@ -163,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--gateway-args", default="")
     p.add_argument("--gateway-log-level", default="warning")
     p.add_argument("--library-floor", action="store_true", help="only measure the h2 library's own CPU per request")
+    p.add_argument("--tls", action="store_true", help="h2 over TLS rows too (ALPN h2, one self-signed EC P-256 "
+                                                      "certificate for both proxies)")
     args = p.parse_args(argv)
     if args.library_floor:
         print("%.1f us CPU per request in the h2 library alone (server side, no sockets)" % library_floor())
