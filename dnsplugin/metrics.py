@@ -1,6 +1,6 @@
 """DNS metrics without a cost on the hot path: plain lists and dicts, exported when scraped.
 
-Per transport (`proto`: udp, tcp, CoreDNS's label), one `Counts`:
+Per transport (label `transport`: udp, tcp), one `Counts`:
 
 - `queries`: (qtype, rcode) -> answers counted by the resolver (and the forwarder);
 - `fast`: qtype -> NOERROR answers sent by the fast path (learned answers, qtypes below
@@ -12,8 +12,8 @@ Per transport (`proto`: udp, tcp, CoreDNS's label), one `Counts`:
   queries together the same way; a forwarded query from its read to the upstream's reply
   sent. Time spent queued in the socket buffer before the read is not seen.
 
-A Collector merges them into `fleetgate_dns_queries_total{qtype,rcode,proto}` and
-`fleetgate_dns_answer_seconds{proto}` at scrape time. One of each per process, like the
+A Collector merges them into `fleetgate_dns_queries_total{qtype,rcode,transport}` and
+`fleetgate_dns_answer_seconds{transport}` at scrape time. One of each per process, like the
 default registry they are exported through.
 """
 from __future__ import annotations
@@ -43,10 +43,10 @@ def observe(row: LatencyRow, seconds: float, answers: int = 1) -> None:
 class Counts:
     """One transport's counters (see the module docstring)."""
 
-    __slots__ = ("proto", "queries", "fast", "latency")
+    __slots__ = ("transport", "queries", "fast", "latency")
 
-    def __init__(self, proto: str) -> None:
-        self.proto = proto
+    def __init__(self, transport: str) -> None:
+        self.transport = transport
         self.queries: dict[tuple[int, int], int] = {}
         self.fast: list[int] = [0] * 256
         self.latency: LatencyRow = latency_row()
@@ -84,8 +84,8 @@ class DnsCollector(Collector):
         self.transports = transports
 
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
-        family = CounterMetricFamily("fleetgate_dns_queries", QUERIES_HELP, labels=["qtype", "rcode", "proto"])
-        latency = HistogramMetricFamily("fleetgate_dns_answer_seconds", LATENCY_HELP, labels=["proto"])
+        family = CounterMetricFamily("fleetgate_dns_queries", QUERIES_HELP, labels=["qtype", "rcode", "transport"])
+        latency = HistogramMetricFamily("fleetgate_dns_answer_seconds", LATENCY_HELP, labels=["transport"])
         for t in self.transports:
             merged: dict[tuple[str, str], int] = {}
             fast = [((qtype, 0), value) for qtype, value in enumerate(t.fast) if value]
@@ -93,19 +93,19 @@ class DnsCollector(Collector):
                 key = (qtype_name(qtype), rcode_name(rcode))
                 merged[key] = merged.get(key, 0) + value
             for (qtype_label, rcode_label), value in sorted(merged.items()):
-                family.add_metric([qtype_label, rcode_label, t.proto], value)
+                family.add_metric([qtype_label, rcode_label, t.transport], value)
             row = list(t.latency)  # one copy: buckets and sum of the same moment
             buckets, running = [], 0.0
             for bound, n in zip((*map(str, LATENCY_BOUNDS), "+Inf"), row[:-1]):
                 running += n
                 buckets.append((bound, running))
-            latency.add_metric([t.proto], buckets, sum_value=row[-1])
+            latency.add_metric([t.transport], buckets, sum_value=row[-1])
         yield family
         yield latency
 
     def describe(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
-        yield CounterMetricFamily("fleetgate_dns_queries", QUERIES_HELP, labels=["qtype", "rcode", "proto"])
-        yield HistogramMetricFamily("fleetgate_dns_answer_seconds", LATENCY_HELP, labels=["proto"])
+        yield CounterMetricFamily("fleetgate_dns_queries", QUERIES_HELP, labels=["qtype", "rcode", "transport"])
+        yield HistogramMetricFamily("fleetgate_dns_answer_seconds", LATENCY_HELP, labels=["transport"])
 
 
 _registered = False

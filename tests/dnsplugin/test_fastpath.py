@@ -47,7 +47,7 @@ async def test_fast_path_is_counted_and_skips_odd_headers() -> None:
 
     def answered() -> float:
         return REGISTRY.get_sample_value("fleetgate_dns_queries_total",
-                                        {"qtype": "SRV", "rcode": "NOERROR", "proto": "udp"}) or 0.0
+                                        {"qtype": "SRV", "rcode": "NOERROR", "transport": "udp"}) or 0.0
 
     try:
         q = question(f"_http._tcp.web.demo.{Z}", "SRV", qid=7)

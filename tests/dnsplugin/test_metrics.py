@@ -59,16 +59,16 @@ async def scrape() -> AsyncIterator[Any]:
             await admin.close()
 
 
-def q(qtype: str, rcode: str, proto: str) -> Key:
-    return ("fleetgate_dns_queries_total", (("proto", proto), ("qtype", qtype), ("rcode", rcode)))
+def q(qtype: str, rcode: str, transport: str) -> Key:
+    return ("fleetgate_dns_queries_total", (("qtype", qtype), ("rcode", rcode), ("transport", transport)))
 
 
-def answered(proto: str) -> Key:
-    return ("fleetgate_dns_answer_seconds_count", (("proto", proto),))
+def answered(transport: str) -> Key:
+    return ("fleetgate_dns_answer_seconds_count", (("transport", transport),))
 
 
-def bucket(proto: str, le: str) -> Key:
-    return ("fleetgate_dns_answer_seconds_bucket", (("le", le), ("proto", proto)))
+def bucket(transport: str, le: str) -> Key:
+    return ("fleetgate_dns_answer_seconds_bucket", (("le", le), ("transport", transport)))
 
 
 def delta(before: dict[Key, float], after: dict[Key, float], key: Key) -> float:
@@ -98,10 +98,10 @@ async def test_queries_are_counted_by_qtype_rcode_and_transport_with_their_laten
     assert delta(before, after, q("AAAA", "NXDOMAIN", "tcp")) == 1
     assert delta(before, after, answered("udp")) == len(udp)
     assert delta(before, after, answered("tcp")) == len(tcp)
-    for proto in ("udp", "tcp"):
-        assert delta(before, after, ("fleetgate_dns_answer_seconds_sum", (("proto", proto),))) > 0
-        cumulative = [after[bucket(proto, str(b))] for b in LATENCY_BOUNDS] + [after[bucket(proto, "+Inf")]]
-        assert cumulative == sorted(cumulative) and cumulative[-1] == after[answered(proto)]
+    for transport in ("udp", "tcp"):
+        assert delta(before, after, ("fleetgate_dns_answer_seconds_sum", (("transport", transport),))) > 0
+        cumulative = [after[bucket(transport, str(b))] for b in (*LATENCY_BOUNDS, "+Inf")]
+        assert cumulative == sorted(cumulative) and cumulative[-1] == after[answered(transport)]
 
 
 async def test_pipelined_tcp_queries_are_each_an_answer(service, scrape) -> None:
@@ -149,7 +149,7 @@ async def test_a_forwarded_answer_is_timed_from_the_query_to_the_upstreams_reply
     assert delta(before, after, answered("udp")) == 1
     # the upstream took at least 60 ms: the answer is not in any bucket below 50 ms
     assert delta(before, after, bucket("udp", "0.05")) == 0 and delta(before, after, bucket("udp", "+Inf")) == 1
-    assert delta(before, after, ("fleetgate_dns_answer_seconds_sum", (("proto", "udp"),))) >= 0.06
+    assert delta(before, after, ("fleetgate_dns_answer_seconds_sum", (("transport", "udp"),))) >= 0.06
 
 
 @pytest.fixture(params=["compiled", "pure"])

@@ -255,8 +255,8 @@ async def test_silent_upstream_gives_servfail_after_the_timeout() -> None:
 async def test_metrics_count_queries_by_qtype_and_rcode() -> None:
     service = await serve(feed(StubFleet(two_cluster_fleet())), listen="127.0.0.1:0")
 
-    def value(qtype: str, code: str, proto: str = "udp") -> float:
-        v = REGISTRY.get_sample_value("fleetgate_dns_queries_total", {"qtype": qtype, "rcode": code, "proto": proto})
+    def value(qtype: str, code: str, transport: str = "udp") -> float:
+        v = REGISTRY.get_sample_value("fleetgate_dns_queries_total", {"qtype": qtype, "rcode": code, "transport": transport})
         return v or 0.0
 
     try:

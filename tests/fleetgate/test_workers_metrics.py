@@ -220,8 +220,8 @@ async def test_dns_workers_metrics_are_the_sum_of_every_worker() -> None:
     finally:
         proc.terminate()
         assert await asyncio.to_thread(proc.wait, 15) == 0
-    queries = {(labels["qtype"], labels["rcode"], labels["proto"]): v
+    queries = {(labels["qtype"], labels["rcode"], labels["transport"]): v
                for labels, v in samples(exposition, "fleetgate_dns_queries_total")}
     assert queries == {("A", "NOERROR", "udp"): udp_answers, ("A", "NOERROR", "tcp"): tcp_answers}
-    counts = {labels["proto"]: v for labels, v in samples(exposition, "fleetgate_dns_answer_seconds_count")}
+    counts = {labels["transport"]: v for labels, v in samples(exposition, "fleetgate_dns_answer_seconds_count")}
     assert counts == {"udp": udp_answers, "tcp": tcp_answers}
