@@ -6,11 +6,13 @@ Per transport (label `transport`: udp, tcp), one `Counts`:
 - `fast`: qtype -> NOERROR answers sent by the fast path (learned answers, qtypes below
   256): one slot of a list bumped per hit, no key built;
 - `latency`: one histogram row (codec.types.LATENCY_BOUNDS) of answer latency, from the
-  query read to its reply handed to the kernel. The compiled UDP path times each
-  recvmmsg batch once (two clock reads per batch of up to 64) and observes every reply
-  of the batch with the batch's time, an upper bound for each; TCP times each read's
-  queries together the same way; a forwarded query from its read to the upstream's reply
-  sent. Time spent queued in the socket buffer before the read is not seen.
+  query read to its reply handed to the kernel. For UDP, the fast path's pump keeps its
+  own row (codec.pumped_latency: the compiled one times each recvmmsg batch once, two
+  clock reads per batch of up to 64, and observes every reply of the batch with the
+  batch's time, an upper bound for each, in C), added in when scraped; this row has the
+  rest: forwarded queries (from the read to the upstream's reply sent) and the
+  pure-Python path on uvloop. TCP times each read's queries together the same way. Time
+  spent queued in the socket buffer before the read is not seen.
 
 A Collector merges them into `fleetgate_dns_queries_total{qtype,rcode,transport}` and
 `fleetgate_dns_answer_seconds{transport}` at scrape time. One of each per process, like the
@@ -19,12 +21,13 @@ default registry they are exported through.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Iterator
+from typing import Callable, Iterator
 
 from dnslib import QTYPE, RCODE
 from prometheus_client.core import REGISTRY, CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from .codec import pumped_latency
 from .codec.types import LATENCY_BOUNDS
 
 LatencyRow = list[float]
@@ -43,16 +46,23 @@ def observe(row: LatencyRow, seconds: float, answers: int = 1) -> None:
 class Counts:
     """One transport's counters (see the module docstring)."""
 
-    __slots__ = ("transport", "queries", "fast", "latency")
+    __slots__ = ("transport", "queries", "fast", "latency", "pumped")
 
-    def __init__(self, transport: str) -> None:
+    def __init__(self, transport: str, pumped: Callable[[], LatencyRow] | None = None) -> None:
         self.transport = transport
         self.queries: dict[tuple[int, int], int] = {}
         self.fast: list[int] = [0] * 256
         self.latency: LatencyRow = latency_row()
+        self.pumped = pumped  # a row kept elsewhere (the UDP pump's), added when scraped
+
+    def latency_now(self) -> LatencyRow:
+        row = list(self.latency)
+        if self.pumped is not None:
+            row = [a + b for a, b in zip(row, self.pumped())]
+        return row
 
 
-UDP = Counts("udp")
+UDP = Counts("udp", pumped_latency)
 TCP = Counts("tcp")
 # the names the listeners used before the split by transport: UDP's
 QUERY_COUNTS = UDP.queries
@@ -94,7 +104,7 @@ class DnsCollector(Collector):
                 merged[key] = merged.get(key, 0) + value
             for (qtype_label, rcode_label), value in sorted(merged.items()):
                 family.add_metric([qtype_label, rcode_label, t.transport], value)
-            row = list(t.latency)  # one copy: buckets and sum of the same moment
+            row = t.latency_now()  # one copy: buckets and sum of the same moment
             buckets, running = [], 0.0
             for bound, n in zip((*map(str, LATENCY_BOUNDS), "+Inf"), row[:-1]):
                 running += n

@@ -171,7 +171,7 @@ class UdpListener:
         self.transport, _ = await self.loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=self.sock)
 
     def _readable(self) -> None:
-        n = pump(self.sock, self.holder, self.fast_counts, self._slow, self.batch_limit, self.latency)
+        n = pump(self.sock, self.holder, self.fast_counts, self._slow, self.batch_limit)
         self.batches += 1
         self.datagrams += n
         if n > self.largest:

@@ -14,6 +14,9 @@ The interface, for dnsplugin.server:
 - pump(sock, holder, counts, slow, limit) -> int: read up to `limit` datagrams waiting on
   the non-blocking UDP socket `sock`, answer each from holder.fast or slow(data, addr),
   send the replies; returns the number read (0: nothing was waiting).
+- pumped_latency() -> list[float]: the answer-latency row (dnsplugin.metrics: answers per
+  bucket of types.LATENCY_BOUNDS, +Inf, sum of seconds) of every reply pump sent in this
+  process. The compiled pump times each recvmmsg batch once and keeps the row in C.
 """
 from __future__ import annotations
 
@@ -21,16 +24,16 @@ import os
 
 from .types import BATCH_LIMIT, MAX_QUERY, FastEntry
 
-__all__ = ["IMPLEMENTATION", "BATCH_LIMIT", "MAX_QUERY", "FastEntry", "answer", "pump"]
+__all__ = ["IMPLEMENTATION", "BATCH_LIMIT", "MAX_QUERY", "FastEntry", "answer", "pump", "pumped_latency"]
 
 IMPLEMENTATION: str
 if os.environ.get("FLEETGATE_PURE_PYTHON") == "1":
-    from ._fastpath_py import answer, pump
+    from ._fastpath_py import answer, pump, pumped_latency
     IMPLEMENTATION = "pure"
 else:
     try:
-        from ._fastpath import answer, pump  # type: ignore[no-redef, import-not-found]
+        from ._fastpath import answer, pump, pumped_latency  # type: ignore[no-redef, import-not-found]
         IMPLEMENTATION = "compiled"
     except ImportError:  # not built (no compiler, or not Linux): the twin
-        from ._fastpath_py import answer, pump  # type: ignore[assignment]
+        from ._fastpath_py import answer, pump, pumped_latency  # type: ignore[assignment]
         IMPLEMENTATION = "pure"

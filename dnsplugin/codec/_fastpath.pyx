@@ -2,8 +2,9 @@
 """The compiled DNS fast path: learned answers patched in C, datagrams read with recvmmsg
 and answered with sendmmsg (Linux), a batch of up to 64 per system call.
 
-Answer latency is timed per batch (two CLOCK_MONOTONIC reads around recvmmsg..sendmmsg),
-and every reply of the batch is observed with that time (dnsplugin.metrics).
+Answer latency is timed per batch (two CLOCK_MONOTONIC reads around recvmmsg..sendmmsg)
+and every reply of the batch is observed with that time, into a C row read by
+pumped_latency() at scrape time (dnsplugin.metrics): no Python object per batch.
 
 Same interface and the same bytes as _fastpath_py (tests/dnsplugin/test_codec_*.py hold
 both to one corpus and to random datagrams). A learned answer is sent without building a
@@ -87,12 +88,15 @@ cdef enum:
 
 assert _MAX_QUERY + 1 == QBUF
 
-# fleetgate_dns_answer_seconds bucket bounds as C doubles (a row: per bucket, +Inf, sum)
+# fleetgate_dns_answer_seconds bucket bounds as C doubles, and pump's latency row (answers
+# per bucket, +Inf, sum of seconds) since import
 cdef double BOUNDS[32]
+cdef double LATENCY[34]
 cdef int NBOUNDS = len(_LATENCY_BOUNDS)
 assert NBOUNDS < 32
 for _i, _b in enumerate(_LATENCY_BOUNDS):
     BOUNDS[_i] = _b
+memset(LATENCY, 0, sizeof(LATENCY))
 
 # Receive and send state for one batch. Module-level: one event loop thread drives pump.
 cdef unsigned char rbuf[BATCH][QBUF]
@@ -134,14 +138,18 @@ cdef inline double _now() noexcept nogil:
     return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
 
 
-cdef inline int _observe(list row, double seconds, int n) except -1:
-    """n replies that took `seconds` each into a latency row (bisect_left over BOUNDS)."""
+cdef inline void _observe(double seconds, int n) noexcept nogil:
+    """n replies that took `seconds` each, into LATENCY (bisect_left over BOUNDS)."""
     cdef int i = 0
     while i < NBOUNDS and seconds > BOUNDS[i]:
         i += 1
-    row[i] += n
-    row[NBOUNDS + 1] += seconds * n
-    return 0
+    LATENCY[i] += n
+    LATENCY[NBOUNDS + 1] += seconds * n
+
+
+def pumped_latency():
+    """The answer-latency row of every reply pump sent in this process (a copy)."""
+    return [LATENCY[i] for i in range(NBOUNDS + 2)]
 
 
 cdef inline void _count(list counts, object entry):
@@ -208,12 +216,12 @@ cdef int _send(int fd, int count):
     return sent
 
 
-def pump(sock, holder, list counts, slow, int limit, list latency=None):
+def pump(sock, holder, list counts, slow, int limit):
     """Answer up to `limit` waiting datagrams; returns how many were read (0: none waiting).
 
     Datagrams the learned answers do not cover go to slow(data, addr), which returns the
     reply or None (dropped, or answered later). A send that would block drops the reply.
-    With `latency` (a row of dnsplugin.metrics), each batch's replies are observed there.
+    Each batch's replies are observed with its time (pumped_latency).
     """
     cdef int fd = sock.fileno()
     cdef int done = 0, got, i, out, want
@@ -294,8 +302,7 @@ def pump(sock, holder, list counts, slow, int limit, list latency=None):
             out += 1
         if out:
             _send(fd, out)
-            if latency is not None:
-                _observe(latency, _now() - started, out)
+            _observe(_now() - started, out)
         if got < want:
             break  # the socket is drained
     return done

@@ -36,14 +36,23 @@ def answer(fast: dict[bytes, FastEntry], data: bytes, counts: list[int], tcp: bo
     return data[:2] + entry[0] + data[12:entry[2]] + entry[1]
 
 
-def pump(sock: socket.socket, holder: HolderLike, counts: list[int], slow: Slow, limit: int,
-         latency: list[float] | None = None) -> int:
+# pump's answer-latency row (answers per bucket, +Inf, sum of seconds) since import
+_LATENCY: list[float] = [0.0] * (len(LATENCY_BOUNDS) + 2)
+
+
+def pumped_latency() -> list[float]:
+    """The answer-latency row of every reply pump sent in this process (a copy)."""
+    return list(_LATENCY)
+
+
+def pump(sock: socket.socket, holder: HolderLike, counts: list[int], slow: Slow, limit: int) -> int:
     """Answer up to `limit` waiting datagrams; returns how many were read (0: none waiting).
 
     Datagrams the learned answers do not cover go to slow(data, addr), which returns the
     reply or None (dropped, or answered later). A send that would block drops the reply.
-    With `latency` (a row of dnsplugin.metrics), each reply's time is observed there.
+    Each reply's time is observed (pumped_latency).
     """
+    latency = _LATENCY
     done = 0
     recvfrom, sendto = sock.recvfrom, sock.sendto
     while done < limit:
@@ -67,8 +76,7 @@ def pump(sock: socket.socket, holder: HolderLike, counts: list[int], slow: Slow,
             sendto(reply, addr)
         except OSError:
             pass  # a full send buffer or an unroutable peer: UDP drops it
-        if latency is not None:
-            seconds = perf_counter() - started
-            latency[bisect_left(LATENCY_BOUNDS, seconds)] += 1
-            latency[-1] += seconds
+        seconds = perf_counter() - started
+        latency[bisect_left(LATENCY_BOUNDS, seconds)] += 1
+        latency[-1] += seconds
     return done
