@@ -200,7 +200,8 @@ class UdpListener:
                     self.sock.sendto(reply, addr)
             except OSError as exc:
                 log.debug("udp send to %s failed: %r", addr, exc)
-            observe(self.latency, perf_counter() - started)
+            else:
+                observe(self.latency, perf_counter() - started)
 
     def close(self) -> None:
         if not self.closed:
