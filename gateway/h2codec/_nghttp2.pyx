@@ -448,6 +448,36 @@ cdef int _submit_headers(nghttp2_session *session, int32_t stream_id, headers, e
     return _check(rv)
 
 
+# --- events: the h2 library's classes, made without their dataclass __init__ (keyword
+# parsing and defaults cost more than the rest of a small request's frame handling); every
+# field is set, so they compare, print and read as the library's own ---------------------
+
+_object_new = object.__new__
+_RequestReceived = _ev.RequestReceived
+_TrailersReceived = _ev.TrailersReceived
+_StreamEnded = _ev.StreamEnded
+_DataReceived = _ev.DataReceived
+_WindowUpdated = _ev.WindowUpdated
+
+
+cdef object _headers_event(object cls, int32_t sid, list headers, object end):
+    ev = _object_new(cls)
+    ev.stream_id = sid
+    ev.headers = headers
+    ev.stream_ended = end
+    ev.priority_updated = None
+    return ev
+
+
+cdef object _data_received(int32_t sid, bytes data, size_t length):
+    ev = _object_new(_DataReceived)
+    ev.stream_id = sid
+    ev.data = data
+    ev.flow_controlled_length = length
+    ev.stream_ended = None
+    return ev
+
+
 # --- callbacks from nghttp2 (exceptions become a failed session) -------------------------
 
 cdef ssize_t _read_data(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
@@ -509,8 +539,7 @@ cdef int _on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_
                         size_t length, void *user_data) noexcept:
     cdef NgH2Connection conn = <NgH2Connection>user_data
     try:
-        conn.events.append(_ev.DataReceived(stream_id=stream_id, data=PyBytes_FromStringAndSize(<const char *>data, length),
-                                            flow_controlled_length=length))
+        conn.events.append(_data_received(stream_id, PyBytes_FromStringAndSize(<const char *>data, length), length))
     except BaseException as e:
         conn.error = e
         return NGHTTP2_ERR_CALLBACK_FAILURE
@@ -536,15 +565,16 @@ cdef int _on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, vo
         events = conn.events
         end = None
         if frame.hd.flags & NGHTTP2_FLAG_END_STREAM and (t == NGHTTP2_DATA or t == NGHTTP2_HEADERS):
-            end = _ev.StreamEnded(stream_id=sid)
+            end = _object_new(_StreamEnded)
+            end.stream_id = sid
         if t == NGHTTP2_DATA:
             if frame.data.padlen:
                 nghttp2_session_consume(session, sid, frame.data.padlen)  # padding: credited at once
         elif t == NGHTTP2_HEADERS:
             if frame.headers.cat == NGHTTP2_HCAT_REQUEST:
-                ev = _ev.RequestReceived(stream_id=sid, headers=conn.headers, stream_ended=end)
+                ev = _headers_event(_RequestReceived, sid, conn.headers, end)
             else:
-                ev = _ev.TrailersReceived(stream_id=sid, headers=conn.headers, stream_ended=end)
+                ev = _headers_event(_TrailersReceived, sid, conn.headers, end)
             conn.headers = []
             events.append(ev)
         elif t == NGHTTP2_RST_STREAM:
@@ -552,7 +582,9 @@ cdef int _on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, vo
             conn._drop(sid)
             events.append(ev)
         elif t == NGHTTP2_WINDOW_UPDATE:
-            ev = _ev.WindowUpdated(stream_id=sid, delta=frame.window_update.window_size_increment)
+            ev = _object_new(_WindowUpdated)
+            ev.stream_id = sid
+            ev.delta = frame.window_update.window_size_increment
             events.append(ev)
         elif t == NGHTTP2_SETTINGS:
             if not frame.hd.flags & NGHTTP2_FLAG_ACK:
