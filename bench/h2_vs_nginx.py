@@ -115,8 +115,8 @@ def compare(args: argparse.Namespace) -> dict[str, list[H2Result]]:
         start_nginx(procs, tmp, "backend", _BACKEND.format(host=LOOPBACK, port=backend), backend, server_cpu,
                     args.start_timeout)
         nginx = start_nginx(procs, tmp, "nginx", _PROXY.format(
-            host=LOOPBACK, port=nginx_plain, backend_port=backend, tls=listeners), nginx_plain, server_cpu,
-            args.start_timeout)
+            host=LOOPBACK, port=nginx_plain, backend_port=backend, tls=listeners, log=""), nginx_plain,
+            server_cpu, args.start_timeout)
         gateway, gateway_port, _ = start_fleetgate(procs, args, bench_fleet(tmp / "fleet", backend, tls=tls_pem),
                                                    tmp, server_cpu, probe_host=HOST)
         targets = {"nginx": (nginx, nginx_h2c, False), "fleetgate": (gateway, gateway_port, False)}
