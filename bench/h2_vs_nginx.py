@@ -10,7 +10,14 @@ certificate, ALPN h2; h2load keeps its connections, so this is the cost of TLS r
 not of handshakes), each round running all four targets in turn.
 
     python bench/h2_vs_nginx.py [--connections 50] [--streams 10] [--rounds 3] [--duration 10] [--tls]
+    python bench/h2_vs_nginx.py --grpc [--connections 50] [--streams 1]   # gRPC unary
     python bench/h2_vs_nginx.py --library-floor   # CPU of the h2 library alone per request
+
+`--grpc`: unary gRPC calls (h2load POSTing one gRPC-framed message with `content-type:
+application/grpc` and `te: trailers`) through nginx's `grpc_pass` (upstream keepalive) and
+through fleetgate's `backend-protocol: GRPC` route, both to one h2c gRPC backend: an nginx
+server answering every call with one 5-byte message and `grpc-status: 0` in trailers (a
+static file and add_trailer: no application cost, as the nginx backend of the HTTP rows).
 
 `--library-floor` measures, in-process and without sockets, what the h2 library costs a
 server per request (receive a HEADERS frame of h2load's request, send a six-header
@@ -31,13 +38,46 @@ from pathlib import Path
 from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import (LOOPBACK, Processes, ensure_tools, free_port, interrupt_on_signals, log, median,  # noqa: E402
-                   pinned, tree_cpu_seconds)
-from proxy_vs_nginx import (HOST, TOOLS, _BACKEND, _PROXY, bench_fleet, choose_cpus, start_fleetgate,  # noqa: E402
-                            start_nginx)
+from _util import (LOOPBACK, Proc, Processes, ensure_tools, free_port, interrupt_on_signals, log,  # noqa: E402
+                   median, pinned, tree_cpu_seconds)
+from proxy_vs_nginx import (HOST, TOOLS, _BACKEND, _PROXY, _ingress, _ingress_class, _service,  # noqa: E402
+                            _slice, _write_fleet, bench_fleet, choose_cpus, start_fleetgate, start_nginx)
 
 _H2C = """
         listen {host}:{port} http2 backlog=4096;"""
+_GRPC_BACKEND = """\
+    server {{
+        listen {host}:{port} backlog=4096;
+        location / {{ return 200 "ok\\n"; }}
+    }}
+    server {{
+        listen {host}:{grpc_port} http2 backlog=4096;
+        location / {{
+            default_type application/grpc;
+            add_trailer grpc-status 0 always;
+            add_trailer grpc-message "" always;
+            error_page 405 =200 /reply.bin;
+            root {dir};
+            try_files /reply.bin =404;
+        }}
+    }}"""
+_GRPC_PROXY = """\
+    upstream grpcbackend {{
+        server {host}:{grpc_port};
+        keepalive 1024;
+        keepalive_requests 10000000;
+        keepalive_timeout 300s;
+    }}
+    server {{
+        listen {host}:{port} backlog=4096;
+        location / {{ return 200 "ok\\n"; }}
+    }}
+    server {{
+        listen {host}:{h2_port} http2 backlog=4096;
+        location / {{ grpc_pass grpc://grpcbackend; }}
+    }}"""
+GRPC_PATH = "/bench.Echo/Unary"
+GRPC_MESSAGE = b"\x00\x00\x00\x00\x05hello"  # uncompressed, 5 bytes: the request and the reply
 _H2TLS = """
         listen {host}:{port} ssl http2 backlog=4096;
         ssl_certificate {dir}/tls.crt;
@@ -72,9 +112,13 @@ def parse_h2load(text: str) -> H2Result:
 
 
 def run_h2load(port: int, *, connections: int, streams: int, duration_s: int, cpu: int | None,
-               tls: bool = False) -> H2Result:
+               tls: bool = False, grpc: Path | None = None) -> H2Result:
+    """h2load for duration_s; with `grpc` (a file holding one gRPC message) unary calls."""
     cmd = ["h2load", "-c", str(connections), "-m", str(streams), "-t", "1", "-D", str(duration_s),
-           "-H", ":authority: %s" % HOST, "%s://%s:%d/" % ("https" if tls else "http", LOOPBACK, port)]
+           "-H", ":authority: %s" % HOST]
+    if grpc is not None:
+        cmd += ["-d", str(grpc), "-H", "content-type: application/grpc", "-H", "te: trailers"]
+    cmd.append("%s://%s:%d%s" % ("https" if tls else "http", LOOPBACK, port, GRPC_PATH if grpc else "/"))
     out = subprocess.run(pinned(cmd, cpu), capture_output=True, text=True, timeout=duration_s + 60, check=False)
     if out.returncode != 0:
         raise RuntimeError("h2load failed (%d): %s%s" % (out.returncode, out.stdout, out.stderr))
@@ -141,17 +185,75 @@ def compare(args: argparse.Namespace) -> dict[str, list[H2Result]]:
     return runs
 
 
+def compare_grpc(args: argparse.Namespace) -> dict[str, list[H2Result]]:
+    """nginx grpc_pass and fleetgate's GRPC route to one h2c gRPC backend (see the docstring)."""
+    ensure_tools({**TOOLS, "h2load": "nghttp2-client"})
+    server_cpu, client_cpu = choose_cpus(args)
+    with tempfile.TemporaryDirectory(prefix="fleetgate-grpc-") as tmpdir, Processes() as procs:
+        tmp = Path(tmpdir)
+        tmp.chmod(0o755)  # nginx's workers (not root) read the reply from here
+        (tmp / "reply.bin").write_bytes(GRPC_MESSAGE)
+        request = tmp / "request.bin"
+        request.write_bytes(GRPC_MESSAGE)
+        backend, backend_grpc, nginx_plain, nginx_h2c = free_port(), free_port(), free_port(), free_port()
+        start_nginx(procs, tmp, "backend", _GRPC_BACKEND.format(host=LOOPBACK, port=backend, grpc_port=backend_grpc,
+                                                                dir=tmp), backend, server_cpu, args.start_timeout)
+        nginx = start_nginx(procs, tmp, "nginx", _GRPC_PROXY.format(
+            host=LOOPBACK, port=nginx_plain, grpc_port=backend_grpc, h2_port=nginx_h2c), nginx_plain, server_cpu,
+            args.start_timeout)
+        fleet = _write_fleet(tmp / "fleet", hub=[_ingress_class(), _ingress(
+            "bench", [(HOST, "backend")], annotations={"nginx.ingress.kubernetes.io/backend-protocol": "GRPC"})],
+            clusters={"bench": [_service("backend"), _slice("backend-1", "backend", [LOOPBACK], backend_grpc)]})
+        gateway, gateway_port, _ = start_fleetgate(procs, args, fleet, tmp, server_cpu, probe_host=None)
+        deadline = time.monotonic() + args.start_timeout  # the route is in the table once a call succeeds
+        while True:
+            try:
+                if run_h2load(gateway_port, connections=1, streams=1, duration_s=1, cpu=client_cpu,
+                              grpc=request).requests:
+                    break
+            except RuntimeError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("no gRPC call through fleetgate succeeded within %.0f s" % args.start_timeout)
+            time.sleep(0.2)
+        targets = {"nginx": (nginx, nginx_h2c), "fleetgate": (gateway, gateway_port)}
+        return _rounds(args, targets, client_cpu, grpc=request)
+
+
+def _rounds(args: argparse.Namespace, targets: dict[str, tuple[Proc, int]], client_cpu: int | None, *,
+            grpc: Path | None = None) -> dict[str, list[H2Result]]:
+    """A warm-up per target, then the rounds, each running every target in turn."""
+    for name, (_, port) in targets.items():
+        log("warm-up %s", name)
+        run_h2load(port, connections=args.connections, streams=args.streams, duration_s=2, cpu=client_cpu, grpc=grpc)
+    runs: dict[str, list[H2Result]] = {name: [] for name in targets}
+    for rnd in range(args.rounds):
+        for name, (proc, port) in targets.items():
+            before = tree_cpu_seconds(proc.pid)
+            res = run_h2load(port, connections=args.connections, streams=args.streams, duration_s=args.duration,
+                             cpu=client_cpu, grpc=grpc)
+            cpu_us = (tree_cpu_seconds(proc.pid) - before) * 1e6 / max(res.requests, 1)
+            res = H2Result(res.rps, res.mean_ms, res.max_ms, res.requests, res.errors, cpu_us)
+            log("round %d %-13s %9.0f req/s  mean %.2f ms  max %.2f ms  errors %d  CPU %.1f us/req",
+                rnd + 1, name, res.rps, res.mean_ms, res.max_ms, res.errors, res.cpu_us)
+            runs[name].append(res)
+    return runs
+
+
 def print_table(args: argparse.Namespace, runs: dict[str, list[H2Result]]) -> None:
-    print("h2load -c%d -m%d -D%ds (h2c, prior knowledge%s), medians of %d rotated rounds"
-          % (args.connections, args.streams, args.duration, "; -tls: h2 over TLS, ALPN" if args.tls else "",
-             args.rounds))
+    if args.grpc:
+        what = "gRPC unary, nginx grpc_pass vs backend-protocol GRPC, h2c both ways"
+    else:
+        what = "h2c, prior knowledge" + ("; -tls: h2 over TLS, ALPN" if args.tls else "")
+    print("h2load -c%d -m%d -D%ds (%s), medians of %d rotated rounds"
+          % (args.connections, args.streams, args.duration, what, args.rounds))
     print("%-13s %10s %9s %9s %7s %9s" % ("target", "req/s", "mean ms", "max ms", "errors", "CPU/req"))
     for name, results in runs.items():
         print("%-13s %10.0f %9.2f %9.2f %7d %7.1fus" % (
             name, median([r.rps for r in results]), median([r.mean_ms for r in results]),
             median([r.max_ms for r in results]), sum(r.errors for r in results),
             median([r.cpu_us for r in results])))
-    for suffix, what in (("", "h2c"), ("-tls", "h2 over TLS")):
+    for suffix, what in (("", "gRPC unary" if args.grpc else "h2c"), ("-tls", "h2 over TLS")):
         if "nginx" + suffix in runs:
             paired = median([f.rps / n.rps for n, f in zip(runs["nginx" + suffix], runs["fleetgate" + suffix])])
             print("fleetgate/nginx %s: %.2fx req/s (median of per-round ratios)" % (what, paired))
@@ -207,13 +309,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--library-floor", action="store_true", help="only measure the h2 library's own CPU per request")
     p.add_argument("--tls", action="store_true", help="h2 over TLS rows too (ALPN h2, one self-signed EC P-256 "
                                                       "certificate for both proxies)")
+    p.add_argument("--grpc", action="store_true", help="gRPC unary calls: nginx grpc_pass vs a GRPC route")
     args = p.parse_args(argv)
+    if args.grpc and args.tls:
+        p.error("--grpc goes with h2c only (not --tls)")
     if args.library_floor:
         print("%.1f us CPU per request in the h2 library alone (server side, no sockets)" % library_floor())
         return 0
     interrupt_on_signals()
     try:
-        print_table(args, compare(args))
+        print_table(args, compare_grpc(args) if args.grpc else compare(args))
     except KeyboardInterrupt:
         return 130
     except RuntimeError as exc:
