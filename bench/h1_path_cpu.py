@@ -13,6 +13,9 @@ same figure on a busy or a quiet machine.
     python bench/h1_path_cpu.py --floor [--instructions]   # bench/floor_proxy.py instead
     python bench/h1_path_cpu.py --headers 12 [--instructions]  # a longer (browser-like) head
     python bench/h1_path_cpu.py --policies [--instructions]  # canary + cluster weights + 10 % mirror
+    python bench/h1_path_cpu.py --access-log PATH [--access-log-format json] [--instructions]
+        # the access log on: each request's line formatted and handed to the writer thread
+        # right after it (a batch per request: the worst case, one request per loop turn)
 
 `--policies` gives the route what bench/proxy_vs_nginx.py --policies gives it: a canary
 Ingress (by header x-canary, else 10 %), cluster-weights zone-a=70,zone-b=30 over two
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import re
 import shutil
@@ -34,6 +38,7 @@ import uvloop
 
 from fleet.objects import parse_object
 from fleet.snapshot import ClusterObjects, FleetSnapshot, MemberCluster
+from gateway.accesslog import AccessLog
 from gateway.context import GatewayContext
 from gateway.protocol.downstream import DownstreamH1
 from gateway.routing.build import build
@@ -136,12 +141,34 @@ def policies_snapshot() -> FleetSnapshot:
     return FleetSnapshot(hub=hub, members=tuple(members))
 
 
-def _loop(ds: asyncio.Protocol, up: asyncio.Protocol, n: int) -> float:
+# --access-log PATH and --access-log-format, when given (main sets them)
+ACCESS_LOG: str | None = None
+ACCESS_LOG_FORMAT = "text"
+
+
+def _attach_log(ctx: GatewayContext) -> AccessLog | None:
+    if not ACCESS_LOG:
+        return None
+    log = AccessLog(ACCESS_LOG, ACCESS_LOG_FORMAT)
+    log.open(asyncio.get_running_loop())
+    ctx.metrics.log = log
+    return log
+
+
+def _loop(ds: asyncio.Protocol, up: asyncio.Protocol, n: int, log: AccessLog | None = None) -> float:
     """CPU microseconds per request for n requests through ds and responses through up."""
     start = time.process_time()
-    for _ in range(n):
-        ds.data_received(REQUEST)  # type: ignore[attr-defined]
-        up.data_received(RESPONSE)  # type: ignore[attr-defined]
+    if log is None:
+        for _ in range(n):
+            ds.data_received(REQUEST)  # type: ignore[attr-defined]
+            up.data_received(RESPONSE)  # type: ignore[attr-defined]
+    else:
+        flush = log.flush
+        for _ in range(n):
+            ds.data_received(REQUEST)  # type: ignore[attr-defined]
+            up.data_received(RESPONSE)  # type: ignore[attr-defined]
+            flush()  # what the loop's call_soon runs after this turn
+        log.close()
     elapsed = time.process_time() - start
     assert ds.transport.written > 0 and up.transport.written > 0  # type: ignore[attr-defined]
     return elapsed * 1e6 / n
@@ -149,6 +176,7 @@ def _loop(ds: asyncio.Protocol, up: asyncio.Protocol, n: int) -> float:
 
 async def run(n: int) -> float:
     ctx = GatewayContext()
+    log = _attach_log(ctx)
     table, _ = build(snapshot())
     ctx.swap_table(table)
     ds = DownstreamH1(ctx)
@@ -158,7 +186,7 @@ async def run(n: int) -> float:
     up = UpstreamH1(pool)
     up.connection_made(MemoryTransport())
     pool.release(up, 0.0)
-    return _loop(ds, up, n)
+    return _loop(ds, up, n, log)
 
 
 def _loop_policies(ds: asyncio.Protocol, mirror: _MirrorConnection, n: int) -> float:
@@ -218,8 +246,11 @@ def instructions(requests: int, floor: bool, headers: int = 3, policies: bool = 
     """Instructions callgrind counts for a whole run of `requests` requests."""
     out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
                           sys.executable, __file__, "--requests", str(requests), "--headers", str(headers)]
-                         + (["--floor"] if floor else []) + (["--policies"] if policies else []),
-                         capture_output=True, text=True, timeout=900, check=True)
+                         + (["--floor"] if floor else []) + (["--policies"] if policies else [])
+                         + (["--access-log", ACCESS_LOG, "--access-log-format", ACCESS_LOG_FORMAT]
+                            if ACCESS_LOG else []),
+                         capture_output=True, text=True, timeout=900, check=True,
+                         env=dict(os.environ, PYTHONHASHSEED="0"))  # the same start-up in both runs
     m = re.search(r"Collected : (\d+)", out.stderr)
     if m is None:
         raise SystemExit("no instruction count in valgrind's output:\n" + out.stderr[-2000:])
@@ -236,13 +267,20 @@ def main() -> None:
     ap.add_argument("--headers", type=int, default=3, help="header lines in the request (3..15)")
     ap.add_argument("--policies", action="store_true",
                     help="the route has a canary, cluster weights over two member clusters and a 10 %% mirror")
+    ap.add_argument("--access-log", metavar="PATH", help="the access log on, written to PATH")
+    ap.add_argument("--access-log-format", choices=("text", "json"), default="text")
     args = ap.parse_args()
     if args.policies and args.floor:
         ap.error("--policies goes with the gateway's path, not --floor")
-    global REQUEST
+    if args.access_log and (args.policies or args.floor):
+        ap.error("--access-log goes with the plain gateway path")
+    global REQUEST, ACCESS_LOG, ACCESS_LOG_FORMAT
     REQUEST = request_with(args.headers)
+    ACCESS_LOG, ACCESS_LOG_FORMAT = args.access_log, args.access_log_format
     what = ("floor_proxy.py" if args.floor else
             "Python request path, canary + cluster weights + 10 % mirror" if args.policies else "Python request path")
+    if args.access_log:
+        what += ", access log %s" % args.access_log_format
     if args.instructions:
         if shutil.which("valgrind") is None:
             raise SystemExit("valgrind is not installed (apt-get install -y valgrind)")

@@ -71,6 +71,8 @@ async def _bind(what: str, address: str, start: Callable[[], Awaitable[Any]]) ->
     failed (a ListenerError says which, when one call opens several)."""
     try:
         return await start()
+    except gateway_cli.AccessLogError as exc:  # (the gateway's access log file, opened at start)
+        raise StartupError(str(exc)) from None
     except OSError as exc:
         if isinstance(exc, gateway_cli.ListenerError):
             what, address = exc.listener, show_address(exc.address)

@@ -6,6 +6,7 @@ import argparse
 from fleet.admin import AdminServer
 from fleet.view import FleetView
 
+from .accesslog import AccessLogError
 from .context import Limits
 from .server import Gateway, GatewayOptions
 
@@ -41,6 +42,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http2", choices=("on", "off"), default="on",
                         help="HTTP/2 for clients: ALPN h2 on TLS and h2c prior knowledge (default %(default)s; "
                              "off: HTTP/1.1 only, as ingress-nginx's use-http2: false)")
+    parser.add_argument("--access-log", default="-", metavar="off|-|PATH",
+                        help="one line per request: - for stdout, a file (appended to), or off "
+                             "(default %(default)s; docs/access-log.md)")
+    parser.add_argument("--access-log-format", choices=("text", "json"), default="text",
+                        help="text: ingress-nginx's log-format-upstream plus member cluster and canary; "
+                             "json: the same fields, one object per line (default %(default)s)")
+    parser.add_argument("--metrics-endpoint-labels", action="store_true",
+                        help="also export per-endpoint series (ejections, upstream connections by endpoint); "
+                             "off by default: 10,000 pods would make 10,000 series of each")
     parser.add_argument("--publish-address", default=None, metavar="ADDRESS",
                         help="IP or hostname written to status.loadBalancer of the Ingresses served "
                              "(live hubs; default: none, status is not written)")
@@ -69,6 +79,9 @@ def options_from(args: argparse.Namespace, http: tuple[str, int], *, reuse_port:
         drain_timeout=args.drain_timeout,
         zone=args.zone,
         publish_address=args.publish_address,
+        access_log=getattr(args, "access_log", "off"),
+        access_log_format=getattr(args, "access_log_format", "text"),
+        metrics_endpoint_labels=getattr(args, "metrics_endpoint_labels", False),
     )
 
 
@@ -79,6 +92,9 @@ async def start_gateway(fleet: FleetView, options: GatewayOptions, admin: AdminS
     gateway.follow(fleet)
     try:
         await gateway.start()
+    except AccessLogError:
+        await gateway.close()
+        raise
     except OSError as exc:
         # the http listener is bound first; with it up, the failure was the https one
         listener = "https" if gateway.servers else "http"

@@ -35,6 +35,23 @@ class Limits:
     upstream_keepalive_connections: int = 320
 
 
+class CountedHealth(HealthState):
+    """HealthState that tells the metrics of each new outlier ejection (connect failures
+    and consecutive 5xx both eject through `eject`)."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def eject(self, key: str, peers: Iterable[str], now: float) -> bool:
+        h = self.endpoints.get(key)
+        already = h is not None and h.ejected_until > now
+        ejected = super().eject(key, peers, now)
+        if ejected and not already:
+            self.metrics.ejected(key)
+        return ejected
+
+
 class GatewayContext:
     def __init__(self, *, limits: Limits = Limits(), cluster_header: bool = True,
                  max_idle_per_endpoint: int | None = None, zone: str | None = None) -> None:
@@ -46,7 +63,7 @@ class GatewayContext:
         self.pools = PoolRegistry(limits.upstream_keepalive_connections if max_idle_per_endpoint is None
                                   else max_idle_per_endpoint)
         self.metrics = GatewayMetrics()
-        self.health = HealthState()
+        self.health: HealthState = CountedHealth(self.metrics)
         self.balancer = BalancerState()
         self.mirrors = Mirrors()
         # open client connections (protocol/'s DownstreamH1, DownstreamH2): drained on
@@ -56,6 +73,7 @@ class GatewayContext:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.metrics.health_rows = self.health_rows
         self.metrics.mirror_counts = self.mirrors.counts
+        self.metrics.connection_rows = self.connection_rows
         self._cluster_lines: dict[str, bytes] = {}
         self.rid_prefix = os.urandom(6).hex().encode() + b"-"  # x-request-id: <prefix>-<counter>
         self.rid = 0
@@ -63,7 +81,8 @@ class GatewayContext:
     def swap_table(self, table: RouteTable) -> None:
         self.table = table
         backends = list(all_backends(table))
-        keys = {e.key for b in backends for e in b.endpoints}
+        self.metrics.endpoint_cluster = clusters = {e.key: e.cluster for b in backends for e in b.endpoints}
+        keys = set(clusters)
         self.pools.retain(keys | {TLS_POOL_PREFIX + k for k in keys})
         self.health.retain(keys)
         self.balancer.retain(keys, {b.key for b in backends})
@@ -100,3 +119,27 @@ class GatewayContext:
             for e in b.endpoints:
                 rows[(e.cluster, f"{b.namespace}/{b.service}", e.key)] = int(self.health.is_up(e.key, now))
         return rows
+
+    def connection_rows(self) -> tuple[int, dict[tuple[str, str, str], int]]:
+        """Client connections open, and upstream HTTP/1.1 connections by (member cluster,
+        state, endpoint): idle ones from the pools, active ones from the exchanges in
+        flight (read at scrape time, never counted on the request path)."""
+        clusters = self.metrics.endpoint_cluster
+        by_endpoint = self.metrics.endpoint_labels
+        rows: dict[tuple[str, str, str], int] = {}
+        client = 0
+        for ds in list(self.downstreams):
+            if getattr(ds.transport, "stream_id", None) is None:
+                client += 1  # (an HTTP/2 stream's request engine rides its connection's)
+            streams = getattr(ds, "streams", None)  # an HTTP/2 connection: its streams' exchanges
+            for holder in (ds, *(streams.values() if streams else ())):
+                ex = getattr(holder, "active", None)
+                if ex is not None and ex.upstream is not None and ex.endpoint is not None:
+                    k = (ex.endpoint.cluster, "active", ex.endpoint.key if by_endpoint else "")
+                    rows[k] = rows.get(k, 0) + 1
+        for key, pool in list(self.pools.pools.items()):
+            if pool.idle:
+                ep_key = key[len(TLS_POOL_PREFIX):] if key.startswith(TLS_POOL_PREFIX) else key
+                k = (clusters.get(ep_key, ""), "idle", ep_key if by_endpoint else "")
+                rows[k] = rows.get(k, 0) + len(pool.idle)
+        return client, rows

@@ -1,70 +1,252 @@
 """Gateway metrics: plain dict counters on the request path, exported at scrape time.
 
 prometheus_client's labelled counters take a lock and a label lookup per increment; on a
-path that runs 30k times a second that is measurable. Here a request costs one dict
-lookup and a bisect; a custom Collector turns them into the CONTRACT's metric families
-when /metrics is scraped.
+path that runs 30k times a second that is measurable. Here a finished request costs one
+call, `request_done(ex, now)`: one dict lookup by (label, ingress, service, cluster,
+method, status), a bisect, three additions, and a tuple appended for the access log when
+it is on. The custom Collector turns the rows into the CONTRACT's families and the
+operator's (ingress-nginx / Envoy style) families when /metrics is scraped; everything
+that is not per request (connections, pools, ejections) is read from the gateway's state
+at scrape time too. docs/metrics.md lists the families.
 """
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+if TYPE_CHECKING:
+    from .accesslog import AccessLog
+
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+           10.0, 30.0, 60.0)
+# a row: request count per bucket (len(BUCKETS) + the +Inf one), then these
+SUM, RECV, SENT = len(BUCKETS) + 1, len(BUCKETS) + 2, len(BUCKETS) + 3
+ROW = len(BUCKETS) + 4
+# the method label's values (any other method is counted as OTHER, so a client inventing
+# methods cannot make series without bound)
+METHODS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"CONNECT", b"TRACE"))
+_OTHER = b"OTHER"
+
+RowKey = tuple  # (label, ingress, service key, cluster, method, status)
+
+
+def status_class(code: int) -> str:
+    return "%dxx" % (code // 100) if 100 <= code < 600 else "other"
+
+
+def _histogram(rows: Mapping[Any, list[float]], name: str, doc: str, labels: list[str]) -> HistogramMetricFamily:
+    h = HistogramMetricFamily(name, doc, labels=labels)
+    for key, counts in sorted(rows.items()):
+        cumulative: list[tuple[str, float]] = []
+        running = 0.0
+        for bound, count in zip((*map(str, BUCKETS), "+Inf"), counts[:SUM]):
+            running += count
+            cumulative.append((bound, running))
+        h.add_metric(list(key), cumulative, sum_value=counts[SUM])
+    return h
 
 
 class GatewayMetrics(Collector):
     def __init__(self) -> None:
-        # (ingress, cluster, code) -> [count per bucket..., +Inf bucket, sum of seconds]:
-        # one dict lookup per request; request counts are the bucket sums
-        self.rows: dict[tuple[str, str, int], list[float]] = {}
+        # (label, ingress, service, cluster, method, status) -> [count per bucket..., +Inf,
+        # sum of seconds, request bytes, response bytes]: one dict lookup per request
+        self.rows: dict[RowKey, list[float]] = {}
         self.retries: dict[str, int] = {}
+        self.failovers: dict[tuple[str, str, str], int] = {}  # (ingress, from, to) -> requests
+        self.ejections: dict[tuple[str, str], int] = {}  # (cluster, endpoint or "") -> ejections
+        self.endpoint_labels = False  # --metrics-endpoint-labels: per-endpoint series too
+        self.endpoint_cluster: Mapping[str, str] = {}  # endpoint key -> member cluster (the current table)
+        self.accepted: dict[str, int] = {}  # listener -> downstream connections accepted
         self.health_rows: Callable[[], dict[tuple[str, str, str], int]] = dict
+        self.connection_rows: Callable[[], tuple[int, dict[tuple[str, str, str], int]]] = lambda: (0, {})
         self.mirror_counts: dict[tuple[str, str], int] = {}
+        self.log: "AccessLog | None" = None  # the access log, when on
         # set by the server on each route-table swap, read at scrape time
         self.config_generation = 0
         self.last_reload = 0.0  # Unix time of the last swap
         self.cert_expiry: Callable[[], Mapping[str, float]] = dict  # Secret -> notAfter
 
+    # --- the request path -------------------------------------------------------------
+
+    def request_done(self, ex: Any, now: float) -> None:
+        """A downstream request was answered (relayed, generated or cut): count it, and
+        queue it for the access log. `now` is the same clock as `ex.start` (monotonic)."""
+        ds = ex.ds
+        n = ds.sent  # response bytes: flushed on this connection, plus what waits in its output
+        for b in ds.out:
+            n += len(b)
+        sent = n - ds.logged
+        ds.logged = n
+        method = ex.method
+        if method not in METHODS:
+            method = _OTHER
+        r = ex.route
+        if r is None:
+            key = (ex.label, "", "", ex.cluster, method, ex.status)
+        else:
+            b = ex.backend or r.backend
+            key = (ex.label, r.ingress, b.key if b is not None else "", ex.cluster, method, ex.status)
+        row = self.rows.get(key)
+        if row is None:
+            row = self.rows[key] = [0.0] * ROW
+        seconds = now - ex.start
+        row[bisect_left(BUCKETS, seconds)] += 1
+        row[SUM] += seconds
+        req = ex.req
+        # the request line, Host, the forwarded header lines and the body (the codec keeps
+        # no raw head); a body-less request reads no class default (body_size)
+        received = len(req[0]) + len(req[1]) + len(req[3]) + len(req[12]) + 22
+        if req[4] > 0 or req[5]:
+            received += ex.body_size
+        row[RECV] += received
+        row[SENT] += sent
+        if ex.attempt > 1:  # a retry (the first attempt set it to 1): maybe a failover
+            self._failover(ex, r)
+        log = self.log
+        if log is not None:
+            pending = log.pending
+            if not pending:
+                log.schedule()
+            pending.append((ex, seconds, sent, received))
+
+    def _failover(self, ex: Any, r: Any) -> None:
+        """A retried request: a failover when its last attempt went to another member cluster."""
+        if not ex.tried:
+            return
+        first = self.endpoint_cluster.get(ex.tried[0], "")
+        ep = ex.endpoint
+        to = ep.cluster if ep is not None else ""
+        if first and to and to != first:
+            k = (r.ingress if r is not None else "", first, to)
+            self.failovers[k] = self.failovers.get(k, 0) + 1
+
     def observe(self, ingress: str, cluster: str, code: int, seconds: float) -> None:
-        key = (ingress, cluster, code)
-        h = self.rows.get(key)
-        if h is None:
-            h = self.rows[key] = [0.0] * (len(BUCKETS) + 2)
-        h[bisect_left(BUCKETS, seconds)] += 1
-        h[-1] += seconds
+        """A response that is no exchange's (a refused head, a gRPC call): counted only."""
+        key = (ingress, ingress, "", cluster, _OTHER, code)
+        row = self.rows.get(key)
+        if row is None:
+            row = self.rows[key] = [0.0] * ROW
+        row[bisect_left(BUCKETS, seconds)] += 1
+        row[SUM] += seconds
+
+    def grpc_done(self, gs: Any, now: float) -> None:
+        """A gRPC call ended (h2_grpc.py's GrpcStream: no Exchange): counted and logged."""
+        r = gs.route
+        b = gs.backend or r.backend
+        ep = gs.ep
+        cluster = ep.cluster if ep is not None else ""
+        status = gs.status or 499
+        seconds = now - gs.start
+        key = (gs.label, r.ingress, b.key if b is not None else "", cluster, b"POST", status)
+        row = self.rows.get(key)
+        if row is None:
+            row = self.rows[key] = [0.0] * ROW
+        row[bisect_left(BUCKETS, seconds)] += 1
+        row[SUM] += seconds
+        row[RECV] += gs.body_size
+        if self.log is not None:
+            from .accesslog import grpc_entry
+            self.log.add_entry(grpc_entry(gs, seconds, cluster, status))
 
     def retry(self, cluster: str) -> None:
         self.retries[cluster] = self.retries.get(cluster, 0) + 1
 
+    def ejected(self, key: str) -> None:
+        """An endpoint was ejected by outlier detection (rare: called from HealthState)."""
+        cluster = self.endpoint_cluster.get(key, "")
+        k = (cluster, key if self.endpoint_labels else "")
+        self.ejections[k] = self.ejections.get(k, 0) + 1
+
+    def connection_accepted(self, listener: str) -> None:
+        self.accepted[listener] = self.accepted.get(listener, 0) + 1
+
+    # --- scrape time ------------------------------------------------------------------
+
     def collect(self) -> Iterator:
+        rows = sorted(self.rows.items())
+        contract: dict[tuple[str, str, str], float] = {}
+        detailed: dict[tuple[str, ...], float] = {}
+        durations: dict[tuple[str], list[float]] = {}
+        upstream: dict[tuple[str, str], list[float]] = {}
+        recv: dict[tuple[str, str], float] = {}
+        sent: dict[tuple[str, str], float] = {}
+        for (label, ingress, service, cluster, method, code), row in rows:
+            n = sum(row[:SUM])
+            k3 = (label, cluster, str(code))
+            contract[k3] = contract.get(k3, 0) + n
+            canary = label if ingress and label != ingress else ""
+            k6 = (ingress or label, service, cluster, method.decode("latin-1"), status_class(code), canary)
+            detailed[k6] = detailed.get(k6, 0) + n
+            d = durations.setdefault((label,), [0.0] * ROW)
+            for i in range(SUM + 1):
+                d[i] += row[i]
+            if cluster:  # an upstream's response (the gateway's own answers have no member cluster)
+                u = upstream.setdefault((ingress or label, cluster), [0.0] * ROW)
+                for i in range(SUM + 1):
+                    u[i] += row[i]
+            kb = (ingress or label, cluster)
+            recv[kb] = recv.get(kb, 0) + row[RECV]
+            sent[kb] = sent.get(kb, 0) + row[SENT]
         c = CounterMetricFamily("fleetgate_http_requests", "HTTP requests by ingress, member cluster and status",
                                 labels=["ingress", "cluster", "code"])
-        durations: dict[str, list[float]] = {}
-        for (ingress, cluster, code), row in sorted(self.rows.items()):
-            c.add_metric([ingress, cluster, str(code)], int(sum(row[:-1])))
-            d = durations.setdefault(ingress, [0.0] * len(row))
-            for i, v in enumerate(row):
-                d[i] += v
+        for k, v in contract.items():
+            c.add_metric(list(k), int(v))
         yield c
-        h = HistogramMetricFamily("fleetgate_http_request_duration_seconds",
-                                  "Time from request head to the end of the response", labels=["ingress"])
-        for ingress, counts in sorted(durations.items()):
-            cumulative: list[tuple[str, float]] = []
-            running = 0.0
-            for bound, count in zip((*map(str, BUCKETS), "+Inf"), counts[:-1]):
-                running += count
-                cumulative.append((bound, running))
-            h.add_metric([ingress], cumulative, sum_value=counts[-1])
-        yield h
+        c = CounterMetricFamily("fleetgate_ingress_requests",
+                                "HTTP requests by ingress, service, member cluster, method, status class and "
+                                "the canary Ingress that matched (ingress-nginx's requests)",
+                                labels=["ingress", "service", "cluster", "method", "status_class", "canary"])
+        for k, v in sorted(detailed.items()):
+            c.add_metric(list(k), int(v))
+        yield c
+        yield _histogram(durations, "fleetgate_http_request_duration_seconds",
+                         "Time from request head to the end of the response", ["ingress"])
+        yield _histogram(upstream, "fleetgate_upstream_response_seconds",
+                         "Time from request head to the end of an upstream's response, by member cluster",
+                         ["ingress", "cluster"])
+        for name, doc, values in (("fleetgate_http_request_bytes", "Request bytes received (head and body)", recv),
+                                  ("fleetgate_http_response_bytes", "Response bytes sent (head and body)", sent)):
+            c = CounterMetricFamily(name, doc, labels=["ingress", "cluster"])
+            for k, v in sorted(values.items()):
+                c.add_metric(list(k), int(v))
+            yield c
         r = CounterMetricFamily("fleetgate_upstream_rq_retry", "Upstream request retries by member cluster",
                                 labels=["cluster"])
         for cluster, n in sorted(self.retries.items()):
             r.add_metric([cluster], n)
         yield r
+        f = CounterMetricFamily("fleetgate_failovers", "Requests whose last attempt went to another member "
+                                "cluster than their first", labels=["ingress", "from_cluster", "to_cluster"])
+        for k, n in sorted(self.failovers.items()):
+            f.add_metric(list(k), n)
+        yield f
+        e = CounterMetricFamily("fleetgate_endpoint_ejections", "Outlier ejections of upstream endpoints",
+                                labels=["cluster", "endpoint"] if self.endpoint_labels else ["cluster"])
+        for (cluster, key), n in sorted(self.ejections.items()):
+            e.add_metric([cluster, key] if self.endpoint_labels else [cluster], n)
+        yield e
+        active, conns = self.connection_rows()
+        yield GaugeMetricFamily("fleetgate_downstream_connections_active",
+                                "Client connections open (HTTP/1.1 and HTTP/2)", value=active)
+        a = CounterMetricFamily("fleetgate_downstream_connections_accepted", "Client connections accepted",
+                                labels=["listener"])
+        for listener, n in sorted(self.accepted.items()):
+            a.add_metric([listener], n)
+        yield a
+        u = GaugeMetricFamily("fleetgate_upstream_connections", "Upstream HTTP/1.1 connections open, by state "
+                              "(active: carrying a request; idle: pooled)",
+                              labels=["cluster", "state", "endpoint"] if self.endpoint_labels else ["cluster", "state"])
+        for (cluster, state, key), n in sorted(conns.items()):
+            u.add_metric([cluster, state, key] if self.endpoint_labels else [cluster, state], n)
+        yield u
+        lg = self.log
+        le = CounterMetricFamily("fleetgate_access_log_errors", "Access log lines not written (write failed, or "
+                                 "dropped behind a stalled writer)")
+        le.add_metric([], lg.errors if lg is not None else 0)
+        yield le
         g = GaugeMetricFamily("fleetgate_upstream_endpoint_healthy", "1 when the endpoint receives traffic",
                               labels=["cluster", "service", "address"])
         for (cluster, service, address), v in sorted(self.health_rows().items()):

@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 from fleet.snapshot import Diagnostic, FleetSnapshot
 from fleet.view import FleetView, not_following
 
+from .accesslog import AccessLog
 from .context import GatewayContext, Limits
 from .protocol.downstream import DownstreamH1
 from .protocol.h2 import TLSDownstream
@@ -41,6 +42,9 @@ class GatewayOptions:
     drain_timeout: float = 10.0
     zone: str | None = None  # this gateway's topology zone: prefer member clusters in it
     publish_address: str | None = None  # written to served Ingresses' status (live hubs)
+    access_log: str = "off"  # off | - (stdout) | a file path (the CLI's default is -)
+    access_log_format: str = "text"  # text | json
+    metrics_endpoint_labels: bool = False  # per-endpoint series (ejections, upstream connections)
 
 
 class Gateway:
@@ -50,6 +54,9 @@ class Gateway:
         self.options = options
         self.ctx = GatewayContext(limits=options.limits, cluster_header=options.cluster_header,
                                   zone=options.zone)
+        self.ctx.metrics.endpoint_labels = options.metrics_endpoint_labels
+        self.access_log: AccessLog | None = (None if options.access_log == "off"
+                                             else AccessLog(options.access_log, options.access_log_format))
         self.checker = ActiveChecker(self.ctx.health)
         self._memo = BuildMemo()
         self.diagnostics: list[Diagnostic] = []
@@ -112,9 +119,19 @@ class Gateway:
     async def start(self) -> list[tuple[str, int]]:
         loop = asyncio.get_running_loop()
         self.ctx.loop = loop
+        if self.access_log is not None and self.ctx.metrics.log is None:
+            self.access_log.open(loop)  # AccessLogError when it cannot be opened: before any listener
+            self.ctx.metrics.log = self.access_log
         host, port = self.options.http
         sock = _listen_socket(host, port, reuse_port=self.options.reuse_port)
-        server = await loop.create_server(lambda: DownstreamH1(self.ctx), sock=sock, backlog=2048)
+        ctx = self.ctx
+        accepted = ctx.metrics.connection_accepted
+
+        def downstream() -> DownstreamH1:
+            accepted("http")
+            return DownstreamH1(ctx)
+
+        server = await loop.create_server(downstream, sock=sock, backlog=2048)
         self.servers.append(server)
         if self.ctx.table.tls and self.options.https is not None:
             await self.open_https()
@@ -131,8 +148,14 @@ class Gateway:
             host, port = self.options.https
             sock = _listen_socket(host, port, reuse_port=self.options.reuse_port)
             context = self.certs.context
+            ctx = self.ctx
+
+            def downstream() -> TLSDownstream:
+                ctx.metrics.connection_accepted("https")
+                return TLSDownstream(ctx)
+
             self.https_server = await asyncio.get_running_loop().create_server(
-                lambda: TLSDownstream(self.ctx), sock=sock, backlog=2048, ssl=context,
+                downstream, sock=sock, backlog=2048, ssl=context,
                 ssl_handshake_timeout=self.ctx.limits.header_timeout)
             self.servers.append(self.https_server)
             self.ctx.https_port = self.https_address[1]  # type: ignore[index]
@@ -203,6 +226,8 @@ class Gateway:
             h2_pools.close_all()
         self.checker.close()
         self.ctx.mirrors.close()
+        if self.access_log is not None and self.ctx.metrics.log is not None:
+            self.access_log.close()  # the lines of the last requests are written first
 
     def debug_routes(self) -> dict[str, Any]:
         now = asyncio.get_running_loop().time()

@@ -266,7 +266,7 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
         ex.advance(DONE)
         self.active = None
         self._uncount(ex)
-        self.ctx.metrics.observe(ex.label, ex.cluster, ex.status, now - ex.start)
+        self.ctx.metrics.request_done(ex, now)
         self.flush()
         if self.transport is not None:
             self.transport.close()
@@ -355,7 +355,7 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
         if ex.counted is not None:
             self.balancer.observe(ex.counted, now - ex.sent, now)  # peak EWMA's sample
             self._uncount(ex)
-        ctx.metrics.observe(ex.label, ex.cluster, ex.status, now - ex.start)
+        ctx.metrics.request_done(ex, now)
         if ex.keep_alive and not self.paused and not ctx.draining:
             self.active = None  # the common end of a keep-alive exchange: wait for the next
             self.deadline = now + (self.header_timeout if self.began else self.idle_timeout)
@@ -375,7 +375,7 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
         self.out.append(error_response(code, reason, close=close, request_id=ex.request_id,
                                        extra=extra + ex.extra_resp))
         now = self.now()
-        self.ctx.metrics.observe(ex.label, "", code, now - ex.start)
+        self.ctx.metrics.request_done(ex, now)
         self._next(ex, now)
 
     def _next(self, ex: Exchange, now: float) -> None:

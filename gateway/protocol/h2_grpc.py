@@ -444,5 +444,4 @@ class GrpcStream:
             self.out_flow = 0
         if not getattr(self, "_observed", False):
             self._observed = True
-            cluster = self.ep.cluster if self.ep is not None else ""
-            self.ctx.metrics.observe(self.label, cluster, self.status or 499, self.conn.now() - self.start)
+            self.ctx.metrics.grpc_done(self, self.conn.now())

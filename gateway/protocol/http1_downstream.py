@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from typing import TYPE_CHECKING, Callable
 
 from ..codec import ChunkedDecoder, HeadError, RequestHead, head_end, parse_request
@@ -84,7 +85,7 @@ class H1Reader(asyncio.Protocol):
     __slots__ = ("ctx", "scheme", "tls", "transport", "peer", "buf", "resume", "began", "cur", "remaining",
                  "decoder", "active", "out", "deadline", "http11", "tunnel", "held", "close_after", "paused",
                  "final", "now", "header_timeout", "max_line", "max_headers", "head_limit", "health",
-                 "__weakref__")
+                 "sent", "logged", "__weakref__")
 
     # the HTTP/2 connection protocol for h2c prior knowledge: set by h2.py when it loads
     # (h2.py builds on DownstreamH1, so this module cannot import it back)
@@ -113,7 +114,11 @@ class H1Reader(asyncio.Protocol):
         self.close_after = False
         self.paused = False  # reading paused while pipelined bytes wait in buf
         self.final = b""  # a rejection to send once the in-flight response is done, before closing
-        self.now = asyncio.get_event_loop().time
+        # the monotonic clock itself, not the loop's cached time (uvloop's has millisecond
+        # steps): request times have microsecond resolution; deadlines share its base
+        self.now = time.monotonic
+        self.sent = 0  # response bytes flushed to the client (metrics and the access log)
+        self.logged = 0  # ... of them, accounted to a finished request already
         self.header_timeout = ctx.limits.header_timeout
         self.max_line = ctx.limits.max_request_line
         self.max_headers = ctx.limits.max_header_bytes
@@ -158,8 +163,10 @@ class H1Reader(asyncio.Protocol):
         out = self.out
         if out:
             t = self.transport
+            data = out[0] if len(out) == 1 else b"".join(out)
+            self.sent += len(data)
             if t is not None:
-                t.write(out[0] if len(out) == 1 else b"".join(out))
+                t.write(data)
             out.clear()
         if self.close_after and self.active is None and self.transport is not None:
             if self.final:

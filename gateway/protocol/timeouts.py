@@ -41,7 +41,7 @@ class TunnelsAndTimeouts:
         self.active = None
         self.tunnel = up
         self.deadline = 0.0
-        self.ctx.metrics.observe(ex.label, ex.cluster, 101, self.now() - ex.start)
+        self.ctx.metrics.request_done(ex, self.now())
         if rest:
             self.out.append(rest)
         held, self.held = self.held, None
