@@ -48,6 +48,7 @@ class H2Connection(Protocol):
     now: Callable[[], float]
 
     def flush(self) -> None: ...
+    def schedule(self) -> None: ...
     def send_data(self, st: Any, data: bytes) -> None: ...
     def reset(self, st: Any, code: Any) -> None: ...
     def stream_done(self, st: Any) -> None: ...
@@ -206,7 +207,7 @@ class GrpcStream:
             return
         self.waiting_pool = None
         self._connected_to(up)
-        self.conn.flush()  # (called from the pool's connect task too: nothing else flushes)
+        self.conn.schedule()  # (called from the pool's connect task too: nothing else writes)
 
     def _connected_to(self, up: "UpstreamH2 | None") -> None:
         if up is None:
@@ -245,7 +246,7 @@ class GrpcStream:
         if self.out_flow:  # all sent: the client may send as much again
             self.conn.h2.acknowledge_received_data(self.out_flow, self.stream_id)
             self.out_flow = 0
-            self.conn.flush()
+            self.conn.schedule()
         if self.request_done and self.up_open and up.streams.get(self.up_sid) is self and not self._end_sent:
             self._end_sent = True
             up.end(self.up_sid)
@@ -302,7 +303,7 @@ class GrpcStream:
         self.conn.h2.send_headers(self.stream_id, fields, end_stream=end)
         if end:  # trailers-only
             self._ended()
-        self.conn.flush()
+        self.conn.schedule()
 
     def up_data(self, data: bytes, flow: int) -> None:
         if self.ended:
@@ -314,7 +315,7 @@ class GrpcStream:
             self.up_unacked += flow
         elif self.up is not None:
             self.up.ack(self.up_sid, flow)
-        self.conn.flush()
+        self.conn.schedule()
 
     def up_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
         self.trailers = [(n, v) for n, v in headers if n not in _DROP]
@@ -326,7 +327,7 @@ class GrpcStream:
         self.up_open = False
         if not self.ended:
             self.end_stream()
-            self.conn.flush()
+            self.conn.schedule()
 
     def up_reset(self, code: int, refused: bool) -> None:
         self.up_open = False
@@ -337,7 +338,7 @@ class GrpcStream:
             self._failed(connect=False, refused=True)
         else:
             self.fail(UNAVAILABLE, "upstream-reset", code=h2.errors.ErrorCodes.CANCEL)
-        self.conn.flush()
+        self.conn.schedule()
 
     def up_window(self) -> None:
         self._pump()
@@ -351,7 +352,7 @@ class GrpcStream:
             self._failed(connect=False, lost=True)
         else:
             self.fail(UNAVAILABLE, "upstream-error")
-        self.conn.flush()
+        self.conn.schedule()
 
     def _failed(self, *, connect: bool, refused: bool = False, lost: bool = False) -> None:
         """The attempt failed before any response: another endpoint when the call may go again."""
@@ -374,7 +375,7 @@ class GrpcStream:
         self.timer = None
         if not self.ended:
             self.fail(DEADLINE_EXCEEDED, "deadline-exceeded")
-            self.conn.flush()
+            self.conn.schedule()
 
     def fail(self, status: int, reason: str, *, code: int = h2.errors.ErrorCodes.CANCEL) -> None:
         """End the call with a gRPC status of ours: trailers-only before a response, trailers after."""
