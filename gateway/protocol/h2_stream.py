@@ -379,13 +379,9 @@ class H2Stream(StreamAttempts, Planning):
         self._emit(True)
 
     def _observe(self, ex: Exchange, now: float) -> None:
-        """The finished request, to the metrics (and the access log, where there is one)."""
-        metrics = self.ctx.metrics
-        done = getattr(metrics, "request_done", None)
-        if done is not None:
-            done(ex, now)
-        else:
-            metrics.observe(ex.label, ex.cluster, ex.status, now - ex.start)
+        """The finished request, to the metrics and the access log (which read `sent`, `logged`
+        and `out` here as on a DownstreamH1)."""
+        self.ctx.metrics.request_done(ex, now)
 
     def start_tunnel(self, ex: Exchange, up: Any, rest: bytes) -> None:
         """A 101 nobody can have asked for (HTTP/2 has no Upgrade): the attempt failed."""
