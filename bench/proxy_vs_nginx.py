@@ -10,6 +10,14 @@ target: req/s >= 0.6x plain nginx).
         [--connections 50,200] [--fleetgate CMD] [--only nginx|fleetgate] [--json FILE]
     /work/venv/bin/python bench/proxy_vs_nginx.py --policies
     /work/venv/bin/python bench/proxy_vs_nginx.py --rss-scale
+    /work/venv/bin/python bench/proxy_vs_nginx.py --access-log
+
+`--access-log` measures what an access log costs each proxy: nginx with and without its
+access_log (ingress-nginx's log-format-upstream, to a file) and fleetgate with and without
+--access-log (to a file), all four in rotation, and prints each one's log-on/log-off req/s
+ratio (issue 15 target: ours costs no larger a fraction than nginx's). Without it both
+proxies run with their access logs off (fleetgate gets --access-log off: its default is
+stdout).
 """
 from __future__ import annotations
 
@@ -86,6 +94,15 @@ _NGINX_TLS = """
         ssl_certificate {dir}/tls.crt;
         ssl_certificate_key {dir}/tls.key;"""
 
+# ingress-nginx's default log-format-upstream ($proxy_upstream_name and friends are Lua-set
+# variables there; plain nginx logs $upstream_addr's kin and the request id instead)
+_NGINX_LOG_FORMAT = """\
+    log_format upstreaminfo '$remote_addr - $remote_user [$time_local] "$request" '
+        '$status $body_bytes_sent "$http_referer" "$http_user_agent" $request_length $request_time '
+        '[backend] [] $upstream_addr $upstream_response_length $upstream_response_time $upstream_status '
+        '$request_id';
+"""
+
 _PROXY = """\
     upstream backend {{
         server {host}:{backend_port};
@@ -94,7 +111,7 @@ _PROXY = """\
         keepalive_timeout 300s;
     }}
     server {{
-        listen {host}:{port} backlog=4096;{tls}
+        listen {host}:{port} backlog=4096;{tls}{log}
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -340,13 +357,15 @@ def fleetgate_cmd(override: str | None) -> tuple[list[str], Path | None]:
 
 
 def start_fleetgate(procs: Processes, args: argparse.Namespace, fleet: Path, tmp: Path, cpu: int | None,
-                    *, probe_host: str | None) -> tuple[Proc, int, int]:
+                    *, probe_host: str | None, access_log: str = "off",
+                    name: str = "fleetgate") -> tuple[Proc, int, int]:
     base, cwd = fleetgate_cmd(args.fleetgate)
     http_port, admin_port = free_port(), free_port()
     cmd = base + ["gateway", "--fleet", str(fleet),
                   "--http", "%s:%d" % (LOOPBACK, http_port), "--admin", "%s:%d" % (LOOPBACK, admin_port),
-                  "--workers", "1", "--log-level", args.gateway_log_level] + shlex.split(args.gateway_args)
-    proc = procs.start("fleetgate", pinned(cmd, cpu), log_path=tmp / "fleetgate.log", cwd=cwd)
+                  "--workers", "1", "--log-level", args.gateway_log_level, "--access-log", access_log,
+                  ] + shlex.split(args.gateway_args)
+    proc = procs.start(name, pinned(cmd, cpu), log_path=tmp / ("%s.log" % name), cwd=cwd)
     wait_http(proc, LOOPBACK, admin_port, "/readyz", deadline_s=args.start_timeout)
     if probe_host is not None:
         wait_http(proc, LOOPBACK, http_port, host_header=probe_host, deadline_s=args.start_timeout)
@@ -400,6 +419,8 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         targets.insert(0, "backend")
     if args.floor:
         targets.append("floor")
+    if args.access_log:
+        targets = ["nginx", "nginx-log", "fleetgate", "fleetgate-log"]
     if "fleetgate" in targets:
         fleetgate_cmd(args.fleetgate)  # fail before starting anything when there is none
     keep = tempfile.mkdtemp(prefix="fleetgate-bench-") if args.keep_tmp else None
@@ -432,8 +453,14 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                 ports["nginx-tls"] = free_port()
                 tls = _NGINX_TLS.format(host=LOOPBACK, port=ports["nginx-tls"], dir=tmp)
             servers["nginx"] = start_nginx(procs, tmp, "nginx", _PROXY.format(
-                host=LOOPBACK, port=ports["nginx"], backend_port=ports["backend"], tls=tls),
+                host=LOOPBACK, port=ports["nginx"], backend_port=ports["backend"], tls=tls, log=""),
                 ports["nginx"], server_cpu, args.start_timeout)
+        if "nginx-log" in targets:
+            ports["nginx-log"] = free_port()
+            servers["nginx-log"] = start_nginx(procs, tmp, "nginx-log", _NGINX_LOG_FORMAT + _PROXY.format(
+                host=LOOPBACK, port=ports["nginx-log"], backend_port=ports["backend"], tls="",
+                log="\n        access_log %s upstreaminfo;" % (tmp / "nginx-access.log")),
+                ports["nginx-log"], server_cpu, args.start_timeout)
         gateway: Proc | None = None
         policy: dict[str, Any] | None = None
         if "fleetgate" in targets:
@@ -447,6 +474,10 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             gateway, ports["fleetgate"], admin_port = start_fleetgate(procs, args, fleet, tmp, server_cpu,
                                                                       probe_host=HOST)
             servers["fleetgate"] = gateway
+            if "fleetgate-log" in targets:
+                servers["fleetgate-log"], ports["fleetgate-log"], _ = start_fleetgate(
+                    procs, args, fleet, tmp, server_cpu, probe_host=HOST,
+                    access_log=str(tmp / "fleetgate-access.log"), name="fleetgate-log")
             if args.policies:
                 policy = check_policies(admin_port, args.policies)
                 log("policies in force: %s", json.dumps(policy, sort_keys=True))
@@ -509,6 +540,14 @@ def summarize(args: argparse.Namespace, targets: Sequence[str], runs: dict[int, 
             level["paired"] = {"rps": median([f.rps / n.rps for n, f in pairs]),
                                "p99": median([f.p99_ms / n.p99_ms for n, f in pairs])}
             level["cpu_us"] = {t: median([r.cpu_us for r in by_target[t]]) for t in ("nginx", "fleetgate")}
+        if "nginx-log" in level and "fleetgate-log" in level:
+            # log on / log off, each round's pair: what the access log costs each proxy
+            level["log_ratio"] = {
+                "nginx": median([on.rps / off.rps for off, on in zip(by_target["nginx"], by_target["nginx-log"])]),
+                "fleetgate": median([on.rps / off.rps for off, on in zip(by_target["fleetgate"],
+                                                                         by_target["fleetgate-log"])]),
+                "cpu_us": {t: median([r.cpu_us for r in by_target[t]])
+                           for t in ("nginx", "nginx-log", "fleetgate", "fleetgate-log")}}
         if "nginx" in level and "floor" in level:
             pairs = list(zip(by_target["nginx"], by_target["floor"]))
             level["floor_paired"] = {"rps": median([f.rps / n.rps for n, f in pairs]),
@@ -536,6 +575,15 @@ def print_table(summary: dict[str, Any]) -> None:
                   % (conns, "  paired", level["paired"]["rps"], "", level["paired"]["p99"]))
             print("%6s  %-10s %s" % (conns, "  CPU/req", "nginx %.1f us, fleetgate %.1f us (proxy process, user+sys)"
                                      % (level["cpu_us"]["nginx"], level["cpu_us"]["fleetgate"])))
+        if "log_ratio" in level:
+            lr = level["log_ratio"]
+            print("%6s  %-10s nginx %.3fx, fleetgate %.3fx   (log on / log off req/s, median of rounds; target: "
+                  "fleetgate's >= nginx's)" % (conns, "access log", lr["nginx"], lr["fleetgate"]))
+            cpu = lr["cpu_us"]
+            print("%6s  %-10s nginx %.1f -> %.1f us (+%.0f%%), fleetgate %.1f -> %.1f us (+%.0f%%) (log off -> on; "
+                  "the steadier measure on a shared machine)"
+                  % (conns, "  CPU/req", cpu["nginx"], cpu["nginx-log"], 100 * (cpu["nginx-log"] / cpu["nginx"] - 1),
+                     cpu["fleetgate"], cpu["fleetgate-log"], 100 * (cpu["fleetgate-log"] / cpu["fleetgate"] - 1)))
         if "floor_paired" in level:
             print("%6s  %-10s %9.2fx %9s %9s   (bench/floor_proxy.py: the contract's work, bare; %.1f us CPU/req)"
                   % (conns, "floor/ngx", level["floor_paired"]["rps"], "", "", level["floor_paired"]["cpu_us"]))
@@ -633,6 +681,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="give the gateway's route canary (10%% weight), cluster-weights over two member "
                         "clusters and 10%% mirroring (issue 3 target: req/s >= 0.6x nginx); optionally a "
                         "comma-separated subset of " + ",".join(POLICIES))
+    p.add_argument("--access-log", action="store_true",
+                   help="measure the access log's cost: nginx and fleetgate each with and without it (to a file)")
     p.add_argument("--server-cpu", type=int)
     p.add_argument("--client-cpu", type=int)
     p.add_argument("--no-pin", action="store_true", help="do not use taskset")
@@ -658,6 +708,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("need --rounds >= 1, --duration >= 1 and positive --connections")
     if args.tls and (args.floor or args.policies):
         p.error("--tls goes with the plain route only (not --floor or --policies)")
+    if args.access_log and (args.tls or args.floor or args.policies or args.only or args.direct):
+        p.error("--access-log goes with the plain route and both proxies only")
     return args
 
 
