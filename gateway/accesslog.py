@@ -426,17 +426,27 @@ class AccessLog:
         if self.timer is None and self.loop is not None:
             self.timer = self.loop.call_later(self.handoff_delay, self.handoff)
 
-    def close(self, timeout: float = 2.0) -> None:
-        """Write what is pending and stop the writer (a stalled writer is left behind after
-        `timeout`: it is a daemon thread and holds nothing the process needs)."""
+    def stop(self) -> "_Writer | None":
+        """Hand what is pending to the writer and tell it to end (on the loop); the caller
+        waits for the returned writer (`finish`) off the loop."""
         self.flush()
         self.handoff()
         writer = self.writer
         if writer is not None:
             writer.queue.put(None)
+        return writer
+
+    def finish(self, writer: "_Writer | None", timeout: float = 2.0) -> None:
+        """Wait up to `timeout` for the writer to write the rest, then close the file (a
+        writer stalled on a pipe is left behind: a daemon thread holding nothing we need)."""
+        if writer is not None:
             writer.join(timeout)
             self.writer = None
             self.dropped += writer.errors  # keep the count readable after the writer is gone
         if self.own_fd and self.fd >= 0 and (writer is None or not writer.is_alive()):
             os.close(self.fd)
             self.fd = -1
+
+    def close(self, timeout: float = 2.0) -> None:
+        """stop() and finish() at once (blocks up to `timeout`: benchmarks, tests)."""
+        self.finish(self.stop(), timeout)

@@ -226,8 +226,11 @@ class Gateway:
             h2_pools.close_all()
         self.checker.close()
         self.ctx.mirrors.close()
-        if self.access_log is not None and self.ctx.metrics.log is not None:
-            self.access_log.close()  # the lines of the last requests are written first
+        log = self.access_log
+        if log is not None and log.writer is not None:
+            # the lines of the last requests are written before the process goes (the wait
+            # for the writer thread off the loop: a stalled pipe holds nothing else up)
+            await asyncio.to_thread(log.finish, log.stop())
 
     def debug_routes(self) -> dict[str, Any]:
         now = asyncio.get_running_loop().time()
