@@ -60,6 +60,23 @@ def member_objects(member: int, services: int, endpoints: int) -> list[dict[str,
     return objs
 
 
+def write_kinds(requests: list[Any]) -> dict[str, int]:
+    """Writes by verb and resource ("PATCH serviceimports/status"), to see where they go."""
+    counts: dict[str, int] = {}
+    for r in requests:
+        if not r.is_write:
+            continue
+        parts = r.path.strip("/").split("/")
+        if "namespaces" in parts and len(parts) > parts.index("namespaces") + 2:
+            parts = parts[parts.index("namespaces") + 2:]
+        else:
+            parts = parts[3:] if parts[0] == "apis" else parts[2:]
+        what = parts[0] + ("/" + parts[2] if len(parts) > 2 else "")
+        key = f"{r.method} {what}"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 async def serve_api(member: int, services: int, endpoints: int) -> None:
     """Child: one seeded server; prints its URL, answers `mark`/`stats` on stdin."""
     from kubefake import KubeAPIServer
@@ -88,7 +105,7 @@ async def serve_api(member: int, services: int, endpoints: int) -> None:
         elif line == "stats":
             after = server.requests[mark:]
             print(json.dumps({"write": sum(r.is_write for r in after), "requests": len(after),
-                              "last_write": last_write[0]}), flush=True)
+                              "last_write": last_write[0], "by": write_kinds(after)}), flush=True)
     sampler.cancel()
     await server.stop()
 
@@ -128,6 +145,17 @@ def rss_mb(pid: int) -> tuple[float, float]:
     """(VmRSS, VmHWM) in MB."""
     status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
+
+
+async def child_pid(pid: int) -> int:
+    """The controller's pid under a sampler that started it (py-spy record -- python ...)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for _ in range(100):
+        found = children.read_text().split()
+        if found:
+            return int(found[0])
+        await asyncio.sleep(0.05)
+    raise SystemExit("the sampled controller did not start")
 
 
 def write_fleet(root: Path, urls: list[str]) -> Path:
@@ -241,12 +269,19 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 apis.append(k8s.DiscoveryV1Api(api))
             consumers = Consumers(apis)
             started = time.perf_counter()
-            profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+            spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking", "--format", "raw", "-o", args.py_spy, "--"] \
+                if args.py_spy else []
             script = Path(tmp) / "run_fleetgate.py"
-            script.write_text("import sys\nfrom fleetgate.cli import main\nsys.exit(main())\n")
+            if args.profile:  # CPU time, not wall time: the machine is shared, waits are not cost
+                script.write_text("import cProfile, sys, time\nfrom fleetgate.cli import main\n"
+                                  "p = cProfile.Profile(time.process_time)\np.enable()\ntry:\n    rc = main()\n"
+                                  f"finally:\n    p.disable()\n    p.dump_stats({args.profile!r})\nsys.exit(rc)\n")
+            else:
+                script.write_text("import sys\nfrom fleetgate.cli import main\nsys.exit(main())\n")
             controller = subprocess.Popen(
-                [sys.executable, *profile, str(script), "controller", "--fleet", str(fleet_yaml), "--admin", "127.0.0.1:0", "--log-level", args.log_level,
+                [*spy, sys.executable, str(script), "controller", "--fleet", str(fleet_yaml), "--admin", "127.0.0.1:0", "--log-level", args.log_level,
                  "--max-concurrent-writes", str(args.max_concurrent_writes)], cwd=str(ROOT))
+            pid = await child_pid(controller.pid) if spy else controller.pid
             if not await consumers.converged(args.services, args.timeout):
                 raise SystemExit(f"not converged within {args.timeout}s: "
                                  f"{[len(s) for s in consumers.slices]} slices of {args.services}")
@@ -258,11 +293,17 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     break
                 await asyncio.sleep(0.2)
             out["cold_start_s"] = last - wall_started
-            out["cold_start_cpu_s"] = cpu_seconds(controller.pid)
+            by: dict[str, int] = {}
+            for c in children:
+                for what, n in (await c.ask("stats"))["by"].items():
+                    by[what] = by.get(what, 0) + n
+            out["cold_start_writes"] = dict(sorted(by.items()))
+            out["cold_start_writes_per_service"] = round(sum(by.values()) / args.services, 2)
+            out["cold_start_cpu_s"] = cpu_seconds(pid)
             out["cold_start_api_cpu_s"] = [round(cpu_seconds(c.proc.pid), 1) for c in children]
             out["cold_start_bench_cpu_s"] = round(time.process_time(), 1)
-            log(f"converged in {out['cold_start_s']:.1f}s")
-            out["rss_after_start_mb"] = rss_mb(controller.pid)[0]
+            log(f"converged in {out['cold_start_s']:.1f}s: {json.dumps(out)}")
+            out["rss_after_start_mb"] = rss_mb(pid)[0]
             for c in children:
                 await c.ask("mark")
             await asyncio.sleep(args.quiet)
@@ -271,7 +312,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 
             for c in children:
                 await c.ask("mark")
-            cpu0 = cpu_seconds(controller.pid)
+            cpu0 = cpu_seconds(pid)
             rng = random.Random(7)
             pending: list[tuple[float, asyncio.Future[float]]] = []
             loop = asyncio.get_running_loop()
@@ -291,14 +332,14 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 next_at += args.interval
                 await asyncio.sleep(max(0.0, next_at - loop.time()))
             seen = await asyncio.wait_for(asyncio.gather(*(f for _, f in pending)), args.timeout)
-            cpu = cpu_seconds(controller.pid) - cpu0
+            cpu = cpu_seconds(pid) - cpu0
             await asyncio.sleep(args.settle)
             writes = [(await c.ask("stats"))["write"] for c in children]
             latencies = [(t - sent) * 1000 for (sent, _), t in zip(pending, seen)]
             out.update(changes=len(latencies), p50_ms=statistics.median(latencies), p99_ms=pct(latencies, 99),
                        max_ms=max(latencies), writes_per_change=(sum(writes) - len(latencies)) / len(latencies),
                        cpu_per_change_ms=cpu * 1000 / len(latencies))
-            rss, hwm = rss_mb(controller.pid)
+            rss, hwm = rss_mb(pid)
             out.update(rss_mb=rss, peak_rss_mb=hwm, load_end=os.getloadavg()[0])
     finally:
         if consumers is not None:
@@ -306,7 +347,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         for api in clients:
             await api.close()
         if controller is not None:
-            controller.send_signal(2 if args.profile else 15)  # SIGINT lets cProfile write its file
+            controller.send_signal(2 if args.profile or args.py_spy else 15)  # SIGINT lets cProfile write its file
             try:
                 controller.wait(15)
             except subprocess.TimeoutExpired:
@@ -332,7 +373,8 @@ def main() -> int:
     parser.add_argument("--quiet", type=float, default=5.0, help="the steady-state window, seconds")
     parser.add_argument("--timeout", type=float, default=300.0, help="bound on setup, cold start and the changes")
     parser.add_argument("--log-level", default="warning", help="the controller's --log-level")
-    parser.add_argument("--profile", metavar="PATH", help="run the controller under cProfile, stats to PATH")
+    parser.add_argument("--profile", metavar="PATH", help="run the controller under cProfile (CPU time), stats to PATH")
+    parser.add_argument("--py-spy", metavar="PATH", help="sample the controller with py-spy (collapsed stacks to PATH)")
     parser.add_argument("--serve-api", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     import uvloop
