@@ -25,10 +25,12 @@ import asyncio
 import logging
 import socket
 import struct
+from bisect import bisect_left
 from time import perf_counter
 from typing import Any, Callable
 
 from .codec import BATCH_LIMIT, IMPLEMENTATION, MAX_QUERY, FastEntry, answer, pump
+from .codec.types import LATENCY_BOUNDS
 from .metrics import TCP, UDP, Counts, count, observe
 from .resolver import FORWARD, SERVFAIL, Stats, error_reply, resolve
 from .zone import Zone
@@ -242,7 +244,11 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             if reply is None:
                 return
             self.sendto(reply, addr)
-        observe(self.latency, perf_counter() - started)
+        # metrics.observe inlined (a Python call less per datagram)
+        seconds = perf_counter() - started
+        row = self.latency
+        row[bisect_left(LATENCY_BOUNDS, seconds)] += 1
+        row[-1] += seconds
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp error: %r", exc)
