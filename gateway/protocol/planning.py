@@ -9,7 +9,7 @@ the results on the exchange.
 from __future__ import annotations
 
 import asyncio
-import random
+from random import random as _random
 from typing import TYPE_CHECKING, Any
 
 from ..codec import RequestHead
@@ -17,7 +17,7 @@ from ..exchange import Exchange
 from ..routing.table import Route
 from ..upstream import decide
 from ..upstream.balancer import affinity_id, hash_key
-from . import policy_hooks
+from .policy_hooks import prepare
 
 if TYPE_CHECKING:
     from ..routing.table import UpstreamEndpoint
@@ -33,6 +33,29 @@ def header_pairs(fields: bytes) -> list[tuple[bytes, bytes]]:
     return pairs
 
 
+def wanted_headers(fields: bytes, want: "frozenset[bytes]") -> dict[str, str]:
+    """The values of the header lines named in `want` (lowercase names), the last line
+    winning when a name repeats: dict((n.lower(), v) for n, v in header_pairs(fields) if
+    n.lower() in want), decoded, found by a search per wanted name instead of a Python
+    object per line (a table usually wants one or two names)."""
+    if len(want) > 8:  # many names: one pass over the lines is cheaper than a search each
+        out: dict[str, str] = {}
+        for name, value in header_pairs(fields):
+            name = name.lower()
+            if name in want:
+                out[name.decode("latin-1")] = value.decode("latin-1")
+        return out
+    headers: dict[str, str] = {}
+    src = b"\r\n" + fields  # every line now starts after a CRLF (a value holds none)
+    low = src.lower()
+    for name in want:
+        i = low.rfind(b"\r\n" + name + b":")
+        if i >= 0:
+            i += len(name) + 3
+            headers[name.decode("latin-1")] = src[i:low.find(b"\r\n", i)].strip(b" \t").decode("latin-1")
+    return headers
+
+
 class Planning:
     """Policy plan, endpoint pick and mirroring of a DownstreamH1 (see the module docstring)."""
 
@@ -45,25 +68,18 @@ class Planning:
 
     def _plan(self, ex: Exchange, r: Route, head: RequestHead) -> tuple[bytes, bytes]:
         """The route's per-request policy, resolved once into ex (policy_hooks.prepare)."""
-        want = self.ctx.table.request_headers
-        headers: dict[str, str] = {}
-        if want:
-            for name, value in header_pairs(head.fields):
-                name = name.lower()
-                if name in want:
-                    headers[name.decode("latin-1")] = value.decode("latin-1")
-        ex.headers = headers
-        plan = policy_hooks.prepare(r, ex.method, ex.host, ex.target, headers, peer=self.peer, tls=self.tls,
-                                    https_port=self.ctx.https_port, usable=self.ctx.usable,
-                                    rand_backend=random.random(), rand_mirror=random.random())
-        ex.answer = plan.answer
-        ex.extra_resp = plan.extra_resp
-        ex.view = plan.view
-        if plan.backend is not None:
-            ex.backend = plan.backend
-        ex.label = plan.label
-        ex.mirror = plan.mirror
-        return plan.target, plan.host
+        # the head and the plan unpacked at once: a NamedTuple field read is a descriptor
+        # call each (see downstream.py's _on_head)
+        method, target, _, host, _, _, _, _, _, _, _, _, fields, _ = head
+        ctx = self.ctx
+        want = ctx.table.request_headers
+        ex.headers = headers = wanted_headers(fields, want) if want and fields else {}
+        (ex.answer, ex.extra_resp, backend, ex.label, up_target, up_host, ex.mirror, ex.view) = prepare(
+            r, method, host, target, headers, peer=self.peer, tls=self.tls, https_port=ctx.https_port,
+            usable=ctx.usable, rand_backend=_random(), rand_mirror=_random())
+        if backend is not None:
+            ex.backend = backend
+        return up_target, up_host
 
     def _pick(self, ex: Exchange, now: float) -> "UpstreamEndpoint | None":
         """The endpoint for ex's next attempt (decide.pick), with the `default-backend`
@@ -73,25 +89,26 @@ class Planning:
         policy = route.policy
         ctx = self.ctx
         health = ctx.health
+        down = health.down
         backend = ex.backend or route.backend
-        if not (backend is not None and policy.plain_pick and not health.down and not ex.tried
-                and backend.endpoints):
+        # every endpoint up and one there: decide.fallback_backend would keep this backend
+        if not (backend is not None and not down and backend.endpoints):
             backend = ex.backend = decide.fallback_backend(backend, policy, ctx.usable)
         if backend is None:
             return None
-        view = ex.view
         header_cluster = hash_value = affinity = None
-        if view is not None:
-            if policy.cluster_by_header:
-                header_cluster = view.header(policy.cluster_by_header)
-            if policy.hash_by:
-                hash_value = hash_key(policy, view.uri, view.host, view.remote_addr, view.header, view.arg)
-            if policy.affinity is not None:
-                affinity = view.cookie(policy.affinity.name)
-        is_up = (lambda k: health.is_up(k, now)) if health.down else None  # None: all up, skip the checks
-        ep = decide.pick(backend, policy, self.balancer, is_up, ex.tried or (), now, random.random(),
-                         random.random(), header_cluster=header_cluster, hash_value=hash_value,
-                         affinity=affinity)
+        if not policy.plain_pick:
+            view = ex.view
+            if view is not None:
+                if policy.cluster_by_header:
+                    header_cluster = view.header(policy.cluster_by_header)
+                if policy.hash_by:
+                    hash_value = hash_key(policy, view.uri, view.host, view.remote_addr, view.header, view.arg)
+                if policy.affinity is not None:
+                    affinity = view.cookie(policy.affinity.name)
+        is_up = (lambda k: health.is_up(k, now)) if down else None  # None: all up, skip the checks
+        ep = decide.pick(backend, policy, self.balancer, is_up, ex.tried or (), now, _random(), _random(),
+                         header_cluster=header_cluster, hash_value=hash_value, affinity=affinity)
         if ep is not None and policy.affinity is not None:
             cookie = affinity_id(ep.key)
             if cookie != affinity:

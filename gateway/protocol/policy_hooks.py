@@ -86,49 +86,62 @@ class Plan(NamedTuple):
     view: RequestView | None
 
 
+_new_plan = tuple.__new__  # Plan(...) without the Python-level __new__ NamedTuple generates
+
+
 def prepare(route: Route, method: bytes, host: bytes, target: bytes, headers: dict[str, str], *, peer: bytes,
             tls: bool, https_port: int, usable: Callable[[Backend], bool], rand_backend: float,
             rand_mirror: float) -> Plan:
     """Resolve the route's per-request policy (access, redirects, CORS, canary, cluster
     weights and header, rewrite, mirror) in one pure call: the random values are passed
-    in, so a test fixes them."""
+    in, so a test fixes them. (Per request: only what the policy reads is decoded.)"""
     policy: RoutePolicy = route.policy
-    q = target.find(b"?")
-    path = (target if q < 0 else target[:q]).decode("latin-1")
-    query = "" if q < 0 else target[q + 1:].decode("latin-1")
     if policy.needs_view:
-        view: RequestView | None = RequestView(headers=headers, query_string=query, remote_addr=peer.decode(),
-                                               host=host.decode("latin-1"), uri=target.decode("latin-1"))
+        q = target.find(b"?")
+        view: RequestView | None = RequestView(headers, "" if q < 0 else target[q + 1:].decode("latin-1"),
+                                               peer.decode(), host.decode("latin-1"), target.decode("latin-1"))
     else:
         view = None
-    no = Plan(None, b"", None, route.ingress, target, host, None, view)
     if policy.whitelist is not None:
         try:
             addr = ipaddress.ip_address(peer.decode())
         except ValueError:
             addr = None
         if addr is None or not any(addr in net for net in policy.whitelist):
-            return no._replace(answer=(403, "source-not-allowed", b""))
+            return Plan((403, "source-not-allowed", b""), b"", None, route.ingress, target, host, None, view)
     if (policy.force_ssl_redirect or policy.ssl_redirect) and not tls:
-        return no._replace(answer=(308, "ssl-redirect", b"location: " + https_url(host, https_port, target) + b"\r\n"))
-    if policy.app_root and path == "/":
-        return no._replace(answer=(302, "app-root", b"location: " + policy.app_root.encode() + b"\r\n"))
+        return Plan((308, "ssl-redirect", b"location: " + https_url(host, https_port, target) + b"\r\n"),
+                    b"", None, route.ingress, target, host, None, view)
+    if policy.app_root and _path(target) == "/":
+        return Plan((302, "app-root", b"location: " + policy.app_root.encode() + b"\r\n"),
+                    b"", None, route.ingress, target, host, None, view)
     extra = b""
     if policy.cors is not None:
         origin = _origin_allowed(policy.cors, headers.get("origin"))
         if origin is not None:
             if method == b"OPTIONS" and "access-control-request-method" in headers:
-                return no._replace(answer=(204, "cors-preflight", cors_headers(policy.cors, origin, preflight=True)))
+                return Plan((204, "cors-preflight", cors_headers(policy.cors, origin, preflight=True)),
+                            b"", None, route.ingress, target, host, None, view)
             extra = cors_headers(policy.cors, origin, preflight=False)
     backend, label = None, route.ingress
     if policy.canaries or policy.destinations:
         backend, label = choose_backend(route, view or _NO_VIEW, rand_backend, usable)
     up_target = target
     if policy.rewrite_target is not None:
-        up_target = rewrite_path(route, policy.rewrite_target, path, query).encode("latin-1")
+        q = target.find(b"?")
+        query = "" if q < 0 else target[q + 1:].decode("latin-1")
+        up_target = rewrite_path(route, policy.rewrite_target, _path(target), query).encode("latin-1")
     up_host = policy.upstream_vhost.encode() if policy.upstream_vhost else host
-    mirror = policy.mirror if policy.mirror is not None and rand_mirror * 100 < policy.mirror.percentage else None
-    return Plan(None, extra, backend, label, up_target, up_host, mirror, view)
+    mirror = policy.mirror
+    if mirror is not None and not rand_mirror * 100 < mirror.percentage:
+        mirror = None
+    return _new_plan(Plan, (None, extra, backend, label, up_target, up_host, mirror, view))
+
+
+def _path(target: bytes) -> str:
+    """The request target's path (without its query)."""
+    q = target.find(b"?")
+    return (target if q < 0 else target[:q]).decode("latin-1")
 
 
 def mirror_head(ex: "Exchange", head_tail: bytes, target: bytes) -> bytes:

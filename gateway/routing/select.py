@@ -6,7 +6,6 @@ stays free of I/O and mutable state.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable, Mapping
 from urllib.parse import parse_qsl
 
@@ -15,17 +14,37 @@ from .policy import CanaryRule, RoutePolicy
 from .table import Route
 
 
-@dataclass(slots=True)
 class RequestView:
     """What selection may look at: the few request headers the table cares about (lowercase
-    names), the cookie header and the query string; parsed lazily, at most once."""
-    headers: Mapping[str, str] = field(default_factory=dict)
-    query_string: str = ""
-    remote_addr: str = ""
-    host: str = ""
-    uri: str = ""
-    _cookies: dict[str, str] | None = None
-    _query: dict[str, str] | None = None
+    names), the cookie header and the query string; parsed lazily, at most once.
+
+    A plain slotted class rather than a dataclass: one is made per request whose policy
+    reads the request, and a dataclass __init__ (default factory checks, a store each)
+    cost about as much as the canary choice it serves."""
+
+    __slots__ = ("headers", "query_string", "remote_addr", "host", "uri", "_cookies", "_query")
+
+    def __init__(self, headers: Mapping[str, str] | None = None, query_string: str = "", remote_addr: str = "",
+                 host: str = "", uri: str = "") -> None:
+        self.headers: Mapping[str, str] = {} if headers is None else headers
+        self.query_string = query_string
+        self.remote_addr = remote_addr
+        self.host = host
+        self.uri = uri
+        self._cookies: dict[str, str] | None = None
+        self._query: dict[str, str] | None = None
+
+    def __repr__(self) -> str:
+        return "RequestView(headers=%r, query_string=%r, remote_addr=%r, host=%r, uri=%r)" % (
+            self.headers, self.query_string, self.remote_addr, self.host, self.uri)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RequestView):
+            return NotImplemented
+        return ((self.headers, self.query_string, self.remote_addr, self.host, self.uri)
+                == (other.headers, other.query_string, other.remote_addr, other.host, other.uri))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable (its lazy parts), like the dataclass was
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
@@ -71,9 +90,11 @@ def _match(value: str | None, exact: str | None, pattern) -> int:  # type: ignor
 def _rule_outcome(c: CanaryRule, req: RequestView) -> int:
     """header, then cookie, then query (MSE), each deciding or passing on."""
     if c.header is not None:
-        r = _match(req.header(c.header), c.header_value, c.header_pattern)
-        if r != _NEXT:
-            return r
+        value = req.headers.get(c.header)
+        if value is not None:  # (absent: _NEXT, without the call)
+            r = _match(value, c.header_value, c.header_pattern)
+            if r != _NEXT:
+                return r
     if c.cookie is not None:
         v = req.cookie(c.cookie)
         if v == "always":
@@ -94,23 +115,23 @@ def choose_backend(route: Route, req: RequestView, rand: float,
     back to the main backend."""
     policy: RoutePolicy = route.policy
     if policy.canaries:
-        weighted: list[CanaryRule] = []
+        # a rule that decides wins; else the weights of the undecided ones, in order, share
+        # rand (drawn as the loop goes: the first whose cumulative share exceeds rand)
+        drawn: CanaryRule | None = None
+        acc = 0.0
         for c in policy.canaries:
             outcome = _rule_outcome(c, req)
             if outcome == _YES:
                 if c.backend is not None and usable(c.backend):
                     return c.backend, c.ingress
                 break  # a forced canary that cannot serve: the main backend
-            if outcome == _NEXT and c.weight > 0:
-                weighted.append(c)
-        else:
-            acc = 0.0
-            for c in weighted:
+            if outcome == _NEXT and c.weight > 0 and drawn is None:
                 acc += c.weight / c.weight_total
                 if rand < acc:
-                    if c.backend is not None and usable(c.backend):
-                        return c.backend, c.ingress
-                    break
+                    drawn = c
+        else:
+            if drawn is not None and drawn.backend is not None and usable(drawn.backend):
+                return drawn.backend, drawn.ingress
     if policy.destinations:
         acc_w = 0
         target = rand * 100

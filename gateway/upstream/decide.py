@@ -13,13 +13,25 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from .balancer import BalancerState, IsUp, choose_endpoint
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from ..routing.backends import Backend, UpstreamEndpoint
     from ..routing.policy import RetryPolicy, RoutePolicy
 
+    # cluster-weights as a draw table: (total weight, ((cumulative weight, endpoints), ...))
+    Weighted: TypeAlias = "tuple[int, tuple[tuple[int, Sequence[UpstreamEndpoint]], ...]]"
+
 IDEMPOTENT_METHODS = frozenset((b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"))
 
-__all__ = ["IDEMPOTENT_METHODS", "Retry", "GiveUp", "round_robin", "pick", "fallback_backend",
+__all__ = ["IDEMPOTENT_METHODS", "Retry", "GiveUp", "round_robin", "pick", "fallback_backend", "weighted_clusters",
            "retry_decision", "retry_status_allowed", "wait_until", "due"]
+
+# (id(policy), id(backend)) -> (policy, backend, weighted_clusters' answer): a memo of a
+# pure function of two immutable values, checked by identity (the entry holds both, so
+# their ids cannot be reused while it lives); a table swap brings new ones, and the old
+# entries go when the memo is full
+_WEIGHTED: dict[tuple[int, int], tuple[RoutePolicy, Backend, Weighted | None]] = {}
+_WEIGHTED_SIZE = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +70,59 @@ def fallback_backend(backend: "Backend | None", policy: "RoutePolicy",
     return backend
 
 
+def weighted_clusters(backend: "Backend", policy: "RoutePolicy") -> "Weighted | None":
+    """`cluster-weights` over backend's member clusters as (total, ((cumulative weight,
+    endpoints), ...)) in the policy's order, the clusters without an endpoint or weight
+    left out: what balancer.candidate_endpoints draws from when every endpoint is up and
+    nothing was tried. None when no weighted cluster has an endpoint (the balancer then
+    falls through to priorities or every endpoint). Computed once per (policy, backend)."""
+    key = (id(policy), id(backend))
+    hit = _WEIGHTED.get(key)
+    if hit is not None and hit[0] is policy and hit[1] is backend:
+        return hit[2]
+    by_cluster = {c.cluster: c.endpoints for c in backend.clusters}
+    rows, acc = [], 0
+    for cluster, weight in (policy.cluster_weights or {}).items():
+        eps = by_cluster.get(cluster, ())
+        if eps and weight > 0:
+            acc += weight
+            rows.append((acc, eps))
+    answer = (acc, tuple(rows)) if acc > 0 else None
+    if len(_WEIGHTED) >= _WEIGHTED_SIZE:
+        _WEIGHTED.clear()
+    _WEIGHTED[key] = (policy, backend, answer)
+    return answer
+
+
 def pick(backend: "Backend", policy: "RoutePolicy", state: BalancerState, is_up: IsUp,
          tried: Sequence[str], now: float, rand: float, rand2: float, *, header_cluster: str | None = None,
          hash_value: str | None = None, affinity: str | None = None) -> "UpstreamEndpoint | None":
     """The endpoint for the next attempt: plain round robin when the policy picks plainly,
-    every endpoint is up and nothing was tried; else the balancer with member-cluster
-    policy, health and the attempt history."""
-    if policy.plain_pick and is_up is None and not tried and backend.endpoints:
-        return round_robin(backend.endpoints, state, backend.key)
+    every endpoint is up and nothing was tried; the same with `cluster-weights` picks the
+    member cluster by `rand` from a table made once (weighted_clusters), then round robin;
+    else the balancer with member-cluster policy, health and the attempt history."""
+    if is_up is None and not tried:
+        if policy.plain_pick:
+            if backend.endpoints:
+                return round_robin(backend.endpoints, state, backend.key)
+        elif (policy.cluster_weights and header_cluster is None and hash_value is None and not affinity
+              and policy.load_balance == "round_robin"):
+            hit = _WEIGHTED.get((id(policy), id(backend)))  # weighted_clusters' memo, read in line
+            weighted = (hit[2] if hit is not None and hit[0] is policy and hit[1] is backend
+                        else weighted_clusters(backend, policy))
+            if weighted is not None:
+                # balancer.candidate_endpoints' draw and choose_endpoint's round robin, the
+                # same endpoint for the same rand and cursor
+                total, rows = weighted
+                target = rand * total
+                for acc, eps in rows:
+                    if target < acc:
+                        break
+                rr = state.rr
+                key = backend.key
+                n = rr.get(key, 0)
+                rr[key] = n + 1
+                return eps[n % len(eps)]
     return choose_endpoint(backend, policy, state, is_up, tried, rand, rand2, header_cluster=header_cluster,
                            hash_value=hash_value, affinity=affinity, now=now)
 
