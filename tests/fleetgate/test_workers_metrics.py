@@ -102,11 +102,11 @@ async def test_gateway_workers_metrics_are_the_sum_of_every_worker(tmp_path, bac
         by_code[int(labels["code"])] += int(v)
     assert +by_code == +statuses
     served_200 = [v for labels, v in requests if labels["ingress"] == "demo/web" and labels["code"] == "200"]
-    assert served_200 == [statuses[200]]
+    assert sum(served_200) == statuses[200]
     # a histogram sums bucket by bucket: its count is every request of that ingress
-    counts = dict((labels["ingress"], v) for labels, v in
-                  samples(exposition, "fleetgate_http_request_duration_seconds_count"))
-    assert counts["demo/web"] == statuses[200]
+    counts = [v for labels, v in samples(exposition, "fleetgate_http_request_duration_seconds_count")
+              if labels["ingress"] == "demo/web"]
+    assert sum(counts) == statuses[200]
     # gauges that are a state or a fact take one value, not the sum
     assert [v for _, v in samples(exposition, "fleetgate_build_info")] == [1.0]
     assert [v for _, v in samples(exposition, "fleetgate_draining")] == [0.0]
