@@ -105,6 +105,24 @@ _SAFE = bytes(b for b in range(0x20, 0x7f) if b not in b'"\\')
 _JSON_SAFE = bytes(b for b in range(0x20, 0x7f) if b not in b'"\\')
 
 
+# a whole text line: the field bytes above, the layout's quotes and its newline
+_LINE_SAFE = _SAFE + b'"\n'
+
+
+def _header(head: bytes, title: bytes, lower: bytes, pattern: "re.Pattern[bytes]") -> bytes:
+    """A header's value from the codec's forwarded lines (`name: value\r\n`, name as the
+    client spelled it): the usual spellings by find, any other by the pattern."""
+    i = head.find(title)
+    if i < 0:
+        i = head.find(lower)
+    if i >= 0 and (i == 0 or head[i - 1] == 10):
+        i += len(title)
+        j = head.find(b"\r", i)
+        return head[i:j] if j >= 0 else head[i:]
+    m = pattern.search(head)
+    return m.group(1) if m else b""
+
+
 def _esc(value: bytes) -> bytes:
     if not value:
         return b"-"
@@ -193,16 +211,12 @@ class Formatter:
             try:
                 req = ex.req
                 head = req[12]
-                referer = agent = b""
                 if head:
-                    if b"eferer" in head or b"EFERER" in head:
-                        m = _REFERER.search(head)
-                        if m:
-                            referer = m.group(1)
-                    if b"gent" in head or b"GENT" in head:
-                        m = _USER_AGENT.search(head)
-                        if m:
-                            agent = m.group(1)
+                    referer = _header(head, b"Referer: ", b"referer: ", _REFERER)
+                    agent = _header(head, b"User-Agent: ", b"user-agent: ", _USER_AGENT)
+                else:
+                    referer = agent = b""
+
                 ds = ex.ds
                 h2 = h2_types.get(type(ds))
                 if h2 is None:
@@ -242,11 +256,19 @@ class Formatter:
                         b"%d" % status if cluster else b"null", b"%.6f" % seconds if cluster else b"null",
                         _js(ex.request_id), parts.json_tail))
                 else:
-                    out.append(TEXT % (
-                        ds.peer or b"-", clock.text, ex.method, _esc(req[1]), proto, status, sent, _esc(referer),
-                        _esc(agent), length, seconds, parts.text_mid,
+                    line = TEXT % (
+                        ds.peer or b"-", clock.text, ex.method, req[1], proto, status, sent, referer or b"-",
+                        agent or b"-", length, seconds, parts.text_mid,
                         b"%.6f" % seconds if cluster else b"-", b"%d" % status if cluster else b"-",
-                        _esc(ex.request_id), parts.text_tail))
+                        ex.request_id or b"-", parts.text_tail)
+                    # one check of the whole line (its 6 quotes are the layout's own) instead of one per field
+                    if line.count(b'"') != 6 or line.translate(None, _LINE_SAFE):
+                        line = TEXT % (
+                            ds.peer or b"-", clock.text, ex.method, _esc(req[1]), proto, status, sent,
+                            _esc(referer), _esc(agent), length, seconds, parts.text_mid,
+                            b"%.6f" % seconds if cluster else b"-", b"%d" % status if cluster else b"-",
+                            _esc(ex.request_id), parts.text_tail)
+                    out.append(line)
             except Exception:  # a record we cannot format must not stop the others
                 log.exception("access log: cannot format a record")
         return out

@@ -80,27 +80,23 @@ class GatewayMetrics(Collector):
             n += len(b)
         sent = n - ds.logged
         ds.logged = n
-        method = ex.method
-        if method not in METHODS:
-            method = _OTHER
         r = ex.route
         if r is None:
-            key = (ex.label, "", "", ex.cluster, method, ex.status)
+            key = (ex.label, "", "", ex.cluster, ex.method, ex.status)
         else:
             b = ex.backend or r.backend
-            key = (ex.label, r.ingress, b.key if b is not None else "", ex.cluster, method, ex.status)
+            key = (ex.label, r.ingress, b.key if b is not None else "", ex.cluster, ex.method, ex.status)
         row = self.rows.get(key)
         if row is None:
-            row = self.rows[key] = [0.0] * ROW
+            row = self._new_row(key)
         seconds = now - ex.start
         row[bisect_left(BUCKETS, seconds)] += 1
         row[SUM] += seconds
         req = ex.req
-        # the request line, Host, the forwarded header lines and the body (the codec keeps
-        # no raw head); a body-less request reads no class default (body_size)
-        received = len(req[0]) + len(req[1]) + len(req[3]) + len(req[12]) + 22
-        if req[4] > 0 or req[5]:
-            received += ex.body_size
+        # the request's target, Host and forwarded header lines and its body, and 30 bytes for
+        # the rest of the request line and the framing (the codec keeps no raw head; each
+        # RequestHead field read costs, so the method's length is in the 30)
+        received = len(req[1]) + len(req[3]) + len(req[12]) + 30 + ex.body_size
         row[RECV] += received
         row[SENT] += sent
         if ex.attempt > 1:  # a retry (the first attempt set it to 1): maybe a failover
@@ -111,6 +107,18 @@ class GatewayMetrics(Collector):
             if not pending:
                 log.schedule()
             pending.append((ex, seconds, sent, received))
+
+    def _new_row(self, key: RowKey) -> list[float]:
+        """A key's first request: its row (a method outside METHODS counts as OTHER, so a
+        client inventing methods cannot make rows without bound; checked here, once per
+        key, not on every request)."""
+        if key[4] not in METHODS:
+            key = (*key[:4], _OTHER, key[5])
+            row = self.rows.get(key)
+            if row is not None:
+                return row
+        row = self.rows[key] = [0.0] * ROW
+        return row
 
     def _failover(self, ex: Any, r: Any) -> None:
         """A retried request: a failover when its last attempt went to another member cluster."""
