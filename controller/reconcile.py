@@ -10,7 +10,7 @@ the user-created ServiceImport derive_imports adopts and ServiceExport status.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol, TypeVar
 
 from fleet.objects import (Condition, EndpointSlice, KubeObject, Meta, Service,
                            ServiceExport, ServiceImport)
@@ -109,13 +109,32 @@ def _create_body(raw: Raw) -> Raw:
     return raw
 
 
+_Owned = TypeVar("_Owned", Service, EndpointSlice)
+
+
 def _owned_by(obj: Service | EndpointSlice, uid: str) -> Meta:
     """derive_imports names a not-yet-created import by a synthetic uid; the real one wins."""
+    refs = obj.meta.owner_references
+    if all(o.uid == uid or o.kind != "ServiceImport" for o in refs):
+        return obj.meta  # derived from the import as it exists: already the real uid
     return replace(obj.meta, owner_references=tuple(
-        replace(o, uid=uid) if o.kind == "ServiceImport" else o for o in obj.meta.owner_references))
+        replace(o, uid=uid) if o.kind == "ServiceImport" else o for o in refs))
+
+
+def _with_owner(obj: _Owned, uid: str) -> _Owned:
+    meta = _owned_by(obj, uid)
+    return obj if meta is obj.meta else replace(obj, meta=meta)
 
 
 # --- per kind --------------------------------------------------------------------------
+
+
+def _same_import_spec(a: ServiceImport, b: ServiceImport) -> bool:
+    """The fields _import_spec renders are equal (then so are the renders)."""
+    return (a.type == b.type and a.ports == b.ports and a.ips == b.ips and a.ip_families == b.ip_families
+            and a.session_affinity == b.session_affinity and a.session_affinity_config == b.session_affinity_config
+            and a.internal_traffic_policy == b.internal_traffic_policy
+            and a.traffic_distribution == b.traffic_distribution)
 
 
 def _plan_import(desired: ServiceImport, actual: ServiceImport | None) -> list[Write]:
@@ -126,12 +145,14 @@ def _plan_import(desired: ServiceImport, actual: ServiceImport | None) -> list[W
         return [Write(CREATE, "ServiceImport", ns, name, body)]
     writes = []
     # an unlabelled actual import is a user's: derive_imports adopted it, so it is ours now
-    spec, have = _import_spec(desired), _import_spec(actual)
-    if spec != have or _meta_differs(desired, actual, owners=False):
-        writes.append(Write(UPDATE, "ServiceImport", ns, name,
-                            {"metadata": _meta_patch(desired, actual, owners=False),
-                             "spec": _spec_patch(spec, have)},
-                            actual.meta.uid, actual.meta.resource_version))
+    meta_differs = _meta_differs(desired, actual, owners=False)
+    if meta_differs or not _same_import_spec(desired, actual):  # equal fields render equal
+        spec, have = _import_spec(desired), _import_spec(actual)
+        if spec != have or meta_differs:
+            writes.append(Write(UPDATE, "ServiceImport", ns, name,
+                                {"metadata": _meta_patch(desired, actual, owners=False),
+                                 "spec": _spec_patch(spec, have)},
+                                actual.meta.uid, actual.meta.resource_version))
     if desired.clusters != actual.clusters:
         writes.append(Write(STATUS, "ServiceImport", ns, name,
                             {"status": {"clusters": [{"cluster": c} for c in desired.clusters]}},
@@ -170,6 +191,9 @@ def _plan_slice(desired: EndpointSlice, actual: EndpointSlice | None) -> list[Wr
         return []
     if actual.address_type != desired.address_type:  # immutable
         return [Write(DELETE, "EndpointSlice", ns, name, None, actual.meta.uid, actual.meta.resource_version)]
+    if desired.ports == actual.ports and desired.endpoints == actual.endpoints:  # equal fields render equal
+        if not _meta_differs(desired, actual, owners=True):
+            return []
     body, have = _slice_body(desired), _slice_body(actual)
     if body == have and not _meta_differs(desired, actual, owners=True):
         return []
@@ -258,11 +282,10 @@ def _plan_objects(objs: ImportObjects, have_si: ServiceImport | None, actual: Ac
     if have_si is not None:
         uid = have_si.meta.uid
         svc_key = (objs.service.meta.namespace, objs.service.meta.name)
-        svc = replace(objs.service, meta=_owned_by(objs.service, uid))
-        planned += _plan_service(svc, actual.services.get(svc_key))
+        planned += _plan_service(_with_owner(objs.service, uid), actual.services.get(svc_key))
         for s in objs.slices:
             have = actual.endpoint_slices.get((s.meta.namespace, s.meta.name))
-            planned += _plan_slice(replace(s, meta=_owned_by(s, uid)), have)
+            planned += _plan_slice(_with_owner(s, uid), have)
     return planned
 
 
@@ -313,10 +336,9 @@ def plan_cluster(desired: DerivedCluster | None, actual: ClusterObjects, *,
         planned = _plan_import(si, have_si)
         if have_si is not None:
             uid = have_si.meta.uid
-            svc = replace(objs.service, meta=_owned_by(objs.service, uid))
-            planned += _plan_service(svc, have_svc)
+            planned += _plan_service(_with_owner(objs.service, uid), have_svc)
             for s, have in zip(objs.slices, have_slices):
-                planned += _plan_slice(replace(s, meta=_owned_by(s, uid)), have)
+                planned += _plan_slice(_with_owner(s, uid), have)
         if memo is not None:
             if planned or have_si is None:
                 memo.pop(key, None)
