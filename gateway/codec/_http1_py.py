@@ -27,7 +27,7 @@ def _skip_empty_lines(buf: bytes, s: int, end: int) -> int:
     return s
 
 
-def head_end(buf: bytes, start: int, limit: int, line_limit: int = 0, resume: int = 0) -> int:
+def head_end_rules(buf: bytes, start: int, limit: int, line_limit: int = 0, resume: int = 0) -> int:
     """Offset just past the CRLFCRLF that ends the head beginning at `start`, or -1.
 
     Every LF must follow a CR and every CR precede a LF (RFC 9112 2.2; rejected, as llhttp
@@ -216,7 +216,7 @@ def _checked_lines(buf: bytes, p: int, end: int, status: int) -> Iterator[tuple[
         p = e + 2
 
 
-def parse_request(buf: bytes, start: int, end: int, max_line: int, max_header_bytes: int) -> RequestHead:
+def parse_request_rules(buf: bytes, start: int, end: int, max_line: int, max_header_bytes: int) -> RequestHead:
     """Validate the request head buf[start:end] (`end` as head_end returns it) in one pass."""
     m = _REQUEST.fullmatch(buf, start, end)
     if m is None or m.end(1) - start == 7 and m[1] == b"CONNECT":  # CONNECT takes an authority
@@ -431,7 +431,7 @@ def upstream_head(head: RequestHead, target: bytes, host: bytes, peer: bytes, sc
                      via + b", 1.1 fleetgate\r\n" if via else b"1.1 fleetgate\r\n", framing, extra, b"\r\n"))
 
 
-def parse_response(buf: bytes, start: int, end: int, head_request: bool) -> ResponseHead:
+def parse_response_rules(buf: bytes, start: int, end: int, head_request: bool) -> ResponseHead:
     """Validate the response head buf[start:end] and write the downstream head in one pass."""
     m = _RESPONSE.fullmatch(buf, start, end)
     if m is None:
@@ -562,3 +562,9 @@ def _response_lines(buf: bytes, p: int, end: int, kept: list[bytes]) -> Iterator
         lname = name.lower()
         if lname in _HOP:
             yield lname, value, len(kept) - 1
+
+
+# The public three: the common heads answered by _h1fast_py, everything else by the rules above.
+from ._h1fast_py import fast_paths  # noqa: E402  (it needs the rules defined first)
+
+head_end, parse_request, parse_response = fast_paths(head_end_rules, parse_request_rules, parse_response_rules)

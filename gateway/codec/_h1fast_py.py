@@ -1,0 +1,152 @@
+"""The twin's front: the common heads in a few C-level calls, everything else to the rules.
+
+`_http1_py` states every rule in the compiled module's order; this module only recognises
+the heads that make up nearly all traffic and answers them without a Python step per header
+line, giving the same result the rules would (tests/gateway/codec hold both to the
+compiled codec). Anything it does not recognise goes to the rules unchanged, so a refused
+head always gets the rules' error.
+
+How, measured (callgrind, CPython 3.11): a C call costs hundreds of instructions, a pass
+of `bytes.find`/`count`/`translate` ~5-7 per byte, a character class in `re` ~22 per byte
+but a negated single byte (`[^\\r]`) ~6, and every header line the `re` engine repeats
+over ~300-700. So:
+
+- head_end finds the end with one `find` and proves "no bare CR or LF" with three counts
+  (CRs = LFs = CRLFs); it remembers that proof for this buffer and head (`clean`).
+- parse_request / parse_response, on a head head_end proved clean, take one `translate`
+  that lowercases the head and turns every other CTL into CR: then a CTL is a CR that no
+  LF follows, so `[^\\r]*+\\r\\n` validates a value, and header names can be told apart
+  with lowercase literals. One `fullmatch` then validates the whole head and says where
+  the few lines the codec reads are, for the common shapes: a request whose only field
+  the gateway reads is Host (in canonical `name: value` form, so the forwarded lines are
+  the received bytes), a response whose only such fields are at most one Content-Length
+  and one `Connection: keep-alive|close`. Values come from the received bytes, by offset.
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+from .types import RequestHead, ResponseHead
+
+__all__ = ["fast_paths"]
+
+_new = tuple.__new__
+_CODES = {b"%d" % c: c for c in range(100, 1000)}
+
+# Lowercase letters; every CTL but HTAB, CR and LF (and DEL) becomes CR.
+_LOWER_CTL = bytes(c + 32 if 65 <= c <= 90 else 13 if (c < 32 and c not in (9, 10)) or c == 127 else c
+                   for c in range(256))
+
+_TCHL = rb"[!#$%&'*+\-.^_`|~0-9a-z]"  # tchar, lowercase (the head was lowercased)
+# The request fields the codec reads (types.REQUEST_DROP) as a trie of lowercase literals:
+# the engine rejects a line on its first letter or two.
+_REQ_SPECIAL = (rb"c(?:on(?:nection|tent-length))|ex(?:pect)|host|keep-alive|proxy-(?:connection|authori[sz]ation"
+                rb"|authenticate)|t(?:e|railer|ransfer-encoding)|upgrade|via|x-(?:forwarded-(?:for|proto|host)"
+                rb"|request-id)")
+# A forwarded line in canonical form: `name: value` with no OWS at either end of the value.
+_PLAIN = rb"(?!(?:" + _REQ_SPECIAL + rb"):)" + _TCHL + rb"++: [^ \t\r][^\r]*+(?<![ \t])\r\n"
+_REQUEST_LINE = re.compile(rb"(?!CONNECT )([A-Z_\-]++) (/[\x21\x22\x24-\x7e]*+) HTTP/1\.([01])\r\n")
+# the header lines and the final CRLF: Host once (uri-host without '%' or '[', optional port)
+_REQUEST_HOST_ONLY = re.compile(rb"(?:" + _PLAIN + rb")*+host: ([a-z0-9\-._~!$&'()*+,;=]++(?::[0-9]*+)?)\r\n(?:"
+                                + _PLAIN + rb")*+\r\n")
+
+# Response: the hop-by-hop fields and Content-Length (types.RESPONSE_HOP | content-length).
+_RESP_SPECIAL = (rb"c(?:on(?:nection|tent-length))|keep-alive|proxy-(?:connection|authenticate)"
+                 rb"|t(?:e|railer|ransfer-encoding)|upgrade")
+_RPLAIN = rb"(?:(?!(?:" + _RESP_SPECIAL + rb"):)" + _TCHL + rb"++:[^\r]*+\r\n)*+"
+_CL = rb"content-length:[ \t]*+([0-9]{1,18}+)[ \t]*+\r\n"
+_CONN = rb"(connection:[ \t]*+(keep-alive|close)[ \t]*+\r\n)"
+_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: ([^\r]*+))?\r\n")
+# the whole head (its status line again, for CTLs): at most one Content-Length and one
+# Connection, in either order. Groups: 1 CL, 2 Connection line, 3 its value; 4-6 the same
+# for Connection first.
+_RESPONSE_COMMON = re.compile(rb"[^\r]*+\r\n" + _RPLAIN + rb"(?:" + _CL + _RPLAIN + rb"(?:" + _CONN + _RPLAIN
+                              + rb")?|" + _CONN.replace(b"(keep", b"(?P<v2>keep").replace(b"(conn", b"(?P<l2>conn")
+                              + _RPLAIN + rb"(?:" + _CL.replace(b"([0-9]", b"(?P<c2>[0-9]") + _RPLAIN
+                              + rb")?)?\r\n")
+
+
+def fast_paths(head_end_rules: Callable[..., int], parse_request_rules: Callable[..., RequestHead],
+               parse_response_rules: Callable[..., ResponseHead]) -> tuple[Callable[..., int],
+                                                                         Callable[..., RequestHead],
+                                                                         Callable[..., ResponseHead]]:
+    """head_end, parse_request and parse_response: the fast paths above, each falling back
+    to the given rules; they share `clean`, head_end's last proof (a closure cell)."""
+    clean: tuple = (None, -1, -1, 0)  # (buf, start, end, CRLFs): buf[start:end] has no bare CR/LF
+
+    def head_end(buf: bytes, start: int, limit: int, line_limit: int = 0, resume: int = 0) -> int:
+        """See _http1_py.head_end (the rules): same results."""
+        nonlocal clean
+        if start < len(buf) and buf[start] != 13:  # (leading empty lines: the rules)
+            end = buf.find(b"\r\n\r\n") if start == 0 and resume < 4 else \
+                buf.find(b"\r\n\r\n", start if start > resume - 3 else resume - 3)
+            if end >= 0:
+                end += 4
+                seg = buf if start == 0 and end == len(buf) else buf[start:end]
+                n = seg.count(b"\r\n")
+                if seg.count(b"\r") == n and seg.count(b"\n") == n:
+                    clean = (buf, start, end, n)
+                    return end
+        return head_end_rules(buf, start, limit, line_limit, resume)
+
+    def parse_request(buf: bytes, start: int, end: int, max_line: int, max_header_bytes: int) -> RequestHead:
+        """See _http1_py.parse_request (the rules): same results."""
+        cbuf, cstart, cend, n = clean
+        if cbuf is buf and cstart == start and cend == end:
+            m = _REQUEST_LINE.match(buf, start, end)
+            if m is not None:
+                fs = m.end()
+                if fs - 2 - start <= max_line and end - 2 - fs <= max_header_bytes:
+                    low = (buf if start == 0 and end == len(buf) else buf[start:end]).translate(_LOWER_CTL)
+                    h = _REQUEST_HOST_ONLY.fullmatch(low, fs - start)
+                    if h is not None:
+                        hs, he = h.span(1)
+                        method, target, minor = m.groups()
+                        if hs == fs - start + 6:  # Host first: the lines after it
+                            fields = buf[start + he + 2:end - 2]
+                        else:
+                            fields = buf[fs:start + hs - 6] + buf[start + he + 2:end - 2]
+                        if minor == b"1":
+                            return _new(RequestHead, (method, target, 11, buf[start + hs:start + he], -1, False, True,
+                                                      None, False, None, None, None, fields, n - 2))
+                        return _new(RequestHead, (method, target, 10, buf[start + hs:start + he], -1, False, False,
+                                                  None, False, None, None, None, fields, n - 2))
+        return parse_request_rules(buf, start, end, max_line, max_header_bytes)
+
+    def parse_response(buf: bytes, start: int, end: int, head_request: bool) -> ResponseHead:
+        """See _http1_py.parse_response (the rules): same results."""
+        cbuf, cstart, cend, _ = clean
+        if cbuf is buf and cstart == start and cend == end:
+            m = _STATUS_LINE.match(buf, start, end)
+            if m is not None:
+                r = _RESPONSE_COMMON.fullmatch((buf if start == 0 and end == len(buf) else buf[start:end])
+                                               .translate(_LOWER_CTL))
+                if r is not None:
+                    minor, code, reason = m.groups()
+                    status = _CODES[code]
+                    cl, line, conn, line2, conn2, cl2 = r.group(1, 2, 3, "l2", "v2", "c2")
+                    if line is None and line2 is not None:
+                        line, conn = line2, conn2
+                        a, b = r.span("l2")
+                    elif line is not None:
+                        a, b = r.span(2)
+                    if cl is None:
+                        cl = cl2
+                    if line is None:  # no Connection line: the head as received
+                        head = buf[start:end - 2] if minor == b"1" else b"HTTP/1.1" + buf[start + 8:end - 2]
+                        keep_alive = minor == b"1"
+                    else:
+                        head = b"HTTP/1.1" + buf[start + 8:start + a] + buf[start + b:end - 2]
+                        keep_alive = conn != b"close" if minor == b"1" else conn == b"keep-alive"
+                    if head_request or status < 200 or status == 204 or status == 304:
+                        return _new(ResponseHead, (status, reason or b"", 11 if minor == b"1" else 10, keep_alive, 0,
+                                                   False, False, head))
+                    if cl is None:  # close-delimited
+                        return _new(ResponseHead, (status, reason or b"", 11 if minor == b"1" else 10, False, -1,
+                                                   False, True, head))
+                    return _new(ResponseHead, (status, reason or b"", 11 if minor == b"1" else 10, keep_alive,
+                                               int(cl), False, False, head))
+        return parse_response_rules(buf, start, end, head_request)
+
+    return head_end, parse_request, parse_response
