@@ -71,6 +71,48 @@ def h2_library_server(max_concurrent_streams: int, max_header_list_size: int) ->
     return conn
 
 
+class H2LibraryClient(h2.connection.H2Connection):
+    """The h2 library's client connection with the client interface of the compiled layer
+    (gateway/upstream/h2_connection.py uses it for gRPC upstreams)."""
+
+    def __init__(self, stream_window: int, connection_window: int, max_header_list_size: int) -> None:
+        super().__init__(h2.config.H2Configuration(
+            client_side=True, header_encoding=None, validate_inbound_headers=True,
+            validate_outbound_headers=False, normalize_outbound_headers=False))
+        self.local_settings = h2.settings.Settings(client=True, initial_values={
+            h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: stream_window,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list_size,
+        })
+        self._connection_window = connection_window
+
+    def initiate_connection(self) -> None:
+        super().initiate_connection()
+        if self._connection_window > 65535:
+            self.increment_flow_control_window(self._connection_window - 65535)
+
+    def can_open_stream(self) -> bool:
+        return self.open_outbound_streams < self.remote_settings.max_concurrent_streams  # type: ignore[no-any-return]
+
+    def open_stream(self, headers: list[tuple[bytes, bytes]], end_stream: bool = False) -> int:
+        sid = self.get_next_available_stream_id()
+        self.send_headers(sid, headers, end_stream=end_stream)
+        return sid  # type: ignore[no-any-return]
+
+
+def client_connection(stream_window: int, connection_window: int, max_header_list_size: int, *,
+                      pure: bool | None = None) -> Any:
+    """A client-side HTTP/2 connection (gRPC upstreams) on the active layer: initiate_connection,
+    can_open_stream, open_stream(headers, end_stream) -> stream id, then the h2 library's
+    send_data / end_stream / acknowledge_received_data / reset_stream / ping / receive_data."""
+    if pure is None:
+        pure = ACTIVE == "pure"
+    if pure or NgH2Connection is None:
+        return H2LibraryClient(stream_window, connection_window, max_header_list_size)
+    return NgH2Connection(0, max_header_list_size, client=True, initial_window=stream_window,
+                          connection_window=connection_window)
+
+
 def server_connection(max_concurrent_streams: int, max_header_list_size: int, *, pure: bool | None = None) -> Any:
     """A server-side HTTP/2 connection on the active layer (`pure` forces one, for tests)."""
     if pure is None:

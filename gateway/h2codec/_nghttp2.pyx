@@ -97,6 +97,14 @@ cdef extern from "nghttp2/nghttp2.h":
     void nghttp2_option_set_max_continuations(nghttp2_option *, size_t)
     int nghttp2_session_server_new2(nghttp2_session **, const nghttp2_session_callbacks *, void *,
                                     const nghttp2_option *)
+    int nghttp2_session_client_new2(nghttp2_session **, const nghttp2_session_callbacks *, void *,
+                                    const nghttp2_option *)
+    int nghttp2_submit_ping(nghttp2_session *, uint8_t, const uint8_t *)
+    int32_t nghttp2_submit_request(nghttp2_session *, const void *, const nghttp2_nv *, size_t,
+                                   const nghttp2_data_provider *, void *)
+    int nghttp2_submit_window_update(nghttp2_session *, uint8_t, int32_t, int32_t)
+    int nghttp2_session_set_local_window_size(nghttp2_session *, uint8_t, int32_t, int32_t)
+    int nghttp2_session_check_request_allowed(nghttp2_session *)
     void nghttp2_session_del(nghttp2_session *)
     ssize_t nghttp2_session_mem_recv(nghttp2_session *, const uint8_t *, size_t)
     ssize_t nghttp2_session_mem_send(nghttp2_session *, const uint8_t **)
@@ -142,6 +150,8 @@ cdef extern from "nghttp2/nghttp2.h":
         NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS
         NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE
         NGHTTP2_SETTINGS_MAX_FRAME_SIZE
+        NGHTTP2_SETTINGS_ENABLE_PUSH
+        NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE
         NGHTTP2_PROTOCOL_ERROR
         NGHTTP2_ENHANCE_YOUR_CALM
 
@@ -172,7 +182,14 @@ cdef class NgH2Connection:
     cdef object error  # an exception a callback raised (failure of the whole session)
     cdef bytes pending  # serialized by receive_data, not yet taken by data_to_send
 
-    def __cinit__(self, uint32_t max_concurrent_streams, uint32_t max_header_list_size):
+    cdef readonly bint client  # a client session (the gRPC upstream side): responses in, requests out
+    cdef uint32_t initial_window  # (client) SETTINGS_INITIAL_WINDOW_SIZE we announce
+    cdef int32_t connection_window  # (client) our receive window for the whole connection
+    cdef readonly int open_outbound_streams  # (client) streams we opened that are not closed yet
+    cdef set final  # (client) streams whose final (non-1xx) response head came
+
+    def __cinit__(self, uint32_t max_concurrent_streams, uint32_t max_header_list_size, bint client=False,
+                  uint32_t initial_window=65535, int32_t connection_window=65535):
         cdef nghttp2_session_callbacks *cbs
         cdef nghttp2_option *opt
         self.events = []
@@ -184,6 +201,11 @@ cdef class NgH2Connection:
         self.pending = b""
         self.session = NULL
         self._max_streams = max_concurrent_streams
+        self.client = client
+        self.initial_window = initial_window
+        self.connection_window = connection_window
+        self.open_outbound_streams = 0
+        self.final = set()
         if nghttp2_session_callbacks_new(&cbs) != 0:
             raise MemoryError()
         nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, _on_frame_recv)
@@ -196,7 +218,10 @@ cdef class NgH2Connection:
             raise MemoryError()
         nghttp2_option_set_no_auto_window_update(opt, 1)
         nghttp2_option_set_max_continuations(opt, 64)
-        rv = nghttp2_session_server_new2(&self.session, cbs, <void *>self, opt)
+        if client:
+            rv = nghttp2_session_client_new2(&self.session, cbs, <void *>self, opt)
+        else:
+            rv = nghttp2_session_server_new2(&self.session, cbs, <void *>self, opt)
         nghttp2_option_del(opt)
         nghttp2_session_callbacks_del(cbs)
         if rv != 0:
@@ -212,7 +237,19 @@ cdef class NgH2Connection:
     # --- setup and I/O ----------------------------------------------------------------
 
     def initiate_connection(self):
-        cdef nghttp2_settings_entry iv[2]
+        cdef nghttp2_settings_entry iv[3]
+        if self.client:
+            iv[0].settings_id = NGHTTP2_SETTINGS_ENABLE_PUSH
+            iv[0].value = 0
+            iv[1].settings_id = NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE
+            iv[1].value = self.initial_window
+            iv[2].settings_id = NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE
+            iv[2].value = <uint32_t>self.max_header_list
+            _check(nghttp2_submit_settings(self.session, NGHTTP2_FLAG_NONE, iv, 3))
+            if self.connection_window > 65535:
+                _check(nghttp2_session_set_local_window_size(self.session, NGHTTP2_FLAG_NONE, 0,
+                                                             self.connection_window))
+            return
         iv[0].settings_id = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS
         iv[0].value = self._max_streams
         iv[1].settings_id = NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE
@@ -234,8 +271,12 @@ cdef class NgH2Connection:
             err = self.error
             self.error = None
             raise _exc.ProtocolError(err or nghttp2_strerror(<int>rv).decode())
-        self.pending = self._serialize()  # (nghttp2 decides it is done only once its GOAWAY is out)
-        if not nghttp2_session_want_read(self.session) and not nghttp2_session_want_write(self.session):
+        # what nghttp2 answers at once (ACKs, WINDOW_UPDATEs; its GOAWAY: it decides it is done only
+        # once that is out), kept in order until data_to_send, however many reads come before it
+        self.pending += self._serialize()
+        # (a client keeps its events: a GOAWAY the server sent is its ConnectionTerminated)
+        if (not self.client and not nghttp2_session_want_read(self.session)
+                and not nghttp2_session_want_write(self.session)):
             self.events = []  # nghttp2 answered a protocol error with a GOAWAY of its own
             raise _exc.ProtocolError("the peer broke the protocol; GOAWAY sent")
         events, self.events = self.events, []
@@ -269,6 +310,38 @@ cdef class NgH2Connection:
             nghttp2_session_resume_data(self.session, stream_id)
             return
         _submit_headers(self.session, stream_id, headers, end_stream)
+
+    # --- the client side (gRPC upstream connections) -----------------------------------
+
+    def can_open_stream(self):
+        """A new request stream may start: no GOAWAY came, and the peer's
+        SETTINGS_MAX_CONCURRENT_STREAMS leaves room."""
+        return (nghttp2_session_check_request_allowed(self.session) != 0 and self.open_outbound_streams <
+                nghttp2_session_get_remote_settings(self.session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS))
+
+    def open_stream(self, headers, end_stream=False):
+        """A request's HEADERS on a new stream; its stream id. A request with a body gets its
+        DATA provider now (nghttp2 knows a client stream only once its HEADERS are out):
+        send_data fills its buffer, end_stream ends it."""
+        cdef nghttp2_data_provider prd
+        cdef _Stream st
+        prd.source.ptr = NULL
+        prd.read_callback = _read_data
+        sid = _submit_request(self.session, headers, NULL if end_stream else &prd)
+        self.open_outbound_streams += 1
+        if not end_stream:
+            st = self._stream(sid)
+            st.provider = True
+        return sid
+
+    def ping(self, bytes opaque not None):
+        if len(opaque) != 8:
+            raise ValueError("PING data is 8 bytes")
+        _check(nghttp2_submit_ping(self.session, NGHTTP2_FLAG_NONE, <const uint8_t *><char *>opaque))
+
+    def increment_flow_control_window(self, int32_t n, stream_id=None):
+        _check(nghttp2_submit_window_update(self.session, NGHTTP2_FLAG_NONE,
+                                           0 if stream_id is None else <int32_t>stream_id, n))
 
     def send_h1_head(self, int32_t stream_id, bytes data not None, Py_ssize_t end, end_stream=False):
         """The HTTP/1.1 response head data[:end] (`HTTP/1.1 200 OK`, then `name: value` lines,
@@ -383,6 +456,10 @@ cdef class NgH2Connection:
     def local_flow_control_window(self, int32_t stream_id):
         cdef int32_t s = nghttp2_session_get_stream_remote_window_size(self.session, stream_id)
         cdef int32_t c = nghttp2_session_get_remote_window_size(self.session)
+        if s < 0 and self.client and stream_id in self.streams:
+            # a request whose HEADERS are not out yet (nghttp2 knows the stream only then):
+            # it starts with the peer's initial window
+            s = <int32_t>nghttp2_session_get_remote_settings(self.session, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE)
         if s < 0:
             return 0
         st = self.streams.get(stream_id)
@@ -420,7 +497,7 @@ cdef bint _connection_specific(const uint8_t *name, Py_ssize_t n) noexcept:
 cdef int _check(int rv) except -1:
     if rv < 0:
         raise _exc.ProtocolError(nghttp2_strerror(rv).decode())
-    return 0
+    return rv  # (a new stream's id, from nghttp2_submit_headers with stream id -1)
 
 
 cdef int _submit_headers(nghttp2_session *session, int32_t stream_id, headers, end_stream, bint trailer=False) except -1:
@@ -458,6 +535,7 @@ _TrailersReceived = _ev.TrailersReceived
 _StreamEnded = _ev.StreamEnded
 _DataReceived = _ev.DataReceived
 _WindowUpdated = _ev.WindowUpdated
+_ResponseReceived = _ev.ResponseReceived
 
 
 cdef object _headers_event(object cls, int32_t sid, list headers, object end):
@@ -476,6 +554,28 @@ cdef object _data_received(int32_t sid, bytes data, size_t length):
     ev.flow_controlled_length = length
     ev.stream_ended = None
     return ev
+
+
+cdef int32_t _submit_request(nghttp2_session *session, headers, const nghttp2_data_provider *prd) except -1:
+    cdef list fields = [(bytes(hn), bytes(hv)) for hn, hv in headers]
+    cdef Py_ssize_t n = len(fields), i
+    cdef nghttp2_nv *nva = <nghttp2_nv *>malloc(max(n, 1) * sizeof(nghttp2_nv))
+    cdef bytes name, value
+    cdef int32_t rv
+    if nva == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            name, value = fields[i]
+            nva[i].name = <uint8_t *><char *>name
+            nva[i].namelen = len(name)
+            nva[i].value = <uint8_t *><char *>value
+            nva[i].valuelen = len(value)
+            nva[i].flags = NGHTTP2_NV_FLAG_NONE  # nghttp2 copies them
+        rv = nghttp2_submit_request(session, NULL, nva, n, prd, NULL)
+    finally:
+        free(nva)
+    return _check(rv)
 
 
 # --- callbacks from nghttp2 (exceptions become a failed session) -------------------------
@@ -551,6 +651,9 @@ cdef int _on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t 
     cdef NgH2Connection conn = <NgH2Connection>user_data
     try:
         conn._drop(stream_id)
+        if conn.client and stream_id & 1:  # one of ours (client streams are odd)
+            conn.open_outbound_streams -= 1
+            conn.final.discard(stream_id)
     except BaseException as e:
         conn.error = e
         return NGHTTP2_ERR_CALLBACK_FAILURE
@@ -573,6 +676,12 @@ cdef int _on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, vo
         elif t == NGHTTP2_HEADERS:
             if frame.headers.cat == NGHTTP2_HCAT_REQUEST:
                 ev = _headers_event(_RequestReceived, sid, conn.headers, end)
+            elif conn.client and sid not in conn.final and conn.headers and conn.headers[0][0] == b":status":
+                if conn.headers[0][1][:1] == b"1":  # a non-final response (100, 103)
+                    ev = _ev.InformationalResponseReceived(stream_id=sid, headers=conn.headers)
+                else:
+                    conn.final.add(sid)
+                    ev = _headers_event(_ResponseReceived, sid, conn.headers, end)
             else:
                 ev = _headers_event(_TrailersReceived, sid, conn.headers, end)
             conn.headers = []
@@ -595,6 +704,9 @@ cdef int _on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, vo
             if not frame.hd.flags & NGHTTP2_FLAG_ACK:
                 ev = _ev.PingReceived(ping_data=PyBytes_FromStringAndSize(<const char *>frame.ping.opaque_data, 8))
                 events.append(ev)
+            elif conn.client:
+                events.append(_ev.PingAckReceived(
+                    ping_data=PyBytes_FromStringAndSize(<const char *>frame.ping.opaque_data, 8)))
         elif t == NGHTTP2_GOAWAY:
             ev = _ev.ConnectionTerminated()
             ev.error_code = frame.goaway.error_code

@@ -58,6 +58,8 @@ UNIMPLEMENTED, UNAVAILABLE, UNAUTHENTICATED = 12, 14, 16
 # a generated HTTP answer (policy_hooks.prepare) as a gRPC status (the gRPC HTTP mapping)
 _HTTP_TO_GRPC = {400: 13, 401: UNAUTHENTICATED, 403: PERMISSION_DENIED, 404: UNIMPLEMENTED, 413: RESOURCE_EXHAUSTED,
                  429: UNAVAILABLE, 502: UNAVAILABLE, 503: UNAVAILABLE, 504: UNAVAILABLE}
+# trailers-only answers retried elsewhere (see up_headers)
+_RETRIED_STATUSES = frozenset(((b"grpc-status", b"14"), (b"grpc-status", b"1")))
 _DROP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"host"))
 _UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 
@@ -288,6 +290,18 @@ class GrpcStream:
     def up_headers(self, headers: list[tuple[bytes, bytes]], end: bool) -> None:
         if self.ended:
             return
+        if end and not self.responded and _RETRIED_STATUSES.intersection(headers) and self._may_retry(self.conn.now()):
+            # a trailers-only UNAVAILABLE or CANCELLED from the server (one shutting down answers
+            # its calls in flight so: "Cancelling all calls"), nothing relayed yet: another
+            # endpoint, as Envoy's `unavailable,cancelled` retry policies
+            up = self.up
+            if up is not None:
+                up.streams.pop(self.up_sid, None)  # its END_STREAM is no longer this call's
+            self.up_open = False
+            self.up = None
+            self._failed(connect=False)
+            self.conn.schedule()
+            return
         fields = [(n, v) for n, v in headers if n not in _DROP]
         for n, v in fields:
             if n == b":status":
@@ -334,8 +348,8 @@ class GrpcStream:
         self.up = None
         if self.ended:
             return
-        if refused and not self.responded:
-            self._failed(connect=False, refused=True)
+        if not self.responded:  # reset before any response (refused or not): Envoy's reset, refused-stream
+            self._failed(connect=False, refused=refused)
         else:
             self.fail(UNAVAILABLE, "upstream-reset", code=h2.errors.ErrorCodes.CANCEL)
         self.conn.schedule()
@@ -360,9 +374,7 @@ class GrpcStream:
         ep = self.ep
         if ep is not None and not refused:
             self.ctx.eject(ep, self.backend or self.route.backend, now)
-        retry = self.route.policy.retry
-        if (self.replayable and not retry.off and len(self.tried) < retry.tries + (1 if refused else 0)
-                and (retry.timeout is None or now - self.start <= retry.timeout)):
+        if self._may_retry(now, refused=refused):
             if ep is not None:
                 self.ctx.metrics.retry(ep.cluster)
             self.out = []
@@ -370,6 +382,13 @@ class GrpcStream:
             self._attempt()
             return
         self.fail(UNAVAILABLE, "upstream-connect-error" if connect else "upstream-error")
+
+    def _may_retry(self, now: float, *, refused: bool = False) -> bool:
+        """The call may go to another endpoint: held whole, tries and retry time left (a refused
+        stream was not processed: it costs no try)."""
+        retry = self.route.policy.retry
+        return (self.replayable and not retry.off and len(self.tried) < retry.tries + (1 if refused else 0)
+                and (retry.timeout is None or now - self.start <= retry.timeout))
 
     def _deadline(self) -> None:
         self.timer = None

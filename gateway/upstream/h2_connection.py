@@ -1,5 +1,8 @@
 """HTTP/2 upstream connections (backend-protocol GRPC: h2c; GRPCS: TLS with ALPN h2).
 
+The HTTP/2 layer is the downstream's (gateway/h2codec): libnghttp2's client session when it
+was built, the h2 library otherwise, behind one client interface (client_connection).
+
 One connection carries many streams, up to the peer's SETTINGS_MAX_CONCURRENT_STREAMS;
 each stream reports to a sink (the gRPC stream of the downstream, h2_grpc.py). Flow
 control is left to the sink both ways: DATA is credited back only when the sink says it
@@ -20,12 +23,11 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
-import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
-import h2.settings
+
+from .. import h2codec
 
 log = logging.getLogger("fleetgate.gateway")
 
@@ -51,9 +53,7 @@ class UpstreamH2(asyncio.Protocol):
     def __init__(self, pool: Any) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
-        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
-            client_side=True, header_encoding=None, validate_inbound_headers=True,
-            validate_outbound_headers=False, normalize_outbound_headers=False))
+        self.h2 = h2codec.client_connection(STREAM_WINDOW, CONNECTION_WINDOW, 256 * 1024)
         self.streams: dict[int, H2Sink] = {}
         self.flush_soon = False  # a write is scheduled for the end of this loop turn
         self.goaway = False
@@ -68,13 +68,7 @@ class UpstreamH2(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.h2.local_settings = h2.settings.Settings(client=True, initial_values={
-            h2.settings.SettingCodes.ENABLE_PUSH: 0,
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 256 * 1024,
-        })
         self.h2.initiate_connection()
-        self.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self.flush()
         loop = asyncio.get_event_loop()
         self.last_read = loop.time()
@@ -121,11 +115,10 @@ class UpstreamH2(asyncio.Protocol):
 
     def can_open(self) -> bool:
         return (self.transport is not None and not self.goaway and not self.transport.is_closing()
-                and self.h2.open_outbound_streams < self.h2.remote_settings.max_concurrent_streams)
+                and self.h2.can_open_stream())
 
     def open(self, sink: H2Sink, headers: list[tuple[bytes, bytes]], end: bool) -> int:
-        sid = self.h2.get_next_available_stream_id()
-        self.h2.send_headers(sid, headers, end_stream=end)
+        sid = self.h2.open_stream(headers, end)
         self.streams[sid] = sink
         self.flush()
         return sid
