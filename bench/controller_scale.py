@@ -284,6 +284,14 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                                   "def stop(*_):\n    p.disable()\n"
                                   f"    p.dump_stats({args.profile_changes!r})\n"
                                   "signal.signal(signal.SIGUSR2, stop)\nsys.exit(main())\n")
+            elif args.gc_check:  # SIGUSR1: how much of the heap a full collection of frozen objects frees
+                script.write_text(
+                    "import gc, resource, signal, sys\nfrom fleetgate.cli import main\n"
+                    "def check(*_):\n    frozen = gc.get_freeze_count()\n    gc.unfreeze()\n"
+                    "    found = gc.collect()\n    gc.freeze()\n"
+                    "    print('# gc check: %d objects were frozen; a full collection found %d unreachable' "
+                    "% (frozen, found), file=sys.stderr, flush=True)\n"
+                    "signal.signal(signal.SIGUSR1, check)\nsys.exit(main())\n")
             else:
                 script.write_text("import sys\nfrom fleetgate.cli import main\nsys.exit(main())\n")
             controller = subprocess.Popen(
@@ -354,6 +362,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                        max_ms=max(latencies), writes_per_change=(sum(writes) - len(latencies)) / len(latencies),
                        cpu_per_change_ms=cpu * 1000 / len(latencies))
             rss, hwm = rss_mb(pid)
+            if args.gc_check:
+                os.kill(pid, signal.SIGUSR1)
+                await asyncio.sleep(5)
+                out["rss_after_gc_check_mb"] = rss_mb(pid)[0]
             out.update(rss_mb=rss, peak_rss_mb=hwm, load_end=os.getloadavg()[0])
     finally:
         if consumers is not None:
@@ -390,6 +402,8 @@ def main() -> int:
     parser.add_argument("--profile", metavar="PATH", help="run the controller under cProfile (CPU time), stats to PATH")
     parser.add_argument("--profile-changes", metavar="PATH",
                         help="cProfile (CPU time) the controller over the change phase only, stats to PATH")
+    parser.add_argument("--gc-check", action="store_true",
+                        help="at the end, have the controller collect its frozen objects once (is any garbage kept?)")
     parser.add_argument("--py-spy", metavar="PATH", help="sample the controller with py-spy (collapsed stacks to PATH)")
     parser.add_argument("--serve-api", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
