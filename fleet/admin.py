@@ -27,7 +27,6 @@ from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from .view import FleetView
@@ -90,9 +89,9 @@ class AdminServer:
         self.endpoints: dict[str, str] = dict(ENDPOINTS)
         self._runner: web.AppRunner | None = None
         self.address: tuple[str, int] | None = None
-        # --workers N: worker 0 merges every worker's families into one exposition
-        # (fleetgate.workers); None: this process's families alone
-        self.aggregate: Callable[[list[Metric]], Awaitable[list[Metric]]] | None = None
+        # --workers N: worker 0 merges every worker's exposition into its own
+        # (fleetgate.workers); None: this process's alone
+        self.aggregate: Callable[[bytes], Awaitable[bytes]] | None = None
 
     def add_collector(self, collector: Collector) -> None:
         self.registry.register(collector)
@@ -164,15 +163,14 @@ class AdminServer:
         return web.Response(status=200 if ready else 503, text=json.dumps(body) + "\n",
                             content_type="application/json")
 
-    def families(self) -> list[Metric]:
-        """This process's metric families: the default registry's, then the components'."""
-        return list(REGISTRY.collect()) + list(self.registry.collect())
+    def exposition(self) -> bytes:
+        """This process's metrics as text: the default registry's, then the components'."""
+        return generate_latest(REGISTRY) + generate_latest(self.registry)
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        if self.aggregate is None:
-            data = generate_latest(REGISTRY) + generate_latest(self.registry)
-        else:
-            data = generate_latest(_Families(await self.aggregate(self.families())))  # type: ignore[arg-type]
+        data = self.exposition()
+        if self.aggregate is not None:
+            data = await self.aggregate(data)
         return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
@@ -188,16 +186,6 @@ class AdminServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-
-class _Families:
-    """A fixed list of families, shaped as a registry for generate_latest."""
-
-    def __init__(self, families: list[Metric]) -> None:
-        self.families = families
-
-    def collect(self) -> Iterator[Metric]:
-        return iter(self.families)
 
 
 class _SyncMissing(Collector):

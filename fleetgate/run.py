@@ -174,10 +174,10 @@ async def _share_metrics(admin: AdminServer, stack: contextlib.AsyncExitStack, *
     if worker == 0:
         merged = WorkerMetrics(directory, workers)
         admin.aggregate = merged.aggregate
-        admin.add_json("/debug/workers", lambda request: merged.debug(admin.families(), request.query.get("metric")),
+        admin.add_json("/debug/workers", lambda request: merged.debug(admin.exposition(), request.query.get("metric")),
                        "?metric=NAME: each worker's pid, whether it answered, and its own sum of NAME (JSON)")
         return
-    peer = await MetricsPeer(socket_path(directory, worker), worker, admin.families).start()
+    peer = await MetricsPeer(socket_path(directory, worker), worker, admin.exposition).start()
     stack.push_async_callback(peer.close)
 
 

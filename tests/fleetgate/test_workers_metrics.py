@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter as PromCounter
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fleetgate.workers import decode, encode, merge
@@ -126,10 +126,15 @@ def registry_with(requests: int, seconds: list[float], generation: int) -> Colle
     return reg
 
 
+def parsed(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
 def test_merge_sums_counters_and_buckets_and_takes_the_largest_state_gauge() -> None:
-    a = decode(encode(registry_with(3, [0.05, 0.5], 7).collect(), worker=0)).families
-    b = decode(encode(registry_with(4, [0.05, 5.0, 0.01], 9).collect(), worker=1)).families
-    merged = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in merge([a, b]) for s in f.samples}
+    a = decode(encode(generate_latest(registry_with(3, [0.05, 0.5], 7)), worker=0)).text
+    b = decode(encode(generate_latest(registry_with(4, [0.05, 5.0, 0.01], 9)), worker=1)).text
+    merged = parsed(merge([a, b]))
     assert merged[("demo_requests_total", (("code", "200"),))] == 7
     assert merged[("demo_latency_seconds_bucket", (("le", "0.1"),))] == 3
     assert merged[("demo_latency_seconds_bucket", (("le", "1.0"),))] == 4
@@ -138,7 +143,7 @@ def test_merge_sums_counters_and_buckets_and_takes_the_largest_state_gauge() -> 
     assert merged[("demo_latency_seconds_sum", ())] == pytest.approx(5.61)
     assert merged[("demo_connections", ())] == 7  # an amount: summed
     assert merged[("fleetgate_config_generation", ())] == 9  # a version: the largest
-    created_a = next(s.value for f in a for s in f.samples if s.name == "demo_requests_created")
+    created_a = parsed(a)[("demo_requests_created", (("code", "200"),))]
     assert merged[("demo_requests_created", (("code", "200"),))] == created_a  # the earliest
 
 
@@ -146,7 +151,8 @@ def test_merge_keeps_a_label_set_only_one_worker_has_and_bucket_order() -> None:
     reg_a, reg_b = CollectorRegistry(), CollectorRegistry()
     Histogram("demo_seconds", "x", ["ingress"], buckets=(0.1, 1.0), registry=reg_a).labels("a").observe(0.5)
     Histogram("demo_seconds", "x", ["ingress"], buckets=(0.1, 1.0), registry=reg_b).labels("b").observe(0.05)
-    (family,) = merge([list(reg_a.collect()), list(reg_b.collect())])
+    (family,) = [f for f in text_string_to_metric_families(
+        merge([generate_latest(reg_a).decode(), generate_latest(reg_b).decode()])) if f.name == "demo_seconds"]
     buckets = [(s.labels["ingress"], s.labels["le"], s.value) for s in family.samples if s.name.endswith("_bucket")]
     assert buckets == [("a", "0.1", 0), ("a", "1.0", 1), ("a", "+Inf", 1),
                        ("b", "0.1", 1), ("b", "1.0", 1), ("b", "+Inf", 1)]
@@ -156,13 +162,15 @@ async def test_a_worker_that_stops_answering_counts_with_its_last_answer(tmp_pat
     from fleetgate.workers import MetricsPeer, WorkerMetrics, socket_path
 
     peer_reg = registry_with(5, [], 1)
-    own = list(registry_with(2, [], 1).collect())
-    peer = await MetricsPeer(socket_path(str(tmp_path), 1), 1, lambda: list(peer_reg.collect())).start()
+    own = generate_latest(registry_with(2, [], 1))
+    peer = await MetricsPeer(socket_path(str(tmp_path), 1), 1, lambda: generate_latest(peer_reg)).start()
     merged = WorkerMetrics(str(tmp_path), 2, timeout=2.0)
 
-    def total(families: list) -> float:
-        return sum(s.value for f in families for s in f.samples if s.name == "demo_requests_total")
-    up = lambda fams: [s.value for f in fams for s in f.samples if s.name == "fleetgate_worker_up"]  # noqa: E731
+    def total(text: bytes) -> float:
+        return sum(v for (name, _), v in parsed(text.decode()).items() if name == "demo_requests_total")
+
+    def up(text: bytes) -> list[float]:
+        return [v for (name, _), v in sorted(parsed(text.decode()).items()) if name == "fleetgate_worker_up"]
     first = await merged.aggregate(own)
     assert total(first) == 7 and up(first) == [1, 1]
     await peer.close()
