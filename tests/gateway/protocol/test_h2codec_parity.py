@@ -188,3 +188,54 @@ def test_an_http1_response_head_becomes_the_same_headers_on_both(head: bytes):
     if b"Set-Cookie" in head:
         assert [v for n, v in fields if n == b"set-cookie"] == [b"a=1", b"b=2"]
         assert (b"connection-id", b"7") in fields
+
+
+def client_events(pure: bool) -> tuple[list, bytes]:
+    """A gRPC-like exchange from the client side (h2codec.client_connection) against an h2
+    library server: a request with a body past the first write, an informational and a final
+    response, DATA, trailers, a second stream reset by the server, a PING and its ACK.
+    (The client's normalised events, the bytes the server received after the preface.)"""
+    c = h2codec.client_connection(1 << 20, 16 << 20, 256 * 1024, pure=pure)
+    srv = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+    srv.initiate_connection()
+    c.initiate_connection()
+    srv.receive_data(c.data_to_send())
+    events = c.receive_data(srv.data_to_send())
+    srv.receive_data(c.data_to_send())
+    assert c.can_open_stream()
+    one = c.open_stream(POST, False)
+    c.send_data(one, b"\x00\x00\x00\x00\x03abc")
+    c.end_stream(one)
+    two = c.open_stream(GET, True)
+    c.ping(b"12345678")
+    got = []
+    for ev in srv.receive_data(c.data_to_send()):
+        if isinstance(ev, h2.events.DataReceived):
+            got.append(ev.data)
+    srv.send_headers(one, [(b":status", b"100")])
+    srv.send_headers(one, [(b":status", b"200"), (b"content-type", b"application/grpc")])
+    srv.send_data(one, b"\x00\x00\x00\x00\x02ok")
+    srv.send_headers(one, [(b"grpc-status", b"0"), (b"grpc-message", b"")], end_stream=True)
+    srv.reset_stream(two, 7)  # REFUSED_STREAM
+    events += c.receive_data(srv.data_to_send())
+    out = normal(events)
+    for e in events:
+        if isinstance(e, h2.events.InformationalResponseReceived):
+            out.append(("informational", e.stream_id, [tuple(map(bytes, h)) for h in e.headers]))
+        elif isinstance(e, h2.events.ResponseReceived):
+            out.append(("response", e.stream_id, [tuple(map(bytes, h)) for h in e.headers], e.stream_ended is not None))
+        elif isinstance(e, h2.events.PingAckReceived):
+            out.append(("ping-ack", e.ping_data))
+    assert c.open_outbound_streams == 0 and c.can_open_stream()  # both streams closed: their slots are free
+    return out, b"".join(got)
+
+
+def test_the_client_layers_give_the_same_events():
+    """gRPC upstream connections run on either layer (h2codec.client_connection): the same
+    server bytes give the same events, and the request body arrives whole from both."""
+    ng, ng_body = client_events(pure=False)
+    py, py_body = client_events(pure=True)
+    assert ng == py
+    assert ng_body == py_body == b"\x00\x00\x00\x00\x03abc"
+    kinds = [e[0] for e in ng]
+    assert {"informational", "response", "data", "trailers", "end", "reset", "ping-ack"} <= set(kinds)
