@@ -31,6 +31,8 @@ from . import policy_hooks
 from .planning import Planning
 
 if TYPE_CHECKING:
+    from ..routing.backends import Backend
+    from ..routing.select import RequestView
     from ..routing.table import Route, UpstreamEndpoint
     from ..upstream.h2_connection import UpstreamH2
 
@@ -98,8 +100,8 @@ class GrpcStream:
         self.balancer = ctx.balancer
         self.stream_id = sid
         self.route = route
-        self.backend = None
-        self.view = None
+        self.backend: "Backend | None" = None
+        self.view: "RequestView | None" = None
         self.tried: list[str] = []
         self.extra_resp = b""
         self.label = route.ingress
