@@ -9,6 +9,8 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Collection, Iterable, Mapping
 
+from immutables import Map
+
 from fleet.changes import changed_keys
 from fleet.objects import Condition, EndpointSlice, Service, ServiceExport, ServiceImport
 from fleet.snapshot import ClusterObjects, Diagnostic, FleetSnapshot
@@ -64,7 +66,8 @@ class _Group:
 class _State:
     settings: tuple[Any, ...]
     inputs: tuple[_Inputs, ...]
-    sources: tuple[Mapping[GroupKey, Mapping[tuple[str, str], EndpointSlice]], ...]  # per member
+    # per member: exported name -> its source slices; persistent (a change copies no index)
+    sources: tuple[Map[GroupKey, Mapping[tuple[str, str], EndpointSlice]], ...]
     groups: Mapping[GroupKey, _Group]
     wants: Mapping[GroupKey, tuple[str, ...]]
     allocation: Mapping[GroupKey, tuple[str, ...]] | None
@@ -114,12 +117,12 @@ def _derive_group(gkey: GroupKey, members: tuple[str, ...], inputs: tuple[_Input
 
 
 def _empty_state(settings: tuple[Any, ...], n_members: int, consumers: Iterable[str]) -> _State:
-    return _State(settings, (_NO_INPUTS,) * n_members, ({},) * n_members, {}, {}, None, (), {},
+    return _State(settings, (_NO_INPUTS,) * n_members, (Map(),) * n_members, {}, {}, None, (), {},
                   {c: {} for c in consumers}, {}, {}, {})
 
 
 def _find_dirty(state: _State, new_inputs: tuple[_Inputs, ...]
-                ) -> tuple[set[GroupKey], list[Mapping[GroupKey, Mapping[tuple[str, str], EndpointSlice]]]]:
+                ) -> tuple[set[GroupKey], list[Map[GroupKey, Mapping[tuple[str, str], EndpointSlice]]]]:
     """The exported names fed by an object that moved (by identity), and the slice indexes."""
     dirty: set[GroupKey] = set()
     sources = list(state.sources)
@@ -132,7 +135,7 @@ def _find_dirty(state: _State, new_inputs: tuple[_Inputs, ...]
             dirty.update(_amcs_owners(key[0], key[1], groups, dirty))
         moved = changed_keys(old.slices, new.slices)
         if moved:
-            index = dict(sources[i])
+            index = sources[i]
             copied: dict[GroupKey, dict[tuple[str, str], EndpointSlice]] = {}
             for key in moved:
                 for s, add in ((old.slices.get(key), False), (new.slices.get(key), True)):
@@ -147,12 +150,14 @@ def _find_dirty(state: _State, new_inputs: tuple[_Inputs, ...]
                         mine[key] = s
                     else:
                         mine.pop(key, None)
-            for gkey, mine in copied.items():
-                if mine:
-                    index[gkey] = mine
-                else:
-                    index.pop(gkey, None)
-            sources[i] = index
+            if copied:  # a persistent map: the next index shares all but these entries with this one
+                with index.mutate() as changing:
+                    for gkey, mine in copied.items():
+                        if mine:
+                            changing[gkey] = mine
+                        else:
+                            changing.pop(gkey, None)
+                    sources[i] = changing.finish()
             dirty.update(copied)
         if old.namespaces != new.namespaces:
             spaces = old.namespaces ^ new.namespaces
