@@ -7,7 +7,9 @@ imports this module and nothing else of the controller.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Iterator, Mapping, Protocol
+
+from immutables import Map
 
 from fleet.objects import Condition, EndpointSlice, Service, ServiceImport
 from fleet.snapshot import Diagnostic, FleetSnapshot
@@ -62,6 +64,49 @@ class DerivedCluster:
         imports, services, slices = self._flat()
         return (f"DerivedCluster(service_imports={imports!r}, services={services!r}, "
                 f"endpoint_slices={slices!r})")
+
+
+class ByName(Mapping[tuple[str, str], "ImportObjects"]):
+    """Exported name -> its objects, as derive_imports keeps them for one consumer: a
+    persistent map (immutables.Map), so a change to one name shares every other entry with
+    the version before instead of copying them all (10,000 at 10,000 services, per change
+    and consumer), iterated in name order. The sorted names are made on first iteration and
+    handed on while no name comes or goes (an endpoint change moves none)."""
+
+    __slots__ = ("map", "_names")
+
+    def __init__(self, entries: "Map[tuple[str, str], ImportObjects] | None" = None,
+                 names: tuple[tuple[str, str], ...] | None = None) -> None:
+        self.map: Map[tuple[str, str], ImportObjects] = entries if entries is not None else Map()
+        self._names = names
+
+    @property
+    def names(self) -> tuple[tuple[str, str], ...]:
+        if self._names is None:
+            self._names = tuple(sorted(self.map))
+        return self._names
+
+    @property
+    def names_known(self) -> tuple[tuple[str, str], ...] | None:
+        return self._names
+
+    def __getitem__(self, key: tuple[str, str]) -> "ImportObjects":
+        return self.map[key]
+
+    def get(self, key: tuple[str, str], default: Any = None) -> Any:
+        return self.map.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.map
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.map)
+
+    def __repr__(self) -> str:
+        return f"ByName({dict(self.items())!r})"
 
 
 @dataclass(frozen=True, slots=True)

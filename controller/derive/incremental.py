@@ -11,11 +11,11 @@ from typing import Any, Collection, Iterable, Mapping
 
 from immutables import Map
 
-from fleet.changes import changed_keys
+from fleet.changes import KindView, changed_keys
 from fleet.objects import Condition, EndpointSlice, Service, ServiceExport, ServiceImport
 from fleet.snapshot import ClusterObjects, Diagnostic, FleetSnapshot
 
-from ..derived import DerivedCluster, DerivedFleet, ImportObjects
+from ..derived import ByName, DerivedCluster, DerivedFleet, ImportObjects
 from .conflicts import Export, Resolved, export_conditions, invalid_conditions, parse_timestamp, resolve
 from .ipalloc import allocate_clusterset_ips
 from .names import LABEL_MANAGED_BY, MANAGED_BY, amcs_name
@@ -73,7 +73,7 @@ class _State:
     allocation: Mapping[GroupKey, tuple[str, ...]] | None
     alloc_diagnostics: tuple[Diagnostic, ...]
     ips: Mapping[GroupKey, tuple[str, ...]]      # the result's clusterset_ips
-    per_consumer: Mapping[str, Mapping[GroupKey, "ImportObjects"]]  # in sorted GroupKey order
+    per_consumer: Mapping[str, ByName]  # iterated in GroupKey order
     conditions: Mapping[tuple[str, str, str], tuple[Condition, ...]]
     invalid_diagnostics: Mapping[tuple[int, str, str], Diagnostic]
     group_diagnostics: Mapping[GroupKey, tuple[Diagnostic, ...]]
@@ -118,7 +118,7 @@ def _derive_group(gkey: GroupKey, members: tuple[str, ...], inputs: tuple[_Input
 
 def _empty_state(settings: tuple[Any, ...], n_members: int, consumers: Iterable[str]) -> _State:
     return _State(settings, (_NO_INPUTS,) * n_members, (Map(),) * n_members, {}, {}, None, (), {},
-                  {c: {} for c in consumers}, {}, {}, {})
+                  {c: ByName() for c in consumers}, {}, {}, {})
 
 
 def _find_dirty(state: _State, new_inputs: tuple[_Inputs, ...]
@@ -262,10 +262,10 @@ class _Step:
         self.conditions = _Cow(state.conditions)
         self.invalid_diagnostics = _Cow(state.invalid_diagnostics)
         self.group_diagnostics = _Cow(state.group_diagnostics)
-        self.per_consumer: dict[str, Mapping[GroupKey, ImportObjects]] = {
-            c: state.per_consumer[c] for c in consumers}
-        self.copied: dict[str, dict[GroupKey, ImportObjects]] = {}  # consumers written to
-        self.added: set[str] = set()  # consumers with a new name: their order needs sorting
+        self.per_consumer: dict[str, ByName] = {c: state.per_consumer[c] for c in consumers}
+        self.copied: dict[str, Any] = {}  # consumers written to: an immutables MapMutation each
+        self.moved: dict[str, set[GroupKey]] = {}  # the names placed, per consumer written to
+        self.added: set[str] = set()  # consumers where a name came or went: their order is made anew
 
     def settle(self, gkey: GroupKey, old: _Group | None, conds: tuple[Any, ...],
                invalid: tuple[tuple[int, Diagnostic], ...], diags: list[Diagnostic]) -> None:
@@ -279,24 +279,26 @@ class _Step:
         """Set (or remove, when absent from `objects`) one name's objects in every consumer."""
         for cname, mine in self.per_consumer.items():
             now = objects.get(cname)
-            had = gkey in mine
+            writable = self.copied.get(cname)
+            had = gkey in (writable if writable is not None else mine.map)
             if not had and now is None:
                 continue
-            writable = self.copied.get(cname)
             if writable is None:
-                writable = self.copied[cname] = dict(mine)
-                self.per_consumer[cname] = writable
+                writable = self.copied[cname] = mine.map.mutate()
+                self.moved[cname] = set()
+            self.moved[cname].add(gkey)
             if now is None:
                 del writable[gkey]
+                self.added.add(cname)
             else:
                 writable[gkey] = now
                 if not had:
                     self.added.add(cname)
 
-    def sorted_consumers(self) -> dict[str, Mapping[GroupKey, ImportObjects]]:
-        for cname in self.added:
-            mine = self.per_consumer[cname]
-            self.per_consumer[cname] = {k: mine[k] for k in sorted(mine)}
+    def sorted_consumers(self) -> dict[str, ByName]:
+        for cname, writable in self.copied.items():
+            names = None if cname in self.added else self.per_consumer[cname].names_known
+            self.per_consumer[cname] = ByName(writable.finish(), names)
         return self.per_consumer
 
 
@@ -395,7 +397,12 @@ def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None 
         if before is not None and cname not in step.copied:
             per_cluster[cname] = before
         else:
-            per_cluster[cname] = DerivedCluster(by_service=MappingProxyType(per_consumer[cname]))
+            # a KindView over it: changed_keys (the writer, the DNS zone) then costs the names
+            # placed, not a pass over every name
+            base = before.by_service if before is not None else None
+            per_cluster[cname] = DerivedCluster(by_service=KindView(
+                per_consumer[cname], base if type(base) is KindView else None,  # type: ignore[arg-type]
+                step.moved.get(cname, ())))
     invalid_diags, group_diags = step.invalid_diagnostics.map, step.group_diagnostics.map
     diagnostics = (tuple(invalid_diags[k] for k in sorted(invalid_diags)) + alloc_diagnostics
                    + tuple(d for k in sorted(group_diags) for d in group_diags[k]))
