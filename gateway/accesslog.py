@@ -105,10 +105,6 @@ _SAFE = bytes(b for b in range(0x20, 0x7f) if b not in b'"\\')
 _JSON_SAFE = bytes(b for b in range(0x20, 0x7f) if b not in b'"\\')
 
 
-# a whole text line: the field bytes above, the layout's quotes and its newline
-_LINE_SAFE = _SAFE + b'"\n'
-
-
 def _header(head: bytes, title: bytes, lower: bytes, pattern: "re.Pattern[bytes]") -> bytes:
     """A header's value from the codec's forwarded lines (`name: value\r\n`, name as the
     client spelled it): the usual spellings by find, any other by the pattern (only when
@@ -267,8 +263,9 @@ class Formatter:
                         ds.peer or b"-", clock.text, ex.method, req[1], proto, status, sent, referer or b"-",
                         agent or b"-", length, secs, parts.text_mid, secs if cluster else b"-",
                         b"%d" % status if cluster else b"-", ex.request_id or b"-", parts.text_tail)
-                    # one check of the whole line (its 6 quotes are the layout's own) instead of one per field
-                    if line.count(b'"') != 6 or line.translate(None, _LINE_SAFE):
+                    # one check of the whole line (its 6 quotes are the layout's own) instead of one
+                    # per field: the codec lets no CTL but HTAB into a target or a header value
+                    if not line.isascii() or b"\\" in line or b"\t" in line or line.count(b'"') != 6:
                         line = TEXT % (
                             ds.peer or b"-", clock.text, ex.method, _esc(req[1]), proto, status, sent,
                             _esc(referer), _esc(agent), length, secs, parts.text_mid, secs if cluster else b"-",

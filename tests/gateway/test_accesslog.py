@@ -211,3 +211,18 @@ def _fake_exchange() -> Any:
     return SimpleNamespace(req=req, ds=ds, method=b"GET", status=200, route=None, label="", backend=None,
                            endpoint=None, cluster="", tried=None, request_id=b"rid", body_size=0, start=0.0,
                            attempt=1)
+
+
+def test_text_fields_with_quotes_backslashes_tabs_and_non_ascii_are_escaped():
+    from gateway.accesslog import Formatter
+    ex = _fake_exchange()
+    ex.req = (b"GET", b"/caf\xc3\xa9\\x", 11, b"h", 0, False, True, None, False, None, None, None,
+              b"User-Agent: a\tb \"c\"\r\nReferer: r\r\n", 1)
+    ex.request_id = b'id"1'
+    line = Formatter("text").batch([(ex, 0.000123, 10, 20)], 1.7e9)[0].decode("ascii")
+    m = TEXT.match(line.rstrip("\n"))
+    assert m, line
+    assert m["path"] == r"/caf\xC3\xA9\x5Cx" and m["agent"] == r"a\x09b \x22c\x22" and m["referer"] == "r"
+    assert m["rid"] == r"id\x221" and m["rtime"] == "0.000123"
+    plain = Formatter("text").batch([(_fake_exchange(), 0.5, 10, 20)], 1.7e9)[0]
+    assert b'"GET /x HTTP/1.1"' in plain and b" 0.500000 " in plain
