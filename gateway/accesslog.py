@@ -116,8 +116,10 @@ def _header(head: bytes, title: bytes, lower: bytes, pattern: "re.Pattern[bytes]
         i += len(title)
         j = head.find(b"\r", i)
         return head[i:j] if j >= 0 else head[i:]
+    # (find, not `in`: bytes.__contains__ first tries its argument as an int and pays for
+    # the TypeError it makes, several thousand instructions a call on CPython 3.11)
     tail = lower[-6:-2]  # "erer", "gent"
-    if tail in head or tail.upper() in head:
+    if head.find(tail) >= 0 or head.find(tail.upper()) >= 0:
         m = pattern.search(head)
         if m:
             return m.group(1)
@@ -265,7 +267,8 @@ class Formatter:
                         b"%d" % status if cluster else b"-", ex.request_id or b"-", parts.text_tail)
                     # one check of the whole line (its 6 quotes are the layout's own) instead of one
                     # per field: the codec lets no CTL but HTAB into a target or a header value
-                    if not line.isascii() or b"\\" in line or b"\t" in line or line.count(b'"') != 6:
+                    if (not line.isascii() or line.find(b"\\") >= 0 or line.find(b"\t") >= 0
+                            or line.count(b'"') != 6):
                         line = TEXT % (
                             ds.peer or b"-", clock.text, ex.method, _esc(req[1]), proto, status, sent,
                             _esc(referer), _esc(agent), length, secs, parts.text_mid, secs if cluster else b"-",
