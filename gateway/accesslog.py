@@ -34,8 +34,7 @@ MAX_BACKLOG = 8 * 1024 * 1024  # bytes handed to the writer and not written yet
 HANDOFF_BYTES = 32 * 1024  # formatted lines wake the writer once this many wait ...
 HANDOFF_DELAY = 0.05  # ... or this long after the first of them
 
-_REFERER = re.compile(rb"(?:^|\n)referer:[ \t]*([^\r\n]*)", re.I)
-_USER_AGENT = re.compile(rb"(?:^|\n)user-agent:[ \t]*([^\r\n]*)", re.I)
+_REFERER_AGENT = re.compile(rb"^(referer|user-agent):[ \t]*([^\r\n]*)", re.I | re.M)
 # what nginx's text log escapes inside a variable: `"`, `\`, control and non-ASCII bytes
 _UNSAFE = re.compile(rb'[^\x20\x21\x23-\x5b\x5d-\x7e]')
 _MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec")
@@ -103,27 +102,6 @@ def grpc_entry(gs: Any, seconds: float, cluster: str, status: int) -> Entry:
 _SAFE = bytes(b for b in range(0x20, 0x7f) if b not in b'"\\')
 # ... and a JSON string (UTF-8 text is decoded and escaped by json.dumps instead)
 _JSON_SAFE = bytes(b for b in range(0x20, 0x7f) if b not in b'"\\')
-
-
-def _header(head: bytes, title: bytes, lower: bytes, pattern: "re.Pattern[bytes]") -> bytes:
-    """A header's value from the codec's forwarded lines (`name: value\r\n`, name as the
-    client spelled it): the usual spellings by find, any other by the pattern (only when
-    the name's tail is there in some case: most requests have no Referer)."""
-    i = head.find(title)
-    if i < 0:
-        i = head.find(lower)
-    if i >= 0 and (i == 0 or head[i - 1] == 10):
-        i += len(title)
-        j = head.find(b"\r", i)
-        return head[i:j] if j >= 0 else head[i:]
-    # (find, not `in`: bytes.__contains__ first tries its argument as an int and pays for
-    # the TypeError it makes, several thousand instructions a call on CPython 3.11)
-    tail = lower[-6:-2]  # "erer", "gent"
-    if head.find(tail) >= 0 or head.find(tail.upper()) >= 0:
-        m = pattern.search(head)
-        if m:
-            return m.group(1)
-    return b""
 
 
 def _esc(value: bytes) -> bytes:
@@ -214,11 +192,15 @@ class Formatter:
             try:
                 req = ex.req
                 head = req[12]
+                referer = agent = b""
                 if head:
-                    referer = _header(head, b"Referer: ", b"referer: ", _REFERER)
-                    agent = _header(head, b"User-Agent: ", b"user-agent: ", _USER_AGENT)
-                else:
-                    referer = agent = b""
+                    # one scan of the header lines for both (each bytes.find is an
+                    # old-style-parsed call: a few of them cost more than this)
+                    for name, value in _REFERER_AGENT.findall(head):
+                        if name[0] in b"rR":
+                            referer = referer or value
+                        else:
+                            agent = agent or value
 
                 ds = ex.ds
                 h2 = h2_types.get(type(ds))
@@ -265,10 +247,8 @@ class Formatter:
                         ds.peer or b"-", clock.text, ex.method, req[1], proto, status, sent, referer or b"-",
                         agent or b"-", length, secs, parts.text_mid, secs if cluster else b"-",
                         b"%d" % status if cluster else b"-", ex.request_id or b"-", parts.text_tail)
-                    # one check of the whole line (its 6 quotes are the layout's own) instead of one
-                    # per field: the codec lets no CTL but HTAB into a target or a header value
-                    if (not line.isascii() or line.find(b"\\") >= 0 or line.find(b"\t") >= 0
-                            or line.count(b'"') != 6):
+                    # one check of the fields that come from the client, together
+                    if _UNSAFE.search(b"".join((req[1], referer, agent, ex.request_id))) is not None:
                         line = TEXT % (
                             ds.peer or b"-", clock.text, ex.method, _esc(req[1]), proto, status, sent,
                             _esc(referer), _esc(agent), length, secs, parts.text_mid, secs if cluster else b"-",
