@@ -73,12 +73,23 @@ class Planning:
         method, target, _, host, _, _, _, _, _, _, _, _, fields, _ = head
         ctx = self.ctx
         want = ctx.table.request_headers
-        ex.headers = headers = wanted_headers(fields, want) if want and fields else {}
-        (ex.answer, ex.extra_resp, backend, ex.label, up_target, up_host, ex.mirror, ex.view) = prepare(
+        if want:
+            ex.headers = headers = wanted_headers(fields, want) if fields else {}
+        else:
+            headers = {}
+        answer, ex.extra_resp, backend, ex.label, up_target, up_host, mirror, view = prepare(
             r, method, host, target, headers, peer=self.peer, tls=self.tls, https_port=ctx.https_port,
             usable=ctx.usable, rand_backend=_random(), rand_mirror=_random())
+        # ex is new: what the plan leaves at the class's default (None) is not stored (these
+        # are not among exchange.HOT_ATTRIBUTES: a store would grow the instance's dict)
+        if answer is not None:
+            ex.answer = answer
         if backend is not None:
             ex.backend = backend
+        if mirror is not None:
+            ex.mirror = mirror
+        if view is not None:
+            ex.view = view
         return up_target, up_host
 
     def _pick(self, ex: Exchange, now: float) -> "UpstreamEndpoint | None":
