@@ -46,10 +46,12 @@ _REQ_SPECIAL = (rb"c(?:on(?:nection|tent-length))|ex(?:pect)|host|keep-alive|pro
                 rb"|request-id)")
 # A forwarded line in canonical form: `name: value` with no OWS at either end of the value.
 _PLAIN = rb"(?!(?:" + _REQ_SPECIAL + rb"):)" + _TCHL + rb"++: [^ \t\r][^\r]*+(?<![ \t])\r\n"
-_REQUEST_LINE = re.compile(rb"(?!CONNECT )([A-Z_\-]++) (/[\x21\x22\x24-\x7e]*+) HTTP/1\.([01])\r\n")
-# the header lines and the final CRLF: Host once (uri-host without '%' or '[', optional port)
-_REQUEST_HOST_ONLY = re.compile(rb"(?:" + _PLAIN + rb")*+host: ([a-z0-9\-._~!$&'()*+,;=]++(?::[0-9]*+)?)\r\n(?:"
-                                + _PLAIN + rb")*+\r\n")
+# The whole request head, lowercased: request line (origin form; CONNECT takes an authority),
+# the header lines and the final CRLF, Host once (uri-host without '%' or '[', optional port).
+# Groups: 1 method, 2 target, 3 Host's value. The caller checks the received bytes' case
+# where the grammar needs it (the method's letters and "HTTP" are uppercase).
+_REQUEST_HOST_ONLY = re.compile(rb"(?!connect )([a-z_\-]++) (/[\x21\x22\x24-\x7e]*+) http/1\.[01]\r\n(?:" + _PLAIN
+                                + rb")*+host: ([a-z0-9\-._~!$&'()*+,;=]++(?::[0-9]*+)?)\r\n(?:" + _PLAIN + rb")*+\r\n")
 
 # Response: the hop-by-hop fields and Content-Length (types.RESPONSE_HOP | content-length).
 _RESP_SPECIAL = (rb"c(?:on(?:nection|tent-length))|keep-alive|proxy-(?:connection|authenticate)"
@@ -57,13 +59,11 @@ _RESP_SPECIAL = (rb"c(?:on(?:nection|tent-length))|keep-alive|proxy-(?:connectio
 _RPLAIN = rb"(?:(?!(?:" + _RESP_SPECIAL + rb"):)" + _TCHL + rb"++:[^\r]*+\r\n)*+"
 _CL = rb"content-length:[ \t]*+([0-9]{1,18}+)[ \t]*+\r\n"
 _CONN = rb"(connection:[ \t]*+(keep-alive|close)[ \t]*+\r\n)"
-_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: ([^\r]*+))?\r\n")
-# the whole head (its status line again, for CTLs): at most one Content-Length and one
-# Connection, in either order. Groups: 1 CL, 2 Connection line, 3 its value; 4-6 the same
-# for Connection first.
-_RESPONSE_COMMON = re.compile(rb"[^\r]*+\r\n" + _RPLAIN + rb"(?:" + _CL + _RPLAIN + rb"(?:" + _CONN + _RPLAIN
-                              + rb")?|" + _CONN.replace(b"(keep", b"(?P<v2>keep").replace(b"(conn", b"(?P<l2>conn")
-                              + _RPLAIN + rb"(?:" + _CL.replace(b"([0-9]", b"(?P<c2>[0-9]") + _RPLAIN
+# The whole response head, lowercased: status line, at most one Content-Length and one
+# Connection (either order), the final CRLF. Groups: 1 reason; 2 Content-Length, 3 the
+# Connection line, 4 its value; 5-7 the same with Connection first (line, value, length).
+_RESPONSE_COMMON = re.compile(rb"http/1\.[01] [1-9][0-9][0-9](?: ([^\r]*+))?\r\n" + _RPLAIN + rb"(?:" + _CL + _RPLAIN
+                              + rb"(?:" + _CONN + _RPLAIN + rb")?|" + _CONN + _RPLAIN + rb"(?:" + _CL + _RPLAIN
                               + rb")?)?\r\n")
 
 
@@ -94,59 +94,49 @@ def fast_paths(head_end_rules: Callable[..., int], parse_request_rules: Callable
         """See _http1_py.parse_request (the rules): same results."""
         cbuf, cstart, cend, n = clean
         if cbuf is buf and cstart == start and cend == end:
-            m = _REQUEST_LINE.match(buf, start, end)
-            if m is not None:
-                fs = m.end()
-                if fs - 2 - start <= max_line and end - 2 - fs <= max_header_bytes:
-                    low = (buf if start == 0 and end == len(buf) else buf[start:end]).translate(_LOWER_CTL)
-                    h = _REQUEST_HOST_ONLY.fullmatch(low, fs - start)
-                    if h is not None:
-                        hs, he = h.span(1)
-                        method, target, minor = m.groups()
-                        if hs == fs - start + 6:  # Host first: the lines after it
-                            fields = buf[start + he + 2:end - 2]
-                        else:
-                            fields = buf[fs:start + hs - 6] + buf[start + he + 2:end - 2]
-                        if minor == b"1":
-                            return _new(RequestHead, (method, target, 11, buf[start + hs:start + he], -1, False, True,
-                                                      None, False, None, None, None, fields, n - 2))
-                        return _new(RequestHead, (method, target, 10, buf[start + hs:start + he], -1, False, False,
-                                                  None, False, None, None, None, fields, n - 2))
+            h = _REQUEST_HOST_ONLY.fullmatch((buf if start == 0 and end == len(buf) else buf[start:end])
+                                             .translate(_LOWER_CTL))
+            if h is not None:
+                _, (_, sp), (ta, tz), (hs, he) = h.regs
+                method = buf[start:start + sp]
+                if (method.isupper() and buf[start + tz + 1:start + tz + 5] == b"HTTP" and tz + 9 <= max_line
+                        and end - 13 - start - tz <= max_header_bytes):
+                    if hs == tz + 17:  # Host first: the lines after it
+                        fields = buf[start + he + 2:end - 2]
+                    else:
+                        fields = buf[start + tz + 11:start + hs - 6] + buf[start + he + 2:end - 2]
+                    if buf[start + tz + 8] == 49:  # HTTP/1.1
+                        return _new(RequestHead, (method, buf[start + ta:start + tz], 11, buf[start + hs:start + he],
+                                                  -1, False, True, None, False, None, None, None, fields, n - 2))
+                    return _new(RequestHead, (method, buf[start + ta:start + tz], 10, buf[start + hs:start + he],
+                                              -1, False, False, None, False, None, None, None, fields, n - 2))
         return parse_request_rules(buf, start, end, max_line, max_header_bytes)
 
     def parse_response(buf: bytes, start: int, end: int, head_request: bool) -> ResponseHead:
         """See _http1_py.parse_response (the rules): same results."""
         cbuf, cstart, cend, _ = clean
         if cbuf is buf and cstart == start and cend == end:
-            m = _STATUS_LINE.match(buf, start, end)
-            if m is not None:
-                r = _RESPONSE_COMMON.fullmatch((buf if start == 0 and end == len(buf) else buf[start:end])
-                                               .translate(_LOWER_CTL))
-                if r is not None:
-                    minor, code, reason = m.groups()
-                    status = _CODES[code]
-                    cl, line, conn, line2, conn2, cl2 = r.group(1, 2, 3, "l2", "v2", "c2")
-                    if line is None and line2 is not None:
-                        line, conn = line2, conn2
-                        a, b = r.span("l2")
-                    elif line is not None:
-                        a, b = r.span(2)
-                    if cl is None:
-                        cl = cl2
-                    if line is None:  # no Connection line: the head as received
-                        head = buf[start:end - 2] if minor == b"1" else b"HTTP/1.1" + buf[start + 8:end - 2]
-                        keep_alive = minor == b"1"
-                    else:
-                        head = b"HTTP/1.1" + buf[start + 8:start + a] + buf[start + b:end - 2]
-                        keep_alive = conn != b"close" if minor == b"1" else conn == b"keep-alive"
-                    if head_request or status < 200 or status == 204 or status == 304:
-                        return _new(ResponseHead, (status, reason or b"", 11 if minor == b"1" else 10, keep_alive, 0,
-                                                   False, False, head))
-                    if cl is None:  # close-delimited
-                        return _new(ResponseHead, (status, reason or b"", 11 if minor == b"1" else 10, False, -1,
-                                                   False, True, head))
-                    return _new(ResponseHead, (status, reason or b"", 11 if minor == b"1" else 10, keep_alive,
-                                               int(cl), False, False, head))
+            r = _RESPONSE_COMMON.fullmatch((buf if start == 0 and end == len(buf) else buf[start:end])
+                                           .translate(_LOWER_CTL))
+            if r is not None and buf[start:start + 5] == b"HTTP/":
+                _, (ra, rz), (ca, cz), (la, lz), (va, vz), (la2, lz2), (va2, vz2), (ca2, cz2) = r.regs
+                status = _CODES[buf[start + 9:start + 12]]
+                ver = 11 if buf[start + 7] == 49 else 10
+                if ca < 0:  # (Connection first, or no Content-Length)
+                    la, lz, va, vz, ca, cz = la2, lz2, va2, vz2, ca2, cz2
+                if la < 0:  # no Connection line: the head as received
+                    head = buf[start:end - 2] if ver == 11 else b"HTTP/1.1" + buf[start + 8:end - 2]
+                    keep_alive = ver == 11
+                else:
+                    head = b"HTTP/1.1" + buf[start + 8:start + la] + buf[start + lz:end - 2]
+                    keep_alive = vz - va != 5 if ver == 11 else vz - va == 10  # close / keep-alive
+                reason = buf[start + ra:start + rz] if ra >= 0 else b""
+                if head_request or status < 200 or status == 204 or status == 304:
+                    return _new(ResponseHead, (status, reason, ver, keep_alive, 0, False, False, head))
+                if ca < 0:  # close-delimited
+                    return _new(ResponseHead, (status, reason, ver, False, -1, False, True, head))
+                return _new(ResponseHead, (status, reason, ver, keep_alive, int(buf[start + ca:start + cz]), False,
+                                           False, head))
         return parse_response_rules(buf, start, end, head_request)
 
     return head_end, parse_request, parse_response
