@@ -132,7 +132,8 @@ class GatewayMetrics(Collector):
             self.failovers[k] = self.failovers.get(k, 0) + 1
 
     def observe(self, ingress: str, cluster: str, code: int, seconds: float) -> None:
-        """A response that is no exchange's (a refused head, a gRPC call): counted only."""
+        """A response that is no exchange's (a head refused before it became a request):
+        counted only (no access log line: there is no request to describe)."""
         key = (ingress, ingress, "", cluster, _OTHER, code)
         row = self.rows.get(key)
         if row is None:
