@@ -77,19 +77,14 @@ class Planning:
             ex.headers = headers = wanted_headers(fields, want) if fields else {}
         else:
             headers = {}
-        answer, ex.extra_resp, backend, ex.label, up_target, up_host, mirror, view = prepare(
+        # answer, mirror and view stored even when None: they are read again on every such
+        # request, and a read that falls back to the class default is an unspecialised
+        # attribute load on 3.11 (measured: leaving them unset cost ~3k instructions)
+        (ex.answer, ex.extra_resp, backend, ex.label, up_target, up_host, ex.mirror, ex.view) = prepare(
             r, method, host, target, headers, peer=self.peer, tls=self.tls, https_port=ctx.https_port,
             usable=ctx.usable, rand_backend=_random(), rand_mirror=_random())
-        # ex is new: what the plan leaves at the class's default (None) is not stored (these
-        # are not among exchange.HOT_ATTRIBUTES: a store would grow the instance's dict)
-        if answer is not None:
-            ex.answer = answer
         if backend is not None:
             ex.backend = backend
-        if mirror is not None:
-            ex.mirror = mirror
-        if view is not None:
-            ex.view = view
         return up_target, up_host
 
     def _pick(self, ex: Exchange, now: float) -> "UpstreamEndpoint | None":
