@@ -199,7 +199,7 @@ def _loop_policies(ds: asyncio.Protocol, mirror: _MirrorConnection, n: int) -> f
         if mirror.busy:
             mirror.data_received(RESPONSE)
     elapsed = time.process_time() - start
-    assert ds.transport.written > 0 and mirror.transport.written > 0  # type: ignore[attr-defined]
+    assert ds.transport.written > 0 and mirror.transport.written > 0  # type: ignore[attr-defined,union-attr]
     return elapsed * 1e6 / n
 
 
