@@ -97,7 +97,7 @@ class ClusterWorker:
         self.limiter = limiter or TokenBucket(0, 1)
         self.writes = 0
         self.cluster_id: str | None = None  # publish_cluster_id's outcome, once it has one
-        self.keyed = KeyedCluster(name)
+        self.keyed = KeyedCluster()
         self.store_now = _StoreNow(source)
         self._pending: dict[GroupKey, None] = {}  # dirty keys of bulk work, oldest first
         self._urgent: dict[GroupKey, None] = {}  # dirty keys of small changes: planned first
@@ -117,8 +117,7 @@ class ClusterWorker:
         derived = current.derived
         desired = derived.per_cluster.get(self.name)
         changed: Iterable[GroupKey] | None = None if self._resync else derived.changed
-        dirty = self.keyed.set_desired(desired.by_service if desired is not None else {}, changed,
-                                       derived.export_conditions)
+        dirty = self.keyed.set_desired(desired.by_service if desired is not None else {}, changed)
         member = current.snapshot.member(self.name)
         resync = False
         if self.source.loaded and member is not None:
