@@ -21,6 +21,12 @@ over ~300-700. So:
   the gateway reads is Host (in canonical `name: value` form, so the forwarded lines are
   the received bytes), a response whose only such fields are at most one Content-Length
   and one `Connection: keep-alive|close`. Values come from the received bytes, by offset.
+
+Measured (bench/h1_path_cpu.py --instructions, FLEETGATE_PURE_PYTHON=1): 128.7k -> 103.8k
+instructions per proxied request at 3 headers, 154k -> 122.8k at 12. What is left is
+CPython's floor for this shape: per head one regex call (~9k for a 6-line response: the
+engine's ~500-800 per line plus its set-up), three counts and a find (~5k), and ~50
+bytecodes with their slices and small objects (~10k).
 """
 from __future__ import annotations
 

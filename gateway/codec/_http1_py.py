@@ -5,6 +5,9 @@ against the same corpus and random heads as the compiled module (tests/gateway/c
 Every rule is written once here in the order the compiled module applies it, so both
 report the same HeadError for the same bytes: size limits first, then the request line
 left to right, then each header line in order, then the checks that need the whole head.
+The public head_end, parse_request and parse_response (bound at the bottom) are
+`_h1fast_py`'s fronts over these rules: they answer the common heads in a few C-level
+calls and hand every other head to the rules unchanged.
 """
 from __future__ import annotations
 
