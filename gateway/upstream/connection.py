@@ -139,17 +139,24 @@ class UpstreamH1(asyncio.Protocol):
                         ex.status = code
                         ex.phase = RESPONDING  # (hot path: see exchange.py)
                         ex.cluster = self.cluster
-                        # head and body in one piece: the flush writes it as is
-                        ds.out.append(b"".join((rhead, self.cline, ex.extra_resp, b"\r\n", data[end:]))
-                                      if end < len(data) else
-                                      b"".join((rhead, self.cline, ex.extra_resp, b"\r\n")))
+                        # head and body in one piece, written at once when nothing waits
+                        # before it in ds.out (what flush would do, without its call)
+                        piece = (b"".join((rhead, self.cline, ex.extra_resp, b"\r\n", data[end:]))
+                                 if end < len(data) else b"".join((rhead, self.cline, ex.extra_resp, b"\r\n")))
                         self.ex = None
+                        out = ds.out
+                        t = ds.transport
+                        if out or t is None:
+                            out.append(piece)
+                        else:
+                            t.write(piece)
                         if ex.request_done:
                             self.reused = True
                             ds.response_complete(ex, True, self)
                         else:
                             ds.response_complete(ex, False, self)
-                        ds.flush()
+                        if out or ds.close_after:
+                            ds.flush()
                         return
             except HeadError:
                 pass  # the general way below says what is wrong
