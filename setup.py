@@ -15,7 +15,11 @@ CODEC = os.path.join("gateway", "codec")
 MODULES = [("gateway.codec._http1", os.path.join(CODEC, "_http1.pyx")),
            ("gateway.codec._chunked", os.path.join(CODEC, "_chunked.pyx")),
            # the DNS fast path (recvmmsg/sendmmsg: Linux; elsewhere its twin _fastpath_py)
-           ("dnsplugin.codec._fastpath", os.path.join("dnsplugin", "codec", "_fastpath.pyx"))]
+           ("dnsplugin.codec._fastpath", os.path.join("dnsplugin", "codec", "_fastpath.pyx")),
+           # the request path's hot core: its pure-Python source compiled under another name
+           # (Cython's pure Python mode, typed by gateway/exchange/_core.pxd), so the twin
+           # _core_py stays importable beside it; gateway/exchange/__init__.py chooses
+           ("gateway.exchange._core", os.path.join("gateway", "exchange", "_core_py.py"))]
 
 
 class OptionalBuildExt(build_ext):
@@ -48,7 +52,8 @@ def extensions() -> list[Extension]:
         sys.stderr.write("WARNING: Cython is not installed; building without the compiled codec\n")
         return []
     try:
-        depends = [os.path.join(CODEC, "_scan.pxi"), os.path.join(CODEC, "_heads.pxi")]
+        depends = [os.path.join(CODEC, "_scan.pxi"), os.path.join(CODEC, "_heads.pxi"),
+                   os.path.join("gateway", "exchange", "_core.pxd")]
         return cythonize([Extension(name, [src], depends=depends, extra_compile_args=["-O2"])
                           for name, src in MODULES],
                          compiler_directives={"language_level": "3"}, quiet=True)

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .. import exchange as _exchange
 from ..codec import RequestHead, upstream_head
-from ..exchange import DONE, Exchange, RESPONDING, SENT
+from ..exchange import DONE, RESPONDING, SENT, Exchange
 from ..routing.table import Route, route as find_route
 from ..upstream import decide
 from ..upstream.connect import TLS_POOL_PREFIX, connect
@@ -30,7 +29,6 @@ if TYPE_CHECKING:
 
 ROUTE_CACHE_SIZE = 4096
 IDEMPOTENT_METHODS = decide.IDEMPOTENT_METHODS
-_MISS = object()
 
 
 def _route(table: "RouteTable", host: bytes, target: bytes) -> Route | None:
@@ -41,7 +39,7 @@ def _route(table: "RouteTable", host: bytes, target: bytes) -> Route | None:
 
 
 class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
-    __slots__ = ("pools", "balancer", "cluster_line", "idle_timeout")
+    __slots__ = ("cluster_line",)  # (pools, balancer, idle_timeout: DownstreamCore's fields)
 
     def __init__(self, ctx, scheme: bytes = b"http") -> None:  # type: ignore[no-untyped-def]
         super().__init__(ctx, scheme)
@@ -50,63 +48,22 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
         self.cluster_line = ctx.cluster_line
         self.idle_timeout = ctx.limits.idle_timeout
 
-    # --- a parsed head --------------------------------------------------------------
+    # --- a parsed head (DownstreamCore._on_head routes it and sends the common request) --
 
-    def _on_head(self, head: RequestHead, began: float) -> Exchange:
+    def _route_miss(self, table: "RouteTable", key: tuple[bytes, bytes]) -> Route | None:
+        """route() for a (host, target) not in the table's cache yet; cached."""
+        r = _route(table, key[0], key[1])
+        if len(table.route_memo) >= ROUTE_CACHE_SIZE:
+            table.route_memo.clear()
+        table.route_memo[key] = r
+        return r
+
+    def _policy_head(self, ex: Exchange, head: RequestHead, r: Route, has_body: bool) -> None:
+        """A routed request that is not the common one: a body, an upgrade, or a policy to
+        apply per request (planning.py resolves it into a plan)."""
         ctx = self.ctx
-        # The head's fields unpacked at once: a NamedTuple field read is a descriptor call
-        # (~240 instructions on 3.11), one unpack of the whole tuple costs about two of them.
-        (method, target, version, host, content_length, chunked, keep_alive, upgrade,
-         expect, _xff, rid, _via, _fields, _count) = head
-        if method == b"CONNECT":
-            raise Reject(405, "connect-not-allowed")
-        ex = _exchange.EXCHANGE_CLASS()
-        ex.ds = self
-        ex.req = head
-        ex.method = method
-        ex.start = began
-        # read on every request: set here so the reads never fall back to the class (an
-        # unspecialised attribute load on 3.11)
-        ex.backend = None
-        ex.counted = None
-        ex.extra_resp = b""
-        self.http11 = version == 11
-        if upgrade is not None or ctx.draining:
-            ex.keep_alive = False  # declined or not, nothing after an upgrade is parsed as a request
-        else:
-            ex.keep_alive = keep_alive
-        table = ctx.table
-        key = (host, target)
-        r = table.route_memo.get(key, _MISS)
-        if r is _MISS:
-            r = _route(table, host, target)
-            if len(table.route_memo) >= ROUTE_CACHE_SIZE:
-                table.route_memo.clear()
-            table.route_memo[key] = r
-        has_body = chunked or content_length > 0
-        if rid is None:
-            ctx.rid += 1
-            rid = b"%s%x" % (ctx.rid_prefix, ctx.rid)
-        ex.request_id = rid
-        if r is None:
-            if has_body:
-                self._expect_body(ex, head)
-            else:
-                ex.request_done = True
-            self._start(ex)
-            return ex
-        ex.route = r
-        ex.label = r.ingress
+        method, target, host, content_length, expect = ex.method, head[1], head[3], head[4], head[8]
         policy = r.policy
-        if (policy.fast or (self.tls and policy.fast_tls)) and not has_body and upgrade is None:
-            # the common request: no body, no per-request policy; its upstream head in one
-            # call (arguments by position: the compiled codec parses no keywords then)
-            ex.head = upstream_head(head, target, host, self.peer, self.scheme, rid)
-            ex.request_done = True
-            if not self.health.down and method in IDEMPOTENT_METHODS and self._fast_send(ex, r):
-                return ex
-            self._start(ex)
-            return ex
         if policy.grpc:  # gRPC needs HTTP/2 end to end (h2_grpc.py takes HTTP/2 streams before here)
             raise Reject(426, "grpc-requires-http2")
         up_target, up_host = target, host
@@ -114,11 +71,11 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
         if limit is not None and content_length > limit:
             raise Reject(413, "request-too-large")
         if policy.total_timeout is not None:
-            ex.hard_deadline = began + policy.total_timeout
+            ex.hard_deadline = ex.start + policy.total_timeout
         if policy.per_request:
             up_target, up_host = self._plan(ex, r, head)
         if ex.answer is None:
-            ex.head = upstream_head(head, up_target, up_host, self.peer, self.scheme, rid)
+            ex.head = upstream_head(head, up_target, up_host, self.peer, self.scheme, ex.request_id)
             if ex.mirror is not None:
                 h = ex.head
                 tail = h[h.find(b"\r\n", h.find(b"\r\n") + 2) + 2:]  # after the request and host lines
@@ -133,9 +90,8 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
                 self._submit_mirror(ex)
         if (ex.answer is None and policy.fast_send and not self.health.down and method in IDEMPOTENT_METHODS
                 and self._fast_send(ex, r)):
-            return ex
+            return
         self._start(ex)
-        return ex
 
     def _body_piece(self, ex: Exchange, piece: bytes, size: int) -> None:
         if ex.phase == DONE:
@@ -190,30 +146,6 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
             self._generated(ex, 503, "no-healthy-upstream")
             return
         self._send(ex, ep, now)
-
-    def _fast_send(self, ex: Exchange, r: Route) -> bool:
-        """The common case in one call: plain round robin (decide.round_robin), every
-        endpoint up, a warm pooled connection. False (nothing done) when the backend has
-        no endpoint."""
-        backend = ex.backend or r.backend
-        if backend is None or not backend.endpoints:
-            return False
-        ep = decide.round_robin(backend.endpoints, self.balancer, backend.key)
-        self.active = ex
-        self.deadline = 0.0
-        pool = self.pools.get(ep.key)
-        if pool is not None and pool.idle:
-            conn = pool.idle.pop()
-            t = conn.transport
-            if t is not None and not t.is_closing():
-                ex.endpoint = ep
-                ex.attempt = 1
-                ex.phase = SENT  # (hot path: unchecked here, checked under CheckedExchange)
-                ex.deadline = decide.wait_until(ex.start, r.policy, connected=True)
-                conn.send(ex, ex.head)
-                return True
-        self._send(ex, ep, self.now())  # no warm connection: the general send
-        return True
 
     def _send(self, ex: Exchange, ep: "UpstreamEndpoint", now: float) -> None:
         ex.endpoint = ep
@@ -335,32 +267,6 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
             else:
                 active.pop(ex.counted, None)  # (a table swap may have pruned it already)
             ex.counted = None
-
-    def response_complete(self, ex: Exchange, reusable: bool, upstream: "UpstreamH1 | None") -> None:
-        ex.phase = DONE  # (hot path: unchecked here, checked under CheckedExchange)
-        ctx = self.ctx
-        now = self.now()
-        if upstream is not None:
-            if reusable:
-                # Pool.release, inlined (a call per request saved): idle while under the cap
-                pool = upstream.pool
-                idle = pool.idle
-                if len(idle) < pool.max_idle and upstream.transport is not None:
-                    upstream.idle_since = now
-                    idle.append(upstream)
-                else:
-                    upstream.close()
-            else:
-                upstream.close()
-        if ex.counted is not None:
-            self.balancer.observe(ex.counted, now - ex.sent, now)  # peak EWMA's sample
-            self._uncount(ex)
-        ctx.metrics.request_done(ex, now)
-        if ex.keep_alive and not self.paused and not ctx.draining:
-            self.active = None  # the common end of a keep-alive exchange: wait for the next
-            self.deadline = now + (self.header_timeout if self.began else self.idle_timeout)
-            return
-        self._next(ex, now)
 
     def _generated(self, ex: Exchange, code: int, reason: str, extra: bytes = b"") -> None:
         """Answer ex ourselves (404/502/503/504...), in order with pipelined responses."""

@@ -27,7 +27,7 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from ..codec import ChunkedDecoder, HeadError, RequestHead, head_end, parse_request
-from ..exchange import DONE, Exchange, RESPONDING
+from ..exchange import DONE, DownstreamCore, Exchange, Reject, RESPONDING
 from .http1 import error_response
 
 if TYPE_CHECKING:
@@ -67,25 +67,16 @@ def refusal(err: HeadError, peer: bytes) -> "Reject":
     return Reject(err.status, reason)
 
 
-class Reject(Exception):
-    """A request the gateway answers itself and then closes (limits, malformed input)."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-class H1Reader(asyncio.Protocol):
+class H1Reader(DownstreamCore, asyncio.Protocol):
     """Connection lifecycle, reading, framing and rejects; the subclass decides what a
-    request becomes (`_on_head`, `_body_piece`, `_body_done`) and proxies it."""
+    request becomes (`_body_piece`, `_body_done`, and through DownstreamCore._on_head,
+    `_policy_head`) and proxies it. The common read (a whole head on an idle connection),
+    flush and the common request are DownstreamCore's (gateway/exchange, compiled where
+    built); everything else reads here (`_read`)."""
 
-    # Slots, not a __dict__: a connection has more attributes than CPython's shared-key
-    # instance layout holds (30), and the data path reads them on every request.
-    __slots__ = ("ctx", "scheme", "tls", "transport", "peer", "buf", "resume", "began", "cur", "remaining",
-                 "decoder", "active", "out", "deadline", "http11", "tunnel", "held", "close_after", "paused",
-                 "final", "now", "header_timeout", "max_line", "max_headers", "head_limit", "health",
-                 "sent", "logged", "__weakref__")
+    # Slots, not a __dict__ (the data path reads them on every request); the hot fields
+    # are DownstreamCore's and must not be repeated here.
+    __slots__ = ("resume", "remaining", "decoder")
 
     # the HTTP/2 connection protocol for h2c prior knowledge: set by h2.py when it loads
     # (h2.py builds on DownstreamH1, so this module cannot import it back)
@@ -159,50 +150,11 @@ class H1Reader(asyncio.Protocol):
         if up is not None and up.transport is not None:  # type: ignore[union-attr]
             up.transport.resume_reading()  # type: ignore[union-attr]
 
-    def flush(self) -> None:
-        out = self.out
-        if out:
-            t = self.transport
-            data = out[0] if len(out) == 1 else b"".join(out)
-            self.sent += len(data)
-            if t is not None:
-                t.write(data)
-            out.clear()
-        if self.close_after and self.active is None and self.transport is not None:
-            if self.final:
-                self.transport.write(self.final)
-                self.final = b""
-            self.transport.close()
-
     # --- reading ---------------------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
-        if (self.active is None and self.cur is None and not self.buf and self.held is None
-                and self.tunnel is None and not self.close_after):
-            # The common read: one whole request head on an idle connection, nothing behind
-            # it. Anything else (a partial head, pipelining, a refusal, h2c) takes the
-            # general way below, which parses again and says precisely what is wrong.
-            try:
-                end = head_end(data, 0, self.head_limit)
-                if end == len(data) and (data[0] != 80 or data[:5] != b"PRI *"):
-                    head = parse_request(data, 0, end, self.max_line, self.max_headers)
-                    ex = self._on_head(head, self.now())
-                    if head[7] is not None and self.cur is not ex:  # its upgrade (by index: see _on_head)
-                        self._hold(b"")
-                    if self.out:
-                        self.flush()
-                    return
-            except HeadError:
-                pass
-            except Reject as r:
-                self._reject(r.code, r.reason)
-                self.flush()
-                return
-            except Exception:
-                log.exception("gateway bug while handling a request")
-                self._reject(500, "internal-error")
-                self.flush()
-                return
+    def _read(self, data: bytes) -> None:
+        """Every read but the common one (DownstreamCore.data_received): a tunnel's bytes,
+        a held upgrade, a partial or pipelined head, a body."""
         if self.tunnel is not None:
             t = self.tunnel.transport  # type: ignore[attr-defined]
             if t is not None:
@@ -382,9 +334,6 @@ class H1Reader(asyncio.Protocol):
                 self._generated(ex, code, reason)
 
     # --- what the proxying half provides ----------------------------------------------
-
-    def _on_head(self, head: RequestHead, began: float) -> Exchange:
-        raise NotImplementedError
 
     def _body_piece(self, ex: Exchange, piece: bytes, size: int) -> None:
         raise NotImplementedError

@@ -17,21 +17,22 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from ..codec import ChunkedDecoder, HeadError, head_end, parse_response
-from ..exchange import RESPONDING, TUNNEL
+from ..exchange import MAX_RESPONSE_HEAD, RESPONDING, TUNNEL, UpstreamCore
 
 if TYPE_CHECKING:
     from ..exchange import Downstream, Exchange
     from .pool import Pool
 
-MAX_RESPONSE_HEAD = 64 * 1024
-
 # body framing of the response being read
 _HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(4)
 
 
-class UpstreamH1(asyncio.Protocol):
-    __slots__ = ("pool", "transport", "ex", "idle_since", "buf", "resume", "state", "remaining",
-                 "decoder", "keep_alive", "tunnel", "reused", "discard", "fileno", "cluster", "cline")
+class UpstreamH1(UpstreamCore, asyncio.Protocol):
+    """The common read (a whole small keep-alive response) and `send` are UpstreamCore's
+    (gateway/exchange, compiled where built); every other read is `_read`'s."""
+
+    # the hot fields are UpstreamCore's and must not be repeated here
+    __slots__ = ("resume", "remaining", "decoder", "keep_alive", "discard", "fileno")
 
     def __init__(self, pool: "Pool") -> None:
         self.pool = pool
@@ -91,13 +92,7 @@ class UpstreamH1(asyncio.Protocol):
         if t is not None:
             t.abort()
 
-    # --- sending -------------------------------------------------------------------
-
-    def send(self, ex: "Exchange", data: bytes) -> None:
-        self.ex = ex
-        ex.upstream = self
-        self.state = _HEAD
-        self.transport.write(data)  # type: ignore[union-attr]
+    # --- sending: UpstreamCore.send ---------------------------------------------------
 
     # --- flow control: the downstream's reading follows our write buffer -------------
 
@@ -113,7 +108,8 @@ class UpstreamH1(asyncio.Protocol):
 
     # --- receiving -----------------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
+    def _read(self, data: bytes) -> None:
+        """Every read but the common one (UpstreamCore.data_received)."""
         tunnel = self.tunnel
         if tunnel is not None:
             if tunnel.transport is not None:
@@ -124,42 +120,6 @@ class UpstreamH1(asyncio.Protocol):
             self.close()
             return
         ds = ex.ds
-        if self.state == _HEAD and not self.buf and self.cline is not None:
-            # The common read: a whole keep-alive response delimited by Content-Length (or
-            # bodiless), status below 400, nothing watched, both connections staying open.
-            try:
-                end = head_end(data, 0, MAX_RESPONSE_HEAD)
-                if 0 < end <= MAX_RESPONSE_HEAD:
-                    # unpacked at once (a NamedTuple field read is a descriptor call each);
-                    # by position: the compiled codec parses no keywords then
-                    code, _, _, keep_alive, clen, chunked, _, rhead = parse_response(
-                        data, 0, end, ex.method == b"HEAD")
-                    if (clen == len(data) - end and keep_alive and not chunked
-                            and 200 <= code < 400 and ex.keep_alive and ds.http11 and not ds.health.endpoints):
-                        ex.status = code
-                        ex.phase = RESPONDING  # (hot path: see exchange.py)
-                        ex.cluster = self.cluster
-                        # head and body in one piece, written at once when nothing waits
-                        # before it in ds.out (what flush would do, without its call)
-                        piece = (b"".join((rhead, self.cline, ex.extra_resp, b"\r\n", data[end:]))
-                                 if end < len(data) else b"".join((rhead, self.cline, ex.extra_resp, b"\r\n")))
-                        self.ex = None
-                        out = ds.out
-                        t = ds.transport
-                        if out or t is None:
-                            out.append(piece)
-                        else:
-                            t.write(piece)
-                        if ex.request_done:
-                            self.reused = True
-                            ds.response_complete(ex, True, self)
-                        else:
-                            ds.response_complete(ex, False, self)
-                        if out or ds.close_after:
-                            ds.flush()
-                        return
-            except HeadError:
-                pass  # the general way below says what is wrong
         try:
             self._received(ex, ds, data)
         except HeadError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from ..exchange import IDEMPOTENT_METHODS, round_robin, wait_until
 from .balancer import BalancerState, IsUp, choose_endpoint
 
 if TYPE_CHECKING:
@@ -21,7 +22,9 @@ if TYPE_CHECKING:
     # cluster-weights as a draw table: (total weight, ((cumulative weight, endpoints), ...))
     Weighted: TypeAlias = "tuple[int, tuple[tuple[int, Sequence[UpstreamEndpoint]], ...]]"
 
-IDEMPOTENT_METHODS = frozenset((b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"))
+
+# the one round robin, the one deadline and the idempotent methods live with the compiled
+# request path that runs them on every request (gateway/exchange), re-exported here
 
 __all__ = ["IDEMPOTENT_METHODS", "Retry", "GiveUp", "round_robin", "pick", "fallback_backend", "weighted_clusters",
            "retry_decision", "retry_status_allowed", "wait_until", "due"]
@@ -48,14 +51,6 @@ class GiveUp:
 
     status: int
     reason: str
-
-
-def round_robin(endpoints: Sequence["UpstreamEndpoint"], state: BalancerState, key: str) -> "UpstreamEndpoint":
-    """The one round robin: the backend's cursor in `state` advances by one."""
-    rr = state.rr
-    n = rr.get(key, 0)
-    rr[key] = n + 1
-    return endpoints[n % len(endpoints)]
 
 
 def fallback_backend(backend: "Backend | None", policy: "RoutePolicy",
@@ -176,12 +171,6 @@ def failure_answer(kind: str) -> GiveUp:
     if kind == "connect":
         return GiveUp(502, "upstream-connect-error")
     return GiveUp(502, "upstream-error")
-
-
-def wait_until(now: float, policy: "RoutePolicy", *, connected: bool) -> float:
-    """The one deadline of an attempt's wait: the connect timeout until connected, then the
-    read timeout (restarted by each upstream read)."""
-    return now + (policy.read_timeout if connected else policy.connect_timeout)
 
 
 def due(deadline: float, hard_deadline: float, response_started: bool) -> float:

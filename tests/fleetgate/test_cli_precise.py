@@ -43,7 +43,7 @@ def test_version_names_the_release_and_each_codec_in_use(pure: str) -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == f"fleetgate {version('fleetgate')}"
     rows = dict(line.strip().split(": ", 1) for line in lines[1:])
-    assert set(rows) == {"http1_codec", "http2", "dns_fastpath"}
+    assert set(rows) == {"http1_codec", "request_path", "http2", "dns_fastpath"}
     if pure == "1":
         assert set(rows.values()) == {"pure"}
     else:

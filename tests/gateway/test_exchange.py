@@ -1,4 +1,4 @@
-"""The explicit exchange (gateway/exchange.py): the transition table, the checked
+"""The explicit exchange (gateway/exchange/): the transition table, the checked
 subclass the tests run with, and the phases real requests go through over sockets."""
 from __future__ import annotations
 
@@ -88,3 +88,83 @@ async def test_phases_of_real_requests(echo_backends, fleet_dir, start_gateway, 
     S, R, D = Phase.SENT, Phase.RESPONDING, Phase.DONE
     assert Recording.log[:4] == [[S, R, D], [S, R, D], [S, R, D], [D]]
     assert Recording.log[4][0] == S and Recording.log[4][-1] == D and R not in Recording.log[4]
+
+
+# --- the request path's hot core: one source (_core_py.py), used as is or compiled -----
+
+def _core_modules() -> list:
+    import importlib
+
+    from gateway.exchange import _core_py
+    try:
+        compiled = importlib.import_module("gateway.exchange._core")
+    except ImportError:
+        compiled = None
+    return [pytest.param(_core_py, id="pure"), pytest.param(compiled, id="compiled")]
+
+
+@pytest.fixture(params=_core_modules())
+def core(request):  # type: ignore[no-untyped-def]
+    from tests.tools import compiled_or_skip
+    return compiled_or_skip(request.param, "gateway/exchange/_core is not built (python setup.py build_ext --inplace)")
+
+
+def test_both_builds_start_an_exchange_with_the_same_defaults(core) -> None:  # type: ignore[no-untyped-def]
+    """The twin keeps its defaults on the class, the compiled build sets them in __cinit__:
+    the same values, one list (EXCHANGE_DEFAULTS)."""
+    ex = core.Exchange()
+    assert {name: getattr(ex, name) for name in core.EXCHANGE_DEFAULTS} == core.EXCHANGE_DEFAULTS
+    assert set(core.EXCHANGE_DEFAULTS) >= set(core.HOT_ATTRIBUTES)
+    ex.advance(Phase.SENT)
+    assert ex.phase == Phase.SENT and not ex.finished and not ex.response_started
+    with pytest.raises(PhaseError):
+        ex.advance(Phase.RECEIVED)
+    ex.anything_else = 1  # an attribute the field list lacks still works (a __dict__)
+    assert ex.anything_else == 1
+
+
+def test_the_compiled_fields_are_the_twins_slots(core) -> None:  # type: ignore[no-untyped-def]
+    """_core.pxd declares what _core_py's __slots__ list: a field only one build has would
+    make the other fail (or a subclass slot shadow a compiled field)."""
+    from gateway.exchange import _core_py
+    for name in ("DownstreamCore", "UpstreamCore"):
+        twin, cls = getattr(_core_py, name), getattr(core, name)
+        for field in twin.__slots__:
+            if field != "__weakref__":
+                assert hasattr(cls, field), (name, field)
+    from gateway.protocol.downstream import DownstreamH1
+    from gateway.upstream.connection import UpstreamH1
+    for sub, base in ((DownstreamH1, "DownstreamCore"), (UpstreamH1, "UpstreamCore")):
+        own = {f for k in sub.__mro__ if "__slots__" in vars(k) and not k.__name__.endswith("Core")
+               for f in vars(k)["__slots__"]}
+        assert not own & set(getattr(_core_py, base).__slots__), (sub, own)
+
+
+def test_the_checked_exchange_keeps_the_compiled_phase_field_in_step() -> None:
+    """Under the compiled build the hot path reads the C field behind `phase`; the checked
+    subclass's property must read and write that same field."""
+    ex = CheckedExchange()
+    ex.phase = Phase.SENT
+    assert Exchange.advance is not None and ex.phase == Phase.SENT
+    field = vars(Exchange).get("phase")
+    if hasattr(field, "__get__") and hasattr(field, "__set__"):
+        assert field.__get__(ex) == Phase.SENT
+
+
+@pytest.mark.parametrize("pure", ["0", "1"])
+def test_the_build_in_use_is_named(pure: str) -> None:
+    """FLEETGATE_PURE_PYTHON=1 forces the twin; otherwise the compiled core when built."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "FLEETGATE_PURE_PYTHON": pure}
+    out = subprocess.run([sys.executable, "-c", "import gateway, gateway.exchange as e;"
+                          "print(e.IMPLEMENTATION, e.Exchange.__module__, gateway.build_info()['request_path'])"],
+                         capture_output=True, text=True, timeout=60, env=env, check=True).stdout.split()
+    if pure == "1":
+        assert out == ["pure", "gateway.exchange._core_py", "pure"]
+    else:
+        assert out[0] in ("compiled", "pure") and out[2] == out[0]
+        assert out[1] == ("gateway.exchange._core" if out[0] == "compiled" else "gateway.exchange._core_py")
+        if os.environ.get("FLEETGATE_REQUIRE_COMPILED") == "1":
+            assert out[0] == "compiled"

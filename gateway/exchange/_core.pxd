@@ -1,0 +1,62 @@
+# Augments _core_py.py when setup.py compiles it as gateway.exchange._core (Cython's pure
+# Python mode): the three hot classes become extension types with typed fields, and the
+# hot methods cpdef (C calls between them; Python subclasses may still call them).
+# A field here must not be repeated in a subclass's __slots__ (it would shadow this one).
+cimport cython
+
+cdef dict _package
+cdef object _MISS, log
+cdef Py_ssize_t _MAX_HEAD
+cdef int _HEAD
+
+@cython.locals(rr=dict, n=Py_ssize_t)
+cpdef object round_robin(object endpoints, object state, object key)
+cpdef double wait_until(double now, object policy, bint connected) except? -1.0
+
+
+cdef class Exchange:
+    cdef dict __dict__
+    cdef public int phase
+    cdef public object ds, req, method, keep_alive, request_done, body, body_size, replayable
+    cdef public object request_id, start, route, backend, label, answer, extra_resp, view, headers
+    cdef public object mirror, mirror_head, hard_deadline, head, upstream, endpoint, attempt, tried
+    cdef public object free_tries, counted, sent, deadline, timer_attempt, status, cluster
+    cdef public object chunked_response
+
+
+cdef class DownstreamCore:
+    cdef public object ctx, scheme, transport, peer, buf, cur, active, tunnel, held, final, now
+    cdef public object max_line, max_headers, head_limit, health, balancer
+    cdef public dict pools
+    cdef public list out
+    cdef public bint tls, http11, close_after, paused
+    cdef public double began, deadline, header_timeout, idle_timeout
+    cdef public Py_ssize_t sent, logged  # response bytes flushed, and accounted by the metrics
+    cdef object __weakref__
+
+    cpdef flush(self)
+
+    @cython.locals(end=Py_ssize_t)
+    cpdef data_received(self, data)
+
+    @cython.locals(ex=Exchange, has_body=bint, memo=dict)
+    cpdef _on_head(self, head, double began)
+
+    @cython.locals(conn=UpstreamCore, idle=list)
+    cpdef bint _fast_send(self, Exchange ex, r) except -1
+
+    @cython.locals(now=double, idle=list)
+    cpdef response_complete(self, Exchange ex, bint reusable, UpstreamCore upstream)
+
+
+cdef class UpstreamCore:
+    cdef public object pool, transport, buf, tunnel, cluster, cline
+    cdef public Exchange ex
+    cdef public double idle_since
+    cdef public int state
+    cdef public bint reused
+
+    cpdef send(self, Exchange ex, data)
+
+    @cython.locals(ex=Exchange, ds=DownstreamCore, end=Py_ssize_t, code=Py_ssize_t, clen=Py_ssize_t, out=list)
+    cpdef data_received(self, data)

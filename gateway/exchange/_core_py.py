@@ -1,0 +1,404 @@
+# cython: annotation_typing=False
+"""The request path's hot core: the exchange and the two connection halves that drive it.
+
+One source, two builds. This file is the pure-Python twin as it stands; setup.py also
+compiles it with Cython as `gateway.exchange._core`, where `_core.pxd` beside it turns
+`Exchange`, `DownstreamCore` and `UpstreamCore` into extension types with typed
+attributes, so the common request's attribute reads and calls between the three are C
+(compiling one of them alone was slower: its reads of the others stayed generic).
+`gateway/exchange/__init__.py` chooses the build, as gateway/codec does.
+
+What lives here is only what a plain proxied request runs: a whole request head read on
+an idle client connection (`DownstreamCore.data_received` -> `_on_head` -> `_fast_send`),
+the upstream's whole keep-alive response (`UpstreamCore.data_received` ->
+`DownstreamCore.response_complete`), and the writes. Everything else stays in the Python
+subclasses (H1Reader and DownstreamH1 in gateway/protocol/, UpstreamH1 in
+gateway/upstream/), which these methods call by name: `_read`, `_hold`, `_reject`,
+`_route_miss`, `_policy_head`, `_expect_body`, `_start`, `_send`, `_uncount`, `_next`
+(downstream) and `_read` (upstream). No class here has class-level defaults (a compiled
+extension type cannot): `Exchange`'s defaults are `EXCHANGE_DEFAULTS`, set on the class
+by the twin and in `__cinit__` by the compiled build (tests/gateway/test_exchange.py
+holds both to the same values).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Sequence
+
+from ..codec import HeadError, head_end, parse_request, parse_response, upstream_head
+from .phases import ALLOWED, DONE, RESPONDING, SENT, Phase, PhaseError
+
+log = logging.getLogger("fleetgate.gateway")
+
+_MAX_HEAD = 64 * 1024
+MAX_RESPONSE_HEAD = _MAX_HEAD  # a response head longer than this is refused (502)
+IDEMPOTENT_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+_HEAD = 0  # UpstreamCore.state: reading a response head (gateway/upstream/connection.py: the others)
+_MISS = object()
+
+# the package's namespace: EXCHANGE_CLASS is read there per request (tests swap in a checked class)
+_package = vars(sys.modules[__name__.rpartition(".")[0]])
+
+
+class Reject(Exception):
+    """A request the gateway answers itself and then closes (limits, malformed input)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def round_robin(endpoints: Sequence[Any], state: Any, key: str) -> Any:
+    """The one round robin: the backend's cursor in `state` (a BalancerState) advances by one."""
+    rr = state.rr
+    n = rr.get(key, 0)
+    rr[key] = n + 1
+    return endpoints[n % len(endpoints)]
+
+
+def wait_until(now: float, policy: Any, connected: bool) -> float:
+    """The one deadline of an attempt's wait: the connect timeout until connected, then the
+    read timeout (restarted by each upstream read)."""
+    return now + (policy.read_timeout if connected else policy.connect_timeout)
+
+
+class Exchange:
+    """One request/response pair, from its parsed head to its last response byte.
+
+    Groups of fields (defaults: EXCHANGE_DEFAULTS):
+
+    - request: `req` (the codec's RequestHead), method, target and host (req's, as
+      properties), keep_alive (the client's connection survives this exchange),
+      request_done (the whole request body was read), body (pieces kept for a retry, a
+      list once there is a body), body_size, replayable (the body still fits the retry
+      buffer), request_id (the client's x-request-id, or ours), start.
+    - routing and policy (decided once, before the first attempt): route (None: 404),
+      backend (a canary's or destination's, else the route's), label (metrics), answer (a
+      response the gateway gives itself), extra_resp (header lines a policy adds), view
+      and headers (what a policy reads of the request), mirror and mirror_head,
+      hard_deadline (the route's total timeout), head (the upstream request head).
+    - attempts: upstream (the connection of the current attempt), endpoint, attempt,
+      tried (endpoint keys already tried), free_tries (stale pooled connections, not
+      counted), counted and sent (least-connections accounting, EWMA sample), deadline
+      (of the current wait), timer_attempt (a precise timer is set for that attempt).
+    - response: phase, status, cluster, chunked_response (re-chunked to the client).
+    """
+
+    def __cinit__(self) -> None:
+        """(Compiled build only: a new extension object's fields are None/0; the twin
+        has the defaults on its class and never calls this.)"""
+        self.method = b""
+        self.keep_alive = True
+        self.request_done = False
+        self.body = ()
+        self.body_size = 0
+        self.replayable = True
+        self.request_id = b""
+        self.start = 0.0
+        self.label = ""
+        self.extra_resp = b""
+        self.mirror_head = b""
+        self.hard_deadline = 0.0
+        self.head = b""
+        self.attempt = 0
+        self.free_tries = 0
+        self.sent = 0.0
+        self.deadline = 0.0
+        self.timer_attempt = 0
+        self.status = 0
+        self.cluster = ""
+        self.chunked_response = False
+
+    @property
+    def target(self) -> bytes:
+        """The request target (origin form; an absolute-form target's path and query)."""
+        return self.req.target
+
+    @property
+    def host(self) -> bytes:
+        """The Host (an absolute-form target's authority), b"" for an HTTP/1.0 request without one."""
+        return self.req.host
+
+    @property
+    def finished(self) -> bool:
+        return self.phase == DONE
+
+    @property
+    def response_started(self) -> bool:
+        return self.phase >= RESPONDING
+
+    def advance(self, new: int) -> None:
+        """Move to `new`, checked against TRANSITIONS (the slow paths' way to move)."""
+        if not ALLOWED[self.phase] >> new & 1:
+            raise PhaseError("exchange %s: %s -> %s is not allowed" % (
+                self.method.decode("latin-1"), Phase(self.phase).name, Phase(new).name))
+        self.phase = new
+
+
+EXCHANGE_DEFAULTS: dict[str, Any] = {
+    "phase": 0, "ds": None, "req": None, "method": b"", "keep_alive": True, "request_done": False,
+    "body": (), "body_size": 0, "replayable": True, "request_id": b"", "start": 0.0,
+    "route": None, "backend": None, "label": "", "answer": None, "extra_resp": b"", "view": None,
+    "headers": None, "mirror": None, "mirror_head": b"", "hard_deadline": 0.0, "head": b"",
+    "upstream": None, "endpoint": None, "attempt": 0, "tried": None, "free_tries": 0, "counted": None,
+    "sent": 0.0, "deadline": 0.0, "timer_attempt": 0, "status": 0, "cluster": "", "chunked_response": False,
+}
+
+# Set on every request, in request-path order (the twin only). CPython lets a class's
+# instances share one key table of at most 30 attribute names, taken by the first names
+# any instance sets; an instance that sets a name outside it pays for a private dict.
+# Claim the table for these at import, before rarer paths can take the places.
+HOT_ATTRIBUTES = ("ds", "req", "method", "start", "keep_alive", "request_done",
+                  "route", "label", "request_id", "head", "endpoint", "attempt", "deadline", "upstream",
+                  "phase", "status", "chunked_response", "cluster", "counted", "extra_resp", "backend")
+
+
+def compiled() -> bool:
+    """True in the Cython build of this module (its functions are not Python functions)."""
+    return type(compiled).__name__ != "function"
+
+
+def _twin_defaults() -> None:
+    """The twin: defaults on the class (an instance sets only what differs), and the
+    shared key table claimed for the hot attributes."""
+    for name, value in EXCHANGE_DEFAULTS.items():
+        setattr(Exchange, name, value)
+    seed = Exchange()
+    for name in HOT_ATTRIBUTES:
+        setattr(seed, name, None)
+
+
+if not compiled():
+    _twin_defaults()
+
+
+class DownstreamCore:
+    """The hot half of a client's HTTP/1.1 connection (H1Reader and DownstreamH1 build on
+    it; they set every field in their __init__)."""
+
+    # Slots, not a __dict__ (the data path reads them on every request); the compiled
+    # build declares the same fields in _core.pxd.
+    __slots__ = ("ctx", "scheme", "tls", "transport", "peer", "buf", "began", "cur", "active", "out",
+                 "deadline", "http11", "tunnel", "held", "close_after", "paused", "final", "now",
+                 "header_timeout", "idle_timeout", "max_line", "max_headers", "head_limit", "health",
+                 "pools", "balancer", "sent", "logged", "__weakref__")
+
+    def flush(self) -> None:
+        out = self.out
+        if out:
+            t = self.transport
+            data = out[0] if len(out) == 1 else b"".join(out)
+            self.sent += len(data)
+            if t is not None:
+                t.write(data)
+            out.clear()
+        if self.close_after and self.active is None and self.transport is not None:
+            if self.final:
+                self.transport.write(self.final)
+                self.final = b""
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if (self.active is None and self.cur is None and not self.buf and self.held is None
+                and self.tunnel is None and not self.close_after):
+            # The common read: one whole request head on an idle connection, nothing behind
+            # it. Anything else (a partial head, pipelining, a refusal, h2c) takes the
+            # general way (H1Reader._read), which parses again and says precisely what is wrong.
+            try:
+                end = head_end(data, 0, self.head_limit)
+                if end == len(data) and (data[0] != 80 or data[:5] != b"PRI *"):
+                    head = parse_request(data, 0, end, self.max_line, self.max_headers)
+                    ex = self._on_head(head, self.now())
+                    if head[7] is not None and self.cur is not ex:  # its upgrade (by index: see _on_head)
+                        self._hold(b"")
+                    if self.out:
+                        self.flush()
+                    return
+            except HeadError:
+                pass
+            except Reject as r:
+                self._reject(r.code, r.reason)
+                self.flush()
+                return
+            except Exception:
+                log.exception("gateway bug while handling a request")
+                self._reject(500, "internal-error")
+                self.flush()
+                return
+        self._read(data)
+
+    def _on_head(self, head: Any, began: float) -> Exchange:
+        """A parsed head: its exchange, routed (a per-table cache of (host, target)); the
+        common request (no body, no per-request policy) sent here, the rest by
+        DownstreamH1._policy_head."""
+        ctx = self.ctx
+        # The head's fields unpacked at once: a NamedTuple field read is a descriptor call
+        # (~240 instructions on 3.11), one unpack of the whole tuple costs about two of them.
+        (method, target, version, host, content_length, chunked, keep_alive, upgrade,
+         _expect, _xff, rid, _via, _fields, _count) = head
+        if method == b"CONNECT":
+            raise Reject(405, "connect-not-allowed")
+        ex = _package["EXCHANGE_CLASS"]()
+        ex.ds = self
+        ex.req = head
+        ex.method = method
+        ex.start = began
+        # read on every request: set here so the reads never fall back to the class (an
+        # unspecialised attribute load on 3.11, in the twin)
+        ex.backend = None
+        ex.counted = None
+        ex.extra_resp = b""
+        self.http11 = version == 11
+        if upgrade is not None or ctx.draining:
+            ex.keep_alive = False  # declined or not, nothing after an upgrade is parsed as a request
+        else:
+            ex.keep_alive = keep_alive
+        table = ctx.table
+        key = (host, target)
+        memo = table.route_memo
+        r = memo.get(key, _MISS)
+        if r is _MISS:
+            r = self._route_miss(table, key)
+        has_body = chunked or content_length > 0
+        if rid is None:
+            ctx.rid += 1
+            rid = b"%s%x" % (ctx.rid_prefix, ctx.rid)
+        ex.request_id = rid
+        if r is None:
+            if has_body:
+                self._expect_body(ex, head)
+            else:
+                ex.request_done = True
+            self._start(ex)
+            return ex
+        ex.route = r
+        ex.label = r.ingress
+        policy = r.policy
+        if (policy.fast or (self.tls and policy.fast_tls)) and not has_body and upgrade is None:
+            # the common request: no body, no per-request policy; its upstream head in one
+            # call (arguments by position: the compiled codec parses no keywords then)
+            ex.head = upstream_head(head, target, host, self.peer, self.scheme, rid)
+            ex.request_done = True
+            if not self.health.down and method in IDEMPOTENT_METHODS and self._fast_send(ex, r):
+                return ex
+            self._start(ex)
+            return ex
+        self._policy_head(ex, head, r, has_body)
+        return ex
+
+    def _fast_send(self, ex: Exchange, r: Any) -> bool:
+        """The common case in one call: plain round robin, every endpoint up, a warm
+        pooled connection. False (nothing done) when the backend has no endpoint."""
+        backend = ex.backend or r.backend
+        if backend is None or not backend.endpoints:
+            return False
+        ep = round_robin(backend.endpoints, self.balancer, backend.key)
+        self.active = ex
+        self.deadline = 0.0
+        pool = self.pools.get(ep.key)
+        if pool is not None:
+            idle = pool.idle
+            if idle:
+                conn = idle.pop()
+                t = conn.transport
+                if t is not None and not t.is_closing():
+                    ex.endpoint = ep
+                    ex.attempt = 1
+                    if type(ex) is Exchange:
+                        ex.phase = SENT
+                    else:
+                        ex.advance(SENT)  # a checked class's moves go through its own checks
+                    ex.deadline = wait_until(ex.start, r.policy, True)
+                    conn.send(ex, ex.head)
+                    return True
+        self._send(ex, ep, self.now())  # no warm connection: the general send
+        return True
+
+    def response_complete(self, ex: Exchange, reusable: bool, upstream: Any) -> None:
+        if type(ex) is Exchange:
+            ex.phase = DONE
+        else:
+            ex.advance(DONE)
+        ctx = self.ctx
+        now = self.now()
+        if upstream is not None:
+            if reusable:
+                # Pool.release, inlined (a call per request saved): idle while under the cap
+                pool = upstream.pool
+                idle = pool.idle
+                if len(idle) < pool.max_idle and upstream.transport is not None:
+                    upstream.idle_since = now
+                    idle.append(upstream)
+                else:
+                    upstream.close()
+            else:
+                upstream.close()
+        if ex.counted is not None:
+            self.balancer.observe(ex.counted, now - ex.sent, now)  # peak EWMA's sample
+            self._uncount(ex)
+        ctx.metrics.request_done(ex, now)
+        if ex.keep_alive and not self.paused and not ctx.draining:
+            self.active = None  # the common end of a keep-alive exchange: wait for the next
+            self.deadline = now + (self.header_timeout if self.began else self.idle_timeout)
+            return
+        self._next(ex, now)
+
+
+class UpstreamCore:
+    """The hot half of one keep-alive HTTP/1.1 connection to an upstream endpoint
+    (UpstreamH1 builds on it and sets every field in its __init__)."""
+
+    __slots__ = ("pool", "transport", "ex", "idle_since", "buf", "state", "reused", "tunnel", "cluster", "cline")
+
+    def send(self, ex: Exchange, data: bytes) -> None:
+        self.ex = ex
+        ex.upstream = self
+        self.state = _HEAD
+        self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        ex = self.ex
+        if ex is not None and self.state == _HEAD and not self.buf and self.cline is not None and self.tunnel is None:
+            # The common read: a whole keep-alive response delimited by Content-Length (or
+            # bodiless), status below 400, nothing watched, both connections staying open.
+            ds = ex.ds
+            try:
+                end = head_end(data, 0, _MAX_HEAD)
+                if 0 < end <= _MAX_HEAD:
+                    # unpacked at once (a NamedTuple field read is a descriptor call each);
+                    # by position: the compiled codec parses no keywords then
+                    code, _, _, keep_alive, clen, chunked, _, rhead = parse_response(
+                        data, 0, end, ex.method == b"HEAD")
+                    if (clen == len(data) - end and keep_alive and not chunked
+                            and 200 <= code < 400 and ex.keep_alive and ds.http11 and not ds.health.endpoints):
+                        ex.status = code
+                        if type(ex) is Exchange:
+                            ex.phase = RESPONDING
+                        else:
+                            ex.advance(RESPONDING)
+                        ex.cluster = self.cluster
+                        # head and body in one piece, written at once when nothing waits
+                        # before it in ds.out (what flush would do, without its call)
+                        piece = (b"".join((rhead, self.cline, ex.extra_resp, b"\r\n", data[end:]))
+                                 if end < len(data) else b"".join((rhead, self.cline, ex.extra_resp, b"\r\n")))
+                        self.ex = None
+                        out = ds.out
+                        t = ds.transport
+                        if out or t is None:
+                            out.append(piece)
+                        else:
+                            ds.sent += len(piece)
+                            t.write(piece)
+                        if ex.request_done:
+                            self.reused = True
+                            ds.response_complete(ex, True, self)
+                        else:
+                            ds.response_complete(ex, False, self)
+                        if out or ds.close_after:
+                            ds.flush()
+                        return
+            except HeadError:
+                pass  # the general way says what is wrong
+        self._read(data)
