@@ -102,10 +102,7 @@ class Downstream(Protocol):
 
     out: list[bytes]  # response bytes for the client, written at the next flush()
     http11: bool  # the client spoke HTTP/1.1 (else 1.0: close-delimited, keep-alive spelled out)
-    # the client's transport: while `out` is empty a response piece may be written to it
-    # directly (what flush() would do), keeping the order of the bytes
     transport: "asyncio.Transport | None"
-    close_after: bool  # flush() closes the connection once no exchange is active
     active: Exchange | None  # the exchange being proxied
     health: Any  # upstream/health.py's HealthState (.endpoints: endpoints whose statuses are watched)
 

@@ -58,5 +58,9 @@ cdef class UpstreamCore:
 
     cpdef send(self, Exchange ex, data)
 
-    @cython.locals(ex=Exchange, ds=DownstreamCore, end=Py_ssize_t, code=Py_ssize_t, clen=Py_ssize_t, out=list)
+    @cython.locals(ex=Exchange, end=Py_ssize_t, code=Py_ssize_t, clen=Py_ssize_t, reusable=bint)
     cpdef data_received(self, data)
+
+
+@cython.locals(out=list)
+cdef _whole_response(DownstreamCore ds, Exchange ex, piece, bint reusable, UpstreamCore up)

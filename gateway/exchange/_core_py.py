@@ -211,7 +211,8 @@ class DownstreamCore:
                 if end == len(data) and (data[0] != 80 or data[:5] != b"PRI *"):
                     head = parse_request(data, 0, end, self.max_line, self.max_headers)
                     ex = self._on_head(head, self.now())
-                    if head[7] is not None and self.cur is not ex:  # its upgrade (by index: see _on_head)
+                    # an upgrade (never keep-alive here; head[7]: by index, see _on_head)
+                    if not ex.keep_alive and head[7] is not None and self.cur is not ex:
                         self._hold(b"")
                     if self.out:
                         self.flush()
@@ -379,26 +380,35 @@ class UpstreamCore:
                         else:
                             ex.advance(RESPONDING)
                         ex.cluster = self.cluster
-                        # head and body in one piece, written at once when nothing waits
-                        # before it in ds.out (what flush would do, without its call)
+                        # head and body in one piece
                         piece = (b"".join((rhead, self.cline, ex.extra_resp, b"\r\n", data[end:]))
                                  if end < len(data) else b"".join((rhead, self.cline, ex.extra_resp, b"\r\n")))
                         self.ex = None
-                        out = ds.out
-                        t = ds.transport
-                        if out or t is None:
-                            out.append(piece)
-                        else:
-                            ds.sent += len(piece)
-                            t.write(piece)
-                        if ex.request_done:
+                        reusable = ex.request_done
+                        if reusable:
                             self.reused = True
-                            ds.response_complete(ex, True, self)
-                        else:
-                            ds.response_complete(ex, False, self)
-                        if out or ds.close_after:
+                        if isinstance(ds, DownstreamCore):
+                            _whole_response(ds, ex, piece, reusable, self)
+                        else:  # another Downstream (an HTTP/2 stream): its flush frames what is in out
+                            ds.out.append(piece)
+                            ds.response_complete(ex, reusable, self)
                             ds.flush()
                         return
             except HeadError:
                 pass  # the general way says what is wrong
         self._read(data)
+
+
+def _whole_response(ds: DownstreamCore, ex: Exchange, piece: bytes, reusable: bool, up: UpstreamCore) -> None:
+    """A whole response for a client connection: written at once when nothing waits
+    before it in ds.out (what flush would do, without its call), then the exchange ends."""
+    out = ds.out
+    t = ds.transport
+    if out or t is None:
+        out.append(piece)
+    else:
+        ds.sent += len(piece)
+        t.write(piece)
+    ds.response_complete(ex, reusable, up)
+    if out or ds.close_after:
+        ds.flush()
