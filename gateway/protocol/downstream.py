@@ -1,11 +1,14 @@
 """The downstream HTTP/1.1 connection's proxying half: route, pick, send, retry, answer.
 
 Reading and framing are H1Reader's (http1_downstream.py); a parsed head arrives in
-`_on_head`, which routes it (a per-table cache of (host, target)), resolves the route's
-policy into a plan (policy_hooks.prepare, once per request) and writes the upstream head
-in one codec call. Which endpoint and whether to retry are pure decisions
+DownstreamCore._on_head (gateway/exchange/_core_py.py, compiled where built), which routes
+it (a per-table cache of (host, target); `_route_miss` here fills it) and sends the common
+request itself (`_fast_send`); any other routed request comes to `_policy_head`, which
+resolves the route's policy into a plan (policy_hooks.prepare, once per request) and
+writes the upstream head in one codec call. The end of an exchange (`response_complete`)
+is the core's too. Which endpoint and whether to retry are pure decisions
 (upstream/decide.py); this class applies them. The upstream connection calls back through
-the `Downstream` protocol (gateway/exchange.py). Tunnels and timeouts: timeouts.py; the
+the `Downstream` protocol (gateway/exchange/). Tunnels and timeouts: timeouts.py; the
 per-request policy, picking and mirroring: planning.py.
 """
 from __future__ import annotations

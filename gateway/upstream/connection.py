@@ -7,7 +7,7 @@ or close-delimited). The downstream bytes go to the owner's output list, flushed
 upstream read, so a small response leaves in a single write. After a 101 the connection
 becomes a byte tunnel.
 
-The owner is any `Downstream` (gateway/exchange.py): this module never imports the
+The owner is any `Downstream` (gateway/exchange/): this module never imports the
 protocol side. A connection is judged reusable before it goes back to the pool: its
 response ended, the request was sent whole, and no byte followed the response.
 """
@@ -204,7 +204,7 @@ class UpstreamH1(UpstreamCore, asyncio.Protocol):
             self.discard = code  # read it to its end, then retry elsewhere
         else:
             ex.status = code
-            ex.phase = RESPONDING if code != 101 else TUNNEL  # (hot path: see exchange.py)
+            ex.phase = RESPONDING if code != 101 else TUNNEL  # (see gateway/exchange/__init__.py)
             cline = self.cline
             if cline is None:
                 cline = self._cluster_line(ex, ds)
