@@ -8,11 +8,11 @@ DownstreamH1 itself.
 
 The phase (h11's `_state.py` shape, phases.py): `TRANSITIONS` lists the phases each phase
 may move to and `Exchange.advance()` checks a move against it. The hot path (a plain GET
-answered by a pooled connection) assigns the phase of a plain `Exchange` directly; any
-other class (the `CheckedExchange` subclass the tests run with, see
-tests/gateway/conftest.py, or FLEETGATE_CHECK_PHASES=1) has its moves made through
-`advance`, and CheckedExchange turns every assignment into a checked one, so the hot
-path's moves are held to the same table.
+answered by a pooled connection) assigns the phase directly; `CheckedExchange` (the
+subclass the tests run with, see tests/gateway/conftest.py, or FLEETGATE_CHECK_PHASES=1)
+turns every assignment into a checked one (the compiled hot path, whose assignment to a
+plain Exchange is a C store, moves any subclass through `advance`), so the hot path's
+moves are held to the same table.
 
 The request path's hot core (`Exchange`, and the `DownstreamCore` / `UpstreamCore` that
 H1Reader/DownstreamH1 and UpstreamH1 build on) is one source, _core_py.py, used as is or

@@ -8,6 +8,7 @@ cdef dict _package
 cdef object _MISS, log
 cdef Py_ssize_t _MAX_HEAD
 cdef int _HEAD
+cdef bint _COMPILED
 
 @cython.locals(rr=dict, n=Py_ssize_t)
 cpdef object round_robin(object endpoints, object state, object key)
@@ -36,7 +37,7 @@ cdef class DownstreamCore:
 
     cpdef flush(self)
 
-    @cython.locals(end=Py_ssize_t)
+    @cython.locals(end=Py_ssize_t, ex=Exchange)
     cpdef data_received(self, data)
 
     @cython.locals(ex=Exchange, has_body=bint, memo=dict)
