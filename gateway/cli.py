@@ -21,6 +21,17 @@ class ListenerError(OSError):
         self.address = address
 
 
+def non_negative_int(value: str) -> int:
+    """argparse type: a count that may be 0 (0 keeps no idle connection)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is negative")
+    return n
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The gateway's flags, for `fleetgate gateway`, `up` and `demo`."""
     parser.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT",
@@ -39,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds a keep-alive client connection may stay idle (default %(default)s)")
     parser.add_argument("--max-body-size", type=int, default=None,
                         help="default request body limit in bytes (413 past it; default unlimited)")
+    parser.add_argument("--upstream-keepalive-connections", type=non_negative_int, default=320, metavar="N",
+                        help="idle keep-alive connections kept per upstream endpoint; more are closed when "
+                             "released (ingress-nginx's upstream-keepalive-connections; default %(default)s)")
     parser.add_argument("--http2", choices=("on", "off"), default="on",
                         help="HTTP/2 for clients: ALPN h2 on TLS and h2c prior knowledge (default %(default)s; "
                              "off: HTTP/1.1 only, as ingress-nginx's use-http2: false)")
@@ -73,7 +87,8 @@ def options_from(args: argparse.Namespace, http: tuple[str, int], *, reuse_port:
         https=https,
         ingress_classes=ingress_classes(args),
         limits=Limits(header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
-                      max_body_size=args.max_body_size),
+                      max_body_size=args.max_body_size,
+                      upstream_keepalive_connections=getattr(args, "upstream_keepalive_connections", 320)),
         cluster_header=not args.no_cluster_header,
         reuse_port=reuse_port,
         drain_timeout=args.drain_timeout,

@@ -7,15 +7,18 @@ exactly its intended requests; no hidden request ever arrives, and the gateway k
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
 import httptools
+import pytest
 
 from corpus import HOST, REQUESTS, RESPONSES, RequestCase, ResponseCase
 from gateway_support import endpoint_slice, ingress, rule, service
+from gateway.cli import add_arguments, options_from
 from gateway.context import Limits
 from h1_support import RawResponse, read_response, scripted_backend
 
@@ -414,12 +417,13 @@ async def test_a_header_dripped_byte_by_byte_is_cut_at_the_header_timeout(fleet_
 
 async def test_idle_upstream_connections_per_endpoint_are_capped(fleet_dir, start_gateway) -> None:
     """Six concurrent requests open six upstream connections; once answered, only
-    `upstream_keepalive_connections` of them stay idle, the rest are closed."""
+    `--upstream-keepalive-connections` of them stay idle, the rest are closed."""
+    limits = options_from(cli_args("--upstream-keepalive-connections", "2"), ("127.0.0.1", 0)).limits
     server, port, rec = await recording_backend("127.0.63.5")
     rec.hold = asyncio.Event()
     async with server:
         gw = await corpus_gateway(fleet_dir, start_gateway, "127.0.63.5", port,
-                                  limits=Limits(upstream_keepalive_connections=2))
+                                  limits=limits)
         conns = [await asyncio.open_connection(gw.host, gw.port) for _ in range(6)]
         try:
             for i, (_, writer) in enumerate(conns):
@@ -441,6 +445,23 @@ async def test_idle_upstream_connections_per_endpoint_are_capped(fleet_dir, star
                 writer.close()
     assert rec.closed == 4
     assert Limits().upstream_keepalive_connections == 320  # ingress-nginx's default
+    assert options_from(cli_args(), ("127.0.0.1", 0)).limits.upstream_keepalive_connections == 320
+
+
+def test_upstream_keepalive_connections_must_be_a_count() -> None:
+    for bad in ("-1", "many"):
+        with pytest.raises(SystemExit):
+            cli_args("--upstream-keepalive-connections", bad)
+    assert options_from(cli_args("--upstream-keepalive-connections", "0"),
+                        ("127.0.0.1", 0)).limits.upstream_keepalive_connections == 0
+
+
+def cli_args(*argv: str) -> argparse.Namespace:
+    """`fleetgate gateway`'s flags parsed as the CLI does."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    parser.add_argument("--drain-timeout", type=float, default=1.0)
+    return parser.parse_args(list(argv))
 
 
 async def test_te_on_http10_is_refused_even_with_keep_alive(fleet_dir, start_gateway) -> None:
