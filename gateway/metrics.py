@@ -2,20 +2,27 @@
 
 prometheus_client's labelled counters take a lock and a label lookup per increment; on a
 path that runs 30k times a second that is measurable. Here a finished request costs one
-call, `request_done(ex, now)`: one dict lookup by (label, ingress, service, cluster,
-method, status), a bisect, three additions, and a tuple appended for the access log when
-it is on. The custom Collector turns the rows into the CONTRACT's families and the
+call, `request_done(ex, now)` (RequestCounts.done in the request path's core, compiled
+where built, so its reads of the exchange are C): one dict lookup by (label, ingress,
+service, cluster, method, status), a bisect, four additions, and a tuple appended for the
+access log when it is on. The custom Collector turns the rows into the CONTRACT's families and the
 operator's (ingress-nginx / Envoy style) families when /metrics is scraped; everything
 that is not per request (connections, pools, ejections) is read from the gateway's state
 at scrape time too. docs/metrics.md lists the families.
 """
 from __future__ import annotations
 
+import sys
 from bisect import bisect_left
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from . import exchange
+
+# the build gateway/exchange chose (compiled or the twin): its RequestCounts counts each request
+_core = sys.modules[exchange.Exchange.__module__]
 
 if TYPE_CHECKING:
     from .accesslog import AccessLog
@@ -54,6 +61,8 @@ class GatewayMetrics(Collector):
         # (label, ingress, service, cluster, method, status) -> [count per bucket..., +Inf,
         # sum of seconds, request bytes, response bytes]: one dict lookup per request
         self.rows: dict[RowKey, list[float]] = {}
+        # the per-request counting: the request path's core (the same rows dict)
+        self.counts = _core.RequestCounts(self, self.rows, BUCKETS)
         self.retries: dict[str, int] = {}
         self.failovers: dict[tuple[str, str, str], int] = {}  # (ingress, from, to) -> requests
         self.ejections: dict[tuple[str, str], int] = {}  # (cluster, endpoint or "") -> ejections
@@ -63,7 +72,6 @@ class GatewayMetrics(Collector):
         self.health_rows: Callable[[], dict[tuple[str, str, str], int]] = dict
         self.connection_rows: Callable[[], tuple[int, dict[tuple[str, str, str], int]]] = lambda: (0, {})
         self.mirror_counts: dict[tuple[str, str], int] = {}
-        self.log: "AccessLog | None" = None  # the access log, when on
         # set by the server on each route-table swap, read at scrape time
         self.config_generation = 0
         self.last_reload = 0.0  # Unix time of the last swap
@@ -73,40 +81,19 @@ class GatewayMetrics(Collector):
 
     def request_done(self, ex: Any, now: float) -> None:
         """A downstream request was answered (relayed, generated or cut): count it, and
-        queue it for the access log. `now` is the same clock as `ex.start` (monotonic)."""
-        ds = ex.ds
-        n = ds.sent  # response bytes: flushed on this connection, plus what waits in its output
-        for b in ds.out:
-            n += len(b)
-        sent = n - ds.logged
-        ds.logged = n
-        r = ex.route
-        if r is None:
-            key = (ex.label, "", "", ex.cluster, ex.method, ex.status)
-        else:
-            b = ex.backend or r.backend
-            key = (ex.label, r.ingress, b.key if b is not None else "", ex.cluster, ex.method, ex.status)
-        row = self.rows.get(key)
-        if row is None:
-            row = self._new_row(key)
-        seconds = now - ex.start
-        row[bisect_left(BUCKETS, seconds)] += 1
-        row[SUM] += seconds
-        req = ex.req
-        # the request's target, Host and forwarded header lines and its body, and 30 bytes for
-        # the rest of the request line and the framing (the codec keeps no raw head; each
-        # RequestHead field read costs, so the method's length is in the 30)
-        received = len(req[1]) + len(req[3]) + len(req[12]) + 30 + ex.body_size
-        row[RECV] += received
-        row[SENT] += sent
-        if ex.attempt > 1:  # a retry (the first attempt set it to 1): maybe a failover
-            self._failover(ex, r)
-        log = self.log
-        if log is not None:
-            pending = log.pending
-            if not pending:
-                log.schedule()
-            pending.append((ex, seconds, sent, received))
+        queue it for the access log. `now` is the same clock as `ex.start` (monotonic).
+        The work is RequestCounts.done (the request path's core, compiled where built),
+        which the hot path calls itself (`self.counts`)."""
+        self.counts.done(ex, now)
+
+    @property
+    def log(self) -> "AccessLog | None":
+        """The access log, when on (RequestCounts queues the requests for it)."""
+        return self.counts.log
+
+    @log.setter
+    def log(self, log: "AccessLog | None") -> None:
+        self.counts.log = log
 
     def _new_row(self, key: RowKey) -> list[float]:
         """A key's first request: its row (a method outside METHODS counts as OTHER, so a

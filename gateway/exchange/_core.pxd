@@ -46,8 +46,23 @@ cdef class DownstreamCore:
     @cython.locals(conn=UpstreamCore, idle=list)
     cpdef bint _fast_send(self, Exchange ex, r) except -1
 
-    @cython.locals(now=double, idle=list)
+    @cython.locals(now=double, idle=list, counts=RequestCounts)
     cpdef response_complete(self, Exchange ex, bint reusable, UpstreamCore upstream)
+
+
+@cython.final
+cdef class RequestCounts:
+    cdef public object owner, log
+    cdef public dict rows
+    cdef public tuple bounds
+
+    @cython.locals(c=DownstreamCore, n=Py_ssize_t, sent=Py_ssize_t, received=Py_ssize_t, row=list,
+                   start=double, seconds=double, i=Py_ssize_t)
+    cpdef done(self, Exchange ex, double now)
+
+
+@cython.locals(lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t)
+cdef inline Py_ssize_t _bucket(tuple bounds, double seconds)
 
 
 cdef class UpstreamCore:
