@@ -27,8 +27,7 @@ _core = sys.modules[exchange.Exchange.__module__]
 if TYPE_CHECKING:
     from .accesslog import AccessLog
 
-BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-           10.0, 30.0, 60.0)
+BUCKETS: tuple[float, ...] = _core.BUCKETS  # the request duration histogram's (the core counts them)
 # a row: request count per bucket (len(BUCKETS) + the +Inf one), then these
 SUM, RECV, SENT = len(BUCKETS) + 1, len(BUCKETS) + 2, len(BUCKETS) + 3
 ROW = len(BUCKETS) + 4
@@ -62,7 +61,7 @@ class GatewayMetrics(Collector):
         # sum of seconds, request bytes, response bytes]: one dict lookup per request
         self.rows: dict[RowKey, list[float]] = {}
         # the per-request counting: the request path's core (the same rows dict)
-        self.counts = _core.RequestCounts(self, self.rows, BUCKETS)
+        self.counts = _core.RequestCounts(self, self.rows)
         self.retries: dict[str, int] = {}
         self.failovers: dict[tuple[str, str, str], int] = {}  # (ingress, from, to) -> requests
         self.ejections: dict[tuple[str, str], int] = {}  # (cluster, endpoint or "") -> ejections

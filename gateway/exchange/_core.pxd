@@ -5,8 +5,9 @@
 cimport cython
 
 cdef dict _package
-cdef object _MISS, log
-cdef Py_ssize_t _MAX_HEAD
+cdef object _MISS, log, _TARGET, _HOST, _FIELDS
+cdef Py_ssize_t _MAX_HEAD, _SUM, _RECV, _SENT
+cdef tuple _BOUNDS
 cdef int _HEAD
 cdef bint _COMPILED
 
@@ -54,15 +55,14 @@ cdef class DownstreamCore:
 cdef class RequestCounts:
     cdef public object owner, log
     cdef public dict rows
-    cdef public tuple bounds
 
     @cython.locals(c=DownstreamCore, n=Py_ssize_t, sent=Py_ssize_t, received=Py_ssize_t, row=list,
                    start=double, seconds=double, i=Py_ssize_t)
     cpdef done(self, Exchange ex, double now)
 
 
-@cython.locals(lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t)
-cdef inline Py_ssize_t _bucket(tuple bounds, double seconds)
+@cython.locals(lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t, bound=double)
+cdef Py_ssize_t _bucket(tuple bounds, double seconds)
 
 
 cdef class UpstreamCore:

@@ -37,6 +37,20 @@ MAX_RESPONSE_HEAD = _MAX_HEAD  # a response head longer than this is refused (50
 IDEMPOTENT_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 _HEAD = 0  # UpstreamCore.state: reading a response head (gateway/upstream/connection.py: the others)
 _MISS = object()
+# RequestHead's indexes as objects: a NamedTuple's type has a generic sq_item (a Python
+# call, ~750 instructions) that Cython uses for a C index; an object index goes through its
+# mp_subscript, the tuple's own
+_TARGET, _HOST, _FIELDS = 1, 3, 12
+
+# the request duration histogram's upper bounds (seconds); gateway/metrics.py's BUCKETS. A
+# metrics row: the request count per bucket (and the +Inf one), then at _SUM the sum of
+# seconds, at _RECV request bytes, at _SENT response bytes
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+           10.0, 30.0, 60.0)
+_BOUNDS = BUCKETS
+_SUM = len(BUCKETS) + 1
+_RECV = _SUM + 1
+_SENT = _SUM + 2
 
 # the package's namespace: EXCHANGE_CLASS is read there per request (tests swap in a checked class)
 _package = vars(sys.modules[__name__.rpartition(".")[0]])
@@ -427,12 +441,11 @@ class RequestCounts:
     owns it and everything else: `rows` is its dict (shared, not copied), `log` its access
     log (None: off), and a new row or a possible failover goes back to it (`owner`)."""
 
-    __slots__ = ("owner", "rows", "bounds", "log")
+    __slots__ = ("owner", "rows", "log")
 
-    def __init__(self, owner: Any, rows: dict, bounds: tuple) -> None:
+    def __init__(self, owner: Any, rows: dict) -> None:
         self.owner = owner
         self.rows = rows
-        self.bounds = bounds  # the histogram's upper bounds, ascending
         self.log = None
 
     def done(self, ex: Exchange, now: float) -> None:
@@ -440,7 +453,7 @@ class RequestCounts:
         row, and queue it for the access log when that is on. `now` is the same clock as
         `ex.start` (monotonic)."""
         ds = ex.ds
-        if isinstance(ds, DownstreamCore):
+        if _COMPILED and isinstance(ds, DownstreamCore):
             c = ds  # typed in the compiled build: its fields are C reads
             n = c.sent  # response bytes: flushed on this connection, plus what waits in its output
             for b in c.out:
@@ -464,21 +477,19 @@ class RequestCounts:
             row = self.owner._new_row(key)
         start = ex.start
         seconds = now - start
-        bounds = self.bounds
         if _COMPILED:
-            i = _bucket(bounds, seconds)
+            i = _bucket(_BOUNDS, seconds)
         else:
-            i = bisect_left(bounds, seconds)
-        n = len(bounds)
+            i = bisect_left(_BOUNDS, seconds)
         row[i] += 1
-        row[n + 1] += seconds  # then: the sum of seconds, request bytes, response bytes
+        row[_SUM] += seconds
         req = ex.req
         # the request's target, Host and forwarded header lines and its body, and 30 bytes for
         # the rest of the request line and the framing (the codec keeps no raw head; each
         # RequestHead field read costs, so the method's length is in the 30)
-        received = len(req[1]) + len(req[3]) + len(req[12]) + 30 + ex.body_size
-        row[n + 2] += received
-        row[n + 3] += sent
+        received = len(req[_TARGET]) + len(req[_HOST]) + len(req[_FIELDS]) + 30 + ex.body_size
+        row[_RECV] += received
+        row[_SENT] += sent
         if ex.attempt > 1:  # a retry (the first attempt set it to 1): maybe a failover
             self.owner._failover(ex, r)
         lg = self.log
@@ -495,7 +506,8 @@ def _bucket(bounds: tuple, seconds: float) -> int:
     hi = len(bounds)
     while lo < hi:
         mid = (lo + hi) >> 1
-        if bounds[mid] < seconds:
+        bound = bounds[mid]
+        if bound < seconds:
             lo = mid + 1
         else:
             hi = mid
