@@ -404,6 +404,10 @@ def parse_annotations(annotations: Mapping[str, str], *, namespace: str, ingress
         if mirror.get("service") is None and url is None:
             problems.append(AnnotationProblem("mirror-*", "no mirror-target-service or mirror-target; ignored",
                                               "warning"))
+        elif kw.get("backend_protocol") in ("GRPC", "GRPCS"):
+            # gRPC streams are relayed frame by frame; copying them is not built, so say so
+            problems.append(AnnotationProblem("mirror-*", "not supported on gRPC routes (backend-protocol "
+                                              "GRPC|GRPCS): mirroring is off for this Ingress", "warning"))
         else:
             kw["mirror"] = MirrorPolicy(**mirror)
     if groups["health"]:

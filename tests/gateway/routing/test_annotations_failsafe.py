@@ -75,6 +75,16 @@ def test_an_invalid_mirror_value_turns_mirroring_off():
         assert "mirroring is off" in errors_for(pa, key)[0]
 
 
+@pytest.mark.parametrize("protocol", ["GRPC", "GRPCS"])
+def test_mirroring_a_grpc_route_is_refused_with_a_warning(protocol):
+    mirror = {"higress.io/mirror-target-service": "shadow", "higress.io/mirror-percentage": "50"}
+    assert parse({**mirror, f"{NGINX}backend-protocol": "HTTP"}).policy.mirror is not None  # the control
+    pa = parse({**mirror, f"{NGINX}backend-protocol": protocol})
+    assert pa.policy.mirror is None and pa.policy.backend_protocol == protocol
+    (problem,) = [p for p in pa.problems if p.annotation == "mirror-*"]
+    assert problem.severity == "warning" and "not supported on gRPC routes" in problem.message
+
+
 @pytest.mark.parametrize("key,bad,field", [
     (f"{FG}cluster-weights", "zone-a=100,zone-b=x", "cluster_weights"),
     (f"{FG}cluster-weights", "zone-a=0", "cluster_weights"),
