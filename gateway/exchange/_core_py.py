@@ -14,7 +14,7 @@ the upstream's whole keep-alive response (`UpstreamCore.data_received` ->
 `DownstreamCore.response_complete`), and the writes. Everything else stays in the Python
 subclasses (H1Reader and DownstreamH1 in gateway/protocol/, UpstreamH1 in
 gateway/upstream/), which these methods call by name: `_read`, `_hold`, `_reject`,
-`_route_miss`, `_policy_head`, `_expect_body`, `_start`, `_send`, `_uncount`, `_next`
+`_route_miss`, `_policy_head`, `_expect_body`, `_start`, `_pick`, `_send`, `_uncount`, `_next`
 (downstream) and `_read` (upstream). No class here has class-level defaults (a compiled
 extension type cannot): `Exchange`'s defaults are `EXCHANGE_DEFAULTS`, set on the class
 by the twin and in `__cinit__` by the compiled build (tests/gateway/test_exchange.py
@@ -309,12 +309,18 @@ class DownstreamCore:
         return ex
 
     def _fast_send(self, ex: Exchange, r: Any) -> bool:
-        """The common case in one call: plain round robin, every endpoint up, a warm
-        pooled connection. False (nothing done) when the backend has no endpoint."""
+        """The common case in one call: round robin (plain, or the policy's pick: weighted
+        clusters...), every endpoint up, a warm pooled connection. False (nothing done)
+        when the backend has no endpoint (or the policy's pick finds none)."""
         backend = ex.backend or r.backend
         if backend is None or not backend.endpoints:
             return False
-        ep = round_robin(backend.endpoints, self.balancer, backend.key)
+        if r.policy.plain_pick:
+            ep = round_robin(backend.endpoints, self.balancer, backend.key)
+        else:
+            ep = self._pick(ex, ex.start)
+            if ep is None:
+                return False
         self.active = ex
         self.deadline = 0.0
         pool = self.pools.get(ep.key)

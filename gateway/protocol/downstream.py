@@ -91,7 +91,8 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
             ex.request_done = True
             if ex.mirror is not None:
                 self._submit_mirror(ex)
-        if (ex.answer is None and policy.fast_send and not self.health.down and method in IDEMPOTENT_METHODS
+        # warm_send: a weighted (or hashed...) pick may still go on a warm connection in one call
+        if (ex.answer is None and policy.warm_send and not self.health.down and method in IDEMPOTENT_METHODS
                 and self._fast_send(ex, r)):
             return
         self._start(ex)

@@ -165,6 +165,9 @@ class RoutePolicy:
     upstream_tls: bool = field(init=False, default=False, compare=False)
     # the one-call send on a warm plain connection may be used (plain pick, plain upstream)
     fast_send: bool = field(init=False, default=True, compare=False)
+    # a policy'd request (weighted clusters, hashing...) may still go on a warm plain
+    # connection in one call: round robin (nothing counted per endpoint), plain upstream
+    warm_send: bool = field(init=False, default=True, compare=False)
     # backend-protocol GRPC/GRPCS: HTTP/2 end to end (protocol/h2_grpc.py); HTTP/1 clients refused
     grpc: bool = field(init=False, default=False, compare=False)
 
@@ -184,6 +187,8 @@ class RoutePolicy:
         object.__setattr__(self, "upstream_tls", self.backend_protocol == "HTTPS")
         object.__setattr__(self, "grpc", self.backend_protocol in ("GRPC", "GRPCS"))
         object.__setattr__(self, "fast_send", self.plain_pick and not self.upstream_tls and not self.grpc)
+        object.__setattr__(self, "warm_send",
+                           self.load_balance == "round_robin" and not self.upstream_tls and not self.grpc)
         object.__setattr__(self, "fast", self.fast_send and not self.per_request and self.total_timeout is None)
         object.__setattr__(self, "fast_tls", self.fast_send and not per_request_tls and self.total_timeout is None)
 
@@ -222,4 +227,4 @@ def _plain(value: Any) -> Any:
 DEFAULT_POLICY = RoutePolicy()
 # computed from the annotated fields, for the data plane; not shown by describe()
 _DERIVED = frozenset(("per_request", "plain_pick", "needs_view", "fast", "fast_tls", "upstream_tls", "fast_send",
-                      "grpc"))
+                      "warm_send", "grpc"))
