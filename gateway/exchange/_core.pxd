@@ -45,7 +45,7 @@ cdef class DownstreamCore:
     cpdef _on_head(self, head, double began)
 
     @cython.locals(conn=UpstreamCore, idle=list)
-    cpdef bint _fast_send(self, Exchange ex, r) except -1
+    cpdef bint _fast_send(self, Exchange ex, r, bint plain) except -1
 
     @cython.locals(now=double, idle=list, counts=RequestCounts)
     cpdef response_complete(self, Exchange ex, bint reusable, UpstreamCore upstream)

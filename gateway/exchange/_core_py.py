@@ -301,21 +301,22 @@ class DownstreamCore:
             # call (arguments by position: the compiled codec parses no keywords then)
             ex.head = upstream_head(head, target, host, self.peer, self.scheme, rid)
             ex.request_done = True
-            if not self.health.down and method in IDEMPOTENT_METHODS and self._fast_send(ex, r):
+            if not self.health.down and method in IDEMPOTENT_METHODS and self._fast_send(ex, r, True):
                 return ex
             self._start(ex)
             return ex
         self._policy_head(ex, head, r, has_body)
         return ex
 
-    def _fast_send(self, ex: Exchange, r: Any) -> bool:
+    def _fast_send(self, ex: Exchange, r: Any, plain: bool) -> bool:
         """The common case in one call: round robin (plain, or the policy's pick: weighted
         clusters...), every endpoint up, a warm pooled connection. False (nothing done)
-        when the backend has no endpoint (or the policy's pick finds none)."""
+        when the backend has no endpoint (or the policy's pick finds none). `plain`: the
+        route's policy picks plainly (the caller has read it)."""
         backend = ex.backend or r.backend
         if backend is None or not backend.endpoints:
             return False
-        if r.policy.plain_pick:
+        if plain:
             ep = round_robin(backend.endpoints, self.balancer, backend.key)
         else:
             ep = self._pick(ex, ex.start)

@@ -93,7 +93,7 @@ class DownstreamH1(Planning, TunnelsAndTimeouts, H1Reader):
                 self._submit_mirror(ex)
         # warm_send: a weighted (or hashed...) pick may still go on a warm connection in one call
         if (ex.answer is None and policy.warm_send and not self.health.down and method in IDEMPOTENT_METHODS
-                and self._fast_send(ex, r)):
+                and self._fast_send(ex, r, policy.plain_pick)):
             return
         self._start(ex)
 
