@@ -91,6 +91,19 @@ def start_proxies(procs: Processes, args: argparse.Namespace, tmp: Path, cpu: in
     return proc, "%s://%s:%d/" % (scheme_port[0], LOOPBACK, scheme_port[1])
 
 
+def negotiated(url: str) -> str:
+    """The TLS version and cipher a default OpenSSL client (as wrk) gets from the proxy."""
+    hostport = url.split("//", 1)[1].rstrip("/")
+    if find_binary("openssl") is None:
+        return "unknown (no openssl command)"
+    out = subprocess.run(["openssl", "s_client", "-connect", hostport, "-servername", HOST, "-brief"],
+                         input="", capture_output=True, text=True, timeout=30)
+    text = out.stdout + out.stderr
+    proto = re.search(r"Protocol version: (\S+)", text)
+    cipher = re.search(r"Ciphersuite: (\S+)", text)
+    return "%s %s" % (proto.group(1) if proto else "?", cipher.group(1) if cipher else "?")
+
+
 # ---------------------------------------------------------------- system calls
 
 _PERF_LINE = re.compile(r"^\s*([\d,]+)\s+syscalls:sys_enter_(\w+)", re.M)
@@ -232,6 +245,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             tmp = Path(t)
             out = tmp / "callgrind.out" if args.callgrind else None
             proc, url = start_proxies(procs, args, tmp, server_cpu, target, out)
+            if args.tls:
+                log("%s negotiates %s", target, negotiated(url))
             if args.callgrind:
                 assert out is not None
                 res, requests, total, by_obj, top = profile_callgrind(proc, url, out, args, client_cpu)
