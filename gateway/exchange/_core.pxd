@@ -5,7 +5,7 @@
 cimport cython
 
 cdef dict _package
-cdef object _MISS, log, _TARGET, _HOST, _FIELDS
+cdef object _MISS, log, _TARGET, _HOST, _FIELDS, _random
 cdef Py_ssize_t _MAX_HEAD, _SUM, _RECV, _SENT
 cdef tuple _BOUNDS
 cdef int _HEAD
@@ -14,6 +14,10 @@ cdef bint _COMPILED
 @cython.locals(rr=dict, n=Py_ssize_t)
 cpdef object round_robin(object endpoints, object state, object key)
 cpdef double wait_until(double now, object policy, bint connected) except? -1.0
+
+@cython.locals(acc=double, share=double, i=Py_ssize_t, outcome=int, total=Py_ssize_t, target=double,
+               canary=tuple, cluster=tuple, row=tuple, crow=tuple, drawn=tuple, src=bytes, low=bytes)
+cpdef tuple resolve_warm(tuple plan, bytes fields, double rand, double rand_cluster, double rand_mirror)
 
 
 cdef class Exchange:
@@ -44,8 +48,13 @@ cdef class DownstreamCore:
     @cython.locals(ex=Exchange, has_body=bint, memo=dict)
     cpdef _on_head(self, head, double began)
 
-    @cython.locals(conn=UpstreamCore, idle=list)
+    @cython.locals(rr=dict, n=Py_ssize_t)
+    cdef _warm_head(self, Exchange ex, head, r, tuple warm)
+
     cpdef bint _fast_send(self, Exchange ex, r, bint plain) except -1
+
+    @cython.locals(conn=UpstreamCore, idle=list)
+    cdef _send_on(self, Exchange ex, r, ep)
 
     @cython.locals(now=double, idle=list, counts=RequestCounts)
     cpdef response_complete(self, Exchange ex, bint reusable, UpstreamCore upstream)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import sys
 from bisect import bisect_left
+from random import random as _random
 from typing import Any, Sequence
 
 from ..codec import HeadError, head_end, parse_request, parse_response, upstream_head
@@ -71,6 +72,62 @@ def round_robin(endpoints: Sequence[Any], state: Any, key: str) -> Any:
     n = rr.get(key, 0)
     rr[key] = n + 1
     return endpoints[n % len(endpoints)]
+
+
+def resolve_warm(plan: tuple, fields: bytes, rand: float, rand_cluster: float,
+                 rand_mirror: float) -> tuple:
+    """The request's plan from its route's warm plan (gateway/routing/plan.py), pure:
+    (backend, label, the endpoints to round robin over, the mirror or None). The canary
+    order of routing/select.choose_backend (a deciding header rule wins; else the
+    undecided weighted canaries share `rand`, in order), the member-cluster draw of
+    upstream/decide.pick by `rand_cluster`, the mirror when rand_mirror * 100 is under its
+    percentage: the general path's answers for the same values when every endpoint is up."""
+    canaries, row, mirror = plan
+    if canaries:
+        drawn = None
+        acc = 0.0
+        src = low = b""
+        for canary in canaries:
+            key, exact, pattern, share, crow = canary
+            outcome = -1  # -1: undecided, 1: this canary, 0: not this one
+            if key is not None and fields:
+                if not low:
+                    src = b"\r\n" + fields  # every line starts after a CRLF (a value holds none)
+                    low = src.lower()
+                i = low.rfind(key)
+                if i >= 0:
+                    i += len(key)
+                    value = src[i:low.find(b"\r\n", i)].strip(b" \t").decode("latin-1")
+                    if exact is not None:
+                        if value == exact:
+                            outcome = 1
+                    elif pattern is not None:
+                        if pattern.match(value):
+                            outcome = 1
+                    elif value == "always":
+                        outcome = 1
+                    elif value == "never":
+                        outcome = 0
+            if outcome == 1:
+                drawn = crow  # (a canary that cannot serve has the main row)
+                break
+            if outcome == -1 and share > 0.0 and drawn is None:
+                acc += share
+                if rand < acc:
+                    drawn = crow
+        if drawn is not None:
+            row = drawn
+    backend, label, total, clusters = row
+    if total:
+        target = rand_cluster * total
+        for cluster in clusters:
+            if target < cluster[0]:
+                break
+    else:
+        cluster = clusters[0]
+    if mirror is not None and not rand_mirror * 100 < mirror.percentage:
+        mirror = None
+    return backend, label, cluster[1], mirror
 
 
 def wait_until(now: float, policy: Any, connected: bool) -> float:
@@ -305,8 +362,33 @@ class DownstreamCore:
                 return ex
             self._start(ex)
             return ex
+        warm = r.warm
+        if (warm is not None and not has_body and upgrade is None and not self.health.down
+                and method in IDEMPOTENT_METHODS):
+            # the route's policies as a table (gateway/routing/plan.py): one pure call
+            # resolves them, and the request goes out as the common one does
+            self._warm_head(ex, head, r, warm)
+            return ex
         self._policy_head(ex, head, r, has_body)
         return ex
+
+    def _warm_head(self, ex: Exchange, head: Any, r: Any, warm: tuple) -> None:
+        """A request whose route's policies have a warm plan (routing/plan.py; every
+        endpoint up, no body, an idempotent method): resolve_warm decides the backend, the
+        member cluster and the mirror, round robin the endpoint, then the warm send."""
+        backend, label, eps, mirror = resolve_warm(warm, head[_FIELDS], _random(), _random(), _random())
+        ex.backend = backend
+        ex.label = label
+        ex.head = upstream_head(head, head[_TARGET], head[_HOST], self.peer, self.scheme, ex.request_id)
+        ex.request_done = True
+        if mirror is not None:
+            ex.mirror = mirror
+            self._mirror_now(ex)  # (DownstreamH1: the copy's head, submitted)
+        rr = self.balancer.rr
+        key = backend.key
+        n = rr.get(key, 0)
+        rr[key] = n + 1
+        self._send_on(ex, r, eps[n % len(eps)])
 
     def _fast_send(self, ex: Exchange, r: Any, plain: bool) -> bool:
         """The common case in one call: round robin (plain, or the policy's pick: weighted
@@ -322,6 +404,11 @@ class DownstreamCore:
             ep = self._pick(ex, ex.start)
             if ep is None:
                 return False
+        self._send_on(ex, r, ep)
+        return True
+
+    def _send_on(self, ex: Exchange, r: Any, ep: Any) -> None:
+        """ex to ep: on a warm pooled connection in one call, else the general send."""
         self.active = ex
         self.deadline = 0.0
         pool = self.pools.get(ep.key)
@@ -339,9 +426,8 @@ class DownstreamCore:
                         ex.phase = SENT
                     ex.deadline = wait_until(ex.start, r.policy, True)
                     conn.send(ex, ex.head)
-                    return True
+                    return
         self._send(ex, ep, self.now())  # no warm connection: the general send
-        return True
 
     def response_complete(self, ex: Exchange, reusable: bool, upstream: Any) -> None:
         if _COMPILED and type(ex) is not Exchange:

@@ -17,7 +17,7 @@ from ..exchange import Exchange
 from ..routing.table import Route
 from ..upstream import decide
 from ..upstream.balancer import affinity_id, hash_key
-from .policy_hooks import prepare
+from .policy_hooks import mirror_head, prepare
 
 if TYPE_CHECKING:
     from ..routing.table import UpstreamEndpoint
@@ -122,6 +122,14 @@ class Planning:
                 ex.extra_resp += (f"set-cookie: {a.name}={cookie}; Path={a.path or '/'}; HttpOnly"
                                   + (f"; Max-Age={a.max_age}" if a.max_age else "") + "\r\n").encode()
         return ep
+
+    def _mirror_now(self, ex: Exchange) -> None:
+        """A bodiless request the warm plan mirrors (DownstreamCore._warm_head): the copy's
+        head from the upstream head, submitted."""
+        h = ex.head
+        tail = h[h.find(b"\r\n", h.find(b"\r\n") + 2) + 2:]  # after the request and host lines
+        ex.mirror_head = mirror_head(ex, tail, ex.target)
+        self._submit_mirror(ex)
 
     def _submit_mirror(self, ex: Exchange) -> None:
         """Fire and forget a copy (a body larger than the retry buffer is not mirrored)."""

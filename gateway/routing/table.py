@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from .backends import Backend, UpstreamEndpoint
 from .certificates import TLSCertificate
+from .plan import WarmPlan, warm_plan
 from .policy import RoutePolicy
 
 # Backend and UpstreamEndpoint live in backends.py; the data plane imports them from here
@@ -30,6 +31,11 @@ class Route:
     backend: Backend | None
     policy: RoutePolicy = field(default_factory=RoutePolicy)
     created: str = ""
+    # the policies as a precomputed table (plan.py; None: the general path), derived
+    warm: WarmPlan | None = field(init=False, default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "warm", warm_plan(self.backend, self.policy, self.ingress))
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..exchange import IDEMPOTENT_METHODS, round_robin, wait_until
+from ..routing.plan import cluster_rows
 from .balancer import BalancerState, IsUp, choose_endpoint
 
 if TYPE_CHECKING:
@@ -75,14 +76,7 @@ def weighted_clusters(backend: "Backend", policy: "RoutePolicy") -> "Weighted | 
     hit = _WEIGHTED.get(key)
     if hit is not None and hit[0] is policy and hit[1] is backend:
         return hit[2]
-    by_cluster = {c.cluster: c.endpoints for c in backend.clusters}
-    rows, acc = [], 0
-    for cluster, weight in (policy.cluster_weights or {}).items():
-        eps = by_cluster.get(cluster, ())
-        if eps and weight > 0:
-            acc += weight
-            rows.append((acc, eps))
-    answer = (acc, tuple(rows)) if acc > 0 else None
+    answer = cluster_rows(backend, policy)
     if len(_WEIGHTED) >= _WEIGHTED_SIZE:
         _WEIGHTED.clear()
     _WEIGHTED[key] = (policy, backend, answer)
