@@ -11,8 +11,10 @@ Per member, up to `max_concurrent` keys are written at once; the writes of one k
 order (its ServiceImport before the Service and slices that name it as owner, deletions
 dependents first), and a key changed again while in flight is planned once more after,
 against the answers it got: a burst to one key is one write, a lone change is written at
-once. Each answer goes into the source's store at once, so a plan never repeats a write
-the store has not seen yet. Members are independent (one queue each): an API server that
+once. Each answer goes into the source's store at once, and a key is planned only from a
+derivation that has seen its objects as the store holds them (else it waits for the
+derivation under way): a plan never repeats a write the store has seen, nor mixes an old
+derivation with newer objects (writer idle means derived and written). Members are independent (one queue each): an API server that
 hangs or is down (retried with backoff) never holds up the others. A TokenBucket per
 member (qps/burst) keeps a cold start from flooding a small API server.
 """
@@ -28,6 +30,7 @@ from prometheus_client import Counter
 from fleet.kube import (ENDPOINT_SLICES, SERVICE_EXPORTS, SERVICE_IMPORTS, SERVICES, KubeError, Raw,
                         Resource, Unreachable)
 from fleet.objects import KubeObject
+from fleet.snapshot import ClusterObjects
 from fleet.tasks import cancel_and_wait
 from fleet.view import FleetView, LiveCluster, Unfollow, not_following
 
@@ -65,24 +68,34 @@ def now_rfc3339() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class _StoreKind:
-    """One kind of a source's store as held now (answers fed back included)."""
+class _CheckedKind:
+    """One kind as the last derivation saw it; notes when the store has moved past it."""
 
-    def __init__(self, source: LiveCluster, kind: str) -> None:
-        self.source, self.kind = source, kind
+    def __init__(self, owner: "_Checked", seen: Mapping[tuple[str, str], KubeObject], kind: str) -> None:
+        self.owner, self.seen, self.kind = owner, seen, kind
 
     def get(self, key: tuple[str, str], /) -> Any:
-        return self.source.current(self.kind, key[0], key[1])
+        obj = self.seen.get(key)
+        if self.owner.source.current(self.kind, key[0], key[1]) is not obj:
+            self.owner.stale = True
+        return obj
 
 
-class _StoreNow:
-    """reconcile.Actual over a source's store: a plan sees the writer's own answers at once."""
+class _Checked:
+    """reconcile.Actual over the objects the last derivation was made from, checked against
+    the source's store now: `stale` once a read object has moved since (a write's answer,
+    a watch event). A plan must not mix a derivation with objects it has not seen: the
+    ServiceImport's spec.ips comes from the `amcs-` Service's ClusterIP, a user's import in
+    importMode explicit decides whether anything is wanted at all. A stale key waits for the
+    derivation under way (the store's change scheduled it), which marks the key again."""
 
-    def __init__(self, source: LiveCluster) -> None:
-        self.service_imports = _StoreKind(source, "ServiceImport")
-        self.services = _StoreKind(source, "Service")
-        self.endpoint_slices = _StoreKind(source, "EndpointSlice")
-        self.service_exports = _StoreKind(source, "ServiceExport")
+    def __init__(self, seen: ClusterObjects, source: LiveCluster) -> None:
+        self.source = source
+        self.stale = False
+        self.service_imports = _CheckedKind(self, seen.service_imports, "ServiceImport")
+        self.services = _CheckedKind(self, seen.services, "Service")
+        self.endpoint_slices = _CheckedKind(self, seen.endpoint_slices, "EndpointSlice")
+        self.service_exports = _CheckedKind(self, seen.service_exports, "ServiceExport")
 
 
 class ClusterWorker:
@@ -98,7 +111,9 @@ class ClusterWorker:
         self.writes = 0
         self.cluster_id: str | None = None  # publish_cluster_id's outcome, once it has one
         self.keyed = KeyedCluster()
-        self.store_now = _StoreNow(source)
+        self._seen: ClusterObjects | None = None  # this member's objects the last derivation saw
+        self._waiting: set[GroupKey] = set()  # planned from a derivation older than their objects
+        self.stale_plans = 0
         self._pending: dict[GroupKey, None] = {}  # dirty keys of bulk work, oldest first
         self._urgent: dict[GroupKey, None] = {}  # dirty keys of small changes: planned first
         self._busy: set[GroupKey] = set()
@@ -119,12 +134,16 @@ class ClusterWorker:
         changed: Iterable[GroupKey] | None = None if self._resync else derived.changed
         dirty = self.keyed.set_desired(desired.by_service if desired is not None else {}, changed)
         member = current.snapshot.member(self.name)
+        self._seen = member.objects if member is not None else None
         resync = False
         if self.source.loaded and member is not None:
             dirty |= self.keyed.set_actual(member.objects)
             if self._resync:
                 dirty |= self.keyed.all_keys()
                 self._resync, resync = False, True
+        if self._waiting:  # set_actual marks them too; this does not rely on it
+            dirty |= self._waiting
+            self._waiting = set()
         for key in dirty:
             self._passes.pop(key, None)
         self.mark(dirty, bulk=resync or len(dirty) > BULK)
@@ -164,9 +183,16 @@ class ClusterWorker:
         await cancel_and_wait(*tasks)
 
     @property
+    def current(self) -> bool:
+        """The last derivation saw this member's objects as the store holds them now: no
+        snapshot or derivation pending (a write's answer or a watch event not derived yet)."""
+        return self._seen is self.source.objects
+
+    @property
     def idle(self) -> bool:
-        """Nothing pending, nothing in flight (tests and benchmarks wait for it)."""
-        return not self._pending and not self._urgent and not self._busy
+        """Nothing pending, nothing in flight, nothing left to derive (tests, benchmarks and
+        the sync-lag metric wait for it: an answer not derived yet may still need a write)."""
+        return not self._pending and not self._urgent and not self._busy and not self._waiting and self.current
 
     # --- writing --------------------------------------------------------------------------
 
@@ -213,8 +239,13 @@ class ClusterWorker:
             log.warning("cluster %s: %s/%s still differs after %d write passes; waiting for its next change",
                         self.name, key[0], key[1], passes)
             return
+        actual = _Checked(self.keyed.actual, self.source)
         todo = self.keyed.plan(key, derived.export_conditions.get((self.name, *key)), self.owner.clock(),
-                               self.store_now)
+                               actual)
+        if actual.stale:  # planned again at the next derivation (the store's change scheduled it)
+            self.stale_plans += 1
+            self._waiting.add(key)
+            return
         if not todo:
             self._backoff.pop(key, None)
             return
