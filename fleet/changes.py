@@ -10,14 +10,15 @@ CHAIN = 4  # how many views back a KindView remembers what moved
 
 
 class KindView(Mapping[Any, Any]):
-    """A frozen copy of one kind's objects that knows which keys moved since the view
+    """A frozen map of one kind's objects (a persistent map, or a dict no one changes
+    after) that knows which keys moved since the view
     before it (a live source's watch events), so changed_keys costs what moved, not the
     size of the map. The link is a hint: only the last CHAIN views keep it, so old views
     are freed; without it changed_keys compares by identity as for any mapping."""
 
     __slots__ = ("_d", "base", "moved", "get", "keys", "values", "items")
 
-    def __init__(self, objects: dict[Any, Any], base: "KindView | None" = None,
+    def __init__(self, objects: Mapping[Any, Any], base: "KindView | None" = None,
                  moved: Iterable[Any] = ()) -> None:
         self._d = objects
         self.base = base

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Union
 
 from . import validation
+from .validation import address as _address, dns1123_label as _label
 from .rawfields import ObjectError, as_bool, as_int, as_list, as_map, as_str, as_str_map, checked
 
 MCS_GROUP = "multicluster.x-k8s.io"
@@ -324,29 +325,62 @@ def parse_endpoint_slice(raw: Mapping[str, Any]) -> EndpointSlice:
                                   name=name,
                                   protocol=as_str(p.get("protocol"), f"ports[{i}].protocol") or "TCP",
                                   app_protocol=as_str(p.get("appProtocol"), f"ports[{i}].appProtocol")))
-    endpoints = []
-    for i, e in enumerate(as_list(raw.get("endpoints"), "endpoints")):
-        e = as_map(e, f"endpoints[{i}]")
-        addresses = tuple(str(a) for a in as_list(e.get("addresses"), f"endpoints[{i}].addresses"))
-        if not addresses:
-            raise ObjectError(f"endpoints[{i}].addresses: at least one address is required")
-        for j, a in enumerate(addresses):
-            checked(lambda v: validation.address(v, address_type), a, f"endpoints[{i}].addresses[{j}]")
-        hostname = as_str(e.get("hostname"), f"endpoints[{i}].hostname")
-        if hostname is not None:
-            checked(validation.dns1123_label, hostname, f"endpoints[{i}].hostname")
-        cond = as_map(e.get("conditions"), f"endpoints[{i}].conditions")
-        endpoints.append(Endpoint(
-            addresses=addresses,
-            ready=as_bool(cond.get("ready"), f"endpoints[{i}].conditions.ready"),
-            serving=as_bool(cond.get("serving"), f"endpoints[{i}].conditions.serving"),
-            terminating=as_bool(cond.get("terminating"), f"endpoints[{i}].conditions.terminating"),
-            hostname=hostname,
-            zone=as_str(e.get("zone"), f"endpoints[{i}].zone"),
-            node_name=as_str(e.get("nodeName"), f"endpoints[{i}].nodeName"),
-        ))
+    endpoints = [_plain_endpoint(e, address_type) or _endpoint(e, f"endpoints[{i}]", address_type)
+                 for i, e in enumerate(as_list(raw.get("endpoints"), "endpoints"))]
     return EndpointSlice(meta=parse_meta(raw), address_type=address_type, ports=tuple(ports),
                          endpoints=tuple(endpoints))
+
+
+def _plain_endpoint(e: Any, address_type: str) -> Endpoint | None:
+    """The common endpoint (string addresses, boolean conditions, string names) in a few
+    µs: a watch re-parses every endpoint of a slice when one moves. None sends anything
+    else to `_endpoint`, which applies the same rules and names the field it rejects."""
+    if type(e) is not dict:
+        return None
+    addrs = e.get("addresses")
+    if type(addrs) is not list or not addrs:
+        return None
+    for a in addrs:
+        if type(a) is not str or _address(a, address_type) is not None:
+            return None
+    cond = e.get("conditions")
+    if cond is None:
+        ready = serving = terminating = None
+    elif type(cond) is dict:
+        ready, serving, terminating = cond.get("ready"), cond.get("serving"), cond.get("terminating")
+        if (ready is not None and type(ready) is not bool) or (serving is not None and type(serving) is not bool) \
+                or (terminating is not None and type(terminating) is not bool):
+            return None
+    else:
+        return None
+    hostname, zone, node_name = e.get("hostname"), e.get("zone"), e.get("nodeName")
+    if (hostname is not None and (type(hostname) is not str or _label(hostname) is not None)) \
+            or (zone is not None and type(zone) is not str) or (node_name is not None and type(node_name) is not str):
+        return None
+    return Endpoint(tuple(addrs), ready, serving, terminating, hostname, zone, node_name)
+
+
+def _endpoint(e: Any, where: str, address_type: str) -> Endpoint:
+    """One endpoint, every field checked; ObjectError names the field."""
+    e = as_map(e, where)
+    addresses = tuple(str(a) for a in as_list(e.get("addresses"), f"{where}.addresses"))
+    if not addresses:
+        raise ObjectError(f"{where}.addresses: at least one address is required")
+    for j, a in enumerate(addresses):
+        checked(lambda v: validation.address(v, address_type), a, f"{where}.addresses[{j}]")
+    hostname = as_str(e.get("hostname"), f"{where}.hostname")
+    if hostname is not None:
+        checked(validation.dns1123_label, hostname, f"{where}.hostname")
+    cond = as_map(e.get("conditions"), f"{where}.conditions")
+    return Endpoint(
+        addresses=addresses,
+        ready=as_bool(cond.get("ready"), f"{where}.conditions.ready"),
+        serving=as_bool(cond.get("serving"), f"{where}.conditions.serving"),
+        terminating=as_bool(cond.get("terminating"), f"{where}.conditions.terminating"),
+        hostname=hostname,
+        zone=as_str(e.get("zone"), f"{where}.zone"),
+        node_name=as_str(e.get("nodeName"), f"{where}.nodeName"),
+    )
 
 
 def _ingress_backend(raw: Any, where: str) -> IngressBackend:

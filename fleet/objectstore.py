@@ -4,11 +4,17 @@ Raw objects are parsed into frozen views once, when their resourceVersion change
 relist that returns what we already hold keeps every view (and so the snapshot) as it
 was. A malformed object keeps its last good view and becomes a diagnostic. ClusterObjects
 are built on demand and only for kinds that changed, so a burst of events costs one build.
+Each kind's objects are a persistent map (immutables.Map): a snapshot is the map itself, not
+a copy, and a change makes a new map sharing all but the changed path with the last one. So
+a change costs O(log n) in the size of the fleet, and an old snapshot someone still holds (a
+plan in flight, a derivation) pins only what differs from the current one.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
+
+from immutables import Map
 
 from .changes import KindView
 from .objects import KubeObject, ObjectError, describe, parse_object
@@ -19,10 +25,10 @@ Raw = Mapping[str, Any]
 
 @dataclass
 class _Kind:
-    objects: dict[ObjKey, KubeObject] = field(default_factory=dict)
+    objects: Map[ObjKey, KubeObject] = field(default_factory=Map)  # persistent: views share it
     problems: dict[ObjKey, Diagnostic] = field(default_factory=dict)
-    view: Mapping[ObjKey, KubeObject] | None = None  # frozen copy, None after a change
-    last: KindView | None = None  # the last frozen copy made (the next one links to it)
+    view: Mapping[ObjKey, KubeObject] | None = None  # the last view, None after a change
+    last: KindView | None = None  # the last view made (the next one links to it)
     moved: set[ObjKey] = field(default_factory=set)  # keys changed since `last`
     namespaces: frozenset[str] = frozenset()
     spaces: dict[str, int] = field(default_factory=dict)  # namespace -> objects of this kind in it
@@ -99,11 +105,17 @@ class ObjectStore:
                 fresh[key] = old
         before = k.objects
         keys = [key for key, obj in fresh.items() if before.get(key) is not obj]
-        keys += [key for key in before if key not in fresh]
-        moved = bool(keys)
-        k.moved.update(keys)
-        k.objects = fresh
-        return self._mark(k, moved, before_problems != k.problems)
+        gone = [key for key in before if key not in fresh]
+        if keys or gone:  # a relist that moved a few objects shares the rest with the last map
+            with before.mutate() as changing:
+                for key in keys:
+                    changing[key] = fresh[key]
+                for key in gone:
+                    del changing[key]
+                k.objects = changing.finish()
+            k.moved.update(keys)
+            k.moved.update(gone)
+        return self._mark(k, bool(keys or gone), before_problems != k.problems)
 
     def apply(self, kind: str, event: str, raw: Raw, *, namespaced: bool = True) -> bool:
         """One watch event (ADDED, MODIFIED, DELETED). True if anything changed."""
@@ -115,7 +127,7 @@ class ObjectStore:
         if event == "DELETED":
             problem = k.problems.pop(key, None)
             if old is not None:
-                del k.objects[key]
+                k.objects = k.objects.delete(key)
                 k.moved.add(key)
             return self._mark(k, old is not None, problem is not None)
         if event not in ("ADDED", "MODIFIED"):
@@ -127,7 +139,7 @@ class ObjectStore:
         moved = obj is not None and obj != old
         if moved:
             assert obj is not None
-            k.objects[key] = obj
+            k.objects = k.objects.set(key, obj)
             k.moved.add(key)
         return self._mark(k, moved, k.problems.get(key) != before)
 
@@ -154,7 +166,7 @@ class ObjectStore:
         for kind, k in self._kinds.items():
             if k.view is None:
                 self._count_spaces(kind, k)
-                k.view = k.last = KindView(dict(k.objects), k.last, k.moved)
+                k.view = k.last = KindView(k.objects, k.last, k.moved)  # no copy: the map is persistent
                 k.moved = set()
             if k.view:
                 by_kind[kind] = k.view
