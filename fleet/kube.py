@@ -20,16 +20,21 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from urllib.parse import urlencode
 
 import aiohttp
 import yarl
-from kubernetes_asyncio import client as k8s_client
-from kubernetes_asyncio import config as k8s_config
 
+from .kubelazy import light
 from .objects import MCS_GROUP
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio import client as k8s_client
+    from kubernetes_asyncio import config as k8s_config
+else:  # kubeconfig auth without the generated API classes and models (fleet/kubelazy.py)
+    k8s_client, k8s_config = light()
 
 log = logging.getLogger(__name__)
 
