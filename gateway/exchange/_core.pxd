@@ -5,7 +5,7 @@
 cimport cython
 
 cdef dict _package
-cdef object _MISS, log, _TARGET, _HOST, _FIELDS, _random
+cdef object _MISS, log, _TARGET, _HOST, _FIELDS, _random, _STATUS, _KEEP, _CLEN, _CHUNKED, _RHEAD
 cdef Py_ssize_t _MAX_HEAD, _SUM, _RECV, _SENT
 cdef tuple _BOUNDS
 cdef int _HEAD
@@ -53,10 +53,10 @@ cdef class DownstreamCore:
 
     cpdef bint _fast_send(self, Exchange ex, r, bint plain) except -1
 
-    @cython.locals(conn=UpstreamCore, idle=list)
+    @cython.locals(conn=UpstreamCore, idle=list, pool=PoolCore)
     cdef _send_on(self, Exchange ex, r, ep)
 
-    @cython.locals(now=double, idle=list, counts=RequestCounts)
+    @cython.locals(now=double, idle=list, counts=RequestCounts, pool=PoolCore)
     cpdef response_complete(self, Exchange ex, bint reusable, UpstreamCore upstream)
 
 
@@ -74,6 +74,11 @@ cdef class RequestCounts:
 cdef Py_ssize_t _bucket(tuple bounds, double seconds)
 
 
+cdef class PoolCore:
+    cdef public list idle
+    cdef public Py_ssize_t max_idle
+
+
 cdef class UpstreamCore:
     cdef public object pool, transport, buf, tunnel, cluster, cline
     cdef public Exchange ex
@@ -83,7 +88,8 @@ cdef class UpstreamCore:
 
     cpdef send(self, Exchange ex, data)
 
-    @cython.locals(ex=Exchange, end=Py_ssize_t, code=Py_ssize_t, clen=Py_ssize_t, reusable=bint)
+    @cython.locals(ex=Exchange, end=Py_ssize_t, code=Py_ssize_t, clen=Py_ssize_t, reusable=bint,
+                   dc=DownstreamCore, client_ok=bint)
     cpdef data_received(self, data)
 
 

@@ -42,6 +42,7 @@ _MISS = object()
 # call, ~750 instructions) that Cython uses for a C index; an object index goes through its
 # mp_subscript, the tuple's own
 _TARGET, _HOST, _FIELDS = 1, 3, 12
+_STATUS, _KEEP, _CLEN, _CHUNKED, _RHEAD = 0, 3, 4, 5, 7  # ResponseHead's, likewise
 
 # the request duration histogram's upper bounds (seconds); gateway/metrics.py's BUCKETS. A
 # metrics row: the request count per bucket (and the +Inf one), then at _SUM the sum of
@@ -460,6 +461,14 @@ class DownstreamCore:
         self._next(ex, now)
 
 
+class PoolCore:
+    """The hot half of a per-endpoint pool of idle upstream connections (Pool in
+    gateway/upstream/pool.py builds on it): the two fields the request path reads, typed
+    in the compiled build (from Python each read is a descriptor call)."""
+
+    __slots__ = ("idle", "max_idle")
+
+
 class UpstreamCore:
     """The hot half of one keep-alive HTTP/1.1 connection to an upstream endpoint
     (UpstreamH1 builds on it and sets every field in its __init__)."""
@@ -481,12 +490,21 @@ class UpstreamCore:
             try:
                 end = head_end(data, 0, _MAX_HEAD)
                 if 0 < end <= _MAX_HEAD:
-                    # unpacked at once (a NamedTuple field read is a descriptor call each);
-                    # by position: the compiled codec parses no keywords then
-                    code, _, _, keep_alive, clen, chunked, _, rhead = parse_response(
-                        data, 0, end, ex.method == b"HEAD")
-                    if (clen == len(data) - end and keep_alive and not chunked
-                            and 200 <= code < 400 and ex.keep_alive and ds.http11 and not ds.health.endpoints):
+                    # by position: the compiled codec parses no keywords then. The fields by
+                    # object index (the tuple's own subscript): unpacking the NamedTuple
+                    # whole goes through the iterator protocol (a call per field), and a
+                    # field read by name is a descriptor call each
+                    rh = parse_response(data, 0, end, ex.method == b"HEAD")
+                    code = rh[_STATUS]
+                    clen = rh[_CLEN]
+                    if isinstance(ds, DownstreamCore):
+                        dc = ds  # typed in the compiled build: its fields are C reads
+                        client_ok = dc.http11 and not dc.health.endpoints
+                    else:
+                        client_ok = ds.http11 and not ds.health.endpoints
+                    if (clen == len(data) - end and rh[_KEEP] and not rh[_CHUNKED]
+                            and 200 <= code < 400 and ex.keep_alive and client_ok):
+                        rhead = rh[_RHEAD]
                         ex.status = code
                         if _COMPILED and type(ex) is not Exchange:
                             ex.advance(RESPONDING)  # a checked class: its property checks (the C field would bypass it)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import select
 from typing import Any, Iterable, Protocol
 
+from ..exchange import PoolCore
+
 
 class UpstreamH1(Protocol):
     """What a pool keeps of a connection (connection.py's UpstreamH1; a protocol so the
@@ -34,11 +36,12 @@ def _readable(fd: int) -> bool:
         return True
 
 
-class Pool:
+class Pool(PoolCore):
     """Idle connections to one endpoint, most recently used first (warm caches, fewer
-    stale-connection races)."""
+    stale-connection races). `idle` and `max_idle` are PoolCore's (gateway/exchange,
+    compiled where built: the request path reads them as C fields)."""
 
-    __slots__ = ("key", "idle", "max_idle")
+    __slots__ = ("key",)
 
     def __init__(self, key: str, max_idle: int) -> None:
         self.key = key
