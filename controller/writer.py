@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
@@ -64,8 +65,17 @@ class Leader(Protocol):
     def is_leader(self) -> bool: ...
 
 
+_stamp: tuple[int, str] = (-1, "")
+
+
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The time in seconds (a condition's lastTransitionTime), formatted once a second:
+    every plan asks for it."""
+    global _stamp
+    second = int(time.time())
+    if _stamp[0] != second:
+        _stamp = (second, datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return _stamp[1]
 
 
 class _CheckedKind:
@@ -90,6 +100,7 @@ class _Checked:
     derivation under way (the store's change scheduled it), which marks the key again."""
 
     def __init__(self, seen: ClusterObjects, source: LiveCluster) -> None:
+        self.seen = seen
         self.source = source
         self.stale = False
         self.service_imports = _CheckedKind(self, seen.service_imports, "ServiceImport")
@@ -112,6 +123,7 @@ class ClusterWorker:
         self.cluster_id: str | None = None  # publish_cluster_id's outcome, once it has one
         self.keyed = KeyedCluster()
         self._seen: ClusterObjects | None = None  # this member's objects the last derivation saw
+        self._checked: _Checked | None = None  # the last derivation's objects, checked (_reconcile)
         self._waiting: set[GroupKey] = set()  # planned from a derivation older than their objects
         self.stale_plans = 0
         self._pending: dict[GroupKey, None] = {}  # dirty keys of bulk work, oldest first
@@ -123,6 +135,7 @@ class ClusterWorker:
         self._paused_until = 0.0  # the API server was unreachable: nothing before this
         self._pause_delay = RETRY_BASE
         self._tasks: set[asyncio.Task[None]] = set()
+        self._runners = 0  # _run loops not yet returned (a done task leaves _tasks a turn later)
         self._id_task: asyncio.Task[None] | None = None
         self._resync = True  # the next derivation marks every key dirty
 
@@ -168,7 +181,10 @@ class ClusterWorker:
         if not self._pending and not self._urgent:
             return
         want = min(self.max_concurrent, len(self._pending) + len(self._urgent))
-        while len(self._tasks) < want:
+        while self._runners < want:
+            # counted here and uncounted as _run returns: a task's done callback runs a loop
+            # turn after it finished, and a key marked in between would find no writer
+            self._runners += 1
             task = loop.create_task(self._run(), name=f"controller-writer:{self.name}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -181,6 +197,7 @@ class ClusterWorker:
         self._tasks.clear()
         self._id_task = None
         await cancel_and_wait(*tasks)
+        self._runners = 0  # a task cancelled before it ran never uncounted itself
 
     @property
     def current(self) -> bool:
@@ -215,6 +232,12 @@ class ClusterWorker:
         return None
 
     async def _run(self) -> None:
+        try:
+            await self._run_keys()
+        finally:
+            self._runners -= 1
+
+    async def _run_keys(self) -> None:
         loop = asyncio.get_running_loop()
         while self.owner.may_write():
             wait = self._paused_until - loop.time()
@@ -227,6 +250,9 @@ class ClusterWorker:
             self._busy.add(key)
             try:
                 await self._reconcile(key)
+            except Exception:  # a bug must not lose the key (nor this writer): log, retry later
+                log.exception("cluster %s: %s/%s: planning or writing failed; retrying", self.name, *key)
+                self._retry(key, RETRY_CAP)
             finally:
                 self._busy.discard(key)
 
@@ -239,7 +265,10 @@ class ClusterWorker:
             log.warning("cluster %s: %s/%s still differs after %d write passes; waiting for its next change",
                         self.name, key[0], key[1], passes)
             return
-        actual = _Checked(self.keyed.actual, self.source)
+        actual = self._checked
+        if actual is None or actual.seen is not self.keyed.actual:
+            actual = self._checked = _Checked(self.keyed.actual, self.source)
+        actual.stale = False  # one plan at a time: planning never awaits
         todo = self.keyed.plan(key, derived.export_conditions.get((self.name, *key)), self.owner.clock(),
                                actual)
         if actual.stale:  # planned again at the next derivation (the store's change scheduled it)
@@ -342,6 +371,8 @@ class ClusterWorker:
         if now is not base:
             return
         self.source.event(resource, event, raw)
+        if event != "DELETED":  # its watch event need not be decoded: the store has it
+            self.source.client.expect_echo(resource, str(meta.get("resourceVersion") or ""))
 
 
 class LiveWriter:

@@ -11,7 +11,7 @@ import pytest
 
 from controller.leader import LeaderOptions
 from controller.publisher import DerivedPublisher
-from controller.writer import LiveController, start_live_controller
+from controller.writer import LiveController, LiveWriter, start_live_controller
 from fleet.config import load_fleet_config
 from fleet.fleet import Fleet
 from fleet.live import LiveSource
@@ -152,3 +152,50 @@ async def test_a_restart_and_a_leader_change_converge_with_no_delete_and_no_recr
         assert server.changes(mark) == [], "no write at all after a restart or a leader change"
     assert uids == {(i, kind, o["metadata"]["name"]): o["metadata"]["uid"] for i, s in enumerate((a, b))
                     for kind in ("ServiceImport", "Service", "EndpointSlice") for o in s.objects(kind, "demo")}
+
+
+
+class _MarksAsTheLastWriterLeaves:
+    """A Leader (always leading) that, once armed, marks a key dirty from inside a writer's
+    last loop check, when its queue is empty and everything is derived (nothing else would
+    mark a key later): the mark runs after that writer's task has finished but before the
+    task's done callbacks, the moment a key could find no writer."""
+
+    def __init__(self) -> None:
+        self.worker: Any = None
+        self.key: tuple[str, str] | None = None
+        self.fired = False
+
+    @property
+    def is_leader(self) -> bool:
+        w, key = self.worker, self.key
+        if (w is not None and key is not None and asyncio.current_task() in w._tasks
+                and w.current and not (w._urgent or w._pending or w._busy)):
+            self.key = None
+
+            def mark() -> None:
+                self.fired = True
+                w.mark([key])
+            asyncio.get_running_loop().call_soon(mark)
+        return True
+
+
+async def test_a_key_marked_as_the_last_writer_leaves_is_still_planned(api_servers: Start, tmp_path: Path) -> None:
+    a, b, live = await two_members(api_servers, tmp_path, exported=False)
+    fleet = Fleet.from_config(load_fleet_config(live.fleet_yaml), live_factory=LiveSource.factory)
+    await fleet.start()
+    publisher = DerivedPublisher(fleet).start()
+    leader = _MarksAsTheLastWriterLeaves()
+    writer = LiveWriter(publisher, fleet.live_members(), leader=leader, max_concurrent=1)
+    writer.start()
+    try:
+        await eventually(lambda: writer.derived is not None and writer.idle, what="an empty fleet converged")
+        leader.worker, leader.key = writer.workers["zone-b"], ("demo", "late")
+        exports(a, 1)  # zone-b's writer imports s0, then finds its queue empty and leaves
+        await eventually(lambda: leader.fired, what="the late mark made")
+        await eventually(lambda: writer.idle, what="the late key planned (a writer started for it)")
+        assert b.get("ServiceImport", "s0", "demo") is not None
+    finally:
+        await writer.close()
+        await publisher.close()
+        await fleet.stop()
