@@ -149,14 +149,44 @@ def with_kind(raw: Raw, resource: Resource, version: str) -> Raw:
             "kind": raw.get("kind") or resource.kind}
 
 
+_RV = b'"resourceVersion":"'
+_NO = object()
+ECHOES_KEPT = 4096  # answers whose echo is awaited, per resource; older ones are forgotten
+
+
+class Echoes(dict[str, None]):
+    """resourceVersions of our own writes' answers already put into the store, by resource:
+    a watch event carrying one is that write's echo, recognised before it is decoded. A
+    resourceVersion names one write of one object (etcd's revision), so it cannot be another
+    object's event. Bounded: an echo never seen (a watch that skipped it) is forgotten."""
+
+    def add(self, rv: str) -> None:
+        self[rv] = None
+        if len(self) > ECHOES_KEPT:
+            del self[next(iter(self))]
+
+
+def _first_resource_version(line: bytes) -> str | None:
+    """The first `"resourceVersion":"..."` of an event line: the object's own, as the API
+    server writes metadata before the object's body (escaped quotes inside annotations do
+    not match); only ever compared with versions we learned, so a miss just decodes."""
+    at = line.find(_RV)
+    if at < 0:
+        return None
+    start = at + len(_RV)
+    end = line.find(b'"', start)
+    return line[start:end].decode("ascii", "replace") if end > start else None
+
+
 class WatchStream:
     """One open watch: iterate (type, object) events; ERROR events raise KubeError.
 
     A stream that ends (server timeout, dropped connection) just stops iterating; the
     caller decides whether that was a failure."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, echoes: "Echoes | None" = None) -> None:
         self._response = response
+        self._echoes = echoes
 
     def __aiter__(self) -> "WatchStream":
         return self
@@ -172,6 +202,13 @@ class WatchStream:
                 raise StopAsyncIteration
             if not line.strip():
                 continue
+            echoes = self._echoes
+            if echoes:
+                rv = _first_resource_version(line)
+                if rv is not None and echoes.pop(rv, _NO) is not _NO:
+                    # the echo of a write whose answer the store already holds: only its
+                    # resourceVersion matters (where to resume), as for a bookmark
+                    return "BOOKMARK", {"metadata": {"resourceVersion": rv}}
             try:
                 event = json.loads(line)
             except ValueError:
@@ -201,6 +238,7 @@ class KubeClient:
         self._lock = asyncio.Lock()
         self._closed = False
         self.server = ""  # the API server URL, once the kubeconfig is loaded
+        self._echoes: dict[str, Echoes] = {}  # group/plural -> awaited echoes (expect_echo)
 
     async def _client(self) -> k8s_client.ApiClient:
         if self._api is not None:
@@ -305,7 +343,14 @@ class KubeClient:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT,
                                         sock_read=timeout_seconds + 60)
         response = await self._request("GET", resource.path(version), query, timeout=timeout)
-        return WatchStream(response)
+        return WatchStream(response, self._echoes.setdefault(f"{resource.group}/{resource.plural}", Echoes()))
+
+    def expect_echo(self, resource: Resource, resource_version: str) -> None:
+        """A write's answer (ADDED or MODIFIED at `resource_version`) is in the watcher's
+        store already: its watch event is skipped undecoded, as a bookmark (its version
+        still moves the watch on). Only for answers fed to the store that watch feeds."""
+        if resource_version:
+            self._echoes.setdefault(f"{resource.group}/{resource.plural}", Echoes()).add(resource_version)
 
     async def merge_patch_status(self, resource: Resource, version: str, namespace: str, name: str,
                                  patch: Raw) -> Raw:

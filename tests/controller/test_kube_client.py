@@ -104,3 +104,30 @@ async def test_an_exec_plugins_token_is_sent(api: tuple[str, Recorder], tmp_path
     finally:
         await client.close()
     assert [r["headers"].get("Authorization") for r in rec.seen] == ["Bearer from-exec"]
+
+
+async def test_the_echo_of_a_learned_write_is_a_bookmark_and_every_other_event_is_decoded(
+        api_servers: Any, tmp_path: Path) -> None:
+    """expect_echo: the watch event of a write whose answer the store holds comes as a
+    bookmark with that write's resourceVersion (the watch still resumes past it), undecoded;
+    a write not expected, and a later change of the same object, come in full."""
+    from tests.controller.mcs_support import namespace, service
+    server = await api_servers()
+    server.create(namespace("demo"))
+    client = KubeClient(server.kubeconfig(tmp_path / "kubeconfig"))
+    try:
+        _, start = await client.list(SERVICES, "v1")
+        stream = await client.watch(SERVICES, "v1", start, timeout_seconds=30)
+        ours = await client.create(SERVICES, "v1", service("ours"))
+        client.expect_echo(SERVICES, ours["metadata"]["resourceVersion"])
+        theirs = server.create(service("theirs"))
+        patched = await client.merge_patch(SERVICES, "v1", "demo", "ours", {"metadata": {"labels": {"x": "1"}}})
+        events = [await stream.__anext__() for _ in range(3)]
+        stream.close()
+    finally:
+        await client.close()
+    assert events[0] == ("BOOKMARK", {"metadata": {"resourceVersion": ours["metadata"]["resourceVersion"]}})
+    assert events[1][0] == "ADDED" and events[1][1]["metadata"]["name"] == "theirs"
+    assert events[1][1]["metadata"]["resourceVersion"] == theirs["metadata"]["resourceVersion"]
+    assert events[2][0] == "MODIFIED" and events[2][1]["metadata"]["labels"] == {"x": "1"}
+    assert events[2][1]["metadata"]["resourceVersion"] == patched["metadata"]["resourceVersion"]
