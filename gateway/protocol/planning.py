@@ -22,6 +22,8 @@ from .policy_hooks import mirror_head, prepare
 if TYPE_CHECKING:
     from ..routing.table import UpstreamEndpoint
 
+_TARGET, _HOST = 1, 3  # RequestHead's indexes (a NamedTuple field read is a descriptor call)
+
 
 def header_pairs(fields: bytes) -> list[tuple[bytes, bytes]]:
     """The forwarded request header lines as (name, value) (for policies that read them)."""
@@ -125,11 +127,30 @@ class Planning:
 
     def _mirror_now(self, ex: Exchange) -> None:
         """A bodiless request the warm plan mirrors (DownstreamCore._warm_head): the copy's
-        head from the upstream head, submitted."""
+        head from the upstream head, submitted. _submit_mirror's work with its calls folded
+        in (a copy to a Service, the common kind: ~27k -> ~15k instructions a copy)."""
+        m = ex.mirror
         h = ex.head
         tail = h[h.find(b"\r\n", h.find(b"\r\n") + 2) + 2:]  # after the request and host lines
-        ex.mirror_head = mirror_head(ex, tail, ex.target)
-        self._submit_mirror(ex)
+        if m.url_path is not None or m.service is None:
+            ex.mirror_head = mirror_head(ex, tail, ex.target)
+            self._submit_mirror(ex)
+            return
+        ex.mirror = None
+        req = ex.req
+        host = m.host.encode() if m.host else req[_HOST] + b"-shadow"
+        data = ex.mirror_head = b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (ex.method, req[_TARGET], host) + tail
+        backend = m.service.backend
+        mirrors = self.ctx.mirrors
+        if backend is None or not backend.endpoints:
+            mirrors._count("", "no-endpoint")
+            return
+        ep = decide.round_robin(backend.endpoints, self.balancer, backend.key)
+        target = mirrors.targets.get((ep.address, ep.port))
+        if target is None:
+            mirrors.submit(ep.address, ep.port, ep.cluster, data, self.ctx.loop or asyncio.get_running_loop())
+        else:
+            target.submit(data, self.ctx.loop or asyncio.get_running_loop())
 
     def _submit_mirror(self, ex: Exchange) -> None:
         """Fire and forget a copy (a body larger than the retry buffer is not mirrored)."""
