@@ -14,7 +14,8 @@ from typing import Any, Callable, Mapping, Union
 
 from . import validation
 from .validation import address as _address, dns1123_label as _label
-from .rawfields import ObjectError, as_bool, as_int, as_list, as_map, as_str, as_str_map, checked
+from .rawfields import (ObjectError, as_bool, as_int, as_list, as_map, as_shared_str_map, as_str, checked,
+                        intern, shared)
 
 MCS_GROUP = "multicluster.x-k8s.io"
 LABEL_SERVICE_NAME = "kubernetes.io/service-name"
@@ -242,19 +243,19 @@ def parse_meta(raw: Mapping[str, Any], *, namespaced: bool = True,
     if namespaced:
         checked(validation.dns1123_label, namespace, "metadata.namespace")
     owners = tuple(
-        OwnerReference(api_version=str(o.get("apiVersion", "")), kind=str(o.get("kind", "")),
-                       name=str(o.get("name", "")), uid=str(o.get("uid", "")),
+        OwnerReference(api_version=shared(str(o.get("apiVersion", ""))), kind=shared(str(o.get("kind", ""))),
+                       name=shared(str(o.get("name", ""))), uid=str(o.get("uid", "")),
                        controller=bool(o.get("controller", False)))
         for o in as_list(md.get("ownerReferences"), "metadata.ownerReferences") if isinstance(o, dict))
     return Meta(
-        name=name,
-        namespace=namespace if namespaced else "",
+        name=shared(name),
+        namespace=intern(namespace) if namespaced else "",
         uid=str(md.get("uid") or ""),
         resource_version=str(md.get("resourceVersion") or ""),
         generation=int(md.get("generation") or 0),
         creation_timestamp=str(md.get("creationTimestamp") or ""),
-        labels=as_str_map(md.get("labels"), "metadata.labels"),
-        annotations=as_str_map(md.get("annotations"), "metadata.annotations"),
+        labels=as_shared_str_map(md.get("labels"), "metadata.labels"),
+        annotations=as_shared_str_map(md.get("annotations"), "metadata.annotations"),
         owner_references=owners,
     )
 
@@ -273,8 +274,8 @@ def _service_port(raw: Any, where: str) -> ServicePort:
     name = as_str(p.get("name"), f"{where}.name") or ""
     if name:
         checked(validation.dns1123_label, name, f"{where}.name")
-    return ServicePort(port=port, name=name,
-                       protocol=as_str(p.get("protocol"), f"{where}.protocol") or "TCP",
+    return ServicePort(port=port, name=shared(name),
+                       protocol=shared(as_str(p.get("protocol"), f"{where}.protocol") or "TCP"),
                        target_port=target, app_protocol=as_str(p.get("appProtocol"), f"{where}.appProtocol"))
 
 
@@ -302,7 +303,7 @@ def parse_service(raw: Mapping[str, Any]) -> Service:
         meta=parse_meta(raw, name_rule=validation.dns1123_label), type=stype, cluster_ip=cluster_ip, cluster_ips=cluster_ips,
         ip_families=tuple(str(x) for x in as_list(spec.get("ipFamilies"), "spec.ipFamilies")),
         ports=ports,
-        selector=None if selector is None else as_str_map(selector, "spec.selector"),
+        selector=None if selector is None else as_shared_str_map(selector, "spec.selector"),
         session_affinity=as_str(spec.get("sessionAffinity"), "spec.sessionAffinity") or "None",
         session_affinity_config=as_map(spec.get("sessionAffinityConfig"), "spec.sessionAffinityConfig") or None,
         internal_traffic_policy=as_str(spec.get("internalTrafficPolicy"), "spec.internalTrafficPolicy"),
@@ -322,8 +323,8 @@ def parse_endpoint_slice(raw: Mapping[str, Any]) -> EndpointSlice:
         if name:
             checked(validation.dns1123_label, name, f"ports[{i}].name")
         ports.append(EndpointPort(port=as_int(p.get("port"), f"ports[{i}].port", lo=1),
-                                  name=name,
-                                  protocol=as_str(p.get("protocol"), f"ports[{i}].protocol") or "TCP",
+                                  name=shared(name),
+                                  protocol=shared(as_str(p.get("protocol"), f"ports[{i}].protocol") or "TCP"),
                                   app_protocol=as_str(p.get("appProtocol"), f"ports[{i}].appProtocol")))
     endpoints = [_plain_endpoint(e, address_type) or _endpoint(e, f"endpoints[{i}]", address_type)
                  for i, e in enumerate(as_list(raw.get("endpoints"), "endpoints"))]
@@ -357,7 +358,9 @@ def _plain_endpoint(e: Any, address_type: str) -> Endpoint | None:
     if (hostname is not None and (type(hostname) is not str or _label(hostname) is not None)) \
             or (zone is not None and type(zone) is not str) or (node_name is not None and type(node_name) is not str):
         return None
-    return Endpoint(tuple(addrs), ready, serving, terminating, hostname, zone, node_name)
+    return Endpoint(tuple(map(shared, addrs)), ready, serving, terminating,
+                    hostname if hostname is None else shared(hostname), zone if zone is None else shared(zone),
+                    node_name if node_name is None else shared(node_name))
 
 
 def _endpoint(e: Any, where: str, address_type: str) -> Endpoint:

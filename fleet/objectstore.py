@@ -18,6 +18,7 @@ from immutables import Map
 
 from .changes import KindView
 from .objects import KubeObject, ObjectError, describe, parse_object
+from .rawfields import intern, shared
 from .snapshot import ClusterObjects, Diagnostic, ObjKey
 
 Raw = Mapping[str, Any]
@@ -43,7 +44,7 @@ def _key(raw: Raw, namespaced: bool) -> ObjKey | None:
     meta = raw.get("metadata")
     if not isinstance(meta, Mapping) or not meta.get("name"):
         return None
-    return (str(meta.get("namespace") or "default") if namespaced else "", str(meta["name"]))
+    return (intern(str(meta.get("namespace") or "default")) if namespaced else "", shared(str(meta["name"])))
 
 
 def _rv(raw: Raw) -> str:
