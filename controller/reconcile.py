@@ -160,6 +160,15 @@ def _plan_import(desired: ServiceImport, actual: ServiceImport | None) -> list[W
     return writes
 
 
+def _same_service_spec(a: Service, b: Service) -> bool:
+    """The fields _service_spec renders are equal (then so are the renders; the API
+    server's internalTrafficPolicy default counted as _service_spec counts it)."""
+    return (a.type == b.type and a.ports == b.ports and a.selector == b.selector
+            and a.session_affinity == b.session_affinity and a.session_affinity_config == b.session_affinity_config
+            and (a.internal_traffic_policy or "Cluster") == (b.internal_traffic_policy or "Cluster")
+            and a.traffic_distribution == b.traffic_distribution and a.external_name == b.external_name)
+
+
 def _plan_service(desired: Service, actual: Service | None) -> list[Write]:
     ns, name = desired.meta.namespace, desired.meta.name
     if actual is None:
@@ -175,8 +184,11 @@ def _plan_service(desired: Service, actual: Service | None) -> list[Write]:
     if actual.headless != desired.headless:
         # spec.clusterIP is immutable: a type change (ClusterSetIP <-> Headless) recreates it
         return [Write(DELETE, "Service", ns, name, None, actual.meta.uid, actual.meta.resource_version)]
+    meta_differs = _meta_differs(desired, actual, owners=True)
+    if not meta_differs and _same_service_spec(desired, actual):  # equal fields render equal
+        return []
     spec, have = _service_spec(desired), _service_spec(actual)
-    if spec == have and not _meta_differs(desired, actual, owners=True):
+    if spec == have and not meta_differs:
         return []
     return [Write(UPDATE, "Service", ns, name,
                   {"metadata": _meta_patch(desired, actual, owners=True), "spec": _spec_patch(spec, have)},

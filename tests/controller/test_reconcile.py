@@ -170,3 +170,24 @@ def test_the_memo_skips_only_what_is_unchanged() -> None:
     writes = plan_cluster(derived.per_cluster["zone-b"], b2, conditions=conds, now=NOW, memo=memo)
     assert [(w.op, w.kind) for w in writes] == [(UPDATE, "EndpointSlice")]
     assert ("demo", "web") not in memo  # it needed a write: compared again next time
+
+
+
+def test_an_amcs_service_differing_only_in_what_the_api_server_owns_plans_nothing_else_one_update() -> None:
+    """The Service comparison's shortcut (equal fields) never hides a difference: the API
+    server's ClusterIP and internalTrafficPolicy default are not ours; a port, the session
+    affinity or an explicit internalTrafficPolicy are."""
+    b = converged(derive(exporter(), cluster(namespace("demo"))), "zone-b", [namespace("demo")])
+    b = converged(derive(exporter(), b), "zone-b", [namespace("demo")])  # the import shows the IP
+    derived = derive(exporter(), b)
+    assert plan(derived, "zone-b", b) == []
+    dc = derived.per_cluster["zone-b"]
+    for field, value in ((None, None), ("ports", [{"name": "http", "port": 81, "protocol": "TCP"}]),
+                         ("sessionAffinity", "ClientIP"), ("internalTrafficPolicy", "Local")):
+        svc = as_stored(service_to_dict(dc.services[0]), "2")
+        if field is not None:
+            svc["spec"][field] = value
+        actual = cluster(namespace("demo"), *[as_stored(service_import_to_dict(x), "1") for x in dc.service_imports],
+                         svc, *[as_stored(endpoint_slice_to_dict(x), "3") for x in dc.endpoint_slices])
+        writes = [(w.op, w.kind) for w in plan(derived, "zone-b", actual)]
+        assert writes == ([] if field is None else [(UPDATE, "Service")]), field
