@@ -15,9 +15,14 @@ cdef bint _COMPILED
 cpdef object round_robin(object endpoints, object state, object key)
 cpdef double wait_until(double now, object policy, bint connected) except? -1.0
 
-@cython.locals(acc=double, share=double, i=Py_ssize_t, outcome=int, total=Py_ssize_t, target=double,
-               canary=tuple, cluster=tuple, row=tuple, crow=tuple, drawn=tuple, src=bytes, low=bytes)
+@cython.locals(acc=double, share=double, i=Py_ssize_t, outcome=int, total=double, target=double, cum=double,
+               mirror_pct=double, canary=tuple, cluster=tuple, row=tuple, crow=tuple, drawn=tuple, src=bytes,
+               low=bytes, clusters=tuple)
 cpdef tuple resolve_warm(tuple plan, bytes fields, double rand, double rand_cluster, double rand_mirror)
+
+@cython.locals(n=Py_ssize_t, k=Py_ssize_t, found=Py_ssize_t, i=Py_ssize_t, j=Py_ssize_t, end=Py_ssize_t,
+               c=int, p=cython.p_uchar, kp=cython.p_uchar)
+cdef object _header_value(bytes fields, bytes key)
 
 
 cdef class Exchange:

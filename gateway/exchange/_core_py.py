@@ -83,7 +83,7 @@ def resolve_warm(plan: tuple, fields: bytes, rand: float, rand_cluster: float,
     undecided weighted canaries share `rand`, in order), the member-cluster draw of
     upstream/decide.pick by `rand_cluster`, the mirror when rand_mirror * 100 is under its
     percentage: the general path's answers for the same values when every endpoint is up."""
-    canaries, row, mirror = plan
+    canaries, row, mirror, mirror_pct = plan
     if canaries:
         drawn = None
         acc = 0.0
@@ -92,13 +92,18 @@ def resolve_warm(plan: tuple, fields: bytes, rand: float, rand_cluster: float,
             key, exact, pattern, share, crow = canary
             outcome = -1  # -1: undecided, 1: this canary, 0: not this one
             if key is not None and fields:
-                if not low:
-                    src = b"\r\n" + fields  # every line starts after a CRLF (a value holds none)
-                    low = src.lower()
-                i = low.rfind(key)
-                if i >= 0:
-                    i += len(key)
-                    value = src[i:low.find(b"\r\n", i)].strip(b" \t").decode("latin-1")
+                if _COMPILED:
+                    value = _header_value(fields, key)  # a typed scan, no copy of the head
+                else:
+                    value = None
+                    if not low:
+                        src = b"\r\n" + fields  # every line starts after a CRLF (a value holds none)
+                        low = src.lower()
+                    i = low.rfind(key)
+                    if i >= 0:
+                        i += len(key)
+                        value = src[i:low.find(b"\r\n", i)].strip(b" \t").decode("latin-1")
+                if value is not None:
                     if exact is not None:
                         if value == exact:
                             outcome = 1
@@ -119,16 +124,55 @@ def resolve_warm(plan: tuple, fields: bytes, rand: float, rand_cluster: float,
         if drawn is not None:
             row = drawn
     backend, label, total, clusters = row
+    cluster = clusters[0]
     if total:
         target = rand_cluster * total
         for cluster in clusters:
-            if target < cluster[0]:
+            cum = cluster[0]
+            if target < cum:
                 break
-    else:
-        cluster = clusters[0]
-    if mirror is not None and not rand_mirror * 100 < mirror.percentage:
+    if mirror is not None and not rand_mirror * 100 < mirror_pct:
         mirror = None
     return backend, label, cluster[1], mirror
+
+
+def _header_value(fields: bytes, key: bytes) -> Any:
+    """The value of the last line of `fields` (the codec's forwarded header lines, each
+    ending in CRLF) named as `key` says (b"\\r\\n" + lowercase name + b":"), without its
+    surrounding blanks, decoded; None when no line has that name. The compiled build's
+    scan (a C loop over the bytes, through a pointer: no index checks); the twin runs
+    resolve_warm's bytes methods instead."""
+    n = len(fields)
+    k = len(key) - 2
+    p = fields
+    kp = key
+    found = -1
+    i = 0
+    while i < n:  # at the start of a line
+        if n - i > k:
+            j = 0
+            while j < k:
+                c = p[i + j]
+                if 65 <= c <= 90:
+                    c += 32
+                if c != kp[j + 2]:
+                    break
+                j += 1
+            if j == k:
+                found = i + k
+        while i < n and p[i] != 10:
+            i += 1
+        i += 1
+    if found < 0:
+        return None
+    end = found
+    while end < n and p[end] != 13:
+        end += 1
+    while found < end and (p[found] == 32 or p[found] == 9):
+        found += 1
+    while end > found and (p[end - 1] == 32 or p[end - 1] == 9):
+        end -= 1
+    return fields[found:end].decode("latin-1")
 
 
 def wait_until(now: float, policy: Any, connected: bool) -> float:

@@ -22,18 +22,18 @@ if TYPE_CHECKING:
     from .policy import RoutePolicy
 
 # A warm plan, as plain tuples (the compiled request path indexes them as C):
-#   (canaries, main, mirror)
+#   (canaries, main, mirror, mirror_pct)
 #   canaries: ((key, value, pattern, share, row), ...) in the policy's order, where key is
 #     b"\r\n" + the lowercase header name + b":" (None: no header rule), value the exact
 #     header value (str) or None, pattern a compiled header-pattern or None, share the
 #     canary's weight / weight_total (0.0: no weight) and row the canary's target (or the
 #     main one when the canary has no endpoint: it cannot serve)
 #   a row: (backend, label, total, clusters) where clusters is cluster_rows' draw table
-#     ((cumulative weight, endpoints), ...) and total its sum, or total 0 and clusters
-#     ((0, backend.endpoints),): round robin over every endpoint
-#   mirror: the policy's MirrorPolicy (None: no mirror)
-Row = tuple  # (Backend, str, int, tuple[tuple[int, Sequence[UpstreamEndpoint]], ...])
-WarmPlan = tuple  # (tuple[tuple[bytes | None, str | None, Any, float, Row], ...], Row, MirrorPolicy | None)
+#     ((cumulative weight, endpoints), ...) and total its sum (floats), or total 0.0 and
+#     clusters ((0.0, backend.endpoints),): round robin over every endpoint
+#   mirror: the policy's MirrorPolicy (None: no mirror); mirror_pct its percentage (float)
+Row = tuple  # (Backend, str, float, tuple[tuple[float, Sequence[UpstreamEndpoint]], ...])
+WarmPlan = tuple  # (tuple[tuple[bytes | None, str | None, Any, float, Row], ...], Row, MirrorPolicy | None, float)
 
 
 def cluster_rows(backend: "Backend",
@@ -57,8 +57,9 @@ def _row(backend: "Backend", label: str, policy: "RoutePolicy") -> Row | None:
         weighted = cluster_rows(backend, policy)
         if weighted is None:
             return None  # the balancer's fall-through: the general path
-        return (backend, label, weighted[0], weighted[1])
-    return (backend, label, 0, ((0, backend.endpoints),))
+        # as floats: the compiled draw compares C doubles (the same answers for these sizes)
+        return (backend, label, float(weighted[0]), tuple((float(cum), eps) for cum, eps in weighted[1]))
+    return (backend, label, 0.0, ((0.0, backend.endpoints),))
 
 
 def qualifies(policy: "RoutePolicy") -> bool:
@@ -90,4 +91,5 @@ def warm_plan(backend: "Backend | None", policy: "RoutePolicy", ingress: str) ->
         key = b"\r\n" + c.header.lower().encode("latin-1") + b":" if c.header is not None else None
         share = c.weight / c.weight_total if c.weight > 0 else 0.0
         canaries.append((key, c.header_value, c.header_pattern, share, row))
-    return (tuple(canaries), main, policy.mirror)
+    mirror = policy.mirror
+    return (tuple(canaries), main, mirror, float(mirror.percentage) if mirror is not None else 0.0)

@@ -72,7 +72,8 @@ WEIGHTS = {"none": None, "70/30": {"a": 70, "b": 30}, "b-only": {"a": 0, "b": 5}
            "unknown+a+b": {"zz": 9, "a": 1, "b": 2}}
 HEADS = [(), (b"X-Canary: always",), (b"x-canary: never",), (b"X-A: Always", b"x-b: v2"), (b"x-a:never", b"X-B: v2"),
          (b"x-a: never", b"x-b: v3"), (b"X-A: ver-12",), (b"x-a: ver-x",), (b"x-a: always", b"X-A: never"),
-         (b"x-canary-x: always", b"my-x-a: always")]
+         (b"x-canary-x: always", b"my-x-a: always"), (b"x-a:\t ver-7 \t", b"X-CANARY:always"),
+         (b"Accept: x-a: always", b"x-b:"), (b"X-B:  v2  ", b"x-a: ver-1x", b"x-canary:  never")]
 RANDS = [0.0, 0.05, 0.0999, 0.1, 0.2, 0.25, 0.29999, 0.3, 0.5, 0.7, 0.99999]
 
 
