@@ -60,6 +60,9 @@ RECONCILES = Counter("fleetgate_controller_reconcile_total",
                      "planned again; error: one failed otherwise and the name is retried).", ["result"])
 
 
+_RESULTS = {result: RECONCILES.labels(result=result) for result in ("ok", "conflict", "error")}
+
+
 class Leader(Protocol):
     @property
     def is_leader(self) -> bool: ...
@@ -280,7 +283,7 @@ class ClusterWorker:
             return
         self._passes[key] = passes + 1
         failed = await self._send(todo)
-        RECONCILES.labels(result="ok" if failed is None else failed[0]).inc()
+        _RESULTS["ok" if failed is None else failed[0]].inc()
         if failed is None:
             self._backoff.pop(key, None)
             return

@@ -178,6 +178,9 @@ def _first_resource_version(line: bytes) -> str | None:
     return line[start:end].decode("ascii", "replace") if end > start else None
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # one encoder for every request body
+
+
 class WatchStream:
     """One open watch: iterate (type, object) events; ERROR events raise KubeError.
 
@@ -279,7 +282,7 @@ class KubeClient:
                 headers[setting["key"]] = setting["value"]
         data = None
         if body is not None:
-            data = json.dumps(body, separators=(",", ":")).encode()
+            data = _ENCODE(body).encode()
             headers["Content-Type"] = content_type or "application/json"
         rest = api.rest_client
         options: dict[str, Any] = {}
