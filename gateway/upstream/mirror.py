@@ -14,13 +14,14 @@ from typing import Callable
 
 import httptools
 
-from ..codec import HeadError, head_end, parse_response
+from ..codec import IMPLEMENTATION as _CODEC, HeadError, head_end, parse_response
 
 log = logging.getLogger("fleetgate.mirror")
 
 MAX_IN_FLIGHT = 128
 MIRROR_TIMEOUT = 10.0
 MAX_RESPONSE_HEAD = 64 * 1024  # a longer head is left to httptools (which refuses it)
+_CODEC_COMPILED = _CODEC == "compiled"
 
 
 class _MirrorConnection(asyncio.Protocol):
@@ -49,9 +50,10 @@ class _MirrorConnection(asyncio.Protocol):
         self.transport.write(data)  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
-        if not self.partial and self.busy:
+        if not self.partial and self.busy and _CODEC_COMPILED:
             # the common read: one whole response with its Content-Length body, read by the
-            # codec in one call (httptools' callbacks cost ~4k instructions a copy)
+            # compiled codec in one call (httptools' callbacks cost ~4k instructions a copy;
+            # the codec's twin costs more than httptools, so it leaves the read to httptools)
             try:
                 end = head_end(data, 0, MAX_RESPONSE_HEAD)
                 if 0 < end:
