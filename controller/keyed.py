@@ -48,8 +48,10 @@ def owner_of(kind: str, key: ObjKey, obj: KubeObject) -> GroupKey | None:
 class KeyedCluster:
     """One cluster's desired objects by key, its actual objects, and who owns what."""
 
-    def __init__(self) -> None:
+    def __init__(self, cluster: str = "") -> None:
+        self.cluster = cluster  # its name in DerivedFleet.export_conditions' keys
         self.desired: Mapping[GroupKey, ImportObjects] = _EMPTY
+        self.conditions: Mapping[tuple[str, str, str], tuple[Condition, ...]] = {}
         self.actual: ClusterObjects = EMPTY_CLUSTER
         self._wanted: dict[Owned, GroupKey] = {}  # Service/EndpointSlice keys some import wants
         self._owner: dict[Owned, GroupKey] = {}  # managed Service/EndpointSlice -> its key
@@ -57,17 +59,36 @@ class KeyedCluster:
 
     # --- what moved -----------------------------------------------------------------------
 
-    def set_desired(self, by_service: Mapping[GroupKey, ImportObjects],
-                    changed: Iterable[GroupKey] | None) -> set[GroupKey]:
+    def set_desired(self, by_service: Mapping[GroupKey, ImportObjects], changed: Iterable[GroupKey] | None,
+                    conditions: Mapping[tuple[str, str, str], tuple[Condition, ...]] | None = None
+                    ) -> set[GroupKey]:
         """New desired objects; `changed` the names derive_imports recomputed (None: any).
-        Returns the keys to plan."""
+        Returns the keys to plan.
+
+        With `conditions` (DerivedFleet.export_conditions, the whole fleet's), a recomputed
+        name is planned here only if this cluster's desired objects (by equality) or export
+        conditions for it moved: a write in one member recomputes the name for every member,
+        and planning it in the others would find what their last plan found. (The cluster's
+        own objects moving marks a name through set_actual.)"""
         old, self.desired = self.desired, by_service
+        old_conds = self.conditions
+        if conditions is not None:
+            self.conditions = conditions
         keys = set(changed_keys(old, by_service) if changed is None else changed)
-        dirty = set(keys)
+        dirty: set[GroupKey] = set()
+        cluster = self.cluster
         for gkey in keys:
             before, now = old.get(gkey), by_service.get(gkey)
-            if before is now:
+            if before is now or (before is not None and now is not None and before == now):
+                if conditions is None:
+                    dirty.add(gkey)
+                else:
+                    ckey = (cluster, *gkey)
+                    was, will = old_conds.get(ckey), conditions.get(ckey)
+                    if was is not will and was != will:
+                        dirty.add(gkey)
                 continue
+            dirty.add(gkey)
             for owned in _wants(before):
                 if self._wanted.get(owned) == gkey:
                     del self._wanted[owned]

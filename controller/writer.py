@@ -124,7 +124,7 @@ class ClusterWorker:
         self.limiter = limiter or TokenBucket(0, 1)
         self.writes = 0
         self.cluster_id: str | None = None  # publish_cluster_id's outcome, once it has one
-        self.keyed = KeyedCluster()
+        self.keyed = KeyedCluster(name)
         self._seen: ClusterObjects | None = None  # this member's objects the last derivation saw
         self._checked: _Checked | None = None  # the last derivation's objects, checked (_reconcile)
         self._waiting: set[GroupKey] = set()  # planned from a derivation older than their objects
@@ -148,7 +148,8 @@ class ClusterWorker:
         derived = current.derived
         desired = derived.per_cluster.get(self.name)
         changed: Iterable[GroupKey] | None = None if self._resync else derived.changed
-        dirty = self.keyed.set_desired(desired.by_service if desired is not None else {}, changed)
+        dirty = self.keyed.set_desired(desired.by_service if desired is not None else {}, changed,
+                                       derived.export_conditions)
         member = current.snapshot.member(self.name)
         self._seen = member.objects if member is not None else None
         resync = False

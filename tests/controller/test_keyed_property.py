@@ -52,7 +52,7 @@ def test_keyed_planning_equals_a_fresh_derivation_and_a_whole_plan(seed: int, st
     world = RandomFleet(seed)
     snap = world.snapshot()
     derived = derive_imports(snap, allocate=True)
-    keyed = {c: KeyedCluster() for c in CLUSTERS}
+    keyed = {c: KeyedCluster(c) for c in CLUSTERS}
     plans: dict[str, dict[tuple[str, str], list[Write]]] = {c: {} for c in CLUSTERS}
     counter = [0]
     did: list[str] = []
@@ -67,7 +67,7 @@ def test_keyed_planning_equals_a_fresh_derivation_and_a_whole_plan(seed: int, st
         assert derived == fresh and derived.diagnostics == fresh.diagnostics, did
         for c in CLUSTERS:
             k = keyed[c]
-            dirty = k.set_desired(derived.per_cluster[c].by_service, derived.changed)
+            dirty = k.set_desired(derived.per_cluster[c].by_service, derived.changed, derived.export_conditions)
             dirty |= k.set_actual(snap.member(c).objects)  # type: ignore[union-attr]
             assert dict(k.desired) == dict(fresh.per_cluster[c].by_service), did
             for gkey in dirty:
