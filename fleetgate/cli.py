@@ -16,12 +16,8 @@ from fleet.admin import DEFAULT_MEMBER_SYNC_TIMEOUT
 from fleet.config import FleetConfig, FleetConfigError, load_fleet_config
 from fleet.fleet import Fleet, load_fleet_once
 from fleet.snapshot import Diagnostic, FleetSnapshot
-from gateway import cli as gateway_cli
-from gateway.routing.build import build
-from gateway.tls import certificate_problems
 
 from .buildinfo import build_info, publish_metric
-from .demo import run_demo
 from .process import run_until_signal, setup_logging
 from .run import address_arg, live_factory, run_components, run_workers
 
@@ -77,7 +73,17 @@ def _drain(parser: argparse.ArgumentParser) -> None:
                              "(default %(default)s)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _gateway_arguments(parser: argparse.ArgumentParser) -> None:
+    from gateway import cli as gateway_cli  # imported only by a command that takes its flags
+    gateway_cli.add_arguments(parser)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI; with `command` (the one being run), only that command's subparser
+    gets the gateway's flags, so `fleetgate controller` or `dns` never imports the gateway."""
+    def wants_gateway(name: str) -> bool:
+        return command is None or command == name
+
     parser = argparse.ArgumentParser(prog="fleetgate", description="Multi-cluster traffic layer for Kubernetes fleets",
                                      epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action=_VersionAction)
@@ -86,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gateway", help="run the multi-cluster ingress gateway")
     _common(p)
     _drain(p)
-    gateway_cli.add_arguments(p)
+    if wants_gateway("gateway"):
+        _gateway_arguments(p)
     _admin(p, "127.0.0.1:9901")
     p.add_argument("--workers", type=int, default=1,
                    help="processes sharing the http port via SO_REUSEPORT (default %(default)s)")
@@ -119,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             _common(p)
         _drain(p)
-        gateway_cli.add_arguments(p)
+        if wants_gateway(name):
+            _gateway_arguments(p)
         _dns_arguments(p, listen_flag="--dns")
         _admin(p, "127.0.0.1:9901")
         if name == "up":
@@ -223,6 +231,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     # a source that never loaded is said once, by the "not loaded" line
     unloaded = {d.object for d in missing}
     problems = missing + [d for d in snapshot.diagnostics if d.object not in unloaded]
+    from gateway import cli as gateway_cli
+    from gateway.routing.build import build
+    from gateway.tls import certificate_problems
     table, route_diags = build(snapshot, ingress_classes=gateway_cli.ingress_classes(args))
     problems += route_diags
     problems += certificate_problems(table.tls)
@@ -245,7 +256,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(next((w for w in words if not w.startswith("-")), None)).parse_args(words)
     setup_logging(args.log_level, args.log_format, args.command)
     if args.command == "validate":
         return cmd_validate(args)
@@ -263,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "up":
         return run_until_signal(lambda stop: run_components(args, stop, gateway=True, dns=True, controller=True))
     if args.command == "demo":
+        from .demo import run_demo
         return run_until_signal(lambda stop: run_demo(args, stop))
     raise AssertionError(args.command)
 

@@ -18,24 +18,23 @@ import socket
 import sys
 import tempfile
 import time
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from controller.filemode import serve_debug_imports
 from controller.publisher import DerivedPublisher
 from controller.writer import start_live_controller
-from dnsplugin.service import DnsService
-from dnsplugin.service import serve as serve_dns
 from fleet.addresses import Address, parse_hostport, show_address
 from fleet.admin import AdminServer
 from fleet.config import FleetConfigError, SourceSpec, load_fleet_config
 from fleet.fleet import Fleet
 from fleet.view import LiveCluster
-from gateway import cli as gateway_cli
-from gateway.status import start_status_writer
 
 from .controller_metrics import ControllerSyncMetrics
 from .process import StartupError, frozen_after_rebuild, run_until_signal
 from .workers import MetricsPeer, WorkerMetrics, socket_path
+
+if TYPE_CHECKING:
+    from dnsplugin.service import DnsService
 
 log = logging.getLogger("fleetgate")
 
@@ -66,16 +65,18 @@ async def start_fleet(path: str) -> Fleet:
     return fleet
 
 
-async def _bind(what: str, address: str, start: Callable[[], Awaitable[Any]]) -> Any:
+async def _bind(what: str, address: str, start: Callable[[], Awaitable[Any]], *,
+                refused: tuple[type[Exception], ...] = (), listener_error: type[OSError] | None = None) -> Any:
     """start(); an OSError becomes the one-line start-up error naming the listener that
-    failed (a ListenerError says which, when one call opens several)."""
+    failed (a `listener_error` says which, when one call opens several), and so does any of
+    `refused` (the gateway's access log file, opened at start)."""
     try:
         return await start()
-    except gateway_cli.AccessLogError as exc:  # (the gateway's access log file, opened at start)
+    except refused as exc:
         raise StartupError(str(exc)) from None
     except OSError as exc:
-        if isinstance(exc, gateway_cli.ListenerError):
-            what, address = exc.listener, show_address(exc.address)
+        if listener_error is not None and isinstance(exc, listener_error):
+            what, address = exc.listener, show_address(exc.address)  # type: ignore[attr-defined]
         # asyncio words some bind errors as "error while attempting to bind on address ...":
         # the errno's own text is the part worth a line
         reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
@@ -134,6 +135,7 @@ async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gatew
                 log.warning("--leader-elect: no member cluster is live, so the controller writes nothing "
                             "and there is nothing to elect a leader for; ignored")
         if dns:
+            from dnsplugin.service import serve as serve_dns  # each component imported only when it runs
             try:
                 svc = await _bind("dns", args.dns_listen, lambda: serve_dns(
                     publisher, listen=args.dns_listen, cluster=args.cluster, upstream=args.upstream, ttl=args.ttl,
@@ -145,9 +147,12 @@ async def run_components(args: argparse.Namespace, stop: asyncio.Event, *, gatew
             admin.add_json("/debug/zone", lambda request: _zone_or_404(svc, request.query.get("cluster")),
                            "?cluster=NAME: the DNS records served for that member cluster (JSON)")
         if gateway:
+            from gateway import cli as gateway_cli
+            from gateway.status import start_status_writer
             options = gateway_cli.options_from(args, address_arg(args.http), reuse_port=reuse_port,
                                                https=address_arg(args.https))
-            gw = await _bind("http", args.http, lambda: gateway_cli.start_gateway(fleet, options, admin))
+            gw = await _bind("http", args.http, lambda: gateway_cli.start_gateway(fleet, options, admin),
+                             refused=(gateway_cli.AccessLogError,), listener_error=gateway_cli.ListenerError)
             stack.push_async_callback(gw.drain)
             bound["http"] = gw.servers[0].sockets[0].getsockname()[:2]
             if gw.https_address is not None:
