@@ -20,7 +20,9 @@ same figure on a busy or a quiet machine.
 `--policies` gives the route what bench/proxy_vs_nginx.py --policies gives it: a canary
 Ingress (by header x-canary, else 10 %), cluster-weights zone-a=70,zone-b=30 over two
 member clusters and a 10 % mirror to a third Service; every upstream (the mirror's too)
-answers from memory. The random draws are seeded, so runs are repeatable.
+answers from memory. The random draws are seeded, so runs are repeatable. Every endpoint
+is up and the requests are bodiless GETs, so they take the route's warm plan
+(gateway/routing/plan.py, resolved by the request path core's `resolve_warm`).
 """
 from __future__ import annotations
 
