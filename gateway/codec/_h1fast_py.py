@@ -35,7 +35,7 @@ from typing import Callable
 
 from .types import RequestHead, ResponseHead
 
-__all__ = ["fast_paths"]
+__all__ = ["fast_paths", "request_whole", "response_whole"]
 
 _new = tuple.__new__
 _CODES = {b"%d" % c: c for c in range(100, 1000)}
@@ -71,6 +71,82 @@ _CONN = rb"(connection:[ \t]*+(keep-alive|close)[ \t]*+\r\n)"
 _RESPONSE_COMMON = re.compile(rb"http/1\.[01] [1-9][0-9][0-9](?: ([^\r]*+))?\r\n" + _RPLAIN + rb"(?:" + _CL + _RPLAIN
                               + rb"(?:" + _CONN + _RPLAIN + rb")?|" + _CONN + _RPLAIN + rb"(?:" + _CL + _RPLAIN
                               + rb")?)?\r\n")
+
+
+# The whole-response head for response_whole: like _RESPONSE_COMMON, but only a keep-alive
+# Connection line (a `close` one is not reusable: the general way). Groups: 1 Content-Length,
+# 2 the Connection line; 3-4 the same with Connection first (line, length).
+_KA = rb"(connection:[ \t]*+keep-alive[ \t]*+\r\n)"
+_RESPONSE_WHOLE = re.compile(rb"http/1\.[01] [1-9][0-9][0-9](?: [^\r]*+)?\r\n" + _RPLAIN + rb"(?:" + _CL + _RPLAIN
+                             + rb"(?:" + _KA + _RPLAIN + rb")?|" + _KA + _RPLAIN + rb"(?:" + _CL + _RPLAIN
+                             + rb")?)?\r\n")
+_WHOLE_MAX = 8192  # a request longer than this (a head with its body, say) takes the general way
+
+
+def request_whole(buf: bytes, max_line: int, max_header_bytes: int) -> RequestHead | None:
+    """head_end + parse_request for a buffer that is exactly one common request head, in one
+    call (the request path's idle read, twin only): the RequestHead parse_request gives, or
+    None for anything else, however valid (the caller then takes the general way, which
+    parses it again and names any error). No proof from head_end is needed: the regex
+    refuses every CR outside a CRLF and every CTL but HTAB (both are CR in the translated
+    copy), and two counts refuse a bare LF (every LF must be in a received CRLF)."""
+    if not 16 <= len(buf) <= _WHOLE_MAX or buf[-1] != 10:
+        return None
+    low = buf.translate(_LOWER_CTL)
+    h = _REQUEST_HOST_ONLY.fullmatch(low)
+    if h is None:
+        return None
+    n = buf.count(b"\r\n")
+    if low.count(b"\n") != n:
+        return None
+    _, (_, sp), (ta, tz), (hs, he) = h.regs
+    method = buf[:sp]
+    if (not method.isupper() or not buf.startswith(b" HTTP", tz) or tz + 9 > max_line
+            or len(buf) - 13 - tz > max_header_bytes):
+        return None
+    if hs == tz + 17:  # Host first: the lines after it
+        fields = buf[he + 2:-2]
+    else:
+        fields = buf[tz + 11:hs - 6] + buf[he + 2:-2]
+    if buf[tz + 8] == 49:  # HTTP/1.1
+        return _new(RequestHead, (method, buf[ta:tz], 11, buf[hs:he], -1, False, True, None, False, None, None,
+                                  None, fields, n - 2))
+    return _new(RequestHead, (method, buf[ta:tz], 10, buf[hs:he], -1, False, False, None, False, None, None,
+                              None, fields, n - 2))
+
+
+def response_whole(data: bytes, head_request: bool) -> tuple[int, int, bytes] | None:
+    """A whole reusable response in `data` (the upstream's idle read, twin only): (status,
+    end of head, the downstream head) when head_end + parse_response would say its head ends
+    at `end`, it is keep-alive, not chunked, and its body is exactly the rest of `data`
+    (Content-Length, or none: 1xx, 204, 304, an answer to HEAD); else None, however valid
+    (the caller takes the general way). The same proofs as request_whole."""
+    end = data.find(b"\r\n\r\n") + 4
+    if not 16 <= end <= _WHOLE_MAX:
+        return None
+    head = data if end == len(data) else data[:end]
+    low = head.translate(_LOWER_CTL)
+    r = _RESPONSE_WHOLE.fullmatch(low)
+    if r is None or head.count(b"\r\n") != low.count(b"\n") or not head.startswith(b"HTTP/"):
+        return None
+    _, (ca, cz), (la, lz), (la2, lz2), (ca2, cz2) = r.regs
+    if ca < 0:  # (Connection first, or no Content-Length)
+        ca, cz, la, lz = ca2, cz2, la2, lz2
+    status = _CODES[head[9:12]]
+    if head_request or status < 200 or status == 204 or status == 304:
+        if end != len(data):
+            return None
+    elif ca < 0 or int(head[ca:cz]) != len(data) - end:
+        return None
+    if head[7] == 49:  # HTTP/1.1: keep-alive unless it says close (then no match)
+        if la < 0:
+            return status, end, head[:end - 2]
+        if lz == end - 2:  # the Connection line last
+            return status, end, head[:la]
+        return status, end, head[:la] + head[lz:end - 2]
+    if la < 0:  # HTTP/1.0 without keep-alive
+        return None
+    return status, end, b"HTTP/1.1" + head[8:la] + head[lz:end - 2]
 
 
 def fast_paths(head_end_rules: Callable[..., int], parse_request_rules: Callable[..., RequestHead],

@@ -94,7 +94,7 @@ cdef class UpstreamCore:
     cpdef send(self, Exchange ex, data)
 
     @cython.locals(ex=Exchange, end=Py_ssize_t, code=Py_ssize_t, clen=Py_ssize_t, reusable=bint,
-                   dc=DownstreamCore, client_ok=bint, keep_alive=bint, chunked=bint)
+                   dc=DownstreamCore, client_ok=bint, keep_alive=bint, chunked=bint, whole=bint)
     cpdef data_received(self, data)
 
 

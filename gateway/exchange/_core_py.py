@@ -29,6 +29,7 @@ from random import random as _random
 from typing import Any, Sequence
 
 from ..codec import HeadError, head_end, parse_request, parse_response, upstream_head
+from ..codec._h1fast_py import request_whole, response_whole  # (the twin's one-call heads)
 from .phases import ALLOWED, DONE, RESPONDING, SENT, Phase, PhaseError
 
 log = logging.getLogger("fleetgate.gateway")
@@ -328,9 +329,14 @@ class DownstreamCore:
             # it. Anything else (a partial head, pipelining, a refusal, h2c) takes the
             # general way (H1Reader._read), which parses again and says precisely what is wrong.
             try:
-                end = head_end(data, 0, self.head_limit)
-                if end == len(data) and (data[0] != 80 or data[:5] != b"PRI *"):
-                    head = parse_request(data, 0, end, self.max_line, self.max_headers)
+                if _COMPILED:
+                    head = None
+                    end = head_end(data, 0, self.head_limit)
+                    if end == len(data) and (data[0] != 80 or data[:5] != b"PRI *"):
+                        head = parse_request(data, 0, end, self.max_line, self.max_headers)
+                else:  # the twin: one call (the same head, or None for the general way)
+                    head = request_whole(data, self.max_line, self.max_headers)
+                if head is not None:
                     ex = self._on_head(head, self.now())
                     # an upgrade (never keep-alive here; head[7]: by index, see _on_head)
                     if not ex.keep_alive and head[7] is not None and self.cur is not ex:
@@ -532,13 +538,14 @@ class UpstreamCore:
             # bodiless), status below 400, nothing watched, both connections staying open.
             ds = ex.ds
             try:
-                end = head_end(data, 0, _MAX_HEAD)
-                if 0 < end <= _MAX_HEAD:
-                    # by position: the compiled codec parses no keywords then
-                    if _COMPILED:
-                        # the fields by object index (the tuple's own subscript): unpacking
-                        # the NamedTuple whole is the iterator protocol there (a call per
-                        # field); the client's fields as C reads when it is a DownstreamCore
+                whole = False  # answered here
+                if _COMPILED:
+                    end = head_end(data, 0, _MAX_HEAD)
+                    if 0 < end <= _MAX_HEAD:
+                        # by position: the compiled codec parses no keywords then. The fields by
+                        # object index (the tuple's own subscript): unpacking the NamedTuple
+                        # whole is the iterator protocol there (a call per field); the client's
+                        # fields as C reads when it is a DownstreamCore
                         rh = parse_response(data, 0, end, ex.method == b"HEAD")
                         code = rh[_STATUS]
                         clen = rh[_CLEN]
@@ -550,32 +557,35 @@ class UpstreamCore:
                             client_ok = dc.http11 and not dc.health.endpoints
                         else:
                             client_ok = ds.http11 and not ds.health.endpoints
-                    else:  # the twin: one unpack is CPython's cheapest (UNPACK_SEQUENCE)
-                        code, _, _, keep_alive, clen, chunked, _, rhead = parse_response(
-                            data, 0, end, ex.method == b"HEAD")
-                        client_ok = ds.http11 and not ds.health.endpoints
-                    if (clen == len(data) - end and keep_alive and not chunked
-                            and 200 <= code < 400 and ex.keep_alive and client_ok):
-                        ex.status = code
-                        if _COMPILED and type(ex) is not Exchange:
-                            ex.advance(RESPONDING)  # a checked class: its property checks (the C field would bypass it)
-                        else:
-                            ex.phase = RESPONDING
-                        ex.cluster = self.cluster
-                        # head and body in one piece
-                        piece = (b"".join((rhead, self.cline, ex.extra_resp, b"\r\n", data[end:]))
-                                 if end < len(data) else b"".join((rhead, self.cline, ex.extra_resp, b"\r\n")))
-                        self.ex = None
-                        reusable = ex.request_done
-                        if reusable:
-                            self.reused = True
-                        if isinstance(ds, DownstreamCore):
-                            _whole_response(ds, ex, piece, reusable, self)
-                        else:  # another Downstream (an HTTP/2 stream): its flush frames what is in out
-                            ds.out.append(piece)
-                            ds.response_complete(ex, reusable, self)
-                            ds.flush()
-                        return
+                        if (clen == len(data) - end and keep_alive and not chunked
+                                and 200 <= code < 400 and ex.keep_alive and client_ok):
+                            whole = True
+                else:  # the twin: one call, for a whole reusable response only (else None)
+                    r = response_whole(data, ex.method == b"HEAD")
+                    if r is not None:
+                        code, end, rhead = r
+                        whole = 200 <= code < 400 and ex.keep_alive and ds.http11 and not ds.health.endpoints
+                if whole:
+                    ex.status = code
+                    if _COMPILED and type(ex) is not Exchange:
+                        ex.advance(RESPONDING)  # a checked class: its property checks (the C field would bypass it)
+                    else:
+                        ex.phase = RESPONDING
+                    ex.cluster = self.cluster
+                    # head and body in one piece
+                    piece = (b"".join((rhead, self.cline, ex.extra_resp, b"\r\n", data[end:]))
+                             if end < len(data) else b"".join((rhead, self.cline, ex.extra_resp, b"\r\n")))
+                    self.ex = None
+                    reusable = ex.request_done
+                    if reusable:
+                        self.reused = True
+                    if isinstance(ds, DownstreamCore):
+                        _whole_response(ds, ex, piece, reusable, self)
+                    else:  # another Downstream (an HTTP/2 stream): its flush frames what is in out
+                        ds.out.append(piece)
+                        ds.response_complete(ex, reusable, self)
+                        ds.flush()
+                    return
             except HeadError:
                 pass  # the general way says what is wrong
         self._read(data)
