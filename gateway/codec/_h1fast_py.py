@@ -76,9 +76,14 @@ _RESPONSE_COMMON = re.compile(rb"http/1\.[01] [1-9][0-9][0-9](?: ([^\r]*+))?\r\n
 # The whole-response head for response_whole: like _RESPONSE_COMMON, but only a keep-alive
 # Connection line (a `close` one is not reusable: the general way). Groups: 1 Content-Length,
 # 2 the Connection line; 3-4 the same with Connection first (line, length).
+# Its copy is translated by _LOWER_NUL (every CTL but HTAB, CR and LF becomes NUL), and a
+# value is `[^\r\n\x00]`: so a CR must begin a CRLF and a LF end one, and no count is needed.
+_LOWER_NUL = bytes(c + 32 if 65 <= c <= 90 else 0 if (c < 32 and c not in (9, 10, 13)) or c == 127 else c
+                   for c in range(256))
+_WPLAIN = rb"(?:(?!(?:" + _RESP_SPECIAL + rb"):)" + _TCHL + rb"++:[^\r\n\x00]*+\r\n)*+"
 _KA = rb"(connection:[ \t]*+keep-alive[ \t]*+\r\n)"
-_RESPONSE_WHOLE = re.compile(rb"http/1\.[01] [1-9][0-9][0-9](?: [^\r]*+)?\r\n" + _RPLAIN + rb"(?:" + _CL + _RPLAIN
-                             + rb"(?:" + _KA + _RPLAIN + rb")?|" + _KA + _RPLAIN + rb"(?:" + _CL + _RPLAIN
+_RESPONSE_WHOLE = re.compile(rb"http/1\.[01] [1-9][0-9][0-9](?: [^\r\n\x00]*+)?\r\n" + _WPLAIN + rb"(?:" + _CL
+                             + _WPLAIN + rb"(?:" + _KA + _WPLAIN + rb")?|" + _KA + _WPLAIN + rb"(?:" + _CL + _WPLAIN
                              + rb")?)?\r\n")
 _WHOLE_MAX = 8192  # a request longer than this (a head with its body, say) takes the general way
 
@@ -120,14 +125,14 @@ def response_whole(data: bytes, head_request: bool) -> tuple[int, int, bytes] | 
     end of head, the downstream head) when head_end + parse_response would say its head ends
     at `end`, it is keep-alive, not chunked, and its body is exactly the rest of `data`
     (Content-Length, or none: 1xx, 204, 304, an answer to HEAD); else None, however valid
-    (the caller takes the general way). The same proofs as request_whole."""
+    (the caller takes the general way). Its regex alone refuses a bare CR or LF and every
+    CTL but HTAB (see _LOWER_NUL)."""
     end = data.find(b"\r\n\r\n") + 4
     if not 16 <= end <= _WHOLE_MAX:
         return None
     head = data if end == len(data) else data[:end]
-    low = head.translate(_LOWER_CTL)
-    r = _RESPONSE_WHOLE.fullmatch(low)
-    if r is None or head.count(b"\r\n") != low.count(b"\n") or not head.startswith(b"HTTP/"):
+    r = _RESPONSE_WHOLE.fullmatch(head.translate(_LOWER_NUL))
+    if r is None or not head.startswith(b"HTTP/"):
         return None
     _, (ca, cz), (la, lz), (la2, lz2), (ca2, cz2) = r.regs
     if ca < 0:  # (Connection first, or no Content-Length)
