@@ -17,6 +17,11 @@ count. Servers on CPU 0, wrk on CPU 1 (as proxy_vs_nginx.py).
 
     /work/venv/bin/python bench/proxy_profile.py --syscalls [--tls] [--connections 50] [--duration 5]
     /work/venv/bin/python bench/proxy_profile.py --callgrind [--tls] [--connections 50] [--duration 10]
+
+`--policies` adds the target `policies`: fleetgate with proxy_vs_nginx.py --policies' route
+(canary 10 % + cluster weights 70/30 + 10 % mirror to a `shadow` nginx, checked in
+/debug/routes), beside plain fleetgate, so the two are measured in one run (issue 13: the
+policies case costs more per request over sockets than callgrind without sockets shows).
 """
 from __future__ import annotations
 
@@ -38,8 +43,9 @@ from typing import Any, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import (LOOPBACK, Proc, Processes, WrkResult, cpus, ensure_tools, find_binary,  # noqa: E402
                    descendants, free_port, log, pinned, run_wrk, wait_http)
-from _proxy_setup import (HOST, TOOLS, _BACKEND, _NGINX_TLS, _PROXY, bench_fleet,  # noqa: E402
-                          fleetgate_cmd, nginx_conf, start_fleetgate, start_nginx)
+from _proxy_setup import (HOST, POLICIES, POLICY_HOST2, TOOLS, _BACKEND, _BACKEND_TWO,  # noqa: E402
+                          _NGINX_TLS, _PROXY, bench_fleet, check_policies, fleetgate_cmd, nginx_conf,
+                          policies_fleet, start_fleetgate, start_nginx)
 
 WARMUP_S = 2
 WRK_HEADERS = ["Host: %s" % HOST]  # as proxy_vs_nginx.py: the route's host
@@ -54,8 +60,11 @@ def start_proxies(procs: Processes, args: argparse.Namespace, tmp: Path, cpu: in
                   target: str, callgrind_out: Path | None) -> tuple[Proc, str]:
     """The backend, then `target` (nginx or fleetgate) in front of it; the URL wrk loads."""
     backend_port = free_port()
-    start_nginx(procs, tmp, "backend", _BACKEND.format(host=LOOPBACK, port=backend_port), backend_port,
-                cpu, args.start_timeout)
+    if target == "policies":  # member cluster zone-b's endpoint is the backend's second address
+        backend = _BACKEND_TWO.format(host=LOOPBACK, host2=POLICY_HOST2, port=backend_port)
+    else:
+        backend = _BACKEND.format(host=LOOPBACK, port=backend_port)
+    start_nginx(procs, tmp, "backend", backend, backend_port, cpu, args.start_timeout)
     tls_pem = None
     if args.tls:
         from gateway.tls import self_signed
@@ -79,14 +88,24 @@ def start_proxies(procs: Processes, args: argparse.Namespace, tmp: Path, cpu: in
             wait_http(proc, LOOPBACK, port, host_header=HOST, deadline_s=args.start_timeout)
         scheme_port = ("https", tls_port) if args.tls else ("http", port)
     else:
-        fleet = bench_fleet(tmp / "fleet", backend_port, tls=tls_pem)
+        if target == "policies":
+            shadow_port = None
+            if "mirror" in POLICIES:  # the mirror's destination, on the servers' CPU
+                shadow_port = free_port()
+                start_nginx(procs, tmp, "shadow", _BACKEND.format(host=LOOPBACK, port=shadow_port),
+                            shadow_port, cpu, args.start_timeout)
+            fleet = policies_fleet(tmp / "fleet", backend_port, shadow_port)
+        else:
+            fleet = bench_fleet(tmp / "fleet", backend_port, tls=tls_pem)
         gw = argparse.Namespace(**vars(args))
         if args.tls:
             gw.gateway_args += " --https %s:%d" % (LOOPBACK, tls_port)
         if callgrind_out is not None:
             base, _ = fleetgate_cmd(args.fleetgate)
             gw.fleetgate = shlex.join(_valgrind(callgrind_out) + base)
-        proc, port, _ = start_fleetgate(procs, gw, fleet, tmp, cpu, probe_host=HOST)
+        proc, port, admin_port = start_fleetgate(procs, gw, fleet, tmp, cpu, probe_host=HOST, name=target)
+        if target == "policies":
+            log("policies in force: %s", check_policies(admin_port, POLICIES))
         scheme_port = ("https", tls_port) if args.tls else ("http", port)
     return proc, "%s://%s:%d/" % (scheme_port[0], LOOPBACK, scheme_port[1])
 
@@ -137,7 +156,8 @@ _ANNOTATE_LINE = re.compile(r"^\s*([\d,]+)\s+(?:\([^)]*\)\s+)?(\S.*?)(?:\s+\[(.+
 
 # a function each proxy calls once per proxied request: the request count of an
 # instrumented window is its call count (wrk's own count includes the connections' start)
-MARKERS = {"nginx": "ngx_http_create_request", "fleetgate": "DownstreamCore__on_head"}
+MARKERS = {"nginx": "ngx_http_create_request", "fleetgate": "DownstreamCore__on_head",
+           "policies": "DownstreamCore__on_head"}
 
 
 def profile_callgrind(proc: Proc, url: str, out: Path, args: argparse.Namespace, client_cpu: int | None
@@ -300,6 +320,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=50)
     p.add_argument("--duration", type=int, default=5, help="seconds of the measured wrk run")
     p.add_argument("--targets", default="nginx,fleetgate")
+    p.add_argument("--policies", action="store_true",
+                   help="add the target `policies`: fleetgate with canary + cluster weights + 10%% mirror")
     p.add_argument("--settle", type=float, default=5.0,
                    help="seconds of the wrk run before the instrumented window (--callgrind)")
     p.add_argument("--top", type=int, default=25, help="functions listed per proxy (--callgrind)")
@@ -312,8 +334,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--start-timeout", type=float, default=120.0)
     args = p.parse_args(argv)
     args.targets = [t for t in args.targets.split(",") if t]
-    if set(args.targets) - {"nginx", "fleetgate"} or args.duration < 1 or args.connections < 1:
-        p.error("--targets takes nginx,fleetgate; --duration and --connections positive")
+    if args.policies and "policies" not in args.targets:
+        args.targets.append("policies")
+    if set(args.targets) - {"nginx", "fleetgate", "policies"} or args.duration < 1 or args.connections < 1:
+        p.error("--targets takes nginx,fleetgate,policies; --duration and --connections positive")
+    if args.tls and "policies" in args.targets:
+        p.error("--tls goes with the plain route only (not --policies)")
     return args
 
 
