@@ -1,16 +1,16 @@
-"""DownstreamH1's tunnels (after a 101) and timeouts (driven by the server's sweeper).
+"""DownstreamH1's tunnels (after a 101) and the client's deadlines (driven by the
+server's sweeper; the attempt's own timeout is attempts.py's, shared with HTTP/2).
 
 A mixin of the downstream connection, apart from reading (http1_downstream.py) and
 proxying (downstream.py) so each stays short; it uses their state (active, out, held,
-tunnel, deadline) and `upstream_failed` / `_generated`.
+tunnel, deadline).
 """
 from __future__ import annotations
 
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from ..exchange import DONE, Exchange, RESPONDING
-from ..upstream import decide
+from ..exchange import DONE, Exchange
 from .http1 import error_response
 
 if TYPE_CHECKING:
@@ -59,18 +59,11 @@ class TunnelsAndTimeouts:
     # --- timeouts (driven by the server's sweeper) ------------------------------------
 
     def check_timeouts(self, now: float, horizon: float = 0.0) -> None:
-        """Called by the server's sweeper every interval; an upstream deadline that falls
-        before the next sweep (now + horizon) gets a precise one-off timer, so timeouts
-        are exact while the request path schedules no timer of its own."""
+        """Called by the server's sweeper every interval: the active exchange's attempt
+        (Attempts._check_attempt), else the client's header or idle deadline."""
         ex = self.active
         if ex is not None:
-            due = decide.due(ex.deadline, ex.hard_deadline, ex.phase >= RESPONDING)
-            if due and now >= due:
-                self._upstream_timeout(ex)
-            elif due and due < now + horizon and ex.timer_attempt != ex.attempt:
-                ex.timer_attempt = ex.attempt
-                loop = self.ctx.loop or asyncio.get_running_loop()
-                loop.call_at(due, self._timer_fired, ex, ex.attempt)
+            self._check_attempt(ex, now, horizon)  # type: ignore[attr-defined]
             return
         if self.tunnel is None and self.deadline and now > self.deadline:
             if self.began:  # a head began and did not end in time: nginx's client_header_timeout
@@ -78,30 +71,6 @@ class TunnelsAndTimeouts:
                 self.flush()  # type: ignore[attr-defined]
             if self.transport is not None:
                 self.transport.close()
-
-    def _timer_fired(self, ex: Exchange, attempt: int) -> None:
-        if self.active is not ex or ex.attempt != attempt or ex.phase == DONE:
-            return
-        ex.timer_attempt = 0
-        due = decide.due(ex.deadline, ex.hard_deadline, ex.phase >= RESPONDING)
-        if due and self.now() >= due:
-            self._upstream_timeout(ex)
-        # else: a read moved the deadline on; the sweeper keeps watching
-
-    def _upstream_timeout(self, ex: Exchange) -> None:
-        now = self.now()
-        up = ex.upstream
-        if ex.hard_deadline and now >= ex.hard_deadline and ex.phase < RESPONDING:
-            if up is not None:
-                up.abort()
-            ex.upstream = None
-            self._generated(ex, 504, "upstream-timeout")  # type: ignore[attr-defined]
-        else:
-            kind = "timeout" if up is not None else "connect-timeout"
-            if up is not None:
-                up.abort()
-            self.upstream_failed(ex, kind, reused=False, got_bytes=True)  # type: ignore[attr-defined]
-        self.flush()  # type: ignore[attr-defined]
 
     def drain(self) -> None:
         """Graceful shutdown: close now if idle, else after the current response."""
