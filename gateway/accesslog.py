@@ -200,7 +200,8 @@ class Formatter:
         as_json = self.json
         for ex, seconds, sent, length in records:
             try:
-                if not ex.method:  # a stand-in for a head refused before it was a request (HTTP/2)
+                method = ex.method
+                if not method:  # a stand-in for a head refused before it was a request (HTTP/2)
                     out.append(self.refused(ex.ds.peer, ex.start + seconds + offset, ex.status, sent, 0, seconds))
                     continue
                 req = ex.req
@@ -251,19 +252,19 @@ class Formatter:
                 secs = b"%d.%06d" % divmod(int(seconds * 1e6 + 0.5), 1000000)
                 if as_json:
                     out.append(JSON % (
-                        clock.iso, int((wall % 1) * 1e6), ds.peer, _js(ex.method), _js(req[1]), proto, status, sent,
+                        clock.iso, int((wall % 1) * 1e6), ds.peer, _js(method), _js(req[1]), proto, status, sent,
                         _js(referer), _js(agent), length, secs, parts.json_mid,
                         b"%d" % status if cluster else b"null", secs if cluster else b"null",
                         _js(ex.request_id), parts.json_tail))
                 else:
                     line = TEXT % (
-                        ds.peer or b"-", clock.text, ex.method, req[1], proto, status, sent, referer or b"-",
+                        ds.peer or b"-", clock.text, method, req[1], proto, status, sent, referer or b"-",
                         agent or b"-", length, secs, parts.text_mid, secs if cluster else b"-",
                         b"%d" % status if cluster else b"-", ex.request_id or b"-", parts.text_tail)
                     # one check of the fields that come from the client, together
                     if _UNSAFE.search(b"".join((req[1], referer, agent, ex.request_id))) is not None:
                         line = TEXT % (
-                            ds.peer or b"-", clock.text, ex.method, _esc(req[1]), proto, status, sent,
+                            ds.peer or b"-", clock.text, method, _esc(req[1]), proto, status, sent,
                             _esc(referer), _esc(agent), length, secs, parts.text_mid, secs if cluster else b"-",
                             b"%d" % status if cluster else b"-", _esc(ex.request_id), parts.text_tail)
                     out.append(line)
