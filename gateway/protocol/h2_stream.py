@@ -86,8 +86,8 @@ class H2Stream(Attempts, Planning):
     active: Exchange | None = None
     grpc_request = False
     sent = 0  # response bytes queued for the client, in their HTTP/1.1 form (metrics)
-    deadline = 0.0  # (an HTTP/1.1 connection's client deadline: none on a stream)
     logged = 0  # ... of them, accounted to the finished request already
+    deadline = 0.0  # (an HTTP/1.1 connection's client deadline: none on a stream)
 
     def __init__(self, conn: Any, stream_id: int) -> None:
         self.conn = conn
