@@ -8,11 +8,13 @@ which resolves the route's policy into a plan (policy_hooks.prepare, once per re
 writes the upstream head in one codec call. The end of an exchange (`response_complete`)
 is the core's too. The attempts (send, retries, failures, the attempt's timeout, the
 request body) are attempts.py's, shared with HTTP/2 streams; the upstream connection calls
-back through the `Downstream` protocol (gateway/exchange/). Tunnels and the client's
-deadlines: timeouts.py; the per-request policy, picking and mirroring: planning.py. What is
-left here is how an HTTP/1.1 client is answered.
+back through the `Downstream` protocol (gateway/exchange/); the per-request policy, picking
+and mirroring: planning.py. What is left here is how an HTTP/1.1 client is answered, its
+tunnels (after a 101) and its header and idle deadlines (the server's sweeper).
 """
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from ..codec import RequestHead, upstream_head
 from ..exchange import DONE, Exchange
@@ -23,12 +25,16 @@ from .attempts import Attempts
 from .http1 import CONTINUE_100, DATE, error_response
 from .http1_downstream import H1Reader, Reject
 from .planning import Planning
-from .timeouts import TunnelsAndTimeouts
+
+if TYPE_CHECKING:
+    from ..upstream.connection import UpstreamH1
 
 IDEMPOTENT_METHODS = decide.IDEMPOTENT_METHODS
 
 
-class DownstreamH1(Attempts, Planning, TunnelsAndTimeouts, H1Reader):
+class DownstreamH1(Attempts, Planning, H1Reader):
+    # (no more bases than this: the compiled core's isinstance(ds, DownstreamCore) walks
+    # the MRO on every request, one step per class before DownstreamCore)
     __slots__ = ("cluster_line",)  # (pools, balancer, idle_timeout: DownstreamCore's fields)
 
     def __init__(self, ctx, scheme: bytes = b"http") -> None:  # type: ignore[no-untyped-def]
@@ -115,6 +121,55 @@ class DownstreamH1(Attempts, Planning, TunnelsAndTimeouts, H1Reader):
         self.deadline = now + (self.header_timeout if self.began else self.ctx.limits.idle_timeout)
         if self.paused:
             self._parse_buffered()
+
+    # --- upgrades (WebSocket and other tunnels) ------------------------------------------
+
+    def start_tunnel(self, ex: Exchange, up: "UpstreamH1", rest: bytes) -> None:
+        """The upstream answered 101: the held bytes are the tunnel's, both ways from now."""
+        ex.advance(DONE)
+        self.active = None
+        self.tunnel = up
+        self.deadline = 0.0
+        self.ctx.metrics.request_done(ex, self.now())
+        if rest:
+            self.out.append(rest)
+        held, self.held = self.held, None
+        if held and up.transport is not None:
+            up.transport.write(held)
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def tunnel_closed(self) -> None:
+        self.tunnel = None
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    # --- timeouts (driven by the server's sweeper) ------------------------------------
+
+    def check_timeouts(self, now: float, horizon: float = 0.0) -> None:
+        """Called by the server's sweeper every interval: the active exchange's attempt
+        (Attempts._check_attempt), else the client's header or idle deadline."""
+        ex = self.active
+        if ex is not None:
+            self._check_attempt(ex, now, horizon)
+            return
+        if self.tunnel is None and self.deadline and now > self.deadline:
+            if self.began:  # a head began and did not end in time: nginx's client_header_timeout
+                self.out.append(error_response(408, "request-timeout", close=True))
+                self.flush()
+            if self.transport is not None:
+                self.transport.close()
+
+    def drain(self) -> None:
+        """Graceful shutdown: close now if idle, else after the current response."""
+        if self.active is None and not self.began and self.tunnel is None and self.cur is None:
+            if self.transport is not None:
+                self.transport.close()
+        else:
+            self.close_after = True
+            if self.active is not None:
+                self.active.keep_alive = False  # the response in flight says `connection: close`
 
 
 __all__ = ["DownstreamH1", "Exchange", "Reject", "DATE"]
