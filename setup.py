@@ -75,7 +75,9 @@ def nghttp2_extension() -> list[Extension]:
         return []
     try:
         from Cython.Build import cythonize
-        return cythonize([Extension("gateway.h2codec._nghttp2", [os.path.join("gateway", "h2codec", "_nghttp2.pyx")],
+        h2codec = os.path.join("gateway", "h2codec")
+        return cythonize([Extension("gateway.h2codec._nghttp2", [os.path.join(h2codec, "_nghttp2.pyx")],
+                                    depends=[os.path.join(h2codec, "_nghttp2_api.pxi")],  # (included by it)
                                     libraries=["nghttp2"], extra_compile_args=["-O2"])],
                          compiler_directives={"language_level": "3"}, quiet=True)
     except Exception as err:  # noqa: BLE001 - no Cython, a compile error: the h2 library is used

@@ -147,6 +147,16 @@ JSON = (b'{"time":"%s.%06dZ","remote_addr":"%s","method":%s,"path":%s,"protocol"
         b'%s,"upstream_status":%s,"upstream_response_time":%s,"req_id":%s,%s}\n')
 
 
+# a head refused before it became a request (a malformed request line...): ingress-nginx's
+# line with "-" where nothing is known (no request line, route, upstream or request id)
+REFUSED_TEXT = b'%s - - [%s] "-" %d %d "-" "-" %d %s [] [] - - - - - - -\n'
+REFUSED_JSON = (b'{"time":"%s.%06dZ","remote_addr":"%s","method":null,"path":null,"protocol":null,"status":%d,'
+                b'"bytes_sent":%d,"http_referer":"","http_user_agent":"","request_length":%d,"request_time":%s,'
+                b'"proxy_upstream_name":"","proxy_alternative_upstream_name":"","upstream_addr":"",'
+                b'"upstream_status":null,"upstream_response_time":null,"req_id":"","ingress":"","cluster":"",'
+                b'"canary":""}\n')
+
+
 class _Route(NamedTuple):
     """What a line takes from its route, backend, endpoint and canary: the same for every
     request that went the same way, so made once (Formatter.memo)."""
@@ -190,6 +200,10 @@ class Formatter:
         as_json = self.json
         for ex, seconds, sent, length in records:
             try:
+                method = ex.method
+                if not method:  # a stand-in for a head refused before it was a request (HTTP/2)
+                    out.append(self.refused(ex.ds.peer, ex.start + seconds + offset, ex.status, sent, 0, seconds))
+                    continue
                 req = ex.req
                 head = req[12]
                 referer = agent = b""
@@ -238,25 +252,34 @@ class Formatter:
                 secs = b"%d.%06d" % divmod(int(seconds * 1e6 + 0.5), 1000000)
                 if as_json:
                     out.append(JSON % (
-                        clock.iso, int((wall % 1) * 1e6), ds.peer, _js(ex.method), _js(req[1]), proto, status, sent,
+                        clock.iso, int((wall % 1) * 1e6), ds.peer, _js(method), _js(req[1]), proto, status, sent,
                         _js(referer), _js(agent), length, secs, parts.json_mid,
                         b"%d" % status if cluster else b"null", secs if cluster else b"null",
                         _js(ex.request_id), parts.json_tail))
                 else:
                     line = TEXT % (
-                        ds.peer or b"-", clock.text, ex.method, req[1], proto, status, sent, referer or b"-",
+                        ds.peer or b"-", clock.text, method, req[1], proto, status, sent, referer or b"-",
                         agent or b"-", length, secs, parts.text_mid, secs if cluster else b"-",
                         b"%d" % status if cluster else b"-", ex.request_id or b"-", parts.text_tail)
                     # one check of the fields that come from the client, together
                     if _UNSAFE.search(b"".join((req[1], referer, agent, ex.request_id))) is not None:
                         line = TEXT % (
-                            ds.peer or b"-", clock.text, ex.method, _esc(req[1]), proto, status, sent,
+                            ds.peer or b"-", clock.text, method, _esc(req[1]), proto, status, sent,
                             _esc(referer), _esc(agent), length, secs, parts.text_mid, secs if cluster else b"-",
                             b"%d" % status if cluster else b"-", _esc(ex.request_id), parts.text_tail)
                     out.append(line)
             except Exception:  # a record we cannot format must not stop the others
                 log.exception("access log: cannot format a record")
         return out
+
+    def refused(self, peer: bytes, wall: float, status: int, sent: int, length: int, seconds: float) -> bytes:
+        """The line of a head refused before it became a request (REFUSED_TEXT/_JSON)."""
+        clock = self.clock
+        clock.at(wall)
+        secs = b"%d.%06d" % divmod(int(seconds * 1e6 + 0.5), 1000000)
+        if self.json:
+            return REFUSED_JSON % (clock.iso, int((wall % 1) * 1e6), peer, status, sent, length, secs)
+        return REFUSED_TEXT % (peer or b"-", clock.text, status, sent, length, secs)
 
     def entry(self, e: Entry) -> bytes:
         """A line from an Entry (a gRPC call)."""
@@ -427,7 +450,14 @@ class AccessLog:
 
     def add_entry(self, e: Entry) -> None:
         """A line from outside the HTTP exchanges (a gRPC call)."""
-        line = self.formatter.entry(e)
+        self.add_line(self.formatter.entry(e))
+
+    def add_refused(self, peer: bytes, status: int, sent: int, length: int, seconds: float) -> None:
+        """The line of a head refused before it became a request (no exchange to describe)."""
+        self.add_line(self.formatter.refused(peer, time.time(), status, sent, length, seconds))
+
+    def add_line(self, line: bytes) -> None:
+        """A formatted line, handed to the writer with the next batch (HANDOFF_DELAY at most)."""
         self.buf.append(line)
         self.buf_bytes += len(line)
         if self.timer is None and self.loop is not None:

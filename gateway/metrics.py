@@ -117,9 +117,17 @@ class GatewayMetrics(Collector):
             k = (r.ingress if r is not None else "", first, to)
             self.failovers[k] = self.failovers.get(k, 0) + 1
 
+    def refused(self, peer: bytes, code: int, sent: int, length: int, seconds: float) -> None:
+        """A head refused before it became a request (a malformed request line: 400...):
+        counted (method OTHER, no ingress or cluster) and logged with "-" for what is not
+        known. `sent`: the answer's bytes; `length`: the request bytes read, 0 if unknown."""
+        self.observe("", "", code, seconds)
+        lg = self.counts.log
+        if lg is not None:
+            lg.add_refused(peer, code, sent, length, seconds)
+
     def observe(self, ingress: str, cluster: str, code: int, seconds: float) -> None:
-        """A response that is no exchange's (a head refused before it became a request):
-        counted only (no access log line: there is no request to describe)."""
+        """A response that is no exchange's, counted only (`refused` logs it too)."""
         key = (ingress, ingress, "", cluster, _OTHER, code)
         row = self.rows.get(key)
         if row is None:

@@ -3,9 +3,9 @@ engine in between.
 
 The stream's decoded headers become the codec's RequestHead directly (no HTTP/1.1 request
 bytes are synthesised and parsed again), so the upstream head is one `upstream_head` call
-as on HTTP/1.1. Routing (the table's memo), the route's policy plan (Planning, shared with
-DownstreamH1), the endpoint pick, retries and timeouts are the same pure decisions
-(upstream/decide.py) DownstreamH1 applies, and the pooled HTTP/1.1 upstream connections
+as on HTTP/1.1. Routing (the table's memo), the route's policy plan (Planning), and the
+attempts (the endpoint pick, send, retries, failures, timeouts, the request body:
+attempts.py) are DownstreamH1's own code, not a copy; the pooled HTTP/1.1 upstream connections
 call back through the `Downstream` protocol (gateway/exchange.py), which H2Stream
 implements for one stream: the response bytes they queue in `out` become HEADERS and DATA
 frames at the next flush, and the connection writes once per loop turn (DownstreamH2.schedule).
@@ -24,19 +24,17 @@ import h2.errors
 
 from .. import exchange as _exchange
 from ..codec import ChunkedDecoder, RequestHead, upstream_head
-from ..exchange import DONE, RESPONDING, Exchange
-from ..routing.table import Route, route as find_route
+from ..exchange import DONE, RESPONDING, SENT, Exchange, Reject
+from ..routing.table import Route
 from ..upstream import decide
 from . import policy_hooks
-from .h2_attempts import StreamAttempts
-from .http1 import error_response, host_name
+from .attempts import Attempts
+from .http1 import error_response
 from .planning import Planning
 
 if TYPE_CHECKING:
-    from ..routing.table import RouteTable
     from ..upstream.connection import UpstreamH1
 
-ROUTE_CACHE_SIZE = 4096  # (as downstream.py's: the memo is shared by both protocols)
 IDEMPOTENT_METHODS = decide.IDEMPOTENT_METHODS
 _MISS = object()
 _NEW = tuple.__new__  # a RequestHead without its Python-level __new__ (it is a NamedTuple)
@@ -54,36 +52,22 @@ _TARGET = re.compile(rb"/[!-\"$-~]*")  # origin form: visible ASCII but '#'
 _HOST = re.compile(rb"(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*|\[[0-9A-Fa-f:.vV]+\])(?::[0-9]*)?")
 _KNOWN_METHODS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE"))
 _INTERNAL_ERROR = h2.errors.ErrorCodes.INTERNAL_ERROR
+_GRPC_NO_ROUTE = [(b":status", b"200"), (b"content-type", b"application/grpc"), (b"grpc-status", b"12"),
+                  (b"grpc-message", b"no-route"), (b"x-fleetgate-reason", b"no-route")]
 _REFUSED_HEAD = RequestHead(b"", b"", 11, b"", -1, False, True, None, False, None, None, None, b"", 0)
 
 
-class Refused(Exception):
-    """A request the stream answers itself with `status` (the HTTP/1.1 parser's refusals)."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-def _route(table: "RouteTable", host: bytes, target: bytes) -> Route | None:
-    """route() on raw bytes: the authority lowercased with its port stripped, the query dropped."""
-    q = target.find(b"?")
-    path = target if q < 0 else target[:q]
-    return find_route(table, host_name(host).lower().decode("latin-1"), path.decode("latin-1"))
-
-
 def check_target(method: bytes, path: bytes, authority: bytes, max_line: int) -> None:
-    """The request line's rules as the HTTP/1.1 parser applies them (Refused when broken)."""
+    """The request line's rules as the HTTP/1.1 parser applies them (Reject when broken)."""
     if len(method) + len(path) + 10 > max_line:
-        raise Refused(414, "uri-too-long")
+        raise Reject(414, "uri-too-long")
     if not (_TARGET.fullmatch(path) or (path == b"*" and method == b"OPTIONS")):
-        raise Refused(400, "bad-request-target")
+        raise Reject(400, "bad-request-target")
     if authority[:1] == b":" or _HOST.fullmatch(authority) is None:
-        raise Refused(400, "bad-host")
+        raise Reject(400, "bad-host")
 
 
-class H2Stream(StreamAttempts, Planning):
+class H2Stream(Attempts, Planning):
     """One non-gRPC HTTP/2 stream and its exchange (see the module docstring). DownstreamH2
     calls request_data / request_end / connection_lost / pause_writing / resume_writing
     / check_timeouts; the upstream connection calls the `Downstream` protocol."""
@@ -103,6 +87,7 @@ class H2Stream(StreamAttempts, Planning):
     grpc_request = False
     sent = 0  # response bytes queued for the client, in their HTTP/1.1 form (metrics)
     logged = 0  # ... of them, accounted to the finished request already
+    deadline = 0.0  # (an HTTP/1.1 connection's client deadline: none on a stream)
 
     def __init__(self, conn: Any, stream_id: int) -> None:
         self.conn = conn
@@ -124,12 +109,12 @@ class H2Stream(StreamAttempts, Planning):
         connection relays those as HTTP/2 end to end: h2_grpc.py), else None."""
         try:
             return self._begin(headers, ended)
-        except Refused as r:
+        except Reject as r:
             ex = self.ex
             if ex is None:  # refused before it became an exchange (as a refused HTTP/1.1 head)
                 ex = self._exchange(b"", self.now())
                 ex.req = _REFUSED_HEAD
-            self._refuse(ex, r.status, r.reason)
+            self._refuse(ex, r.code, r.reason)
             return None
 
     def _begin(self, headers: list[tuple[bytes, bytes]], ended: bool) -> Route | None:
@@ -165,9 +150,9 @@ class H2Stream(StreamAttempts, Planning):
                         host = value
                 elif name == b"content-length":
                     if clen >= 0:
-                        raise Refused(400, "conflicting-content-length")
+                        raise Reject(400, "conflicting-content-length")
                     if not value.isdigit() or len(value) > 18:
-                        raise Refused(400, "bad-content-length")
+                        raise Reject(400, "bad-content-length")
                     clen = int(value)
                 elif name == b"x-forwarded-for":
                     xff = value if xff is None else xff + b", " + value
@@ -177,7 +162,7 @@ class H2Stream(StreamAttempts, Planning):
                     via = value if via is None else via + b", " + value
                 elif name == b"expect" and value:
                     if value.lower() != b"100-continue":
-                        raise Refused(417, "expectation-failed")
+                        raise Reject(417, "expectation-failed")
                     expect = True
                 continue  # the rest: hop-by-hop, or written by the gateway
             lines += (name, b": ", value, b"\r\n")
@@ -186,24 +171,21 @@ class H2Stream(StreamAttempts, Planning):
         if not authority and host is not None:
             authority = host  # :authority wins over Host
         if method == b"CONNECT":
-            raise Refused(405, "connect-not-allowed")
+            raise Reject(405, "connect-not-allowed")
         if method not in _KNOWN_METHODS and _METHOD.fullmatch(method) is None:
-            raise Refused(400, "bad-request")
+            raise Reject(400, "bad-request")
         block = b"".join(lines)
         if block and _FIELDS.fullmatch(block) is None:
-            raise Refused(400, "bad-request")
+            raise Reject(400, "bad-request")
         limits = ctx.limits
         if len(block) > limits.max_header_bytes:
-            raise Refused(431, "headers-too-large")
+            raise Reject(431, "headers-too-large")
         table = ctx.table
         key = (authority, path)
         r = table.route_memo.get(key, _MISS)
         if r is _MISS:
             check_target(method, path, authority, limits.max_request_line)  # (a pair in the memo passed it)
-            r = _route(table, authority, path)
-            if len(table.route_memo) >= ROUTE_CACHE_SIZE:
-                table.route_memo.clear()
-            table.route_memo[key] = r
+            r = self._route_miss(table, key)
         if r is not None and r.policy.backend_protocol in ("GRPC", "GRPCS"):
             return r  # type: ignore[return-value]
         chunked = not ended and clen < 0
@@ -236,7 +218,7 @@ class H2Stream(StreamAttempts, Planning):
             return None
         limit = policy.max_body_size or limits.max_body_size
         if limit is not None and clen > limit:
-            raise Refused(413, "request-too-large")
+            raise Reject(413, "request-too-large")
         if policy.total_timeout is not None:
             ex.hard_deadline = now + policy.total_timeout
         up_target, up_host = path, authority
@@ -280,50 +262,20 @@ class H2Stream(StreamAttempts, Planning):
         if data and ex is not None and ex.phase != DONE:
             try:
                 self._body_piece(ex, b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data, len(data))
-            except Refused as r:
-                self._refuse(ex, r.status, r.reason)
+            except Reject as r:
+                self._refuse(ex, r.code, r.reason)
         conn = self.conn
         if self.reading or self.ended:
             conn.h2.acknowledge_received_data(flow, self.stream_id)
         else:
             self.unacked += flow
 
-    def _body_piece(self, ex: Exchange, piece: bytes, size: int) -> None:
-        ex.body_size += size
-        limits = self.ctx.limits
-        limit = (ex.route.policy.max_body_size if ex.route is not None else None) or limits.max_body_size
-        if limit is not None and ex.body_size > limit:
-            raise Refused(413, "request-too-large")
-        up = ex.upstream
-        if up is not None and up.ex is ex and up.transport is not None:
-            up.transport.write(piece)
-            if ex.replayable:
-                if ex.body_size <= limits.retry_buffer and ex.phase < RESPONDING:
-                    ex.body.append(piece)
-                else:
-                    ex.replayable = False
-                    ex.body = []
-        else:
-            ex.body.append(piece)
-            if ex.body_size > limits.retry_buffer:
-                ex.replayable = False
-
     def request_end(self) -> None:
         """END_STREAM from the client: the request body is complete."""
         ex = self.ex
         if ex is None or ex.request_done:
             return
-        ex.request_done = True
-        if ex.mirror is not None:
-            self._submit_mirror(ex)
-        if ex.phase == DONE:
-            return
-        if self.chunked:
-            up = ex.upstream
-            if up is not None and up.ex is ex and up.transport is not None:
-                up.transport.write(b"0\r\n\r\n")
-            if ex.replayable or up is None:
-                ex.body.append(b"0\r\n\r\n")
+        self._body_done(ex)  # (ex.req.chunked: the body goes upstream chunked, as self.chunked)
 
     def _refuse(self, ex: Exchange, code: int, reason: str) -> None:
         """A request (or its body) refused: the upstream attempt is dropped, the client gets
@@ -345,13 +297,7 @@ class H2Stream(StreamAttempts, Planning):
         now = self.now()
         if upstream is not None:
             if reusable:
-                pool = upstream.pool  # Pool.release, inlined as DownstreamH1 does
-                idle = pool.idle
-                if len(idle) < pool.max_idle and upstream.transport is not None:
-                    upstream.idle_since = now
-                    idle.append(upstream)
-                else:
-                    upstream.close()
+                upstream.pool.release(upstream, now)  # (the HTTP/1.1 core inlines it)
             else:
                 upstream.close()
         if ex.counted is not None:
@@ -377,6 +323,51 @@ class H2Stream(StreamAttempts, Planning):
         self.out[:] = [data]
         self._observe(ex, self.now())
         self._emit(True)
+
+    def _fast_send(self, ex: Exchange, r: Route) -> bool:
+        """Plain round robin with every endpoint up and a warm pooled connection, in one
+        call; False (nothing done) when the backend has no endpoint."""
+        backend = ex.backend or r.backend
+        if backend is None or not backend.endpoints:
+            return False
+        ep = decide.round_robin(backend.endpoints, self.balancer, backend.key)
+        self.active = ex
+        pool = self.ctx.pools.pools.get(ep.key)
+        if pool is not None and pool.idle:
+            conn = pool.idle.pop()
+            t = conn.transport
+            if t is not None and not t.is_closing():
+                ex.endpoint = ep
+                ex.attempt = 1
+                ex.phase = SENT  # (hot path: unchecked here, checked under CheckedExchange)
+                ex.deadline = decide.wait_until(ex.start, r.policy, connected=True)
+                conn.send(ex, ex.head)
+                return True
+        self._send(ex, ep, self.now())
+        return True
+
+    def _no_route(self, ex: Exchange) -> None:
+        if self.grpc_request:  # a gRPC call with no route: UNIMPLEMENTED, the gRPC way
+            ex.advance(DONE)
+            self.active = None
+            self.conn.h2.send_headers(self.stream_id, _GRPC_NO_ROUTE, end_stream=True)
+            self._ended()
+            return
+        self._generated(ex, 404, "no-route")
+
+    def _cut(self, ex: Exchange) -> None:
+        """The response began and its attempt failed: reset, so the client sees it incomplete."""
+        self.out.clear()
+        self._reset()
+
+    def _wake(self) -> None:
+        self.conn.schedule()
+
+    def check_timeouts(self, now: float, horizon: float) -> None:
+        """The sweeper's tick (through DownstreamH2): the exchange's attempt (Attempts)."""
+        ex = self.active
+        if ex is not None:
+            self._check_attempt(ex, now, horizon)
 
     def _observe(self, ex: Exchange, now: float) -> None:
         """The finished request, to the metrics and the access log (which read `sent`, `logged`

@@ -312,13 +312,17 @@ class H1Reader(DownstreamCore, asyncio.Protocol):
         if self.transport is not None:
             self.transport.pause_reading()
         ex = self.active
-        if ex is None:
-            self.out.append(error_response(code, reason, close=True))
-            self.ctx.metrics.observe("", "", code, 0.0)
-        elif ex is not cur:
-            # a later request is bad: answered after the in-flight response (flush)
-            self.final = error_response(code, reason, close=True)
-            self.ctx.metrics.observe("", "", code, 0.0)
+        if ex is None or ex is not cur:
+            # a head refused before it became a request: counted and logged with "-" for
+            # its request (metrics.refused); a later one than the in-flight request is
+            # answered after that response (flush)
+            answer = error_response(code, reason, close=True)
+            if ex is None:
+                self.out.append(answer)
+            else:
+                self.final = answer
+            began = self.began
+            self.ctx.metrics.refused(self.peer, code, len(answer), 0, self.now() - began if began else 0.0)
         else:
             # The bad bytes are the in-flight request's own body: the upstream would wait
             # for the rest forever. Drop it and answer now, or cut a response under way.
