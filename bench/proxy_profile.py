@@ -42,7 +42,7 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import (LOOPBACK, Proc, Processes, WrkResult, cpus, ensure_tools, find_binary,  # noqa: E402
-                   descendants, free_port, log, pinned, run_wrk, wait_http)
+                   descendants, free_port, log, pinned, run_wrk, tree_cpu_seconds, wait_http)
 from _proxy_setup import (HOST, POLICIES, POLICY_HOST2, TOOLS, _BACKEND, _BACKEND_TWO,  # noqa: E402
                           _NGINX_TLS, _PROXY, bench_fleet, check_policies, fleetgate_cmd, nginx_conf,
                           policies_fleet, start_fleetgate, start_nginx)
@@ -129,8 +129,10 @@ _PERF_LINE = re.compile(r"^\s*([\d,]+)\s+syscalls:sys_enter_(\w+)", re.M)
 
 
 def count_syscalls(proc: Proc, url: str, args: argparse.Namespace, client_cpu: int | None
-                   ) -> tuple[WrkResult, dict[str, int]]:
-    """perf stat on the proxy's syscall tracepoints during one wrk run."""
+                   ) -> tuple[WrkResult, dict[str, int], float]:
+    """perf stat on the proxy's syscall tracepoints during one wrk run; also the proxy's
+    CPU seconds (user + system) over that run: its CPU per request, which wrk's req/s on a
+    shared machine hides (the server CPU also runs the backends, and other load moves)."""
     run_wrk(url, connections=args.connections, duration_s=WARMUP_S, cpu=client_cpu,
             headers=WRK_HEADERS)
     pids = descendants(proc.pid)  # the proxy (taskset execs it) and nginx's worker
@@ -138,15 +140,17 @@ def count_syscalls(proc: Proc, url: str, args: argparse.Namespace, client_cpu: i
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(0.5)  # perf attaches to every thread
+        cpu_before = tree_cpu_seconds(proc.pid)
         res = run_wrk(url, connections=args.connections, duration_s=args.duration, cpu=client_cpu,
                       headers=WRK_HEADERS)
+        cpu = tree_cpu_seconds(proc.pid) - cpu_before
     finally:
         perf.send_signal(signal.SIGINT)
         _, err = perf.communicate(timeout=60)
     if args.raw:
         print(err, file=sys.stderr)
     counts = {name: int(n.replace(",", "")) for n, name in _PERF_LINE.findall(err)}
-    return res, {k: v for k, v in counts.items() if v}
+    return res, {k: v for k, v in counts.items() if v}, cpu
 
 
 # ---------------------------------------------------------------- instructions
@@ -273,8 +277,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 results[target] = {"requests": requests, "rps": res.rps, "total": total,
                                    "by_object": by_obj, "top": top[:args.top]}
             else:
-                res, counts = count_syscalls(proc, url, args, client_cpu)
-                results[target] = {"requests": res.requests, "rps": res.rps, "syscalls": counts}
+                res, counts, cpu = count_syscalls(proc, url, args, client_cpu)
+                results[target] = {"requests": res.requests, "rps": res.rps, "syscalls": counts,
+                                   "cpu_us": cpu * 1e6 / max(res.requests, 1)}
             log("%s: %d requests measured (wrk: %.0f req/s)", target, results[target]["requests"], res.rps)
     return results
 
@@ -293,6 +298,8 @@ def print_report(args: argparse.Namespace, results: dict[str, Any]) -> None:
                 print("%-22s" % name + "".join("%12.3f" % v for v in per))
         print("%-22s" % "total" + "".join("%12.3f" % (sum(results[t]["syscalls"].values())
                                                        / max(results[t]["requests"], 1)) for t in targets))
+        print("%-22s" % "proxy CPU us/request" + "".join("%12.1f" % results[t]["cpu_us"] for t in targets))
+        print("%-22s" % "wrk req/s" + "".join("%12.0f" % results[t]["rps"] for t in targets))
         return
     print("user-space instructions per request (%s; callgrind, measured run only)" % shape)
     objs = sorted({k for r in results.values() for k in r["by_object"]},
