@@ -187,7 +187,7 @@ def profile_callgrind(proc: Proc, url: str, out: Path, args: argparse.Namespace,
         Path(args.keep_out).mkdir(parents=True, exist_ok=True)
         shutil.copy(dumps[-1], Path(args.keep_out) / ("callgrind.%s%s.out" % (proc.name, "-tls" if args.tls else "")))
     requests, total, by_obj, top = analyse(dumps[-1], proc.name)
-    return done[0] if done else WrkResult(0.0, 0.0, 0.0, 0, 0), requests, total, by_obj, top
+    return done[0] if done else WrkResult(0.0, 0.0, 0.0, 0, 0, 0), requests, total, by_obj, top
 
 
 def analyse(dump: Path, target: str) -> tuple[int, int, dict[str, int], list[tuple[int, str]]]:
@@ -253,13 +253,13 @@ def _valgrind_pid(proc: Proc) -> int:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.annotate:
-        out: dict[str, Any] = {}
+        kept: dict[str, Any] = {}
         for target in args.targets:
             dump = Path(args.annotate) / ("callgrind.%s%s.out" % (target, "-tls" if args.tls else ""))
             requests, total, by_obj, top = analyse(dump, target)
-            out[target] = {"requests": requests, "rps": 0.0, "total": total, "by_object": by_obj,
+            kept[target] = {"requests": requests, "rps": 0.0, "total": total, "by_object": by_obj,
                            "top": top[:args.top]}
-        return out
+        return kept
     ensure_tools(TOOLS)
     have = cpus()
     server_cpu, client_cpu = (have[0], have[1]) if len(have) >= 2 else (None, None)
