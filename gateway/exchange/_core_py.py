@@ -613,12 +613,23 @@ class RequestCounts:
     owns it and everything else: `rows` is its dict (shared, not copied), `log` its access
     log (None: off), and a new row or a possible failover goes back to it (`owner`)."""
 
-    __slots__ = ("owner", "rows", "log")
+    __slots__ = ("owner", "rows", "log", "c_route", "c_backend", "c_label", "c_cluster", "c_method",
+                 "c_status", "c_row")
 
     def __init__(self, owner: Any, rows: dict) -> None:
         self.owner = owner
         self.rows = rows
         self.log = None
+        # The compiled build's last row and what chose it (strong references, so an identity
+        # match is the same object, never a new one at a freed address). Rows are never
+        # removed from `rows`, so a remembered row stays the one /metrics exports.
+        self.c_route = _MISS
+        self.c_backend = _MISS
+        self.c_label = _MISS
+        self.c_cluster = _MISS
+        self.c_method = _MISS
+        self.c_status = _MISS
+        self.c_row = None
 
     def done(self, ex: Exchange, now: float) -> None:
         """A downstream request was answered (relayed, generated or cut): count it in its
@@ -639,14 +650,29 @@ class RequestCounts:
             sent = n - ds.logged
             ds.logged = n
         r = ex.route
-        if r is None:
-            key = (ex.label, "", "", ex.cluster, ex.method, ex.status)
+        if _COMPILED:
+            # the last request's row again when its key's sources are the same objects (a
+            # route's ingress and a backend's key do not change; label and cluster are
+            # shared strings) and method and status equal: no 6-tuple, no hash, no lookup
+            b0 = ex.backend
+            label = ex.label
+            cluster = ex.cluster
+            method = ex.method
+            status = ex.status
+            if (r is self.c_route and b0 is self.c_backend and label is self.c_label
+                    and cluster is self.c_cluster and status == self.c_status and method == self.c_method):
+                row = self.c_row
+            else:
+                row = self._row(ex, r)
+                self.c_route = r
+                self.c_backend = b0
+                self.c_label = label
+                self.c_cluster = cluster
+                self.c_method = method
+                self.c_status = status
+                self.c_row = row
         else:
-            be = ex.backend or r.backend
-            key = (ex.label, r.ingress, be.key if be is not None else "", ex.cluster, ex.method, ex.status)
-        row = self.rows.get(key)
-        if row is None:
-            row = self.owner._new_row(key)
+            row = self._row(ex, r)
         start = ex.start
         seconds = now - start
         if _COMPILED:
@@ -670,6 +696,19 @@ class RequestCounts:
             if not pending:
                 lg.schedule()
             pending.append((ex, seconds, sent, received))
+
+    def _row(self, ex: Exchange, r: Any) -> list:
+        """The row of the request's key (label, ingress, backend, cluster, method, status),
+        made by the owner on the key's first request."""
+        if r is None:
+            key = (ex.label, "", "", ex.cluster, ex.method, ex.status)
+        else:
+            be = ex.backend or r.backend
+            key = (ex.label, r.ingress, be.key if be is not None else "", ex.cluster, ex.method, ex.status)
+        row = self.rows.get(key)
+        if row is None:
+            row = self.owner._new_row(key)
+        return row
 
 
 def _bucket(bounds: tuple, seconds: float) -> int:
