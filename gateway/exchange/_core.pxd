@@ -73,7 +73,7 @@ cdef class RequestCounts:
     cdef list c_row
 
     @cython.locals(c=DownstreamCore, n=Py_ssize_t, sent=Py_ssize_t, received=Py_ssize_t, row=list,
-                   start=double, seconds=double, i=Py_ssize_t)
+                   start=double, seconds=double, i=Py_ssize_t, acc=double, body=Py_ssize_t)
     cpdef done(self, Exchange ex, double now)
 
     cdef list _row(self, Exchange ex, r)

@@ -675,19 +675,31 @@ class RequestCounts:
             row = self._row(ex, r)
         start = ex.start
         seconds = now - start
-        if _COMPILED:
-            i = _bucket(_BOUNDS, seconds)
-        else:
-            i = bisect_left(_BOUNDS, seconds)
-        row[i] += 1
-        row[_SUM] += seconds
         req = ex.req
         # the request's target, Host and forwarded header lines and its body, and 30 bytes for
         # the rest of the request line and the framing (the codec keeps no raw head; each
         # RequestHead field read costs, so the method's length is in the 30)
-        received = len(req[_TARGET]) + len(req[_HOST]) + len(req[_FIELDS]) + 30 + ex.body_size
-        row[_RECV] += received
-        row[_SENT] += sent
+        if _COMPILED:
+            # the row's cells are floats: each sum read as a C double and written back as one
+            # new float (`row[k] += x` would box x first and dispatch a float + int add)
+            body = ex.body_size
+            received = len(req[_TARGET]) + len(req[_HOST]) + len(req[_FIELDS]) + 30 + body
+            i = _bucket(_BOUNDS, seconds)
+            acc = row[i]
+            row[i] = acc + 1.0
+            acc = row[_SUM]
+            row[_SUM] = acc + seconds
+            acc = row[_RECV]
+            row[_RECV] = acc + received
+            acc = row[_SENT]
+            row[_SENT] = acc + sent
+        else:
+            i = bisect_left(_BOUNDS, seconds)
+            row[i] += 1
+            row[_SUM] += seconds
+            received = len(req[_TARGET]) + len(req[_HOST]) + len(req[_FIELDS]) + 30 + ex.body_size
+            row[_RECV] += received
+            row[_SENT] += sent
         if ex.attempt > 1:  # a retry (the first attempt set it to 1): maybe a failover
             self.owner._failover(ex, r)
         lg = self.log
