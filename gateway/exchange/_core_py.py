@@ -671,8 +671,17 @@ class RequestCounts:
                 self.c_method = method
                 self.c_status = status
                 self.c_row = row
+        elif r is None:  # the twin: the key's row (a remembered row's compares cost it more)
+            key = (ex.label, "", "", ex.cluster, ex.method, ex.status)
+            row = self.rows.get(key)
+            if row is None:
+                row = self.owner._new_row(key)
         else:
-            row = self._row(ex, r)
+            be = ex.backend or r.backend
+            key = (ex.label, r.ingress, be.key if be is not None else "", ex.cluster, ex.method, ex.status)
+            row = self.rows.get(key)
+            if row is None:
+                row = self.owner._new_row(key)
         start = ex.start
         seconds = now - start
         req = ex.req
