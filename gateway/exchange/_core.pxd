@@ -69,10 +69,14 @@ cdef class DownstreamCore:
 cdef class RequestCounts:
     cdef public object owner, log
     cdef public dict rows
+    cdef object c_route, c_backend, c_label, c_cluster, c_method, c_status
+    cdef list c_row
 
     @cython.locals(c=DownstreamCore, n=Py_ssize_t, sent=Py_ssize_t, received=Py_ssize_t, row=list,
-                   start=double, seconds=double, i=Py_ssize_t)
+                   start=double, seconds=double, i=Py_ssize_t, acc=double, body=Py_ssize_t)
     cpdef done(self, Exchange ex, double now)
+
+    cdef list _row(self, Exchange ex, r)
 
 
 @cython.locals(lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t, bound=double)

@@ -613,12 +613,23 @@ class RequestCounts:
     owns it and everything else: `rows` is its dict (shared, not copied), `log` its access
     log (None: off), and a new row or a possible failover goes back to it (`owner`)."""
 
-    __slots__ = ("owner", "rows", "log")
+    __slots__ = ("owner", "rows", "log", "c_route", "c_backend", "c_label", "c_cluster", "c_method",
+                 "c_status", "c_row")
 
     def __init__(self, owner: Any, rows: dict) -> None:
         self.owner = owner
         self.rows = rows
         self.log = None
+        # The compiled build's last row and what chose it (strong references, so an identity
+        # match is the same object, never a new one at a freed address). Rows are never
+        # removed from `rows`, so a remembered row stays the one /metrics exports.
+        self.c_route = _MISS
+        self.c_backend = _MISS
+        self.c_label = _MISS
+        self.c_cluster = _MISS
+        self.c_method = _MISS
+        self.c_status = _MISS
+        self.c_row = None
 
     def done(self, ex: Exchange, now: float) -> None:
         """A downstream request was answered (relayed, generated or cut): count it in its
@@ -639,29 +650,65 @@ class RequestCounts:
             sent = n - ds.logged
             ds.logged = n
         r = ex.route
-        if r is None:
+        if _COMPILED:
+            # the last request's row again when its key's sources are the same objects (a
+            # route's ingress and a backend's key do not change; label and cluster are
+            # shared strings) and method and status equal: no 6-tuple, no hash, no lookup
+            b0 = ex.backend
+            label = ex.label
+            cluster = ex.cluster
+            method = ex.method
+            status = ex.status
+            if (r is self.c_route and b0 is self.c_backend and label is self.c_label
+                    and cluster is self.c_cluster and status == self.c_status and method == self.c_method):
+                row = self.c_row
+            else:
+                row = self._row(ex, r)
+                self.c_route = r
+                self.c_backend = b0
+                self.c_label = label
+                self.c_cluster = cluster
+                self.c_method = method
+                self.c_status = status
+                self.c_row = row
+        elif r is None:  # the twin: the key's row (a remembered row's compares cost it more)
             key = (ex.label, "", "", ex.cluster, ex.method, ex.status)
+            row = self.rows.get(key)
+            if row is None:
+                row = self.owner._new_row(key)
         else:
             be = ex.backend or r.backend
             key = (ex.label, r.ingress, be.key if be is not None else "", ex.cluster, ex.method, ex.status)
-        row = self.rows.get(key)
-        if row is None:
-            row = self.owner._new_row(key)
+            row = self.rows.get(key)
+            if row is None:
+                row = self.owner._new_row(key)
         start = ex.start
         seconds = now - start
-        if _COMPILED:
-            i = _bucket(_BOUNDS, seconds)
-        else:
-            i = bisect_left(_BOUNDS, seconds)
-        row[i] += 1
-        row[_SUM] += seconds
         req = ex.req
         # the request's target, Host and forwarded header lines and its body, and 30 bytes for
         # the rest of the request line and the framing (the codec keeps no raw head; each
         # RequestHead field read costs, so the method's length is in the 30)
-        received = len(req[_TARGET]) + len(req[_HOST]) + len(req[_FIELDS]) + 30 + ex.body_size
-        row[_RECV] += received
-        row[_SENT] += sent
+        if _COMPILED:
+            # the row's cells are floats: each sum read as a C double and written back as one
+            # new float (`row[k] += x` would box x first and dispatch a float + int add)
+            body = ex.body_size
+            received = len(req[_TARGET]) + len(req[_HOST]) + len(req[_FIELDS]) + 30 + body
+            i = _bucket(_BOUNDS, seconds)
+            acc = row[i]
+            row[i] = acc + 1.0
+            acc = row[_SUM]
+            row[_SUM] = acc + seconds
+            acc = row[_RECV]
+            row[_RECV] = acc + received
+            acc = row[_SENT]
+            row[_SENT] = acc + sent
+        else:
+            i = bisect_left(_BOUNDS, seconds)
+            row[i] += 1
+            row[_SUM] += seconds
+            received = len(req[_TARGET]) + len(req[_HOST]) + len(req[_FIELDS]) + 30 + ex.body_size
+            row[_RECV] += received
+            row[_SENT] += sent
         if ex.attempt > 1:  # a retry (the first attempt set it to 1): maybe a failover
             self.owner._failover(ex, r)
         lg = self.log
@@ -670,6 +717,19 @@ class RequestCounts:
             if not pending:
                 lg.schedule()
             pending.append((ex, seconds, sent, received))
+
+    def _row(self, ex: Exchange, r: Any) -> list:
+        """The row of the request's key (label, ingress, backend, cluster, method, status),
+        made by the owner on the key's first request."""
+        if r is None:
+            key = (ex.label, "", "", ex.cluster, ex.method, ex.status)
+        else:
+            be = ex.backend or r.backend
+            key = (ex.label, r.ingress, be.key if be is not None else "", ex.cluster, ex.method, ex.status)
+        row = self.rows.get(key)
+        if row is None:
+            row = self.owner._new_row(key)
+        return row
 
 
 def _bucket(bounds: tuple, seconds: float) -> int:
