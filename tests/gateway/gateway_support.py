@@ -6,11 +6,13 @@ Fixtures are factories so each test states its own scenario in a few lines.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Awaitable, Callable
 
 import pytest
@@ -275,3 +277,14 @@ async def raw_request(host: str, port: int, data: bytes, *, read_timeout: float 
 
 def body_json(text: str) -> dict:
     return json.loads(text)
+
+
+def exchange_builds() -> list[ModuleType]:
+    """The request-path core's builds to hold to each other: the pure-Python twin, and the
+    compiled module when it is built (`setup.py build_ext --inplace` builds it)."""
+    builds = [importlib.import_module("gateway.exchange._core_py")]
+    try:
+        builds.append(importlib.import_module("gateway.exchange._core"))
+    except ImportError:  # not built: the twin alone
+        pass
+    return builds

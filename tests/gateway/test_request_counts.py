@@ -6,7 +6,6 @@ on the edges one gateway run rarely meets: a duration on a bucket's bound and be
 last, a method outside METHODS, a retry that failed over, a non-DownstreamCore client."""
 from __future__ import annotations
 
-import importlib
 from bisect import bisect_left
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -14,17 +13,8 @@ from typing import Any
 import pytest
 
 from gateway.codec import head_end, parse_request
-from gateway.exchange import _core_py
 from gateway.metrics import BUCKETS, RECV, SENT, SUM, GatewayMetrics
-
-
-def _builds() -> list[ModuleType]:
-    builds = [_core_py]
-    try:
-        builds.append(importlib.import_module("gateway.exchange._core"))
-    except ImportError:  # not built: the twin alone (setup.py build_ext --inplace builds it)
-        pass
-    return builds
+from gateway_support import exchange_builds
 
 
 class PendingLog:
@@ -96,7 +86,7 @@ def _count(build: ModuleType, downstream: str, with_log: bool) -> tuple[GatewayM
 
 @pytest.mark.parametrize("downstream", ["core", "other"])
 def test_both_builds_count_the_same_rows(downstream: str) -> None:
-    results = [_count(build, downstream, with_log=True) for build in _builds()]
+    results = [_count(build, downstream, with_log=True) for build in exchange_builds()]
     m, log, exchanges = results[0]
     received = len(b"/a/b?x=1") + len(b"web.example.com") + len(_head(REQUEST)[12]) + 30 + 5
     # the twin's rows, against the request's own figures
@@ -120,7 +110,7 @@ def test_both_builds_count_the_same_rows(downstream: str) -> None:
 
 
 def test_no_access_log_queues_nothing() -> None:
-    for build in _builds():
+    for build in exchange_builds():
         m, log, _ = _count(build, "core", with_log=False)
         assert m.log is None and log.pending == [] and log.scheduled == 0
         assert sum(sum(row[:SUM]) for row in m.rows.values()) == len(CASES)

@@ -6,7 +6,6 @@ an equal-but-new cluster string, a new backend object with the same key, a statu
 method that changes back and forth, and a method outside METHODS (counted as OTHER)."""
 from __future__ import annotations
 
-import importlib
 from collections import Counter
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -14,17 +13,8 @@ from typing import Any
 import pytest
 
 from gateway.codec import head_end, parse_request
-from gateway.exchange import _core_py
 from gateway.metrics import METHODS, SUM, GatewayMetrics
-
-
-def _builds() -> list[ModuleType]:
-    builds = [_core_py]
-    try:
-        builds.append(importlib.import_module("gateway.exchange._core"))
-    except ImportError:  # not built: the twin alone (setup.py build_ext --inplace builds it)
-        pass
-    return builds
+from gateway_support import exchange_builds
 
 
 REQUEST = b"GET /a HTTP/1.1\r\nHost: web.example.com\r\n\r\n"
@@ -70,7 +60,7 @@ def _expected_key(route: Any, backend: Any, label: str, cluster: str, method: by
     return (label, route.ingress, be.key, cluster, method if method in METHODS else b"OTHER", status)
 
 
-@pytest.mark.parametrize("build", _builds(), ids=lambda b: b.__name__.rsplit(".", 1)[-1])
+@pytest.mark.parametrize("build", exchange_builds(), ids=lambda b: b.__name__.rsplit(".", 1)[-1])
 def test_each_request_lands_in_its_own_keys_row(build: ModuleType) -> None:
     m = GatewayMetrics()
     m.counts = build.RequestCounts(m, m.rows)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import importlib
 import itertools
 import re
 from types import ModuleType
@@ -27,21 +26,12 @@ from gateway.routing.policy import (AffinityCookie, CanaryRule, CorsPolicy, Mirr
 from gateway.routing.table import Route
 from gateway.upstream import decide
 from gateway.upstream.balancer import BalancerState
-from gateway_support import backend, endpoint_slice, ingress, rule, served, service
+from gateway_support import backend, endpoint_slice, exchange_builds, ingress, rule, served, service
 
 NGINX = "nginx.ingress.kubernetes.io/"
 
 
-def _builds() -> list[ModuleType]:
-    mods = [importlib.import_module("gateway.exchange._core_py")]
-    try:
-        mods.append(importlib.import_module("gateway.exchange._core"))
-    except ImportError:
-        pass
-    return mods
-
-
-BUILDS = _builds()
+BUILDS = exchange_builds()
 BUILD_IDS = ["twin" if m.__name__.endswith("_py") else "compiled" for m in BUILDS]
 
 
