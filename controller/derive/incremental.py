@@ -77,6 +77,9 @@ class _State:
     conditions: Mapping[tuple[str, str, str], tuple[Condition, ...]]
     invalid_diagnostics: Mapping[tuple[int, str, str], Diagnostic]
     group_diagnostics: Mapping[GroupKey, tuple[Diagnostic, ...]]
+    # (consumer, name) -> the inputs its objects in per_consumer were built from (_Built);
+    # persistent: a change copies no index
+    built: Map[tuple[str, GroupKey], "_Built"]
 
 
 def _amcs_owners(ns: str, derived: str, groups: Mapping[GroupKey, Any], exported: set[GroupKey]) -> list[GroupKey]:
@@ -118,7 +121,7 @@ def _derive_group(gkey: GroupKey, members: tuple[str, ...], inputs: tuple[_Input
 
 def _empty_state(settings: tuple[Any, ...], n_members: int, consumers: Iterable[str]) -> _State:
     return _State(settings, (_NO_INPUTS,) * n_members, (Map(),) * n_members, {}, {}, None, (), {},
-                  {c: ByName() for c in consumers}, {}, {}, {})
+                  {c: ByName() for c in consumers}, {}, {}, {}, Map())
 
 
 def _find_dirty(state: _State, new_inputs: tuple[_Inputs, ...]
@@ -170,19 +173,39 @@ _View = tuple[str, frozenset[str], Mapping[tuple[str, str], ServiceImport], Mapp
               bool]
 
 
+# What one consumer's objects of one name were built from (build_objects' every input):
+# the resolved name, the ClusterSetIPs, the consumer's own ServiceImport, whether it is
+# adopted, and each exporter's source slices of the name. Objects are held (per_consumer and
+# here) as long as the entry, so comparing them by identity is sound.
+_Built = tuple[Resolved, tuple[str, ...], "ServiceImport | None", bool, tuple[Any, ...]]
+
+
+def _same_inputs(a: _Built, b: _Built) -> bool:
+    return (a[0] is b[0] and a[2] is b[2] and a[3] == b[3] and a[1] == b[1]
+            and all(x is y for x, y in zip(a[4], b[4])))
+
+
 def _consumer_objects(res: Resolved, res_ips: tuple[str, ...], views: list[_View],
-                      by_member: Mapping[str, Sources], explicit: bool = False
-                      ) -> tuple[dict[str, ImportObjects], list[Diagnostic], int]:
-    """One exported name's objects in each consumer, diagnostics, and how many members import it.
+                      by_member: Mapping[str, Sources], explicit: bool = False,
+                      held: Mapping[str, ByName] | None = None,
+                      built: Mapping[tuple[str, GroupKey], _Built] | None = None
+                      ) -> tuple[dict[str, ImportObjects], list[Diagnostic], int, dict[str, _Built]]:
+    """One exported name's objects in each consumer, diagnostics, how many members import it,
+    and what each consumer's objects were built from.
 
     `explicit` (fleet.yaml mcs.importMode: explicit): only a consumer holding a ServiceImport
-    of that name that a user made (not labelled managed-by fleetgate) imports it."""
+    of that name that a user made (not labelled managed-by fleetgate) imports it. A
+    consumer whose inputs are the very ones its `held` objects were `built` from keeps
+    them: an answer to a write in one consumer (its ServiceImport, its `amcs-` Service's
+    ClusterIP) rebuilds that consumer's objects, not every consumer's."""
     gkey = (res.namespace, res.name)
     objects: dict[str, ImportObjects] = {}
+    inputs: dict[str, _Built] = {}
     diags: list[Diagnostic] = []
     shared: ImportObjects | None = None
     derived_name = amcs_name(res.name)
     n_consumers = 0
+    sources = tuple(by_member[ex.cluster].get(gkey) for ex in res.exports)
     for cname, namespaces, imports_map, services_map, is_consumer, allocated in views:
         if res.namespace not in namespaces:
             continue
@@ -202,13 +225,21 @@ def _consumer_objects(res: Resolved, res_ips: tuple[str, ...], views: list[_View
                     cname, f"Service/{res.namespace}/{derived_name}",
                     "exists without app.kubernetes.io/managed-by=fleetgate; "
                     "fleetgate will not take it over", "warning"))
+        mine: _Built = (res, own_ips, existing, not explicit, sources)
+        inputs[cname] = mine
+        before = built.get((cname, gkey)) if built is not None else None
+        if before is not None and held is not None and _same_inputs(before, mine):
+            kept = held[cname].get(gkey)
+            if kept is not None:
+                objects[cname] = kept
+                continue
         if existing is None and own_ips == res_ips:
             if shared is None:
                 shared = build_objects(res, res_ips, None, by_member)
             objects[cname] = shared
         else:
             objects[cname] = build_objects(res, own_ips, existing, by_member, adopt=not explicit)
-    return objects, diags, n_consumers
+    return objects, diags, n_consumers, inputs
 
 
 _MISSING: Any = object()
@@ -263,6 +294,7 @@ class _Step:
         self.invalid_diagnostics = _Cow(state.invalid_diagnostics)
         self.group_diagnostics = _Cow(state.group_diagnostics)
         self.per_consumer: dict[str, ByName] = {c: state.per_consumer[c] for c in consumers}
+        self.built = state.built.mutate()  # (consumer, name) -> _Built, as per_consumer is placed
         self.copied: dict[str, Any] = {}  # consumers written to: an immutables MapMutation each
         self.moved: dict[str, set[GroupKey]] = {}  # the names placed, per consumer written to
         self.added: set[str] = set()  # consumers where a name came or went: their order is made anew
@@ -275,10 +307,19 @@ class _Step:
                                         {(i, *gkey): d for i, d in invalid})
         self.group_diagnostics.assign((gkey,), {gkey: tuple(diags)} if diags else {})
 
-    def place(self, gkey: GroupKey, objects: Mapping[str, ImportObjects]) -> None:
-        """Set (or remove, when absent from `objects`) one name's objects in every consumer."""
+    def place(self, gkey: GroupKey, objects: Mapping[str, ImportObjects],
+              inputs: Mapping[str, "_Built"]) -> None:
+        """Set (or remove, when absent from `objects`) one name's objects in every consumer,
+        with what they were built from."""
+        built = self.built
         for cname, mine in self.per_consumer.items():
             now = objects.get(cname)
+            bkey = (cname, gkey)
+            if now is None:
+                if bkey in built:
+                    del built[bkey]
+            elif built.get(bkey) is not inputs[cname]:
+                built[bkey] = inputs[cname]
             writable = self.copied.get(cname)
             had = gkey in (writable if writable is not None else mine.map)
             if not had and now is None:
@@ -368,18 +409,23 @@ def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None 
         else:
             continue
         objects: dict[str, ImportObjects] = {}
+        inputs: dict[str, _Built] = {}
         diags: list[Diagnostic] = []
         conds = invalid_conds
+        if res is not None and old_group is not None and old_group.resolved is not None \
+                and res is not old_group.resolved and res == old_group.resolved:
+            res = old_group.resolved  # the same object: the memo of each consumer's objects compares by identity
         if res is None:
             step.ips.pop(gkey)
         else:
             res_ips = (allocation or {}).get(gkey, ())
             if allocated:
                 step.ips.set(gkey, res_ips)
-            objects, diags, n_consumers = _consumer_objects(res, res_ips, views, by_member, explicit)
+            objects, diags, n_consumers, inputs = _consumer_objects(res, res_ips, views, by_member, explicit,
+                                                                    step.state.per_consumer, step.state.built)
             conds = conds + tuple(((ex.cluster, res.namespace, res.name),
                                    export_conditions(res, ex, n_consumers)) for ex in res.exports)
-        step.place(gkey, objects)
+        step.place(gkey, objects, inputs)
         step.settle(gkey, old_group, conds, invalid, diags)
         if res is None and not invalid:
             step.groups.pop(gkey)
@@ -389,7 +435,7 @@ def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None 
     per_consumer = step.sorted_consumers()
     new_state = _State(settings, new_inputs, tuple(sources), step.groups.map, wants, allocation, alloc_diagnostics,
                        step.ips.map if allocated else {}, per_consumer, step.conditions.map,
-                       step.invalid_diagnostics.map, step.group_diagnostics.map)
+                       step.invalid_diagnostics.map, step.group_diagnostics.map, step.built.finish())
     old_per_cluster = previous.per_cluster if previous is not None else {}
     per_cluster: dict[str, DerivedCluster] = {}
     for cname in consumers:

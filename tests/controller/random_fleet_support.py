@@ -49,6 +49,9 @@ class RandomFleet:
         if keys:
             del self.objects[cluster][self.rng.choice(sorted(keys))]
 
+    def drop_named(self, cluster: str, kind: str, ns: str, name: str) -> None:
+        self.objects[cluster].pop((kind, ns, name), None)
+
     def step(self) -> str:
         """Apply one random change; returns what it did (for failure messages)."""
         rng = self.rng

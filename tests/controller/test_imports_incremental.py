@@ -1,10 +1,12 @@
 """derive_imports(previous=...) against a fresh derivation, over random changes."""
 from __future__ import annotations
 
+from typing import Any
+
 from controller.derive import DerivedFleet, derive_imports
 from fleet.changes import changed_keys
 from tests.controller.mcs_support import endpoint, endpoint_slice
-from tests.controller.random_fleet_support import RandomFleet
+from tests.controller.random_fleet_support import CLUSTERS, RandomFleet
 
 SEEDS = range(12)
 STEPS = 25
@@ -16,20 +18,56 @@ def same(a: DerivedFleet, b: DerivedFleet) -> bool:
                     for c in a.per_cluster))
 
 
+# file mode (allocated ClusterSetIPs), one consumer, and live mode (each consumer's
+# ClusterSetIPs from its own `amcs-` Service, so each consumer's objects are its own)
+MODES: dict[str, dict[str, Any]] = {
+    "all": {}, "zone-b": {"clusters": ["zone-b"]},
+    "live": {"allocate": False, "unallocated": CLUSTERS},
+    "live, one allocating": {"unallocated": ("zone-a", "zone-c")},
+}
+
+
 def test_incremental_derivation_equals_a_fresh_one_over_random_changes() -> None:
     for seed in SEEDS:
         world = RandomFleet(seed)
-        previous = {None: derive_imports(world.snapshot()), "zone-b": None}
-        previous["zone-b"] = derive_imports(world.snapshot(), clusters=["zone-b"])
+        snap = world.snapshot()
+        previous = {mode: derive_imports(snap, **kw) for mode, kw in MODES.items()}
         for step in range(STEPS):
             did = [world.step() for _ in range(1 + step % 3)]
             snap = world.snapshot()
-            for clusters in (None, "zone-b"):
-                wanted = None if clusters is None else [clusters]
-                fresh = derive_imports(snap, clusters=wanted)
-                incremental = derive_imports(snap, clusters=wanted, previous=previous[clusters])
-                assert same(incremental, fresh), f"seed {seed} step {step} ({'; '.join(did)})"
-                previous[clusters] = incremental
+            for mode, kw in MODES.items():
+                fresh = derive_imports(snap, **kw)
+                incremental = derive_imports(snap, previous=previous[mode], **kw)
+                assert same(incremental, fresh), f"seed {seed} step {step} {mode} ({'; '.join(did)})"
+                previous[mode] = incremental
+
+
+def test_an_answer_in_one_consumer_rebuilds_only_that_consumers_objects() -> None:
+    """Live mode: a consumer's `amcs-` Service getting its ClusterIP (a write's answer)
+    changes that consumer's ServiceImport; the other consumers keep their objects."""
+    world = RandomFleet(5)
+    for cl in CLUSTERS:
+        world.put(cl, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}})
+    world.put("zone-a", {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "demo"},
+                         "spec": {"ports": [{"name": "http", "port": 80}]}})
+    world.put("zone-a", {"apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceExport",
+                         "metadata": {"name": "web", "namespace": "demo"}})
+    for cl in CLUSTERS:
+        world.drop_named(cl, "Service", "demo", "amcs-web")
+        world.drop_named(cl, "ServiceImport", "demo", "web")
+    live: dict[str, Any] = {"allocate": False, "unallocated": CLUSTERS}
+    first = derive_imports(world.snapshot(), **live)
+    world.put("zone-b", {"apiVersion": "v1", "kind": "Service",
+                         "metadata": {"name": "amcs-web", "namespace": "demo",
+                                      "labels": {"app.kubernetes.io/managed-by": "fleetgate"}},
+                         "spec": {"clusterIP": "10.96.7.7", "clusterIPs": ["10.96.7.7"],
+                                  "ports": [{"name": "http", "port": 80}]}})
+    second = derive_imports(world.snapshot(), previous=first, **live)
+    key = ("demo", "web")
+    assert second.per_cluster["zone-b"].by_service[key].service_import.ips == ("10.96.7.7",)
+    for cl in ("zone-a", "zone-c"):
+        assert second.per_cluster[cl].by_service[key] is first.per_cluster[cl].by_service[key]
+    assert same(second, derive_imports(world.snapshot(), **live))
 
 
 def test_an_unchanged_snapshot_reuses_everything() -> None:
