@@ -10,7 +10,10 @@ certificate) with the bearer token its Configuration gives for that request (ref
 an exec plugin or OIDC when due). What is not used is ApiClient.call_api's generic path:
 it walks every body recursively to sanitize model objects we never send, and sanitizes
 and copies the headers, which cost ~30% of the controller's CPU per write at a cold start
-(bench/controller_scale.py). This module and fleet/live.py are the only importers of
+(bench/controller_scale.py). One-object requests (the controller's writes, gets) go on
+kept-alive connections of fleet/kubewrite.py instead of aiohttp's request path (same
+headers, the session's TLS context; aiohttp still when a proxy applies); lists and
+watches stay on aiohttp. This module and fleet/live.py are the only importers of
 kubernetes_asyncio.
 """
 from __future__ import annotations
@@ -22,12 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import yarl
 
 from .kubelazy import light
+from .kubewrite import WritePool, open_pool
 from .objects import MCS_GROUP
 
 if TYPE_CHECKING:
@@ -43,6 +47,8 @@ Raw = dict[str, Any]
 LIST_PAGE = 500  # items per list page, like client-go's reflector
 CONNECT_TIMEOUT = 5.0
 LIST_TIMEOUT = 60.0
+_WRITE_TIMEOUT = aiohttp.ClientTimeout(total=LIST_TIMEOUT, sock_connect=CONNECT_TIMEOUT)  # one, not one per request
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"  # RFC 3986 pchar: object names pass unchanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +248,7 @@ class KubeClient:
         self._closed = False
         self.server = ""  # the API server URL, once the kubeconfig is loaded
         self._echoes: dict[str, Echoes] = {}  # group/plural -> awaited echoes (expect_echo)
+        self._pool: WritePool | None = None  # one-object requests off aiohttp (fleet/kubewrite.py)
 
     async def _client(self) -> k8s_client.ApiClient:
         if self._api is not None:
@@ -257,14 +264,30 @@ class KubeClient:
                     raise Unreachable(f"cannot load kubeconfig {self.kubeconfig}: {exc}") from exc
                 self.server = str(api.configuration.host or "")
                 _proxy_env_once(api, self.server)
+                self._pool = open_pool(api, self.server, connect_timeout=CONNECT_TIMEOUT)
                 self._api = api
         return self._api
 
     async def close(self) -> None:
         self._closed = True
         api, self._api = self._api, None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
         if api is not None:
             await api.close()
+
+    async def _headers(self, api: k8s_client.ApiClient) -> dict[str, str]:
+        """The headers call_api would send: User-Agent, Accept, a Cookie, and the bearer
+        token, refreshed by the kubeconfig's exec plugin or OIDC provider when due."""
+        headers = dict(api.default_headers)  # User-Agent, as call_api sends it
+        headers["Accept"] = "application/json"
+        if api.cookie:
+            headers["Cookie"] = api.cookie
+        for setting in (await api.configuration.auth_settings()).values():
+            if setting["in"] == "header":
+                headers[setting["key"]] = setting["value"]
+        return headers
 
     async def _request(self, method: str, path: str, query: Sequence[tuple[str, str]] = (), *,
                        body: Any = None, content_type: str | None = None,
@@ -272,14 +295,7 @@ class KubeClient:
         """One request on the ApiClient's session, authenticated as call_api would (see the
         module docstring); the body is plain JSON, encoded once."""
         api = await self._client()
-        headers = dict(api.default_headers)  # User-Agent, as call_api sends it
-        headers["Accept"] = "application/json"
-        if api.cookie:
-            headers["Cookie"] = api.cookie
-        # the bearer token, refreshed by the kubeconfig's exec plugin or OIDC provider when due
-        for setting in (await api.configuration.auth_settings()).values():
-            if setting["in"] == "header":
-                headers[setting["key"]] = setting["value"]
+        headers = await self._headers(api)
         data = None
         if body is not None:
             data = _ENCODE(body).encode()
@@ -317,6 +333,42 @@ class KubeClient:
         finally:
             response.release()
         doc = json.loads(data)
+        if not isinstance(doc, dict):
+            raise KubeError(500, "expected a JSON object")
+        return doc
+
+    async def _object(self, method: str, path: str, *, body: Any = None,
+                      content_type: str = "application/json") -> Raw:
+        """One object's request (get, create, patch, replace, delete): on the lean pool
+        (fleet/kubewrite.py) when there is one, else on aiohttp; the answer decoded."""
+        api = await self._client()
+        pool = self._pool
+        if pool is None:
+            return await self._json(method, path, body=body, content_type=content_type,
+                                    timeout=_WRITE_TIMEOUT)
+        headers = await self._headers(api)
+        data = b""
+        if body is not None:
+            data = _ENCODE(body).encode()
+            headers["Content-Type"] = content_type
+        lines = [f"{method} {pool.prefix}{quote(path, safe=_PATH_SAFE)} HTTP/1.1\r\nHost: {pool.host_header}\r\n"]
+        for name, value in headers.items():
+            value = str(value)
+            if "\n" in value or "\r" in value:
+                raise Unreachable(f"{method} {path}: header {name} holds a line break")
+            lines.append(f"{name}: {value}\r\n")
+        lines.append(f"Content-Length: {len(data)}\r\n\r\n")
+        try:
+            answer = await pool.request(method, "".join(lines).encode(), data, LIST_TIMEOUT)
+        except OSError as exc:  # refused, reset, TLS, timed out, a malformed answer
+            raise Unreachable(f"{method} {path}: {exc or type(exc).__name__}") from exc
+        if answer.status >= 300:
+            raise _status_error(answer.status, answer.body,
+                                {"Retry-After": answer.retry_after} if answer.retry_after else None)
+        try:
+            doc = json.loads(answer.body)
+        except ValueError:
+            raise KubeError(500, "undecodable answer: %r" % answer.body[:100]) from None
         if not isinstance(doc, dict):
             raise KubeError(500, "expected a JSON object")
         return doc
@@ -363,29 +415,26 @@ class KubeClient:
     async def merge_patch(self, resource: Resource, version: str, namespace: str, name: str, patch: Raw, *,
                           subresource: str | None = None) -> Raw:
         """JSON merge patch; a metadata.resourceVersion in the patch makes a stale base a 409."""
-        return with_kind(await self._json(
+        return with_kind(await self._object(
             "PATCH", resource.path(version, namespace=namespace, name=name, subresource=subresource),
-            body=patch, content_type="application/merge-patch+json", timeout=self._write_timeout()),
-            resource, version)
+            body=patch, content_type="application/merge-patch+json"), resource, version)
 
     async def get(self, resource: Resource, version: str, namespace: str, name: str) -> Raw:
         """One object; KubeError 404 when it is not there."""
-        return with_kind(await self._json("GET", resource.path(version, namespace=namespace, name=name),
-                                          timeout=self._write_timeout()), resource, version)
+        return with_kind(await self._object("GET", resource.path(version, namespace=namespace, name=name)),
+                         resource, version)
 
     async def create(self, resource: Resource, version: str, obj: Raw) -> Raw:
         """POST a new object (409 AlreadyExists when the name is taken); returns it as stored."""
         namespace = (obj.get("metadata") or {}).get("namespace")
-        return with_kind(await self._json("POST", resource.path(version, namespace=namespace), body=obj,
-                                          content_type="application/json", timeout=self._write_timeout()),
+        return with_kind(await self._object("POST", resource.path(version, namespace=namespace), body=obj),
                          resource, version)
 
     async def replace(self, resource: Resource, version: str, obj: Raw) -> Raw:
         """PUT a whole object; its metadata.resourceVersion must be current, else 409."""
         meta = obj.get("metadata") or {}
         path = resource.path(version, namespace=meta.get("namespace"), name=str(meta.get("name")))
-        return with_kind(await self._json("PUT", path, body=obj, content_type="application/json",
-                                          timeout=self._write_timeout()), resource, version)
+        return with_kind(await self._object("PUT", path, body=obj), resource, version)
 
     async def delete(self, resource: Resource, version: str, namespace: str, name: str, *,
                      uid: str = "", resource_version: str = "") -> None:
@@ -394,12 +443,7 @@ class KubeClient:
         body: Raw = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         if preconditions:
             body["preconditions"] = preconditions
-        await self._json("DELETE", resource.path(version, namespace=namespace, name=name), body=body,
-                         content_type="application/json", timeout=self._write_timeout())
-
-    @staticmethod
-    def _write_timeout() -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=LIST_TIMEOUT, sock_connect=CONNECT_TIMEOUT)
+        await self._object("DELETE", resource.path(version, namespace=namespace, name=name), body=body)
 
 
 def _proxy_env_once(api: k8s_client.ApiClient, server: str) -> None:
