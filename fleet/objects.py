@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
+from sys import getrefcount
 from typing import Any, Callable, Mapping, Union
 
 from . import validation
@@ -332,17 +333,44 @@ def parse_endpoint_slice(raw: Mapping[str, Any]) -> EndpointSlice:
                          endpoints=tuple(endpoints))
 
 
+# One Endpoint per distinct plain endpoint, shared by every slice that holds it: a derived
+# slice in each consumer (parsed from a write's answer) repeats its source's endpoints, and a
+# watch event re-parses every endpoint of a slice when one moves. Keyed by the raw fields and
+# the address type, so a hit skips the address and hostname checks the entry passed. Entries
+# only the table holds are swept when it doubles (amortised O(1) per parse).
+_ENDPOINTS: dict[tuple[Any, ...], Endpoint] = {}
+_SWEEP_FLOOR = 4096
+_sweep_at = _SWEEP_FLOOR
+
+
+def _held_only_by_table() -> int:
+    """sys.getrefcount of a table value nothing else holds, read the way _sweep reads it."""
+    probe = {0: object()}
+    return [getrefcount(v) for _, v in probe.items()][0]
+
+
+_UNUSED = _held_only_by_table()
+
+
+def _sweep() -> None:
+    global _sweep_at
+    unused = [k for k, v in _ENDPOINTS.items() if getrefcount(v) <= _UNUSED]
+    for k in unused:
+        del _ENDPOINTS[k]
+    _sweep_at = max(_SWEEP_FLOOR, 2 * len(_ENDPOINTS))
+
+
 def _plain_endpoint(e: Any, address_type: str) -> Endpoint | None:
     """The common endpoint (string addresses, boolean conditions, string names) in a few
-    µs: a watch re-parses every endpoint of a slice when one moves. None sends anything
-    else to `_endpoint`, which applies the same rules and names the field it rejects."""
+    µs, shared (see _ENDPOINTS). None sends anything else to `_endpoint`, which applies the
+    same rules and names the field it rejects."""
     if type(e) is not dict:
         return None
     addrs = e.get("addresses")
     if type(addrs) is not list or not addrs:
         return None
     for a in addrs:
-        if type(a) is not str or _address(a, address_type) is not None:
+        if type(a) is not str:
             return None
     cond = e.get("conditions")
     if cond is None:
@@ -355,12 +383,26 @@ def _plain_endpoint(e: Any, address_type: str) -> Endpoint | None:
     else:
         return None
     hostname, zone, node_name = e.get("hostname"), e.get("zone"), e.get("nodeName")
-    if (hostname is not None and (type(hostname) is not str or _label(hostname) is not None)) \
-            or (zone is not None and type(zone) is not str) or (node_name is not None and type(node_name) is not str):
+    if (hostname is not None and type(hostname) is not str) or (zone is not None and type(zone) is not str) \
+            or (node_name is not None and type(node_name) is not str):
         return None
-    return Endpoint(tuple(map(shared, addrs)), ready, serving, terminating,
-                    hostname if hostname is None else shared(hostname), zone if zone is None else shared(zone),
-                    node_name if node_name is None else shared(node_name))
+    addresses = tuple(addrs)
+    key = (address_type, addresses, ready, serving, terminating, hostname, zone, node_name)
+    found = _ENDPOINTS.get(key)
+    if found is not None:
+        return found
+    for a in addresses:
+        if _address(a, address_type) is not None:
+            return None
+    if hostname is not None and _label(hostname) is not None:
+        return None
+    ep = Endpoint(tuple(map(shared, addresses)), ready, serving, terminating,
+                  hostname if hostname is None else shared(hostname), zone if zone is None else shared(zone),
+                  node_name if node_name is None else shared(node_name))
+    if len(_ENDPOINTS) >= _sweep_at:
+        _sweep()
+    _ENDPOINTS[(address_type, ep.addresses, ready, serving, terminating, ep.hostname, ep.zone, ep.node_name)] = ep
+    return ep
 
 
 def _endpoint(e: Any, where: str, address_type: str) -> Endpoint:

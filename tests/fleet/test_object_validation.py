@@ -140,3 +140,31 @@ def test_the_ipv4_fast_path_agrees_with_ipaddress() -> None:
         except ValueError:
             valid = False
         assert (address(text, "IPv4") is None) == valid, text
+
+
+def test_equal_endpoints_are_one_object_and_a_shared_one_is_still_checked_per_slice_type() -> None:
+    """Slices repeating an endpoint (a derived slice in each consumer) share its view; the
+    table is keyed by the address type too, so an address valid in an IPv4 slice met again
+    in an IPv6 slice is checked (and refused) there, and a non-boolean condition equal to a
+    held one (1 == True) is refused, not found."""
+    a = parse_object(slice_doc(address="10.1.2.3", hostname="pod-a"))
+    b = parse_object(slice_doc(address="10.1.2.3", hostname="pod-a", name="echo-b"))
+    assert a.endpoints[0] is b.endpoints[0]
+    assert parse_object(slice_doc(address="10.1.2.4")).endpoints[0] is not a.endpoints[0]
+    assert error_of(slice_doc(address="10.1.2.3", address_type="IPv6")).startswith("endpoints[0].addresses[0]: ")
+    doc = slice_doc(address="10.1.2.3", hostname="pod-a")
+    doc["endpoints"][0]["conditions"] = {"ready": 1}
+    assert error_of(doc).startswith("endpoints[0].conditions.ready: ")
+
+
+def test_endpoints_no_slice_holds_are_swept_from_the_table() -> None:
+    """The table holds no endpoint alive on its own: entries only it holds go when it grows."""
+    from fleet import objects
+
+    kept = parse_object(slice_doc(address="10.200.0.1"))
+    for i in range(2 * objects._SWEEP_FLOOR + 10):  # bounded: two sweeps' worth of distinct endpoints
+        parse_object(slice_doc(address=f"10.201.{i // 250}.{i % 250 + 1}"))
+    assert len(objects._ENDPOINTS) <= 2 * objects._SWEEP_FLOOR
+    objects._sweep()
+    assert kept.endpoints[0] in objects._ENDPOINTS.values()
+    assert not any(k[1][0].startswith("10.201.") for k in objects._ENDPOINTS)
