@@ -12,7 +12,12 @@ EndpointSlices in every consumer (a kubernetes_asyncio watch, no polling) and me
   change does not wait for the last), each timed until every consumer's watch shows it;
   p50/p99/max;
 - writes per change (API writes during the change phase / changes; target one per consumer),
-  controller CPU per change (its utime+stime over the change phase / changes), its RSS.
+  controller CPU per change (its utime+stime over the change phase / changes), its RSS;
+- the cold start's CPU split: controller, API servers (and their CPU per request served,
+  seeding excluded), this process.
+
+The issue's targets are for one core for the controller: with 2 CPUs or more the controller
+is pinned to the first and the API servers and this process to the others (`--no-pin` not to).
 
     python bench/controller_scale.py [--services 1000 --changes 200 --interval 0.05]
 """
@@ -78,14 +83,20 @@ def write_kinds(requests: list[Any]) -> dict[str, int]:
     return counts
 
 
-async def serve_api(member: int, services: int, endpoints: int) -> None:
-    """Child: one seeded server; prints its URL, answers `mark`/`stats` on stdin."""
+async def serve_api(member: int, services: int, endpoints: int, profile: str | None) -> None:
+    """Child: one seeded server; prints its URL and the CPU seeding took, answers
+    `mark`/`stats` on stdin. `profile`: cProfile (CPU time) of serving, after the seeding."""
     from kubefake import KubeAPIServer
 
     server = await KubeAPIServer(bookmark_interval=60, history_limit=200000).start()
     for obj in member_objects(member, services, endpoints):
         server.create(obj)
-    print(json.dumps(server.url), flush=True)
+    profiler = None
+    if profile:
+        import cProfile
+        profiler = cProfile.Profile(time.process_time)
+        profiler.enable()
+    print(json.dumps({"url": server.url, "cpu_s": time.process_time()}), flush=True)
     mark = 0
     last_write = [0.0, 0]  # wall time a write was last seen, writes seen
 
@@ -106,9 +117,13 @@ async def serve_api(member: int, services: int, endpoints: int) -> None:
         elif line == "stats":
             after = server.requests[mark:]
             print(json.dumps({"write": sum(r.is_write for r in after), "requests": len(after),
-                              "last_write": last_write[0], "by": write_kinds(after)}), flush=True)
+                              "last_write": last_write[0], "by": write_kinds(after),
+                              "cpu_s": time.process_time()}), flush=True)
     sampler.cancel()
     await server.stop()
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(profile)
 
 
 class Child:
@@ -133,6 +148,32 @@ class Child:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+# --- cores: one for the controller, the rest for everything else -------------------------------
+
+def split_cores() -> tuple[set[int], set[int]] | None:
+    """(the controller's core, everything else's cores), or None with fewer than 2 CPUs.
+
+    The issue's targets are for one core for the controller; the fake API servers and this
+    process's watchers stand in for machines elsewhere, so they must not take its core."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return {cpus[0]}, set(cpus[1:])
+
+
+def pin(pid: int, cores: set[int]) -> None:
+    """Pin every thread of a process (sched_setaffinity on a pid moves only that thread)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cores)
+        except (ProcessLookupError, FileNotFoundError):
+            pass  # a thread that just ended
+
+
+def cores_text(cores: set[int]) -> str:
+    return ",".join(str(c) for c in sorted(cores))
 
 
 # --- the controller's process ------------------------------------------------------------------
@@ -252,15 +293,27 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     from kubernetes_asyncio import client as k8s
     from kubernetes_asyncio import config as k8s_config
 
+    cores = split_cores() if not args.no_pin else None
+    if cores is None:
+        log("not pinning: %s" % ("--no-pin" if args.no_pin else f"{len(os.sched_getaffinity(0))} CPU available"))
+    else:  # before the API servers start: they inherit this process's cores
+        pin(os.getpid(), cores[1])
+        log(f"pinned: the controller on core {cores_text(cores[0])}; the 3 API servers and this "
+            f"process's watchers on core(s) {cores_text(cores[1])}")
     log(f"seeding 3 members: m0 exports {args.services} Services x {args.endpoints} endpoints")
     children = [Child([sys.executable, __file__, "--serve-api", str(m), "--services", str(args.services),
-                       "--endpoints", str(args.endpoints)]) for m in range(3)]
+                       "--endpoints", str(args.endpoints)]
+                      + (["--profile-api", args.profile_api] if args.profile_api and m == 1 else []))
+                for m in range(3)]
     controller: subprocess.Popen[bytes] | None = None
     clients: list[Any] = []
     consumers: Consumers | None = None
-    out: dict[str, Any] = {"services": args.services, "endpoints": args.endpoints, "load": os.getloadavg()[0]}
+    out: dict[str, Any] = {"services": args.services, "endpoints": args.endpoints, "load": os.getloadavg()[0],
+                           "cores": None if cores is None else
+                           {"controller": cores_text(cores[0]), "others": cores_text(cores[1])}}
     try:
-        urls = [await asyncio.wait_for(c.ask(), args.timeout) for c in children]
+        ready = [await asyncio.wait_for(c.ask(), args.timeout) for c in children]
+        urls = [r["url"] for r in ready]
         with tempfile.TemporaryDirectory(prefix="fleetgate-ctl-bench-") as tmp:
             fleet_yaml = write_fleet(Path(tmp), urls)
             apis = []
@@ -298,6 +351,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 [*spy, sys.executable, str(script), "controller", "--fleet", str(fleet_yaml), "--admin", "127.0.0.1:0", "--log-level", args.log_level,
                  "--max-concurrent-writes", str(args.max_concurrent_writes)], cwd=str(ROOT))
             pid = await child_pid(controller.pid) if spy else controller.pid
+            if cores is not None:  # py-spy, when sampling, stays on the other cores
+                pin(pid, cores[0])
             if not await consumers.converged(args.services, args.timeout):
                 raise SystemExit(f"not converged within {args.timeout}s: "
                                  f"{[len(s) for s in consumers.slices]} slices of {args.services}")
@@ -310,15 +365,25 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(0.2)
             out["cold_start_s"] = last - wall_started
             by: dict[str, int] = {}
-            for c in children:
-                for what, n in (await c.ask("stats"))["by"].items():
+            requests, serving_cpu = [], []
+            for c, r in zip(children, ready):
+                stats = await c.ask("stats")
+                requests.append(stats["requests"])
+                serving_cpu.append(stats["cpu_s"] - r["cpu_s"])
+                for what, n in stats["by"].items():
                     by[what] = by.get(what, 0) + n
             out["cold_start_writes"] = dict(sorted(by.items()))
             out["cold_start_writes_per_service"] = round(sum(by.values()) / args.services, 2)
             out["cold_start_cpu_s"] = cpu_seconds(pid)
             out["cold_start_api_cpu_s"] = [round(cpu_seconds(c.proc.pid), 1) for c in children]
+            out["cold_start_api_requests"] = requests
+            # serving only (seeding excluded), watch streams' events included
+            out["api_cpu_per_request_ms"] = round(sum(serving_cpu) * 1000 / sum(requests), 3)
             out["cold_start_bench_cpu_s"] = round(time.process_time(), 1)
             log(f"converged in {out['cold_start_s']:.1f}s: {json.dumps(out)}")
+            log(f"cold start CPU: controller {out['cold_start_cpu_s']:.1f} s, API servers "
+                f"{sum(out['cold_start_api_cpu_s']):.1f} s ({out['api_cpu_per_request_ms']:.3f} ms per request "
+                f"served), bench {out['cold_start_bench_cpu_s']:.1f} s")
             out["rss_after_start_mb"] = rss_mb(pid)[0]
             for c in children:
                 await c.ask("mark")
@@ -405,12 +470,16 @@ def main() -> int:
     parser.add_argument("--gc-check", action="store_true",
                         help="at the end, have the controller collect its frozen objects once (is any garbage kept?)")
     parser.add_argument("--py-spy", metavar="PATH", help="sample the controller with py-spy (collapsed stacks to PATH)")
+    parser.add_argument("--profile-api", metavar="PATH",
+                        help="cProfile (CPU time) member m1's API server while it serves, stats to PATH")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not pin the controller to one core and the rest to the others")
     parser.add_argument("--serve-api", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     import uvloop
     if args.serve_api is not None:
         sys.path.insert(0, os.getcwd())
-        uvloop.run(serve_api(args.serve_api, args.services, args.endpoints))
+        uvloop.run(serve_api(args.serve_api, args.services, args.endpoints, args.profile_api))
         return 0
     sys.path.insert(0, str(ROOT))
     out = uvloop.run(measure(args))

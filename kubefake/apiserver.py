@@ -15,7 +15,6 @@ inject faults with `fail_next()`, `delay()`, `drop_watches()`, `compact()`, `res
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import logging
 import random
@@ -32,7 +31,7 @@ from .errors import ApiError, failure_status
 from .resources import Registry, ResourceType, default_crds
 from .routes import ApiHandlers
 from .selectors import matcher, parse_field_selector, parse_label_selector
-from .store import Obj, ObjectStore
+from .store import Obj, ObjectStore, clone
 
 log = logging.getLogger(__name__)
 
@@ -267,28 +266,29 @@ class KubeAPIServer:
         return rt
 
     def _present(self, rt: ResourceType, obj: Obj, api_version: str | None) -> Obj:
+        """A copy of a stored object for a test to keep (and change) as it likes."""
         version = (api_version or rt.api_version()).rpartition("/")[2]
         return {"apiVersion": rt.api_version(version), "kind": rt.kind,
-                **{k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}}
+                **{k: clone(v) for k, v in obj.items() if k not in ("apiVersion", "kind")}}
 
     def create(self, obj: Obj) -> Obj:
         """Store an object as given (status, uid, creationTimestamp kept; namespace made)."""
         rt = self._type_of(obj)
-        obj = copy.deepcopy(obj)
+        obj = clone(obj)
         obj.setdefault("metadata", {})
         if rt.namespaced:
             obj["metadata"].setdefault("namespace", "default")
-        return self._present(rt, self.store.create(rt, obj, seed=True), obj["apiVersion"])
+        return self._present(rt, self.store.create(rt, obj, seed=True, owned=True), obj["apiVersion"])
 
     def replace(self, obj: Obj) -> Obj:
         """Replace an object (status included), ignoring its resourceVersion."""
         rt = self._type_of(obj)
-        obj = copy.deepcopy(obj)
+        obj = clone(obj)
         meta = obj.setdefault("metadata", {})
         meta.pop("resourceVersion", None)
         if rt.namespaced:
             meta.setdefault("namespace", "default")
-        return self._present(rt, self.store.update(rt, obj, seed=True), obj["apiVersion"])
+        return self._present(rt, self.store.update(rt, obj, seed=True, owned=True), obj["apiVersion"])
 
     def apply(self, obj: Obj) -> Obj:
         """Create or replace."""

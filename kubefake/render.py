@@ -2,6 +2,9 @@
 
 Storage is version-free, so serving v1alpha1 or v1beta1 of the same ServiceExport is
 only a matter of the apiVersion field (the MCS versions share one schema).
+
+A stored object is never mutated once committed, so its JSON in a given version is made
+once (`Wire`) and reused for the write's answer and for every watcher's event line.
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from .resources import ResourceType
 Obj = dict[str, Any]
 
 TABLE_MEDIA = "application/json;as=Table;v=v1;g=meta.k8s.io"
+
+encode = json.JSONEncoder(separators=(",", ":")).encode  # compact, like the real server's JSON
 
 
 def as_version(obj: Obj, rt: ResourceType, version: str) -> Obj:
@@ -108,7 +113,35 @@ def table(rt: ResourceType, version: str, objs: list[Obj], rv: int, *, include: 
 
 
 def event_line(kind: str, obj: Obj) -> bytes:
-    return json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
+    return encode({"type": kind, "object": obj}).encode() + b"\n"
+
+
+class Wire:
+    """The JSON of stored objects per version served, made once per object.
+
+    Keyed by the object's identity: an entry holds the object, so its id cannot be reused
+    while the entry lives, and stored objects are never mutated (store.py). Bounded: the
+    oldest entries go first (a watcher far behind re-encodes, nothing more)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._entries: dict[tuple[int, str], tuple[Obj, bytes]] = {}
+
+    def object(self, obj: Obj, rt: ResourceType, version: str) -> bytes:
+        key = (id(obj), version)
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is obj:
+            return entry[1]
+        data = encode(as_version(obj, rt, version)).encode()
+        entries = self._entries
+        if len(entries) >= self._size:
+            del entries[next(iter(entries))]
+        entries[key] = (obj, data)
+        return data
+
+    def event(self, kind: str, obj: Obj, rt: ResourceType, version: str) -> bytes:
+        """One watch event line (ADDED, MODIFIED or DELETED of a stored object)."""
+        return b'{"type":"%s","object":%s}\n' % (kind.encode(), self.object(obj, rt, version))
 
 
 def bookmark(rt: ResourceType, version: str, rv: int, *, initial_end: bool = False) -> Obj:

@@ -69,7 +69,7 @@ def parse_target(registry: Registry, group: str, version: str, rest: list[str]) 
 
 
 def _json(obj: Any, status: int = 200, media: str = "application/json") -> web.Response:
-    return web.Response(body=json.dumps(obj).encode(), status=status, headers={"Content-Type": media})
+    return web.Response(body=render.encode(obj).encode(), status=status, headers={"Content-Type": media})
 
 
 def _accepts(request: web.Request, marker: str) -> bool:
@@ -131,6 +131,7 @@ class ApiHandlers:
         self.registry = store.registry
         self.bookmark_interval = bookmark_interval
         self.streams: set[WatchStream] = set()
+        self.wire = render.Wire()
 
     # --- entry ---------------------------------------------------------------------
 
@@ -211,7 +212,8 @@ class ApiHandlers:
             table = render.table(t.rt, t.version, [obj], self.store.resource_version,
                                  include=request.query.get("includeObject", "Metadata"))
             return _json(table, status, render.TABLE_MEDIA)
-        return _json(render.as_version(obj, t.rt, t.version), status)
+        return web.Response(body=self.wire.object(obj, t.rt, t.version), status=status,
+                            headers={"Content-Type": "application/json"})
 
     def get(self, request: web.Request, t: Target) -> web.Response:
         assert t.name is not None
@@ -270,7 +272,7 @@ class ApiHandlers:
             if as_table:
                 return render.event_line(kind, render.table(t.rt, t.version, [obj],
                                                             int(obj["metadata"]["resourceVersion"])))
-            return render.event_line(kind, render.as_version(obj, t.rt, t.version))
+            return self.wire.event(kind, obj, t.rt, t.version)
 
         try:
             sub, first = self.store.watch(t.rt, t.namespace, match, since,
@@ -347,7 +349,7 @@ class ApiHandlers:
         obj = _object_body(await _read_body(request))
         check_kind(t.rt, t.version, obj)
         self._place(t, obj)
-        created = self.store.create(t.rt, obj, dry_run="dryRun" in request.query)
+        created = self.store.create(t.rt, obj, dry_run="dryRun" in request.query, owned=True)
         return self._shown(request, t, created, 201)
 
     async def replace(self, request: web.Request, t: Target) -> web.Response:
@@ -355,7 +357,7 @@ class ApiHandlers:
         check_kind(t.rt, t.version, obj)
         self._place(t, obj)
         updated = self.store.update(t.rt, obj, status_only=t.subresource == "status",
-                                    dry_run="dryRun" in request.query)
+                                    dry_run="dryRun" in request.query, owned=True)
         return self._shown(request, t, updated)
 
     async def patch(self, request: web.Request, t: Target) -> web.Response:
@@ -383,7 +385,9 @@ class ApiHandlers:
         patched = _object_body(patched)
         check_kind(t.rt, t.version, patched)
         self._place(t, patched)
-        updated = self.store.update(t.rt, patched, status_only=t.subresource == "status", dry_run=dry_run)
+        # a merge patch's result shares what it left alone with the stored object: not owned
+        updated = self.store.update(t.rt, patched, status_only=t.subresource == "status", dry_run=dry_run,
+                                    owned=media != "application/merge-patch+json")
         return self._shown(request, t, updated)
 
     def _apply(self, request: web.Request, t: Target, obj: Obj, dry_run: bool) -> web.Response:
@@ -400,7 +404,7 @@ class ApiHandlers:
             if exc.code != 404 or t.subresource:
                 raise
             obj["metadata"].pop("resourceVersion", None)
-            return self._shown(request, t, self.store.create(t.rt, obj, dry_run=dry_run), 201)
+            return self._shown(request, t, self.store.create(t.rt, obj, dry_run=dry_run, owned=True), 201)
         patched = merge_patch(current, obj)
         updated = self.store.update(t.rt, patched, status_only=t.subresource == "status", dry_run=dry_run)
         return self._shown(request, t, updated)

@@ -4,10 +4,14 @@ One global resourceVersion counter, a bounded history of committed events (what 
 from an older resourceVersion replays) and synchronous fan-out to subscribers, so a
 list followed by a watch from its resourceVersion can neither miss nor repeat an event.
 No I/O and no asyncio: the HTTP layer turns deliveries into streams.
+
+Committed objects are never mutated: reads and writes hand out the stored object itself
+(read-only; a caller that changes one copies it first with `clone`), and a write takes
+ownership of the object it is given when `owned=True` (the HTTP layer's freshly decoded
+bodies), so a request copies an object at most once.
 """
 from __future__ import annotations
 
-import copy
 import ipaddress
 import itertools
 import random
@@ -19,6 +23,7 @@ from typing import Any, Callable, Iterator
 
 from . import strategy
 from .errors import ApiError, already_exists, conflict, gone, invalid, not_found
+from .patch import clone
 from .resources import CRD_KEY, NAMESPACE_KEY, Registry, ResourceKey, ResourceType, from_crd
 from .selectors import Matcher
 
@@ -152,13 +157,15 @@ class ObjectStore:
                 yield obj
 
     def get(self, rt: ResourceType, namespace: str, name: str) -> Obj:
+        """The stored object, not a copy: callers must not mutate it."""
         obj = self._objects.get(rt.key, {}).get((namespace if rt.namespaced else "", name))
         if obj is None:
             raise not_found(rt.plural, rt.group, name)
-        return copy.deepcopy(obj)
+        return obj
 
     def list_objects(self, rt: ResourceType, namespace: str | None, match: Matcher) -> tuple[list[Obj], int]:
-        items = [copy.deepcopy(o) for o in self.iter_objects(rt.key, namespace) if match(o)]
+        """Stored objects, not copies (as iter_objects), and the list's resourceVersion."""
+        items = [o for o in self.iter_objects(rt.key, namespace) if match(o)]
         return items, self._rv
 
     def namespace_exists(self, name: str) -> bool:
@@ -170,9 +177,12 @@ class ObjectStore:
 
     # --- writing -------------------------------------------------------------------
 
-    def create(self, rt: ResourceType, obj: Obj, *, dry_run: bool = False, seed: bool = False) -> Obj:
-        """Store a new object. `seed` keeps given uid/timestamp/status and adds namespaces."""
-        obj = copy.deepcopy(obj)
+    def create(self, rt: ResourceType, obj: Obj, *, dry_run: bool = False, seed: bool = False,
+               owned: bool = False) -> Obj:
+        """Store a new object; returns it as stored (read-only). `seed` keeps given
+        uid/timestamp/status and adds namespaces; `owned`: obj is the store's to keep."""
+        if not owned:
+            obj = clone(obj)
         meta = obj.setdefault("metadata", {})
         meta.pop("managedFields", None)
         if not meta.get("name") and meta.get("generateName"):
@@ -194,7 +204,7 @@ class ObjectStore:
                 raise not_found("namespaces", "", namespace)
             self.create(self.registry.types[NAMESPACE_KEY],
                         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
-                        seed=True)
+                        seed=True, owned=True)
         if seed:
             meta.pop("resourceVersion", None)
         elif meta.get("resourceVersion"):
@@ -216,11 +226,12 @@ class ObjectStore:
             self.registry.add(from_crd(obj))
         if dry_run:
             return obj
-        return copy.deepcopy(self._commit("ADDED", rt, namespace, obj, None))
+        return self._commit("ADDED", rt, namespace, obj, None)
 
     def update(self, rt: ResourceType, obj: Obj, *, status_only: bool = False,
-               dry_run: bool = False, seed: bool = False) -> Obj:
-        """Replace an object; a stale metadata.resourceVersion is a 409 Conflict."""
+               dry_run: bool = False, seed: bool = False, owned: bool = False) -> Obj:
+        """Replace an object; a stale metadata.resourceVersion is a 409 Conflict. Returns
+        it as stored (read-only); `owned`: obj is the store's to keep (nothing shared)."""
         meta = obj.get("metadata") or {}
         namespace = meta.get("namespace") or "" if rt.namespaced else ""
         name = meta.get("name") or ""
@@ -231,13 +242,13 @@ class ObjectStore:
         if sent_rv and sent_rv != old["metadata"]["resourceVersion"]:
             raise conflict(rt.plural, rt.group, name)
         if status_only:
-            new = copy.deepcopy(old)
+            new = clone(old)
             if "status" in obj:
-                new["status"] = copy.deepcopy(obj["status"])
+                new["status"] = obj["status"] if owned else clone(obj["status"])
             else:
                 new.pop("status", None)
         else:
-            new = copy.deepcopy(obj)
+            new = obj if owned else clone(obj)
             new_meta = new.setdefault("metadata", {})
             new_meta.pop("managedFields", None)
             for field in ("uid", "creationTimestamp", "deletionTimestamp", "generation",
@@ -250,7 +261,7 @@ class ObjectStore:
                 new_meta.pop("namespace", None)
             if rt.status and not seed:
                 if "status" in old:
-                    new["status"] = copy.deepcopy(old["status"])
+                    new["status"] = clone(old["status"])
                 else:
                     new.pop("status", None)
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
@@ -264,19 +275,20 @@ class ObjectStore:
         if _spec_part(new, rt.status) != _spec_part(old, rt.status):
             new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
         if new == old:
-            return copy.deepcopy(old)  # a no-op write commits nothing, like etcd
+            return old  # a no-op write commits nothing, like etcd
         if dry_run:
             return new
         if rt.key == CRD_KEY:
             self.registry.add(from_crd(new))
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
-            return copy.deepcopy(self._remove(rt, namespace, name, "Background", current=new))
-        return copy.deepcopy(self._commit("MODIFIED", rt, namespace, new, old))
+            return self._remove(rt, namespace, name, "Background", current=new)
+        return self._commit("MODIFIED", rt, namespace, new, old)
 
     def delete(self, rt: ResourceType, namespace: str, name: str, *, propagation: str = "Background",
                dry_run: bool = False, uid: str | None = None, resource_version: str | None = None,
                terminate: bool = False) -> Obj:
-        """Delete now, or mark for deletion while finalizers remain; then cascade.
+        """Delete now, or mark for deletion while finalizers remain; then cascade. Returns
+        the object as stored (read-only): its last state, or the one marked for deletion.
 
         `terminate` (Namespaces only) marks the namespace Terminating like the real
         namespace lifecycle; finalize_namespace() later removes it with its contents.
@@ -293,22 +305,22 @@ class ObjectStore:
                            "ResourceVersion in object meta: %s"
                            % (resource_version, old["metadata"]["resourceVersion"]), reason="Conflict")
         if dry_run:
-            return copy.deepcopy(old)
+            return old
         if terminate and rt.key == NAMESPACE_KEY:
             if old["metadata"].get("deletionTimestamp"):
-                return copy.deepcopy(old)
-            new = copy.deepcopy(old)
+                return old
+            new = clone(old)
             new["metadata"]["deletionTimestamp"] = timestamp(self._clock())
             new.setdefault("status", {})["phase"] = "Terminating"
-            return copy.deepcopy(self._commit("MODIFIED", rt, namespace, new, old))
+            return self._commit("MODIFIED", rt, namespace, new, old)
         if old["metadata"].get("finalizers"):
             if old["metadata"].get("deletionTimestamp"):
-                return copy.deepcopy(old)
-            new = copy.deepcopy(old)
+                return old
+            new = clone(old)
             new["metadata"]["deletionTimestamp"] = timestamp(self._clock())
             new["metadata"]["deletionGracePeriodSeconds"] = 0
-            return copy.deepcopy(self._commit("MODIFIED", rt, namespace, new, old))
-        return copy.deepcopy(self._remove(rt, namespace, name, propagation))
+            return self._commit("MODIFIED", rt, namespace, new, old)
+        return self._remove(rt, namespace, name, propagation)
 
     def finalize_namespace(self, name: str) -> None:
         """Remove a Terminating namespace and everything in it (the namespace controller)."""
@@ -394,7 +406,7 @@ class ObjectStore:
         if rt.key == CRD_KEY:
             self._drop_custom_resource(current or self._objects[rt.key][("", name)])
         old = self._objects[rt.key][(namespace, name)]
-        final = copy.deepcopy(current if current is not None else old)
+        final = current if current is not None else clone(old)  # current: update's own new object
         gone_obj = self._commit("DELETED", rt, namespace, final, old)
         self._collect_dependents(gone_obj["metadata"]["uid"], propagation)
         return gone_obj
@@ -428,7 +440,7 @@ class ObjectStore:
                 continue
             refs = obj["metadata"].get("ownerReferences") or []
             if propagation == "Orphan":
-                new = copy.deepcopy(obj)
+                new = clone(obj)
                 new["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
                 if not new["metadata"]["ownerReferences"]:
                     del new["metadata"]["ownerReferences"]
