@@ -64,7 +64,7 @@ class _Fault:
     path: str | None
     retry_after: int | None
 
-    def matches(self, request: web.Request) -> bool:
+    def matches(self, request: web.BaseRequest) -> bool:
         return (self.method is None or request.method == self.method.upper()) and \
             (self.path is None or self.path in request.path_qs)
 
@@ -113,7 +113,7 @@ class KubeAPIServer:
                 self.create(crd)
         self._handlers = ApiHandlers(self.store, bookmark_interval=bookmark_interval,
                                     namespace_grace=namespace_grace)
-        self._runner: web.AppRunner | None = None
+        self._runner: web.BaseRunner | None = None
         self._host = "127.0.0.1"
         self._port = 0
         self._delay = 0.0
@@ -127,9 +127,15 @@ class KubeAPIServer:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> "KubeAPIServer":
         if self._runner is not None:
             raise RuntimeError("KubeAPIServer is already running")
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, handle_signals=False)
+        # aiohttp's low-level server: every path goes to one handler, so an Application's
+        # router, middlewares and signals would be per-request cost for nothing
+        loop = asyncio.get_running_loop()
+
+        def request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
+            return web.BaseRequest(message, payload, protocol, writer, task, loop,
+                                   client_max_size=64 * 1024 * 1024)
+        runner = web.ServerRunner(web.Server(self._handle, request_factory=request, access_log=None),
+                                  shutdown_timeout=1.0, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True)
         try:
@@ -331,7 +337,7 @@ class KubeAPIServer:
 
     # --- HTTP entry ----------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         self.requests.append(RecordedRequest(request.method, request.path, dict(request.query),
                                              request.headers.get("Content-Type", "")))
         if self._delay:

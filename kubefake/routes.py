@@ -72,11 +72,11 @@ def _json(obj: Any, status: int = 200, media: str = "application/json") -> web.R
     return web.Response(body=render.encode(obj).encode(), status=status, headers={"Content-Type": media})
 
 
-def _accepts(request: web.Request, marker: str) -> bool:
+def _accepts(request: web.BaseRequest, marker: str) -> bool:
     return marker in request.headers.get("Accept", "")
 
 
-async def _read_body(request: web.Request) -> Any:
+async def _read_body(request: web.BaseRequest) -> Any:
     raw = await request.read()
     if not raw.strip():
         raise bad_request("the request body is empty")
@@ -112,15 +112,43 @@ class _Close:
         self.abort = abort
 
 
-class WatchStream:
-    """One open watch response; closing it ends the response (or drops the connection)."""
+def _wake(waiter: "asyncio.Future[None]") -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
-    def __init__(self, request: web.Request) -> None:
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+
+class WatchStream:
+    """One open watch response; closing it ends the response (or drops the connection).
+
+    Events pile up in `pending` and wake the response's loop once per batch: a future
+    and a timer per wait, not a task per event as asyncio.wait_for on a queue would be."""
+
+    def __init__(self, request: web.BaseRequest) -> None:
+        self.pending: list[Any] = []
         self.request = request
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: Any) -> None:
+        self.pending.append(item)
+        if self._waiter is not None:
+            _wake(self._waiter)
 
     def close(self, *, abort: bool) -> None:
-        self.queue.put_nowait(_Close(abort))
+        self.put(_Close(abort))
+
+    async def wait(self, timeout: float | None) -> None:
+        """Until something is pending, or `timeout` seconds have passed."""
+        if self.pending:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, _wake, waiter) if timeout is not None else None
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
 
 class ApiHandlers:
@@ -135,7 +163,7 @@ class ApiHandlers:
 
     # --- entry ---------------------------------------------------------------------
 
-    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+    async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         segs = [s for s in request.path.split("/") if s]
         if segs in (["version"],):
             return _json(discovery.VERSION_INFO)
@@ -164,7 +192,7 @@ class ApiHandlers:
         target = parse_target(self.registry, group, version, rest)
         return await self._resource(request, target)
 
-    def _discovery(self, request: web.Request, *, core: bool) -> web.Response:
+    def _discovery(self, request: web.BaseRequest, *, core: bool) -> web.Response:
         accept = request.headers.get("Accept", "")
         for media_version in ("v2", "v2beta1"):
             if discovery.AGGREGATED_MEDIA % media_version in accept.replace(" ", ""):
@@ -174,7 +202,7 @@ class ApiHandlers:
             return _json(discovery.api_versions(request.host))
         return _json(discovery.api_group_list(self.registry))
 
-    async def _resource(self, request: web.Request, t: Target) -> web.StreamResponse:
+    async def _resource(self, request: web.BaseRequest, t: Target) -> web.StreamResponse:
         method = request.method
         if method == "GET" and t.name is None:
             if t.watch_path or request.query.get("watch") in _TRUE:
@@ -198,7 +226,7 @@ class ApiHandlers:
 
     # --- reads ---------------------------------------------------------------------
 
-    def _matcher(self, request: web.Request, t: Target) -> Matcher:
+    def _matcher(self, request: web.BaseRequest, t: Target) -> Matcher:
         labels = parse_label_selector(request.query.get("labelSelector"))
         fields = parse_field_selector(request.query.get("fieldSelector"), t.rt.field_labels)
         match = matcher(labels, fields)
@@ -207,7 +235,7 @@ class ApiHandlers:
             return lambda obj: obj["metadata"]["name"] == name and inner(obj)
         return match
 
-    def _shown(self, request: web.Request, t: Target, obj: Obj, status: int = 200) -> web.Response:
+    def _shown(self, request: web.BaseRequest, t: Target, obj: Obj, status: int = 200) -> web.Response:
         if _accepts(request, "as=Table"):
             table = render.table(t.rt, t.version, [obj], self.store.resource_version,
                                  include=request.query.get("includeObject", "Metadata"))
@@ -215,11 +243,11 @@ class ApiHandlers:
         return web.Response(body=self.wire.object(obj, t.rt, t.version), status=status,
                             headers={"Content-Type": "application/json"})
 
-    def get(self, request: web.Request, t: Target) -> web.Response:
+    def get(self, request: web.BaseRequest, t: Target) -> web.Response:
         assert t.name is not None
         return self._shown(request, t, self.store.get(t.rt, t.namespace or "", t.name))
 
-    def list_objects(self, request: web.Request, t: Target) -> web.Response:
+    def list_objects(self, request: web.BaseRequest, t: Target) -> web.Response:
         match = self._matcher(request, t)
         rv = _int_param(request.query, "resourceVersion")
         if rv and request.query.get("resourceVersionMatch") == "Exact":
@@ -252,7 +280,7 @@ class ApiHandlers:
             return _json(table, media=render.TABLE_MEDIA)
         return _json(render.list_body(t.rt, t.version, items, list_rv, next_token, remaining))
 
-    async def watch(self, request: web.Request, t: Target) -> web.StreamResponse:
+    async def watch(self, request: web.BaseRequest, t: Target) -> web.StreamResponse:
         match = self._matcher(request, t)
         q = request.query
         rv = _int_param(q, "resourceVersion")
@@ -276,7 +304,7 @@ class ApiHandlers:
 
         try:
             sub, first = self.store.watch(t.rt, t.namespace, match, since,
-                                          lambda kind, obj: stream.queue.put_nowait((kind, obj)))
+                                          lambda kind, obj: stream.put((kind, obj)))
         except ApiError as exc:
             if exc.code != 410:
                 raise
@@ -299,18 +327,15 @@ class ApiHandlers:
                 now = loop.time()
                 if deadline is not None and now >= deadline:
                     break
-                if bookmarks and now >= next_bookmark and stream.queue.empty():
+                if bookmarks and now >= next_bookmark and not stream.pending:
                     mark = render.bookmark(t.rt, t.version, self.store.resource_version)
                     await resp.write(line("BOOKMARK", mark))
                     next_bookmark = now + self.bookmark_interval
                 waits = [w - now for w in (deadline, next_bookmark if bookmarks else None) if w is not None]
-                try:
-                    item = await asyncio.wait_for(stream.queue.get(), max(min(waits), 0.001) if waits else None)
-                except asyncio.TimeoutError:
+                await stream.wait(max(min(waits), 0.001) if waits else None)
+                if not stream.pending:
                     continue
-                batch = [item]
-                while not stream.queue.empty():
-                    batch.append(stream.queue.get_nowait())
+                batch, stream.pending = stream.pending, []
                 closing = next((i for i, x in enumerate(batch) if isinstance(x, _Close)), None)
                 events = batch if closing is None else batch[:closing]
                 if events:
@@ -345,14 +370,14 @@ class ApiHandlers:
                                   "URL (%s)" % (meta["name"], t.name))
             meta["name"] = t.name
 
-    async def create(self, request: web.Request, t: Target) -> web.Response:
+    async def create(self, request: web.BaseRequest, t: Target) -> web.Response:
         obj = _object_body(await _read_body(request))
         check_kind(t.rt, t.version, obj)
         self._place(t, obj)
         created = self.store.create(t.rt, obj, dry_run="dryRun" in request.query, owned=True)
         return self._shown(request, t, created, 201)
 
-    async def replace(self, request: web.Request, t: Target) -> web.Response:
+    async def replace(self, request: web.BaseRequest, t: Target) -> web.Response:
         obj = _object_body(await _read_body(request))
         check_kind(t.rt, t.version, obj)
         self._place(t, obj)
@@ -360,7 +385,7 @@ class ApiHandlers:
                                     dry_run="dryRun" in request.query, owned=True)
         return self._shown(request, t, updated)
 
-    async def patch(self, request: web.Request, t: Target) -> web.Response:
+    async def patch(self, request: web.BaseRequest, t: Target) -> web.Response:
         assert t.name is not None
         media = request.content_type
         body = await _read_body(request)
@@ -390,7 +415,7 @@ class ApiHandlers:
                                     owned=media != "application/merge-patch+json")
         return self._shown(request, t, updated)
 
-    def _apply(self, request: web.Request, t: Target, obj: Obj, dry_run: bool) -> web.Response:
+    def _apply(self, request: web.BaseRequest, t: Target, obj: Obj, dry_run: bool) -> web.Response:
         """Server-side apply, approximated: create, or merge the applied fields in."""
         if not request.query.get("fieldManager"):
             raise ApiError(422, "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required "
@@ -409,7 +434,7 @@ class ApiHandlers:
         updated = self.store.update(t.rt, patched, status_only=t.subresource == "status", dry_run=dry_run)
         return self._shown(request, t, updated)
 
-    async def _delete_options(self, request: web.Request) -> dict[str, Any]:
+    async def _delete_options(self, request: web.BaseRequest) -> dict[str, Any]:
         options: dict[str, Any] = {}
         if request.can_read_body:
             raw = await request.read()
@@ -429,7 +454,7 @@ class ApiHandlers:
         options["propagationPolicy"] = policy
         return options
 
-    async def delete(self, request: web.Request, t: Target) -> web.Response:
+    async def delete(self, request: web.BaseRequest, t: Target) -> web.Response:
         assert t.name is not None
         options = await self._delete_options(request)
         pre = options.get("preconditions") or {}
@@ -450,7 +475,7 @@ class ApiHandlers:
         return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                       "details": details}, status)
 
-    async def delete_collection(self, request: web.Request, t: Target) -> web.Response:
+    async def delete_collection(self, request: web.BaseRequest, t: Target) -> web.Response:
         options = await self._delete_options(request)
         items, _ = self.store.list_objects(t.rt, t.namespace, self._matcher(request, t))
         deleted = []
