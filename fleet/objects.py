@@ -10,13 +10,12 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
-from sys import getrefcount
 from typing import Any, Callable, Mapping, Union
 
 from . import validation
 from .validation import address as _address, dns1123_label as _label
-from .rawfields import (ObjectError, as_bool, as_int, as_list, as_map, as_shared_str_map, as_str, checked,
-                        intern, shared)
+from .rawfields import (ObjectError, SharedValues, as_bool, as_int, as_list, as_map, as_shared_str_map, as_str,
+                        checked, intern, shared, shared_str_map)
 
 MCS_GROUP = "multicluster.x-k8s.io"
 LABEL_SERVICE_NAME = "kubernetes.io/service-name"
@@ -255,8 +254,8 @@ def parse_meta(raw: Mapping[str, Any], *, namespaced: bool = True,
         resource_version=str(md.get("resourceVersion") or ""),
         generation=int(md.get("generation") or 0),
         creation_timestamp=str(md.get("creationTimestamp") or ""),
-        labels=as_shared_str_map(md.get("labels"), "metadata.labels"),
-        annotations=as_shared_str_map(md.get("annotations"), "metadata.annotations"),
+        labels=shared_str_map(md.get("labels"), "metadata.labels"),
+        annotations=shared_str_map(md.get("annotations"), "metadata.annotations"),
         owner_references=owners,
     )
 
@@ -336,28 +335,11 @@ def parse_endpoint_slice(raw: Mapping[str, Any]) -> EndpointSlice:
 # One Endpoint per distinct plain endpoint, shared by every slice that holds it: a derived
 # slice in each consumer (parsed from a write's answer) repeats its source's endpoints, and a
 # watch event re-parses every endpoint of a slice when one moves. Keyed by the raw fields and
-# the address type, so a hit skips the address and hostname checks the entry passed. Entries
-# only the table holds are swept when it doubles (amortised O(1) per parse).
-_ENDPOINTS: dict[tuple[Any, ...], Endpoint] = {}
-_SWEEP_FLOOR = 4096
-_sweep_at = _SWEEP_FLOOR
-
-
-def _held_only_by_table() -> int:
-    """sys.getrefcount of a table value nothing else holds, read the way _sweep reads it."""
-    probe = {0: object()}
-    return [getrefcount(v) for _, v in probe.items()][0]
-
-
-_UNUSED = _held_only_by_table()
-
-
-def _sweep() -> None:
-    global _sweep_at
-    unused = [k for k, v in _ENDPOINTS.items() if getrefcount(v) <= _UNUSED]
-    for k in unused:
-        del _ENDPOINTS[k]
-    _sweep_at = max(_SWEEP_FLOOR, 2 * len(_ENDPOINTS))
+# the address type, so a hit skips the address and hostname checks the entry passed; the
+# common endpoint (no names) by its addresses and one small number for the rest.
+_ENDPOINTS: SharedValues[Endpoint] = SharedValues()
+_TYPE_CODE = {"IPv4": 0, "IPv6": 27, "FQDN": 54}
+_COND_CODE = {None: 0, False: 1, True: 2}
 
 
 def _plain_endpoint(e: Any, address_type: str) -> Endpoint | None:
@@ -387,7 +369,9 @@ def _plain_endpoint(e: Any, address_type: str) -> Endpoint | None:
             or (node_name is not None and type(node_name) is not str):
         return None
     addresses = tuple(addrs)
-    key = (address_type, addresses, ready, serving, terminating, hostname, zone, node_name)
+    code = _TYPE_CODE[address_type] + 9 * _COND_CODE[ready] + 3 * _COND_CODE[serving] + _COND_CODE[terminating]
+    key = (addresses, code) if hostname is None and zone is None and node_name is None else \
+        (addresses, code, hostname, zone, node_name)
     found = _ENDPOINTS.get(key)
     if found is not None:
         return found
@@ -399,10 +383,7 @@ def _plain_endpoint(e: Any, address_type: str) -> Endpoint | None:
     ep = Endpoint(tuple(map(shared, addresses)), ready, serving, terminating,
                   hostname if hostname is None else shared(hostname), zone if zone is None else shared(zone),
                   node_name if node_name is None else shared(node_name))
-    if len(_ENDPOINTS) >= _sweep_at:
-        _sweep()
-    _ENDPOINTS[(address_type, ep.addresses, ready, serving, terminating, ep.hostname, ep.zone, ep.node_name)] = ep
-    return ep
+    return _ENDPOINTS.put((ep.addresses, *key[1:]), ep)
 
 
 def _endpoint(e: Any, where: str, address_type: str) -> Endpoint:

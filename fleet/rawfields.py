@@ -5,8 +5,10 @@ naming the field instead of a crash.
 """
 from __future__ import annotations
 
-from sys import intern
-from typing import Any, Callable
+from itertools import chain
+from sys import getrefcount, intern
+from types import MappingProxyType
+from typing import Any, Callable, Generic, Hashable, Mapping, TypeVar
 
 SHARED_UP_TO = 64  # strings up to this long are kept once, however many objects repeat them
 
@@ -92,3 +94,60 @@ def shared(value: str) -> str:
 def as_shared_str_map(value: Any, where: str) -> dict[str, str]:
     """as_str_map, its keys and short values `shared` (labels, annotations, selectors)."""
     return {intern(str(k)): "" if v is None else shared(str(v)) for k, v in as_map(value, where).items()}
+
+
+V = TypeVar("V")
+
+
+class SharedValues(Generic[V]):
+    """One value per distinct key, for immutable values many objects repeat (an endpoint, a
+    label set: each consumer's derived slice and the API server's answer for it hold equal
+    ones). The table keeps nothing alive on its own: when it has doubled since the last
+    sweep, entries only it holds go (amortised O(1) per put)."""
+
+    __slots__ = ("values", "floor", "sweep_at")
+
+    def __init__(self, floor: int = 4096) -> None:
+        self.values: dict[Hashable, V] = {}
+        self.floor = self.sweep_at = floor
+
+    def get(self, key: Hashable) -> V | None:
+        return self.values.get(key)
+
+    def put(self, key: Hashable, value: V) -> V:
+        if len(self.values) >= self.sweep_at:
+            self.sweep()
+        self.values[key] = value
+        return value
+
+    def sweep(self) -> None:
+        values = self.values
+        for key in [k for k, v in values.items() if getrefcount(v) <= _HELD_ONLY_HERE]:
+            del values[key]
+        self.sweep_at = max(self.floor, 2 * len(values))
+
+
+def _held_only_here() -> int:
+    """sys.getrefcount of a table value nothing else holds, read as SharedValues.sweep reads it."""
+    probe = {0: object()}
+    return [getrefcount(v) for _, v in probe.items()][0]
+
+
+_HELD_ONLY_HERE = _held_only_here()
+_MAPS: SharedValues[Mapping[str, str]] = SharedValues()
+NO_MAP: Mapping[str, str] = MappingProxyType({})
+
+
+def shared_map(entries: dict[str, str]) -> Mapping[str, str]:
+    """A read-only view of `entries`, one per distinct content (in order): labels and
+    annotations repeat across every consumer's derived objects and their parsed answers."""
+    if not entries:
+        return NO_MAP
+    key = tuple(chain.from_iterable(entries.items()))
+    found = _MAPS.get(key)
+    return found if found is not None else _MAPS.put(key, MappingProxyType(entries))
+
+
+def shared_str_map(value: Any, where: str) -> Mapping[str, str]:
+    """as_shared_str_map as a shared read-only view (shared_map): metadata labels, annotations."""
+    return shared_map(as_shared_str_map(value, where))

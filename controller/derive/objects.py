@@ -1,12 +1,12 @@
 """The ServiceImport, `amcs-` Service and EndpointSlices of one resolved name in one consumer."""
 from __future__ import annotations
 
-from types import MappingProxyType
 from typing import Mapping
 
 from fleet.objects import (LABEL_MCS_SERVICE_NAME, LABEL_MCS_SOURCE_CLUSTER, LABEL_SERVICE_NAME, Endpoint,
                            EndpointPort, EndpointSlice, Meta, OwnerReference, Service, ServiceImport,
                            ServicePort)
+from fleet.rawfields import shared_map
 
 from ..derived import ImportObjects
 from .conflicts import Resolved, Export, port_key
@@ -62,7 +62,7 @@ def _derived_slices(res: Resolved, owner: OwnerReference, derived_name: str,
             name = slice_name(derived_name, ex.cluster, fam)
             meta = Meta(name=name, namespace=res.namespace,
                         uid=synthetic_uid("EndpointSlice", res.namespace, name),
-                        labels=MappingProxyType(managed_labels({
+                        labels=shared_map(managed_labels({
                             LABEL_SERVICE_NAME: derived_name,
                             LABEL_MCS_SERVICE_NAME: res.name,
                             LABEL_MCS_SOURCE_CLUSTER: ex.cluster,
@@ -92,13 +92,13 @@ def build_objects(res: Resolved, ips: tuple[str, ...], existing: ServiceImport |
                     resource_version=existing.meta.resource_version,
                     generation=existing.meta.generation,
                     creation_timestamp=existing.meta.creation_timestamp,
-                    labels=MappingProxyType(labels), annotations=MappingProxyType(annotations),
+                    labels=shared_map(labels), annotations=shared_map(annotations),
                     owner_references=existing.meta.owner_references)
     else:
         meta = Meta(name=res.name, namespace=res.namespace,
                     uid=synthetic_uid("ServiceImport", res.namespace, res.name),
-                    labels=MappingProxyType(managed_labels()),
-                    annotations=MappingProxyType({ANNOTATION_DERIVED_SERVICE: derived}))
+                    labels=shared_map(managed_labels()),
+                    annotations=shared_map({ANNOTATION_DERIVED_SERVICE: derived}))
     families = tuple(f for f in (family_of(ip) for ip in ips) if f) if ips else res.families
     si = ServiceImport(
         meta=meta, api_version=IMPORT_API_VERSION, type=res.type, ports=res.ports, ips=ips,
@@ -112,7 +112,7 @@ def build_objects(res: Resolved, ips: tuple[str, ...], existing: ServiceImport |
     svc = Service(
         meta=Meta(name=derived, namespace=res.namespace,
                   uid=synthetic_uid("Service", res.namespace, derived),
-                  labels=MappingProxyType(managed_labels({LABEL_MCS_SERVICE_NAME: res.name})),
+                  labels=shared_map(managed_labels({LABEL_MCS_SERVICE_NAME: res.name})),
                   owner_references=(owner,)),
         type="ClusterIP",
         cluster_ip="None" if res.type == "Headless" else (ips[0] if ips else None),

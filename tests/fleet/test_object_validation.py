@@ -161,10 +161,25 @@ def test_endpoints_no_slice_holds_are_swept_from_the_table() -> None:
     """The table holds no endpoint alive on its own: entries only it holds go when it grows."""
     from fleet import objects
 
+    table = objects._ENDPOINTS
     kept = parse_object(slice_doc(address="10.200.0.1"))
-    for i in range(2 * objects._SWEEP_FLOOR + 10):  # bounded: two sweeps' worth of distinct endpoints
+    for i in range(2 * table.floor + 10):  # bounded: two sweeps' worth of distinct endpoints
         parse_object(slice_doc(address=f"10.201.{i // 250}.{i % 250 + 1}"))
-    assert len(objects._ENDPOINTS) <= 2 * objects._SWEEP_FLOOR
-    objects._sweep()
-    assert kept.endpoints[0] in objects._ENDPOINTS.values()
-    assert not any(k[1][0].startswith("10.201.") for k in objects._ENDPOINTS)
+    assert len(table.values) <= 2 * table.floor
+    table.sweep()
+    assert kept.endpoints[0] in table.values.values()
+    assert not any(k[0][0].startswith("10.201.") for k in table.values)
+
+
+def test_equal_label_sets_are_one_read_only_map() -> None:
+    """Labels and annotations repeat across every consumer's objects: one read-only map per
+    distinct content, equal to (and rendered like) a dict."""
+    a = parse_object(slice_doc(name="echo-a"))
+    b = parse_object(slice_doc(name="echo-b"))
+    assert a.meta.labels is b.meta.labels and a.meta.labels == {"kubernetes.io/service-name": "echo"}
+    assert a.meta.annotations is b.meta.annotations and a.meta.annotations == {}
+    with pytest.raises(TypeError):
+        a.meta.labels["x"] = "y"  # type: ignore[index]
+    other = slice_doc(name="echo-c")
+    other["metadata"]["labels"]["team"] = "x"
+    assert parse_object(other).meta.labels is not a.meta.labels
