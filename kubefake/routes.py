@@ -40,14 +40,17 @@ class Target:
     watch_path: bool  # the deprecated /watch/ prefix
 
 
+def _missing() -> ApiError:
+    return ApiError(404, "the server could not find the requested resource")
+
+
 def parse_target(registry: Registry, group: str, version: str, rest: list[str]) -> Target:
     """Resolve the part of a path after /api/v1 or /apis/g/v."""
-    missing = ApiError(404, "the server could not find the requested resource")
     watch_path = bool(rest) and rest[0] == "watch"
     if watch_path:
         rest = rest[1:]
     if not rest:
-        raise missing
+        raise _missing()
     namespace: str | None = None
     if rest[0] == "namespaces" and len(rest) >= 3:
         inner = registry.by_path(group, version, rest[2])
@@ -56,15 +59,15 @@ def parse_target(registry: Registry, group: str, version: str, rest: list[str]) 
         else:
             namespace, rest = rest[1], rest[2:]
     if len(rest) > 3:
-        raise missing
+        raise _missing()
     plural, name, sub = rest[0], rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else None
     rt = registry.by_path(group, version, plural)
     if rt is None or (namespace is not None and not rt.namespaced):
-        raise missing
+        raise _missing()
     if rt.namespaced and namespace is None and name is not None:
-        raise missing
+        raise _missing()
     if sub is not None and not (sub == "status" and rt.status):
-        raise missing
+        raise _missing()
     return Target(rt, version, namespace, name, sub, watch_path)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import random
-import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -75,8 +74,25 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+_last_stamp: tuple[datetime, str] = (datetime.min.replace(tzinfo=timezone.utc), "")
+
+
 def timestamp(when: datetime) -> str:
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 to the second, formatted once per second (every create asks)."""
+    global _last_stamp
+    second = when.replace(microsecond=0)
+    if second != _last_stamp[0]:
+        _last_stamp = (second, second.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return _last_stamp[1]
+
+
+def new_uid(rng: random.Random) -> str:
+    """A version-4 UUID from rng, as str(uuid.UUID(int=..., version=4)) spells it, without
+    building the UUID object."""
+    n = rng.getrandbits(128)
+    n = (n & ~(0xc000 << 48) | 0x8000 << 48) & ~(0xf000 << 64) | 4 << 76
+    h = "%032x" % n
+    return "%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
 
 
 def _spec_part(obj: Obj, ignore_status: bool) -> Obj:
@@ -210,7 +226,7 @@ class ObjectStore:
         elif meta.get("resourceVersion"):
             raise ApiError(500, "resourceVersion should not be set on objects to be created")
         if not seed or not meta.get("uid"):
-            meta["uid"] = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+            meta["uid"] = new_uid(self._rng)
         if not seed or not meta.get("creationTimestamp"):
             meta["creationTimestamp"] = timestamp(self._clock())
         if not seed:
