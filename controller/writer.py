@@ -54,6 +54,9 @@ MAX_CONCURRENT_WRITES = 16
 RESOURCES: Mapping[str, Resource] = {r.kind: r for r in (SERVICE_IMPORTS, SERVICES, ENDPOINT_SLICES,
                                                          SERVICE_EXPORTS)}
 
+_VIEWS = {"ServiceImport": "service_imports", "Service": "services", "EndpointSlice": "endpoint_slices",
+          "ServiceExport": "service_exports"}  # a written kind -> its ClusterObjects view
+
 RECONCILES = Counter("fleetgate_controller_reconcile_total",
                      "Live-mode write passes per exported name and member cluster, by result (ok: "
                      "every write accepted; conflict: a write met a newer object (409) and the name is "
@@ -128,7 +131,10 @@ class ClusterWorker:
         self._seen: ClusterObjects | None = None  # this member's objects the last derivation saw
         self._checked: _Checked | None = None  # the last derivation's objects, checked (_reconcile)
         self._waiting: set[GroupKey] = set()  # planned from a derivation older than their objects
+        self._written: dict[GroupKey, list[tuple[str, tuple[str, str]]]] = {}  # objects a key's last
+        # pass wrote (their answers moved the store): checked before its next plan (_unseen)
         self.stale_plans = 0
+        self.planned = 0  # writes in every plan made, sent or not (one found stale is not)
         self._pending: dict[GroupKey, None] = {}  # dirty keys of bulk work, oldest first
         self._urgent: dict[GroupKey, None] = {}  # dirty keys of small changes: planned first
         self._busy: set[GroupKey] = set()
@@ -269,12 +275,21 @@ class ClusterWorker:
             log.warning("cluster %s: %s/%s still differs after %d write passes; waiting for its next change",
                         self.name, key[0], key[1], passes)
             return
+        written = self._written.pop(key, None)
+        if written is not None and self._unseen(written):
+            # the derivation at hand has not seen this key's last answers: a plan from it
+            # would be found stale (_Checked) after rendering every object; wait as it would
+            self._written[key] = written
+            self.stale_plans += 1
+            self._waiting.add(key)
+            return
         actual = self._checked
         if actual is None or actual.seen is not self.keyed.actual:
             actual = self._checked = _Checked(self.keyed.actual, self.source)
         actual.stale = False  # one plan at a time: planning never awaits
         todo = self.keyed.plan(key, derived.export_conditions.get((self.name, *key)), self.owner.clock(),
                                actual)
+        self.planned += len(todo)
         if actual.stale:  # planned again at the next derivation (the store's change scheduled it)
             self.stale_plans += 1
             self._waiting.add(key)
@@ -283,6 +298,7 @@ class ClusterWorker:
             self._backoff.pop(key, None)
             return
         self._passes[key] = passes + 1
+        self._written[key] = [(w.kind, (w.namespace, w.name)) for w in todo]
         failed = await self._send(todo)
         _RESULTS["ok" if failed is None else failed[0]].inc()
         if failed is None:
@@ -293,6 +309,11 @@ class ClusterWorker:
         self._backoff[key] = min(RETRY_CAP, delay * 2)
         self._passes[key] = 0  # a failed pass is retried until it succeeds
         self._retry(key, max(delay, wait))
+
+    def _unseen(self, written: list[tuple[str, tuple[str, str]]]) -> bool:
+        """Some object written is not, in the store, what the last derivation saw."""
+        seen, current = self.keyed.actual, self.source.current
+        return any(getattr(seen, _VIEWS[kind]).get(okey) is not current(kind, *okey) for kind, okey in written)
 
     def _retry(self, key: GroupKey, delay: float) -> None:
         old = self._timers.pop(key, None)

@@ -199,3 +199,15 @@ async def test_a_key_marked_as_the_last_writer_leaves_is_still_planned(api_serve
         await writer.close()
         await publisher.close()
         await fleet.stop()
+
+
+async def test_a_cold_start_sends_every_write_it_plans(api_servers: Start, controllers: Any, tmp_path: Path) -> None:
+    """A key's next pass waits for the derivation that has seen its last answers instead of
+    planning (rendering every slice) from an older one and throwing that plan away: with
+    no one else writing, every planned write is sent, one pass per step of a service."""
+    a, b, live = await two_members(api_servers, tmp_path)  # exported before the controller starts
+    ctl = await controllers(live)
+    await eventually(lambda: converged(ctl) and ctl.writer.writes > 0, timeout=15, what="converged")
+    workers = ctl.writer.workers.values()
+    assert ctl.writer.writes >= 5 * SERVICES  # per service and member: import, its status, Service, slice...
+    assert sum(w.planned for w in workers) == ctl.writer.writes
