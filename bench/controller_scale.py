@@ -4,7 +4,7 @@ One child process per member cluster runs a kubefake API server (m0 exports `--s
 Services with `--endpoints` ready endpoints each; every member has the namespace, so all
 three consume). The controller is the real CLI, `fleetgate controller` in live mode, in its
 own process (its CPU and RSS are read from /proc). This process watches the derived
-EndpointSlices in every consumer (a kubernetes_asyncio watch, no polling) and measures:
+EndpointSlices in every consumer (a watch over plain HTTP, no polling) and measures:
 
 - cold start: controller start until every consumer holds every derived slice;
 - writes at steady state: API writes in a quiet window after convergence (target 0);
@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,6 +179,21 @@ def cores_text(cores: set[int]) -> str:
     return ",".join(str(c) for c in sorted(cores))
 
 
+def other_runs() -> list[int]:
+    """Other controller_scale runs on this machine: pinned alike, they share our cores."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(b"controller_scale.py") for a in argv) and b"--serve-api" not in argv:
+            found.append(int(entry.name))
+    return found
+
+
 # --- the controller's process ------------------------------------------------------------------
 
 def cpu_seconds(pid: int) -> float:
@@ -216,43 +232,49 @@ def write_fleet(root: Path, urls: list[str]) -> Path:
 # --- watching the consumers --------------------------------------------------------------------
 
 class Consumers:
-    """A watch on every consumer's derived slices: which addresses each holds, per service."""
+    """A watch on every consumer's derived slices: which addresses each holds, per service.
 
-    def __init__(self, apis: list[Any]) -> None:
-        self.apis = apis
-        self.slices: list[dict[str, frozenset[str]]] = [{} for _ in apis]
+    Plain HTTP and json.loads (kubefake ignores the token): this process shares the API
+    servers' core, so it does not build kubernetes_asyncio models per event."""
+
+    def __init__(self, session: aiohttp.ClientSession, urls: list[str]) -> None:
+        self.session = session
+        self.urls = urls
+        self.slices: list[dict[str, frozenset[str]]] = [{} for _ in urls]
         self.waiting: dict[tuple[int, str], tuple[asyncio.Future[float], set[int]]] = {}
         self.changed = asyncio.Event()
-        self.tasks = [asyncio.create_task(self._watch(i)) for i in range(len(apis))]
+        self.tasks = [asyncio.create_task(self._watch(i)) for i in range(len(urls))]
 
     async def _watch(self, i: int) -> None:
-        from kubernetes_asyncio import watch
-
-        api = self.apis[i]
+        url = f"{self.urls[i]}/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices"
         rv = ""
         while True:
-            if not rv:
-                listed = await api.list_namespaced_endpoint_slice(NS, label_selector=SLICE_SELECTOR)
-                for s in listed.items:
-                    self._seen(i, s.metadata.labels.get("multicluster.kubernetes.io/service-name", ""),
-                               s.endpoints or [])
-                rv = listed.metadata.resource_version
-            w = watch.Watch()
             try:
-                async with w.stream(api.list_namespaced_endpoint_slice, NS, label_selector=SLICE_SELECTOR,
-                                    resource_version=rv, timeout_seconds=3600) as stream:
-                    async for event in stream:
-                        obj = event["object"]
-                        rv = obj.metadata.resource_version
-                        if event["type"] != "DELETED":
-                            self._seen(i, obj.metadata.labels.get("multicluster.kubernetes.io/service-name", ""),
-                                       obj.endpoints or [])
-            except Exception:  # 410 or a dropped stream: list again
+                if not rv:
+                    async with self.session.get(url, params={"labelSelector": SLICE_SELECTOR}) as resp:
+                        listed = await resp.json()
+                    for s in listed["items"]:
+                        self._seen(i, s)
+                    rv = listed["metadata"]["resourceVersion"]
+                params = {"labelSelector": SLICE_SELECTOR, "watch": "true", "resourceVersion": rv,
+                          "timeoutSeconds": "3600", "allowWatchBookmarks": "true"}
+                async with self.session.get(url, params=params, timeout=aiohttp.ClientTimeout(total=None)) as resp:
+                    async for line in resp.content:
+                        event = json.loads(line)
+                        if event["type"] == "ERROR":  # 410: list again
+                            rv = ""
+                            break
+                        rv = event["object"]["metadata"]["resourceVersion"]
+                        if event["type"] in ("ADDED", "MODIFIED"):
+                            self._seen(i, event["object"])
+            except (aiohttp.ClientError, ValueError, KeyError):  # a dropped stream: list again
                 rv = ""
+                await asyncio.sleep(0.1)
 
-    def _seen(self, i: int, service: str, endpoints: list[Any]) -> None:
+    def _seen(self, i: int, obj: dict[str, Any]) -> None:
         now = time.perf_counter()
-        addresses = frozenset(a for e in endpoints for a in (e.addresses or ()))
+        service = (obj["metadata"].get("labels") or {}).get("multicluster.kubernetes.io/service-name", "")
+        addresses = frozenset(a for e in obj.get("endpoints") or () for a in e.get("addresses") or ())
         self.slices[i][service] = addresses
         self.changed.set()
         for (svc, address), (future, left) in list(self.waiting.items()):
@@ -264,7 +286,7 @@ class Consumers:
 
     def expect(self, service: str, address: str) -> asyncio.Future[float]:
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self.waiting[(service, address)] = (future, set(range(len(self.apis))))
+        self.waiting[(service, address)] = (future, set(range(len(self.urls))))
         return future
 
     async def converged(self, services: int, timeout: float) -> bool:
@@ -292,9 +314,10 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
-    from kubernetes_asyncio import client as k8s
-    from kubernetes_asyncio import config as k8s_config
-
+    others = other_runs()
+    if others:
+        log(f"warning: {len(others)} other controller_scale run(s) (pids {others}) share these cores: "
+            "walls and CPU times are skewed")
     cores = split_cores() if not args.no_pin else None
     if cores is None:
         log("not pinning: %s" % ("--no-pin" if args.no_pin else f"{len(os.sched_getaffinity(0))} CPU available"))
@@ -308,9 +331,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                       + (["--profile-api", args.profile_api] if args.profile_api and m == 1 else []))
                 for m in range(3)]
     controller: subprocess.Popen[bytes] | None = None
-    clients: list[Any] = []
+    session: aiohttp.ClientSession | None = None
     consumers: Consumers | None = None
     out: dict[str, Any] = {"services": args.services, "endpoints": args.endpoints, "load": os.getloadavg()[0],
+                           "other_runs": len(others),
                            "cores": None if cores is None else
                            {"controller": cores_text(cores[0]), "others": cores_text(cores[1])}}
     try:
@@ -318,12 +342,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         urls = [r["url"] for r in ready]
         with tempfile.TemporaryDirectory(prefix="fleetgate-ctl-bench-") as tmp:
             fleet_yaml = write_fleet(Path(tmp), urls)
-            apis = []
-            for i in range(3):
-                api = await k8s_config.new_client_from_config(config_file=str(Path(tmp) / f"m{i}.kubeconfig"))
-                clients.append(api)
-                apis.append(k8s.DiscoveryV1Api(api))
-            consumers = Consumers(apis)
+            session = aiohttp.ClientSession()
+            consumers = Consumers(session, urls)
             started = time.perf_counter()
             spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking", "--format", "raw", "-o", args.py_spy, "--"] \
                 if args.py_spy else []
@@ -413,8 +433,12 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 address = f"10.250.{i // 250}.{i % 250 + 1}"
                 future = consumers.expect(f"s-{k}", address)
                 sent = time.perf_counter()
-                await apis[0].patch_namespaced_endpoint_slice(
-                    f"s-{k}-m0", NS, [{"op": "replace", "path": "/endpoints/0/addresses/0", "value": address}])
+                async with session.patch(
+                        f"{urls[0]}/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices/s-{k}-m0",
+                        data=json.dumps([{"op": "replace", "path": "/endpoints/0/addresses/0", "value": address}]),
+                        headers={"Content-Type": "application/json-patch+json"}) as resp:
+                    if resp.status != 200:
+                        raise SystemExit(f"patching s-{k}-m0: {resp.status} {await resp.text()}")
                 pending.append((sent, future))
                 next_at += args.interval
                 await asyncio.sleep(max(0.0, next_at - loop.time()))
@@ -437,8 +461,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if consumers is not None:
             await consumers.close()
-        for api in clients:
-            await api.close()
+        if session is not None:
+            await session.close()
         if controller is not None:
             controller.send_signal(2 if args.profile or args.py_spy else 15)  # SIGINT lets cProfile write its file
             try:
