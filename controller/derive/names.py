@@ -5,6 +5,7 @@ names and (file mode) uids, so restarts and replicas agree without shared state.
 from __future__ import annotations
 
 import hashlib
+from sys import intern
 from typing import Mapping
 
 from fleet.objects import MCS_GROUP
@@ -43,7 +44,7 @@ def slice_name(service: str, cluster: str, family: str) -> str:
 def synthetic_uid(kind: str, namespace: str, name: str) -> str:
     """A deterministic uid (UUID-shaped) for objects that only live in memory (file mode)."""
     h = hashlib.sha1(f"fleetgate/{kind}/{namespace}/{name}".encode()).hexdigest()
-    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{h[16:20]}-{h[20:32]}"
+    return intern(f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{h[16:20]}-{h[20:32]}")  # one copy for every consumer
 
 
 def managed_labels(extra: Mapping[str, str] | None = None) -> dict[str, str]:
