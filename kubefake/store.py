@@ -148,7 +148,7 @@ class ObjectStore:
         self._compacted = 1
         self._history: deque[Event] = deque()
         self._history_limit = history_limit
-        self._subs: set[Subscription] = set()
+        self._subs: dict[ResourceKey, set[Subscription]] = {}  # watchers by the resource they watch
         self.service_ips: set[str] = set()  # spec.clusterIPs of every stored Service
         self._ips = ServiceIPs(self, service_cidr)
 
@@ -361,11 +361,11 @@ class ObjectStore:
             if since < self._compacted:
                 raise gone("too old resource version: %d (%d)" % (since, self._compacted))
             first = [v for ev in self._history if ev.rv > since and (v := sub.view(ev))]
-        self._subs.add(sub)
+        self._subs.setdefault(rt.key, set()).add(sub)
         return sub, first
 
     def unwatch(self, sub: Subscription) -> None:
-        self._subs.discard(sub)
+        self._subs.get(sub.resource, set()).discard(sub)
 
     def check_fresh(self, rv: int) -> None:
         if rv < self._compacted:
@@ -409,7 +409,7 @@ class ObjectStore:
         self._history.append(ev)
         while len(self._history) > self._history_limit:
             self._compacted = self._history.popleft().rv
-        for sub in list(self._subs):
+        for sub in list(self._subs.get(rt.key, ())):
             seen = sub.view(ev)
             if seen is not None:
                 sub.deliver(*seen)
