@@ -19,7 +19,7 @@ from ..derived import ByName, DerivedCluster, DerivedFleet, ImportObjects
 from .conflicts import Export, Resolved, export_conditions, invalid_conditions, parse_timestamp, resolve
 from .ipalloc import allocate_clusterset_ips
 from .names import LABEL_MANAGED_BY, MANAGED_BY, amcs_name
-from .objects import Sources, build_objects, source_slice_service
+from .objects import Sources, build_objects, source_slice_service, with_sources
 
 
 # derive_imports keeps its working state in the DerivedFleet it returns. Given that
@@ -180,9 +180,9 @@ _View = tuple[str, frozenset[str], Mapping[tuple[str, str], ServiceImport], Mapp
 _Built = tuple[Resolved, tuple[str, ...], "ServiceImport | None", bool, tuple[Any, ...]]
 
 
-def _same_inputs(a: _Built, b: _Built) -> bool:
-    return (a[0] is b[0] and a[2] is b[2] and a[3] == b[3] and a[1] == b[1]
-            and all(x is y for x, y in zip(a[4], b[4])))
+def _same_import(a: _Built, b: _Built) -> bool:
+    """The inputs of the ServiceImport and `amcs-` Service (all but the source slices) are the same."""
+    return a[0] is b[0] and a[2] is b[2] and a[3] == b[3] and a[1] == b[1]
 
 
 def _consumer_objects(res: Resolved, res_ips: tuple[str, ...], views: list[_View],
@@ -206,6 +206,7 @@ def _consumer_objects(res: Resolved, res_ips: tuple[str, ...], views: list[_View
     derived_name = amcs_name(res.name)
     n_consumers = 0
     sources = tuple(by_member[ex.cluster].get(gkey) for ex in res.exports)
+    rebuilt: dict[int, ImportObjects] = {}  # held objects -> with new sources (shared ones stay shared)
     for cname, namespaces, imports_map, services_map, is_consumer, allocated in views:
         if res.namespace not in namespaces:
             continue
@@ -228,11 +229,16 @@ def _consumer_objects(res: Resolved, res_ips: tuple[str, ...], views: list[_View
         mine: _Built = (res, own_ips, existing, not explicit, sources)
         inputs[cname] = mine
         before = built.get((cname, gkey)) if built is not None else None
-        if before is not None and held is not None and _same_inputs(before, mine):
-            kept = held[cname].get(gkey)
-            if kept is not None:
+        kept = held[cname].get(gkey) if before is not None and held is not None else None
+        if kept is not None and _same_import(before, mine):
+            if all(x is y for x, y in zip(before[4], sources)):
                 objects[cname] = kept
-                continue
+            else:  # only source slices moved (an endpoint change): the import and Service stay
+                again = rebuilt.get(id(kept))
+                if again is None:
+                    again = rebuilt[id(kept)] = with_sources(kept, res, by_member)
+                objects[cname] = again
+            continue
         if existing is None and own_ips == res_ips:
             if shared is None:
                 shared = build_objects(res, res_ips, None, by_member)

@@ -125,3 +125,11 @@ def build_objects(res: Resolved, ips: tuple[str, ...], existing: ServiceImport |
         internal_traffic_policy=ws.internal_traffic_policy,
         traffic_distribution=ws.traffic_distribution)
     return ImportObjects(si, svc, _derived_slices(res, owner, derived, sources_by_cluster))
+
+
+def with_sources(objs: ImportObjects, res: Resolved, sources_by_cluster: Mapping[str, Sources]) -> ImportObjects:
+    """`objs` with its slices made from these sources: what build_objects gives when only the
+    source slices moved (the ServiceImport and `amcs-` Service are kept, and their owner)."""
+    svc_meta = objs.service.meta
+    return ImportObjects(objs.service_import, objs.service,
+                         _derived_slices(res, svc_meta.owner_references[0], svc_meta.name, sources_by_cluster))

@@ -108,3 +108,26 @@ def test_changed_keys_by_identity_in_and_out_of_order() -> None:
     assert sorted(changed_keys(old, {"a": a, "c": c, "d": b})) == ["b", "d"]  # same size, b gone, d new
     assert sorted(changed_keys(old, {"a": a})) == ["b", "c"]
     assert sorted(changed_keys({}, old)) == ["a", "b", "c"]
+
+
+def test_an_endpoint_change_keeps_each_consumers_import_and_service() -> None:
+    """Only the source slices moved: each consumer gets new slices beside the very
+    ServiceImport and `amcs-` Service it had (no copies per change), equal to a fresh derivation."""
+    world = RandomFleet(7)
+    for cl in CLUSTERS:
+        world.put(cl, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}})
+    world.put("zone-a", {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "demo"},
+                         "spec": {"ports": [{"name": "http", "port": 80}]}})
+    world.put("zone-a", {"apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceExport",
+                         "metadata": {"name": "web", "namespace": "demo"}})
+    world.put("zone-a", endpoint_slice("web", [endpoint("10.9.9.1")], "demo", name="web-a"))
+    for live in ({"allocate": False, "unallocated": CLUSTERS}, {}):
+        first = derive_imports(world.snapshot(), **live)
+        world.put("zone-a", endpoint_slice("web", [endpoint("10.9.9.2")], "demo", name="web-a"))
+        second = derive_imports(world.snapshot(), previous=first, **live)
+        key = ("demo", "web")
+        for cl in CLUSTERS:
+            before, after = first.per_cluster[cl].by_service[key], second.per_cluster[cl].by_service[key]
+            assert after.service_import is before.service_import and after.service is before.service
+            assert [ep.addresses for s in after.slices for ep in s.endpoints] == [("10.9.9.2",)]
+        assert same(second, derive_imports(world.snapshot(), **live))
