@@ -12,9 +12,13 @@ the first write until every watcher holds every event, divided by the writes.
 
 `--baseline DIR` runs a second kubefake (a directory holding a `kubefake` package, e.g.
 `git archive HEAD kubefake | tar -x -C DIR`) alternately with this one, for a paired ratio
-on the same (loaded) machine.
+on the same (loaded) machine. `--callgrind` counts the server's instructions instead
+(valgrind): one round with --services and one with a fifth of them, and the difference
+divided by the writes between them (start-up and imports cancel out); the load does not
+move these figures.
 
     python bench/kubefake_cpu.py [--services 1000 --rounds 3 --baseline /tmp/kubefake-head]
+    python bench/kubefake_cpu.py --callgrind --services 250 --baseline /tmp/kubefake-head
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -150,11 +155,20 @@ async def one_service(session: aiohttp.ClientSession, url: str, k: int, endpoint
                "application/merge-patch+json")
 
 
+def instructions(path: Path) -> int:
+    """The total instruction count of a callgrind output file."""
+    for line in path.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise SystemExit("no instruction total in %s" % path)
+
+
 async def one_round(kubefake_dir: Path | None, services: int, endpoints: int, concurrency: int,
-                    timeout: float, profile: str | None = None) -> dict[str, Any]:
+                    timeout: float, profile: str | None = None, callgrind: Path | None = None) -> dict[str, Any]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(kubefake_dir or ROOT), env.get("PYTHONPATH")) if p)
-    child = subprocess.Popen([sys.executable, __file__, "--serve"] + (["--profile", profile] if profile else []), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    valgrind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s" % callgrind] if callgrind else []
+    child = subprocess.Popen(valgrind + [sys.executable, __file__, "--serve"] + (["--profile", profile] if profile else []), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              text=True, env=env, cwd=str(kubefake_dir or ROOT))
     try:
         assert child.stdout is not None
@@ -192,6 +206,28 @@ async def one_round(kubefake_dir: Path | None, services: int, endpoints: int, co
             child.wait()
 
 
+async def count(args: argparse.Namespace) -> dict[str, Any]:
+    """Instructions per write, by difference between a small and a large round."""
+    small = max(1, args.services // 5)
+    result: dict[str, Any] = {"services": [small, args.services]}
+    with tempfile.TemporaryDirectory(prefix="kubefake-callgrind-") as tmp:
+        for which, where in (("baseline", args.baseline), ("this", None)):
+            if which == "baseline" and where is None:
+                continue
+            totals = []
+            for n in (small, args.services):
+                out = Path(tmp) / ("%s-%d.out" % (which, n))
+                await one_round(where, n, args.endpoints, args.concurrency, args.timeout, callgrind=out)
+                totals.append(instructions(out))
+            per_write = (totals[1] - totals[0]) / (5 * (args.services - small))
+            result[which + "_instructions_per_write"] = round(per_write)
+            print("# %-8s %s: %.0f instructions per write" % (which, where or ROOT / "kubefake", per_write),
+                  file=sys.stderr, flush=True)
+    if "baseline_instructions_per_write" in result:
+        result["ratio"] = round(result["this_instructions_per_write"] / result["baseline_instructions_per_write"], 3)
+    return result
+
+
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     runs: dict[str, list[float]] = {"this": [], "baseline": []}
     for r in range(args.rounds):
@@ -223,13 +259,15 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=300.0, help="bound on each round's phases")
     parser.add_argument("--profile", metavar="PATH",
                         help="cProfile (CPU time) this kubefake's first round, stats to PATH")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="count the server's instructions per write (valgrind) instead of CPU time")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.profile)
         return 0
     import uvloop
-    print(json.dumps(uvloop.run(measure(args)), indent=1))
+    print(json.dumps(uvloop.run(count(args) if args.callgrind else measure(args)), indent=1))
     return 0
 
 
