@@ -20,22 +20,24 @@ def test_a_cycle_frozen_while_alive_is_collected_once_the_frozen_objects_grow(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(process, "REFREEZE_FLOOR", 0)
     monkeypatch.setattr(process, "_frozen_after_full", 0)
+    monkeypatch.setattr(process, "_grown", 1)
     try:
         with process.frozen_after_rebuild():  # a first full collection sets the baseline
             pass
-        assert gc.isenabled() and gc.get_freeze_count() > 0
+        kept_by_full = process._frozen_after_full
+        assert gc.isenabled() and kept_by_full > 0 and process._grown == 0
         node = Node()
         dead = weakref.ref(node)
-        with process.frozen_after_rebuild():  # in flight while frozen: no growth, no collection
+        with process.frozen_after_rebuild():  # in flight while frozen: little growth, no collection
             pass
+        assert process._frozen_after_full == kept_by_full
         del node
         gc.collect()
         assert dead() is not None, "a frozen cycle is beyond every collection"
-        grown = int(process.REFREEZE_GROWTH * gc.get_freeze_count()) - gc.get_freeze_count() + 1000
-        kept = [[i] for i in range(grown)]  # the live objects of a growing fleet
+        grown = int(process.REFREEZE_GROWTH * kept_by_full) + 1000
         with process.frozen_after_rebuild():
-            pass
-        assert dead() is None, "frozen objects grew by half: one full collection freed the cycle"
-        assert len(kept) == grown and gc.get_freeze_count() >= grown
+            kept = [[i] for i in range(grown)]  # the live objects of a growing fleet, made in a rebuild
+        assert dead() is None, "the frozen objects grew by REFREEZE_GROWTH: one full collection freed the cycle"
+        assert len(kept) == grown and process._frozen_after_full >= grown and process._grown == 0
     finally:
         gc.unfreeze()
