@@ -73,10 +73,14 @@ def _slice_body(es: EndpointSlice) -> Raw:
 
 
 def _meta_differs(desired: KubeObject, actual: KubeObject, *, owners: bool) -> bool:
-    """Our labels and annotations missing or different, or (for objects we made) other owners."""
-    if any(actual.meta.labels.get(k) != v for k, v in desired.meta.labels.items()):
+    """Our labels and annotations missing or different, or (for objects we made) other owners.
+    Equal label sets parsed or derived are one map (fleet.rawfields.shared_map): the same
+    map is no difference."""
+    want, have = desired.meta.labels, actual.meta.labels
+    if want is not have and any(have.get(k) != v for k, v in want.items()):
         return True
-    if any(actual.meta.annotations.get(k) != v for k, v in desired.meta.annotations.items()):
+    want, have = desired.meta.annotations, actual.meta.annotations
+    if want is not have and any(have.get(k) != v for k, v in want.items()):
         return True
     return owners and desired.meta.owner_references != actual.meta.owner_references
 
