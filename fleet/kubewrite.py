@@ -244,7 +244,9 @@ class WritePool:
     def close(self) -> None:
         """Close every connection (a request in flight fails with ConnectionLost)."""
         self._closed = True
-        self._idle.clear()
+        idle, self._idle = self._idle, []
+        for conn in idle:  # closed cleanly (a TLS close_notify), not reset
+            self._drop(conn)
         for conn in list(self._open):
             conn.abort()
         self._open.clear()
