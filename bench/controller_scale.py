@@ -97,7 +97,8 @@ async def serve_api(member: int, services: int, endpoints: int, profile: str | N
         import cProfile
         profiler = cProfile.Profile(time.process_time)
         profiler.enable()
-    print(json.dumps({"url": server.url, "cpu_s": time.process_time()}), flush=True)
+    print(json.dumps({"url": server.url, "cpu_s": time.process_time(),
+                      "kubefake": str(Path(sys.modules["kubefake"].__file__ or "").parent)}), flush=True)
     mark = 0
     last_write = [0.0, 0]  # wall time a write was last seen, writes seen
 
@@ -328,7 +329,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     log(f"seeding 3 members: m0 exports {args.services} Services x {args.endpoints} endpoints")
     children = [Child([sys.executable, __file__, "--serve-api", str(m), "--services", str(args.services),
                        "--endpoints", str(args.endpoints)]
-                      + (["--profile-api", args.profile_api] if args.profile_api and m == 1 else []))
+                      + (["--profile-api", args.profile_api] if args.profile_api and m == 1 else [])
+                      + (["--kubefake", str(args.kubefake)] if args.kubefake else []))
                 for m in range(3)]
     controller: subprocess.Popen[bytes] | None = None
     session: aiohttp.ClientSession | None = None
@@ -340,6 +342,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     try:
         ready = [await asyncio.wait_for(c.ask(), args.timeout) for c in children]
         urls = [r["url"] for r in ready]
+        out["kubefake"] = ready[0]["kubefake"]
+        log(f"API servers ready (kubefake from {out['kubefake']})")
         with tempfile.TemporaryDirectory(prefix="fleetgate-ctl-bench-") as tmp:
             fleet_yaml = write_fleet(Path(tmp), urls)
             session = aiohttp.ClientSession()
@@ -498,13 +502,15 @@ def main() -> int:
     parser.add_argument("--py-spy", metavar="PATH", help="sample the controller with py-spy (collapsed stacks to PATH)")
     parser.add_argument("--profile-api", metavar="PATH",
                         help="cProfile (CPU time) member m1's API server while it serves, stats to PATH")
+    parser.add_argument("--kubefake", type=Path, metavar="DIR",
+                        help="the API servers import kubefake from DIR (another version, for a paired run)")
     parser.add_argument("--no-pin", action="store_true",
                         help="do not pin the controller to one core and the rest to the others")
     parser.add_argument("--serve-api", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     import uvloop
     if args.serve_api is not None:
-        sys.path.insert(0, os.getcwd())
+        sys.path.insert(0, str(args.kubefake) if args.kubefake else os.getcwd())
         uvloop.run(serve_api(args.serve_api, args.services, args.endpoints, args.profile_api))
         return 0
     sys.path.insert(0, str(ROOT))
