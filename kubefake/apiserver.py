@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any, Callable, Mapping
 
 import yaml
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from .errors import ApiError, failure_status
 from .resources import Registry, ResourceType, default_crds
@@ -340,6 +340,12 @@ class KubeAPIServer:
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         self.requests.append(RecordedRequest(request.method, request.path, dict(request.query),
                                              request.headers.get("Content-Type", "")))
+        expect = request.headers.get("Expect")
+        if expect and request.version == HttpVersion11:  # what an aiohttp Application did for us
+            if expect.lower() != "100-continue":
+                return web.Response(status=417, text="Unknown Expect: %s" % expect)
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # the answer's head is still to come
         if self._delay:
             try:
                 await asyncio.wait_for(self._undelayed.wait(), self._delay)
