@@ -407,9 +407,14 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             out["api_cpu_per_request_ms"] = round(sum(serving_cpu) * 1000 / sum(requests), 3)
             out["cold_start_bench_cpu_s"] = round(time.process_time(), 1)
             log(f"converged in {out['cold_start_s']:.1f}s: {json.dumps(out)}")
-            log(f"cold start CPU: controller {out['cold_start_cpu_s']:.1f} s, API servers "
-                f"{sum(out['cold_start_api_cpu_s']):.1f} s ({out['api_cpu_per_request_ms']:.3f} ms per request "
-                f"served), bench {out['cold_start_bench_cpu_s']:.1f} s")
+            # how much of its core the controller got: well under 1 means it waited (for the
+            # API servers, or for other processes on a loaded machine), not that it worked
+            out["controller_core_share"] = round(out["cold_start_cpu_s"] / out["cold_start_s"], 2)
+            out["load_after_start"] = os.getloadavg()[0]
+            log(f"cold start CPU: controller {out['cold_start_cpu_s']:.1f} s ({out['controller_core_share']:.0%} of "
+                f"its core over the wall), API servers {sum(out['cold_start_api_cpu_s']):.1f} s "
+                f"({out['api_cpu_per_request_ms']:.3f} ms per request served), bench {out['cold_start_bench_cpu_s']:.1f} s; "
+                f"load {out['load']:.1f} -> {out['load_after_start']:.1f}")
             out["rss_after_start_mb"] = rss_mb(pid)[0]
             for c in children:
                 await c.ask("mark")
