@@ -85,5 +85,28 @@ def nghttp2_extension() -> list[Extension]:
         return []
 
 
-setup(ext_modules=extensions() + nghttp2_extension(), cmdclass={"build_ext": OptionalBuildExt})
+def tls_extension() -> list[Extension]:
+    """The HTTPS listener's TLS layer over OpenSSL's memory BIOs (gateway/tlscodec/_tls.pyx),
+    when OpenSSL's headers are here (apt-get install libssl-dev); without them the event
+    loop's TLS layer serves HTTPS (gateway/tlscodec/__init__.py chooses), and the install goes on."""
+    if os.environ.get("FLEETGATE_PURE_PYTHON") == "1":
+        return []
+    include = [d for d in ("/usr/include", "/usr/local/include") if os.path.exists(os.path.join(d, "openssl", "ssl.h"))]
+    if not include:
+        sys.stderr.write("WARNING: openssl/ssl.h not found (apt-get install libssl-dev); "
+                         "HTTPS stays on the event loop's TLS layer\n")
+        return []
+    try:
+        from Cython.Build import cythonize
+        tlscodec = os.path.join("gateway", "tlscodec")
+        return cythonize([Extension("gateway.tlscodec._tls", [os.path.join(tlscodec, "_tls.pyx")],
+                                    depends=[os.path.join(tlscodec, "_openssl.pxi")],  # (included by it)
+                                    libraries=["ssl", "crypto"], extra_compile_args=["-O2"])],
+                         compiler_directives={"language_level": "3"}, quiet=True)
+    except Exception as err:  # noqa: BLE001 - no Cython, a compile error: the event loop's TLS is used
+        sys.stderr.write("WARNING: the OpenSSL TLS layer was not built (%s)\n" % (err,))
+        return []
+
+
+setup(ext_modules=extensions() + nghttp2_extension() + tls_extension(), cmdclass={"build_ext": OptionalBuildExt})
 

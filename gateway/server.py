@@ -19,11 +19,12 @@ from fleet.view import FleetView, not_following
 from .accesslog import AccessLog
 from .context import GatewayContext, Limits
 from .protocol.downstream import DownstreamH1
-from .protocol.h2 import TLSDownstream
+from .protocol.h2 import DownstreamH2, TLSDownstream
 from .protocol.http1 import DATE
 from .routing.build import DEFAULT_CLASSES, BuildMemo, build, route_backends
 from .upstream.checker import ActiveChecker
 from .routing.table import RouteTable, describe_table
+from . import tlscodec
 from .tls import CertStore
 
 log = logging.getLogger("fleetgate.gateway")
@@ -150,13 +151,28 @@ class Gateway:
             context = self.certs.context
             ctx = self.ctx
 
-            def downstream() -> TLSDownstream:
-                ctx.metrics.connection_accepted("https")
-                return TLSDownstream(ctx)
+            loop = asyncio.get_running_loop()
+            timeout = self.ctx.limits.header_timeout
+            if tlscodec.TLSServer is not None:
+                # the compiled TLS layer (gateway/tlscodec) is the socket's protocol; ALPN
+                # picks the protocol above it once the handshake is done
+                certs, listener, server_cls = self.certs, context.native, tlscodec.TLSServer  # type: ignore[attr-defined]
 
-            self.https_server = await asyncio.get_running_loop().create_server(
-                downstream, sock=sock, backlog=2048, ssl=context,
-                ssl_handshake_timeout=self.ctx.limits.header_timeout)
+                def choose(alpn: str | None) -> Any:
+                    return DownstreamH2(ctx, b"https") if alpn == "h2" else DownstreamH1(ctx, b"https")
+
+                def tls_downstream() -> Any:
+                    ctx.metrics.connection_accepted("https")
+                    return server_cls(listener, certs.lookup, choose, loop, timeout)
+
+                self.https_server = await loop.create_server(tls_downstream, sock=sock, backlog=2048)
+            else:
+                def downstream() -> TLSDownstream:
+                    ctx.metrics.connection_accepted("https")
+                    return TLSDownstream(ctx)
+
+                self.https_server = await loop.create_server(
+                    downstream, sock=sock, backlog=2048, ssl=context, ssl_handshake_timeout=timeout)
             self.servers.append(self.https_server)
             self.ctx.https_port = self.https_address[1]  # type: ignore[index]
             log.info("https listener on %s:%d", *self.https_address)  # type: ignore[misc]

@@ -17,6 +17,7 @@ from typing import Mapping
 
 from fleet.snapshot import Diagnostic
 
+from . import tlscodec
 from .routing.certificates import TLSCertificate
 
 DEFAULT_COMMON_NAME = "fleetgate default certificate"
@@ -59,6 +60,10 @@ def server_context(cert: bytes, key: bytes) -> ssl.SSLContext:
         key_path.touch(mode=0o600)
         key_path.write_bytes(key)
         ctx.load_cert_chain(cert_path, key_path)
+    if tlscodec.ServerContext is not None:
+        # the compiled TLS layer's SSL_CTX for the same PEM (gateway/tlscodec): the listener
+        # serves with it, SNI finds it here; a PEM it refuses is refused (TLSError: ValueError)
+        ctx.native = tlscodec.ServerContext(cert, key, ALPN)  # type: ignore[attr-defined]
     return ctx
 
 

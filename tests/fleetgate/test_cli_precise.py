@@ -43,13 +43,14 @@ def test_version_names_the_release_and_each_codec_in_use(pure: str) -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == f"fleetgate {version('fleetgate')}"
     rows = dict(line.strip().split(": ", 1) for line in lines[1:])
-    assert set(rows) == {"http1_codec", "request_path", "http2", "dns_fastpath"}
+    assert set(rows) == {"http1_codec", "request_path", "http2", "tls", "dns_fastpath"}
+    tls = rows.pop("tls")  # the HTTPS layer: ours over OpenSSL, or the event loop's (uvloop)
     if pure == "1":
-        assert set(rows.values()) == {"pure"}
+        assert set(rows.values()) == {"pure"} and tls == "uvloop"
     else:
-        assert set(rows.values()) <= {"compiled", "pure"}
+        assert set(rows.values()) <= {"compiled", "pure"} and tls in ("compiled", "uvloop")
         if os.environ.get("FLEETGATE_REQUIRE_COMPILED") == "1":
-            assert set(rows.values()) == {"compiled"}
+            assert set(rows.values()) == {"compiled"} and tls == "compiled"
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
