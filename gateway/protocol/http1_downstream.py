@@ -291,6 +291,7 @@ class H1Reader(DownstreamCore, asyncio.Protocol):
     def _parse_buffered(self) -> None:
         """The response in flight is done: parse the pipelined bytes it left behind."""
         data, self.buf = self.buf, b""
+        was_paused, self.paused = self.paused, False  # _heads pauses again if a request must still wait
         try:
             self._heads(data)
         except Reject as r:
@@ -298,8 +299,9 @@ class H1Reader(DownstreamCore, asyncio.Protocol):
         except Exception:
             log.exception("gateway bug while handling a request")
             self._reject(500, "internal-error")
-        if self.active is None and not self.close_after and self.paused:
-            self.paused = False
+        # read on unless a later request waits in buf: also when the bytes ended inside the
+        # body of the request now in flight (its rest is still to be read: no stall)
+        if was_paused and not self.paused and not self.close_after and self.held is None:
             if self.transport is not None:
                 self.transport.resume_reading()
 

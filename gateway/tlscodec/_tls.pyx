@@ -89,6 +89,11 @@ cdef int _servername(SSL* s, int* al, void* arg) noexcept:
     return SSL_TLSEXT_ERR_OK
 
 
+cdef int _no_password(char* buf, int size, int rwflag, void* u) noexcept nogil:
+    """An encrypted tls.key does not load (OpenSSL's default would prompt on a terminal)."""
+    return -1
+
+
 cdef class ServerContext:
     """An SSL_CTX for one certificate chain and key (PEM bytes), with the gateway's settings."""
     cdef SSL_CTX* ctx
@@ -113,7 +118,7 @@ cdef class ServerContext:
         SSL_CTX_set_options(ctx, SSL_OP_ALL | SSL_OP_NO_SSLv3 | SSL_OP_NO_COMPRESSION
                             | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_ENABLE_MIDDLEBOX_COMPAT
                             | SSL_OP_NO_RENEGOTIATION)
-        SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS)
+        SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER)  # (as CPython: buffers kept per connection)
         if SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1:
             raise TLSError(_errors("minimum version"))
         if SSL_CTX_set_cipher_list(ctx, DEF_CIPHERS) != 1:
@@ -146,7 +151,7 @@ cdef class ServerContext:
         if bio == NULL:
             raise MemoryError()
         try:
-            pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL)
+            pkey = PEM_read_bio_PrivateKey(bio, NULL, <void*>_no_password, NULL)
             if pkey == NULL:
                 raise TLSError(_errors("tls.key has no private key that loads"))
             ok = SSL_CTX_use_PrivateKey(ctx, pkey)

@@ -306,3 +306,92 @@ async def test_renegotiation_is_refused(layer, fleet_dir, echo_backends, start_g
     assert "RENEGOTIATING" in text
     assert "no renegotiation" in text.lower() or "no_renegotiation" in text.lower(), text[-2000:]
     assert "HTTP/1.1 200" not in text and backend.hits == 0
+
+
+def _intermediate(root) -> Any:
+    """A CA signed by root (BasicConstraints ca): the issuer of a chained leaf."""
+    import datetime
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from tls_support import CertAuthority
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fleetgate test intermediate")]))
+            .issuer_name(root.cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .sign(root.key, hashes.SHA256()))
+    return CertAuthority(cert, key)
+
+
+@pytest.mark.parametrize("layer", ["compiled", "uvloop"])
+async def test_a_secret_with_an_intermediate_serves_the_whole_chain(
+        layer, fleet_dir, echo_backends, start_gateway, monkeypatch):
+    """tls.crt = leaf + intermediate: a client trusting only the root verifies the chain."""
+    if layer == "compiled":
+        _require_compiled()
+    monkeypatch.setattr(tlscodec, "TLSServer", tlscodec.TLSServer if layer == "compiled" else None)
+    root = make_ca()
+    mid = _intermediate(root)
+    leaf, key = mid.issue("chain.example")
+    fd = fleet_dir("zone-a")
+    b = await echo_backends("zone-a", host="127.0.0.2")
+    fd.member("zone-a", [service("web"), endpoint_slice("web", [(b.host, b.port)])])
+    fd.hub([tls_secret("chain-tls", leaf + mid.pem, key)], name="secrets.yaml")
+    fd.hub([ingress("c", [rule("chain.example", ("/", "Prefix", "web"))], tls=[tls_entry("chain-tls")])])
+    gw = await start_gateway(fd, https=True)
+    facts = await _python_session(gw.gateway.https_address[1], root, "chain.example")
+    assert facts["cert"] == "chain.example" and [a[0] for a in facts["answers"]] == [200] * 6
+
+
+def test_pem_that_does_not_load_is_refused_with_a_reason() -> None:
+    """The compiled layer's SSL_CTX from PEM bytes: a broken certificate, a key of another
+    certificate, an encrypted key (never a terminal prompt) are TLSError (a ValueError:
+    gateway/tls.py reports the Secret); a good pair with an intermediate loads."""
+    _require_compiled()
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ca = make_ca()
+    cert, key = ca.issue("x.example")
+    _, other_key = ca.issue("y.example")
+    locked = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw"))
+    tlscodec.ServerContext(cert, key)
+    tlscodec.ServerContext(cert + ca.pem, key, ["http/1.1"])
+    for bad_cert, bad_key, why in ((b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n", key, "tls.crt"),
+                                   (b"", key, "tls.crt"), (cert, b"", "tls.key"), (cert, other_key, "tls.key.*mismatch"),
+                                   (cert, locked, "tls.key")):
+        with pytest.raises(tlscodec.TLSError, match=why):
+            tlscodec.ServerContext(bad_cert, bad_key)
+    assert issubclass(tlscodec.TLSError, ValueError)
+
+
+@pytest.mark.parametrize("layer", ["compiled", "uvloop"])
+async def test_pipelined_records_past_a_read_buffer_are_all_answered_in_order(
+        layer, fleet_dir, echo_backends, start_gateway, monkeypatch):
+    """40 requests with bodies, each in its own TLS records, sent at once (~200 KB): the
+    layer decrypts more than one response's worth, the HTTP/1 protocol pauses reading
+    while a response is in flight, and what stayed encrypted is read after it resumes."""
+    if layer == "compiled":
+        _require_compiled()
+    gws, ca, backend = await _gateways(fleet_dir, echo_backends, start_gateway, monkeypatch, layers=(layer,))
+    _, port = gws[layer]
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(
+        "127.0.0.1", port, ssl=_client(ca), server_hostname="a.example"), 10)
+    try:
+        n, size = 40, 5000
+        for i in range(n):
+            writer.write(b"POST /r%d HTTP/1.1\r\nHost: a.example\r\nContent-Length: %d\r\n\r\n" % (i, size) + b"p" * size)
+        await writer.drain()
+        got = [_seen(await asyncio.wait_for(read_response(reader), 20)) for _ in range(n)]
+    finally:
+        writer.close()
+    assert got == [(200, ("POST", "/r%d" % i, size, "https", "a.example")) for i in range(n)]
+    assert backend.hits == n
