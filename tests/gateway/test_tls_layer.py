@@ -395,3 +395,35 @@ async def test_pipelined_records_past_a_read_buffer_are_all_answered_in_order(
         writer.close()
     assert got == [(200, ("POST", "/r%d" % i, size, "https", "a.example")) for i in range(n)]
     assert backend.hits == n
+
+
+@pytest.mark.parametrize("layer", ["plain", "compiled", "uvloop"])
+async def test_pipelined_bytes_that_end_inside_a_body_do_not_stall(
+        layer, fleet_dir, echo_backends, start_gateway, monkeypatch):
+    """Three requests and the head and half the body of a fourth in one write: the fourth
+    becomes the request in flight once the third is answered, and the rest of its body,
+    sent only after that answer, must still be read (reading was left paused: it stalled)."""
+    if layer == "compiled":
+        _require_compiled()
+    gws, ca, backend = await _gateways(fleet_dir, echo_backends, start_gateway, monkeypatch,
+                                       layers=("uvloop" if layer == "plain" else layer,))
+    gw, port = next(iter(gws.values()))
+    if layer == "plain":
+        conn = asyncio.open_connection(gw.host, gw.port)
+    else:
+        conn = asyncio.open_connection("127.0.0.1", port, ssl=_client(ca), server_hostname="a.example")
+    reader, writer = await asyncio.wait_for(conn, 10)
+    host = b"plain.example" if layer == "plain" else b"a.example"  # (a.example has tls: plain is redirected)
+    try:
+        size = 6000
+        reqs = [b"POST /q%d HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n" % (i, host, size) + b"q" * size
+                for i in range(4)]
+        cut = len(reqs[3]) - size // 2
+        writer.write(b"".join(reqs[:3]) + reqs[3][:cut])
+        got = [_seen(await asyncio.wait_for(read_response(reader), 10)) for _ in range(3)]
+        writer.write(reqs[3][cut:])
+        got.append(_seen(await asyncio.wait_for(read_response(reader), 10)))
+    finally:
+        writer.close()
+    proto = "http" if layer == "plain" else "https"
+    assert got == [(200, ("POST", "/q%d" % i, size, proto, host.decode())) for i in range(4)]
