@@ -27,10 +27,9 @@ log = logging.getLogger("fleetgate")
 FREEZE_GC = True
 
 
-REFREEZE_GROWTH = 0.5  # a full collection once about half as many objects as the last one kept were frozen
-REFREEZE_FLOOR = 50_000
-_frozen_after_full = 0  # objects kept by the last full collection
-_grown = 0  # objects frozen since (gc.get_count()[0] at each freeze: a freeze resets it)
+REFREEZE_CPU_RATIO = 50  # a full collection once the process used 50x its last one's CPU since (<= 2 %)
+REFREEZE_MIN_CPU = 5.0  # seconds of CPU between full collections at least
+_last_full: tuple[float, float] = (0.0, 0.0)  # (process CPU when the last full collection ended, its cost)
 
 
 @contextlib.contextmanager
@@ -41,13 +40,13 @@ def frozen_after_rebuild() -> Iterator[None]:
     task's frames. When they end, their reference cycles are garbage no collection scans
     (bench/controller_scale.py --gc-check found 110k such objects after a cold start at
     1,000 services; collecting the young generations before each freeze did not help). So
-    once the objects frozen since the last full collection reach REFREEZE_GROWTH of what it
-    kept, everything is unfrozen and collected once: a cold start pays a few collections
-    (geometric: about three scans of the final heap in all), a steady fleet practically none.
-    The growth is counted from gc.get_count(), O(1); gc.get_freeze_count() walks the whole
-    frozen list (28 ms per 100k objects on a loaded machine) and is read only after a full
-    collection."""
-    global _frozen_after_full, _grown
+    now and then everything is unfrozen and collected once: when the process has used
+    REFREEZE_CPU_RATIO times the last full collection's CPU since it ended. Collections
+    then cost at most 1/REFREEZE_CPU_RATIO of the CPU, and the garbage kept is what that
+    much work makes; an idle process makes none and collects none. (Counting frozen objects
+    is no trigger: gc.get_freeze_count() walks the whole frozen list, 28 ms per 100k objects,
+    and gc.get_count() cannot tell frozen objects that died since.)"""
+    global _last_full
     if not FREEZE_GC:
         yield
         return
@@ -56,16 +55,16 @@ def frozen_after_rebuild() -> Iterator[None]:
         gc.disable()
     try:
         yield
-        _grown += gc.get_count()[0]  # tracked objects made (net) since the last freeze or collection
         gc.freeze()  # before enable: the rebuild's objects leave the young generation unscanned
-        if _grown > max(REFREEZE_FLOOR, REFREEZE_GROWTH * _frozen_after_full):
-            started = time.process_time()
+        ended, cost = _last_full
+        now = time.process_time()
+        if now - ended >= max(REFREEZE_MIN_CPU, REFREEZE_CPU_RATIO * cost):
             gc.unfreeze()
             found = gc.collect()
             gc.freeze()
-            _frozen_after_full, _grown = gc.get_freeze_count(), 0
-            log.info("gc: a full collection found %d unreachable objects, kept %d (%.0f ms CPU)",
-                     found, _frozen_after_full, (time.process_time() - started) * 1000)
+            done = time.process_time()
+            _last_full = (done, done - now)
+            log.info("gc: a full collection found %d unreachable objects (%.0f ms CPU)", found, (done - now) * 1000)
     finally:
         if paused:
             gc.enable()

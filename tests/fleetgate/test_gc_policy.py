@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import time
 import weakref
 
 import pytest
@@ -16,28 +17,29 @@ class Node:
         self.me = self
 
 
-def test_a_cycle_frozen_while_alive_is_collected_once_the_frozen_objects_grow(
+def test_a_cycle_frozen_while_alive_is_collected_once_enough_cpu_was_used(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(process, "REFREEZE_FLOOR", 0)
-    monkeypatch.setattr(process, "_frozen_after_full", 0)
-    monkeypatch.setattr(process, "_grown", 1)
+    monkeypatch.setattr(process, "REFREEZE_MIN_CPU", 0.2)
+    monkeypatch.setattr(process, "_last_full", (time.process_time(), 0.0))  # one just ended
     try:
-        with process.frozen_after_rebuild():  # a first full collection sets the baseline
-            pass
-        kept_by_full = process._frozen_after_full
-        assert gc.isenabled() and kept_by_full > 0 and process._grown == 0
         node = Node()
         dead = weakref.ref(node)
-        with process.frozen_after_rebuild():  # in flight while frozen: little growth, no collection
+        with process.frozen_after_rebuild():  # in flight while frozen, no CPU used since: no collection
             pass
-        assert process._frozen_after_full == kept_by_full
+        assert gc.isenabled() and gc.get_freeze_count() > 0
         del node
         gc.collect()
         assert dead() is not None, "a frozen cycle is beyond every collection"
-        grown = int(process.REFREEZE_GROWTH * kept_by_full) + 1000
+        spent = time.process_time() + 0.25
+        while time.process_time() < spent:  # bounded: a quarter of a second of CPU
+            sum(range(1000))
         with process.frozen_after_rebuild():
-            kept = [[i] for i in range(grown)]  # the live objects of a growing fleet, made in a rebuild
-        assert dead() is None, "the frozen objects grew by REFREEZE_GROWTH: one full collection freed the cycle"
-        assert len(kept) == grown and process._frozen_after_full >= grown and process._grown == 0
+            pass
+        assert dead() is None, "REFREEZE_MIN_CPU of work since the last full collection: one freed the cycle"
+        ended, cost = process._last_full
+        assert ended >= spent and cost >= 0
+        with process.frozen_after_rebuild():  # right after: no second collection
+            pass
+        assert process._last_full == (ended, cost)
     finally:
         gc.unfreeze()
