@@ -211,3 +211,24 @@ async def test_a_cold_start_sends_every_write_it_plans(api_servers: Start, contr
     workers = ctl.writer.workers.values()
     assert ctl.writer.writes >= 5 * SERVICES  # per service and member: import, its status, Service, slice...
     assert sum(w.planned for w in workers) == ctl.writer.writes
+
+
+async def test_writes_go_on_after_the_api_server_drops_every_kept_alive_connection(
+        api_servers: Start, controllers: Any, tmp_path: Path) -> None:
+    """zone-b's API server restarts (every connection dropped, fleet/kubewrite.py's idle
+    ones included): the next service exported is still written there, on new connections."""
+    a, b, live = await two_members(api_servers, tmp_path)
+    ctl = await controllers(live)
+    await eventually(lambda: converged(ctl) and ctl.writer.writes > 0, timeout=15, what="converged")
+    pool = ctl.writer.workers["zone-b"].source.client._pool
+    assert pool is not None
+    made = pool.connections_made
+    await b.restart()
+    a.create(service("late"))
+    a.create(endpoint_slice("late", [endpoint("10.9.0.1")], name="late-1"))
+    a.create(export("late"))
+    await eventually(lambda: any(o["metadata"]["name"] == "amcs-late-zone-a-ipv4"
+                                 for o in b.objects("EndpointSlice", "demo")), timeout=15,
+                     what="the late service's slice written to zone-b after its restart")
+    await eventually(lambda: converged(ctl), timeout=15, what="converged again")
+    assert pool.connections_made > made
