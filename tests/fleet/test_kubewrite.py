@@ -125,8 +125,8 @@ def ok(body: bytes, *extra: bytes) -> bytes:
         + b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
-SVC = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "demo"},
-       "spec": {"ports": [{"port": 80}]}}
+SVC: dict[str, Any] = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "demo"},
+                      "spec": {"ports": [{"port": 80}]}}
 
 
 async def exchange(client: KubeClient) -> list[Any]:
