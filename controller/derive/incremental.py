@@ -230,7 +230,7 @@ def _consumer_objects(res: Resolved, res_ips: tuple[str, ...], views: list[_View
         inputs[cname] = mine
         before = built.get((cname, gkey)) if built is not None else None
         kept = held[cname].get(gkey) if before is not None and held is not None else None
-        if kept is not None and _same_import(before, mine):
+        if kept is not None and before is not None and _same_import(before, mine):
             if all(x is y for x, y in zip(before[4], sources)):
                 objects[cname] = kept
             else:  # only source slices moved (an endpoint change): the import and Service stay
