@@ -27,7 +27,7 @@ log = logging.getLogger("fleetgate")
 FREEZE_GC = True
 
 
-REFREEZE_CPU_RATIO = 50  # a full collection once the process used 50x its last one's CPU since (<= 2 %)
+REFREEZE_CPU_RATIO = 25  # a full collection once the process used 25x its last one's CPU since (<= 4 %)
 REFREEZE_MIN_CPU = 5.0  # seconds of CPU between full collections at least
 _last_full: tuple[float, float] = (0.0, 0.0)  # (process CPU when the last full collection ended, its cost)
 
