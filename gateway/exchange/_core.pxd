@@ -3,16 +3,24 @@
 # hot methods cpdef (C calls between them; Python subclasses may still call them).
 # A field here must not be repeated in a subclass's __slots__ (it would shadow this one).
 cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.string cimport memcpy
+
+cdef class RequestCounts
+cdef class ContextCore
+cdef class RouteHot
 
 cdef dict _package
 cdef object _MISS, log, _TARGET, _HOST, _FIELDS, _random, _STATUS, _KEEP, _CLEN, _CHUNKED, _RHEAD
-cdef Py_ssize_t _MAX_HEAD, _SUM, _RECV, _SENT
+cdef Py_ssize_t _MAX_HEAD, _SUM, _RECV, _SENT, _HOT_MEMO_SIZE
 cdef tuple _BOUNDS
 cdef int _HEAD
 cdef bint _COMPILED
 
-@cython.locals(rr=dict, n=Py_ssize_t)
 cpdef object round_robin(object endpoints, object state, object key)
+
+@cython.locals(c=Py_ssize_t)
+cdef Py_ssize_t _next_index(dict rr, object key, Py_ssize_t n) except -1
 cpdef double wait_until(double now, object policy, bint connected) except? -1.0
 
 @cython.locals(acc=double, share=double, i=Py_ssize_t, outcome=int, total=double, target=double, cum=double,
@@ -36,7 +44,8 @@ cdef class Exchange:
 
 
 cdef class DownstreamCore:
-    cdef public object ctx, scheme, transport, peer, buf, cur, active, tunnel, held, final, now
+    cdef public ContextCore ctx
+    cdef public object scheme, transport, peer, buf, cur, active, tunnel, held, final, now
     cdef public object max_line, max_headers, head_limit, health, balancer
     cdef public dict pools
     cdef public list out
@@ -50,18 +59,21 @@ cdef class DownstreamCore:
     @cython.locals(end=Py_ssize_t, ex=Exchange)
     cpdef data_received(self, data)
 
-    @cython.locals(ex=Exchange, has_body=bint, memo=dict)
+    @cython.locals(ex=Exchange, has_body=bint, ctx=ContextCore, hot=RouteHot, eps=tuple, i=Py_ssize_t)
     cpdef _on_head(self, head, double began)
 
-    @cython.locals(rr=dict, n=Py_ssize_t)
-    cdef _warm_head(self, Exchange ex, head, r, tuple warm)
+    @cython.locals(routes=dict, memo=dict, hot=RouteHot)
+    cdef RouteHot _hot_miss(self, ContextCore ctx, table, tuple key)
+
+    @cython.locals(eps=tuple)
+    cdef _warm_head(self, Exchange ex, head, RouteHot hot)
 
     cpdef bint _fast_send(self, Exchange ex, r, bint plain) except -1
 
     @cython.locals(conn=UpstreamCore, idle=list, pool=PoolCore)
-    cdef _send_on(self, Exchange ex, r, ep)
+    cdef _send_on(self, Exchange ex, ep, key, double read_timeout)
 
-    @cython.locals(now=double, idle=list, counts=RequestCounts, pool=PoolCore)
+    @cython.locals(now=double, idle=list, counts=RequestCounts, pool=PoolCore, ctx=ContextCore)
     cpdef response_complete(self, Exchange ex, bint reusable, UpstreamCore upstream)
 
 
@@ -104,3 +116,49 @@ cdef class UpstreamCore:
 
 @cython.locals(out=list)
 cdef _whole_response(DownstreamCore ds, Exchange ex, piece, bint reusable, UpstreamCore up)
+
+
+cdef class RouteHot:
+    cdef readonly object route, label, policy, backend, bkey, warm
+    cdef readonly tuple endpoints, keys
+    cdef readonly bint fast, fast_tls
+    cdef readonly double read_timeout
+
+
+@cython.locals(h=RouteHot)
+cdef RouteHot _route_hot(r)
+
+
+cdef class ContextCore:
+    cdef public object table, metrics
+    cdef public bint draining
+    cdef public unsigned long long rid
+    cdef public bytes rid_prefix
+    cdef object hot_table, counts_of
+    cdef dict hot_memo, hot_routes
+    cdef RequestCounts counts
+
+
+cdef inline bytes _next_rid(ContextCore ctx):
+    """ctx's next x-request-id: b"%s%x" % (ctx.rid_prefix, ctx.rid + 1), written by a C
+    loop (the compiled build's; the twin formats it)."""
+    cdef const char* hexdigits = b"0123456789abcdef"
+    cdef bytes prefix = ctx.rid_prefix
+    cdef unsigned long long n, m
+    cdef Py_ssize_t plen = len(prefix), digits = 1, i
+    cdef char* p
+    ctx.rid += 1
+    n = ctx.rid
+    m = n >> 4
+    while m:
+        m >>= 4
+        digits += 1
+    out = PyBytes_FromStringAndSize(NULL, plen + digits)
+    p = PyBytes_AS_STRING(out)
+    memcpy(p, <const char*>prefix, plen)
+    i = plen + digits
+    while i > plen:
+        i -= 1
+        p[i] = hexdigits[n & 15]
+        n >>= 4
+    return out
