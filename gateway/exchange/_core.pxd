@@ -85,7 +85,7 @@ cdef class RequestCounts:
     cdef list c_row
 
     @cython.locals(c=DownstreamCore, n=Py_ssize_t, sent=Py_ssize_t, received=Py_ssize_t, row=list,
-                   start=double, seconds=double, i=Py_ssize_t, acc=double, body=Py_ssize_t)
+                   start=double, seconds=double, i=Py_ssize_t, acc=double, body=Py_ssize_t, t=tuple)
     cpdef done(self, Exchange ex, double now)
 
     cdef list _row(self, Exchange ex, r)
@@ -161,4 +161,39 @@ cdef inline bytes _next_rid(ContextCore ctx):
         i -= 1
         p[i] = hexdigits[n & 15]
         n >>= 4
+    return out
+
+
+cdef inline tuple _as_tuple(object o):
+    """o (a NamedTuple: RequestHead, ResponseHead) as its tuple, unchecked (the caller knows
+    it is one): Cython then unpacks and indexes it with C reads of the tuple's items."""
+    return <tuple>o
+
+
+cdef inline bytes _join_piece(object head, object cline, object extra, object data, Py_ssize_t end):
+    """head + cline + extra + CRLF + data[end:] as one new bytes, copied once (any piece
+    not bytes: the join)."""
+    cdef Py_ssize_t hl, cl, xl, dl, n
+    cdef char* p
+    if type(head) is not bytes or type(cline) is not bytes or type(extra) is not bytes or type(data) is not bytes:
+        return b"".join((head, cline, extra, b"\r\n", data[end:]))
+    hl = len(<bytes>head)
+    cl = len(<bytes>cline)
+    xl = len(<bytes>extra)
+    dl = len(<bytes>data) - end
+    if dl < 0:
+        dl = 0
+    out = PyBytes_FromStringAndSize(NULL, hl + cl + xl + 2 + dl)
+    p = PyBytes_AS_STRING(out)
+    memcpy(p, <const char*><bytes>head, hl)
+    n = hl
+    memcpy(p + n, <const char*><bytes>cline, cl)
+    n += cl
+    memcpy(p + n, <const char*><bytes>extra, xl)
+    n += xl
+    p[n] = 13
+    p[n + 1] = 10
+    n += 2
+    if dl:
+        memcpy(p + n, (<const char*><bytes>data) + end, dl)
     return out

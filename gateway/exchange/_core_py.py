@@ -441,8 +441,12 @@ class DownstreamCore:
         ctx = self.ctx
         # The head's fields unpacked at once: a NamedTuple field read is a descriptor call
         # (~240 instructions on 3.11), one unpack of the whole tuple costs about two of them.
-        (method, target, version, host, content_length, chunked, keep_alive, upgrade,
-         _expect, _xff, rid, _via, _fields, _count) = head
+        if _COMPILED:  # as a plain tuple's (_core.pxd's _as_tuple): C reads of its items
+            (method, target, version, host, content_length, chunked, keep_alive, upgrade,
+             _expect, _xff, rid, _via, _fields, _count) = _as_tuple(head)
+        else:
+            (method, target, version, host, content_length, chunked, keep_alive, upgrade,
+             _expect, _xff, rid, _via, _fields, _count) = head
         if method == b"CONNECT":
             raise Reject(405, "connect-not-allowed")
         cls = _package["EXCHANGE_CLASS"]
@@ -653,16 +657,12 @@ class UpstreamCore:
                 if _COMPILED:
                     end = head_end(data, 0, _MAX_HEAD)
                     if 0 < end <= _MAX_HEAD:
-                        # by position: the compiled codec parses no keywords then. The fields by
-                        # object index (the tuple's own subscript): unpacking the NamedTuple
-                        # whole is the iterator protocol there (a call per field); the client's
+                        # by position: the compiled codec parses no keywords then. The fields
+                        # unpacked as a plain tuple's (_core.pxd's _as_tuple: a NamedTuple's own
+                        # unpacking is the iterator protocol, a call per field); the client's
                         # fields as C reads when it is a DownstreamCore
-                        rh = parse_response(data, 0, end, ex.method == b"HEAD")
-                        code = rh[_STATUS]
-                        clen = rh[_CLEN]
-                        keep_alive = rh[_KEEP]
-                        chunked = rh[_CHUNKED]
-                        rhead = rh[_RHEAD]
+                        (code, _reason, _version, keep_alive, clen, chunked, _close,
+                         rhead) = _as_tuple(parse_response(data, 0, end, ex.method == b"HEAD"))
                         if isinstance(ds, DownstreamCore):
                             dc = ds
                             client_ok = dc.http11 and not dc.health.endpoints
@@ -684,8 +684,11 @@ class UpstreamCore:
                         ex.phase = RESPONDING
                     ex.cluster = self.cluster
                     # head and body in one piece
-                    piece = (b"".join((rhead, self.cline, ex.extra_resp, b"\r\n", data[end:]))
-                             if end < len(data) else b"".join((rhead, self.cline, ex.extra_resp, b"\r\n")))
+                    if _COMPILED:  # (_core.pxd: copied into one new bytes, no slice, no tuple)
+                        piece = _join_piece(rhead, self.cline, ex.extra_resp, data, end)
+                    else:
+                        piece = (b"".join((rhead, self.cline, ex.extra_resp, b"\r\n", data[end:]))
+                                 if end < len(data) else b"".join((rhead, self.cline, ex.extra_resp, b"\r\n")))
                     self.ex = None
                     reusable = ex.request_done
                     if reusable:
@@ -803,7 +806,11 @@ class RequestCounts:
             # the row's cells are floats: each sum read as a C double and written back as one
             # new float (`row[k] += x` would box x first and dispatch a float + int add)
             body = ex.body_size
-            received = len(req[_TARGET]) + len(req[_HOST]) + len(req[_FIELDS]) + 30 + body
+            if isinstance(req, tuple):  # (a RequestHead: its items as a plain tuple's, C reads)
+                t = _as_tuple(req)
+                received = len(t[1]) + len(t[3]) + len(t[12]) + 30 + body
+            else:
+                received = len(req[_TARGET]) + len(req[_HOST]) + len(req[_FIELDS]) + 30 + body
             i = _bucket(_BOUNDS, seconds)
             acc = row[i]
             row[i] = acc + 1.0
