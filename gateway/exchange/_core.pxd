@@ -4,7 +4,7 @@
 # A field here must not be repeated in a subclass's __slots__ (it would shadow this one).
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 cdef class RequestCounts
 cdef class ContextCore
@@ -53,20 +53,26 @@ cdef class DownstreamCore:
     cdef public double began, deadline, header_timeout, idle_timeout
     cdef public Py_ssize_t sent, logged  # response bytes flushed, and accounted by the metrics
     cdef object __weakref__
+    # the compiled build's last routed request on this connection: its table, Host and
+    # target, and their route snapshot (the twin looks each request up in the memo)
+    cdef object last_table
+    cdef bytes last_host, last_target
+    cdef RouteHot last_hot
 
     cpdef flush(self)
 
     @cython.locals(end=Py_ssize_t, ex=Exchange)
     cpdef data_received(self, data)
 
-    @cython.locals(ex=Exchange, has_body=bint, ctx=ContextCore, hot=RouteHot, eps=tuple, i=Py_ssize_t)
+    @cython.locals(ex=Exchange, has_body=bint, ctx=ContextCore, hot=RouteHot, eps=tuple, i=Py_ssize_t,
+                   host=bytes, target=bytes)
     cpdef _on_head(self, head, double began)
 
     @cython.locals(routes=dict, memo=dict, hot=RouteHot)
     cdef RouteHot _hot_miss(self, ContextCore ctx, table, tuple key)
 
     @cython.locals(eps=tuple)
-    cdef _warm_head(self, Exchange ex, head, RouteHot hot)
+    cdef _warm_head(self, Exchange ex, head, RouteHot hot, bytes target, bytes host, fields)
 
     cpdef bint _fast_send(self, Exchange ex, r, bint plain) except -1
 
@@ -91,8 +97,6 @@ cdef class RequestCounts:
     cdef list _row(self, Exchange ex, r)
 
 
-@cython.locals(lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t, bound=double)
-cdef Py_ssize_t _bucket(tuple bounds, double seconds)
 
 
 cdef class PoolCore:
@@ -197,3 +201,27 @@ cdef inline bytes _join_piece(object head, object cline, object extra, object da
     if dl:
         memcpy(p + n, (<const char*><bytes>data) + end, dl)
     return out
+
+
+cdef enum:
+    _NBOUNDS = 18  # len(BUCKETS) (checked at import)
+cdef double _BOUNDS_C[_NBOUNDS]  # BUCKETS, filled at import
+
+
+cdef inline Py_ssize_t _bucket(double seconds) noexcept:
+    """bisect_left(BUCKETS, seconds), over _BOUNDS_C (the twin calls bisect_left)."""
+    cdef Py_ssize_t lo = 0, hi = _NBOUNDS, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if _BOUNDS_C[mid] < seconds:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline bint _is_preface(object data) except -1:
+    """data begins with h2c's connection preface ("PRI *"): not an HTTP/1 request."""
+    if type(data) is bytes:
+        return len(<bytes>data) >= 5 and memcmp(<const char*><bytes>data, b"PRI *", 5) == 0
+    return bytes(data[:5]) == b"PRI *"

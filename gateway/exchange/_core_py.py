@@ -300,6 +300,10 @@ def _twin_defaults() -> None:
 _COMPILED = compiled()
 if not _COMPILED:
     _twin_defaults()
+else:  # the histogram's bounds as C doubles (_core.pxd's _bucket searches them)
+    assert len(BUCKETS) == _NBOUNDS
+    for _i in range(_NBOUNDS):
+        _BOUNDS_C[_i] = BUCKETS[_i]
 
 
 # a context's memo of route snapshots by (Host, target) is cleared at this size, as the
@@ -409,7 +413,7 @@ class DownstreamCore:
                 if _COMPILED:
                     head = None
                     end = head_end(data, 0, self.head_limit)
-                    if end == len(data) and (data[0] != 80 or data[:5] != b"PRI *"):
+                    if end == len(data) and not _is_preface(data):  # (_core.pxd: not h2c's preface)
                         head = parse_request(data, 0, end, self.max_line, self.max_headers)
                 else:  # the twin: one call (the same head, or None for the general way)
                     head = request_whole(data, self.max_line, self.max_headers)
@@ -467,14 +471,24 @@ class DownstreamCore:
         else:
             ex.keep_alive = keep_alive
         table = ctx.table
-        key = (host, target)
         if table is not ctx.hot_table:  # a new table (or the first request): a new memo
             ctx.hot_table = table
             ctx.hot_memo = {}
             ctx.hot_routes = {}
-        hot = ctx.hot_memo.get(key)
-        if hot is None:
-            hot = self._hot_miss(ctx, table, key)
+        if _COMPILED and table is self.last_table and host == self.last_host and target == self.last_target:
+            # the compiled build: the connection's previous request had the same Host and
+            # target on the same table (two byte compares, where the memo hashes both)
+            hot = self.last_hot
+        else:
+            key = (host, target)
+            hot = ctx.hot_memo.get(key)
+            if hot is None:
+                hot = self._hot_miss(ctx, table, key)
+            if _COMPILED:
+                self.last_table = table
+                self.last_host = host
+                self.last_target = target
+                self.last_hot = hot
         has_body = chunked or content_length > 0
         if rid is None:
             if _COMPILED:
@@ -511,7 +525,7 @@ class DownstreamCore:
                 and method in IDEMPOTENT_METHODS):
             # the route's policies as a table (gateway/routing/plan.py): one pure call
             # resolves them, and the request goes out as the common one does
-            self._warm_head(ex, head, hot)
+            self._warm_head(ex, head, hot, target, host, _fields)
             return ex
         self._policy_head(ex, head, r, has_body)
         return ex
@@ -532,14 +546,15 @@ class DownstreamCore:
         memo[key] = hot
         return hot
 
-    def _warm_head(self, ex: Exchange, head: Any, hot: RouteHot) -> None:
+    def _warm_head(self, ex: Exchange, head: Any, hot: RouteHot, target: bytes, host: bytes, fields: bytes) -> None:
         """A request whose route's policies have a warm plan (routing/plan.py; every
         endpoint up, no body, an idempotent method): resolve_warm decides the backend, the
-        member cluster and the mirror, round robin the endpoint, then the warm send."""
-        backend, label, eps, mirror = resolve_warm(hot.warm, head[_FIELDS], _random(), _random(), _random())
+        member cluster and the mirror, round robin the endpoint, then the warm send.
+        (target, host, fields: the head's, as _on_head unpacked them.)"""
+        backend, label, eps, mirror = resolve_warm(hot.warm, fields, _random(), _random(), _random())
         ex.backend = backend
         ex.label = label
-        ex.head = upstream_head(head, head[_TARGET], head[_HOST], self.peer, self.scheme, ex.request_id)
+        ex.head = upstream_head(head, target, host, self.peer, self.scheme, ex.request_id)
         ex.request_done = True
         if mirror is not None:
             ex.mirror = mirror
@@ -811,7 +826,7 @@ class RequestCounts:
                 received = len(t[1]) + len(t[3]) + len(t[12]) + 30 + body
             else:
                 received = len(req[_TARGET]) + len(req[_HOST]) + len(req[_FIELDS]) + 30 + body
-            i = _bucket(_BOUNDS, seconds)
+            i = _bucket(seconds)  # (_core.pxd: over a C array of the bounds)
             acc = row[i]
             row[i] = acc + 1.0
             acc = row[_SUM]
@@ -848,17 +863,3 @@ class RequestCounts:
         if row is None:
             row = self.owner._new_row(key)
         return row
-
-
-def _bucket(bounds: tuple, seconds: float) -> int:
-    """bisect_left over the bounds, as C (the compiled build; the twin calls bisect_left)."""
-    lo = 0
-    hi = len(bounds)
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        bound = bounds[mid]
-        if bound < seconds:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
