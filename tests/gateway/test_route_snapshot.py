@@ -38,17 +38,28 @@ async def test_a_kept_alive_connection_follows_every_table_swap(fleet_dir, echo_
         assert (await _get(s, gw.url + "/a", "web.example.com"))[0] == 404
         status, body = await _get(s, gw.url + "/a", "other.example.com")
         assert (status, body["backend"]) == (200, "green")
-        fd.hub([ingress("web", [rule("web.example.com", ("/", "Prefix", "blue"))])])
+        fd.hub([ingress("web", [rule("web.example.com", ("/", "Prefix", "blue")),
+                                rule("web.example.com", ("/g", "Prefix", "green")),
+                                rule("other.example.com", ("/", "Prefix", "green"))])])
         await gw.wait_reload()
         status, body = await _get(s, gw.url + "/a", "web.example.com")
         assert (status, body["backend"]) == (200, "blue")
-    assert blue.hits == 4 and green.hits == 2
+        # one Host, then another, then another target: each request its own route, never
+        # the previous request's
+        for host, path, want in (("web.example.com", "/g/1", "green"), ("web.example.com", "/a", "blue"),
+                                 ("other.example.com", "/a", "green"), ("web.example.com", "/a", "blue"),
+                                 ("web.example.com", "/a", "blue"), ("nowhere.example.com", "/a", None),
+                                 ("web.example.com", "/a", "blue")):
+            status, body = await _get(s, gw.url + path, host)
+            assert (status, body.get("backend")) == ((200, want) if want else (404, None)), (host, path)
+    assert blue.hits == 8 and green.hits == 4
+    assert sum(gw.gateway.ctx.metrics.accepted.values()) == 1  # all on one client connection
     # the metrics rows follow the routes too: green's requests were counted as green's
     rows = gw.gateway.ctx.metrics.rows
     by_service = {}
     for (_label, _ingress, svc, _cluster, _method, status), row in rows.items():
         by_service[(svc, status)] = by_service.get((svc, status), 0) + sum(row[:SUM])
-    assert by_service[("demo/blue:80", 200)] == 4 and by_service[("demo/green:80", 200)] == 2
+    assert by_service[("demo/blue:80", 200)] == 8 and by_service[("demo/green:80", 200)] == 4
 
 
 async def test_generated_request_ids_are_the_prefix_and_the_counter_in_hex(fleet_dir, echo_backends,
