@@ -1,5 +1,5 @@
 # Augments _core_py.py when setup.py compiles it as gateway.exchange._core (Cython's pure
-# Python mode): the three hot classes become extension types with typed fields, and the
+# Python mode): the hot classes become extension types with typed fields, and the
 # hot methods cpdef (C calls between them; Python subclasses may still call them).
 # A field here must not be repeated in a subclass's __slots__ (it would shadow this one).
 cimport cython

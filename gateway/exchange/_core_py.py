@@ -5,11 +5,18 @@ One source, two builds. This file is the pure-Python twin as it stands; setup.py
 compiles it with Cython as `gateway.exchange._core`, where `_core.pxd` beside it turns
 `Exchange`, `DownstreamCore` and `UpstreamCore` into extension types with typed
 attributes, so the common request's attribute reads and calls between the three are C
-(compiling one of them alone was slower: its reads of the others stayed generic).
-`gateway/exchange/__init__.py` chooses the build, as gateway/codec does.
+(compiling one of them alone was slower: its reads of the others stayed generic). The
+same holds for what they read of the rest of the gateway: `ContextCore` (the per-worker
+context's hot fields: GatewayContext builds on it) and `RouteHot` (what a request reads of
+its Route, its policy and its backend, copied once per route into one typed record and
+memoised per context and table), so a plain request makes no generic attribute read of
+routing data. A few C-only helpers (request ids, the response piece, the bucket search,
+reading a codec NamedTuple as a plain tuple) are inline functions in _core.pxd, called
+only where `_COMPILED` is true. `gateway/exchange/__init__.py` chooses the build, as
+gateway/codec does.
 
 What lives here is only what a plain proxied request runs: a whole request head read on
-an idle client connection (`DownstreamCore.data_received` -> `_on_head` -> `_fast_send`),
+an idle client connection (`DownstreamCore.data_received` -> `_on_head` -> `_send_on`),
 the upstream's whole keep-alive response (`UpstreamCore.data_received` ->
 `DownstreamCore.response_complete`), and the writes. Everything else stays in the Python
 subclasses (H1Reader and DownstreamH1 in gateway/protocol/, UpstreamH1 in
