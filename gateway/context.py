@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from .exchange import ContextCore
 from .metrics import GatewayMetrics
 from .routing.build import all_backends
 from .routing.table import EMPTY_TABLE, Backend, RouteTable, UpstreamEndpoint
@@ -52,7 +53,10 @@ class CountedHealth(HealthState):
         return ejected
 
 
-class GatewayContext:
+class GatewayContext(ContextCore):
+    """(ContextCore: the fields the request path reads per request, typed in the compiled
+    core: table, metrics, draining, rid, rid_prefix.)"""
+
     def __init__(self, *, limits: Limits = Limits(), cluster_header: bool = True,
                  max_idle_per_endpoint: int | None = None, zone: str | None = None) -> None:
         self.table: RouteTable = EMPTY_TABLE

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import asyncio
 
 __all__ = ["Phase", "RECEIVED", "SENT", "RESPONDING", "TUNNEL", "DONE", "TRANSITIONS", "PhaseError", "Exchange",
-           "CheckedExchange", "Downstream", "Upstream", "DownstreamCore", "PoolCore", "UpstreamCore", "Reject",
+           "CheckedExchange", "ContextCore", "Downstream", "Upstream", "DownstreamCore", "PoolCore", "UpstreamCore", "Reject",
            "IDEMPOTENT_METHODS", "MAX_RESPONSE_HEAD", "EXCHANGE_DEFAULTS", "IMPLEMENTATION", "round_robin",
            "wait_until"]
 
@@ -40,18 +40,18 @@ _ALLOWED = ALLOWED  # (the name this module had it under)
 
 IMPLEMENTATION: str
 if os.environ.get("FLEETGATE_PURE_PYTHON") == "1":
-    from ._core_py import (EXCHANGE_DEFAULTS, IDEMPOTENT_METHODS, MAX_RESPONSE_HEAD, DownstreamCore, Exchange,
+    from ._core_py import (EXCHANGE_DEFAULTS, IDEMPOTENT_METHODS, MAX_RESPONSE_HEAD, ContextCore, DownstreamCore, Exchange,
                            PoolCore, Reject, UpstreamCore, round_robin, wait_until)
     IMPLEMENTATION = "pure"
 else:
     try:
         from ._core import (EXCHANGE_DEFAULTS, IDEMPOTENT_METHODS,  # type: ignore[no-redef, import-not-found]
-                            MAX_RESPONSE_HEAD, DownstreamCore, Exchange, PoolCore, Reject, UpstreamCore, round_robin,
+                            MAX_RESPONSE_HEAD, ContextCore, DownstreamCore, Exchange, PoolCore, Reject, UpstreamCore, round_robin,
                             wait_until)
         IMPLEMENTATION = "compiled"
     except ImportError:  # not built (no compiler at install time): the twin
         from ._core_py import (EXCHANGE_DEFAULTS, IDEMPOTENT_METHODS,  # type: ignore[assignment]
-                               MAX_RESPONSE_HEAD, DownstreamCore, Exchange, PoolCore, Reject, UpstreamCore, round_robin,
+                               MAX_RESPONSE_HEAD, ContextCore, DownstreamCore, Exchange, PoolCore, Reject, UpstreamCore, round_robin,
                                wait_until)
         IMPLEMENTATION = "pure"
 

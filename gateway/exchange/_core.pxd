@@ -1,18 +1,26 @@
 # Augments _core_py.py when setup.py compiles it as gateway.exchange._core (Cython's pure
-# Python mode): the three hot classes become extension types with typed fields, and the
+# Python mode): the hot classes become extension types with typed fields, and the
 # hot methods cpdef (C calls between them; Python subclasses may still call them).
 # A field here must not be repeated in a subclass's __slots__ (it would shadow this one).
 cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.string cimport memcmp, memcpy
+
+cdef class RequestCounts
+cdef class ContextCore
+cdef class RouteHot
 
 cdef dict _package
 cdef object _MISS, log, _TARGET, _HOST, _FIELDS, _random, _STATUS, _KEEP, _CLEN, _CHUNKED, _RHEAD
-cdef Py_ssize_t _MAX_HEAD, _SUM, _RECV, _SENT
+cdef Py_ssize_t _MAX_HEAD, _SUM, _RECV, _SENT, _HOT_MEMO_SIZE
 cdef tuple _BOUNDS
 cdef int _HEAD
 cdef bint _COMPILED
 
-@cython.locals(rr=dict, n=Py_ssize_t)
 cpdef object round_robin(object endpoints, object state, object key)
+
+@cython.locals(c=Py_ssize_t)
+cdef Py_ssize_t _next_index(dict rr, object key, Py_ssize_t n) except -1
 cpdef double wait_until(double now, object policy, bint connected) except? -1.0
 
 @cython.locals(acc=double, share=double, i=Py_ssize_t, outcome=int, total=double, target=double, cum=double,
@@ -36,7 +44,8 @@ cdef class Exchange:
 
 
 cdef class DownstreamCore:
-    cdef public object ctx, scheme, transport, peer, buf, cur, active, tunnel, held, final, now
+    cdef public ContextCore ctx
+    cdef public object scheme, transport, peer, buf, cur, active, tunnel, held, final, now
     cdef public object max_line, max_headers, head_limit, health, balancer
     cdef public dict pools
     cdef public list out
@@ -44,24 +53,33 @@ cdef class DownstreamCore:
     cdef public double began, deadline, header_timeout, idle_timeout
     cdef public Py_ssize_t sent, logged  # response bytes flushed, and accounted by the metrics
     cdef object __weakref__
+    # the compiled build's last routed request on this connection: its table, Host and
+    # target, and their route snapshot (the twin looks each request up in the memo)
+    cdef object last_table
+    cdef bytes last_host, last_target
+    cdef RouteHot last_hot
 
     cpdef flush(self)
 
     @cython.locals(end=Py_ssize_t, ex=Exchange)
     cpdef data_received(self, data)
 
-    @cython.locals(ex=Exchange, has_body=bint, memo=dict)
+    @cython.locals(ex=Exchange, has_body=bint, ctx=ContextCore, hot=RouteHot, eps=tuple, i=Py_ssize_t,
+                   host=bytes, target=bytes)
     cpdef _on_head(self, head, double began)
 
-    @cython.locals(rr=dict, n=Py_ssize_t)
-    cdef _warm_head(self, Exchange ex, head, r, tuple warm)
+    @cython.locals(routes=dict, memo=dict, hot=RouteHot)
+    cdef RouteHot _hot_miss(self, ContextCore ctx, table, tuple key)
+
+    @cython.locals(eps=tuple)
+    cdef _warm_head(self, Exchange ex, head, RouteHot hot, bytes target, bytes host, fields)
 
     cpdef bint _fast_send(self, Exchange ex, r, bint plain) except -1
 
     @cython.locals(conn=UpstreamCore, idle=list, pool=PoolCore)
-    cdef _send_on(self, Exchange ex, r, ep)
+    cdef _send_on(self, Exchange ex, ep, key, double read_timeout)
 
-    @cython.locals(now=double, idle=list, counts=RequestCounts, pool=PoolCore)
+    @cython.locals(now=double, idle=list, counts=RequestCounts, pool=PoolCore, ctx=ContextCore)
     cpdef response_complete(self, Exchange ex, bint reusable, UpstreamCore upstream)
 
 
@@ -73,14 +91,12 @@ cdef class RequestCounts:
     cdef list c_row
 
     @cython.locals(c=DownstreamCore, n=Py_ssize_t, sent=Py_ssize_t, received=Py_ssize_t, row=list,
-                   start=double, seconds=double, i=Py_ssize_t, acc=double, body=Py_ssize_t)
+                   start=double, seconds=double, i=Py_ssize_t, acc=double, body=Py_ssize_t, t=tuple)
     cpdef done(self, Exchange ex, double now)
 
     cdef list _row(self, Exchange ex, r)
 
 
-@cython.locals(lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t, bound=double)
-cdef Py_ssize_t _bucket(tuple bounds, double seconds)
 
 
 cdef class PoolCore:
@@ -104,3 +120,108 @@ cdef class UpstreamCore:
 
 @cython.locals(out=list)
 cdef _whole_response(DownstreamCore ds, Exchange ex, piece, bint reusable, UpstreamCore up)
+
+
+cdef class RouteHot:
+    cdef readonly object route, label, policy, backend, bkey, warm
+    cdef readonly tuple endpoints, keys
+    cdef readonly bint fast, fast_tls
+    cdef readonly double read_timeout
+
+
+@cython.locals(h=RouteHot)
+cdef RouteHot _route_hot(r)
+
+
+cdef class ContextCore:
+    cdef public object table, metrics
+    cdef public bint draining
+    cdef public unsigned long long rid
+    cdef public bytes rid_prefix
+    cdef object hot_table, counts_of
+    cdef dict hot_memo, hot_routes
+    cdef RequestCounts counts
+
+
+cdef inline bytes _next_rid(ContextCore ctx):
+    """ctx's next x-request-id: b"%s%x" % (ctx.rid_prefix, ctx.rid + 1), written by a C
+    loop (the compiled build's; the twin formats it)."""
+    cdef const char* hexdigits = b"0123456789abcdef"
+    cdef bytes prefix = ctx.rid_prefix
+    cdef unsigned long long n, m
+    cdef Py_ssize_t plen = len(prefix), digits = 1, i
+    cdef char* p
+    ctx.rid += 1
+    n = ctx.rid
+    m = n >> 4
+    while m:
+        m >>= 4
+        digits += 1
+    out = PyBytes_FromStringAndSize(NULL, plen + digits)
+    p = PyBytes_AS_STRING(out)
+    memcpy(p, <const char*>prefix, plen)
+    i = plen + digits
+    while i > plen:
+        i -= 1
+        p[i] = hexdigits[n & 15]
+        n >>= 4
+    return out
+
+
+cdef inline tuple _as_tuple(object o):
+    """o (a NamedTuple: RequestHead, ResponseHead) as its tuple, unchecked (the caller knows
+    it is one): Cython then unpacks and indexes it with C reads of the tuple's items."""
+    return <tuple>o
+
+
+cdef inline bytes _join_piece(object head, object cline, object extra, object data, Py_ssize_t end):
+    """head + cline + extra + CRLF + data[end:] as one new bytes, copied once (any piece
+    not bytes: the join)."""
+    cdef Py_ssize_t hl, cl, xl, dl, n
+    cdef char* p
+    if type(head) is not bytes or type(cline) is not bytes or type(extra) is not bytes or type(data) is not bytes:
+        return b"".join((head, cline, extra, b"\r\n", data[end:]))
+    hl = len(<bytes>head)
+    cl = len(<bytes>cline)
+    xl = len(<bytes>extra)
+    dl = len(<bytes>data) - end
+    if dl < 0:
+        dl = 0
+    out = PyBytes_FromStringAndSize(NULL, hl + cl + xl + 2 + dl)
+    p = PyBytes_AS_STRING(out)
+    memcpy(p, <const char*><bytes>head, hl)
+    n = hl
+    memcpy(p + n, <const char*><bytes>cline, cl)
+    n += cl
+    memcpy(p + n, <const char*><bytes>extra, xl)
+    n += xl
+    p[n] = 13
+    p[n + 1] = 10
+    n += 2
+    if dl:
+        memcpy(p + n, (<const char*><bytes>data) + end, dl)
+    return out
+
+
+cdef enum:
+    _NBOUNDS = 18  # len(BUCKETS) (checked at import)
+cdef double _BOUNDS_C[_NBOUNDS]  # BUCKETS, filled at import
+
+
+cdef inline Py_ssize_t _bucket(double seconds) noexcept:
+    """bisect_left(BUCKETS, seconds), over _BOUNDS_C (the twin calls bisect_left)."""
+    cdef Py_ssize_t lo = 0, hi = _NBOUNDS, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if _BOUNDS_C[mid] < seconds:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline bint _is_preface(object data) except -1:
+    """data begins with h2c's connection preface ("PRI *"): not an HTTP/1 request."""
+    if type(data) is bytes:
+        return len(<bytes>data) >= 5 and memcmp(<const char*><bytes>data, b"PRI *", 5) == 0
+    return bytes(data[:5]) == b"PRI *"

@@ -5,11 +5,18 @@ One source, two builds. This file is the pure-Python twin as it stands; setup.py
 compiles it with Cython as `gateway.exchange._core`, where `_core.pxd` beside it turns
 `Exchange`, `DownstreamCore` and `UpstreamCore` into extension types with typed
 attributes, so the common request's attribute reads and calls between the three are C
-(compiling one of them alone was slower: its reads of the others stayed generic).
-`gateway/exchange/__init__.py` chooses the build, as gateway/codec does.
+(compiling one of them alone was slower: its reads of the others stayed generic). The
+same holds for what they read of the rest of the gateway: `ContextCore` (the per-worker
+context's hot fields: GatewayContext builds on it) and `RouteHot` (what a request reads of
+its Route, its policy and its backend, copied once per route into one typed record and
+memoised per context and table), so a plain request makes no generic attribute read of
+routing data. A few C-only helpers (request ids, the response piece, the bucket search,
+reading a codec NamedTuple as a plain tuple) are inline functions in _core.pxd, called
+only where `_COMPILED` is true. `gateway/exchange/__init__.py` chooses the build, as
+gateway/codec does.
 
 What lives here is only what a plain proxied request runs: a whole request head read on
-an idle client connection (`DownstreamCore.data_received` -> `_on_head` -> `_fast_send`),
+an idle client connection (`DownstreamCore.data_received` -> `_on_head` -> `_send_on`),
 the upstream's whole keep-alive response (`UpstreamCore.data_received` ->
 `DownstreamCore.response_complete`), and the writes. Everything else stays in the Python
 subclasses (H1Reader and DownstreamH1 in gateway/protocol/, UpstreamH1 in
@@ -70,10 +77,16 @@ class Reject(Exception):
 
 def round_robin(endpoints: Sequence[Any], state: Any, key: str) -> Any:
     """The one round robin: the backend's cursor in `state` (a BalancerState) advances by one."""
-    rr = state.rr
-    n = rr.get(key, 0)
-    rr[key] = n + 1
-    return endpoints[n % len(endpoints)]
+    return endpoints[_next_index(state.rr, key, len(endpoints))]
+
+
+def _next_index(rr: dict, key: Any, n: int) -> int:
+    """round_robin's step: the index of the next of `n` endpoints for the backend `key`,
+    its cursor in `rr` (BalancerState.rr) advanced by one (the request path's typed callers
+    index the snapshot's endpoints and their keys with it)."""
+    c = rr.get(key, 0)
+    rr[key] = c + 1
+    return c % n
 
 
 def resolve_warm(plan: tuple, fields: bytes, rand: float, rand_cluster: float,
@@ -294,6 +307,81 @@ def _twin_defaults() -> None:
 _COMPILED = compiled()
 if not _COMPILED:
     _twin_defaults()
+else:  # the histogram's bounds as C doubles (_core.pxd's _bucket searches them)
+    assert len(BUCKETS) == _NBOUNDS
+    for _i in range(_NBOUNDS):
+        _BOUNDS_C[_i] = BUCKETS[_i]
+
+
+# a context's memo of route snapshots by (Host, target) is cleared at this size, as the
+# table's own memo is (gateway/protocol/attempts.py's ROUTE_CACHE_SIZE)
+_HOT_MEMO_SIZE = 4096
+
+
+class RouteHot:
+    """What the request path reads of a Route, copied once into one record (typed fields
+    in the compiled build, where a Route's, its policy's and its backend's attributes are
+    each a generic attribute read): built by `_route_hot` the first time a context routes
+    to the Route, and never changed (a Route and what it holds are immutable)."""
+
+    __slots__ = ("route", "label", "policy", "backend", "bkey", "endpoints", "keys", "fast", "fast_tls",
+                 "read_timeout", "warm")
+
+
+def _route_hot(r: Any) -> RouteHot:
+    """The snapshot of route r (None: no route, a 404)."""
+    h = RouteHot()
+    h.route = r
+    h.label = ""
+    h.policy = None
+    h.backend = None
+    h.bkey = ""
+    h.endpoints = ()
+    h.keys = ()
+    h.fast = False
+    h.fast_tls = False
+    h.read_timeout = 0.0
+    h.warm = None
+    if r is not None:
+        policy = r.policy
+        h.label = r.ingress
+        h.policy = policy
+        h.fast = policy.fast
+        h.fast_tls = policy.fast_tls
+        h.read_timeout = policy.read_timeout
+        h.warm = r.warm
+        b = r.backend
+        if b is not None:
+            h.backend = b
+            h.bkey = b.key
+            h.endpoints = tuple(b.endpoints)
+            h.keys = tuple([e.key for e in b.endpoints])
+    return h
+
+
+class ContextCore:
+    """The hot half of the per-worker GatewayContext (gateway/context.py builds on it): the
+    fields every request reads (typed in the compiled build: from C each would otherwise be
+    a generic attribute read), and the request path's memo of route snapshots
+    (`hot_memo`: (Host, target) -> RouteHot, for the table `hot_table`; a new table
+    starts a new memo, so a swap never serves an old route to a new request).
+    No class-level defaults in the compiled build: CONTEXT_DEFAULTS, as for Exchange."""
+
+    def __cinit__(self) -> None:
+        """(Compiled build only; the twin has the defaults on its class.)"""
+        self.draining = False
+        self.rid = 0
+        self.rid_prefix = b""
+        self.hot_memo = {}
+        self.hot_routes = {}
+
+
+CONTEXT_DEFAULTS: dict[str, Any] = {"table": None, "metrics": None, "draining": False, "rid": 0, "rid_prefix": b"",
+                                    "hot_table": None, "hot_memo": None, "hot_routes": None, "counts": None,
+                                    "counts_of": None}
+if not _COMPILED:  # the twin: defaults on the class (the memos are set per context, on its first request)
+    for _name, _value in CONTEXT_DEFAULTS.items():
+        setattr(ContextCore, _name, _value)
 
 
 class DownstreamCore:
@@ -332,7 +420,7 @@ class DownstreamCore:
                 if _COMPILED:
                     head = None
                     end = head_end(data, 0, self.head_limit)
-                    if end == len(data) and (data[0] != 80 or data[:5] != b"PRI *"):
+                    if end == len(data) and not _is_preface(data):  # (_core.pxd: not h2c's preface)
                         head = parse_request(data, 0, end, self.max_line, self.max_headers)
                 else:  # the twin: one call (the same head, or None for the general way)
                     head = request_whole(data, self.max_line, self.max_headers)
@@ -358,17 +446,23 @@ class DownstreamCore:
         self._read(data)
 
     def _on_head(self, head: Any, began: float) -> Exchange:
-        """A parsed head: its exchange, routed (a per-table cache of (host, target)); the
-        common request (no body, no per-request policy) sent here, the rest by
-        DownstreamH1._policy_head."""
+        """A parsed head: its exchange, routed (a per-table memo of route snapshots by
+        (host, target)); the common request (no body, no per-request policy) sent here, the
+        rest by DownstreamH1._policy_head."""
         ctx = self.ctx
         # The head's fields unpacked at once: a NamedTuple field read is a descriptor call
         # (~240 instructions on 3.11), one unpack of the whole tuple costs about two of them.
-        (method, target, version, host, content_length, chunked, keep_alive, upgrade,
-         _expect, _xff, rid, _via, _fields, _count) = head
+        if _COMPILED:  # as a plain tuple's (_core.pxd's _as_tuple): C reads of its items
+            (method, target, version, host, content_length, chunked, keep_alive, upgrade,
+             _expect, _xff, rid, _via, _fields, _count) = _as_tuple(head)
+        else:
+            (method, target, version, host, content_length, chunked, keep_alive, upgrade,
+             _expect, _xff, rid, _via, _fields, _count) = head
         if method == b"CONNECT":
             raise Reject(405, "connect-not-allowed")
-        ex = _package["EXCHANGE_CLASS"]()
+        cls = _package["EXCHANGE_CLASS"]
+        # (the plain class: a direct allocation in the compiled build, no call)
+        ex = Exchange.__new__(Exchange) if cls is Exchange else cls()
         ex.ds = self
         ex.req = head
         ex.method = method
@@ -384,16 +478,33 @@ class DownstreamCore:
         else:
             ex.keep_alive = keep_alive
         table = ctx.table
-        key = (host, target)
-        memo = table.route_memo
-        r = memo.get(key, _MISS)
-        if r is _MISS:
-            r = self._route_miss(table, key)
+        if table is not ctx.hot_table:  # a new table (or the first request): a new memo
+            ctx.hot_table = table
+            ctx.hot_memo = {}
+            ctx.hot_routes = {}
+        if _COMPILED and table is self.last_table and host == self.last_host and target == self.last_target:
+            # the compiled build: the connection's previous request had the same Host and
+            # target on the same table (two byte compares, where the memo hashes both)
+            hot = self.last_hot
+        else:
+            key = (host, target)
+            hot = ctx.hot_memo.get(key)
+            if hot is None:
+                hot = self._hot_miss(ctx, table, key)
+            if _COMPILED:
+                self.last_table = table
+                self.last_host = host
+                self.last_target = target
+                self.last_hot = hot
         has_body = chunked or content_length > 0
         if rid is None:
-            ctx.rid += 1
-            rid = b"%s%x" % (ctx.rid_prefix, ctx.rid)
+            if _COMPILED:
+                rid = _next_rid(ctx)  # (_core.pxd: the same bytes, formatted by a C loop)
+            else:
+                ctx.rid += 1
+                rid = b"%s%x" % (ctx.rid_prefix, ctx.rid)
         ex.request_id = rid
+        r = hot.route
         if r is None:
             if has_body:
                 self._expect_body(ex, head)
@@ -402,44 +513,61 @@ class DownstreamCore:
             self._start(ex)
             return ex
         ex.route = r
-        ex.label = r.ingress
-        policy = r.policy
-        if (policy.fast or (self.tls and policy.fast_tls)) and not has_body and upgrade is None:
+        ex.label = hot.label
+        if (hot.fast or (self.tls and hot.fast_tls)) and not has_body and upgrade is None:
             # the common request: no body, no per-request policy; its upstream head in one
             # call (arguments by position: the compiled codec parses no keywords then)
             ex.head = upstream_head(head, target, host, self.peer, self.scheme, rid)
             ex.request_done = True
-            if not self.health.down and method in IDEMPOTENT_METHODS and self._fast_send(ex, r, True):
-                return ex
+            if not self.health.down and (method == b"GET" or method in IDEMPOTENT_METHODS):
+                eps = hot.endpoints
+                if eps:  # _fast_send's plain round robin, over the snapshot's endpoints and their keys
+                    i = _next_index(self.balancer.rr, hot.bkey, len(eps))
+                    self._send_on(ex, eps[i], hot.keys[i], hot.read_timeout)
+                    return ex
             self._start(ex)
             return ex
-        warm = r.warm
+        warm = hot.warm
         if (warm is not None and not has_body and upgrade is None and not self.health.down
                 and method in IDEMPOTENT_METHODS):
             # the route's policies as a table (gateway/routing/plan.py): one pure call
             # resolves them, and the request goes out as the common one does
-            self._warm_head(ex, head, r, warm)
+            self._warm_head(ex, head, hot, target, host, _fields)
             return ex
         self._policy_head(ex, head, r, has_body)
         return ex
 
-    def _warm_head(self, ex: Exchange, head: Any, r: Any, warm: tuple) -> None:
+    def _hot_miss(self, ctx: ContextCore, table: Any, key: tuple) -> RouteHot:
+        """The route snapshot for a (host, target) not in the context's memo yet: the
+        table's memo (or route() through _route_miss), one snapshot per route."""
+        r = table.route_memo.get(key, _MISS)
+        if r is _MISS:
+            r = self._route_miss(table, key)
+        routes = ctx.hot_routes
+        hot = routes.get(id(r))  # (the snapshot holds its route: the id stays its own)
+        if hot is None:
+            hot = routes[id(r)] = _route_hot(r)
+        memo = ctx.hot_memo
+        if len(memo) >= _HOT_MEMO_SIZE:
+            memo.clear()
+        memo[key] = hot
+        return hot
+
+    def _warm_head(self, ex: Exchange, head: Any, hot: RouteHot, target: bytes, host: bytes, fields: bytes) -> None:
         """A request whose route's policies have a warm plan (routing/plan.py; every
         endpoint up, no body, an idempotent method): resolve_warm decides the backend, the
-        member cluster and the mirror, round robin the endpoint, then the warm send."""
-        backend, label, eps, mirror = resolve_warm(warm, head[_FIELDS], _random(), _random(), _random())
+        member cluster and the mirror, round robin the endpoint, then the warm send.
+        (target, host, fields: the head's, as _on_head unpacked them.)"""
+        backend, label, eps, mirror = resolve_warm(hot.warm, fields, _random(), _random(), _random())
         ex.backend = backend
         ex.label = label
-        ex.head = upstream_head(head, head[_TARGET], head[_HOST], self.peer, self.scheme, ex.request_id)
+        ex.head = upstream_head(head, target, host, self.peer, self.scheme, ex.request_id)
         ex.request_done = True
         if mirror is not None:
             ex.mirror = mirror
             self._mirror_now(ex)  # (DownstreamH1: the copy's head, submitted)
-        rr = self.balancer.rr
-        key = backend.key
-        n = rr.get(key, 0)
-        rr[key] = n + 1
-        self._send_on(ex, r, eps[n % len(eps)])
+        ep = eps[_next_index(self.balancer.rr, backend.key, len(eps))]
+        self._send_on(ex, ep, ep.key, hot.read_timeout)
 
     def _fast_send(self, ex: Exchange, r: Any, plain: bool) -> bool:
         """The common case in one call: round robin (plain, or the policy's pick: weighted
@@ -455,14 +583,16 @@ class DownstreamCore:
             ep = self._pick(ex, ex.start)
             if ep is None:
                 return False
-        self._send_on(ex, r, ep)
+        self._send_on(ex, ep, ep.key, r.policy.read_timeout)
         return True
 
-    def _send_on(self, ex: Exchange, r: Any, ep: Any) -> None:
-        """ex to ep: on a warm pooled connection in one call, else the general send."""
+    def _send_on(self, ex: Exchange, ep: Any, key: str, read_timeout: float) -> None:
+        """ex to ep (whose key is `key`): on a warm pooled connection in one call, else
+        the general send. `read_timeout`: the route policy's (the attempt's deadline is
+        wait_until's for a connected attempt: start + the read timeout)."""
         self.active = ex
         self.deadline = 0.0
-        pool = self.pools.get(ep.key)
+        pool = self.pools.get(key)
         if pool is not None:
             idle = pool.idle
             if idle:
@@ -475,7 +605,7 @@ class DownstreamCore:
                         ex.advance(SENT)  # a checked class: its property checks (the C field would bypass it)
                     else:
                         ex.phase = SENT
-                    ex.deadline = wait_until(ex.start, r.policy, True)
+                    ex.deadline = ex.start + read_timeout
                     conn.send(ex, ex.head)
                     return
         self._send(ex, ep, self.now())  # no warm connection: the general send
@@ -502,8 +632,15 @@ class DownstreamCore:
         if ex.counted is not None:
             self.balancer.observe(ex.counted, now - ex.sent, now)  # peak EWMA's sample
             self._uncount(ex)
-        counts = ctx.metrics.counts
-        counts.done(ex, now)
+        if _COMPILED:
+            # the metrics' RequestCounts, typed (remembered per metrics object): a C call
+            m = ctx.metrics
+            if m is not ctx.counts_of:
+                ctx.counts = m.counts
+                ctx.counts_of = m
+            ctx.counts.done(ex, now)
+        else:
+            ctx.metrics.counts.done(ex, now)
         if ex.keep_alive and not self.paused and not ctx.draining:
             self.active = None  # the common end of a keep-alive exchange: wait for the next
             self.deadline = now + (self.header_timeout if self.began else self.idle_timeout)
@@ -542,16 +679,12 @@ class UpstreamCore:
                 if _COMPILED:
                     end = head_end(data, 0, _MAX_HEAD)
                     if 0 < end <= _MAX_HEAD:
-                        # by position: the compiled codec parses no keywords then. The fields by
-                        # object index (the tuple's own subscript): unpacking the NamedTuple
-                        # whole is the iterator protocol there (a call per field); the client's
+                        # by position: the compiled codec parses no keywords then. The fields
+                        # unpacked as a plain tuple's (_core.pxd's _as_tuple: a NamedTuple's own
+                        # unpacking is the iterator protocol, a call per field); the client's
                         # fields as C reads when it is a DownstreamCore
-                        rh = parse_response(data, 0, end, ex.method == b"HEAD")
-                        code = rh[_STATUS]
-                        clen = rh[_CLEN]
-                        keep_alive = rh[_KEEP]
-                        chunked = rh[_CHUNKED]
-                        rhead = rh[_RHEAD]
+                        (code, _reason, _version, keep_alive, clen, chunked, _close,
+                         rhead) = _as_tuple(parse_response(data, 0, end, ex.method == b"HEAD"))
                         if isinstance(ds, DownstreamCore):
                             dc = ds
                             client_ok = dc.http11 and not dc.health.endpoints
@@ -573,8 +706,11 @@ class UpstreamCore:
                         ex.phase = RESPONDING
                     ex.cluster = self.cluster
                     # head and body in one piece
-                    piece = (b"".join((rhead, self.cline, ex.extra_resp, b"\r\n", data[end:]))
-                             if end < len(data) else b"".join((rhead, self.cline, ex.extra_resp, b"\r\n")))
+                    if _COMPILED:  # (_core.pxd: copied into one new bytes, no slice, no tuple)
+                        piece = _join_piece(rhead, self.cline, ex.extra_resp, data, end)
+                    else:
+                        piece = (b"".join((rhead, self.cline, ex.extra_resp, b"\r\n", data[end:]))
+                                 if end < len(data) else b"".join((rhead, self.cline, ex.extra_resp, b"\r\n")))
                     self.ex = None
                     reusable = ex.request_done
                     if reusable:
@@ -692,8 +828,12 @@ class RequestCounts:
             # the row's cells are floats: each sum read as a C double and written back as one
             # new float (`row[k] += x` would box x first and dispatch a float + int add)
             body = ex.body_size
-            received = len(req[_TARGET]) + len(req[_HOST]) + len(req[_FIELDS]) + 30 + body
-            i = _bucket(_BOUNDS, seconds)
+            if isinstance(req, tuple):  # (a RequestHead: its items as a plain tuple's, C reads)
+                t = _as_tuple(req)
+                received = len(t[1]) + len(t[3]) + len(t[12]) + 30 + body
+            else:
+                received = len(req[_TARGET]) + len(req[_HOST]) + len(req[_FIELDS]) + 30 + body
+            i = _bucket(seconds)  # (_core.pxd: over a C array of the bounds)
             acc = row[i]
             row[i] = acc + 1.0
             acc = row[_SUM]
@@ -730,17 +870,3 @@ class RequestCounts:
         if row is None:
             row = self.owner._new_row(key)
         return row
-
-
-def _bucket(bounds: tuple, seconds: float) -> int:
-    """bisect_left over the bounds, as C (the compiled build; the twin calls bisect_left)."""
-    lo = 0
-    hi = len(bounds)
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        bound = bounds[mid]
-        if bound < seconds:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
