@@ -210,7 +210,10 @@ async def test_grpc_errors_are_answered_the_grpc_way(fleet_dir, start_gateway, g
         hdr = {"host": "grpc.example", "content-type": "application/grpc", "te": "trailers", "grpc-timeout": "200m"}
         r = await client.post(f"{gw.url}/{SERVICE}/Unary", headers=hdr, content=b"\x00\x00\x00\x00\x04slow")
         assert r.status_code == 200 and r.headers["grpc-status"] == "4" and r.content == b""
-        assert r.headers["x-fleetgate-reason"] == "deadline-exceeded"
+        # the backend gets the grpc-timeout too and ends the call itself when it passes; the
+        # gateway's timer starts first and nearly always answers, but a loaded machine can let
+        # the backend's status 4 win the race (relayed as it is, with no gateway reason)
+        assert r.headers.get("x-fleetgate-reason", "deadline-exceeded") == "deadline-exceeded"
         # the answers below come at once; a generous deadline keeps a loaded machine from
         # turning them into DEADLINE_EXCEEDED
         hdr = {**hdr, "grpc-timeout": "10S"}
