@@ -84,16 +84,30 @@ def now_rfc3339() -> str:
     return _stamp[1]
 
 
+class _Stale:
+    """Whether an object a plan read has moved since the derivation, shared by a _Checked and
+    its kinds. No kind refers back to its _Checked: a replaced one is freed at once by
+    reference counting. As a cycle it was left to the cyclic gc, which the gc policy's freeze
+    may have put it beyond, pinning the whole snapshot it was made from (--gc-check: all the
+    garbage found after a cold start was such snapshots)."""
+
+    __slots__ = ("stale",)
+
+    def __init__(self) -> None:
+        self.stale = False
+
+
 class _CheckedKind:
     """One kind as the last derivation saw it; notes when the store has moved past it."""
 
-    def __init__(self, owner: "_Checked", seen: Mapping[tuple[str, str], KubeObject], kind: str) -> None:
-        self.owner, self.seen, self.kind = owner, seen, kind
+    def __init__(self, flag: _Stale, source: LiveCluster, seen: Mapping[tuple[str, str], KubeObject],
+                 kind: str) -> None:
+        self.flag, self.source, self.seen, self.kind = flag, source, seen, kind
 
     def get(self, key: tuple[str, str], /) -> Any:
         obj = self.seen.get(key)
-        if self.owner.source.current(self.kind, key[0], key[1]) is not obj:
-            self.owner.stale = True
+        if self.source.current(self.kind, key[0], key[1]) is not obj:
+            self.flag.stale = True
         return obj
 
 
@@ -108,11 +122,19 @@ class _Checked:
     def __init__(self, seen: ClusterObjects, source: LiveCluster) -> None:
         self.seen = seen
         self.source = source
-        self.stale = False
-        self.service_imports = _CheckedKind(self, seen.service_imports, "ServiceImport")
-        self.services = _CheckedKind(self, seen.services, "Service")
-        self.endpoint_slices = _CheckedKind(self, seen.endpoint_slices, "EndpointSlice")
-        self.service_exports = _CheckedKind(self, seen.service_exports, "ServiceExport")
+        self.flag = flag = _Stale()
+        self.service_imports = _CheckedKind(flag, source, seen.service_imports, "ServiceImport")
+        self.services = _CheckedKind(flag, source, seen.services, "Service")
+        self.endpoint_slices = _CheckedKind(flag, source, seen.endpoint_slices, "EndpointSlice")
+        self.service_exports = _CheckedKind(flag, source, seen.service_exports, "ServiceExport")
+
+    @property
+    def stale(self) -> bool:
+        return self.flag.stale
+
+    @stale.setter
+    def stale(self, value: bool) -> None:
+        self.flag.stale = value
 
 
 class ClusterWorker:
