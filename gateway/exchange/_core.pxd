@@ -5,6 +5,7 @@
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.string cimport memcmp, memcpy
+from posix.uio cimport iovec
 
 cdef class RequestCounts
 cdef class ContextCore
@@ -52,6 +53,7 @@ cdef class DownstreamCore:
     cdef public bint tls, http11, close_after, paused
     cdef public double began, deadline, header_timeout, idle_timeout
     cdef public Py_ssize_t sent, logged  # response bytes flushed, and accounted by the metrics
+    cdef public int wfd  # the socket for direct writes, -1: none (gateway/exchange/sockets.py)
     cdef object __weakref__
     # the compiled build's last routed request on this connection: its table, Host and
     # target, and their route snapshot (the twin looks each request up in the memo)
@@ -110,6 +112,7 @@ cdef class UpstreamCore:
     cdef public double idle_since
     cdef public int state
     cdef public bint reused
+    cdef public int wfd  # the socket for direct writes, -1: none (gateway/exchange/sockets.py)
 
     cpdef send(self, Exchange ex, data)
 
@@ -201,6 +204,76 @@ cdef inline bytes _join_piece(object head, object cline, object extra, object da
     if dl:
         memcpy(p + n, (<const char*><bytes>data) + end, dl)
     return out
+
+
+# Direct writes (the compiled build only): a plain TCP transport's socket is written to
+# here when the transport has nothing buffered, as the loop's own write would first try;
+# what the socket does not take goes to transport.write (gateway/exchange/sockets.py).
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef struct _msghdr "struct msghdr":
+        iovec *msg_iov
+        size_t msg_iovlen
+    ssize_t _c_send "send"(int fd, const void *buf, size_t n, int flags)
+    ssize_t _c_sendmsg "sendmsg"(int fd, const _msghdr *msg, int flags)
+    enum: MSG_NOSIGNAL
+    enum: MSG_DONTWAIT
+
+cdef extern from "<string.h>" nogil:
+    void *_c_memset "memset"(void *s, int c, size_t n)
+
+
+cdef inline bint _direct(object t, int fd) except -1:
+    """The socket may be written now: a plain TCP transport, open, nothing buffered."""
+    return fd >= 0 and not t.is_closing() and not t.get_write_buffer_size()
+
+
+cdef inline object _write(object t, int fd, object data):
+    """transport.write(data), the socket first when _direct (bytes only)."""
+    cdef Py_ssize_t n, sent
+    if type(data) is bytes and _direct(t, fd):
+        n = len(<bytes>data)
+        sent = _c_send(fd, PyBytes_AS_STRING(data), n, MSG_NOSIGNAL | MSG_DONTWAIT)
+        if sent == n:
+            return None
+        if sent > 0:
+            data = data[sent:]
+    t.write(data)
+
+
+cdef inline Py_ssize_t _write_response(object t, int fd, object rhead, object cline, object extra, object data,
+                                       Py_ssize_t end) except -1:
+    """rhead + cline + extra + CRLF + data[end:] to the transport: one sendmsg of the
+    pieces when _direct (no joined copy), else (or for what the socket did not take) the
+    one-copy _join_piece through transport.write; its length."""
+    cdef iovec iov[5]
+    cdef _msghdr msg
+    cdef Py_ssize_t total, sent
+    if (type(rhead) is not bytes or type(cline) is not bytes or type(extra) is not bytes
+            or type(data) is not bytes or not _direct(t, fd)):
+        piece = _join_piece(rhead, cline, extra, data, end)
+        t.write(piece)
+        return len(piece)
+    iov[0].iov_base = PyBytes_AS_STRING(rhead)
+    iov[0].iov_len = len(<bytes>rhead)
+    iov[1].iov_base = PyBytes_AS_STRING(cline)
+    iov[1].iov_len = len(<bytes>cline)
+    iov[2].iov_base = PyBytes_AS_STRING(extra)
+    iov[2].iov_len = len(<bytes>extra)
+    iov[3].iov_base = <char*>b"\r\n"
+    iov[3].iov_len = 2
+    iov[4].iov_base = PyBytes_AS_STRING(data) + end
+    iov[4].iov_len = len(<bytes>data) - end
+    total = iov[0].iov_len + iov[1].iov_len + iov[2].iov_len + 2 + iov[4].iov_len
+    _c_memset(&msg, 0, sizeof(msg))
+    msg.msg_iov = iov
+    msg.msg_iovlen = 5
+    sent = _c_sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT)
+    if sent == total:
+        return total
+    # the rest (or all) through the transport, which buffers it or reports the error
+    piece = _join_piece(rhead, cline, extra, data, end)
+    t.write(piece[sent:] if sent > 0 else piece)
+    return total
 
 
 cdef enum:

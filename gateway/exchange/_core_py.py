@@ -393,7 +393,12 @@ class DownstreamCore:
     __slots__ = ("ctx", "scheme", "tls", "transport", "peer", "buf", "began", "cur", "active", "out",
                  "deadline", "http11", "tunnel", "held", "close_after", "paused", "final", "now",
                  "header_timeout", "idle_timeout", "max_line", "max_headers", "head_limit", "health",
-                 "pools", "balancer", "sent", "logged", "__weakref__")
+                 "pools", "balancer", "sent", "logged", "wfd", "__weakref__")
+
+    def __cinit__(self) -> None:
+        """(Compiled build only: no direct writes until a subclass names the socket; a C
+        int field would start at 0, stdin.)"""
+        self.wfd = -1
 
     def flush(self) -> None:
         out = self.out
@@ -660,13 +665,21 @@ class UpstreamCore:
     """The hot half of one keep-alive HTTP/1.1 connection to an upstream endpoint
     (UpstreamH1 builds on it and sets every field in its __init__)."""
 
-    __slots__ = ("pool", "transport", "ex", "idle_since", "buf", "state", "reused", "tunnel", "cluster", "cline")
+    __slots__ = ("pool", "transport", "ex", "idle_since", "buf", "state", "reused", "tunnel", "cluster", "cline",
+                 "wfd")
+
+    def __cinit__(self) -> None:
+        """(Compiled build only: as DownstreamCore's.)"""
+        self.wfd = -1
 
     def send(self, ex: Exchange, data: bytes) -> None:
         self.ex = ex
         ex.upstream = self
         self.state = _HEAD
-        self.transport.write(data)
+        if _COMPILED:
+            _write(self.transport, self.wfd, data)  # (_core.pxd: the socket first)
+        else:
+            self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
         ex = self.ex
@@ -705,16 +718,27 @@ class UpstreamCore:
                     else:
                         ex.phase = RESPONDING
                     ex.cluster = self.cluster
+                    self.ex = None
+                    reusable = ex.request_done
+                    if reusable:
+                        self.reused = True
+                    if _COMPILED and isinstance(ds, DownstreamCore):
+                        dc = ds
+                        if not dc.out and dc.transport is not None:
+                            # nothing waits before it: head and body straight to the client
+                            # (one sendmsg of the pieces, _core.pxd), then the exchange ends
+                            dc.sent += _write_response(dc.transport, dc.wfd, rhead, self.cline, ex.extra_resp,
+                                                       data, end)
+                            dc.response_complete(ex, reusable, self)
+                            if dc.out or dc.close_after:
+                                dc.flush()
+                            return
                     # head and body in one piece
                     if _COMPILED:  # (_core.pxd: copied into one new bytes, no slice, no tuple)
                         piece = _join_piece(rhead, self.cline, ex.extra_resp, data, end)
                     else:
                         piece = (b"".join((rhead, self.cline, ex.extra_resp, b"\r\n", data[end:]))
                                  if end < len(data) else b"".join((rhead, self.cline, ex.extra_resp, b"\r\n")))
-                    self.ex = None
-                    reusable = ex.request_done
-                    if reusable:
-                        self.reused = True
                     if isinstance(ds, DownstreamCore):
                         _whole_response(ds, ex, piece, reusable, self)
                     else:  # another Downstream (an HTTP/2 stream): its flush frames what is in out

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ..codec import ChunkedDecoder, HeadError, RequestHead, head_end, parse_request
 from ..exchange import DONE, DownstreamCore, Exchange, Reject, RESPONDING
+from ..exchange.sockets import direct_fd
 from .http1 import error_response
 
 if TYPE_CHECKING:
@@ -115,11 +116,13 @@ class H1Reader(DownstreamCore, asyncio.Protocol):
         self.max_headers = ctx.limits.max_header_bytes
         self.head_limit = self.max_headers + self.max_line  # a head's bytes, its request line included
         self.health = ctx.health
+        self.wfd = -1  # the socket the compiled core may write to (exchange/sockets.py)
 
     # --- connection lifecycle --------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.wfd = direct_fd(transport)
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]).encode() if peer else b""
         self.ctx.downstreams.add(self)  # type: ignore[arg-type]
@@ -127,6 +130,7 @@ class H1Reader(DownstreamCore, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.wfd = -1
         self.ctx.downstreams.discard(self)  # type: ignore[arg-type]
         if self.tunnel is not None:
             up, self.tunnel = self.tunnel, None
@@ -235,6 +239,7 @@ class H1Reader(DownstreamCore, asyncio.Protocol):
         t = self.transport
         self.ctx.downstreams.discard(self)  # type: ignore[arg-type]
         self.transport = None
+        self.wfd = -1
         proto = self.h2c(self.ctx, self.scheme)
         t.set_protocol(proto)  # type: ignore[union-attr]
         proto.connection_made(t)  # type: ignore[arg-type]

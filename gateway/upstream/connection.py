@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..codec import ChunkedDecoder, HeadError, head_end, parse_response
 from ..exchange import MAX_RESPONSE_HEAD, RESPONDING, TUNNEL, UpstreamCore
+from ..exchange.sockets import direct_fd
 
 if TYPE_CHECKING:
     from ..exchange import Downstream, Exchange
@@ -49,6 +50,7 @@ class UpstreamH1(UpstreamCore, asyncio.Protocol):
         self.reused = False
         self.discard = 0  # status of a response being read to its end and dropped for a retry
         self.fileno = -1
+        self.wfd = -1  # the socket the compiled core may write to (exchange/sockets.py)
         self.cluster = ""
         self.cline: bytes | None = None  # x-fleetgate-cluster line, set by the first response
 
@@ -58,9 +60,11 @@ class UpstreamH1(UpstreamCore, asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         self.fileno = sock.fileno() if sock is not None else -1
+        self.wfd = direct_fd(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.wfd = -1
         if self.tunnel is not None:
             ds, self.tunnel = self.tunnel, None
             ds.tunnel_closed()
