@@ -187,6 +187,7 @@ def profile_callgrind(proc: Proc, url: str, out: Path, args: argparse.Namespace,
         Path(args.keep_out).mkdir(parents=True, exist_ok=True)
         shutil.copy(dumps[-1], Path(args.keep_out) / ("callgrind.%s%s.out" % (proc.name, "-tls" if args.tls else "")))
     requests, total, by_obj, top = analyse(dumps[-1], proc.name)
+    by_obj = dict(by_obj, **{"split: " + k: v for k, v in split(dumps[-1]).items()}) if proc.name != "nginx" else by_obj
     return done[0] if done else WrkResult(0.0, 0.0, 0.0, 0, 0, 0), requests, total, by_obj, top
 
 
@@ -213,6 +214,39 @@ def analyse(dump: Path, target: str) -> tuple[int, int, dict[str, int], list[tup
         by_obj[_object_group(obj)] += ir
         top.append((ir, "%s [%s]" % (m.group(2), obj)))
     return requests, total, dict(by_obj), top
+
+
+# Where a fleetgate request's instructions go, by inclusive cost of the event loop's entry
+# points (uvloop/libuv function names). Time-driven work (timers and call_soon callbacks:
+# the timeout sweeper's 100 ms tick, the fleet's polling...) costs the same per second at
+# any load, so per request it shrinks as the rate grows: under callgrind (~1k req/s) it is
+# ~2-3k a request, at socket-bench rates ~0.1k. "per request path" leaves it out.
+SPLIT = (
+    ("socket callbacks (reads: libuv, uvloop, the protocols)", ("uv__stream_io",)),
+    ("  of which the protocols' data_received", ("run_in_context1",)),
+    ("  of which re-taking the GIL (PyGILState_Ensure/Release)", ("PyGILState_Ensure", "PyGILState_Release")),
+    ("  of which uvloop's read-buffer callback", ("__loop_alloc_buffer",)),
+    ("transport.write through uvloop (all callers)", ("UVStream_5write",)),
+    ("time-driven: call_soon callbacks (uv__run_idle)", ("uv__run_idle",)),
+    ("time-driven: timers (uv__run_timers)", ("uv__run_timers",)),
+)
+_INCLUSIVE_LINE = re.compile(r"^\s*([\d,]+)\s+\([^)]*\)\s+(\S+)")
+
+
+def split(dump: Path) -> dict[str, int]:
+    """SPLIT's rows: the inclusive instructions of their functions in the dump."""
+    ann = subprocess.run(["callgrind_annotate", "--auto=no", "--inclusive=yes", "--threshold=100", str(dump)],
+                         capture_output=True, text=True, check=True, timeout=300).stdout
+    inclusive: dict[str, int] = {}
+    for line in ann.splitlines():
+        m = _INCLUSIVE_LINE.match(line)
+        if m:
+            name = m.group(2).rsplit(":", 1)[-1]
+            inclusive[name] = max(inclusive.get(name, 0), int(m.group(1).replace(",", "")))
+    rows: dict[str, int] = {}
+    for label, names in SPLIT:
+        rows[label] = sum(v for fn, v in inclusive.items() if any(fn.endswith(n) for n in names))
+    return rows
 
 
 def _calls(tree: str, function: str) -> int:
@@ -257,6 +291,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for target in args.targets:
             dump = Path(args.annotate) / ("callgrind.%s%s.out" % (target, "-tls" if args.tls else ""))
             requests, total, by_obj, top = analyse(dump, target)
+            if target != "nginx":
+                by_obj.update({"split: " + k: v for k, v in split(dump).items()})
             kept[target] = {"requests": requests, "rps": 0.0, "total": total, "by_object": by_obj,
                            "top": top[:args.top]}
         return kept
@@ -302,7 +338,7 @@ def print_report(args: argparse.Namespace, results: dict[str, Any]) -> None:
         print("%-22s" % "wrk req/s" + "".join("%12.0f" % results[t]["rps"] for t in targets))
         return
     print("user-space instructions per request (%s; callgrind, measured run only)" % shape)
-    objs = sorted({k for r in results.values() for k in r["by_object"]},
+    objs = sorted({k for r in results.values() for k in r["by_object"] if not k.startswith("split: ")},
                   key=lambda k: -max(r["by_object"].get(k, 0) / max(r["requests"], 1) for r in results.values()))
     print("%-28s" % "object" + "".join("%12s" % t for t in targets))
     for obj in objs:
@@ -311,6 +347,16 @@ def print_report(args: argparse.Namespace, results: dict[str, Any]) -> None:
             print("%-28s" % obj[:28] + "".join("%12.0f" % v for v in per))
     print("%-28s" % "total" + "".join("%12.0f" % (results[t]["total"] / max(results[t]["requests"], 1))
                                       for t in targets))
+    for t in targets:
+        rows = {k[7:]: v for k, v in results[t]["by_object"].items() if k.startswith("split: ")}
+        if not rows:
+            continue
+        n = max(results[t]["requests"], 1)
+        print("\n%s: where a request's instructions go (inclusive, per request)" % t)
+        for label, _ in SPLIT:
+            print("%10.0f  %s" % (rows.get(label, 0) / n, label))
+        timed = rows.get(SPLIT[5][0], 0) + rows.get(SPLIT[6][0], 0)
+        print("%10.0f  per request path (the total without the time-driven rows)" % ((results[t]["total"] - timed) / n))
     for t in targets:
         n = max(results[t]["requests"], 1)
         print("\n%s: top functions (instructions per request, self)" % t)

@@ -5,11 +5,26 @@
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.string cimport memcmp, memcpy
+from cpython.ref cimport Py_REFCNT
 from posix.uio cimport iovec
 
 cdef class RequestCounts
 cdef class ContextCore
 cdef class RouteHot
+
+cdef extern from *:
+    """
+    /* the number of an object's instance-dict entries (-1: no dict to be had) */
+    static Py_ssize_t _fg_dict_size(PyObject *o) {
+        Py_ssize_t n;
+        PyObject *d = PyObject_GenericGetDict(o, NULL);
+        if (d == NULL) { PyErr_Clear(); return -1; }
+        n = PyDict_Check(d) ? PyDict_GET_SIZE(d) : -1;
+        Py_DECREF(d);
+        return n;
+    }
+    """
+    Py_ssize_t _dict_size "_fg_dict_size"(object o)
 
 cdef dict _package
 cdef object _MISS, log, _TARGET, _HOST, _FIELDS, _random, _STATUS, _KEEP, _CLEN, _CHUNKED, _RHEAD
@@ -43,6 +58,15 @@ cdef class Exchange:
     cdef public object free_tries, counted, sent, deadline, timer_attempt, status, cluster
     cdef public object chunked_response
 
+cpdef reset_exchange(Exchange ex)
+
+
+cdef inline bint _spare_free(Exchange ex, object cls) except -1:
+    """A connection's last exchange may serve its next request: the caller's is the only
+    reference left (no access-log line, timer or mirror holds it), it is of the class in
+    use and has no ad hoc attributes."""
+    return Py_REFCNT(ex) == 1 and type(ex) is cls and _dict_size(ex) == 0
+
 
 cdef class DownstreamCore:
     cdef public ContextCore ctx
@@ -53,6 +77,7 @@ cdef class DownstreamCore:
     cdef public bint tls, http11, close_after, paused
     cdef public double began, deadline, header_timeout, idle_timeout
     cdef public Py_ssize_t sent, logged  # response bytes flushed, and accounted by the metrics
+    cdef public Exchange spare  # the last exchange, kept for the next request (compiled build)
     cdef public int wfd  # the socket for direct writes, -1: none (gateway/exchange/sockets.py)
     cdef object __weakref__
     # the compiled build's last routed request on this connection: its table, Host and

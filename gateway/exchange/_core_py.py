@@ -277,6 +277,48 @@ EXCHANGE_DEFAULTS: dict[str, Any] = {
     "sent": 0.0, "deadline": 0.0, "timer_attempt": 0, "status": 0, "cluster": "", "chunked_response": False,
 }
 
+def reset_exchange(ex: Exchange) -> None:
+    """Every field of ex back to its EXCHANGE_DEFAULTS value: a connection's finished
+    exchange made ready for its next request (the compiled core reuses one when nothing
+    else holds it: no allocation and no deallocation per request). A field added to
+    EXCHANGE_DEFAULTS is added here too (tests/gateway/protocol/test_direct_writes.py
+    holds the two equal, in both builds)."""
+    ex.phase = 0
+    ex.ds = None
+    ex.req = None
+    ex.method = b""
+    ex.keep_alive = True
+    ex.request_done = False
+    ex.body = ()
+    ex.body_size = 0
+    ex.replayable = True
+    ex.request_id = b""
+    ex.start = 0.0
+    ex.route = None
+    ex.backend = None
+    ex.label = ""
+    ex.answer = None
+    ex.extra_resp = b""
+    ex.view = None
+    ex.headers = None
+    ex.mirror = None
+    ex.mirror_head = b""
+    ex.hard_deadline = 0.0
+    ex.head = b""
+    ex.upstream = None
+    ex.endpoint = None
+    ex.attempt = 0
+    ex.tried = None
+    ex.free_tries = 0
+    ex.counted = None
+    ex.sent = 0.0
+    ex.deadline = 0.0
+    ex.timer_attempt = 0
+    ex.status = 0
+    ex.cluster = ""
+    ex.chunked_response = False
+
+
 # Set on every request, in request-path order (the twin only). CPython lets a class's
 # instances share one key table of at most 30 attribute names, taken by the first names
 # any instance sets; an instance that sets a name outside it pays for a private dict.
@@ -393,7 +435,7 @@ class DownstreamCore:
     __slots__ = ("ctx", "scheme", "tls", "transport", "peer", "buf", "began", "cur", "active", "out",
                  "deadline", "http11", "tunnel", "held", "close_after", "paused", "final", "now",
                  "header_timeout", "idle_timeout", "max_line", "max_headers", "head_limit", "health",
-                 "pools", "balancer", "sent", "logged", "wfd", "__weakref__")
+                 "pools", "balancer", "sent", "logged", "wfd", "spare", "__weakref__")
 
     def __cinit__(self) -> None:
         """(Compiled build only: no direct writes until a subclass names the socket; a C
@@ -466,8 +508,17 @@ class DownstreamCore:
         if method == b"CONNECT":
             raise Reject(405, "connect-not-allowed")
         cls = _package["EXCHANGE_CLASS"]
-        # (the plain class: a direct allocation in the compiled build, no call)
-        ex = Exchange.__new__(Exchange) if cls is Exchange else cls()
+        if _COMPILED and self.spare is not None:
+            # the compiled build: this connection's last exchange again, when it is free
+            ex = self.spare
+            self.spare = None
+            if _spare_free(ex, cls):  # type: ignore[name-defined]  # (_core.pxd)
+                reset_exchange(ex)
+            else:
+                ex = cls()
+        else:
+            # (the plain class: a direct allocation in the compiled build, no call)
+            ex = Exchange.__new__(Exchange) if cls is Exchange else cls()
         ex.ds = self
         ex.req = head
         ex.method = method
@@ -648,6 +699,8 @@ class DownstreamCore:
             ctx.metrics.counts.done(ex, now)
         if ex.keep_alive and not self.paused and not ctx.draining:
             self.active = None  # the common end of a keep-alive exchange: wait for the next
+            if _COMPILED:
+                self.spare = ex  # (its object serves the next request when nothing else holds it)
             self.deadline = now + (self.header_timeout if self.began else self.idle_timeout)
             return
         self._next(ex, now)

@@ -117,6 +117,7 @@ class H1Reader(DownstreamCore, asyncio.Protocol):
         self.head_limit = self.max_headers + self.max_line  # a head's bytes, its request line included
         self.health = ctx.health
         self.wfd = -1  # the socket the compiled core may write to (exchange/sockets.py)
+        self.spare: Exchange | None = None  # the compiled core's last exchange, for the next request
 
     # --- connection lifecycle --------------------------------------------------------
 
@@ -131,6 +132,7 @@ class H1Reader(DownstreamCore, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.wfd = -1
+        self.spare = None
         self.ctx.downstreams.discard(self)  # type: ignore[arg-type]
         if self.tunnel is not None:
             up, self.tunnel = self.tunnel, None

@@ -10,6 +10,7 @@ import select
 import socket
 import ssl
 import time
+import weakref
 
 from aiohttp import web
 
@@ -214,3 +215,91 @@ async def test_a_write_waits_for_what_the_transport_still_holds() -> None:
     finally:
         transport.close()
         peer.close()
+
+
+async def test_generated_request_ids_are_prefix_and_hex_counter(fleet_dir, echo_backends, start_gateway) -> None:
+    """The x-request-id the gateway makes (the compiled core formats it in C): the
+    connection-independent prefix, then the counter in lowercase hex, at the edges of
+    its digits' range."""
+    gw, backends = await one_service(fleet_dir, echo_backends, start_gateway, {"zone-a": "127.0.0.1"},
+                                     handler=app)
+    ctx = gw.gateway.ctx
+    reader, writer = await asyncio.open_connection(gw.host, gw.port)
+    try:
+        for before in (0, 9, 14, 15, 255, 0xABCDEF, 2**32 - 1, 2**63, 2**64 - 2):
+            ctx.rid = before
+            writer.write(get("/id"))
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            await asyncio.wait_for(reader.readexactly(content_length(head)), 10)
+            seen = backends[0].requests[-1]["headers"]["x-request-id"]
+            assert seen == (ctx.rid_prefix + b"%x" % (before + 1)).decode(), (before, seen)
+            assert ctx.rid == before + 1
+    finally:
+        writer.close()
+
+
+# --- one exchange object per connection (the compiled core reuses a free one) --------------
+
+def test_reset_exchange_restores_every_default() -> None:
+    """reset_exchange puts every EXCHANGE_DEFAULTS field back (a field missing from it would
+    carry one request's value into the next on a reused exchange), in both builds."""
+    from gateway.exchange import EXCHANGE_DEFAULTS, Exchange, _core_py
+    builds = [_core_py]
+    if exchange.IMPLEMENTATION == "compiled":
+        from gateway.exchange import _core  # type: ignore[attr-defined]
+        builds.append(_core)
+    for build in builds:
+        ex = build.Exchange()
+        for i, (name, default) in enumerate(EXCHANGE_DEFAULTS.items()):
+            changed = {int: 7 + i, float: 7.5 + i, bool: not default, bytes: b"x%d" % i, str: "x%d" % i,
+                       tuple: [b"piece"]}.get(type(default), object())
+            setattr(ex, name, changed)
+            assert getattr(ex, name) is not default or name == "phase"
+        build.reset_exchange(ex)
+        assert {name: getattr(ex, name) for name in EXCHANGE_DEFAULTS} == EXCHANGE_DEFAULTS, build.__name__
+    assert Exchange is not None
+
+
+async def test_a_free_exchange_serves_the_next_request_and_a_held_one_does_not(
+        fleet_dir, echo_backends, start_gateway) -> None:
+    """Compiled build: a keep-alive connection's finished exchange is its next request's
+    when nothing else holds it; one still referenced elsewhere (here by the test, as an
+    access-log line or a timer would) is left as it was and a new one is made."""
+    gw, backends = await one_service(fleet_dir, echo_backends, start_gateway, {"zone-a": "127.0.0.1"},
+                                     handler=app)
+    ctx = gw.gateway.ctx
+    reader, writer = await asyncio.open_connection(gw.host, gw.port)
+    port = writer.get_extra_info("sockname")[1]
+
+    async def ask(path: str) -> bytes:
+        writer.write(get(path))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        body = await asyncio.wait_for(reader.readexactly(content_length(head)), 10)
+        assert head.startswith(b"HTTP/1.1 200") and body == b"small " + path.encode()
+        return head
+
+    try:
+        await ask("/one")
+        ds = next(d for d in ctx.downstreams if d.transport.get_extra_info("peername")[1] == port)
+        if exchange.IMPLEMENTATION != "compiled":
+            assert ds.spare is None  # the twin makes one per request
+            return
+        first = ds.spare
+        assert first is not None and first.request_id.startswith(ctx.rid_prefix)
+        first_id = first.request_id
+        watch = weakref.ref(first)  # (the tests' CheckedExchange takes weak references)
+        del first
+        await ask("/two")
+        again = ds.spare
+        assert again is watch(), "the free exchange was not reused"
+        assert again.request_id != first_id and again.method == b"GET"
+        assert again.req.target == b"/two" and again.phase == exchange.DONE
+        # held elsewhere: not reused, not reset
+        held = again
+        del again
+        await ask("/three")
+        assert ds.spare is not held
+        assert held.req.target == b"/two" and held.request_id.decode() == backends[0].requests[1]["headers"]["x-request-id"]
+        assert ds.spare.req.target == b"/three"
+    finally:
+        writer.close()
