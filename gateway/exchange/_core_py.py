@@ -281,7 +281,7 @@ def reset_exchange(ex: Exchange) -> None:
     """Every field of ex back to its EXCHANGE_DEFAULTS value: a connection's finished
     exchange made ready for its next request (the compiled core reuses one when nothing
     else holds it: no allocation and no deallocation per request). A field added to
-    EXCHANGE_DEFAULTS is added here too (tests/gateway/protocol/test_direct_writes.py
+    EXCHANGE_DEFAULTS is added here too (tests/gateway/protocol/test_connection_layer.py
     holds the two equal, in both builds)."""
     ex.phase = 0
     ex.ds = None

@@ -1,8 +1,13 @@
-"""Direct writes (gateway/exchange/sockets.py): in the compiled build a request head and a
-whole response go straight to a plain TCP socket when its transport has nothing buffered;
-whatever the socket does not take, and anything written while the transport still holds
-bytes, goes through the transport. These tests hold the bytes' order and integrity to that
-over real sockets with tiny buffers, and check which connections qualify (never TLS)."""
+"""The connection layer's per-request shortcuts, held to real behaviour over real sockets.
+
+- Direct writes (gateway/exchange/sockets.py): in the compiled build a request head and a
+  whole response go straight to a plain TCP socket when its transport has nothing
+  buffered; whatever the socket does not take, and anything written while the transport
+  still holds bytes, goes through the transport. Order and integrity with tiny buffers,
+  and which connections qualify (never TLS).
+- The generated x-request-id (formatted in C in the compiled build).
+- One exchange object per connection: reused only when nothing else holds it, and reset to
+  EXCHANGE_DEFAULTS in full."""
 from __future__ import annotations
 
 import asyncio
