@@ -277,7 +277,7 @@ EXCHANGE_DEFAULTS: dict[str, Any] = {
     "sent": 0.0, "deadline": 0.0, "timer_attempt": 0, "status": 0, "cluster": "", "chunked_response": False,
 }
 
-def reset_exchange(ex: Exchange) -> None:
+def reset_exchange(ex: Any) -> None:
     """Every field of ex back to its EXCHANGE_DEFAULTS value: a connection's finished
     exchange made ready for its next request (the compiled core reuses one when nothing
     else holds it: no allocation and no deallocation per request). A field added to
@@ -730,7 +730,7 @@ class UpstreamCore:
         ex.upstream = self
         self.state = _HEAD
         if _COMPILED:
-            _write(self.transport, self.wfd, data)  # (_core.pxd: the socket first)
+            _write(self.transport, self.wfd, data)  # type: ignore[name-defined]  # (_core.pxd: the socket first)
         else:
             self.transport.write(data)
 
@@ -780,8 +780,8 @@ class UpstreamCore:
                         if not dc.out and dc.transport is not None:
                             # nothing waits before it: head and body straight to the client
                             # (one sendmsg of the pieces, _core.pxd), then the exchange ends
-                            dc.sent += _write_response(dc.transport, dc.wfd, rhead, self.cline, ex.extra_resp,
-                                                       data, end)
+                            dc.sent += _write_response(  # type: ignore[name-defined]  # (_core.pxd)
+                                dc.transport, dc.wfd, rhead, self.cline, ex.extra_resp, data, end)
                             dc.response_complete(ex, reusable, self)
                             if dc.out or dc.close_after:
                                 dc.flush()
