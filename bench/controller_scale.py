@@ -183,8 +183,9 @@ def cores_text(cores: set[int]) -> str:
 def other_runs() -> list[int]:
     """Other controller_scale runs on this machine: pinned alike, they share our cores."""
     found = []
+    mine = {os.getpid(), os.getppid()}  # the parent may be a wrapper (timeout, taskset) naming us
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit() or int(entry.name) in mine:
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
