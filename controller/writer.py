@@ -7,9 +7,10 @@ which names a watch event touched (controller/keyed.py), and only those keys are
 (reconcile.plan_key) and written. A full resync (start, leadership gained) is the same
 path with every key dirty.
 
-Per member, up to `max_concurrent` keys are written at once; the writes of one key go in
-order (its ServiceImport before the Service and slices that name it as owner, deletions
-dependents first), and a key changed again while in flight is planned once more after,
+Per member, up to `max_concurrent` keys are written at once; the writes of one key keep
+their order (its ServiceImport before the Service and slices that name it as owner, the
+Service before its slices, deletions dependents first; the other objects of a key whose
+import exists go together, see ClusterWorker._send), and a key changed again while in flight is planned once more after,
 against the answers it got: a burst to one key is one write, a lone change is written at
 once. Each answer goes into the source's store at once, and a key is planned only from a
 derivation that has seen its objects as the store holds them (else it waits for the
@@ -348,9 +349,42 @@ class ClusterWorker:
         self._timers[key] = asyncio.get_running_loop().call_later(delay, fire)
 
     async def _send(self, todo: list[Write]) -> tuple[str, float] | None:
-        """Send one key's writes in order, stopping at the first failure: None when every
-        write went through, else the failure ("conflict" or "error") and how long to wait
-        before planning the key again."""
+        """Send one key's writes: None when every write went through, else a failure
+        ("conflict" or "error") and how long to wait before planning the key again.
+
+        Writes of one object go in order, stopping at its first failure. Once the key's
+        ServiceImport exists (no create of it, no deletion in the plan), the writes of its
+        different objects (the import's status, the `amcs-` Service and then its slices,
+        the export's status) depend on nothing but that import, so they go at once: a key's
+        pass then costs one round trip, not one per object (at a cold start the writes of
+        a key's second pass, sent one after the other, were its longest wait). A plan
+        that creates the import or deletes anything goes one write at a time, in order."""
+        if len(todo) < 2 or any(w.op == DELETE or (w.op == CREATE and w.kind == "ServiceImport") for w in todo):
+            return await self._send_in_order(todo)
+        groups: dict[tuple[str, str, str], list[Write]] = {}
+        slices: list[Write] = []  # after the Service's writes: a Service before its slices
+        for w in todo:
+            if w.kind == "EndpointSlice":
+                slices.append(w)
+            else:
+                groups.setdefault((w.kind, w.namespace, w.name), []).append(w)
+        service = next((k for k in groups if k[0] == "Service"), None)
+        if slices:
+            if service is None:
+                groups.update(((w.kind, w.namespace, w.name), [w]) for w in slices)
+            else:
+                groups[service] = groups[service] + slices
+        if len(groups) == 1:
+            return await self._send_in_order(todo)
+        results = await asyncio.gather(*(self._send_in_order(g) for g in groups.values()))
+        failed = [r for r in results if r is not None]
+        if not failed:
+            return None
+        # a conflict is planned again as soon as the watch brings the news; an error waits longest
+        return max(failed, key=lambda r: (r[0] == "error", r[1]))
+
+    async def _send_in_order(self, todo: list[Write]) -> tuple[str, float] | None:
+        """Send writes one after the other, stopping at the first failure (see _send)."""
         for w in todo:
             if not self.owner.may_write():
                 return None
@@ -374,6 +408,7 @@ class ClusterWorker:
             self._pause_delay = RETRY_BASE
             self.writes += 1
         return None
+
     async def _write(self, w: Write) -> None:
         resource = RESOURCES[w.kind]
         version = self.source.served_version(resource)

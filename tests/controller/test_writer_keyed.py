@@ -11,6 +11,7 @@ import pytest
 
 from controller.leader import LeaderOptions
 from controller.publisher import DerivedPublisher
+from controller.reconcile import STATUS, UPDATE, Write
 from controller.writer import LiveController, LiveWriter, start_live_controller
 from fleet.config import load_fleet_config
 from fleet.fleet import Fleet
@@ -232,3 +233,32 @@ async def test_writes_go_on_after_the_api_server_drops_every_kept_alive_connecti
                      what="the late service's slice written to zone-b after its restart")
     await eventually(lambda: converged(ctl), timeout=15, what="converged again")
     assert pool.connections_made > made
+
+
+async def test_a_pass_sends_its_objects_writes_at_once_and_a_service_before_its_slices(
+        api_servers: Start, controllers: Any, tmp_path: Path) -> None:
+    """Once a name's ServiceImport exists, the writes of its other objects depend on
+    nothing but it: one pass sends them together (one round trip, not one per object),
+    the `amcs-` Service's still before its slices."""
+    a, b, live = await two_members(api_servers, tmp_path)
+    ctl = await controllers(live)
+    await eventually(lambda: converged(ctl), timeout=15, what="converged")
+    si = b.get("ServiceImport", "s0", "demo")
+    slice_name = next(o["metadata"]["name"] for o in b.objects("EndpointSlice", "demo")
+                      if o["metadata"]["name"].startswith("amcs-s0-"))
+    label = {"metadata": {"labels": {"example.com/touched": "yes"}}}  # not ours: nothing to undo
+    todo = [Write(STATUS, "ServiceImport", "demo", "s0", {"status": si["status"]}),
+            Write(UPDATE, "Service", "demo", "amcs-s0", label),
+            Write(UPDATE, "EndpointSlice", "demo", slice_name, label)]
+    before = len(b.writes())
+    b.delay(30)  # zone-b answers no new request until released
+    sent = asyncio.get_running_loop().create_task(ctl.writer.workers["zone-b"]._send(todo))
+    try:
+        await eventually(lambda: len(b.writes()) - before >= 2, what="two writes of one pass in flight at once")
+        assert sorted(w.path.split("/namespaces/demo/")[1] for w in b.writes()[before:]) == [
+            "serviceimports/s0/status", "services/amcs-s0"]
+    finally:
+        b.delay(0)
+    assert await asyncio.wait_for(sent, 10) is None
+    assert b.writes()[-1].path.endswith(f"/endpointslices/{slice_name}"), "the slice after its Service"
+    assert b.get("EndpointSlice", slice_name, "demo")["metadata"]["labels"]["example.com/touched"] == "yes"
