@@ -7,7 +7,8 @@ which names a watch event touched (controller/keyed.py), and only those keys are
 (reconcile.plan_key) and written. A full resync (start, leadership gained) is the same
 path with every key dirty.
 
-Per member, up to `max_concurrent` keys are written at once; the writes of one key keep
+Per member, up to `max_concurrent` keys are written at once and at most `max_concurrent`
+writes are in flight; the writes of one key keep
 their order (its ServiceImport before the Service and slices that name it as owner, the
 Service before its slices, deletions dependents first; the other objects of a key whose
 import exists go together, see ClusterWorker._send), and a key changed again while in flight is planned once more after,
@@ -147,6 +148,8 @@ class ClusterWorker:
         self.name = name
         self.source = source
         self.max_concurrent = max(1, max_concurrent)
+        # writes in flight to this member (a key's pass may send several at once, _send)
+        self._in_flight = asyncio.Semaphore(self.max_concurrent)
         self.limiter = limiter or TokenBucket(0, 1)
         self.writes = 0
         self.cluster_id: str | None = None  # publish_cluster_id's outcome, once it has one
@@ -390,7 +393,8 @@ class ClusterWorker:
                 return None
             await self.limiter.acquire()
             try:
-                await self._write(w)
+                async with self._in_flight:
+                    await self._write(w)
             except asyncio.CancelledError:
                 raise
             except Unreachable as exc:

@@ -262,3 +262,27 @@ async def test_a_pass_sends_its_objects_writes_at_once_and_a_service_before_its_
     assert await asyncio.wait_for(sent, 10) is None
     assert b.writes()[-1].path.endswith(f"/endpointslices/{slice_name}"), "the slice after its Service"
     assert b.get("EndpointSlice", slice_name, "demo")["metadata"]["labels"]["example.com/touched"] == "yes"
+
+
+async def test_writes_in_flight_to_a_member_stay_within_max_concurrent(
+        api_servers: Start, controllers: Any, tmp_path: Path) -> None:
+    """A pass may send several objects' writes at once, but never more than
+    --max-concurrent-writes to one member (issue 18: writes in flight, not names)."""
+    a, b, live = await two_members(api_servers, tmp_path)
+    ctl = await controllers(live, max_concurrent=1)
+    await eventually(lambda: converged(ctl), timeout=15, what="converged")
+    si = b.get("ServiceImport", "s0", "demo")
+    label = {"metadata": {"labels": {"example.com/touched": "yes"}}}
+    todo = [Write(STATUS, "ServiceImport", "demo", "s0", {"status": si["status"]}),
+            Write(UPDATE, "Service", "demo", "amcs-s0", label)]
+    before = len(b.writes())
+    b.delay(30)
+    sent = asyncio.get_running_loop().create_task(ctl.writer.workers["zone-b"]._send(todo))
+    try:
+        await eventually(lambda: len(b.writes()) - before >= 1, what="the first write in flight")
+        await asyncio.sleep(0.3)  # the window in which a second write would have been sent
+        assert len(b.writes()) - before == 1, "a second write went out while one was in flight"
+    finally:
+        b.delay(0)
+    assert await asyncio.wait_for(sent, 10) is None
+    assert len(b.writes()) - before == 2
