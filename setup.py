@@ -16,9 +16,12 @@ MODULES = [("gateway.codec._http1", os.path.join(CODEC, "_http1.pyx")),
            ("gateway.codec._chunked", os.path.join(CODEC, "_chunked.pyx")),
            # the DNS fast path (recvmmsg/sendmmsg: Linux; elsewhere its twin _fastpath_py)
            ("dnsplugin.codec._fastpath", os.path.join("dnsplugin", "codec", "_fastpath.pyx")),
-           # the request path's hot core: its pure-Python source compiled under another name
-           # (Cython's pure Python mode, typed by gateway/exchange/_core.pxd), so the twin
-           # _core_py stays importable beside it; gateway/exchange/__init__.py chooses
+           # the request path's hot core: three pure-Python sources each compiled under
+           # another name (Cython's pure Python mode, typed by gateway/exchange/<name>.pxd;
+           # _core.pxd cimports the other two), so the twins _*_py stay importable beside
+           # them; gateway/exchange/__init__.py chooses (all three compiled, or the twins)
+           ("gateway.exchange._exchange", os.path.join("gateway", "exchange", "_exchange_py.py")),
+           ("gateway.exchange._route", os.path.join("gateway", "exchange", "_route_py.py")),
            ("gateway.exchange._core", os.path.join("gateway", "exchange", "_core_py.py"))]
 
 
@@ -53,7 +56,8 @@ def extensions() -> list[Extension]:
         return []
     try:
         depends = [os.path.join(CODEC, "_scan.pxi"), os.path.join(CODEC, "_heads.pxi"),
-                   os.path.join("gateway", "exchange", "_core.pxd")]
+                   os.path.join("gateway", "exchange", "_core.pxd"), os.path.join("gateway", "exchange", "_exchange.pxd"),
+                   os.path.join("gateway", "exchange", "_route.pxd")]
         return cythonize([Extension(name, [src], depends=depends, extra_compile_args=["-O2"])
                           for name, src in MODULES],
                          compiler_directives={"language_level": "3"}, quiet=True)

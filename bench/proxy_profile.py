@@ -269,7 +269,8 @@ def _calls(tree: str, function: str) -> int:
 
 def _object_group(obj: str) -> str:
     for key, name in (("libpython", "CPython"), ("python3", "CPython"), ("loop.cpython", "uvloop (+libuv)"),
-                      ("_core.cpython", "fleetgate exchange core"), ("_http1", "fleetgate codec"),
+                      ("_core.cpython", "fleetgate exchange core"), ("_exchange.cpython", "fleetgate exchange core"),
+                      ("_route.cpython", "fleetgate exchange core"), ("_http1", "fleetgate codec"),
                       ("libssl", "OpenSSL libssl"), ("libcrypto", "OpenSSL libcrypto"),
                       ("_ssl.cpython", "CPython _ssl"), ("libc.so", "libc"), ("nginx", "nginx"),
                       ("ld-linux", "ld.so"), ("vgpreload", "valgrind preload")):

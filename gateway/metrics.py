@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from . import exchange
 
 # the build gateway/exchange chose (compiled or the twin): its RequestCounts counts each request
-_core = sys.modules[exchange.Exchange.__module__]
+_core = sys.modules[exchange.DownstreamCore.__module__]
 
 if TYPE_CHECKING:
     from .accesslog import AccessLog

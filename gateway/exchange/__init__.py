@@ -15,10 +15,12 @@ plain Exchange is a C store, moves any subclass through `advance`), so the hot p
 moves are held to the same table.
 
 The request path's hot core (`Exchange`, and the `DownstreamCore` / `UpstreamCore` that
-H1Reader/DownstreamH1 and UpstreamH1 build on) is one source, _core_py.py, used as is or
-compiled with Cython as `_core` (setup.py; typed by _core.pxd). This is the one place that
-chooses, as gateway/codec does: the compiled module when it is built and
-FLEETGATE_PURE_PYTHON is not "1", else the twin. `IMPLEMENTATION` ("compiled" | "pure")
+H1Reader/DownstreamH1 and UpstreamH1 build on) is three sources, _core_py.py,
+_exchange_py.py (the exchange) and _route_py.py (the context's route snapshots, the warm
+plan), used as is or compiled with Cython as `_core`, `_exchange` and `_route` (setup.py; typed by the .pxd
+of each name, _core.pxd cimporting the other two). This is the one place that
+chooses, as gateway/codec does: the compiled modules when all three are built and
+FLEETGATE_PURE_PYTHON is not "1", else the three twins (never a mix). `IMPLEMENTATION` ("compiled" | "pure")
 names it for `fleetgate --version` and the build-info metric.
 """
 from __future__ import annotations
@@ -40,19 +42,25 @@ _ALLOWED = ALLOWED  # (the name this module had it under)
 
 IMPLEMENTATION: str
 if os.environ.get("FLEETGATE_PURE_PYTHON") == "1":
-    from ._core_py import (EXCHANGE_DEFAULTS, IDEMPOTENT_METHODS, MAX_RESPONSE_HEAD, ContextCore, DownstreamCore, Exchange,
-                           PoolCore, Reject, UpstreamCore, round_robin, wait_until)
+    from ._core_py import MAX_RESPONSE_HEAD, DownstreamCore, PoolCore, UpstreamCore
+    from ._exchange_py import EXCHANGE_DEFAULTS, IDEMPOTENT_METHODS, Exchange, Reject
+    from ._route_py import ContextCore, round_robin, wait_until
     IMPLEMENTATION = "pure"
 else:
     try:
-        from ._core import (EXCHANGE_DEFAULTS, IDEMPOTENT_METHODS,  # type: ignore[no-redef, import-not-found]
-                            MAX_RESPONSE_HEAD, ContextCore, DownstreamCore, Exchange, PoolCore, Reject, UpstreamCore, round_robin,
-                            wait_until)
+        # _core first: it cimports the other two, so it imports only when all three are built
+        from ._core import (MAX_RESPONSE_HEAD, DownstreamCore,  # type: ignore[no-redef, import-not-found]
+                            PoolCore, UpstreamCore)
+        from ._exchange import (EXCHANGE_DEFAULTS, IDEMPOTENT_METHODS,  # type: ignore[no-redef, import-not-found]
+                                Exchange, Reject)
+        from ._route import ContextCore, round_robin, wait_until  # type: ignore[no-redef, import-not-found]
         IMPLEMENTATION = "compiled"
-    except ImportError:  # not built (no compiler at install time): the twin
-        from ._core_py import (EXCHANGE_DEFAULTS, IDEMPOTENT_METHODS,  # type: ignore[assignment]
-                               MAX_RESPONSE_HEAD, ContextCore, DownstreamCore, Exchange, PoolCore, Reject, UpstreamCore, round_robin,
-                               wait_until)
+    except ImportError:  # not built (no compiler at install time): the twins, all three
+        from ._core_py import (MAX_RESPONSE_HEAD, DownstreamCore,  # type: ignore[assignment]
+                               PoolCore, UpstreamCore)
+        from ._exchange_py import (EXCHANGE_DEFAULTS, IDEMPOTENT_METHODS,  # type: ignore[assignment]
+                                   Exchange, Reject)
+        from ._route_py import ContextCore, round_robin, wait_until  # type: ignore[assignment]
         IMPLEMENTATION = "pure"
 
 # the compiled Exchange keeps its phase in a C field (a descriptor on the class); the twin's

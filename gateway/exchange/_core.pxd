@@ -8,9 +8,10 @@ from libc.string cimport memcmp, memcpy
 from cpython.ref cimport Py_REFCNT
 from posix.uio cimport iovec
 
+from gateway.exchange._exchange cimport Exchange, reset_exchange
+from gateway.exchange._route cimport ContextCore, RouteHot, _hot_miss, _next_index, resolve_warm, round_robin
+
 cdef class RequestCounts
-cdef class ContextCore
-cdef class RouteHot
 
 cdef extern from *:
     """
@@ -28,37 +29,10 @@ cdef extern from *:
 
 cdef dict _package
 cdef object _MISS, log, _TARGET, _HOST, _FIELDS, _random, _STATUS, _KEEP, _CLEN, _CHUNKED, _RHEAD
-cdef Py_ssize_t _MAX_HEAD, _SUM, _RECV, _SENT, _HOT_MEMO_SIZE
+cdef Py_ssize_t _MAX_HEAD, _SUM, _RECV, _SENT
 cdef tuple _BOUNDS
 cdef int _HEAD
 cdef bint _COMPILED
-
-cpdef object round_robin(object endpoints, object state, object key)
-
-@cython.locals(c=Py_ssize_t)
-cdef Py_ssize_t _next_index(dict rr, object key, Py_ssize_t n) except -1
-cpdef double wait_until(double now, object policy, bint connected) except? -1.0
-
-@cython.locals(acc=double, share=double, i=Py_ssize_t, outcome=int, total=double, target=double, cum=double,
-               mirror_pct=double, canary=tuple, cluster=tuple, row=tuple, crow=tuple, drawn=tuple, src=bytes,
-               low=bytes, clusters=tuple)
-cpdef tuple resolve_warm(tuple plan, bytes fields, double rand, double rand_cluster, double rand_mirror)
-
-@cython.locals(n=Py_ssize_t, k=Py_ssize_t, found=Py_ssize_t, i=Py_ssize_t, j=Py_ssize_t, end=Py_ssize_t,
-               c=int, p=cython.p_uchar, kp=cython.p_uchar)
-cdef object _header_value(bytes fields, bytes key)
-
-
-cdef class Exchange:
-    cdef dict __dict__
-    cdef public int phase
-    cdef public object ds, req, method, keep_alive, request_done, body, body_size, replayable
-    cdef public object request_id, start, route, backend, label, answer, extra_resp, view, headers
-    cdef public object mirror, mirror_head, hard_deadline, head, upstream, endpoint, attempt, tried
-    cdef public object free_tries, counted, sent, deadline, timer_attempt, status, cluster
-    cdef public object chunked_response
-
-cpdef reset_exchange(Exchange ex)
 
 
 cdef inline bint _spare_free(Exchange ex, object cls) except -1:
@@ -95,9 +69,6 @@ cdef class DownstreamCore:
                    host=bytes, target=bytes)
     cpdef _on_head(self, head, double began)
 
-    @cython.locals(routes=dict, memo=dict, hot=RouteHot)
-    cdef RouteHot _hot_miss(self, ContextCore ctx, table, tuple key)
-
     @cython.locals(eps=tuple)
     cdef _warm_head(self, Exchange ex, head, RouteHot hot, bytes target, bytes host, fields)
 
@@ -124,8 +95,6 @@ cdef class RequestCounts:
     cdef list _row(self, Exchange ex, r)
 
 
-
-
 cdef class PoolCore:
     cdef public list idle
     cdef public Py_ssize_t max_idle
@@ -150,25 +119,10 @@ cdef class UpstreamCore:
 cdef _whole_response(DownstreamCore ds, Exchange ex, piece, bint reusable, UpstreamCore up)
 
 
-cdef class RouteHot:
-    cdef readonly object route, label, policy, backend, bkey, warm
-    cdef readonly tuple endpoints, keys
-    cdef readonly bint fast, fast_tls
-    cdef readonly double read_timeout
-
-
-@cython.locals(h=RouteHot)
-cdef RouteHot _route_hot(r)
-
-
-cdef class ContextCore:
-    cdef public object table, metrics
-    cdef public bint draining
-    cdef public unsigned long long rid
-    cdef public bytes rid_prefix
-    cdef object hot_table, counts_of
-    cdef dict hot_memo, hot_routes
-    cdef RequestCounts counts
+cdef inline RequestCounts _counts(ContextCore ctx):
+    """ctx's RequestCounts (_route.pxd types the field as an object: _route cannot cimport
+    _core), without a second type check: response_complete checks it when it sets it."""
+    return <RequestCounts>ctx.counts
 
 
 cdef inline bytes _next_rid(ContextCore ctx):

@@ -1,19 +1,17 @@
 # cython: annotation_typing=False
-"""The request path's hot core: the exchange and the two connection halves that drive it.
+"""The request path's hot core: the two connection halves that drive an exchange, and
+the per-request metrics row.
 
 One source, two builds. This file is the pure-Python twin as it stands; setup.py also
-compiles it with Cython as `gateway.exchange._core`, where `_core.pxd` beside it turns
-`Exchange`, `DownstreamCore` and `UpstreamCore` into extension types with typed
-attributes, so the common request's attribute reads and calls between the three are C
-(compiling one of them alone was slower: its reads of the others stayed generic). The
-same holds for what they read of the rest of the gateway: `ContextCore` (the per-worker
-context's hot fields: GatewayContext builds on it) and `RouteHot` (what a request reads of
-its Route, its policy and its backend, copied once per route into one typed record and
-memoised per context and table), so a plain request makes no generic attribute read of
-routing data. A few C-only helpers (request ids, the response piece, the bucket search,
-reading a codec NamedTuple as a plain tuple) are inline functions in _core.pxd, called
-only where `_COMPILED` is true. `gateway/exchange/__init__.py` chooses the build, as
-gateway/codec does.
+compiles it with Cython as `gateway.exchange._core`, where `_core.pxd` turns
+`DownstreamCore`, `UpstreamCore`, `PoolCore` and `RequestCounts` into extension types
+with typed fields, and cimports the exchange (`_exchange`: Exchange, reset_exchange) and
+the route side (`_route`: the per-worker ContextCore and its memo of RouteHot snapshots,
+resolve_warm, the round robin), each compiled from its own twin: the common
+request's field reads and calls between them are C. A few C-only helpers (request ids,
+the response piece, the bucket search, reading a codec NamedTuple as a plain tuple) are
+inline functions in _core.pxd, called only where `_COMPILED` is true.
+`gateway/exchange/__init__.py` chooses the build (all compiled or all twins).
 
 What lives here is only what a plain proxied request runs: a whole request head read on
 an idle client connection (`DownstreamCore.data_received` -> `_on_head` -> `_send_on`),
@@ -22,10 +20,7 @@ the upstream's whole keep-alive response (`UpstreamCore.data_received` ->
 subclasses (H1Reader and DownstreamH1 in gateway/protocol/, UpstreamH1 in
 gateway/upstream/), which these methods call by name: `_read`, `_hold`, `_reject`,
 `_route_miss`, `_policy_head`, `_expect_body`, `_start`, `_pick`, `_send`, `_uncount`, `_next`
-(downstream) and `_read` (upstream). No class here has class-level defaults (a compiled
-extension type cannot): `Exchange`'s defaults are `EXCHANGE_DEFAULTS`, set on the class
-by the twin and in `__cinit__` by the compiled build (tests/gateway/test_exchange.py
-holds both to the same values).
+(downstream) and `_read` (upstream).
 """
 from __future__ import annotations
 
@@ -33,17 +28,16 @@ import logging
 import sys
 from bisect import bisect_left
 from random import random as _random
-from typing import Any, Sequence
+from typing import Any
 
 from ..codec import HeadError, head_end, parse_request, parse_response, upstream_head
 from ..codec._h1fast_py import request_whole, response_whole  # (the twin's one-call heads)
-from .phases import ALLOWED, DONE, RESPONDING, SENT, Phase, PhaseError
+from .phases import DONE, RESPONDING, SENT
 
 log = logging.getLogger("fleetgate.gateway")
 
 _MAX_HEAD = 64 * 1024
 MAX_RESPONSE_HEAD = _MAX_HEAD  # a response head longer than this is refused (502)
-IDEMPOTENT_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 _HEAD = 0  # UpstreamCore.state: reading a response head (gateway/upstream/connection.py: the others)
 _MISS = object()
 # RequestHead's indexes as objects: a NamedTuple's type has a generic sq_item (a Python
@@ -66,364 +60,29 @@ _SENT = _SUM + 2
 _package = vars(sys.modules[__name__.rpartition(".")[0]])
 
 
-class Reject(Exception):
-    """A request the gateway answers itself and then closes (limits, malformed input)."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-def round_robin(endpoints: Sequence[Any], state: Any, key: str) -> Any:
-    """The one round robin: the backend's cursor in `state` (a BalancerState) advances by one."""
-    return endpoints[_next_index(state.rr, key, len(endpoints))]
-
-
-def _next_index(rr: dict, key: Any, n: int) -> int:
-    """round_robin's step: the index of the next of `n` endpoints for the backend `key`,
-    its cursor in `rr` (BalancerState.rr) advanced by one (the request path's typed callers
-    index the snapshot's endpoints and their keys with it)."""
-    c = rr.get(key, 0)
-    rr[key] = c + 1
-    return c % n
-
-
-def resolve_warm(plan: tuple, fields: bytes, rand: float, rand_cluster: float,
-                 rand_mirror: float) -> tuple:
-    """The request's plan from its route's warm plan (gateway/routing/plan.py), pure:
-    (backend, label, the endpoints to round robin over, the mirror or None). The canary
-    order of routing/select.choose_backend (a deciding header rule wins; else the
-    undecided weighted canaries share `rand`, in order), the member-cluster draw of
-    upstream/decide.pick by `rand_cluster`, the mirror when rand_mirror * 100 is under its
-    percentage: the general path's answers for the same values when every endpoint is up."""
-    canaries, row, mirror, mirror_pct = plan
-    if canaries:
-        drawn = None
-        acc = 0.0
-        src = low = b""
-        for canary in canaries:
-            key, exact, pattern, share, crow = canary
-            outcome = -1  # -1: undecided, 1: this canary, 0: not this one
-            if key is not None and fields:
-                if _COMPILED:
-                    value = _header_value(fields, key)  # a typed scan, no copy of the head
-                else:
-                    value = None
-                    if not low:
-                        src = b"\r\n" + fields  # every line starts after a CRLF (a value holds none)
-                        low = src.lower()
-                    i = low.rfind(key)
-                    if i >= 0:
-                        i += len(key)
-                        value = src[i:low.find(b"\r\n", i)].strip(b" \t").decode("latin-1")
-                if value is not None:
-                    if exact is not None:
-                        if value == exact:
-                            outcome = 1
-                    elif pattern is not None:
-                        if pattern.match(value):
-                            outcome = 1
-                    elif value == "always":
-                        outcome = 1
-                    elif value == "never":
-                        outcome = 0
-            if outcome == 1:
-                drawn = crow  # (a canary that cannot serve has the main row)
-                break
-            if outcome == -1 and share > 0.0 and drawn is None:
-                acc += share
-                if rand < acc:
-                    drawn = crow
-        if drawn is not None:
-            row = drawn
-    backend, label, total, clusters = row
-    cluster = clusters[0]
-    if total:
-        target = rand_cluster * total
-        for cluster in clusters:
-            cum = cluster[0]
-            if target < cum:
-                break
-    if mirror is not None and not rand_mirror * 100 < mirror_pct:
-        mirror = None
-    return backend, label, cluster[1], mirror
-
-
-def _header_value(fields: bytes, key: bytes) -> Any:
-    """The value of the last line of `fields` (the codec's forwarded header lines, each
-    ending in CRLF) named as `key` says (b"\\r\\n" + lowercase name + b":"), without its
-    surrounding blanks, decoded; None when no line has that name. The compiled build's
-    scan (a C loop over the bytes, through a pointer: no index checks); the twin runs
-    resolve_warm's bytes methods instead."""
-    n = len(fields)
-    k = len(key) - 2
-    p = fields
-    kp = key
-    found = -1
-    i = 0
-    while i < n:  # at the start of a line
-        if n - i > k:
-            j = 0
-            while j < k:
-                c = p[i + j]
-                if 65 <= c <= 90:
-                    c += 32
-                if c != kp[j + 2]:
-                    break
-                j += 1
-            if j == k:
-                found = i + k
-        while i < n and p[i] != 10:
-            i += 1
-        i += 1
-    if found < 0:
-        return None
-    end = found
-    while end < n and p[end] != 13:
-        end += 1
-    while found < end and (p[found] == 32 or p[found] == 9):
-        found += 1
-    while end > found and (p[end - 1] == 32 or p[end - 1] == 9):
-        end -= 1
-    return fields[found:end].decode("latin-1")
-
-
-def wait_until(now: float, policy: Any, connected: bool) -> float:
-    """The one deadline of an attempt's wait: the connect timeout until connected, then the
-    read timeout (restarted by each upstream read)."""
-    return now + (policy.read_timeout if connected else policy.connect_timeout)
-
-
-class Exchange:
-    """One request/response pair, from its parsed head to its last response byte.
-
-    Groups of fields (defaults: EXCHANGE_DEFAULTS):
-
-    - request: `req` (the codec's RequestHead), method, target and host (req's, as
-      properties), keep_alive (the client's connection survives this exchange),
-      request_done (the whole request body was read), body (pieces kept for a retry, a
-      list once there is a body), body_size, replayable (the body still fits the retry
-      buffer), request_id (the client's x-request-id, or ours), start.
-    - routing and policy (decided once, before the first attempt): route (None: 404),
-      backend (a canary's or destination's, else the route's), label (metrics), answer (a
-      response the gateway gives itself), extra_resp (header lines a policy adds), view
-      and headers (what a policy reads of the request), mirror and mirror_head,
-      hard_deadline (the route's total timeout), head (the upstream request head).
-    - attempts: upstream (the connection of the current attempt), endpoint, attempt,
-      tried (endpoint keys already tried), free_tries (stale pooled connections, not
-      counted), counted and sent (least-connections accounting, EWMA sample), deadline
-      (of the current wait), timer_attempt (a precise timer is set for that attempt).
-    - response: phase, status, cluster, chunked_response (re-chunked to the client).
-    """
-
-    def __cinit__(self) -> None:
-        """(Compiled build only: a new extension object's fields are None/0; the twin
-        has the defaults on its class and never calls this.)"""
-        self.method = b""
-        self.keep_alive = True
-        self.request_done = False
-        self.body = ()
-        self.body_size = 0
-        self.replayable = True
-        self.request_id = b""
-        self.start = 0.0
-        self.label = ""
-        self.extra_resp = b""
-        self.mirror_head = b""
-        self.hard_deadline = 0.0
-        self.head = b""
-        self.attempt = 0
-        self.free_tries = 0
-        self.sent = 0.0
-        self.deadline = 0.0
-        self.timer_attempt = 0
-        self.status = 0
-        self.cluster = ""
-        self.chunked_response = False
-
-    @property
-    def target(self) -> bytes:
-        """The request target (origin form; an absolute-form target's path and query)."""
-        return self.req.target
-
-    @property
-    def host(self) -> bytes:
-        """The Host (an absolute-form target's authority), b"" for an HTTP/1.0 request without one."""
-        return self.req.host
-
-    @property
-    def finished(self) -> bool:
-        return self.phase == DONE
-
-    @property
-    def response_started(self) -> bool:
-        return self.phase >= RESPONDING
-
-    def advance(self, new: int) -> None:
-        """Move to `new`, checked against TRANSITIONS (the slow paths' way to move)."""
-        if not ALLOWED[self.phase] >> new & 1:
-            raise PhaseError("exchange %s: %s -> %s is not allowed" % (
-                self.method.decode("latin-1"), Phase(self.phase).name, Phase(new).name))
-        self.phase = new
-
-
-EXCHANGE_DEFAULTS: dict[str, Any] = {
-    "phase": 0, "ds": None, "req": None, "method": b"", "keep_alive": True, "request_done": False,
-    "body": (), "body_size": 0, "replayable": True, "request_id": b"", "start": 0.0,
-    "route": None, "backend": None, "label": "", "answer": None, "extra_resp": b"", "view": None,
-    "headers": None, "mirror": None, "mirror_head": b"", "hard_deadline": 0.0, "head": b"",
-    "upstream": None, "endpoint": None, "attempt": 0, "tried": None, "free_tries": 0, "counted": None,
-    "sent": 0.0, "deadline": 0.0, "timer_attempt": 0, "status": 0, "cluster": "", "chunked_response": False,
-}
-
-def reset_exchange(ex: Any) -> None:
-    """Every field of ex back to its EXCHANGE_DEFAULTS value: a connection's finished
-    exchange made ready for its next request (the compiled core reuses one when nothing
-    else holds it: no allocation and no deallocation per request). A field added to
-    EXCHANGE_DEFAULTS is added here too (tests/gateway/protocol/test_connection_layer.py
-    holds the two equal, in both builds)."""
-    ex.phase = 0
-    ex.ds = None
-    ex.req = None
-    ex.method = b""
-    ex.keep_alive = True
-    ex.request_done = False
-    ex.body = ()
-    ex.body_size = 0
-    ex.replayable = True
-    ex.request_id = b""
-    ex.start = 0.0
-    ex.route = None
-    ex.backend = None
-    ex.label = ""
-    ex.answer = None
-    ex.extra_resp = b""
-    ex.view = None
-    ex.headers = None
-    ex.mirror = None
-    ex.mirror_head = b""
-    ex.hard_deadline = 0.0
-    ex.head = b""
-    ex.upstream = None
-    ex.endpoint = None
-    ex.attempt = 0
-    ex.tried = None
-    ex.free_tries = 0
-    ex.counted = None
-    ex.sent = 0.0
-    ex.deadline = 0.0
-    ex.timer_attempt = 0
-    ex.status = 0
-    ex.cluster = ""
-    ex.chunked_response = False
-
-
-# Set on every request, in request-path order (the twin only). CPython lets a class's
-# instances share one key table of at most 30 attribute names, taken by the first names
-# any instance sets; an instance that sets a name outside it pays for a private dict.
-# Claim the table for these at import, before rarer paths can take the places.
-HOT_ATTRIBUTES = ("ds", "req", "method", "start", "keep_alive", "request_done",
-                  "route", "label", "request_id", "head", "endpoint", "attempt", "deadline", "upstream",
-                  "phase", "status", "chunked_response", "cluster", "counted", "extra_resp", "backend")
-
-
 def compiled() -> bool:
     """True in the Cython build of this module (its functions are not Python functions)."""
     return type(compiled).__name__ != "function"
 
 
-def _twin_defaults() -> None:
-    """The twin: defaults on the class (an instance sets only what differs), and the
-    shared key table claimed for the hot attributes."""
-    for name, value in EXCHANGE_DEFAULTS.items():
-        setattr(Exchange, name, value)
-    seed = Exchange()
-    for name in HOT_ATTRIBUTES:
-        setattr(seed, name, None)
-
+# The exchange (_exchange_py.py) and the route snapshots and warm plan (_route_py.py): in the
+# compiled build, cimported from their compiled modules through _core.pxd (C calls and C
+# field reads), their Python-only names imported from the same compiled modules; in the
+# twin, imported from the twins. Never a mix (gateway/exchange/__init__.py).
+if compiled():
+    from ._exchange import IDEMPOTENT_METHODS, Reject  # type: ignore[import-not-found, no-redef]
+else:
+    from ._exchange_py import *  # noqa: F403
+    from ._route_py import *  # noqa: F403
 
 # The compiled build writes a plain Exchange's phase field directly; a subclass's moves go
 # through advance() so its `phase` property sees them. The twin just assigns (a property
 # there is always called).
 _COMPILED = compiled()
-if not _COMPILED:
-    _twin_defaults()
-else:  # the histogram's bounds as C doubles (_core.pxd's _bucket searches them)
+if _COMPILED:  # the histogram's bounds as C doubles (_core.pxd's _bucket searches them)
     assert len(BUCKETS) == _NBOUNDS
     for _i in range(_NBOUNDS):
         _BOUNDS_C[_i] = BUCKETS[_i]
-
-
-# a context's memo of route snapshots by (Host, target) is cleared at this size, as the
-# table's own memo is (gateway/protocol/attempts.py's ROUTE_CACHE_SIZE)
-_HOT_MEMO_SIZE = 4096
-
-
-class RouteHot:
-    """What the request path reads of a Route, copied once into one record (typed fields
-    in the compiled build, where a Route's, its policy's and its backend's attributes are
-    each a generic attribute read): built by `_route_hot` the first time a context routes
-    to the Route, and never changed (a Route and what it holds are immutable)."""
-
-    __slots__ = ("route", "label", "policy", "backend", "bkey", "endpoints", "keys", "fast", "fast_tls",
-                 "read_timeout", "warm")
-
-
-def _route_hot(r: Any) -> RouteHot:
-    """The snapshot of route r (None: no route, a 404)."""
-    h = RouteHot()
-    h.route = r
-    h.label = ""
-    h.policy = None
-    h.backend = None
-    h.bkey = ""
-    h.endpoints = ()
-    h.keys = ()
-    h.fast = False
-    h.fast_tls = False
-    h.read_timeout = 0.0
-    h.warm = None
-    if r is not None:
-        policy = r.policy
-        h.label = r.ingress
-        h.policy = policy
-        h.fast = policy.fast
-        h.fast_tls = policy.fast_tls
-        h.read_timeout = policy.read_timeout
-        h.warm = r.warm
-        b = r.backend
-        if b is not None:
-            h.backend = b
-            h.bkey = b.key
-            h.endpoints = tuple(b.endpoints)
-            h.keys = tuple([e.key for e in b.endpoints])
-    return h
-
-
-class ContextCore:
-    """The hot half of the per-worker GatewayContext (gateway/context.py builds on it): the
-    fields every request reads (typed in the compiled build: from C each would otherwise be
-    a generic attribute read), and the request path's memo of route snapshots
-    (`hot_memo`: (Host, target) -> RouteHot, for the table `hot_table`; a new table
-    starts a new memo, so a swap never serves an old route to a new request).
-    No class-level defaults in the compiled build: CONTEXT_DEFAULTS, as for Exchange."""
-
-    def __cinit__(self) -> None:
-        """(Compiled build only; the twin has the defaults on its class.)"""
-        self.draining = False
-        self.rid = 0
-        self.rid_prefix = b""
-        self.hot_memo = {}
-        self.hot_routes = {}
-
-
-CONTEXT_DEFAULTS: dict[str, Any] = {"table": None, "metrics": None, "draining": False, "rid": 0, "rid_prefix": b"",
-                                    "hot_table": None, "hot_memo": None, "hot_routes": None, "counts": None,
-                                    "counts_of": None}
-if not _COMPILED:  # the twin: defaults on the class (the memos are set per context, on its first request)
-    for _name, _value in CONTEXT_DEFAULTS.items():
-        setattr(ContextCore, _name, _value)
 
 
 class DownstreamCore:
@@ -546,7 +205,7 @@ class DownstreamCore:
             key = (host, target)
             hot = ctx.hot_memo.get(key)
             if hot is None:
-                hot = self._hot_miss(ctx, table, key)
+                hot = _hot_miss(ctx, self, table, key)
             if _COMPILED:
                 self.last_table = table
                 self.last_host = host
@@ -592,22 +251,6 @@ class DownstreamCore:
             return ex
         self._policy_head(ex, head, r, has_body)
         return ex
-
-    def _hot_miss(self, ctx: ContextCore, table: Any, key: tuple) -> RouteHot:
-        """The route snapshot for a (host, target) not in the context's memo yet: the
-        table's memo (or route() through _route_miss), one snapshot per route."""
-        r = table.route_memo.get(key, _MISS)
-        if r is _MISS:
-            r = self._route_miss(table, key)
-        routes = ctx.hot_routes
-        hot = routes.get(id(r))  # (the snapshot holds its route: the id stays its own)
-        if hot is None:
-            hot = routes[id(r)] = _route_hot(r)
-        memo = ctx.hot_memo
-        if len(memo) >= _HOT_MEMO_SIZE:
-            memo.clear()
-        memo[key] = hot
-        return hot
 
     def _warm_head(self, ex: Exchange, head: Any, hot: RouteHot, target: bytes, host: bytes, fields: bytes) -> None:
         """A request whose route's policies have a warm plan (routing/plan.py; every
@@ -692,9 +335,10 @@ class DownstreamCore:
             # the metrics' RequestCounts, typed (remembered per metrics object): a C call
             m = ctx.metrics
             if m is not ctx.counts_of:
-                ctx.counts = m.counts
+                counts = m.counts  # (typed: checked here, once per metrics object)
+                ctx.counts = counts
                 ctx.counts_of = m
-            ctx.counts.done(ex, now)
+            _counts(ctx).done(ex, now)  # type: ignore[name-defined]  # (_core.pxd: ctx.counts, typed unchecked)
         else:
             ctx.metrics.counts.done(ex, now)
         if ex.keep_alive and not self.paused and not ctx.draining:

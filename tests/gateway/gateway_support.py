@@ -279,12 +279,27 @@ def body_json(text: str) -> dict:
     return json.loads(text)
 
 
+# the request-path core's modules, per build: the core first (it names the build), then the
+# exchange and the route snapshot / warm plan that _core.pxd cimports
+EXCHANGE_MODULES = {"pure": ("_core_py", "_exchange_py", "_route_py"), "compiled": ("_core", "_exchange", "_route")}
+
+
+def exchange_build(build: str) -> ModuleType:
+    """One build of the request-path core ("pure" | "compiled") as one namespace: the names
+    of its three modules, under the core module's name (ImportError: not built)."""
+    parts = [importlib.import_module("gateway.exchange." + name) for name in EXCHANGE_MODULES[build]]
+    ns = ModuleType(parts[0].__name__)
+    for part in reversed(parts):
+        ns.__dict__.update({k: v for k, v in vars(part).items() if not k.startswith("__")})
+    return ns
+
+
 def exchange_builds() -> list[ModuleType]:
     """The request-path core's builds to hold to each other: the pure-Python twin, and the
-    compiled module when it is built (`setup.py build_ext --inplace` builds it)."""
-    builds = [importlib.import_module("gateway.exchange._core_py")]
+    compiled modules when they are built (`setup.py build_ext --inplace` builds them)."""
+    builds = [exchange_build("pure")]
     try:
-        builds.append(importlib.import_module("gateway.exchange._core"))
+        builds.append(exchange_build("compiled"))
     except ImportError:  # not built: the twin alone
         pass
     return builds

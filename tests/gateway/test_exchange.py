@@ -90,17 +90,15 @@ async def test_phases_of_real_requests(echo_backends, fleet_dir, start_gateway, 
     assert Recording.log[4][0] == S and Recording.log[4][-1] == D and R not in Recording.log[4]
 
 
-# --- the request path's hot core: one source (_core_py.py), used as is or compiled -----
+# --- the request path's hot core: three sources (_core_py, _exchange_py, _route_py), used as is or compiled
 
 def _core_modules() -> list:
-    import importlib
-
-    from gateway.exchange import _core_py
+    from gateway_support import exchange_build
     try:
-        compiled = importlib.import_module("gateway.exchange._core")
+        compiled = exchange_build("compiled")
     except ImportError:
         compiled = None
-    return [pytest.param(_core_py, id="pure"), pytest.param(compiled, id="compiled")]
+    return [pytest.param(exchange_build("pure"), id="pure"), pytest.param(compiled, id="compiled")]
 
 
 @pytest.fixture(params=_core_modules())
@@ -159,12 +157,15 @@ def test_the_build_in_use_is_named(pure: str) -> None:
     import sys
     env = {**os.environ, "FLEETGATE_PURE_PYTHON": pure}
     out = subprocess.run([sys.executable, "-c", "import gateway, gateway.exchange as e;"
-                          "print(e.IMPLEMENTATION, e.Exchange.__module__, gateway.build_info()['request_path'])"],
+                          "print(e.IMPLEMENTATION, gateway.build_info()['request_path'], e.DownstreamCore.__module__,"
+                          " e.Exchange.__module__, e.round_robin.__module__)"],
                          capture_output=True, text=True, timeout=60, env=env, check=True).stdout.split()
+    twins = ["gateway.exchange._core_py", "gateway.exchange._exchange_py", "gateway.exchange._route_py"]
     if pure == "1":
-        assert out == ["pure", "gateway.exchange._core_py", "pure"]
+        assert out == ["pure", "pure"] + twins
     else:
-        assert out[0] in ("compiled", "pure") and out[2] == out[0]
-        assert out[1] == ("gateway.exchange._core" if out[0] == "compiled" else "gateway.exchange._core_py")
+        assert out[0] in ("compiled", "pure") and out[1] == out[0]
+        # all three modules of one build, never a mix
+        assert out[2:] == ([m[:-3] for m in twins] if out[0] == "compiled" else twins)
         if os.environ.get("FLEETGATE_REQUIRE_COMPILED") == "1":
             assert out[0] == "compiled"

@@ -248,11 +248,12 @@ async def test_generated_request_ids_are_prefix_and_hex_counter(fleet_dir, echo_
 def test_reset_exchange_restores_every_default() -> None:
     """reset_exchange puts every EXCHANGE_DEFAULTS field back (a field missing from it would
     carry one request's value into the next on a reused exchange), in both builds."""
-    from gateway.exchange import EXCHANGE_DEFAULTS, Exchange, _core_py
-    builds = [_core_py]
+    from gateway_support import exchange_build
+
+    from gateway.exchange import EXCHANGE_DEFAULTS, Exchange
+    builds = [exchange_build("pure")]
     if exchange.IMPLEMENTATION == "compiled":
-        from gateway.exchange import _core  # type: ignore[attr-defined]
-        builds.append(_core)
+        builds.append(exchange_build("compiled"))
     for build in builds:
         ex = build.Exchange()
         for i, (name, default) in enumerate(EXCHANGE_DEFAULTS.items()):
