@@ -66,51 +66,35 @@ def extensions() -> list[Extension]:
         return []
 
 
-def nghttp2_extension() -> list[Extension]:
-    """The HTTP/2 layer on libnghttp2 (gateway/h2codec/_nghttp2.pyx), when its headers are
-    here (apt-get install libnghttp2-dev); without them the `h2` library serves HTTP/2
-    (gateway/h2codec/__init__.py chooses), and the install goes on."""
+def library_extension(module: str, header: str, libraries: list[str], package: str, fallback: str) -> list[Extension]:
+    """`module` (a .pyx and its included .pxi beside it) linked to a C library, when the
+    library's `header` is here (apt-get install `package`); without it, or on any build
+    error, the pure fallback named by `fallback` serves (the package's __init__ chooses)
+    and the install goes on."""
     if os.environ.get("FLEETGATE_PURE_PYTHON") == "1":
         return []
-    include = [d for d in ("/usr/include", "/usr/local/include") if os.path.exists(os.path.join(d, "nghttp2", "nghttp2.h"))]
-    if not include:
-        sys.stderr.write("WARNING: nghttp2/nghttp2.h not found (apt-get install libnghttp2-dev); "
-                         "HTTP/2 stays on the pure-Python h2 library\n")
+    if not any(os.path.exists(os.path.join(d, header)) for d in ("/usr/include", "/usr/local/include")):
+        sys.stderr.write("WARNING: %s not found (apt-get install %s); %s\n" % (header, package, fallback))
         return []
     try:
         from Cython.Build import cythonize
-        h2codec = os.path.join("gateway", "h2codec")
-        return cythonize([Extension("gateway.h2codec._nghttp2", [os.path.join(h2codec, "_nghttp2.pyx")],
-                                    depends=[os.path.join(h2codec, "_nghttp2_api.pxi")],  # (included by it)
-                                    libraries=["nghttp2"], extra_compile_args=["-O2"])],
+        path = os.path.join(*module.split("."))
+        folder = os.path.dirname(path)
+        included = [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.endswith(".pxi")]
+        return cythonize([Extension(module, [path + ".pyx"], depends=included,
+                                    libraries=libraries, extra_compile_args=["-O2"])],
                          compiler_directives={"language_level": "3"}, quiet=True)
-    except Exception as err:  # noqa: BLE001 - no Cython, a compile error: the h2 library is used
-        sys.stderr.write("WARNING: the libnghttp2 HTTP/2 layer was not built (%s)\n" % (err,))
+    except Exception as err:  # noqa: BLE001 - no Cython, a compile error: the fallback serves
+        sys.stderr.write("WARNING: %s was not built (%s); %s\n" % (module, err, fallback))
         return []
 
 
-def tls_extension() -> list[Extension]:
-    """The HTTPS listener's TLS layer over OpenSSL's memory BIOs (gateway/tlscodec/_tls.pyx),
-    when OpenSSL's headers are here (apt-get install libssl-dev); without them the event
-    loop's TLS layer serves HTTPS (gateway/tlscodec/__init__.py chooses), and the install goes on."""
-    if os.environ.get("FLEETGATE_PURE_PYTHON") == "1":
-        return []
-    include = [d for d in ("/usr/include", "/usr/local/include") if os.path.exists(os.path.join(d, "openssl", "ssl.h"))]
-    if not include:
-        sys.stderr.write("WARNING: openssl/ssl.h not found (apt-get install libssl-dev); "
-                         "HTTPS stays on the event loop's TLS layer\n")
-        return []
-    try:
-        from Cython.Build import cythonize
-        tlscodec = os.path.join("gateway", "tlscodec")
-        return cythonize([Extension("gateway.tlscodec._tls", [os.path.join(tlscodec, "_tls.pyx")],
-                                    depends=[os.path.join(tlscodec, "_openssl.pxi")],  # (included by it)
-                                    libraries=["ssl", "crypto"], extra_compile_args=["-O2"])],
-                         compiler_directives={"language_level": "3"}, quiet=True)
-    except Exception as err:  # noqa: BLE001 - no Cython, a compile error: the event loop's TLS is used
-        sys.stderr.write("WARNING: the OpenSSL TLS layer was not built (%s)\n" % (err,))
-        return []
+# the HTTP/2 layer on libnghttp2 (else the `h2` library); HTTPS over OpenSSL's memory BIOs
+# (else the event loop's TLS layer)
+NGHTTP2 = library_extension("gateway.h2codec._nghttp2", "nghttp2/nghttp2.h", ["nghttp2"], "libnghttp2-dev",
+                            "HTTP/2 stays on the pure-Python h2 library")
+TLS = library_extension("gateway.tlscodec._tls", "openssl/ssl.h", ["ssl", "crypto"], "libssl-dev",
+                        "HTTPS stays on the event loop's TLS layer")
 
-
-setup(ext_modules=extensions() + nghttp2_extension() + tls_extension(), cmdclass={"build_ext": OptionalBuildExt})
+setup(ext_modules=extensions() + NGHTTP2 + TLS, cmdclass={"build_ext": OptionalBuildExt})
 
