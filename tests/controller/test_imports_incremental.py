@@ -42,16 +42,21 @@ def test_incremental_derivation_equals_a_fresh_one_over_random_changes() -> None
                 previous[mode] = incremental
 
 
-def test_an_answer_in_one_consumer_rebuilds_only_that_consumers_objects() -> None:
-    """Live mode: a consumer's `amcs-` Service getting its ClusterIP (a write's answer)
-    changes that consumer's ServiceImport; the other consumers keep their objects."""
-    world = RandomFleet(5)
+def web_exported_by_zone_a(world: RandomFleet) -> RandomFleet:
+    """The namespace `demo` in every cluster, and Service `web` exported by zone-a."""
     for cl in CLUSTERS:
         world.put(cl, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}})
     world.put("zone-a", {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "demo"},
                          "spec": {"ports": [{"name": "http", "port": 80}]}})
     world.put("zone-a", {"apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceExport",
                          "metadata": {"name": "web", "namespace": "demo"}})
+    return world
+
+
+def test_an_answer_in_one_consumer_rebuilds_only_that_consumers_objects() -> None:
+    """Live mode: a consumer's `amcs-` Service getting its ClusterIP (a write's answer)
+    changes that consumer's ServiceImport; the other consumers keep their objects."""
+    world = web_exported_by_zone_a(RandomFleet(5))
     for cl in CLUSTERS:
         world.drop_named(cl, "Service", "demo", "amcs-web")
         world.drop_named(cl, "ServiceImport", "demo", "web")
@@ -113,13 +118,7 @@ def test_changed_keys_by_identity_in_and_out_of_order() -> None:
 def test_an_endpoint_change_keeps_each_consumers_import_and_service() -> None:
     """Only the source slices moved: each consumer gets new slices beside the very
     ServiceImport and `amcs-` Service it had (no copies per change), equal to a fresh derivation."""
-    world = RandomFleet(7)
-    for cl in CLUSTERS:
-        world.put(cl, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}})
-    world.put("zone-a", {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "demo"},
-                         "spec": {"ports": [{"name": "http", "port": 80}]}})
-    world.put("zone-a", {"apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceExport",
-                         "metadata": {"name": "web", "namespace": "demo"}})
+    world = web_exported_by_zone_a(RandomFleet(7))
     world.put("zone-a", endpoint_slice("web", [endpoint("10.9.9.1")], "demo", name="web-a"))
     for live in ({"allocate": False, "unallocated": CLUSTERS}, {}):
         first = derive_imports(world.snapshot(), **live)
