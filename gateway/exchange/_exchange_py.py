@@ -52,29 +52,9 @@ class Exchange:
     """
 
     def __cinit__(self) -> None:
-        """(Compiled build only: a new extension object's fields are None/0; the twin
-        has the defaults on its class and never calls this.)"""
-        self.method = b""
-        self.keep_alive = True
-        self.request_done = False
-        self.body = ()
-        self.body_size = 0
-        self.replayable = True
-        self.request_id = b""
-        self.start = 0.0
-        self.label = ""
-        self.extra_resp = b""
-        self.mirror_head = b""
-        self.hard_deadline = 0.0
-        self.head = b""
-        self.attempt = 0
-        self.free_tries = 0
-        self.sent = 0.0
-        self.deadline = 0.0
-        self.timer_attempt = 0
-        self.status = 0
-        self.cluster = ""
-        self.chunked_response = False
+        """(Compiled build only: a new extension object's fields are None/0 until set here;
+        the twin has the defaults on its class and never calls this.)"""
+        reset_exchange(self)
 
     @property
     def target(self) -> bytes:
