@@ -19,7 +19,7 @@ from ..derived import ByName, DerivedCluster, DerivedFleet, ImportObjects
 from .conflicts import Export, Resolved, export_conditions, invalid_conditions, parse_timestamp, resolve
 from .ipalloc import allocate_clusterset_ips
 from .names import LABEL_MANAGED_BY, MANAGED_BY, amcs_name
-from .objects import Sources, build_objects, source_slice_service, with_sources
+from .objects import Sources, build_objects, source_slice_service, with_import, with_sources
 
 
 # derive_imports keeps its working state in the DerivedFleet it returns. Given that
@@ -239,6 +239,14 @@ def _consumer_objects(res: Resolved, res_ips: tuple[str, ...], views: list[_View
                     again = rebuilt[id(kept)] = with_sources(kept, res, by_member)
                 objects[cname] = again
             continue
+        if kept is not None and before is not None and before[0] is res and before[3] == mine[3] \
+                and before[1] == own_ips and all(x is y for x, y in zip(before[4], sources)):
+            # only this consumer's ServiceImport moved (an answer to our write of it): the
+            # `amcs-` Service and slices stay unless the import's uid (their owner) moved
+            again = with_import(kept, res, own_ips, existing, adopt=not explicit)
+            if again is not None:
+                objects[cname] = again
+                continue
         if existing is None and own_ips == res_ips:
             if shared is None:
                 shared = build_objects(res, res_ips, None, by_member)

@@ -74,11 +74,9 @@ def _derived_slices(res: Resolved, owner: OwnerReference, derived_name: str,
     return tuple(out)
 
 
-def build_objects(res: Resolved, ips: tuple[str, ...], existing: ServiceImport | None,
-                   sources_by_cluster: Mapping[str, Sources], *, adopt: bool = True) -> ImportObjects:
-    """One import's objects in one consumer. An `existing` user-created ServiceImport keeps
-    its identity, labels and annotations; with `adopt` (importMode all) it also takes our
-    managed-by label, without it (importMode explicit) it stays the user's."""
+def _build_import(res: Resolved, ips: tuple[str, ...], existing: ServiceImport | None,
+                  adopt: bool) -> ServiceImport:
+    """The ServiceImport of build_objects (see there)."""
     ws = res.exports[0].service
     derived = amcs_name(res.name)
     if existing is not None:  # adopt: keep its identity and the user's labels/annotations
@@ -100,15 +98,26 @@ def build_objects(res: Resolved, ips: tuple[str, ...], existing: ServiceImport |
                     labels=shared_map(managed_labels()),
                     annotations=shared_map({ANNOTATION_DERIVED_SERVICE: derived}))
     families = tuple(f for f in (family_of(ip) for ip in ips) if f) if ips else res.families
-    si = ServiceImport(
+    return ServiceImport(
         meta=meta, api_version=IMPORT_API_VERSION, type=res.type, ports=res.ports, ips=ips,
         ip_families=families, session_affinity=ws.session_affinity,
         session_affinity_config=ws.session_affinity_config,
         internal_traffic_policy=ws.internal_traffic_policy,
         traffic_distribution=ws.traffic_distribution,
         clusters=tuple(sorted(e.cluster for e in res.exports)))
+
+
+def build_objects(res: Resolved, ips: tuple[str, ...], existing: ServiceImport | None,
+                   sources_by_cluster: Mapping[str, Sources], *, adopt: bool = True) -> ImportObjects:
+    """One import's objects in one consumer. An `existing` user-created ServiceImport keeps
+    its identity, labels and annotations; with `adopt` (importMode all) it also takes our
+    managed-by label, without it (importMode explicit) it stays the user's."""
+    ws = res.exports[0].service
+    derived = amcs_name(res.name)
+    si = _build_import(res, ips, existing, adopt)
+    families = si.ip_families
     owner = OwnerReference(api_version=IMPORT_API_VERSION, kind="ServiceImport", name=res.name,
-                           uid=meta.uid, controller=False)
+                           uid=si.meta.uid, controller=False)
     svc = Service(
         meta=Meta(name=derived, namespace=res.namespace,
                   uid=synthetic_uid("Service", res.namespace, derived),
@@ -125,6 +134,19 @@ def build_objects(res: Resolved, ips: tuple[str, ...], existing: ServiceImport |
         internal_traffic_policy=ws.internal_traffic_policy,
         traffic_distribution=ws.traffic_distribution)
     return ImportObjects(si, svc, _derived_slices(res, owner, derived, sources_by_cluster))
+
+
+def with_import(objs: ImportObjects, res: Resolved, ips: tuple[str, ...], existing: ServiceImport | None,
+                *, adopt: bool = True) -> ImportObjects | None:
+    """`objs` (built from the same res, ips, adopt and sources) with the ServiceImport made
+    from this `existing` one: what build_objects gives when only the consumer's import moved
+    (the answer to our own write of it, a status patch). The `amcs-` Service and slices
+    depend on the import only through its uid (their owner): None when that moved."""
+    uid = (existing.meta.uid if existing is not None else "") or synthetic_uid("ServiceImport", res.namespace,
+                                                                               res.name)
+    if uid != objs.service_import.meta.uid:  # checked first: the first answer to a create moves it
+        return None
+    return ImportObjects(_build_import(res, ips, existing, adopt), objs.service, objs.slices)
 
 
 def with_sources(objs: ImportObjects, res: Resolved, sources_by_cluster: Mapping[str, Sources]) -> ImportObjects:
