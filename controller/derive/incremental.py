@@ -124,6 +124,28 @@ def _empty_state(settings: tuple[Any, ...], n_members: int, consumers: Iterable[
                   {c: ByName() for c in consumers}, {}, {}, {}, Map())
 
 
+def _same_export_input(a: ServiceExport | None, b: ServiceExport | None) -> bool:
+    """Two versions of a ServiceExport the derivation reads alike: it reads an export's
+    existence, creationTimestamp (conflict order) and generation (observedGeneration), never
+    its status. The answer to our status write (and its watch echo) moves only the status
+    and resourceVersion: no name is derived again for it."""
+    return (a is not None and b is not None and a.meta.creation_timestamp == b.meta.creation_timestamp
+            and a.meta.generation == b.meta.generation and a.meta.uid == b.meta.uid)
+
+
+def _same_import_input(a: ServiceImport | None, b: ServiceImport | None) -> bool:
+    """Two versions of a consumer's ServiceImport the derivation reads alike: it reads the
+    existing import's uid (the owner of the `amcs-` objects), labels (managed or a user's),
+    annotations and ownerReferences (kept when adopted), never its spec or status. The
+    answers to our writes of its status and ips move only those and the resourceVersion."""
+    if a is None or b is None:
+        return False
+    ma, mb = a.meta, b.meta
+    return (ma.uid == mb.uid and (ma.labels is mb.labels or ma.labels == mb.labels)
+            and (ma.annotations is mb.annotations or ma.annotations == mb.annotations)
+            and ma.owner_references == mb.owner_references)
+
+
 def _find_dirty(state: _State, new_inputs: tuple[_Inputs, ...]
                 ) -> tuple[set[GroupKey], list[Map[GroupKey, Mapping[tuple[str, str], EndpointSlice]]]]:
     """The exported names fed by an object that moved (by identity), and the slice indexes."""
@@ -131,8 +153,10 @@ def _find_dirty(state: _State, new_inputs: tuple[_Inputs, ...]
     sources = list(state.sources)
     groups = state.groups
     for i, (old, new) in enumerate(zip(state.inputs, new_inputs)):
-        dirty.update(changed_keys(old.exports, new.exports))
-        dirty.update(changed_keys(old.imports, new.imports))
+        dirty.update(k for k in changed_keys(old.exports, new.exports)
+                     if not _same_export_input(old.exports.get(k), new.exports.get(k)))
+        dirty.update(k for k in changed_keys(old.imports, new.imports)
+                     if not _same_import_input(old.imports.get(k), new.imports.get(k)))
         for key in changed_keys(old.services, new.services):
             dirty.add(key)
             dirty.update(_amcs_owners(key[0], key[1], groups, dirty))
@@ -182,7 +206,8 @@ _Built = tuple[Resolved, tuple[str, ...], "ServiceImport | None", bool, tuple[An
 
 def _same_import(a: _Built, b: _Built) -> bool:
     """The inputs of the ServiceImport and `amcs-` Service (all but the source slices) are the same."""
-    return a[0] is b[0] and a[2] is b[2] and a[3] == b[3] and a[1] == b[1]
+    return (a[0] is b[0] and (a[2] is b[2] or _same_import_input(a[2], b[2])) and a[3] == b[3]
+            and a[1] == b[1])
 
 
 def _consumer_objects(res: Resolved, res_ips: tuple[str, ...], views: list[_View],

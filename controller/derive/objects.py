@@ -79,7 +79,9 @@ def _build_import(res: Resolved, ips: tuple[str, ...], existing: ServiceImport |
     """The ServiceImport of build_objects (see there)."""
     ws = res.exports[0].service
     derived = amcs_name(res.name)
-    if existing is not None:  # adopt: keep its identity and the user's labels/annotations
+    if existing is not None:  # adopt: keep its identity (uid) and the user's labels/annotations;
+        # not its resourceVersion, generation or creationTimestamp, which are the API server's
+        # and move with every write (derive/incremental.py _same_import_input relies on it)
         labels = dict(existing.meta.labels)
         if adopt:
             labels[LABEL_MANAGED_BY] = MANAGED_BY
@@ -87,9 +89,6 @@ def _build_import(res: Resolved, ips: tuple[str, ...], existing: ServiceImport |
         annotations[ANNOTATION_DERIVED_SERVICE] = derived
         meta = Meta(name=res.name, namespace=res.namespace,
                     uid=existing.meta.uid or synthetic_uid("ServiceImport", res.namespace, res.name),
-                    resource_version=existing.meta.resource_version,
-                    generation=existing.meta.generation,
-                    creation_timestamp=existing.meta.creation_timestamp,
                     labels=shared_map(labels), annotations=shared_map(annotations),
                     owner_references=existing.meta.owner_references)
     else:

@@ -7,9 +7,10 @@ exactly as the file and live sources do. Seeded: a failure names its seed and st
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Any, Callable
 
-from fleet.objects import KubeObject, parse_object
+from fleet.objects import Condition, KubeObject, ServiceExport, ServiceImport, parse_object
 from fleet.snapshot import ClusterObjects, FleetSnapshot
 from tests.controller.mcs_support import endpoint, endpoint_slice, export, fleet, namespace, service
 
@@ -83,10 +84,32 @@ class RandomFleet:
                 "metadata": {"name": name, "namespace": ns, "labels": {"team": "x"}},
                 "spec": {"type": "ClusterSetIP", "ports": [{"name": "http", "port": 80}]}})),
             ("drop service import", lambda: self.drop(cl, "ServiceImport")),
+            # what the answers to the controller's own writes move: status and resourceVersion
+            ("export status", lambda: self.restatus(cl, "ServiceExport", ns, name)),
+            ("import status", lambda: self.restatus(cl, "ServiceImport", ns, name)),
         ]
         what, act = rng.choice(actions)
         act()
         return f"{what} {cl} {ns}/{name}"
+
+    def restatus(self, cluster: str, kind: str, ns: str, name: str) -> None:
+        """A new version of an existing export or import with another status (an import:
+        also other spec.ips), its identity, labels and annotations kept."""
+        obj = self.objects[cluster].get((kind, ns, name))
+        if obj is None:
+            return
+        rng = self.rng
+        self.version += 1
+        meta = replace(obj.meta, resource_version=str(self.version))
+        if isinstance(obj, ServiceExport):
+            status = rng.choice(("True", "False"))
+            new: KubeObject = replace(obj, meta=meta, conditions=(
+                Condition(type="Ready", status=status, reason="R" + status, message="m"),))
+        else:
+            assert isinstance(obj, ServiceImport)
+            new = replace(obj, meta=meta, clusters=tuple(c for c in CLUSTERS if rng.random() < 0.5),
+                          ips=rng.choice(((), ("242.0.0.1",), ("242.0.0.2",))))
+        self.objects[cluster][(kind, ns, name)] = new
 
     def _slice(self, name: str, ns: str) -> dict[str, Any]:
         rng = self.rng
