@@ -9,7 +9,7 @@ the user-created ServiceImport derive_imports adopts and ServiceExport status.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Protocol, TypeVar
 
 from fleet.objects import (Condition, EndpointSlice, KubeObject, Meta, Service,
@@ -41,6 +41,9 @@ class Write:
     body: Raw | None = None
     uid: str = ""
     resource_version: str = ""
+    # the desired object this write makes the API server hold (a ServiceImport or
+    # EndpointSlice): the answer is checked against it instead of parsed (controller/answers.py)
+    expect: KubeObject | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.op} {self.kind}/{self.namespace}/{self.name}"
@@ -146,7 +149,7 @@ def _plan_import(desired: ServiceImport, actual: ServiceImport | None) -> list[W
     if actual is None:
         body = _create_body(service_import_to_dict(desired))
         del body["status"]  # a status subresource: the API server drops it; a STATUS write follows
-        return [Write(CREATE, "ServiceImport", ns, name, body)]
+        return [Write(CREATE, "ServiceImport", ns, name, body, expect=desired)]
     writes = []
     # an unlabelled actual import is a user's: derive_imports adopted it, so it is ours now
     meta_differs = _meta_differs(desired, actual, owners=False)
@@ -156,11 +159,11 @@ def _plan_import(desired: ServiceImport, actual: ServiceImport | None) -> list[W
             writes.append(Write(UPDATE, "ServiceImport", ns, name,
                                 {"metadata": _meta_patch(desired, actual, owners=False),
                                  "spec": _spec_patch(spec, have)},
-                                actual.meta.uid, actual.meta.resource_version))
+                                actual.meta.uid, actual.meta.resource_version, expect=desired))
     if desired.clusters != actual.clusters:
         writes.append(Write(STATUS, "ServiceImport", ns, name,
                             {"status": {"clusters": [{"cluster": c} for c in desired.clusters]}},
-                            actual.meta.uid, actual.meta.resource_version))
+                            actual.meta.uid, actual.meta.resource_version, expect=desired))
     return writes
 
 
@@ -202,7 +205,8 @@ def _plan_service(desired: Service, actual: Service | None) -> list[Write]:
 def _plan_slice(desired: EndpointSlice, actual: EndpointSlice | None) -> list[Write]:
     ns, name = desired.meta.namespace, desired.meta.name
     if actual is None:
-        return [Write(CREATE, "EndpointSlice", ns, name, _create_body(endpoint_slice_to_dict(desired)))]
+        return [Write(CREATE, "EndpointSlice", ns, name, _create_body(endpoint_slice_to_dict(desired)),
+                      expect=desired)]
     if not is_managed(actual):
         return []
     if actual.address_type != desired.address_type:  # immutable
@@ -215,7 +219,7 @@ def _plan_slice(desired: EndpointSlice, actual: EndpointSlice | None) -> list[Wr
         return []
     return [Write(UPDATE, "EndpointSlice", ns, name,
                   {"metadata": _meta_patch(desired, actual, owners=True), **body},
-                  actual.meta.uid, actual.meta.resource_version)]
+                  actual.meta.uid, actual.meta.resource_version, expect=desired)]
 
 
 def _condition_key(c: Condition) -> tuple[str, str, str, str, int]:

@@ -37,6 +37,7 @@ from fleet.snapshot import ClusterObjects
 from fleet.tasks import cancel_and_wait
 from fleet.view import FleetView, LiveCluster, Unfollow, not_following
 
+from .answers import reuse_answer
 from .clusterid import publish_cluster_id
 from .derived import DerivedFeed, DerivedFleet, DerivedSnapshot
 from .keyed import GroupKey, KeyedCluster
@@ -160,6 +161,7 @@ class ClusterWorker:
         self._written: dict[GroupKey, list[tuple[str, tuple[str, str]]]] = {}  # objects a key's last
         # pass wrote (their answers moved the store): checked before its next plan (_unseen)
         self.stale_plans = 0
+        self.answers_reused = 0  # answers put into the store without parsing them (_learn)
         self.planned = 0  # writes in every plan made, sent or not (one found stale is not)
         self._pending: dict[GroupKey, None] = {}  # dirty keys of bulk work, oldest first
         self._urgent: dict[GroupKey, None] = {}  # dirty keys of small changes: planned first
@@ -418,6 +420,10 @@ class ClusterWorker:
         version = self.source.served_version(resource)
         client = self.source.client
         base = self.source.current(w.kind, w.namespace, w.name)
+        if w.expect is not None:
+            # the watch usually brings the write's echo before its answer is handled: the
+            # echo is made from the same objects as the answer would be (controller/answers.py)
+            self.source.hint(w.kind, w.namespace, w.name, self._reuser(w.kind, (w.expect, base)))
         try:
             if w.op == CREATE:
                 assert w.body is not None
@@ -429,7 +435,7 @@ class ClusterWorker:
                         self._learn(resource, "ADDED", await client.get(resource, version, w.namespace, w.name), None)
                     raise
                 log.debug("cluster %s: created %s/%s/%s", self.name, w.kind, w.namespace, w.name)
-                self._learn(resource, "ADDED", raw, base)
+                self._learn(resource, "ADDED", raw, base, w.expect)
             elif w.op == DELETE:
                 await client.delete(resource, version, w.namespace, w.name, uid=w.uid,
                                     resource_version=w.resource_version)
@@ -441,22 +447,40 @@ class ClusterWorker:
                                                subresource="status" if w.op == STATUS else None)
                 log.debug("cluster %s: %s %s/%s/%s", self.name, "wrote status of" if w.op == STATUS else "updated",
                          w.kind, w.namespace, w.name)
-                self._learn(resource, "MODIFIED", raw, base)
+                self._learn(resource, "MODIFIED", raw, base, w.expect)
         except KubeError as exc:
             if exc.not_found and w.op != CREATE:  # already gone: the watch will say so too
                 self._learn(resource, "DELETED", {"metadata": {"name": w.name, "namespace": w.namespace}}, base)
                 if w.op == DELETE:
                     return
             raise
+        finally:
+            if w.expect is not None:
+                self.source.hint(w.kind, w.namespace, w.name, None)
 
-    def _learn(self, resource: Resource, event: str, raw: Raw, base: KubeObject | None) -> None:
+    def _reuser(self, kind: str, candidates: tuple[KubeObject | None, ...]) -> Callable[[Raw], KubeObject | None]:
+        def reuse(raw: Raw) -> KubeObject | None:
+            obj = reuse_answer(kind, raw, candidates)
+            if obj is not None:
+                self.answers_reused += 1
+            return obj
+        return reuse
+
+    def _learn(self, resource: Resource, event: str, raw: Raw, base: KubeObject | None,
+               expect: KubeObject | None = None) -> None:
         """Put an answer into the source's store, unless the watch already moved the object
-        past the version this write was planned from (an older answer must not win)."""
+        past the version this write was planned from (an older answer must not win).
+        An answer that repeats `expect` (the desired object) or `base` where the parser reads
+        is not parsed (controller/answers.py)."""
         meta = raw.get("metadata") or {}
         now = self.source.current(resource.kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
         if now is not base:
             return
-        self.source.event(resource, event, raw)
+        parsed = None
+        if expect is not None and event != "DELETED":
+            self.source.hint(resource.kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""), None)
+            parsed = self._reuser(resource.kind, (expect, base))(raw)
+        self.source.event(resource, event, raw, parsed)
         if event != "DELETED":  # its watch event need not be decoded: the store has it
             self.source.client.expect_echo(resource, str(meta.get("resourceVersion") or ""))
 

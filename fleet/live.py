@@ -48,6 +48,7 @@ class LiveSource:
         self._notify_pending = False
         self._loaded = False
         self._reachable = True
+        self._hints: dict[tuple[str, str, str], Callable[[Raw], KubeObject | None]] = {}  # hint()
 
     @classmethod
     def factory(cls, name: str, spec: SourceSpec) -> "LiveSource":
@@ -116,6 +117,15 @@ class LiveSource:
         self._on_change = None
         await self.client.close()
 
+    def hint(self, kind: str, namespace: str, name: str, reuse: Callable[[Raw], KubeObject | None] | None) -> None:
+        """While a write of this object is in flight: `reuse(raw)` gives what parse_object(raw)
+        would, or None (then the event is parsed); None removes the hint. The writer's own
+        answer and its watch echo then cost a comparison, not a parse (controller/answers.py)."""
+        if reuse is None:
+            self._hints.pop((kind, namespace, name), None)
+        else:
+            self._hints[(kind, namespace, name)] = reuse
+
     def current(self, kind: str, namespace: str, name: str) -> KubeObject | None:
         """One object as this source holds it now (answers fed back by `event` included)."""
         return self._store.get(kind, (namespace, name)) if self._loaded else None
@@ -127,8 +137,15 @@ class LiveSource:
         if self._store.replace(resource.kind, items, namespaced=resource.namespaced):
             self._changed()
 
-    def event(self, resource: Resource, kind: str, raw: Raw) -> None:
-        if self._store.apply(resource.kind, kind, raw, namespaced=resource.namespaced):
+    def event(self, resource: Resource, kind: str, raw: Raw, parsed: KubeObject | None = None) -> None:
+        """A watch event, or a write's answer (`parsed`: its view, when the writer has it).
+        An event for an object with a `hint` is offered to it before it is parsed."""
+        if parsed is None and self._hints and kind != "DELETED":
+            md = raw.get("metadata") or {}
+            hint = self._hints.get((resource.kind, str(md.get("namespace") or ""), str(md.get("name") or "")))
+            if hint is not None:
+                parsed = hint(raw)
+        if self._store.apply(resource.kind, kind, raw, namespaced=resource.namespaced, parsed=parsed):
             self._changed()
 
     def state(self, resource: Resource) -> None:

@@ -118,8 +118,10 @@ class ObjectStore:
             k.moved.update(gone)
         return self._mark(k, bool(keys or gone), before_problems != k.problems)
 
-    def apply(self, kind: str, event: str, raw: Raw, *, namespaced: bool = True) -> bool:
-        """One watch event (ADDED, MODIFIED, DELETED). True if anything changed."""
+    def apply(self, kind: str, event: str, raw: Raw, *, namespaced: bool = True,
+              parsed: KubeObject | None = None) -> bool:
+        """One watch event (ADDED, MODIFIED, DELETED). True if anything changed. `parsed`:
+        what parse_object(raw) gives, when the caller knows it (controller/answers.py)."""
         k = self._kind(kind)
         key = _key(raw, namespaced)
         if key is None:
@@ -136,7 +138,11 @@ class ObjectStore:
         if old is not None and old.meta.resource_version and old.meta.resource_version == _rv(raw):
             return False  # a replay of what we hold
         before = k.problems.get(key)
-        obj = self._parse(k, key, raw)
+        if parsed is not None:
+            k.problems.pop(key, None)
+            obj: KubeObject | None = parsed
+        else:
+            obj = self._parse(k, key, raw)
         moved = obj is not None and obj != old
         if moved:
             assert obj is not None

@@ -68,8 +68,13 @@ class LiveCluster(Source, Protocol):
     def current(self, kind: str, namespace: str, name: str) -> "KubeObject | None":
         """One object as the source holds it now (answers fed back by `event` included)."""
 
-    def event(self, resource: "Resource", kind: str, raw: "Raw") -> None:
-        """Feed a write's answer into the store, so the next snapshot already shows it."""
+    def event(self, resource: "Resource", kind: str, raw: "Raw", parsed: "KubeObject | None" = None) -> None:
+        """Feed a write's answer into the store, so the next snapshot already shows it
+        (`parsed`: the view of `raw` when the caller has it, parse_object(raw) unchecked)."""
+
+    def hint(self, kind: str, namespace: str, name: str,
+             reuse: "Callable[[Raw], KubeObject | None] | None") -> None:
+        """How to make the view of this object's next event without parsing it (or None: no hint)."""
 
     async def patch_ingress_status(self, namespace: str, name: str,
                                    ingress: Sequence[Mapping[str, Any]]) -> None:
