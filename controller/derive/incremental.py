@@ -265,10 +265,11 @@ def _consumer_objects(res: Resolved, res_ips: tuple[str, ...], views: list[_View
                 objects[cname] = again
             continue
         if kept is not None and before is not None and before[0] is res and before[3] == mine[3] \
-                and before[1] == own_ips and all(x is y for x, y in zip(before[4], sources)):
-            # only this consumer's ServiceImport moved (an answer to our write of it): the
-            # `amcs-` Service and slices stay unless the import's uid (their owner) moved
-            again = with_import(kept, res, own_ips, existing, adopt=not explicit)
+                and all(x is y for x, y in zip(before[4], sources)):
+            # only this consumer's ServiceImport moved (an answer to our write of it) or its
+            # `amcs-` Service's ClusterIPs (the answer to our create): the slices stay unless
+            # the import's uid (their owner) moved, the Service unless its ips did
+            again = with_import(kept, res, own_ips, existing, adopt=not explicit, ips_moved=before[1] != own_ips)
             if again is not None:
                 objects[cname] = again
                 continue

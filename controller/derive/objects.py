@@ -111,13 +111,19 @@ def build_objects(res: Resolved, ips: tuple[str, ...], existing: ServiceImport |
     """One import's objects in one consumer. An `existing` user-created ServiceImport keeps
     its identity, labels and annotations; with `adopt` (importMode all) it also takes our
     managed-by label, without it (importMode explicit) it stays the user's."""
-    ws = res.exports[0].service
     derived = amcs_name(res.name)
     si = _build_import(res, ips, existing, adopt)
-    families = si.ip_families
     owner = OwnerReference(api_version=IMPORT_API_VERSION, kind="ServiceImport", name=res.name,
                            uid=si.meta.uid, controller=False)
-    svc = Service(
+    return ImportObjects(si, _build_service(res, ips, si.ip_families, owner),
+                         _derived_slices(res, owner, derived, sources_by_cluster))
+
+
+def _build_service(res: Resolved, ips: tuple[str, ...], families: tuple[str, ...], owner: OwnerReference) -> Service:
+    """The `amcs-` Service of build_objects (see there)."""
+    ws = res.exports[0].service
+    derived = amcs_name(res.name)
+    return Service(
         meta=Meta(name=derived, namespace=res.namespace,
                   uid=synthetic_uid("Service", res.namespace, derived),
                   labels=shared_map(managed_labels({LABEL_MCS_SERVICE_NAME: res.name})),
@@ -132,20 +138,25 @@ def build_objects(res: Resolved, ips: tuple[str, ...], existing: ServiceImport |
         session_affinity_config=ws.session_affinity_config,
         internal_traffic_policy=ws.internal_traffic_policy,
         traffic_distribution=ws.traffic_distribution)
-    return ImportObjects(si, svc, _derived_slices(res, owner, derived, sources_by_cluster))
 
 
 def with_import(objs: ImportObjects, res: Resolved, ips: tuple[str, ...], existing: ServiceImport | None,
-                *, adopt: bool = True) -> ImportObjects | None:
-    """`objs` (built from the same res, ips, adopt and sources) with the ServiceImport made
-    from this `existing` one: what build_objects gives when only the consumer's import moved
-    (the answer to our own write of it, a status patch). The `amcs-` Service and slices
-    depend on the import only through its uid (their owner): None when that moved."""
+                *, adopt: bool = True, ips_moved: bool = False) -> ImportObjects | None:
+    """`objs` (built from the same res, adopt and sources, and unless `ips_moved` the same
+    ips) with the ServiceImport made from this `existing` one and these ips: what
+    build_objects gives when only the consumer's import moved (the answer to our own write
+    of it) or its `amcs-` Service's ClusterIPs did (the answer to our create of it). The
+    slices depend on the import only through its uid (their owner), the `amcs-` Service on
+    the ips too: None when the uid moved."""
     uid = (existing.meta.uid if existing is not None else "") or synthetic_uid("ServiceImport", res.namespace,
                                                                                res.name)
     if uid != objs.service_import.meta.uid:  # checked first: the first answer to a create moves it
         return None
-    return ImportObjects(_build_import(res, ips, existing, adopt), objs.service, objs.slices)
+    si = _build_import(res, ips, existing, adopt)
+    if not ips_moved:
+        return ImportObjects(si, objs.service, objs.slices)
+    return ImportObjects(si, _build_service(res, ips, si.ip_families, objs.service.meta.owner_references[0]),
+                         objs.slices)
 
 
 def with_sources(objs: ImportObjects, res: Resolved, sources_by_cluster: Mapping[str, Sources]) -> ImportObjects:
