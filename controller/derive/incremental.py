@@ -147,18 +147,26 @@ def _same_import_input(a: ServiceImport | None, b: ServiceImport | None) -> bool
 
 
 def _find_dirty(state: _State, new_inputs: tuple[_Inputs, ...]
-                ) -> tuple[set[GroupKey], list[Map[GroupKey, Mapping[tuple[str, str], EndpointSlice]]]]:
-    """The exported names fed by an object that moved (by identity), and the slice indexes."""
+                ) -> tuple[set[GroupKey], set[GroupKey], list[Map[GroupKey, Mapping[tuple[str, str], EndpointSlice]]]]:
+    """The exported names fed by an object that moved (by identity), those of them whose
+    conflict resolution may have moved (an export or a Service of that name: _derive_group
+    reads nothing else), and the slice indexes. A consumer's import, its `amcs-` Service
+    (the answers to our writes), a source slice or a namespace moves a name's objects, not
+    its resolution."""
     dirty: set[GroupKey] = set()
+    resolve: set[GroupKey] = set()
     sources = list(state.sources)
     groups = state.groups
     for i, (old, new) in enumerate(zip(state.inputs, new_inputs)):
-        dirty.update(k for k in changed_keys(old.exports, new.exports)
-                     if not _same_export_input(old.exports.get(k), new.exports.get(k)))
+        exports = [k for k in changed_keys(old.exports, new.exports)
+                   if not _same_export_input(old.exports.get(k), new.exports.get(k))]
+        dirty.update(exports)
+        resolve.update(exports)
         dirty.update(k for k in changed_keys(old.imports, new.imports)
                      if not _same_import_input(old.imports.get(k), new.imports.get(k)))
         for key in changed_keys(old.services, new.services):
             dirty.add(key)
+            resolve.add(key)
             dirty.update(_amcs_owners(key[0], key[1], groups, dirty))
         moved = changed_keys(old.slices, new.slices)
         if moved:
@@ -189,7 +197,7 @@ def _find_dirty(state: _State, new_inputs: tuple[_Inputs, ...]
         if old.namespaces != new.namespaces:
             spaces = old.namespaces ^ new.namespaces
             dirty.update(g for g in groups if g[0] in spaces)
-    return dirty, sources
+    return dirty, resolve, sources
 
 
 # (member, its namespaces, its ServiceImports, its Services, is a consumer, takes allocated ClusterSetIPs)
@@ -408,13 +416,14 @@ def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None 
     new_inputs = tuple(_inputs(m.objects) for m in snapshot.members)
 
     # 1. what moved, by identity: the exported names it feeds are dirty
-    dirty, sources = _find_dirty(state, new_inputs)
+    dirty, resolve, sources = _find_dirty(state, new_inputs)
     by_member: dict[str, Sources] = dict(zip(members, sources))
 
-    # 2. conflict resolution of the dirty names
+    # 2. conflict resolution of the names whose exports or Services moved (the other dirty
+    # names keep their last group's, step 4; one without a group resolves to nothing still)
     wanting = _Cow(state.wants)
     resolved: dict[GroupKey, tuple[Resolved | None, tuple[tuple[int, Diagnostic], ...], tuple[Any, ...]]] = {}
-    for gkey in dirty:
+    for gkey in resolve:
         res, invalid, conds = resolved[gkey] = _derive_group(gkey, members, new_inputs)
         if res is not None and res.type == "ClusterSetIP":
             wanting.set(gkey, res.families)
@@ -444,7 +453,7 @@ def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None 
         old_group = step.groups.get(gkey)
         if gkey in resolved:
             res, invalid, invalid_conds = resolved[gkey]
-        elif old_group is not None:  # only its ClusterSetIPs moved
+        elif old_group is not None:  # its resolution did not move (step 2), only its objects or ClusterSetIPs
             res, invalid, invalid_conds = old_group.resolved, old_group.invalid, old_group.invalid_conditions
         else:
             continue
