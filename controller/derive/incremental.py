@@ -275,12 +275,11 @@ def _consumer_objects(res: Resolved, res_ips: tuple[str, ...], views: list[_View
         if kept is not None and before is not None and before[0] is res and before[3] == mine[3] \
                 and all(x is y for x, y in zip(before[4], sources)):
             # only this consumer's ServiceImport moved (an answer to our write of it) or its
-            # `amcs-` Service's ClusterIPs (the answer to our create): the slices stay unless
-            # the import's uid (their owner) moved, the Service unless its ips did
-            again = with_import(kept, res, own_ips, existing, adopt=not explicit, ips_moved=before[1] != own_ips)
-            if again is not None:
-                objects[cname] = again
-                continue
+            # `amcs-` Service's ClusterIPs (the answer to our create): the objects are kept
+            # but for the import, their owner's uid and the Service's ips (with_import)
+            objects[cname] = with_import(kept, res, own_ips, existing, adopt=not explicit,
+                                         ips_moved=before[1] != own_ips)
+            continue
         if existing is None and own_ips == res_ips:
             if shared is None:
                 shared = build_objects(res, res_ips, None, by_member)

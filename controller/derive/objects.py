@@ -1,6 +1,7 @@
 """The ServiceImport, `amcs-` Service and EndpointSlices of one resolved name in one consumer."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Mapping
 
 from fleet.objects import (LABEL_MCS_SERVICE_NAME, LABEL_MCS_SOURCE_CLUSTER, LABEL_SERVICE_NAME, Endpoint,
@@ -141,22 +142,26 @@ def _build_service(res: Resolved, ips: tuple[str, ...], families: tuple[str, ...
 
 
 def with_import(objs: ImportObjects, res: Resolved, ips: tuple[str, ...], existing: ServiceImport | None,
-                *, adopt: bool = True, ips_moved: bool = False) -> ImportObjects | None:
+                *, adopt: bool = True, ips_moved: bool = False) -> ImportObjects:
     """`objs` (built from the same res, adopt and sources, and unless `ips_moved` the same
     ips) with the ServiceImport made from this `existing` one and these ips: what
-    build_objects gives when only the consumer's import moved (the answer to our own write
-    of it) or its `amcs-` Service's ClusterIPs did (the answer to our create of it). The
-    slices depend on the import only through its uid (their owner), the `amcs-` Service on
-    the ips too: None when the uid moved."""
-    uid = (existing.meta.uid if existing is not None else "") or synthetic_uid("ServiceImport", res.namespace,
-                                                                               res.name)
-    if uid != objs.service_import.meta.uid:  # checked first: the first answer to a create moves it
-        return None
+    build_objects gives when only the consumer's import moved (the answers to our writes of
+    it: the first one gives it its uid) or its `amcs-` Service's ClusterIPs did (the answer
+    to our create of it). The `amcs-` Service and slices depend on the import only through
+    its uid (their owner), the Service on the ips too: those fields are replaced, the rest
+    (ports, endpoints, labels) is kept."""
     si = _build_import(res, ips, existing, adopt)
-    if not ips_moved:
-        return ImportObjects(si, objs.service, objs.slices)
-    return ImportObjects(si, _build_service(res, ips, si.ip_families, objs.service.meta.owner_references[0]),
-                         objs.slices)
+    svc, slices = objs.service, objs.slices
+    if si.meta.uid != objs.service_import.meta.uid:
+        owners = (OwnerReference(api_version=IMPORT_API_VERSION, kind="ServiceImport", name=res.name,
+                                 uid=si.meta.uid, controller=False),)
+        svc = replace(svc, meta=replace(svc.meta, owner_references=owners))
+        slices = tuple(replace(s, meta=replace(s.meta, owner_references=owners)) for s in slices)
+    if ips_moved:  # as _build_service sets them
+        headless = res.type == "Headless"
+        svc = replace(svc, cluster_ip="None" if headless else (ips[0] if ips else None),
+                      cluster_ips=() if headless else ips, ip_families=si.ip_families)
+    return ImportObjects(si, svc, slices)
 
 
 def with_sources(objs: ImportObjects, res: Resolved, sources_by_cluster: Mapping[str, Sources]) -> ImportObjects:
