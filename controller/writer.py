@@ -429,28 +429,29 @@ class ClusterWorker:
                 assert w.body is not None
                 body = {**w.body, "apiVersion": resource.api_version(version)}
                 try:
-                    raw = await client.create(resource, version, body)
+                    answer = await client.create_later(resource, version, body)
                 except KubeError as exc:
                     if exc.conflict:  # AlreadyExists: we had not seen it yet; learn it now
-                        self._learn(resource, "ADDED", await client.get(resource, version, w.namespace, w.name), None)
+                        self._learn(resource, "ADDED", w.namespace, w.name,
+                                    await client.get(resource, version, w.namespace, w.name), None)
                     raise
                 log.debug("cluster %s: created %s/%s/%s", self.name, w.kind, w.namespace, w.name)
-                self._learn(resource, "ADDED", raw, base, w.expect)
+                self._learn(resource, "ADDED", w.namespace, w.name, answer, base, w.expect)
             elif w.op == DELETE:
                 await client.delete(resource, version, w.namespace, w.name, uid=w.uid,
                                     resource_version=w.resource_version)
                 log.debug("cluster %s: deleted %s/%s/%s", self.name, w.kind, w.namespace, w.name)
-                self._learn(resource, "DELETED", {"metadata": {"name": w.name, "namespace": w.namespace}}, base)
+                self._learn(resource, "DELETED", w.namespace, w.name, _gone(w), base)
             else:
                 assert w.body is not None
-                raw = await client.merge_patch(resource, version, w.namespace, w.name, w.body,
-                                               subresource="status" if w.op == STATUS else None)
+                answer = await client.merge_patch_later(resource, version, w.namespace, w.name, w.body,
+                                                        subresource="status" if w.op == STATUS else None)
                 log.debug("cluster %s: %s %s/%s/%s", self.name, "wrote status of" if w.op == STATUS else "updated",
                          w.kind, w.namespace, w.name)
-                self._learn(resource, "MODIFIED", raw, base, w.expect)
+                self._learn(resource, "MODIFIED", w.namespace, w.name, answer, base, w.expect)
         except KubeError as exc:
             if exc.not_found and w.op != CREATE:  # already gone: the watch will say so too
-                self._learn(resource, "DELETED", {"metadata": {"name": w.name, "namespace": w.namespace}}, base)
+                self._learn(resource, "DELETED", w.namespace, w.name, _gone(w), base)
                 if w.op == DELETE:
                     return
             raise
@@ -466,23 +467,29 @@ class ClusterWorker:
             return obj
         return reuse
 
-    def _learn(self, resource: Resource, event: str, raw: Raw, base: KubeObject | None,
-               expect: KubeObject | None = None) -> None:
+    def _learn(self, resource: Resource, event: str, namespace: str, name: str, answer: Raw | Callable[[], Raw],
+               base: KubeObject | None, expect: KubeObject | None = None) -> None:
         """Put an answer into the source's store, unless the watch already moved the object
-        past the version this write was planned from (an older answer must not win).
-        An answer that repeats `expect` (the desired object) or `base` where the parser reads
-        is not parsed (controller/answers.py)."""
-        meta = raw.get("metadata") or {}
-        now = self.source.current(resource.kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
-        if now is not base:
+        past the version this write was planned from (an older answer must not win; the
+        watch's echo usually comes first, and then the answer is not even decoded: `answer`
+        may be the function that decodes it). An answer that repeats `expect` (the desired
+        object) or `base` where the parser reads is not parsed (controller/answers.py)."""
+        if self.source.current(resource.kind, namespace, name) is not base:
             return
+        raw = answer() if callable(answer) else answer
+        meta = raw.get("metadata") or {}
         parsed = None
         if expect is not None and event != "DELETED":
-            self.source.hint(resource.kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""), None)
+            self.source.hint(resource.kind, namespace, name, None)
             parsed = self._reuser(resource.kind, (expect, base))(raw)
         self.source.event(resource, event, raw, parsed)
         if event != "DELETED":  # its watch event need not be decoded: the store has it
             self.source.client.expect_echo(resource, str(meta.get("resourceVersion") or ""))
+
+
+def _gone(w: Write) -> Raw:
+    """The DELETED event that a deletion's success (or a 404) stands for."""
+    return {"metadata": {"name": w.name, "namespace": w.namespace}}
 
 
 class LiveWriter:

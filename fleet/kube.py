@@ -23,7 +23,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from urllib.parse import quote, urlencode
 
@@ -341,11 +341,18 @@ class KubeClient:
                       content_type: str = "application/json") -> Raw:
         """One object's request (get, create, patch, replace, delete): on the lean pool
         (fleet/kubewrite.py) when there is one, else on aiohttp; the answer decoded."""
+        return (await self._object_later(method, path, body=body, content_type=content_type))()
+
+    async def _object_later(self, method: str, path: str, *, body: Any = None,
+                            content_type: str = "application/json") -> Callable[[], Raw]:
+        """_object, the answer decoded when the returned function is called: a writer whose
+        store already holds a newer version (the watch brought the write's echo first)
+        never decodes it."""
         api = await self._client()
         pool = self._pool
         if pool is None:
-            return await self._json(method, path, body=body, content_type=content_type,
-                                    timeout=_WRITE_TIMEOUT)
+            doc = await self._json(method, path, body=body, content_type=content_type, timeout=_WRITE_TIMEOUT)
+            return lambda: doc
         headers = await self._headers(api)
         data = b""
         if body is not None:
@@ -365,13 +372,17 @@ class KubeClient:
         if answer.status >= 300:
             raise _status_error(answer.status, answer.body,
                                 {"Retry-After": answer.retry_after} if answer.retry_after else None)
-        try:
-            doc = json.loads(answer.body)
-        except ValueError:
-            raise KubeError(500, "undecodable answer: %r" % answer.body[:100]) from None
-        if not isinstance(doc, dict):
-            raise KubeError(500, "expected a JSON object")
-        return doc
+        data = answer.body
+
+        def decode() -> Raw:
+            try:
+                doc = json.loads(data)
+            except ValueError:
+                raise KubeError(500, "undecodable answer: %r" % data[:100]) from None
+            if not isinstance(doc, dict):
+                raise KubeError(500, "expected a JSON object")
+            return doc
+        return decode
 
     async def list(self, resource: Resource, version: str) -> tuple[list[Raw], str]:
         """Every object (paged), each with apiVersion/kind, and the list's resourceVersion."""
@@ -415,9 +426,15 @@ class KubeClient:
     async def merge_patch(self, resource: Resource, version: str, namespace: str, name: str, patch: Raw, *,
                           subresource: str | None = None) -> Raw:
         """JSON merge patch; a metadata.resourceVersion in the patch makes a stale base a 409."""
-        return with_kind(await self._object(
+        return (await self.merge_patch_later(resource, version, namespace, name, patch, subresource=subresource))()
+
+    async def merge_patch_later(self, resource: Resource, version: str, namespace: str, name: str, patch: Raw, *,
+                                subresource: str | None = None) -> Callable[[], Raw]:
+        """merge_patch, the answer decoded when the returned function is called (_object_later)."""
+        later = await self._object_later(
             "PATCH", resource.path(version, namespace=namespace, name=name, subresource=subresource),
-            body=patch, content_type="application/merge-patch+json"), resource, version)
+            body=patch, content_type="application/merge-patch+json")
+        return lambda: with_kind(later(), resource, version)
 
     async def get(self, resource: Resource, version: str, namespace: str, name: str) -> Raw:
         """One object; KubeError 404 when it is not there."""
@@ -426,9 +443,13 @@ class KubeClient:
 
     async def create(self, resource: Resource, version: str, obj: Raw) -> Raw:
         """POST a new object (409 AlreadyExists when the name is taken); returns it as stored."""
+        return (await self.create_later(resource, version, obj))()
+
+    async def create_later(self, resource: Resource, version: str, obj: Raw) -> Callable[[], Raw]:
+        """create, the answer decoded when the returned function is called (_object_later)."""
         namespace = (obj.get("metadata") or {}).get("namespace")
-        return with_kind(await self._object("POST", resource.path(version, namespace=namespace), body=obj),
-                         resource, version)
+        later = await self._object_later("POST", resource.path(version, namespace=namespace), body=obj)
+        return lambda: with_kind(later(), resource, version)
 
     async def replace(self, resource: Resource, version: str, obj: Raw) -> Raw:
         """PUT a whole object; its metadata.resourceVersion must be current, else 409."""
