@@ -60,6 +60,7 @@ class _Group:
     conditions: tuple[tuple[tuple[str, str, str], tuple[Condition, ...]], ...]  # all of its exports
     diagnostics: tuple[Diagnostic, ...]          # about consumers' `amcs-` Services
     want: tuple[str, ...] | None                 # ipFamilies to allocate for, None: no allocation
+    consumers: int = 0                           # member clusters importing it (its exports' conditions say)
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,14 +472,19 @@ def derive_imports(snapshot: FleetSnapshot, *, clusters: Collection[str] | None 
                 step.ips.set(gkey, res_ips)
             objects, diags, n_consumers, inputs = _consumer_objects(res, res_ips, views, by_member, explicit,
                                                                     step.state.per_consumer, step.state.built)
-            conds = conds + tuple(((ex.cluster, res.namespace, res.name),
-                                   export_conditions(res, ex, n_consumers)) for ex in res.exports)
+            if old_group is not None and old_group.resolved is res and old_group.consumers == n_consumers \
+                    and old_group.invalid_conditions is invalid_conds:
+                conds = old_group.conditions  # made from the very same inputs (an answer moved its objects)
+            else:
+                conds = conds + tuple(((ex.cluster, res.namespace, res.name),
+                                       export_conditions(res, ex, n_consumers)) for ex in res.exports)
         step.place(gkey, objects, inputs)
         step.settle(gkey, old_group, conds, invalid, diags)
         if res is None and not invalid:
             step.groups.pop(gkey)
         else:
-            step.groups.set(gkey, _Group(res, invalid, invalid_conds, conds, tuple(diags), wants.get(gkey)))
+            step.groups.set(gkey, _Group(res, invalid, invalid_conds, conds, tuple(diags), wants.get(gkey),
+                                         n_consumers if res is not None else 0))
 
     per_consumer = step.sorted_consumers()
     new_state = _State(settings, new_inputs, tuple(sources), step.groups.map, wants, allocation, alloc_diagnostics,
