@@ -213,6 +213,12 @@ _View = tuple[str, frozenset[str], Mapping[tuple[str, str], ServiceImport], Mapp
 _Built = tuple[Resolved, tuple[str, ...], "ServiceImport | None", bool, tuple[Any, ...]]
 
 
+def _same_built(a: _Built, b: _Built) -> bool:
+    """The very same inputs (by identity, the ips by value): the held entry stands for both."""
+    return (a[0] is b[0] and a[2] is b[2] and a[3] == b[3] and a[1] == b[1] and len(a[4]) == len(b[4])
+            and all(x is y for x, y in zip(a[4], b[4])))
+
+
 def _same_import(a: _Built, b: _Built) -> bool:
     """The inputs of the ServiceImport and `amcs-` Service (all but the source slices) are the same."""
     return (a[0] is b[0] and (a[2] is b[2] or _same_import_input(a[2], b[2])) and a[3] == b[3]
@@ -358,7 +364,9 @@ class _Step:
     def place(self, gkey: GroupKey, objects: Mapping[str, ImportObjects],
               inputs: Mapping[str, "_Built"]) -> None:
         """Set (or remove, when absent from `objects`) one name's objects in every consumer,
-        with what they were built from."""
+        with what they were built from. A consumer whose objects are the very ones it holds
+        (an answer in another consumer redid the name) is not written to: its map, and so
+        its DerivedCluster, stays as it was."""
         built = self.built
         for cname, mine in self.per_consumer.items():
             now = objects.get(cname)
@@ -366,12 +374,15 @@ class _Step:
             if now is None:
                 if bkey in built:
                     del built[bkey]
-            elif built.get(bkey) is not inputs[cname]:
-                built[bkey] = inputs[cname]
+            else:
+                before = built.get(bkey)
+                if before is None or not _same_built(before, inputs[cname]):
+                    built[bkey] = inputs[cname]
             writable = self.copied.get(cname)
-            had = gkey in (writable if writable is not None else mine.map)
-            if not had and now is None:
+            held = (writable if writable is not None else mine.map).get(gkey)
+            if held is now:
                 continue
+            had = held is not None
             if writable is None:
                 writable = self.copied[cname] = mine.map.mutate()
                 self.moved[cname] = set()
