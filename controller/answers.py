@@ -21,24 +21,29 @@ from typing import Any, Callable, Mapping, Sequence
 
 from fleet.objects import EndpointSlice, KubeObject, Meta, ServiceImport, parse_object
 
-from .render import endpoint_slice_to_dict, service_import_to_dict
+from .render import endpoint_slice_body, owner_references_to_list, service_import_clusters, service_import_spec
 
 Raw = Mapping[str, Any]
 
 CHECK = False  # tests: parse every answer too and compare (see the module docstring)
 
-_META_SECTIONS: tuple[tuple[str, Any], ...] = (("labels", {}), ("annotations", {}), ("ownerReferences", []))
+_NOTHING: Mapping[str, Any] = {}
 
 
-def _meta(md: Raw, candidates: Sequence[KubeObject], rendered: Sequence[Raw]) -> Meta | None:
+def _meta(md: Raw, candidates: Sequence[KubeObject]) -> Meta | None:
     """The answer's metadata as a Meta: the labels, annotations and owners of the first
-    candidate whose rendering has the same ones, the API server's fields from the answer."""
-    for obj, raw in zip(candidates, rendered):
-        mine = raw["metadata"]
-        if md.get("name") != mine.get("name") or (md.get("namespace") or "default") != mine.get("namespace"):
-            return None
-        if all((md.get(k) or empty) == (mine.get(k) or empty) for k, empty in _META_SECTIONS):
-            meta = obj.meta
+    candidate that has the same ones (compared as values with the answer's), the API
+    server's fields from the answer. Labels and annotations are read-only maps of strings
+    (fleet.rawfields.shared_map), which compare equal to the dicts a parser reads them from."""
+    first = candidates[0].meta
+    if md.get("name") != first.name or (md.get("namespace") or "default") != first.namespace:
+        return None
+    labels, annotations = md.get("labels") or _NOTHING, md.get("annotations") or _NOTHING
+    owners = md.get("ownerReferences") or []
+    for obj in candidates:
+        meta = obj.meta
+        if labels == meta.labels and annotations == meta.annotations \
+                and owners == owner_references_to_list(meta.owner_references):
             return Meta(name=meta.name, namespace=meta.namespace, uid=str(md.get("uid") or ""),
                         resource_version=str(md.get("resourceVersion") or ""),
                         generation=int(md.get("generation") or 0),
@@ -48,41 +53,40 @@ def _meta(md: Raw, candidates: Sequence[KubeObject], rendered: Sequence[Raw]) ->
     return None
 
 
-def _first(section: Any, rendered: Sequence[Any]) -> int:
-    for i, mine in enumerate(rendered):
-        if section == mine:
-            return i
-    return -1
+def _first(section: Any, candidates: Sequence[Any], render: Callable[[Any], Any]) -> Any:
+    """The first candidate whose rendering of a section equals the answer's (rendered only
+    as far as needed: the desired object, first, usually matches), or None."""
+    for c in candidates:
+        if section == render(c):
+            return c
+    return None
 
 
 def _service_import(raw: Raw, candidates: Sequence[ServiceImport]) -> ServiceImport | None:
-    rendered = [service_import_to_dict(c) for c in candidates]
-    spec = _first(raw.get("spec"), [r["spec"] for r in rendered])
+    s = _first(raw.get("spec"), candidates, service_import_spec)
     status = raw.get("status") or {}
-    if spec < 0 or type(status) is not dict:
+    if s is None or type(status) is not dict:
         return None
     listed = status.get("clusters") or []
-    clusters = _first(listed, [r["status"]["clusters"] for r in rendered]) if listed else -1
-    if listed and clusters < 0:
+    clustered = _first(listed, candidates, service_import_clusters) if listed else None
+    if listed and clustered is None:
         return None
-    meta = _meta(raw.get("metadata") or {}, candidates, rendered)
+    meta = _meta(raw.get("metadata") or {}, candidates)
     if meta is None:
         return None
-    s = candidates[spec]
     return ServiceImport(meta=meta, api_version=str(raw.get("apiVersion")), type=s.type, ports=s.ports, ips=s.ips,
                          ip_families=s.ip_families, session_affinity=s.session_affinity,
                          session_affinity_config=s.session_affinity_config,
                          internal_traffic_policy=s.internal_traffic_policy,
                          traffic_distribution=s.traffic_distribution,
-                         clusters=candidates[clusters].clusters if listed else ())
+                         clusters=clustered.clusters if clustered is not None else ())
 
 
 def _endpoint_slice(raw: Raw, candidates: Sequence[EndpointSlice]) -> EndpointSlice | None:
-    rendered = [endpoint_slice_to_dict(c) for c in candidates]
-    for obj, mine in zip(candidates, rendered):
-        if (raw.get("addressType") == mine["addressType"] and raw.get("ports") == mine["ports"]
-                and raw.get("endpoints") == mine["endpoints"]):
-            meta = _meta(raw.get("metadata") or {}, candidates, rendered)
+    body = (raw.get("ports"), raw.get("endpoints"))
+    for obj in candidates:
+        if raw.get("addressType") == obj.address_type and body == endpoint_slice_body(obj):
+            meta = _meta(raw.get("metadata") or {}, candidates)
             if meta is None:
                 return None
             return EndpointSlice(meta=meta, address_type=obj.address_type, ports=obj.ports, endpoints=obj.endpoints)

@@ -62,15 +62,24 @@ def _common_spec(obj: ServiceImport | Service) -> dict[str, Any]:
     return spec
 
 
-def service_import_to_dict(si: ServiceImport) -> dict[str, Any]:
+def service_import_spec(si: ServiceImport) -> dict[str, Any]:
     spec: dict[str, Any] = {"type": si.type, "ports": [_port(p, target=False) for p in si.ports]}
     if si.ips:
         spec["ips"] = list(si.ips)
     if si.ip_families:
         spec["ipFamilies"] = list(si.ip_families)
     spec.update(_common_spec(si))
+    return spec
+
+
+def service_import_clusters(si: ServiceImport) -> list[dict[str, str]]:
+    """status.clusters."""
+    return [{"cluster": c} for c in si.clusters]
+
+
+def service_import_to_dict(si: ServiceImport) -> dict[str, Any]:
     return {"apiVersion": si.api_version, "kind": "ServiceImport", "metadata": meta_to_dict(si.meta),
-            "spec": spec, "status": {"clusters": [{"cluster": c} for c in si.clusters]}}
+            "spec": service_import_spec(si), "status": {"clusters": service_import_clusters(si)}}
 
 
 def service_to_dict(svc: Service) -> dict[str, Any]:
@@ -90,6 +99,14 @@ def service_to_dict(svc: Service) -> dict[str, Any]:
 
 
 def endpoint_slice_to_dict(es: EndpointSlice) -> dict[str, Any]:
+    ports, endpoints = endpoint_slice_body(es)
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": meta_to_dict(es.meta), "addressType": es.address_type,
+            "ports": ports, "endpoints": endpoints}
+
+
+def endpoint_slice_body(es: EndpointSlice) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The slice's ports and endpoints."""
     endpoints = []
     for e in es.endpoints:
         conditions = {k: v for k, v in (("ready", e.ready), ("serving", e.serving),
@@ -110,9 +127,7 @@ def endpoint_slice_to_dict(es: EndpointSlice) -> dict[str, Any]:
         if p.app_protocol:
             port["appProtocol"] = p.app_protocol
         ports.append(port)
-    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": meta_to_dict(es.meta), "addressType": es.address_type,
-            "ports": ports, "endpoints": endpoints}
+    return ports, endpoints
 
 
 def condition_to_dict(c: Condition) -> dict[str, Any]:
