@@ -9,8 +9,9 @@ answer's sections are compared, as plain JSON values (one C-level `==` each), wi
 objects rendered the way we send them (controller/render.py, whose output parses back into
 an equal view); where every section a parser reads equals one of them, the view is made from
 theirs, with the answer's own uid, resourceVersion, generation and creationTimestamp.
-Anything else (a Service, whose answer carries its allocated ClusterIPs; a field the
-API server added or changed; another writer's label) is parsed as before.
+A Service's answer carries what the API server allocates and defaults (its ClusterIPs, ip
+families, traffic policy): those few spec fields go through the parser alone. Anything
+else (a field the API server added or changed, another writer's label) is parsed as before.
 
 `CHECK` (set by the tests) parses every answer as well and fails on any difference, so the
 whole live-writer suite holds reuse_answer to the parser.
@@ -19,9 +20,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
-from fleet.objects import EndpointSlice, KubeObject, Meta, ServiceImport, parse_object
+from fleet.objects import EndpointSlice, KubeObject, Meta, ObjectError, Service, ServiceImport, parse_object, parse_service
 
-from .render import endpoint_slice_body, owner_references_to_list, service_import_clusters, service_import_spec
+from .render import (endpoint_slice_body, owner_references_to_list, service_import_clusters, service_import_spec,
+                     service_to_dict)
 
 Raw = Mapping[str, Any]
 
@@ -93,21 +95,55 @@ def _endpoint_slice(raw: Raw, candidates: Sequence[EndpointSlice]) -> EndpointSl
     return None
 
 
+# what an API server fills in or allocates in a Service's spec (the rest we send is kept)
+_SERVER_SPEC = frozenset(("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy", "internalTrafficPolicy"))
+
+
+def _ours(spec: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if k not in _SERVER_SPEC}
+
+
+def _service(raw: Raw, candidates: Sequence[Service]) -> Service | None:
+    """A Service's answer: the spec fields the API server fills in (its ClusterIPs, ip
+    families, traffic policy) are parsed by the parser itself, alone; the rest must be a
+    candidate's."""
+    spec = raw.get("spec")
+    if type(spec) is not dict:
+        return None
+    rest = _ours(spec)
+    s = _first(rest, candidates, lambda c: _ours(service_to_dict(c)["spec"]))
+    if s is None:
+        return None
+    meta = _meta(raw.get("metadata") or {}, candidates)
+    if meta is None:
+        return None
+    try:
+        server = parse_service({"metadata": {"name": meta.name, "namespace": meta.namespace},
+                                "spec": {k: v for k, v in spec.items() if k in _SERVER_SPEC}})
+    except ObjectError:
+        return None
+    return Service(meta=meta, type=s.type, cluster_ip=server.cluster_ip, cluster_ips=server.cluster_ips,
+                   ip_families=server.ip_families, ports=s.ports, selector=s.selector,
+                   session_affinity=s.session_affinity, session_affinity_config=s.session_affinity_config,
+                   internal_traffic_policy=server.internal_traffic_policy,
+                   traffic_distribution=s.traffic_distribution, external_name=s.external_name)
+
+
 _REUSE: dict[str, Callable[[Raw, Any], KubeObject | None]] = {
-    "ServiceImport": _service_import, "EndpointSlice": _endpoint_slice}
+    "ServiceImport": _service_import, "EndpointSlice": _endpoint_slice, "Service": _service}
 
 
 def reuse_answer(kind: str, raw: Raw, candidates: Sequence[KubeObject | None]) -> KubeObject | None:
     """parse_object(raw) made from `candidates` (the write's desired object, the object it
     patched), or None when the answer differs from them anywhere the parser reads (then
-    parse it). Only ServiceImports and EndpointSlices; only keys the parser reads."""
+    parse it). ServiceImports, Services and EndpointSlices; keys the parser ignores are ignored."""
     reuse = _REUSE.get(kind)
     present = [c for c in candidates if c is not None and c.kind == kind]
     if reuse is None or not present or raw.get("kind") != kind:
         return None
     obj = reuse(raw, present)
-    if CHECK:
+    if CHECK and obj is not None:
         parsed = parse_object(raw)
-        assert obj is None or obj == parsed, f"reuse_answer: {obj!r} != parsed {parsed!r}"
+        assert obj == parsed, f"reuse_answer: {obj!r} != parsed {parsed!r}"
     return obj
 

@@ -41,8 +41,8 @@ class Write:
     body: Raw | None = None
     uid: str = ""
     resource_version: str = ""
-    # the desired object this write makes the API server hold (a ServiceImport or
-    # EndpointSlice): the answer is checked against it instead of parsed (controller/answers.py)
+    # the desired object this write makes the API server hold (for what the controller
+    # owns): the answer is checked against it instead of parsed (controller/answers.py)
     expect: KubeObject | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
@@ -185,7 +185,7 @@ def _plan_service(desired: Service, actual: Service | None) -> list[Write]:
             spec.pop(field, None)  # the API server allocates the ClusterIP
         if desired.headless:
             spec["clusterIP"] = "None"
-        return [Write(CREATE, "Service", ns, name, body)]
+        return [Write(CREATE, "Service", ns, name, body, expect=desired)]
     if not is_managed(actual):
         return []  # someone else's Service of that name: left alone (derive_imports warns)
     if actual.headless != desired.headless:
@@ -199,7 +199,7 @@ def _plan_service(desired: Service, actual: Service | None) -> list[Write]:
         return []
     return [Write(UPDATE, "Service", ns, name,
                   {"metadata": _meta_patch(desired, actual, owners=True), "spec": _spec_patch(spec, have)},
-                  actual.meta.uid, actual.meta.resource_version)]
+                  actual.meta.uid, actual.meta.resource_version, expect=desired)]
 
 
 def _plan_slice(desired: EndpointSlice, actual: EndpointSlice | None) -> list[Write]:

@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from controller.answers import reuse_answer
-from controller.render import endpoint_slice_to_dict, service_import_to_dict
+from controller.render import endpoint_slice_to_dict, service_import_to_dict, service_to_dict
 from fleet.objects import parse_object
 from tests.controller.mcs_support import endpoint, endpoint_slice
 
@@ -84,4 +84,25 @@ def test_a_slice_answer_is_reused_and_any_endpoint_difference_is_parsed() -> Non
     moved = copy.deepcopy(raw)
     moved["endpoints"][1]["conditions"]["ready"] = True
     assert reuse_answer("EndpointSlice", moved, (desired, None)) is None
-    assert reuse_answer("Service", raw, (desired, None)) is None  # another kind: parsed
+    assert reuse_answer("Service", raw, (desired, None)) is None  # a slice is no Service: parsed
+
+
+def test_a_service_answer_takes_what_the_api_server_allocates_from_the_answer() -> None:
+    desired = parse_object({"apiVersion": "v1", "kind": "Service",
+                            "metadata": {"name": "amcs-web", "namespace": "demo",
+                                         "labels": {"app.kubernetes.io/managed-by": "fleetgate"}},
+                            "spec": {"type": "ClusterIP", "ports": [{"name": "http", "port": 80, "protocol": "TCP",
+                                                                     "targetPort": 80}],
+                                     "ipFamilies": ["IPv4"], "sessionAffinity": "None"}})
+    raw = answer(service_to_dict(desired))
+    raw["spec"].update(clusterIP="10.96.0.7", clusterIPs=["10.96.0.7"], ipFamilyPolicy="SingleStack",
+                       internalTrafficPolicy="Cluster")
+    got = reuse_answer("Service", raw, (desired, None))
+    assert got == parse_object(raw) and got is not None
+    assert got.cluster_ips == ("10.96.0.7",) and got.ports is desired.ports
+    bad_ip = copy.deepcopy(raw)
+    bad_ip["spec"]["clusterIP"] = "not-an-ip"  # the parser's rule holds: left to it (a diagnostic)
+    assert reuse_answer("Service", bad_ip, (desired, None)) is None
+    node_port = copy.deepcopy(raw)
+    node_port["spec"]["ports"][0]["nodePort"] = 30080  # not ours: parsed
+    assert reuse_answer("Service", node_port, (desired, None)) is None
