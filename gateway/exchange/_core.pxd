@@ -28,7 +28,7 @@ cdef extern from *:
     Py_ssize_t _dict_size "_fg_dict_size"(object o)
 
 cdef dict _package
-cdef object _MISS, log, _TARGET, _HOST, _FIELDS, _random, _STATUS, _KEEP, _CLEN, _CHUNKED, _RHEAD
+cdef object _MISS, log, _TARGET, _HOST, _FIELDS, _random
 cdef Py_ssize_t _MAX_HEAD, _SUM, _RECV, _SENT
 cdef tuple _BOUNDS
 cdef int _HEAD
@@ -54,11 +54,11 @@ cdef class DownstreamCore:
     cdef public Exchange spare  # the last exchange, kept for the next request (compiled build)
     cdef public int wfd  # the socket for direct writes, -1: none (gateway/exchange/sockets.py)
     cdef object __weakref__
-    # the compiled build's last routed request on this connection: its table, Host and
-    # target, and their route snapshot (the twin looks each request up in the memo)
-    cdef object last_table
-    cdef bytes last_host, last_target
-    cdef RouteHot last_hot
+    # the last routed request on this connection: its table, Host and target, and their
+    # route snapshot (a request with the same three skips the memo)
+    cdef public object last_table
+    cdef public bytes last_host, last_target
+    cdef public RouteHot last_hot
 
     cpdef flush(self)
 
@@ -92,7 +92,7 @@ cdef class RequestCounts:
                    start=double, seconds=double, i=Py_ssize_t, acc=double, body=Py_ssize_t, t=tuple)
     cpdef done(self, Exchange ex, double now)
 
-    cdef list _row(self, Exchange ex, r)
+    cdef list _remember(self, Exchange ex, r)
 
 
 cdef class PoolCore:
@@ -111,12 +111,9 @@ cdef class UpstreamCore:
     cpdef send(self, Exchange ex, data)
 
     @cython.locals(ex=Exchange, end=Py_ssize_t, code=Py_ssize_t, clen=Py_ssize_t, reusable=bint,
-                   dc=DownstreamCore, client_ok=bint, keep_alive=bint, chunked=bint, whole=bint)
+                   dc=DownstreamCore, client_ok=bint, keep_alive=bint, chunked=bint, whole=bint, out=list)
     cpdef data_received(self, data)
 
-
-@cython.locals(out=list)
-cdef _whole_response(DownstreamCore ds, Exchange ex, piece, bint reusable, UpstreamCore up)
 
 
 cdef inline RequestCounts _counts(ContextCore ctx):

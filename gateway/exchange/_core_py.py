@@ -2,25 +2,21 @@
 """The request path's hot core: the two connection halves that drive an exchange, and
 the per-request metrics row.
 
-One source, two builds. This file is the pure-Python twin as it stands; setup.py also
-compiles it with Cython as `gateway.exchange._core`, where `_core.pxd` turns
-`DownstreamCore`, `UpstreamCore`, `PoolCore` and `RequestCounts` into extension types
-with typed fields, and cimports the exchange (`_exchange`: Exchange, reset_exchange) and
-the route side (`_route`: the per-worker ContextCore and its memo of RouteHot snapshots,
-resolve_warm, the round robin), each compiled from its own twin: the common
-request's field reads and calls between them are C. A few C-only helpers (request ids,
-the response piece, the bucket search, reading a codec NamedTuple as a plain tuple) are
-inline functions in _core.pxd, called only where `_COMPILED` is true.
+One source, two builds: this file is the pure-Python twin as it stands, and setup.py
+compiles it with Cython as `gateway.exchange._core`, where `_core.pxd` makes the classes
+extension types with typed fields and cimports `_exchange` and `_route` (each compiled from
+its own twin), so the common request's field reads and calls are C. C-only helpers are
+inline functions in _core.pxd, called only where `_COMPILED` is true; a twin-only `else:`
+may inline a small helper (a Python call costs ~400 instructions there).
 `gateway/exchange/__init__.py` chooses the build (all compiled or all twins).
 
-What lives here is only what a plain proxied request runs: a whole request head read on
-an idle client connection (`DownstreamCore.data_received` -> `_on_head` -> `_send_on`),
-the upstream's whole keep-alive response (`UpstreamCore.data_received` ->
-`DownstreamCore.response_complete`), and the writes. Everything else stays in the Python
-subclasses (H1Reader and DownstreamH1 in gateway/protocol/, UpstreamH1 in
-gateway/upstream/), which these methods call by name: `_read`, `_hold`, `_reject`,
-`_route_miss`, `_policy_head`, `_expect_body`, `_start`, `_pick`, `_send`, `_uncount`, `_next`
-(downstream) and `_read` (upstream).
+Only what a plain proxied request runs lives here: a whole request head on an idle client
+connection (`DownstreamCore.data_received` -> `_on_head` -> `_send_on`), the upstream's
+whole keep-alive response (`UpstreamCore.data_received` -> `DownstreamCore.response_complete`),
+the writes. The rest is the Python subclasses' (H1Reader, DownstreamH1 in gateway/protocol/,
+UpstreamH1 in gateway/upstream/), called by name: `_read`, `_hold`, `_reject`, `_route_miss`,
+`_policy_head`, `_expect_body`, `_start`, `_pick`, `_send`, `_uncount`, `_next` (downstream),
+`_read` (upstream).
 """
 from __future__ import annotations
 
@@ -44,7 +40,6 @@ _MISS = object()
 # call, ~750 instructions) that Cython uses for a C index; an object index goes through its
 # mp_subscript, the tuple's own
 _TARGET, _HOST, _FIELDS = 1, 3, 12
-_STATUS, _KEEP, _CLEN, _CHUNKED, _RHEAD = 0, 3, 4, 5, 7  # ResponseHead's, likewise
 
 # the request duration histogram's upper bounds (seconds); gateway/metrics.py's BUCKETS. A
 # metrics row: the request count per bucket (and the +Inf one), then at _SUM the sum of
@@ -94,7 +89,8 @@ class DownstreamCore:
     __slots__ = ("ctx", "scheme", "tls", "transport", "peer", "buf", "began", "cur", "active", "out",
                  "deadline", "http11", "tunnel", "held", "close_after", "paused", "final", "now",
                  "header_timeout", "idle_timeout", "max_line", "max_headers", "head_limit", "health",
-                 "pools", "balancer", "sent", "logged", "wfd", "spare", "__weakref__")
+                 "pools", "balancer", "sent", "logged", "wfd", "spare", "last_table", "last_host", "last_target",
+                 "last_hot", "__weakref__")
 
     def __cinit__(self) -> None:
         """(Compiled build only: no direct writes until a subclass names the socket; a C
@@ -175,9 +171,10 @@ class DownstreamCore:
                 reset_exchange(ex)
             else:
                 ex = cls()
-        else:
-            # (the plain class: a direct allocation in the compiled build, no call)
+        elif _COMPILED:  # (the plain class: a direct allocation, no call)
             ex = Exchange.__new__(Exchange) if cls is Exchange else cls()
+        else:  # (the twin: a class call costs less than __new__'s)
+            ex = cls()
         ex.ds = self
         ex.req = head
         ex.method = method
@@ -193,24 +190,23 @@ class DownstreamCore:
         else:
             ex.keep_alive = keep_alive
         table = ctx.table
-        if table is not ctx.hot_table:  # a new table (or the first request): a new memo
-            ctx.hot_table = table
-            ctx.hot_memo = {}
-            ctx.hot_routes = {}
-        if _COMPILED and table is self.last_table and host == self.last_host and target == self.last_target:
-            # the compiled build: the connection's previous request had the same Host and
-            # target on the same table (two byte compares, where the memo hashes both)
+        if table is self.last_table and host == self.last_host and target == self.last_target:
+            # the connection's previous request had the same Host and target on the same
+            # table (two byte compares, where the memo hashes both)
             hot = self.last_hot
         else:
+            if table is not ctx.hot_table:  # a new table (or the first request): a new memo
+                ctx.hot_table = table
+                ctx.hot_memo = {}
+                ctx.hot_routes = {}
             key = (host, target)
             hot = ctx.hot_memo.get(key)
             if hot is None:
                 hot = _hot_miss(ctx, self, table, key)
-            if _COMPILED:
-                self.last_table = table
-                self.last_host = host
-                self.last_target = target
-                self.last_hot = hot
+            self.last_table = table
+            self.last_host = host
+            self.last_target = target
+            self.last_hot = hot
         has_body = chunked or content_length > 0
         if rid is None:
             if _COMPILED:
@@ -305,7 +301,13 @@ class DownstreamCore:
                     else:
                         ex.phase = SENT
                     ex.deadline = ex.start + read_timeout
-                    conn.send(ex, ex.head)
+                    if _COMPILED:
+                        conn.send(ex, ex.head)
+                    else:  # the twin: UpstreamCore.send, inlined (t: the connection's open transport)
+                        conn.ex = ex
+                        ex.upstream = conn
+                        conn.state = _HEAD
+                        t.write(ex.head)
                     return
         self._send(ex, ep, self.now())  # no warm connection: the general send
 
@@ -339,8 +341,37 @@ class DownstreamCore:
                 ctx.counts = counts
                 ctx.counts_of = m
             _counts(ctx).done(ex, now)  # type: ignore[name-defined]  # (_core.pxd: ctx.counts, typed unchecked)
-        else:
-            ctx.metrics.counts.done(ex, now)
+        else:  # the twin: RequestCounts.done inlined (one frame less; ex.ds is self)
+            counts = ctx.metrics.counts
+            n = self.sent
+            out = self.out
+            if out:
+                for b in out:
+                    n += len(b)
+            sent = n - self.logged
+            self.logged = n
+            r = ex.route
+            if (r is counts.c_route and ex.backend is counts.c_backend and ex.label is counts.c_label
+                    and ex.cluster is counts.c_cluster and ex.status == counts.c_status
+                    and ex.method == counts.c_method):
+                row = counts.c_row
+            else:
+                row = counts._remember(ex, r)
+            seconds = now - ex.start
+            row[bisect_left(_BOUNDS, seconds)] += 1
+            row[_SUM] += seconds
+            req = ex.req
+            received = len(req[_TARGET]) + len(req[_HOST]) + len(req[_FIELDS]) + 30 + ex.body_size
+            row[_RECV] += received
+            row[_SENT] += sent
+            if ex.attempt > 1:  # a retry (the first attempt set it to 1): maybe a failover
+                counts.owner._failover(ex, r)
+            lg = counts.log
+            if lg is not None:
+                pending = lg.pending
+                if not pending:
+                    lg.schedule()
+                pending.append((ex, seconds, sent, received))
         if ex.keep_alive and not self.paused and not ctx.draining:
             self.active = None  # the common end of a keep-alive exchange: wait for the next
             if _COMPILED:
@@ -405,9 +436,9 @@ class UpstreamCore:
                             whole = True
                 else:  # the twin: one call, for a whole reusable response only (else None)
                     r = response_whole(data, ex.method == b"HEAD")
-                    if r is not None:
+                    if r is not None and ex.keep_alive and ds.http11 and not ds.health.endpoints:
                         code, end, rhead = r
-                        whole = 200 <= code < 400 and ex.keep_alive and ds.http11 and not ds.health.endpoints
+                        whole = 200 <= code < 400
                 if whole:
                     ex.status = code
                     if _COMPILED and type(ex) is not Exchange:
@@ -419,25 +450,36 @@ class UpstreamCore:
                     reusable = ex.request_done
                     if reusable:
                         self.reused = True
-                    if _COMPILED and isinstance(ds, DownstreamCore):
-                        dc = ds
-                        if not dc.out and dc.transport is not None:
-                            # nothing waits before it: head and body straight to the client
-                            # (one sendmsg of the pieces, _core.pxd), then the exchange ends
-                            dc.sent += _write_response(  # type: ignore[name-defined]  # (_core.pxd)
-                                dc.transport, dc.wfd, rhead, self.cline, ex.extra_resp, data, end)
-                            dc.response_complete(ex, reusable, self)
-                            if dc.out or dc.close_after:
-                                dc.flush()
-                            return
-                    # head and body in one piece
-                    if _COMPILED:  # (_core.pxd: copied into one new bytes, no slice, no tuple)
-                        piece = _join_piece(rhead, self.cline, ex.extra_resp, data, end)
+                    if _COMPILED:
+                        if isinstance(ds, DownstreamCore):
+                            dc = ds
+                            if not dc.out and dc.transport is not None:
+                                # nothing waits before it: head and body straight to the client
+                                # (one sendmsg of the pieces, _core.pxd), then the exchange ends
+                                dc.sent += _write_response(  # type: ignore[name-defined]  # (_core.pxd)
+                                    dc.transport, dc.wfd, rhead, self.cline, ex.extra_resp, data, end)
+                                dc.response_complete(ex, reusable, self)
+                                if dc.out or dc.close_after:
+                                    dc.flush()
+                                return
+                        # head and body in one piece (_core.pxd: one new bytes, no slice, no tuple)
+                        piece = _join_piece(rhead, self.cline, ex.extra_resp, data, end)  # type: ignore[name-defined]
                     else:
-                        piece = (b"".join((rhead, self.cline, ex.extra_resp, b"\r\n", data[end:]))
-                                 if end < len(data) else b"".join((rhead, self.cline, ex.extra_resp, b"\r\n")))
+                        piece = b"".join((rhead, self.cline, ex.extra_resp, b"\r\n", data[end:]))
                     if isinstance(ds, DownstreamCore):
-                        _whole_response(ds, ex, piece, reusable, self)
+                        # written at once when nothing waits before it in out (what flush would
+                        # do, without its call), then the exchange ends
+                        dc = ds
+                        out = dc.out
+                        t = dc.transport
+                        if out or t is None:
+                            out.append(piece)
+                        else:
+                            dc.sent += len(piece)
+                            t.write(piece)
+                        dc.response_complete(ex, reusable, self)
+                        if out or dc.close_after:
+                            dc.flush()
                     else:  # another Downstream (an HTTP/2 stream): its flush frames what is in out
                         ds.out.append(piece)
                         ds.response_complete(ex, reusable, self)
@@ -446,21 +488,6 @@ class UpstreamCore:
             except HeadError:
                 pass  # the general way says what is wrong
         self._read(data)
-
-
-def _whole_response(ds: DownstreamCore, ex: Exchange, piece: bytes, reusable: bool, up: UpstreamCore) -> None:
-    """A whole response for a client connection: written at once when nothing waits
-    before it in ds.out (what flush would do, without its call), then the exchange ends."""
-    out = ds.out
-    t = ds.transport
-    if out or t is None:
-        out.append(piece)
-    else:
-        ds.sent += len(piece)
-        t.write(piece)
-    ds.response_complete(ex, reusable, up)
-    if out or ds.close_after:
-        ds.flush()
 
 
 class RequestCounts:
@@ -477,7 +504,7 @@ class RequestCounts:
         self.owner = owner
         self.rows = rows
         self.log = None
-        # The compiled build's last row and what chose it (strong references, so an identity
+        # The last row and what chose it (strong references, so an identity
         # match is the same object, never a new one at a freed address). Rows are never
         # removed from `rows`, so a remembered row stays the one /metrics exports.
         self.c_route = _MISS
@@ -502,43 +529,21 @@ class RequestCounts:
             c.logged = n
         else:
             n = ds.sent
-            for b in ds.out:
-                n += len(b)
+            out = ds.out
+            if out:
+                for b in out:
+                    n += len(b)
             sent = n - ds.logged
             ds.logged = n
         r = ex.route
-        if _COMPILED:
-            # the last request's row again when its key's sources are the same objects (a
-            # route's ingress and a backend's key do not change; label and cluster are
-            # shared strings) and method and status equal: no 6-tuple, no hash, no lookup
-            b0 = ex.backend
-            label = ex.label
-            cluster = ex.cluster
-            method = ex.method
-            status = ex.status
-            if (r is self.c_route and b0 is self.c_backend and label is self.c_label
-                    and cluster is self.c_cluster and status == self.c_status and method == self.c_method):
-                row = self.c_row
-            else:
-                row = self._row(ex, r)
-                self.c_route = r
-                self.c_backend = b0
-                self.c_label = label
-                self.c_cluster = cluster
-                self.c_method = method
-                self.c_status = status
-                self.c_row = row
-        elif r is None:  # the twin: the key's row (a remembered row's compares cost it more)
-            key = (ex.label, "", "", ex.cluster, ex.method, ex.status)
-            row = self.rows.get(key)
-            if row is None:
-                row = self.owner._new_row(key)
+        # the last request's row again when its key's sources are the same objects (a route's
+        # ingress and a backend's key do not change; label and cluster are shared strings)
+        # and method and status equal: no 6-tuple, no hash, no lookup
+        if (r is self.c_route and ex.backend is self.c_backend and ex.label is self.c_label
+                and ex.cluster is self.c_cluster and ex.status == self.c_status and ex.method == self.c_method):
+            row = self.c_row
         else:
-            be = ex.backend or r.backend
-            key = (ex.label, r.ingress, be.key if be is not None else "", ex.cluster, ex.method, ex.status)
-            row = self.rows.get(key)
-            if row is None:
-                row = self.owner._new_row(key)
+            row = self._remember(ex, r)
         start = ex.start
         seconds = now - start
         req = ex.req
@@ -579,9 +584,9 @@ class RequestCounts:
                 lg.schedule()
             pending.append((ex, seconds, sent, received))
 
-    def _row(self, ex: Exchange, r: Any) -> list:
-        """The row of the request's key (label, ingress, backend, cluster, method, status),
-        made by the owner on the key's first request."""
+    def _remember(self, ex: Exchange, r: Any) -> list:
+        """The row of ex's key (label, ingress, backend, cluster, method, status), made by the
+        owner on the key's first request; remembered with what chose it, for the next one."""
         if r is None:
             key = (ex.label, "", "", ex.cluster, ex.method, ex.status)
         else:
@@ -590,4 +595,11 @@ class RequestCounts:
         row = self.rows.get(key)
         if row is None:
             row = self.owner._new_row(key)
+        self.c_route = r
+        self.c_backend = ex.backend
+        self.c_label = ex.label
+        self.c_cluster = ex.cluster
+        self.c_method = ex.method
+        self.c_status = ex.status
+        self.c_row = row
         return row

@@ -118,6 +118,8 @@ class H1Reader(DownstreamCore, asyncio.Protocol):
         self.health = ctx.health
         self.wfd = -1  # the socket the compiled core may write to (exchange/sockets.py)
         self.spare: Exchange | None = None  # the compiled core's last exchange, for the next request
+        # the last routed request's table, Host, target and route snapshot (the core's memo)
+        self.last_table = self.last_host = self.last_target = self.last_hot = None
 
     # --- connection lifecycle --------------------------------------------------------
 
