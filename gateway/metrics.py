@@ -3,9 +3,9 @@
 prometheus_client's labelled counters take a lock and a label lookup per increment; on a
 path that runs 30k times a second that is measurable. Here a finished request costs one
 call, `request_done(ex, now)` (RequestCounts.done in the request path's core, compiled
-where built, so its reads of the exchange are C): one dict lookup by (label, ingress,
-service, cluster, method, status), a bisect, four additions, and a tuple appended for the
-access log when it is on. The custom Collector turns the rows into the CONTRACT's families and the
+where built, so its reads of the exchange are C): the previous request's row again when
+its key is the same (else one dict lookup by (label, ingress, service, cluster, method,
+status)), a bisect, four additions, and a tuple appended for the access log when it is on. The custom Collector turns the rows into the CONTRACT's families and the
 operator's (ingress-nginx / Envoy style) families when /metrics is scraped; everything
 that is not per request (connections, pools, ejections) is read from the gateway's state
 at scrape time too. docs/metrics.md lists the families.

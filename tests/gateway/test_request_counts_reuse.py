@@ -1,6 +1,6 @@
-"""RequestCounts.done remembers the last request's row (the compiled build: a row chosen by
-the identity of the route, backend, label and cluster and the equality of method and
-status, with no key tuple built). These hold both builds to a count made key by key: a
+"""RequestCounts.done remembers the last request's row (in both builds: a row chosen by the
+identity of the route, backend, label and cluster and the equality of method and status,
+with no key tuple built). These hold both builds to a count made key by key: a
 remembered row must never take a request whose key differs in any one field, including
 an equal-but-new cluster string, a new backend object with the same key, a status or a
 method that changes back and forth, and a method outside METHODS (counted as OTHER)."""
