@@ -60,10 +60,8 @@ def compiled() -> bool:
     return type(compiled).__name__ != "function"
 
 
-# The exchange (_exchange_py.py) and the route snapshots and warm plan (_route_py.py): in the
-# compiled build, cimported from their compiled modules through _core.pxd (C calls and C
-# field reads), their Python-only names imported from the same compiled modules; in the
-# twin, imported from the twins. Never a mix (gateway/exchange/__init__.py).
+# The exchange and the route side: the compiled build cimports them (_core.pxd) and imports
+# their Python-only names from the compiled modules; the twin imports the twins. Never a mix.
 if compiled():
     from ._exchange import IDEMPOTENT_METHODS, Reject  # type: ignore[import-not-found, no-redef]
 else:
@@ -71,8 +69,7 @@ else:
     from ._route_py import *  # noqa: F403
 
 # The compiled build writes a plain Exchange's phase field directly; a subclass's moves go
-# through advance() so its `phase` property sees them. The twin just assigns (a property
-# there is always called).
+# through advance() so its `phase` property sees them. The twin just assigns.
 _COMPILED = compiled()
 if _COMPILED:  # the histogram's bounds as C doubles (_core.pxd's _bucket searches them)
     assert len(BUCKETS) == _NBOUNDS
@@ -467,8 +464,7 @@ class UpstreamCore:
                     else:
                         piece = b"".join((rhead, self.cline, ex.extra_resp, b"\r\n", data[end:]))
                     if isinstance(ds, DownstreamCore):
-                        # written at once when nothing waits before it in out (what flush would
-                        # do, without its call), then the exchange ends
+                        # written at once when nothing waits in out (flush's work, without its call)
                         dc = ds
                         out = dc.out
                         t = dc.transport
@@ -504,9 +500,8 @@ class RequestCounts:
         self.owner = owner
         self.rows = rows
         self.log = None
-        # The last row and what chose it (strong references, so an identity
-        # match is the same object, never a new one at a freed address). Rows are never
-        # removed from `rows`, so a remembered row stays the one /metrics exports.
+        # The last row and what chose it (strong references: an identity match is the same
+        # object). Rows are never removed from `rows`: a remembered row is the one exported.
         self.c_route = _MISS
         self.c_backend = _MISS
         self.c_label = _MISS
