@@ -161,7 +161,7 @@ class ClusterWorker:
         self._written: dict[GroupKey, list[tuple[str, tuple[str, str]]]] = {}  # objects a key's last
         # pass wrote (their answers moved the store): checked before its next plan (_unseen)
         self.stale_plans = 0
-        self.answers_reused = 0  # answers put into the store without parsing them (_learn)
+        self.answers_reused: dict[str, int] = {}  # by kind: answers and echoes stored unparsed (_learn)
         self.planned = 0  # writes in every plan made, sent or not (one found stale is not)
         self._pending: dict[GroupKey, None] = {}  # dirty keys of bulk work, oldest first
         self._urgent: dict[GroupKey, None] = {}  # dirty keys of small changes: planned first
@@ -463,7 +463,7 @@ class ClusterWorker:
         def reuse(raw: Raw) -> KubeObject | None:
             obj = reuse_answer(kind, raw, candidates)
             if obj is not None:
-                self.answers_reused += 1
+                self.answers_reused[kind] = self.answers_reused.get(kind, 0) + 1
             return obj
         return reuse
 
