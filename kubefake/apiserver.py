@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 import yaml
-from aiohttp import HttpVersion11, web
 
 from .errors import ApiError, failure_status
+from .http import HTTPServer, Request, Response, Result
 from .resources import Registry, ResourceType, default_crds
 from .routes import ApiHandlers
 from .selectors import matcher, parse_field_selector, parse_label_selector
@@ -64,7 +64,7 @@ class _Fault:
     path: str | None
     retry_after: int | None
 
-    def matches(self, request: web.BaseRequest) -> bool:
+    def matches(self, request: Request) -> bool:
         return (self.method is None or request.method == self.method.upper()) and \
             (self.path is None or self.path in request.path_qs)
 
@@ -113,7 +113,7 @@ class KubeAPIServer:
                 self.create(crd)
         self._handlers = ApiHandlers(self.store, bookmark_interval=bookmark_interval,
                                     namespace_grace=namespace_grace)
-        self._runner: web.BaseRunner | None = None
+        self._runner: HTTPServer | None = None
         self._host = "127.0.0.1"
         self._port = 0
         self._delay = 0.0
@@ -127,25 +127,10 @@ class KubeAPIServer:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> "KubeAPIServer":
         if self._runner is not None:
             raise RuntimeError("KubeAPIServer is already running")
-        # aiohttp's low-level server: every path goes to one handler, so an Application's
-        # router, middlewares and signals would be per-request cost for nothing
-        loop = asyncio.get_running_loop()
-
-        def request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
-            return web.BaseRequest(message, payload, protocol, writer, task, loop,
-                                   client_max_size=64 * 1024 * 1024)
-        runner = web.ServerRunner(web.Server(self._handle, request_factory=request, access_log=None),
-                                  shutdown_timeout=1.0, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
+        runner = HTTPServer(self._handle)
+        self._port = await runner.start(host, port)
         self._runner = runner
         self._host = host
-        self._port = runner.addresses[0][1]
         log.debug("test API server listening on %s", self.url)
         return self
 
@@ -157,7 +142,7 @@ class KubeAPIServer:
         self.delay(0)
         await asyncio.sleep(0)
         runner, self._runner = self._runner, None
-        await runner.cleanup()
+        await runner.close()
 
     async def restart(self, *, downtime: float = 0.0) -> None:
         """Drop every connection abruptly and serve again on the same port, same data."""
@@ -165,7 +150,7 @@ class KubeAPIServer:
         await asyncio.sleep(0)
         if self._runner is not None:
             runner, self._runner = self._runner, None
-            await runner.cleanup()
+            await runner.close()
         if downtime:
             await asyncio.sleep(downtime)
         await self.start(self._host, self._port)
@@ -337,36 +322,49 @@ class KubeAPIServer:
 
     # --- HTTP entry ----------------------------------------------------------------
 
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    def _handle(self, request: Request) -> Response | Awaitable[Result]:
+        """Answer at once, or (a watch, a held response) hand back what to await."""
         self.requests.append(RecordedRequest(request.method, request.path, dict(request.query),
                                              request.headers.get("Content-Type", "")))
         expect = request.headers.get("Expect")
-        if expect and request.version == HttpVersion11:  # what an aiohttp Application did for us
-            if expect.lower() != "100-continue":
-                return web.Response(status=417, text="Unknown Expect: %s" % expect)
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            request.writer.output_size = 0  # the answer's head is still to come
+        if expect and request.version == "1.1" and expect.lower() != "100-continue":
+            return Response(status=417, text="Unknown Expect: %s" % expect)  # 100-continue: http.py
         if self._delay:
-            try:
-                await asyncio.wait_for(self._undelayed.wait(), self._delay)
-            except asyncio.TimeoutError:
-                pass
-        fault = next((f for f in self._faults if f.matches(request)), None)
+            return self._held(request)
+        return self._answer(request)
+
+    async def _held(self, request: Request) -> Result:
+        try:
+            await asyncio.wait_for(self._undelayed.wait(), self._delay)
+        except asyncio.TimeoutError:
+            pass
+        answer = self._answer(request)
+        return answer if isinstance(answer, Response) else await self._awaited(request, answer)
+
+    def _answer(self, request: Request) -> Response | Awaitable[Result]:
+        fault = next((f for f in self._faults if f.matches(request)), None) if self._faults else None
         if fault is not None:
             fault.remaining -= 1
             if fault.remaining <= 0:
                 self._faults.remove(fault)
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
             body = failure_status(fault.status, "injected failure (%d)" % fault.status)
-            return web.Response(body=json.dumps(body).encode(), status=fault.status,
-                                headers={"Content-Type": "application/json", **headers})
+            return Response(body=json.dumps(body).encode(), status=fault.status, headers=headers)
         try:
-            return await self._handlers.dispatch(request)
-        except ApiError as exc:
-            return web.Response(body=json.dumps(exc.status()).encode(), status=exc.code,
-                                headers={"Content-Type": "application/json"})
-        except Exception:
-            log.exception("test API server failed on %s %s", request.method, request.path_qs)
-            body = failure_status(500, "internal error in the test API server")
-            return web.Response(body=json.dumps(body).encode(), status=500,
-                                headers={"Content-Type": "application/json"})
+            answer = self._handlers.dispatch(request)
+        except Exception as exc:
+            return self._failed(request, exc)
+        return answer if isinstance(answer, Response) else self._awaited(request, answer)
+
+    async def _awaited(self, request: Request, answer: Awaitable[Result]) -> Result:
+        try:
+            return await answer
+        except Exception as exc:
+            return self._failed(request, exc)
+
+    def _failed(self, request: Request, exc: Exception) -> Response:
+        if isinstance(exc, ApiError):
+            return Response(body=json.dumps(exc.status()).encode(), status=exc.code)
+        log.error("test API server failed on %s %s", request.method, request.path_qs, exc_info=exc)
+        body = failure_status(500, "internal error in the test API server")
+        return Response(body=json.dumps(body).encode(), status=500)

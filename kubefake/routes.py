@@ -10,13 +10,13 @@ import binascii
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable
 
 import yaml
-from aiohttp import web
 
 from . import discovery, render
 from .errors import ApiError, bad_request, gone
+from .http import Request, Response, Result, StreamResponse
 from .patch import json_patch, merge_patch, strategic_merge_patch
 from .resources import CRD_KEY, NAMESPACE_KEY, Registry, ResourceType
 from .selectors import Matcher, matcher, parse_field_selector, parse_label_selector
@@ -71,16 +71,16 @@ def parse_target(registry: Registry, group: str, version: str, rest: list[str]) 
     return Target(rt, version, namespace, name, sub, watch_path)
 
 
-def _json(obj: Any, status: int = 200, media: str = "application/json") -> web.Response:
-    return web.Response(body=render.encode(obj).encode(), status=status, headers={"Content-Type": media})
+def _json(obj: Any, status: int = 200, media: str = "application/json") -> Response:
+    return Response(body=render.encode(obj).encode(), status=status, content_type=media)
 
 
-def _accepts(request: web.BaseRequest, marker: str) -> bool:
+def _accepts(request: Request, marker: str) -> bool:
     return marker in request.headers.get("Accept", "")
 
 
-async def _read_body(request: web.BaseRequest) -> Any:
-    raw = await request.read()
+def _read_body(request: Request) -> Any:
+    raw = request.body
     if not raw.strip():
         raise bad_request("the request body is empty")
     try:
@@ -126,7 +126,7 @@ class WatchStream:
     Events pile up in `pending` and wake the response's loop once per batch: a future
     and a timer per wait, not a task per event as asyncio.wait_for on a queue would be."""
 
-    def __init__(self, request: web.BaseRequest) -> None:
+    def __init__(self, request: Request) -> None:
         self.pending: list[Any] = []
         self.request = request
         self._waiter: asyncio.Future[None] | None = None
@@ -166,12 +166,13 @@ class ApiHandlers:
 
     # --- entry ---------------------------------------------------------------------
 
-    async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+    def dispatch(self, request: Request) -> Response | Awaitable[Result]:
+        """The answer, or for a watch the coroutine that streams it."""
         segs = [s for s in request.path.split("/") if s]
         if segs in (["version"],):
             return _json(discovery.VERSION_INFO)
         if segs and segs[0] in ("healthz", "livez", "readyz"):
-            return web.Response(text="ok")
+            return Response(text="ok")
         if segs == ["api"]:
             return self._discovery(request, core=True)
         if segs == ["apis"]:
@@ -186,16 +187,16 @@ class ApiHandlers:
                 raise ApiError(404, "the server could not find the requested resource")
             return _json(doc)
         else:
-            return web.Response(status=404, text="404 page not found\n")
+            return Response(status=404, text="404 page not found\n")
         if not rest:
             doc = discovery.resource_list(self.registry, group, version)
             if doc is None:
                 raise ApiError(404, "the server could not find the requested resource")
             return _json(doc)
         target = parse_target(self.registry, group, version, rest)
-        return await self._resource(request, target)
+        return self._resource(request, target)
 
-    def _discovery(self, request: web.BaseRequest, *, core: bool) -> web.Response:
+    def _discovery(self, request: Request, *, core: bool) -> Response:
         accept = request.headers.get("Accept", "")
         for media_version in ("v2", "v2beta1"):
             if discovery.AGGREGATED_MEDIA % media_version in accept.replace(" ", ""):
@@ -205,31 +206,31 @@ class ApiHandlers:
             return _json(discovery.api_versions(request.host))
         return _json(discovery.api_group_list(self.registry))
 
-    async def _resource(self, request: web.BaseRequest, t: Target) -> web.StreamResponse:
+    def _resource(self, request: Request, t: Target) -> Response | Awaitable[Result]:
         method = request.method
         if method == "GET" and t.name is None:
             if t.watch_path or request.query.get("watch") in _TRUE:
-                return await self.watch(request, t)
+                return self.watch(request, t)
             return self.list_objects(request, t)
         if method == "GET" and t.watch_path:
-            return await self.watch(request, t)
+            return self.watch(request, t)
         if method == "GET":
             return self.get(request, t)
         if method == "POST" and t.name is None and (t.namespace is not None or not t.rt.namespaced):
-            return await self.create(request, t)
+            return self.create(request, t)
         if method == "PUT" and t.name is not None:
-            return await self.replace(request, t)
+            return self.replace(request, t)
         if method == "PATCH" and t.name is not None:
-            return await self.patch(request, t)
+            return self.patch(request, t)
         if method == "DELETE" and t.name is not None:
-            return await self.delete(request, t)
+            return self.delete(request, t)
         if method == "DELETE" and t.subresource is None:
-            return await self.delete_collection(request, t)
+            return self.delete_collection(request, t)
         raise ApiError(405, "the server does not allow this method on the requested resource")
 
     # --- reads ---------------------------------------------------------------------
 
-    def _matcher(self, request: web.BaseRequest, t: Target) -> Matcher:
+    def _matcher(self, request: Request, t: Target) -> Matcher:
         labels = parse_label_selector(request.query.get("labelSelector"))
         fields = parse_field_selector(request.query.get("fieldSelector"), t.rt.field_labels)
         match = matcher(labels, fields)
@@ -238,19 +239,18 @@ class ApiHandlers:
             return lambda obj: obj["metadata"]["name"] == name and inner(obj)
         return match
 
-    def _shown(self, request: web.BaseRequest, t: Target, obj: Obj, status: int = 200) -> web.Response:
+    def _shown(self, request: Request, t: Target, obj: Obj, status: int = 200) -> Response:
         if _accepts(request, "as=Table"):
             table = render.table(t.rt, t.version, [obj], self.store.resource_version,
                                  include=request.query.get("includeObject", "Metadata"))
             return _json(table, status, render.TABLE_MEDIA)
-        return web.Response(body=self.wire.object(obj, t.rt, t.version), status=status,
-                            headers={"Content-Type": "application/json"})
+        return Response(body=self.wire.object(obj, t.rt, t.version), status=status)
 
-    def get(self, request: web.BaseRequest, t: Target) -> web.Response:
+    def get(self, request: Request, t: Target) -> Response:
         assert t.name is not None
         return self._shown(request, t, self.store.get(t.rt, t.namespace or "", t.name))
 
-    def list_objects(self, request: web.BaseRequest, t: Target) -> web.Response:
+    def list_objects(self, request: Request, t: Target) -> Response:
         match = self._matcher(request, t)
         rv = _int_param(request.query, "resourceVersion")
         if rv and request.query.get("resourceVersionMatch") == "Exact":
@@ -283,7 +283,7 @@ class ApiHandlers:
             return _json(table, media=render.TABLE_MEDIA)
         return _json(render.list_body(t.rt, t.version, items, list_rv, next_token, remaining))
 
-    async def watch(self, request: web.BaseRequest, t: Target) -> web.StreamResponse:
+    async def watch(self, request: Request, t: Target) -> StreamResponse:
         match = self._matcher(request, t)
         q = request.query
         rv = _int_param(q, "resourceVersion")
@@ -293,9 +293,8 @@ class ApiHandlers:
         timeout = _int_param(q, "timeoutSeconds")
         as_table = _accepts(request, "as=Table")
         stream = WatchStream(request)
-        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
-                                                        "Cache-Control": "no-cache, private"})
-        resp.enable_chunked_encoding()
+        resp = StreamResponse(status=200, headers={"Content-Type": "application/json",
+                                                   "Cache-Control": "no-cache, private"})
 
         def line(kind: str, obj: Obj) -> bytes:
             if kind in ("ERROR", "BOOKMARK"):
@@ -373,25 +372,25 @@ class ApiHandlers:
                                   "URL (%s)" % (meta["name"], t.name))
             meta["name"] = t.name
 
-    async def create(self, request: web.BaseRequest, t: Target) -> web.Response:
-        obj = _object_body(await _read_body(request))
+    def create(self, request: Request, t: Target) -> Response:
+        obj = _object_body(_read_body(request))
         check_kind(t.rt, t.version, obj)
         self._place(t, obj)
         created = self.store.create(t.rt, obj, dry_run="dryRun" in request.query, owned=True)
         return self._shown(request, t, created, 201)
 
-    async def replace(self, request: web.BaseRequest, t: Target) -> web.Response:
-        obj = _object_body(await _read_body(request))
+    def replace(self, request: Request, t: Target) -> Response:
+        obj = _object_body(_read_body(request))
         check_kind(t.rt, t.version, obj)
         self._place(t, obj)
         updated = self.store.update(t.rt, obj, status_only=t.subresource == "status",
                                     dry_run="dryRun" in request.query, owned=True)
         return self._shown(request, t, updated)
 
-    async def patch(self, request: web.BaseRequest, t: Target) -> web.Response:
+    def patch(self, request: Request, t: Target) -> Response:
         assert t.name is not None
         media = request.content_type
-        body = await _read_body(request)
+        body = _read_body(request)
         dry_run = "dryRun" in request.query
         if media == "application/apply-patch+yaml":
             return self._apply(request, t, _object_body(body), dry_run)
@@ -418,7 +417,7 @@ class ApiHandlers:
                                     owned=media != "application/merge-patch+json")
         return self._shown(request, t, updated)
 
-    def _apply(self, request: web.BaseRequest, t: Target, obj: Obj, dry_run: bool) -> web.Response:
+    def _apply(self, request: Request, t: Target, obj: Obj, dry_run: bool) -> Response:
         """Server-side apply, approximated: create, or merge the applied fields in."""
         if not request.query.get("fieldManager"):
             raise ApiError(422, "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required "
@@ -437,10 +436,10 @@ class ApiHandlers:
         updated = self.store.update(t.rt, patched, status_only=t.subresource == "status", dry_run=dry_run)
         return self._shown(request, t, updated)
 
-    async def _delete_options(self, request: web.BaseRequest) -> dict[str, Any]:
+    def _delete_options(self, request: Request) -> dict[str, Any]:
         options: dict[str, Any] = {}
         if request.can_read_body:
-            raw = await request.read()
+            raw = request.body
             if raw.strip():
                 try:
                     options = json.loads(raw)
@@ -457,9 +456,9 @@ class ApiHandlers:
         options["propagationPolicy"] = policy
         return options
 
-    async def delete(self, request: web.BaseRequest, t: Target) -> web.Response:
+    def delete(self, request: Request, t: Target) -> Response:
         assert t.name is not None
-        options = await self._delete_options(request)
+        options = self._delete_options(request)
         pre = options.get("preconditions") or {}
         terminate = t.rt.key == NAMESPACE_KEY
         obj = self.store.delete(t.rt, t.namespace or "", t.name, propagation=options["propagationPolicy"],
@@ -478,8 +477,8 @@ class ApiHandlers:
         return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                       "details": details}, status)
 
-    async def delete_collection(self, request: web.BaseRequest, t: Target) -> web.Response:
-        options = await self._delete_options(request)
+    def delete_collection(self, request: Request, t: Target) -> Response:
+        options = self._delete_options(request)
         items, _ = self.store.list_objects(t.rt, t.namespace, self._matcher(request, t))
         deleted = []
         for obj in items:
