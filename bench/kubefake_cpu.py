@@ -210,7 +210,8 @@ async def count(args: argparse.Namespace) -> dict[str, Any]:
     """Instructions per write, by difference between a small and a large round."""
     small = max(1, args.services // 5)
     result: dict[str, Any] = {"services": [small, args.services]}
-    with tempfile.TemporaryDirectory(prefix="kubefake-callgrind-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="kubefake-callgrind-") as scratch:
+        tmp = args.keep or scratch
         for which, where in (("baseline", args.baseline), ("this", None)):
             if which == "baseline" and where is None:
                 continue
@@ -261,6 +262,8 @@ def main() -> int:
                         help="cProfile (CPU time) this kubefake's first round, stats to PATH")
     parser.add_argument("--callgrind", action="store_true",
                         help="count the server's instructions per write (valgrind) instead of CPU time")
+    parser.add_argument("--keep", metavar="DIR", help="with --callgrind: leave the callgrind outputs in DIR "
+                        "(for callgrind_annotate)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:

@@ -17,11 +17,11 @@ import time
 from collections import deque
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Awaitable, Callable, Union, cast
+from typing import Any, Awaitable, Callable, Union, cast
 from urllib.parse import parse_qsl, unquote
 
 import httptools
-from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+from multidict import MultiDict, MultiDictProxy
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +40,27 @@ def _date_header() -> bytes:
     return _date[1]
 
 
+class Headers(dict[str, str]):
+    """Request headers by lower-case name (repeats joined with ", "); `get` and `in` take
+    any case, like a CIMultiDict, without building one per request."""
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return dict.get(self, name.lower(), default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and dict.__contains__(self, name.lower())
+
+    def __getitem__(self, name: str) -> str:
+        return dict.__getitem__(self, name.lower())
+
+
 class Request:
     """One parsed request, body included (what the handlers read of aiohttp's BaseRequest)."""
 
     __slots__ = ("method", "path_qs", "version", "headers", "body", "transport", "keep_alive",
                  "_query", "_path", "_content_type")
 
-    def __init__(self, method: str, target: str, version: str, headers: CIMultiDictProxy[str],
+    def __init__(self, method: str, target: str, version: str, headers: Headers,
                  body: bytes, transport: asyncio.Transport, keep_alive: bool) -> None:
         self.method = method
         self.path_qs = target
@@ -102,7 +116,7 @@ class Request:
 class Response:
     """A whole response: status, body and headers, written at once."""
 
-    __slots__ = ("status", "body", "headers")
+    __slots__ = ("status", "body", "content_type", "headers")
 
     def __init__(self, *, body: bytes = b"", status: int = 200, text: str | None = None,
                  content_type: str = "application/json", headers: dict[str, str] | None = None) -> None:
@@ -110,7 +124,8 @@ class Response:
             body, content_type = text.encode(), "text/plain; charset=utf-8"
         self.status = status
         self.body = body
-        self.headers = {"Content-Type": content_type, **(headers or {})}
+        self.content_type = content_type
+        self.headers = headers  # beyond Content-Type, Content-Length and Date
 
 
 class StreamResponse:
@@ -127,7 +142,7 @@ class StreamResponse:
         if not isinstance(conn, _Connection) or conn.transport is None:
             raise ConnectionResetError("the client went away")
         self._conn = conn
-        conn.write(_head(request, self.status, self.headers, b"Transfer-Encoding: chunked\r\n"))
+        conn.write(_head(request, self.status, None, self.headers, b"Transfer-Encoding: chunked\r\n"))
 
     async def write(self, data: bytes) -> None:
         conn = self._conn
@@ -148,11 +163,25 @@ Result = Union[Response, StreamResponse]
 Handler = Callable[[Request], Union[Response, Awaitable[Result]]]
 
 
-def _head(request: Request, status: int, headers: dict[str, str], extra: bytes) -> bytes:
-    lines = [b"HTTP/%s %d %s\r\n" % (request.version.encode(), status, _REASONS.get(status, b"Unknown")),
-             _date_header(), extra]
-    for name, value in headers.items():
-        lines.append(b"%s: %s\r\n" % (name.encode(), value.encode("latin-1")))
+_status_lines: dict[tuple[str, int], bytes] = {}
+_type_lines: dict[str, bytes] = {}
+
+
+def _head(request: Request, status: int, content_type: str | None, headers: dict[str, str] | None,
+          extra: bytes) -> bytes:
+    line = _status_lines.get((request.version, status))
+    if line is None:
+        line = _status_lines[request.version, status] = b"HTTP/%s %d %s\r\n" % (
+            request.version.encode(), status, _REASONS.get(status, b"Unknown"))
+    lines = [line, _date_header(), extra]
+    if content_type is not None:
+        typed = _type_lines.get(content_type)
+        if typed is None:
+            typed = _type_lines[content_type] = b"Content-Type: %s\r\n" % content_type.encode("latin-1")
+        lines.append(typed)
+    if headers:
+        for name, value in headers.items():
+            lines.append(b"%s: %s\r\n" % (name.encode(), value.encode("latin-1")))
     if not request.keep_alive:
         lines.append(b"Connection: close\r\n")
     lines.append(b"\r\n")
@@ -161,7 +190,7 @@ def _head(request: Request, status: int, headers: dict[str, str], extra: bytes) 
 
 def encode_response(request: Request, resp: Response) -> bytes:
     body = resp.body
-    head = _head(request, resp.status, resp.headers, b"Content-Length: %d\r\n" % len(body))
+    head = _head(request, resp.status, resp.content_type, resp.headers, b"Content-Length: %d\r\n" % len(body))
     return head if request.method == "HEAD" else head + body
 
 
@@ -175,7 +204,7 @@ class _Connection(asyncio.Protocol):
         self.queue: deque[Request] = deque()
         self.task: asyncio.Task[None] | None = None  # the request answered asynchronously
         self._url: list[bytes] = []
-        self._headers: list[tuple[str, str]] = []
+        self._headers = Headers()
         self._body: list[bytes] = []
         self._size = 0
         self._writable: asyncio.Future[None] | None = None
@@ -221,7 +250,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._url = []
-        self._headers = []
+        self._headers = Headers()
         self._body = []
         self._size = 0
 
@@ -229,13 +258,17 @@ class _Connection(asyncio.Protocol):
         self._url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        key = name.decode("latin-1").lower()
+        headers = self._headers
+        if key in headers:
+            headers[key] = "%s, %s" % (dict.__getitem__(headers, key), value.decode("latin-1"))
+        else:
+            headers[key] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        if self.parser.get_http_version() == "1.1":
-            for name, value in self._headers:
-                if name.lower() == "expect" and value.lower() == "100-continue":
-                    self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        expect = dict.get(self._headers, "expect")
+        if expect is not None and expect.lower() == "100-continue" and self.parser.get_http_version() == "1.1":
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
@@ -247,7 +280,7 @@ class _Connection(asyncio.Protocol):
         target = b"".join(self._url).decode("latin-1")
         body = b"".join(self._body)
         req = Request(self.parser.get_method().decode("latin-1"), target, self.parser.get_http_version(),
-                      CIMultiDictProxy(CIMultiDict(self._headers)), body, self.transport,
+                      self._headers, body, self.transport,
                       self.parser.should_keep_alive())
         if self._size > MAX_BODY:
             req.keep_alive = False
@@ -269,7 +302,7 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, status: int, message: str) -> None:
         if self.transport is not None:
-            req = Request("GET", "/", "1.1", CIMultiDictProxy(CIMultiDict()), b"", self.transport, False)
+            req = Request("GET", "/", "1.1", Headers(), b"", self.transport, False)
             self.write(encode_response(req, Response(status=status, text=message)))
             self.transport.close()
 

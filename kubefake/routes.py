@@ -79,6 +79,9 @@ def _accepts(request: Request, marker: str) -> bool:
     return marker in request.headers.get("Accept", "")
 
 
+_decode = json.JSONDecoder().decode
+
+
 def _read_body(request: Request) -> Any:
     raw = request.body
     if not raw.strip():
@@ -86,6 +89,13 @@ def _read_body(request: Request) -> Any:
     try:
         if "yaml" in request.content_type:
             return yaml.safe_load(raw)
+        if raw[:3] != b"\xef\xbb\xbf" and b"\x00" not in raw[:4]:  # else UTF-16/32 or a BOM: json.loads
+            try:
+                text = raw.decode()
+            except UnicodeDecodeError:
+                pass
+            else:
+                return _decode(text)  # what json.loads does once it knows the bytes are UTF-8
         return json.loads(raw)
     except (ValueError, yaml.YAMLError) as exc:
         raise bad_request("couldn't decode the request body: %s" % exc)
@@ -412,9 +422,10 @@ class ApiHandlers:
         patched = _object_body(patched)
         check_kind(t.rt, t.version, patched)
         self._place(t, patched)
-        # a merge patch's result shares what it left alone with the stored object: not owned
+        # a merge patch's result shares what it left alone with the stored object
+        merged = media == "application/merge-patch+json"
         updated = self.store.update(t.rt, patched, status_only=t.subresource == "status", dry_run=dry_run,
-                                    owned=media != "application/merge-patch+json")
+                                    owned=not merged, shares_stored=merged)
         return self._shown(request, t, updated)
 
     def _apply(self, request: Request, t: Target, obj: Obj, dry_run: bool) -> Response:

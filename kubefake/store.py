@@ -245,9 +245,14 @@ class ObjectStore:
         return self._commit("ADDED", rt, namespace, obj, None)
 
     def update(self, rt: ResourceType, obj: Obj, *, status_only: bool = False,
-               dry_run: bool = False, seed: bool = False, owned: bool = False) -> Obj:
+               dry_run: bool = False, seed: bool = False, owned: bool = False,
+               shares_stored: bool = False) -> Obj:
         """Replace an object; a stale metadata.resourceVersion is a 409 Conflict. Returns
-        it as stored (read-only); `owned`: obj is the store's to keep (nothing shared)."""
+        it as stored (read-only); `owned`: obj is the store's to keep (nothing shared);
+        `shares_stored`: obj is the store's to keep but may share parts with stored objects
+        (a merge patch's result), which stay read-only: only what the store changes is copied."""
+        # what strategy.prepare changes in place must not be shared with a stored object
+        share = rt.key not in strategy.PREPARED
         meta = obj.get("metadata") or {}
         namespace = meta.get("namespace") or "" if rt.namespaced else ""
         name = meta.get("name") or ""
@@ -258,13 +263,18 @@ class ObjectStore:
         if sent_rv and sent_rv != old["metadata"]["resourceVersion"]:
             raise conflict(rt.plural, rt.group, name)
         if status_only:
-            new = clone(old)
+            new = {**old, "metadata": dict(old["metadata"])} if share else clone(old)
             if "status" in obj:
-                new["status"] = obj["status"] if owned else clone(obj["status"])
+                new["status"] = obj["status"] if owned or (shares_stored and share) else clone(obj["status"])
             else:
                 new.pop("status", None)
         else:
-            new = obj if owned else clone(obj)
+            if owned:
+                new = obj
+            elif shares_stored and share:
+                new = {**obj, "metadata": dict(obj.get("metadata") or {})}
+            else:
+                new = clone(obj)
             new_meta = new.setdefault("metadata", {})
             new_meta.pop("managedFields", None)
             for field in ("uid", "creationTimestamp", "deletionTimestamp", "generation",
@@ -277,7 +287,7 @@ class ObjectStore:
                 new_meta.pop("namespace", None)
             if rt.status and not seed:
                 if "status" in old:
-                    new["status"] = clone(old["status"])
+                    new["status"] = old["status"] if share else clone(old["status"])
                 else:
                     new.pop("status", None)
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]

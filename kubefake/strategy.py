@@ -46,6 +46,38 @@ def _name_causes(rt: ResourceType, name: str) -> list[Cause]:
     return []
 
 
+# label keys and values already found valid: most writes repeat the same few (bounded)
+_VALID_KEYS: set[str] = set()
+_VALID_VALUES: set[str] = set()
+_VALID_LIMIT = 65536
+
+
+def _valid_key(key: str) -> bool:
+    if key in _VALID_KEYS:
+        return True
+    prefix, _, name = key.rpartition("/")
+    ok = not (prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix))) and \
+        len(name) <= 63 and bool(_QUALIFIED_NAME.match(name))
+    if ok:
+        if len(_VALID_KEYS) >= _VALID_LIMIT:
+            _VALID_KEYS.clear()
+        _VALID_KEYS.add(key)
+    return ok
+
+
+def _valid_value(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    if value in _VALID_VALUES:
+        return True
+    ok = len(value) <= 63 and bool(_LABEL_VALUE.match(value))
+    if ok:
+        if len(_VALID_VALUES) >= _VALID_LIMIT:
+            _VALID_VALUES.clear()
+        _VALID_VALUES.add(value)
+    return ok
+
+
 def _label_causes(labels: Any) -> list[Cause]:
     if labels is None:
         return []
@@ -53,12 +85,10 @@ def _label_causes(labels: Any) -> list[Cause]:
         return [("metadata.labels", "FieldValueInvalid", "must be a map of strings")]
     causes = []
     for key, value in labels.items():
-        prefix, _, name = key.rpartition("/")
-        if (prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix))) or \
-                len(name) > 63 or not _QUALIFIED_NAME.match(name):
+        if not _valid_key(key):
             causes.append(("metadata.labels", "FieldValueInvalid", 'Invalid value: "%s": name part must '
                            "consist of alphanumeric characters, '-', '_' or '.'" % key))
-        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
+        if not _valid_value(value):
             causes.append(("metadata.labels", "FieldValueInvalid",
                            'Invalid value: "%s": a valid label must be 63 characters or less and '
                            "consist of alphanumerics, '-', '_' or '.'" % (value,)))
@@ -115,12 +145,9 @@ def _service_causes(spec: dict[str, Any]) -> list[Cause]:
 
 def prepare(rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None,
             ips: IPAllocator) -> None:
-    """Fill the fields a real server defaults or allocates (in place)."""
-    fill: Callable[[dict[str, Any], dict[str, Any] | None, IPAllocator], None] | None = {
-        ("", "namespaces"): _namespace,
-        ("", "services"): _service,
-        ("apiextensions.k8s.io", "customresourcedefinitions"): _crd,
-    }.get(rt.key)
+    """Fill the fields a real server defaults or allocates (in place: only the kinds in
+    PREPARED, whose objects the store therefore copies whole before this)."""
+    fill = _FILL.get(rt.key)
     if fill is not None:
         fill(obj, old, ips)
 
@@ -177,6 +204,14 @@ def _service(obj: dict[str, Any], old: dict[str, Any] | None, ips: IPAllocator) 
     spec["clusterIPs"] = [ip]
     spec.setdefault("ipFamilies", ["IPv4"])
     spec.setdefault("ipFamilyPolicy", "SingleStack")
+
+
+_FILL: dict[tuple[str, str], Callable[[dict[str, Any], dict[str, Any] | None, IPAllocator], None]] = {
+    ("", "namespaces"): _namespace,
+    ("", "services"): _service,
+    ("apiextensions.k8s.io", "customresourcedefinitions"): _crd,
+}
+PREPARED = frozenset(_FILL)  # the kinds prepare() changes below metadata's top level
 
 
 def check_kind(rt: ResourceType, version: str, obj: dict[str, Any]) -> None:
