@@ -260,10 +260,8 @@ class _Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         key = name.decode("latin-1").lower()
         headers = self._headers
-        if key in headers:
-            headers[key] = "%s, %s" % (dict.__getitem__(headers, key), value.decode("latin-1"))
-        else:
-            headers[key] = value.decode("latin-1")
+        before = dict.get(headers, key)
+        headers[key] = value.decode("latin-1") if before is None else "%s, %s" % (before, value.decode("latin-1"))
 
     def on_headers_complete(self) -> None:
         expect = dict.get(self._headers, "expect")

@@ -28,10 +28,13 @@ class ResourceType:
     categories: tuple[str, ...] = ()
     custom: bool = False  # backed by a CRD: unstructured rules (no strategic merge patch)
     field_labels: tuple[str, ...] = ()  # extra fieldSelector labels beyond metadata.*
+    # (group, plural), and apiVersion by version: derived, made once (every request asks)
+    key: ResourceKey = field(init=False, repr=False, compare=False)
+    _api_versions: dict[str | None, str] = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> ResourceKey:
-        return (self.group, self.plural)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.group, self.plural))
+        object.__setattr__(self, "_api_versions", {})
 
     @property
     def singular(self) -> str:
@@ -42,8 +45,11 @@ class ResourceType:
         return self.versions[0]
 
     def api_version(self, version: str | None = None) -> str:
-        version = version or self.preferred_version
-        return "%s/%s" % (self.group, version) if self.group else version
+        known = self._api_versions.get(version)
+        if known is None:
+            chosen = version or self.preferred_version
+            known = self._api_versions[version] = "%s/%s" % (self.group, chosen) if self.group else chosen
+        return known
 
 
 def _core(plural: str, kind: str, **kw: Any) -> ResourceType:

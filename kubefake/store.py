@@ -32,9 +32,10 @@ Deliver = Callable[[str, Obj], None]
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
-    """A committed change; `obj` and `old` are never mutated after commit."""
+    """A committed change; never mutated after commit, nor are `obj` and `old` (not a
+    frozen dataclass only because one is made per write, and frozen ones are slower to make)."""
 
     type: str  # ADDED, MODIFIED or DELETED
     rv: int
