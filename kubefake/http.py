@@ -204,9 +204,10 @@ class _Connection(asyncio.Protocol):
         self.queue: deque[Request] = deque()
         self.task: asyncio.Task[None] | None = None  # the request answered asynchronously
         self._url: list[bytes] = []
-        self._headers = Headers()
+        self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._size = 0
+        self._parsed = Headers()
         self._writable: asyncio.Future[None] | None = None
         self._paused = False
         self.closing = False
@@ -250,7 +251,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._url = []
-        self._headers = Headers()
+        self._headers = []
         self._body = []
         self._size = 0
 
@@ -258,13 +259,19 @@ class _Connection(asyncio.Protocol):
         self._url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1").lower()
-        headers = self._headers
-        before = dict.get(headers, key)
-        headers[key] = value.decode("latin-1") if before is None else "%s, %s" % (before, value.decode("latin-1"))
+        self._headers.append((name, value))  # decoded once the head is complete
 
     def on_headers_complete(self) -> None:
-        expect = dict.get(self._headers, "expect")
+        raw = self._headers
+        headers = Headers((name.lower().decode("latin-1"), value.decode("latin-1")) for name, value in raw)
+        if len(headers) < len(raw):  # a repeated header: its values joined, in order
+            headers = Headers()
+            for name, value in raw:
+                key, text = name.lower().decode("latin-1"), value.decode("latin-1")
+                before = dict.get(headers, key)
+                headers[key] = text if before is None else "%s, %s" % (before, text)
+        self._parsed = headers
+        expect = dict.get(headers, "expect")
         if expect is not None and expect.lower() == "100-continue" and self.parser.get_http_version() == "1.1":
             self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
@@ -278,7 +285,7 @@ class _Connection(asyncio.Protocol):
         target = b"".join(self._url).decode("latin-1")
         body = b"".join(self._body)
         req = Request(self.parser.get_method().decode("latin-1"), target, self.parser.get_http_version(),
-                      self._headers, body, self.transport,
+                      self._parsed, body, self.transport,
                       self.parser.should_keep_alive())
         if self._size > MAX_BODY:
             req.keep_alive = False

@@ -97,3 +97,12 @@ async def test_watch_client_going_away_ends_the_watch(server: KubeAPIServer) -> 
         await asyncio.sleep(0.01)
     assert server.open_watches == 0
     assert not any(server.store._subs.values())
+
+
+async def test_repeated_header_values_are_joined(server: KubeAPIServer) -> None:
+    """Accept sent twice counts as one list of media types (RFC 9110 5.3): the Table wins."""
+    raw = await _exchange(server, b"GET %s HTTP/1.1\r\nHost: kube\r\nAccept: application/json\r\n"
+                                  b"accept: application/json;as=Table;v=v1;g=meta.k8s.io\r\n"
+                                  b"Connection: close\r\n\r\n" % CM)
+    assert raw.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(raw.partition(b"\r\n\r\n")[2])["kind"] == "Table"
