@@ -142,6 +142,7 @@ class StreamResponse:
         if not isinstance(conn, _Connection) or conn.transport is None:
             raise ConnectionResetError("the client went away")
         self._conn = conn
+        conn.streaming = True
         conn.write(_head(request, self.status, None, self.headers, b"Transfer-Encoding: chunked\r\n"))
 
     async def write(self, data: bytes) -> None:
@@ -157,6 +158,7 @@ class StreamResponse:
         if conn is None or conn.transport is None:
             raise ConnectionResetError("the client went away")
         conn.write(b"0\r\n\r\n")
+        conn.streaming = False
 
 
 Result = Union[Response, StreamResponse]
@@ -211,6 +213,7 @@ class _Connection(asyncio.Protocol):
         self._writable: asyncio.Future[None] | None = None
         self._paused = False
         self.closing = False
+        self.streaming = False  # a StreamResponse is under way (its head is out, not its end)
 
     # --- asyncio.Protocol ----------------------------------------------------------
 
@@ -336,7 +339,10 @@ class _Connection(asyncio.Protocol):
             result = Response(status=500, text="internal error")
         finally:
             self.task = None
-        if isinstance(result, Response):
+        if self.streaming:  # the handler failed mid-stream: nothing more can be said on it
+            self.streaming = False
+            self._close()
+        elif isinstance(result, Response):
             self._finish(req, result)
         elif not req.keep_alive or self.closing:
             self._close()
