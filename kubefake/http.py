@@ -40,18 +40,29 @@ def _date_header() -> bytes:
     return _date[1]
 
 
-class Headers(dict[str, str]):
-    """Request headers by lower-case name (repeats joined with ", "); `get` and `in` take
-    any case, like a CIMultiDict, without building one per request."""
+class Headers:
+    """Request headers by lower-case name (repeats joined with ", "); `get`, `in` and `[]`
+    take any case, like a CIMultiDict, without building one per request."""
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
-        return dict.get(self, name.lower(), default)
+    __slots__ = ("by_name",)
+
+    def __init__(self, by_name: dict[str, str] | None = None) -> None:
+        self.by_name = by_name if by_name is not None else {}
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.by_name.get(name.lower(), default)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and dict.__contains__(self, name.lower())
+        return isinstance(name, str) and name.lower() in self.by_name
 
     def __getitem__(self, name: str) -> str:
-        return dict.__getitem__(self, name.lower())
+        return self.by_name[name.lower()]
+
+    def __len__(self) -> int:
+        return len(self.by_name)
+
+    def items(self) -> Any:
+        return self.by_name.items()
 
 
 class Request:
@@ -266,15 +277,15 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         raw = self._headers
-        headers = Headers((name.lower().decode("latin-1"), value.decode("latin-1")) for name, value in raw)
-        if len(headers) < len(raw):  # a repeated header: its values joined, in order
-            headers = Headers()
+        by_name = {name.lower().decode("latin-1"): value.decode("latin-1") for name, value in raw}
+        if len(by_name) < len(raw):  # a repeated header: its values joined, in order
+            by_name = {}
             for name, value in raw:
                 key, text = name.lower().decode("latin-1"), value.decode("latin-1")
-                before = dict.get(headers, key)
-                headers[key] = text if before is None else "%s, %s" % (before, text)
-        self._parsed = headers
-        expect = dict.get(headers, "expect")
+                before = by_name.get(key)
+                by_name[key] = text if before is None else "%s, %s" % (before, text)
+        self._parsed = Headers(by_name)
+        expect = by_name.get("expect")
         if expect is not None and expect.lower() == "100-continue" and self.parser.get_http_version() == "1.1":
             self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
