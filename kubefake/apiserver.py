@@ -27,7 +27,7 @@ from typing import Any, Awaitable, Callable, Mapping
 import yaml
 
 from .errors import ApiError, failure_status
-from .http import HTTPServer, Request, Response, Result
+from .httpserver import HTTPServer, Request, Response, Result
 from .resources import Registry, ResourceType, default_crds
 from .routes import ApiHandlers
 from .selectors import matcher, parse_field_selector, parse_label_selector
@@ -328,7 +328,7 @@ class KubeAPIServer:
                                              request.headers.get("Content-Type", "")))
         expect = request.headers.get("Expect")
         if expect and request.version == "1.1" and expect.lower() != "100-continue":
-            return Response(status=417, text="Unknown Expect: %s" % expect)  # 100-continue: http.py
+            return Response(status=417, text="Unknown Expect: %s" % expect)  # 100-continue: httpserver.py
         if self._delay:
             return self._held(request)
         return self._answer(request)

@@ -16,7 +16,7 @@ import yaml
 
 from . import discovery, render
 from .errors import ApiError, bad_request, gone
-from .http import Request, Response, Result, StreamResponse
+from .httpserver import Request, Response, Result, StreamResponse
 from .patch import json_patch, merge_patch, strategic_merge_patch
 from .resources import CRD_KEY, NAMESPACE_KEY, Registry, ResourceType
 from .selectors import Matcher, matcher, parse_field_selector, parse_label_selector

@@ -1,4 +1,4 @@
-"""The server's own HTTP/1.1 layer (kubefake/http.py), over raw sockets: what clients
+"""The server's own HTTP/1.1 layer (kubefake/httpserver.py), over raw sockets: what clients
 other than aiohttp's may send (pipelining, chunked bodies, HTTP/1.0, garbage)."""
 from __future__ import annotations
 

@@ -295,7 +295,8 @@ class _Connection(asyncio.Protocol):
             self._body.append(body)
 
     def on_message_complete(self) -> None:
-        assert self.transport is not None
+        if self.transport is None:  # closed while more requests were in the same read
+            return
         target = b"".join(self._url).decode("latin-1")
         body = b"".join(self._body)
         req = Request(self.parser.get_method().decode("latin-1"), target, self.parser.get_http_version(),
