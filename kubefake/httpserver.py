@@ -110,7 +110,7 @@ class Request:
 
     @property
     def host(self) -> str:
-        host = self.headers.get("Host")
+        host: str | None = self.headers.get("Host")
         if host:
             return host
         sock = self.transport.get_extra_info("sockname") if self.transport is not None else None
