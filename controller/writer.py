@@ -35,6 +35,7 @@ from fleet.kube import (ENDPOINT_SLICES, SERVICE_EXPORTS, SERVICE_IMPORTS, SERVI
 from fleet.objects import KubeObject
 from fleet.snapshot import ClusterObjects
 from fleet.tasks import cancel_and_wait
+from fleet.live import InFlight
 from fleet.view import FleetView, LiveCluster, Unfollow, not_following
 
 from .answers import reuse_answer
@@ -420,6 +421,7 @@ class ClusterWorker:
         version = self.source.served_version(resource)
         client = self.source.client
         base = self.source.current(w.kind, w.namespace, w.name)
+        flight = self.source.writing(w.kind, w.namespace, w.name)
         if w.expect is not None:
             # the watch usually brings the write's echo before its answer is handled: the
             # echo is made from the same objects as the answer would be (controller/answers.py)
@@ -433,29 +435,30 @@ class ClusterWorker:
                 except KubeError as exc:
                     if exc.conflict:  # AlreadyExists: we had not seen it yet; learn it now
                         self._learn(resource, "ADDED", w.namespace, w.name,
-                                    await client.get(resource, version, w.namespace, w.name), None)
+                                    await client.get(resource, version, w.namespace, w.name), None, flight)
                     raise
                 log.debug("cluster %s: created %s/%s/%s", self.name, w.kind, w.namespace, w.name)
-                self._learn(resource, "ADDED", w.namespace, w.name, answer, base, w.expect)
+                self._learn(resource, "ADDED", w.namespace, w.name, answer, base, flight, w.expect)
             elif w.op == DELETE:
                 await client.delete(resource, version, w.namespace, w.name, uid=w.uid,
                                     resource_version=w.resource_version)
                 log.debug("cluster %s: deleted %s/%s/%s", self.name, w.kind, w.namespace, w.name)
-                self._learn(resource, "DELETED", w.namespace, w.name, _gone(w), base)
+                self._learn(resource, "DELETED", w.namespace, w.name, _gone(w), base, flight)
             else:
                 assert w.body is not None
                 answer = await client.merge_patch_later(resource, version, w.namespace, w.name, w.body,
                                                         subresource="status" if w.op == STATUS else None)
                 log.debug("cluster %s: %s %s/%s/%s", self.name, "wrote status of" if w.op == STATUS else "updated",
                          w.kind, w.namespace, w.name)
-                self._learn(resource, "MODIFIED", w.namespace, w.name, answer, base, w.expect)
+                self._learn(resource, "MODIFIED", w.namespace, w.name, answer, base, flight, w.expect)
         except KubeError as exc:
             if exc.not_found and w.op != CREATE:  # already gone: the watch will say so too
-                self._learn(resource, "DELETED", w.namespace, w.name, _gone(w), base)
+                self._learn(resource, "DELETED", w.namespace, w.name, _gone(w), base, flight)
                 if w.op == DELETE:
                     return
             raise
         finally:
+            flight.done()
             if w.expect is not None:
                 self.source.hint(w.kind, w.namespace, w.name, None)
 
@@ -468,13 +471,17 @@ class ClusterWorker:
         return reuse
 
     def _learn(self, resource: Resource, event: str, namespace: str, name: str, answer: Raw | Callable[[], Raw],
-               base: KubeObject | None, expect: KubeObject | None = None) -> None:
-        """Put an answer into the source's store, unless the watch already moved the object
-        past the version this write was planned from (an older answer must not win; the
-        watch's echo usually comes first, and then the answer is not even decoded: `answer`
-        may be the function that decodes it). An answer that repeats `expect` (the desired
-        object) or `base` where the parser reads is not parsed (controller/answers.py)."""
-        if self.source.current(resource.kind, namespace, name) is not base:
+               base: KubeObject | None, flight: InFlight, expect: KubeObject | None = None) -> None:
+        """Put an answer into the source's store, unless any event for the object reached the
+        store since the write began (`flight`; the watch's echo usually comes first, and then
+        the answer is not even decoded: `answer` may be the function that decodes it). The
+        watch is in order, so whatever came brings the write's echo or a later state: the
+        answer, older or the same, must not win. Not by comparing the store's object with
+        `base` alone: a create's ADDED then DELETED leaves None again, and a late answer
+        would store an object the API server no longer has (nothing would re-create it).
+        An answer that repeats `expect` (the desired object) or `base` where the parser reads
+        is not parsed (controller/answers.py)."""
+        if flight.moved or self.source.current(resource.kind, namespace, name) is not base:
             return
         raw = answer() if callable(answer) else answer
         meta = raw.get("metadata") or {}

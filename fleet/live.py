@@ -28,6 +28,41 @@ log = logging.getLogger(__name__)
 START_TIMEOUT = 10.0  # start() waits at most this long for the first lists
 
 
+class _Writes:
+    """Events that reached one object's store entry while writes of it are in flight."""
+
+    __slots__ = ("events", "writers")
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.writers = 0
+
+
+class InFlight:
+    """One write of one object, from before its request to after its answer is handled
+    (LiveSource.writing). `moved`: some event for the object (a watch event, DELETED
+    included, a relist of its kind, another answer) reached the store since it began."""
+
+    __slots__ = ("_entry", "_start", "_writing", "_key")
+
+    def __init__(self, writing: dict[tuple[str, str, str], _Writes], key: tuple[str, str, str]) -> None:
+        entry = writing.get(key)
+        if entry is None:
+            entry = writing[key] = _Writes()
+        entry.writers += 1
+        self._entry, self._start, self._writing, self._key = entry, entry.events, writing, key
+
+    @property
+    def moved(self) -> bool:
+        return self._entry.events != self._start
+
+    def done(self) -> None:
+        entry = self._entry
+        entry.writers -= 1
+        if entry.writers == 0 and self._writing.get(self._key) is entry:
+            del self._writing[self._key]
+
+
 class LiveSource:
     """A Source over a Kubernetes API server (see the module docstring)."""
 
@@ -49,6 +84,7 @@ class LiveSource:
         self._loaded = False
         self._reachable = True
         self._hints: dict[tuple[str, str, str], Callable[[Raw], KubeObject | None]] = {}  # hint()
+        self._writing: dict[tuple[str, str, str], _Writes] = {}  # writing(): objects with a write in flight
 
     @classmethod
     def factory(cls, name: str, spec: SourceSpec) -> "LiveSource":
@@ -126,6 +162,15 @@ class LiveSource:
         else:
             self._hints[(kind, namespace, name)] = reuse
 
+    def writing(self, kind: str, namespace: str, name: str) -> InFlight:
+        """A write of this object begins (call `done()` on the result once its answer is
+        handled): `moved` then says whether any event for the object reached the store in
+        between. The writer stores an answer only when none did: comparing the store's object
+        with the one the write began from is not enough, as a create's ADDED then DELETED
+        (kubectl, the GC) leaves None, as before, and the late answer would bring back an
+        object the API server no longer has."""
+        return InFlight(self._writing, (kind, namespace, name))
+
     def current(self, kind: str, namespace: str, name: str) -> KubeObject | None:
         """One object as this source holds it now (answers fed back by `event` included)."""
         return self._store.get(kind, (namespace, name)) if self._loaded else None
@@ -134,17 +179,26 @@ class LiveSource:
 
     def replace(self, resource: Resource, items: list[Raw]) -> None:
         self._origin()
+        for key, writes in self._writing.items():  # a relist: an answer in flight may be older
+            if key[0] == resource.kind:
+                writes.events += 1
         if self._store.replace(resource.kind, items, namespaced=resource.namespaced):
             self._changed()
 
     def event(self, resource: Resource, kind: str, raw: Raw, parsed: KubeObject | None = None) -> None:
         """A watch event, or a write's answer (`parsed`: its view, when the writer has it).
-        An event for an object with a `hint` is offered to it before it is parsed."""
-        if parsed is None and self._hints and kind != "DELETED":
+        An event for an object with a `hint` is offered to it before it is parsed; one for an
+        object being written is counted (`writing`)."""
+        if self._writing or (parsed is None and self._hints and kind != "DELETED"):
             md = raw.get("metadata") or {}
-            hint = self._hints.get((resource.kind, str(md.get("namespace") or ""), str(md.get("name") or "")))
-            if hint is not None:
-                parsed = hint(raw)
+            key = (resource.kind, str(md.get("namespace") or ""), str(md.get("name") or ""))
+            writes = self._writing.get(key)
+            if writes is not None:
+                writes.events += 1
+            if parsed is None and kind != "DELETED":
+                hint = self._hints.get(key)
+                if hint is not None:
+                    parsed = hint(raw)
         if self._store.apply(resource.kind, kind, raw, namespaced=resource.namespaced, parsed=parsed):
             self._changed()
 

@@ -15,6 +15,7 @@ from .snapshot import FleetSnapshot
 
 if TYPE_CHECKING:  # fleet.kube imports kubernetes_asyncio; only live fleets load it
     from .kube import KubeClient, Raw, Resource
+    from .live import InFlight
     from .objects import KubeObject
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,10 @@ class LiveCluster(Source, Protocol):
     def hint(self, kind: str, namespace: str, name: str,
              reuse: "Callable[[Raw], KubeObject | None] | None") -> None:
         """How to make the view of this object's next event without parsing it (or None: no hint)."""
+
+    def writing(self, kind: str, namespace: str, name: str) -> "InFlight":
+        """A write of this object begins: the result's `moved` says whether an event for it
+        reached the store since (call its `done()` after the answer is handled)."""
 
     async def patch_ingress_status(self, namespace: str, name: str,
                                    ingress: Sequence[Mapping[str, Any]]) -> None:
