@@ -19,7 +19,6 @@ kubernetes_asyncio.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,8 @@ from urllib.parse import quote, urlencode
 import aiohttp
 import yarl
 
+from .jsonwire import dumps as _dumps
+from .jsonwire import loads as _loads
 from .kubelazy import light
 from .kubewrite import WritePool, open_pool
 from .objects import MCS_GROUP
@@ -136,7 +137,7 @@ class Unreachable(Exception):
 def _status_error(status: int, body: bytes | str, headers: Mapping[str, str] | None = None) -> KubeError:
     message, reason = "", ""
     try:
-        doc = json.loads(body)
+        doc = _loads(body)
         if isinstance(doc, dict):
             message, reason = str(doc.get("message", "")), str(doc.get("reason", ""))
     except ValueError:
@@ -184,8 +185,6 @@ def _first_resource_version(line: bytes) -> str | None:
     return line[start:end].decode("ascii", "replace") if end > start else None
 
 
-_ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode  # one encoder for every request
-# body; our bodies are trees we built (no cycles), and the cycle check was a quarter of the encoding
 
 
 class WatchStream:
@@ -220,7 +219,7 @@ class WatchStream:
                     # resourceVersion matters (where to resume), as for a bookmark
                     return "BOOKMARK", {"metadata": {"resourceVersion": rv}}
             try:
-                event = json.loads(line)
+                event = _loads(line)
             except ValueError:
                 raise KubeError(500, "undecodable watch event: %r" % line[:100]) from None
             kind, obj = str(event.get("type", "")), event.get("object")
@@ -299,7 +298,7 @@ class KubeClient:
         headers = await self._headers(api)
         data = None
         if body is not None:
-            data = _ENCODE(body).encode()
+            data = _dumps(body)
             headers["Content-Type"] = content_type or "application/json"
         rest = api.rest_client
         options: dict[str, Any] = {}
@@ -333,7 +332,7 @@ class KubeClient:
             raise Unreachable(f"{method} {path}: {exc or type(exc).__name__}") from exc
         finally:
             response.release()
-        doc = json.loads(data)
+        doc = _loads(data)
         if not isinstance(doc, dict):
             raise KubeError(500, "expected a JSON object")
         return doc
@@ -357,7 +356,7 @@ class KubeClient:
         headers = await self._headers(api)
         data = b""
         if body is not None:
-            data = _ENCODE(body).encode()
+            data = _dumps(body)
             headers["Content-Type"] = content_type
         lines = [f"{method} {pool.prefix}{quote(path, safe=_PATH_SAFE)} HTTP/1.1\r\nHost: {pool.host_header}\r\n"]
         for name, value in headers.items():
@@ -377,7 +376,7 @@ class KubeClient:
 
         def decode() -> Raw:
             try:
-                doc = json.loads(data)
+                doc = _loads(data)
             except ValueError:
                 raise KubeError(500, "undecodable answer: %r" % data[:100]) from None
             if not isinstance(doc, dict):
