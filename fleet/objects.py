@@ -14,8 +14,8 @@ from typing import Any, Callable, Mapping, Union
 
 from . import validation
 from .validation import address as _address, dns1123_label as _label
-from .rawfields import (ObjectError, SharedValues, as_bool, as_int, as_list, as_map, as_shared_str_map, as_str,
-                        checked, intern, shared, shared_str_map)
+from .rawfields import (ObjectError, SharedValues, as_bool, as_int, as_list, as_map, as_optional_str,
+                        as_shared_str_map, as_str, checked, intern, shared, shared_str_map)
 
 MCS_GROUP = "multicluster.x-k8s.io"
 LABEL_SERVICE_NAME = "kubernetes.io/service-name"
@@ -276,7 +276,7 @@ def _service_port(raw: Any, where: str) -> ServicePort:
         checked(validation.dns1123_label, name, f"{where}.name")
     return ServicePort(port=port, name=shared(name),
                        protocol=shared(as_str(p.get("protocol"), f"{where}.protocol") or "TCP"),
-                       target_port=target, app_protocol=as_str(p.get("appProtocol"), f"{where}.appProtocol"))
+                       target_port=target, app_protocol=as_optional_str(p.get("appProtocol"), f"{where}.appProtocol"))
 
 
 def parse_namespace(raw: Mapping[str, Any]) -> Namespace:
@@ -306,9 +306,9 @@ def parse_service(raw: Mapping[str, Any]) -> Service:
         selector=None if selector is None else as_shared_str_map(selector, "spec.selector"),
         session_affinity=as_str(spec.get("sessionAffinity"), "spec.sessionAffinity") or "None",
         session_affinity_config=as_map(spec.get("sessionAffinityConfig"), "spec.sessionAffinityConfig") or None,
-        internal_traffic_policy=as_str(spec.get("internalTrafficPolicy"), "spec.internalTrafficPolicy"),
-        traffic_distribution=as_str(spec.get("trafficDistribution"), "spec.trafficDistribution"),
-        external_name=as_str(spec.get("externalName"), "spec.externalName"),
+        internal_traffic_policy=as_optional_str(spec.get("internalTrafficPolicy"), "spec.internalTrafficPolicy"),
+        traffic_distribution=as_optional_str(spec.get("trafficDistribution"), "spec.trafficDistribution"),
+        external_name=as_optional_str(spec.get("externalName"), "spec.externalName"),
     )
 
 
@@ -325,7 +325,7 @@ def parse_endpoint_slice(raw: Mapping[str, Any]) -> EndpointSlice:
         ports.append(EndpointPort(port=as_int(p.get("port"), f"ports[{i}].port", lo=1),
                                   name=shared(name),
                                   protocol=shared(as_str(p.get("protocol"), f"ports[{i}].protocol") or "TCP"),
-                                  app_protocol=as_str(p.get("appProtocol"), f"ports[{i}].appProtocol")))
+                                  app_protocol=as_optional_str(p.get("appProtocol"), f"ports[{i}].appProtocol")))
     endpoints = [_plain_endpoint(e, address_type) or _endpoint(e, f"endpoints[{i}]", address_type)
                  for i, e in enumerate(as_list(raw.get("endpoints"), "endpoints"))]
     return EndpointSlice(meta=parse_meta(raw), address_type=address_type, ports=tuple(ports),
@@ -368,6 +368,7 @@ def _plain_endpoint(e: Any, address_type: str) -> Endpoint | None:
     if (hostname is not None and type(hostname) is not str) or (zone is not None and type(zone) is not str) \
             or (node_name is not None and type(node_name) is not str):
         return None
+    zone, node_name = zone or None, node_name or None  # "" is unset (rawfields.as_optional_str)
     addresses = tuple(addrs)
     code = _TYPE_CODE[address_type] + 9 * _COND_CODE[ready] + 3 * _COND_CODE[serving] + _COND_CODE[terminating]
     key = (addresses, code) if hostname is None and zone is None and node_name is None else \
@@ -404,8 +405,8 @@ def _endpoint(e: Any, where: str, address_type: str) -> Endpoint:
         serving=as_bool(cond.get("serving"), f"{where}.conditions.serving"),
         terminating=as_bool(cond.get("terminating"), f"{where}.conditions.terminating"),
         hostname=hostname,
-        zone=as_str(e.get("zone"), f"{where}.zone"),
-        node_name=as_str(e.get("nodeName"), f"{where}.nodeName"),
+        zone=as_optional_str(e.get("zone"), f"{where}.zone"),
+        node_name=as_optional_str(e.get("nodeName"), f"{where}.nodeName"),
     )
 
 
@@ -529,8 +530,8 @@ def parse_service_import(raw: Mapping[str, Any]) -> ServiceImport:
         ip_families=tuple(str(x) for x in as_list(spec.get("ipFamilies"), "spec.ipFamilies")),
         session_affinity=as_str(spec.get("sessionAffinity"), "spec.sessionAffinity") or "None",
         session_affinity_config=as_map(spec.get("sessionAffinityConfig"), "spec.sessionAffinityConfig") or None,
-        internal_traffic_policy=as_str(spec.get("internalTrafficPolicy"), "spec.internalTrafficPolicy"),
-        traffic_distribution=as_str(spec.get("trafficDistribution"), "spec.trafficDistribution"),
+        internal_traffic_policy=as_optional_str(spec.get("internalTrafficPolicy"), "spec.internalTrafficPolicy"),
+        traffic_distribution=as_optional_str(spec.get("trafficDistribution"), "spec.trafficDistribution"),
         clusters=tuple(str(as_map(c, "status.clusters[]").get("cluster", ""))
                        for c in as_list(status.get("clusters"), "status.clusters")),
     )

@@ -43,6 +43,14 @@ def as_str(value: Any, where: str, *, required: bool = False) -> str | None:
     return str(value)
 
 
+
+def as_optional_str(value: Any, where: str) -> str | None:
+    """An optional string whose empty value means unset (a zone, an appProtocol): None for
+    "", as for an absent field. Kubernetes omits such a field when empty, and so do our
+    renders (controller/render.py): a view parsed from a file that spells "" then equals the
+    view of the same object as an API server sends it back."""
+    return as_str(value, where) or None
+
 def as_int(value: Any, where: str, *, required: bool = False, lo: int = 0,
          hi: int = 65535) -> int | None:
     if value is None:

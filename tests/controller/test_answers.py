@@ -6,9 +6,10 @@ from dataclasses import replace
 from typing import Any
 
 from controller.answers import reuse_answer
+from controller.derive import derive_imports
 from controller.render import endpoint_slice_to_dict, service_import_to_dict, service_to_dict
 from fleet.objects import parse_object
-from tests.controller.mcs_support import endpoint, endpoint_slice
+from tests.controller.mcs_support import cluster, endpoint, endpoint_slice, export, fleet, namespace, service
 
 SERVER = {"uid": "u-1", "resourceVersion": "42", "generation": 3, "creationTimestamp": "2026-01-01T00:00:00Z"}
 
@@ -106,3 +107,29 @@ def test_a_service_answer_takes_what_the_api_server_allocates_from_the_answer() 
     node_port = copy.deepcopy(raw)
     node_port["spec"]["ports"][0]["nodePort"] = 30080  # not ours: parsed
     assert reuse_answer("Service", node_port, (desired, None)) is None
+
+
+def test_a_source_spelling_unset_fields_as_empty_strings_gives_answers_whose_reuse_is_the_parse() -> None:
+    """A source Service port with appProtocol "", trafficDistribution "", an endpoint with zone
+    and nodeName "": the renders omit them (as Kubernetes does), so the API server's answer
+    lacks them; the view reused from the desired object must still equal parse_object's."""
+    svc = service("web", trafficDistribution="", internalTrafficPolicy="")
+    svc["spec"]["ports"][0]["appProtocol"] = ""
+    ep = endpoint("10.0.0.1")
+    ep.update(zone="", nodeName="")
+    source_slice = endpoint_slice("web", [ep])
+    source_slice["ports"][0]["appProtocol"] = ""
+    snap = fleet({"zone-a": cluster(namespace("demo"), svc, export("web"), source_slice),
+                  "zone-b": cluster(namespace("demo"))})
+    objs = derive_imports(snap, allocate=False, unallocated=("zone-a", "zone-b")).per_cluster["zone-b"] \
+        .by_service[("demo", "web")]
+    cases = [("EndpointSlice", objs.slices[0], endpoint_slice_to_dict(objs.slices[0])),
+             ("ServiceImport", objs.service_import, service_import_to_dict(objs.service_import)),
+             ("Service", objs.service, service_to_dict(objs.service))]
+    for kind, desired, raw in cases:
+        got = reuse_answer(kind, answer(raw), (desired, None))
+        assert got is not None, f"{kind}: reused"
+        assert got == parse_object(answer(raw)), kind
+    endpoint_view, = objs.slices[0].endpoints
+    assert endpoint_view.zone is None and endpoint_view.node_name is None
+    assert objs.service_import.ports[0].app_protocol is None and objs.service_import.traffic_distribution is None

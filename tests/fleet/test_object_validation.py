@@ -183,3 +183,28 @@ def test_equal_label_sets_are_one_read_only_map() -> None:
     other = slice_doc(name="echo-c")
     other["metadata"]["labels"]["team"] = "x"
     assert parse_object(other).meta.labels is not a.meta.labels
+
+
+def test_an_empty_optional_string_reads_as_unset() -> None:
+    """zone, nodeName, appProtocol, trafficDistribution... as "" are unset, as when absent:
+    Kubernetes omits them when empty and so do the controller's renders, so the view of a
+    source that spells "" equals the view of the objects derived from it as read back."""
+    doc = slice_doc()
+    doc["endpoints"][0].update(zone="", nodeName="", conditions={"ready": True})
+    doc["ports"][0]["appProtocol"] = ""
+    es = parse_object(doc)
+    assert es == parse_object(slice_doc() | {"endpoints": [{"addresses": ["127.0.10.1"], "conditions": {"ready": True}}]})
+    assert (es.endpoints[0].zone, es.endpoints[0].node_name, es.ports[0].app_protocol) == (None, None, None)
+    zoned = slice_doc()
+    zoned["endpoints"][0].update(zone="az-1", nodeName="node-1")
+    assert (parse_object(zoned).endpoints[0].zone, parse_object(zoned).endpoints[0].node_name) == ("az-1", "node-1")
+    svc = service_doc()
+    svc["spec"].update(trafficDistribution="", internalTrafficPolicy="", externalName="")
+    svc["spec"]["ports"][0]["appProtocol"] = ""
+    assert parse_object(svc) == parse_object(service_doc())
+    imported = {"apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceImport",
+                "metadata": {"name": "echo", "namespace": "demo"},
+                "spec": {"type": "ClusterSetIP", "ports": [{"port": 80, "appProtocol": ""}],
+                         "trafficDistribution": "", "internalTrafficPolicy": ""}}
+    si = parse_object(imported)
+    assert (si.ports[0].app_protocol, si.traffic_distribution, si.internal_traffic_policy) == (None, None, None)
