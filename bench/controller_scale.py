@@ -14,7 +14,9 @@ EndpointSlices in every consumer (a watch over plain HTTP, no polling) and measu
 - writes per change (API writes during the change phase / changes; target one per consumer),
   controller CPU per change (its utime+stime over the change phase / changes), its RSS;
 - the cold start's CPU split: controller, API servers (and their CPU per request served,
-  seeding excluded), this process.
+  seeding excluded), this process; and where the controller's wall went that was not its
+  CPU: waiting for a CPU (its run-queue time, other processes' share of its core) or for
+  the API servers (the rest: 1 - runnable share).
 
 The issue's targets are for one core for the controller: with 2 CPUs or more the controller
 is pinned to the first and the API servers and this process to the others (`--no-pin` not to).
@@ -203,6 +205,34 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def run_queue_seconds(pid: int) -> float | None:
+    """Seconds the process's threads were runnable but waited for a CPU (schedstat's second
+    field), or None without schedstats. With CPU seconds it tells a process that waited for
+    the CPU (other processes on its core) from one that waited for I/O (issue 18: at
+    10,000 services on a shared machine the controller got 53 % of its core yet was
+    runnable 86 % of the wall: the first, mostly)."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1])
+            except (FileNotFoundError, ProcessLookupError):
+                pass  # a thread that just ended
+    except FileNotFoundError:
+        return None
+    return total / 1e9
+
+
+def core_seconds(cores: set[int]) -> float:
+    """CPU seconds the given cores have been busy since boot, whoever ran (/proc/stat)."""
+    busy = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores:
+            busy += sum(int(f) for f in fields[:8]) - int(fields[3]) - int(fields[4])  # less idle, iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> tuple[float, float]:
     """(VmRSS, VmHWM) in MB."""
     status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
@@ -380,10 +410,14 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             pid = await child_pid(controller.pid) if spy else controller.pid
             if cores is not None:  # py-spy, when sampling, stays on the other cores
                 pin(pid, cores[0])
+            core_busy_at_start = core_seconds(cores[0]) if cores is not None else 0.0
             if not await consumers.converged(args.services, args.timeout):
                 raise SystemExit(f"not converged within {args.timeout}s: "
                                  f"{[len(s) for s in consumers.slices]} slices of {args.services}")
             log(f"every derived slice in every consumer after {time.perf_counter() - started:.1f}s")
+            converged_wall = time.perf_counter() - started
+            core_busy = core_seconds(cores[0]) - core_busy_at_start if cores is not None else None
+            controller_cpu_at_converged = cpu_seconds(pid)
             wall_started = time.time() - (time.perf_counter() - started)
             while True:  # the cold start ends with its last write (imports take their IPs last)
                 last = max([(await c.ask("last"))["last_write"] for c in children])
@@ -412,6 +446,21 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             # API servers, or for other processes on a loaded machine), not that it worked
             out["controller_core_share"] = round(out["cold_start_cpu_s"] / out["cold_start_s"], 2)
             out["load_after_start"] = os.getloadavg()[0]
+            # where the rest of the wall went: waiting for a CPU (runnable, its core busy with
+            # others) or for I/O (the API servers): a runnable share near 1 is CPU-bound
+            waits = [run_queue_seconds(p) for p in (pid, *(c.proc.pid for c in children))]
+            if waits[0] is not None:
+                out["controller_runqueue_s"] = round(waits[0], 1)
+                out["controller_runnable_share"] = round((out["cold_start_cpu_s"] + waits[0]) / out["cold_start_s"], 2)
+                out["api_runqueue_s"] = [round(w or 0.0, 1) for w in waits[1:]]
+                log(f"controller runnable {out['controller_runnable_share']:.0%} of the wall: CPU "
+                    f"{out['cold_start_cpu_s']:.1f} s + {waits[0]:.1f} s waiting for a CPU; API servers waited "
+                    f"{sum(out['api_runqueue_s']):.1f} s for a CPU")
+            if core_busy is not None:  # until convergence: others' CPU on the controller's core
+                out["controller_core_others_share"] = round(
+                    max(0.0, core_busy - controller_cpu_at_converged) / converged_wall, 2)
+                log(f"the controller's core was {core_busy / converged_wall:.0%} busy until convergence, "
+                    f"{out['controller_core_others_share']:.0%} of it with other processes")
             log(f"cold start CPU: controller {out['cold_start_cpu_s']:.1f} s ({out['controller_core_share']:.0%} of "
                 f"its core over the wall), API servers {sum(out['cold_start_api_cpu_s']):.1f} s "
                 f"({out['api_cpu_per_request_ms']:.3f} ms per request served), bench {out['cold_start_bench_cpu_s']:.1f} s; "
