@@ -73,51 +73,59 @@ _RESPONSE_COMMON = re.compile(rb"http/1\.[01] [1-9][0-9][0-9](?: ([^\r]*+))?\r\n
                               + rb")?)?\r\n")
 
 
-# The whole-response head for response_whole: like _RESPONSE_COMMON, but only a keep-alive
+# The whole paths (request_whole / response_whole) have no proof from head_end, so their
+# regexes validate every byte themselves: they run over `bytes.lower()` (~6 instructions a
+# byte; translate ~9) and take a value as a field-vchar run, `[\t\x20-\x7e\x80-\xff]*+` (one
+# bitmap test a byte, which refuses every CTL, DEL, CR and LF), so a CR or LF can only be a
+# line's CRLF and no count or translate table is needed to prove it.
+_VCHAR = rb"[\x21-\x7e\x80-\xff]"  # a field-vchar (no SP, HTAB, CTL, DEL)
+_FIELD = rb"[\t\x20-\x7e\x80-\xff]*+"  # field-vchar / SP / HTAB, as many as there are
+# A forwarded request line in canonical form (see _PLAIN), validated to the byte.
+_LINE = rb"(?!(?:" + _REQ_SPECIAL + rb"):)" + _TCHL + rb"++: " + _VCHAR + _FIELD + rb"(?<![ \t])\r\n"
+# The whole request head, lowercased, as _REQUEST_HOST_ONLY. Groups: 1 target, 2 the minor
+# version when it is 1, 3 Host's value (the method is what precedes the target's SP).
+_REQUEST_WHOLE = re.compile(rb"(?!connect )[a-z_\-]++ (/[\x21\x22\x24-\x7e]*+) http/1\.(?:0|(1))\r\n(?:" + _LINE
+                            + rb")*+host: ([a-z0-9\-._~!$&'()*+,;=]++(?::[0-9]*+)?)\r\n(?:" + _LINE + rb")*+\r\n")
+# The whole-response head for response_whole, lowercased, from the status line's 13th byte
+# (its first 12 are looked up in _STATUS): like _RESPONSE_COMMON, but only a keep-alive
 # Connection line (a `close` one is not reusable: the general way). Groups: 1 Content-Length,
 # 2 the Connection line; 3-4 the same with Connection first (line, length).
-# Its copy is translated by _LOWER_NUL (every CTL but HTAB, CR and LF becomes NUL), and a
-# value is `[^\r\n\x00]`: so a CR must begin a CRLF and a LF end one, and no count is needed.
-_LOWER_NUL = bytes(c + 32 if 65 <= c <= 90 else 0 if (c < 32 and c not in (9, 10, 13)) or c == 127 else c
-                   for c in range(256))
-_WPLAIN = rb"(?:(?!(?:" + _RESP_SPECIAL + rb"):)" + _TCHL + rb"++:[^\r\n\x00]*+\r\n)*+"
+_WPLAIN = rb"(?:(?!(?:" + _RESP_SPECIAL + rb"):)" + _TCHL + rb"++:" + _FIELD + rb"\r\n)*+"
 _KA = rb"(connection:[ \t]*+keep-alive[ \t]*+\r\n)"
-_RESPONSE_WHOLE = re.compile(rb"http/1\.[01] [1-9][0-9][0-9](?: [^\r\n\x00]*+)?\r\n" + _WPLAIN + rb"(?:" + _CL
-                             + _WPLAIN + rb"(?:" + _KA + _WPLAIN + rb")?|" + _KA + _WPLAIN + rb"(?:" + _CL + _WPLAIN
-                             + rb")?)?\r\n")
+_RESPONSE_WHOLE = re.compile(rb"(?: " + _FIELD + rb")?\r\n" + _WPLAIN + rb"(?:" + _CL + _WPLAIN + rb"(?:" + _KA
+                             + _WPLAIN + rb")?|" + _KA + _WPLAIN + rb"(?:" + _CL + _WPLAIN + rb")?)?\r\n")
+# "HTTP/1.x NNN" -> the status, negative for HTTP/1.0: one dict lookup checks the name's
+# case, the version and the code at once
+_STATUS = {b"HTTP/1.%d %d" % (minor, code): code if minor else -code for minor in (0, 1) for code in range(100, 1000)}
 _WHOLE_MAX = 8192  # a request longer than this (a head with its body, say) takes the general way
+_SHORT_BODY = 128  # a body shorter than this is lowered with its head (cheaper than a slice)
 
 
 def request_whole(buf: bytes, max_line: int, max_header_bytes: int) -> RequestHead | None:
     """head_end + parse_request for a buffer that is exactly one common request head, in one
     call (the request path's idle read, twin only): the RequestHead parse_request gives, or
     None for anything else, however valid (the caller then takes the general way, which
-    parses it again and names any error). No proof from head_end is needed: the regex
-    refuses every CR outside a CRLF and every CTL but HTAB (both are CR in the translated
-    copy), and two counts refuse a bare LF (every LF must be in a received CRLF)."""
-    if not 16 <= len(buf) <= _WHOLE_MAX or buf[-1] != 10:
+    parses it again and names any error). No proof from head_end is needed: the regex takes
+    a CR or LF only in a line's CRLF, and no CTL or DEL at all (see _FIELD)."""
+    if len(buf) > _WHOLE_MAX:
         return None
-    low = buf.translate(_LOWER_CTL)
-    h = _REQUEST_HOST_ONLY.fullmatch(low)
+    h = _REQUEST_WHOLE.fullmatch(buf.lower())
     if h is None:
         return None
-    n = buf.count(b"\r\n")
-    if low.count(b"\n") != n:
-        return None
-    _, (_, sp), (ta, tz), (hs, he) = h.regs
-    method = buf[:sp]
-    if (not method.isupper() or not buf.startswith(b" HTTP", tz) or tz + 9 > max_line
+    _, (ta, tz), (v, _), (hs, he) = h.regs
+    method = buf[:ta - 1]
+    if (not method.isupper() or buf[tz + 1:tz + 5] != b"HTTP" or tz + 9 > max_line
             or len(buf) - 13 - tz > max_header_bytes):
         return None
     if hs == tz + 17:  # Host first: the lines after it
         fields = buf[he + 2:-2]
     else:
         fields = buf[tz + 11:hs - 6] + buf[he + 2:-2]
-    if buf[tz + 8] == 49:  # HTTP/1.1
+    if v > 0:  # HTTP/1.1
         return _new(RequestHead, (method, buf[ta:tz], 11, buf[hs:he], -1, False, True, None, False, None, None,
-                                  None, fields, n - 2))
+                                  None, fields, buf.count(b"\r\n") - 2))
     return _new(RequestHead, (method, buf[ta:tz], 10, buf[hs:he], -1, False, False, None, False, None, None,
-                              None, fields, n - 2))
+                              None, fields, buf.count(b"\r\n") - 2))
 
 
 def response_whole(data: bytes, head_request: bool) -> tuple[int, int, bytes] | None:
@@ -126,32 +134,39 @@ def response_whole(data: bytes, head_request: bool) -> tuple[int, int, bytes] | 
     at `end`, it is keep-alive, not chunked, and its body is exactly the rest of `data`
     (Content-Length, or none: 1xx, 204, 304, an answer to HEAD); else None, however valid
     (the caller takes the general way). Its regex alone refuses a bare CR or LF and every
-    CTL but HTAB (see _LOWER_NUL)."""
+    CTL (see _FIELD)."""
     end = data.find(b"\r\n\r\n") + 4
-    if not 16 <= end <= _WHOLE_MAX:
+    if end > _WHOLE_MAX:
         return None
-    head = data if end == len(data) else data[:end]
-    r = _RESPONSE_WHOLE.fullmatch(head.translate(_LOWER_NUL))
-    if r is None or not head.startswith(b"HTTP/"):
+    status = _STATUS.get(data[:12])
+    if status is None:
+        return None
+    r = _RESPONSE_WHOLE.fullmatch(data.lower() if len(data) - end < _SHORT_BODY else data[:end].lower(), 12, end)
+    if r is None:
         return None
     _, (ca, cz), (la, lz), (la2, lz2), (ca2, cz2) = r.regs
     if ca < 0:  # (Connection first, or no Content-Length)
         ca, cz, la, lz = ca2, cz2, la2, lz2
-    status = _CODES[head[9:12]]
+    if status > 0:  # HTTP/1.1: keep-alive unless it says close (then no match)
+        if head_request or status < 200 or status == 204 or status == 304:
+            if end != len(data):
+                return None
+        elif ca < 0 or int(data[ca:cz]) != len(data) - end:
+            return None
+        if la < 0:
+            return status, end, data[:end - 2]
+        if lz == end - 2:  # the Connection line last
+            return status, end, data[:la]
+        return status, end, data[:la] + data[lz:end - 2]
+    if la < 0:  # HTTP/1.0 without keep-alive
+        return None
+    status = -status
     if head_request or status < 200 or status == 204 or status == 304:
         if end != len(data):
             return None
-    elif ca < 0 or int(head[ca:cz]) != len(data) - end:
+    elif ca < 0 or int(data[ca:cz]) != len(data) - end:
         return None
-    if head[7] == 49:  # HTTP/1.1: keep-alive unless it says close (then no match)
-        if la < 0:
-            return status, end, head[:end - 2]
-        if lz == end - 2:  # the Connection line last
-            return status, end, head[:la]
-        return status, end, head[:la] + head[lz:end - 2]
-    if la < 0:  # HTTP/1.0 without keep-alive
-        return None
-    return status, end, b"HTTP/1.1" + head[8:la] + head[lz:end - 2]
+    return status, end, b"HTTP/1.1" + data[8:la] + data[lz:end - 2]
 
 
 def fast_paths(head_end_rules: Callable[..., int], parse_request_rules: Callable[..., RequestHead],

@@ -421,6 +421,10 @@ def upstream_head(head: RequestHead, target: bytes, host: bytes, peer: bytes, sc
     """The upstream request head (the bytes downstream.py wrote), in one join."""
     method, _, _, hhost, content_length, chunked, _, upgrade, _, xff, _, via, fields, _ = head
     if content_length < 0 and xff is None and via is None and upgrade is None and not chunked:  # the common head
+        if not extra:  # (one piece fewer to join: ~130 instructions each)
+            return b"".join((method, b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n", fields,
+                             b"x-forwarded-for: ", peer, b"\r\nx-forwarded-proto: ", scheme, b"\r\nx-forwarded-host: ",
+                             hhost, b"\r\nx-request-id: ", request_id, b"\r\nvia: 1.1 fleetgate\r\n\r\n"))
         return b"".join((method, b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n", fields, b"x-forwarded-for: ",
                          peer, b"\r\nx-forwarded-proto: ", scheme, b"\r\nx-forwarded-host: ", hhost,
                          b"\r\nx-request-id: ", request_id, b"\r\nvia: 1.1 fleetgate\r\n", extra, b"\r\n"))
