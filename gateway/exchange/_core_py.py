@@ -338,37 +338,8 @@ class DownstreamCore:
                 ctx.counts = counts
                 ctx.counts_of = m
             _counts(ctx).done(ex, now)  # type: ignore[name-defined]  # (_core.pxd: ctx.counts, typed unchecked)
-        else:  # the twin: RequestCounts.done inlined (one frame less; ex.ds is self)
-            counts = ctx.metrics.counts
-            n = self.sent
-            out = self.out
-            if out:
-                for b in out:
-                    n += len(b)
-            sent = n - self.logged
-            self.logged = n
-            r = ex.route
-            if (r is counts.c_route and ex.backend is counts.c_backend and ex.label is counts.c_label
-                    and ex.cluster is counts.c_cluster and ex.status == counts.c_status
-                    and ex.method == counts.c_method):
-                row = counts.c_row
-            else:
-                row = counts._remember(ex, r)
-            seconds = now - ex.start
-            row[bisect_left(_BOUNDS, seconds)] += 1
-            row[_SUM] += seconds
-            req = ex.req
-            received = len(req[_TARGET]) + len(req[_HOST]) + len(req[_FIELDS]) + 30 + ex.body_size
-            row[_RECV] += received
-            row[_SENT] += sent
-            if ex.attempt > 1:  # a retry (the first attempt set it to 1): maybe a failover
-                counts.owner._failover(ex, r)
-            lg = counts.log
-            if lg is not None:
-                pending = lg.pending
-                if not pending:
-                    lg.schedule()
-                pending.append((ex, seconds, sent, received))
+        else:
+            ctx.metrics.counts.done(ex, now)
         if ex.keep_alive and not self.paused and not ctx.draining:
             self.active = None  # the common end of a keep-alive exchange: wait for the next
             if _COMPILED:
